@@ -1,0 +1,58 @@
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One thing wrong with one field of an input; `field` uses the name the user
+/// typed (a flag such as `--mem` or a config key such as `task_configuration.mem`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Every problem found in one input, reported together so that a user fixes
+/// them in one round instead of one per attempt.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub struct ValidationErrors {
+    pub errors: Vec<FieldError>,
+}
+
+impl ValidationErrors {
+    pub fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(FieldError::new(field, message));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    /// `Ok(value)` when nothing was recorded, the collected errors otherwise.
+    pub fn into_result<T>(self, value: T) -> Result<T, ValidationErrors> {
+        if self.errors.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
+    }
+}
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.errors.iter().map(ToString::to_string).collect();
+        f.write_str(&parts.join("; "))
+    }
+}

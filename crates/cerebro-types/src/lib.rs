@@ -1,0 +1,10 @@
+//! Types shared by every Cerebro daemon and the CLI: what goes over the wire,
+//! what config files hold, and the validation that turns raw input into them.
+
+pub mod error;
+pub mod human;
+pub mod task;
+pub mod time;
+
+pub use error::{FieldError, ValidationErrors};
+pub use task::*;

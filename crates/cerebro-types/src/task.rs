@@ -1,0 +1,749 @@
+//! One task: what an admin plans for it (`TaskSpec`), the states it goes
+//! through (`TaskState` and its transition table), what happened to it
+//! (`TaskEvent`), and what a tasksitter reports about it (`TaskStatus`).
+
+use crate::error::ValidationErrors;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub const MAX_TASK_NAME_CHARS: usize = 128;
+
+/// Checks a task name: free text of 1..=128 characters without `/` or
+/// control characters (the seed's example task is called "Portal Server").
+pub fn validate_task_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.chars().count() > MAX_TASK_NAME_CHARS {
+        return Err(format!("must be at most {MAX_TASK_NAME_CHARS} characters"));
+    }
+    if name.contains('/') {
+        return Err("must not contain '/'".into());
+    }
+    if name.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// A user or group given by name or by number, as the seed's configs do (`"uid": 0`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Principal {
+    Id(u32),
+    Name(String),
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Principal::Id(id) => write!(f, "{id}"),
+            Principal::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+impl std::str::FromStr for Principal {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("must not be empty".into());
+        }
+        Ok(match s.parse::<u32>() {
+            Ok(id) => Principal::Id(id),
+            Err(_) => Principal::Name(s.to_string()),
+        })
+    }
+}
+
+/// What happens when the tree uses more CPU than `cpu` allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CpuAction {
+    /// The kernel holds the tree to its quota (cgroup backend only).
+    Throttle,
+    /// Sustained use above the limit over the CPU window is a violation: the tree is killed.
+    Restart,
+}
+
+/// Exponential restart backoff: the first restart after a healthy run is
+/// immediate, each further one waits `initial * 2^(n-1)`, capped at `max`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backoff {
+    pub initial_secs: f64,
+    pub max_secs: f64,
+    /// A run that stays up this long is healthy: the backoff and the
+    /// consecutive-restart budget start over.
+    pub healthy_after_secs: f64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial_secs: 0.1,
+            max_secs: 30.0,
+            healthy_after_secs: 10.0,
+        }
+    }
+}
+
+impl Backoff {
+    /// Delay before restart number `consecutive` (1-based) since the last healthy run.
+    pub fn delay_secs(&self, consecutive: u32) -> f64 {
+        if consecutive <= 1 {
+            return 0.0;
+        }
+        let exponent = (consecutive - 2).min(62) as i32;
+        (self.initial_secs * 2f64.powi(exponent)).min(self.max_secs)
+    }
+}
+
+/// Log capture: size-rotated files per stream, appended across starts with a marker line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogRotation {
+    pub max_bytes: u64,
+    pub backups: u32,
+}
+
+impl Default for LogRotation {
+    fn default() -> Self {
+        Self {
+            max_bytes: 10 * 1024 * 1024,
+            backups: 5,
+        }
+    }
+}
+
+/// Everything an admin plans for one task. Field names follow the seed's
+/// `task_configuration`; the rest is what supervisord and systemd users expect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    pub name: String,
+    pub command: String,
+    /// A clean exit (status 0) is final even under `ensure_alive`.
+    #[serde(default)]
+    pub allow_exit: bool,
+    #[serde(default = "default_true")]
+    pub auto_start: bool,
+    /// Restart after any exit.
+    #[serde(default)]
+    pub ensure_alive: bool,
+    /// Restart after a limit violation.
+    #[serde(default)]
+    pub restart: bool,
+    /// Consecutive restarts allowed before giving up (-1 = unlimited; 2 = 3 runs in all).
+    #[serde(default = "default_max_restarts")]
+    pub max_restarts: i64,
+    #[serde(default)]
+    pub uid: Option<Principal>,
+    #[serde(default)]
+    pub gid: Option<Principal>,
+    /// Cores: 0.5 = half a core, 2 = two cores.
+    #[serde(default)]
+    pub cpu: Option<f64>,
+    /// Megabytes of resident memory for the whole tree.
+    #[serde(default)]
+    pub mem: Option<f64>,
+    /// Seconds of lifetime per start.
+    #[serde(default)]
+    pub time_limit: Option<f64>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+    #[serde(default = "default_stop_signal")]
+    pub stop_signal: String,
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: f64,
+    #[serde(default)]
+    pub cpu_action: Option<CpuAction>,
+    /// Window over which CPU use is averaged when `cpu_action` is `restart`.
+    #[serde(default = "default_cpu_window")]
+    pub cpu_window: f64,
+    #[serde(default)]
+    pub backoff: Backoff,
+    #[serde(default)]
+    pub log_rotation: LogRotation,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_max_restarts() -> i64 {
+    -1
+}
+fn default_stop_signal() -> String {
+    "TERM".into()
+}
+fn default_stop_timeout() -> f64 {
+    10.0
+}
+fn default_cpu_window() -> f64 {
+    5.0
+}
+
+/// Signal names accepted for stop signals and `POST /signal`, without the `SIG` prefix.
+pub const SIGNAL_NAMES: &[&str] = &[
+    "HUP", "INT", "QUIT", "ABRT", "KILL", "USR1", "USR2", "TERM", "CONT", "STOP", "TSTP", "WINCH",
+    "ALRM",
+];
+
+/// Normalises `SIGTERM`, `term` or `TERM` to `TERM`; `None` for anything else.
+pub fn normalize_signal_name(name: &str) -> Option<&'static str> {
+    let upper = name.trim().to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    SIGNAL_NAMES.iter().copied().find(|s| *s == bare)
+}
+
+impl TaskSpec {
+    /// A spec with every default, for `command` under `name`.
+    pub fn new(name: impl Into<String>, command: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            command: command.into(),
+            allow_exit: false,
+            auto_start: true,
+            ensure_alive: false,
+            restart: false,
+            max_restarts: default_max_restarts(),
+            uid: None,
+            gid: None,
+            cpu: None,
+            mem: None,
+            time_limit: None,
+            env: BTreeMap::new(),
+            cwd: None,
+            stop_signal: default_stop_signal(),
+            stop_timeout: default_stop_timeout(),
+            cpu_action: None,
+            cpu_window: default_cpu_window(),
+            backoff: Backoff::default(),
+            log_rotation: LogRotation::default(),
+        }
+    }
+
+    /// Checks every field and reports all problems at once. `field` maps a
+    /// spec field to the name the user typed (a flag, a JSON path).
+    pub fn validate_with(&self, field: &dyn Fn(&str) -> String) -> Result<(), ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        if let Err(message) = validate_task_name(&self.name) {
+            errors.push(field("name"), message);
+        }
+        if self.command.trim().is_empty() {
+            errors.push(field("command"), "must not be empty");
+        }
+        if self.max_restarts < -1 {
+            errors.push(
+                field("max_restarts"),
+                "must be -1 (unlimited) or a count >= 0",
+            );
+        }
+        let positive =
+            |value: Option<f64>, name: &str, what: &str, errors: &mut ValidationErrors| {
+                if let Some(v) = value {
+                    if !(v.is_finite() && v > 0.0) {
+                        errors.push(
+                            field(name),
+                            format!("must be a positive number of {what}, got {v}"),
+                        );
+                    }
+                }
+            };
+        positive(self.cpu, "cpu", "cores", &mut errors);
+        positive(self.mem, "mem", "MB", &mut errors);
+        positive(self.time_limit, "time_limit", "seconds", &mut errors);
+        if normalize_signal_name(&self.stop_signal).is_none() {
+            errors.push(
+                field("stop_signal"),
+                format!(
+                    "unknown signal '{}' (one of {})",
+                    self.stop_signal,
+                    SIGNAL_NAMES.join(", ")
+                ),
+            );
+        }
+        let non_negative = |value: f64, name: &str, errors: &mut ValidationErrors| {
+            if !(value.is_finite() && value >= 0.0) {
+                errors.push(
+                    field(name),
+                    format!("must be a number of seconds >= 0, got {value}"),
+                );
+            }
+        };
+        non_negative(self.stop_timeout, "stop_timeout", &mut errors);
+        non_negative(
+            self.backoff.initial_secs,
+            "backoff.initial_secs",
+            &mut errors,
+        );
+        non_negative(self.backoff.max_secs, "backoff.max_secs", &mut errors);
+        non_negative(
+            self.backoff.healthy_after_secs,
+            "backoff.healthy_after_secs",
+            &mut errors,
+        );
+        if !(self.cpu_window.is_finite() && self.cpu_window > 0.0) {
+            errors.push(field("cpu_window"), "must be a positive number of seconds");
+        }
+        if self.log_rotation.max_bytes < 1024 {
+            errors.push(
+                field("log_rotation.max_bytes"),
+                "must be at least 1024 bytes",
+            );
+        }
+        for key in self.env.keys() {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                errors.push(
+                    field("env"),
+                    format!("'{key}' is not a valid variable name"),
+                );
+            }
+        }
+        if let Some(cwd) = &self.cwd {
+            if !cwd.starts_with('/') {
+                errors.push(field("cwd"), "must be an absolute path");
+            }
+        }
+        errors.into_result(())
+    }
+
+    /// Validation with the spec's own field names.
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        self.validate_with(&|name| name.to_string())
+    }
+}
+
+/// How a process ended, as the kernel said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// The status a shell would report: the code itself, or 128 + signal.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            ExitStatus::Code(code) => code,
+            ExitStatus::Signal(signal) => 128 + signal,
+        }
+    }
+
+    pub fn success(self) -> bool {
+        self == ExitStatus::Code(0)
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Code(code) => write!(f, "exit code {code}"),
+            ExitStatus::Signal(signal) => write!(f, "killed by signal {signal}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViolationKind {
+    Memory,
+    Cpu,
+    Time,
+}
+
+impl fmt::Display for ViolationKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ViolationKind::Memory => "memory",
+            ViolationKind::Cpu => "cpu",
+            ViolationKind::Time => "time",
+        })
+    }
+}
+
+/// A limit the tree went past, with what was measured and what was allowed,
+/// in the limit's own unit (bytes, cores, seconds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Violation {
+    pub kind: ViolationKind,
+    pub measured: f64,
+    pub limit: f64,
+    /// True when the kernel enforced it (cgroup OOM kill) rather than the tasksitter.
+    #[serde(default)]
+    pub by_kernel: bool,
+}
+
+/// Why a stop was initiated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum StopReason {
+    /// Someone asked (API call or a signal to the tasksitter).
+    Requested,
+    /// Stopped to start again (API restart).
+    Restart,
+    Violation(Violation),
+}
+
+/// The life of a task. Data lives only in the states where it exists: a pid
+/// only while a process runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum TaskState {
+    /// Not running and not going to run until asked.
+    Stopped,
+    Running {
+        pid: u32,
+        started_at_ms: u64,
+    },
+    /// The stop signal was sent; SIGKILL follows at `kill_at_ms`.
+    Stopping {
+        pid: u32,
+        started_at_ms: u64,
+        kill_at_ms: u64,
+        reason: StopReason,
+    },
+    /// Waiting before the next start.
+    Backoff {
+        restart_at_ms: u64,
+        attempt: u32,
+    },
+    /// Ended and, by policy, not restarted.
+    Exited {
+        status: ExitStatus,
+    },
+    /// Gave up after the restart budget ran out.
+    Fatal {
+        status: ExitStatus,
+        restarts: u32,
+    },
+}
+
+/// The kind of a state without its data; the transition table is written in these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateKind {
+    Stopped,
+    Running,
+    Stopping,
+    Backoff,
+    Exited,
+    Fatal,
+}
+
+impl fmt::Display for StateKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StateKind::Stopped => "stopped",
+            StateKind::Running => "running",
+            StateKind::Stopping => "stopping",
+            StateKind::Backoff => "backoff",
+            StateKind::Exited => "exited",
+            StateKind::Fatal => "fatal",
+        })
+    }
+}
+
+/// Every transition a task may make. Anything else is a bug and is refused.
+pub const ALLOWED_TRANSITIONS: &[(StateKind, StateKind)] = {
+    use StateKind::*;
+    &[
+        (Stopped, Running),
+        (Running, Stopping),
+        (Running, Backoff),
+        (Running, Exited),
+        (Running, Fatal),
+        (Running, Stopped),
+        (Stopping, Stopped),
+        (Stopping, Running),
+        (Stopping, Backoff),
+        (Stopping, Exited),
+        (Stopping, Fatal),
+        (Backoff, Running),
+        (Backoff, Stopped),
+        (Exited, Running),
+        (Fatal, Running),
+    ]
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("illegal task state transition {from} -> {to}")]
+pub struct IllegalTransition {
+    pub from: StateKind,
+    pub to: StateKind,
+}
+
+impl TaskState {
+    pub fn kind(&self) -> StateKind {
+        match self {
+            TaskState::Stopped => StateKind::Stopped,
+            TaskState::Running { .. } => StateKind::Running,
+            TaskState::Stopping { .. } => StateKind::Stopping,
+            TaskState::Backoff { .. } => StateKind::Backoff,
+            TaskState::Exited { .. } => StateKind::Exited,
+            TaskState::Fatal { .. } => StateKind::Fatal,
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            TaskState::Running { pid, .. } | TaskState::Stopping { pid, .. } => Some(*pid),
+            _ => None,
+        }
+    }
+
+    pub fn started_at_ms(&self) -> Option<u64> {
+        match self {
+            TaskState::Running { started_at_ms, .. }
+            | TaskState::Stopping { started_at_ms, .. } => Some(*started_at_ms),
+            _ => None,
+        }
+    }
+
+    /// Moves to `next` if the table allows it.
+    pub fn transition(&mut self, next: TaskState) -> Result<(), IllegalTransition> {
+        let (from, to) = (self.kind(), next.kind());
+        if ALLOWED_TRANSITIONS.contains(&(from, to)) {
+            *self = next;
+            Ok(())
+        } else {
+            Err(IllegalTransition { from, to })
+        }
+    }
+}
+
+/// Something that happened to a task, kept in a bounded history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum EventKind {
+    Started { pid: u32, start_number: u64 },
+    Exited { pid: u32, status: ExitStatus },
+    Violation(Violation),
+    StopRequested { signal: String },
+    Killed { pid: u32, reason: String },
+    Backoff { delay_ms: u64, attempt: u32 },
+    Restarting { attempt: u32 },
+    GaveUp { restarts: u32 },
+    Signalled { signal: String },
+    SpawnFailed { error: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskEvent {
+    pub at_ms: u64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// Which mechanism enforces the limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitsBackendKind {
+    CgroupV1,
+    CgroupV2,
+    Poll,
+}
+
+impl fmt::Display for LimitsBackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LimitsBackendKind::CgroupV1 => "cgroup v1",
+            LimitsBackendKind::CgroupV2 => "cgroup v2",
+            LimitsBackendKind::Poll => "poll (/proc)",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    pub cpu_cores: Option<f64>,
+    pub mem_bytes: Option<u64>,
+    pub time_limit_secs: Option<f64>,
+    pub cpu_action: CpuAction,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViolationCounts {
+    pub memory: u64,
+    pub cpu: u64,
+    pub time: u64,
+}
+
+impl ViolationCounts {
+    pub fn record(&mut self, kind: ViolationKind) {
+        match kind {
+            ViolationKind::Memory => self.memory += 1,
+            ViolationKind::Cpu => self.cpu += 1,
+            ViolationKind::Time => self.time += 1,
+        }
+    }
+}
+
+/// `GET /api/v1/status` of a tasksitter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    pub name: String,
+    pub command: String,
+    pub state: TaskState,
+    pub pid: Option<u32>,
+    pub started_at_ms: Option<u64>,
+    pub uptime_secs: Option<f64>,
+    pub starts: u64,
+    pub restarts: u64,
+    /// Cores in use, averaged over the last sample interval.
+    pub cpu_cores: f64,
+    pub rss_bytes: u64,
+    pub processes: u32,
+    pub limits: Limits,
+    pub backend: LimitsBackendKind,
+    pub violations: ViolationCounts,
+    pub last_exit: Option<ExitStatus>,
+    pub events: Vec<TaskEvent>,
+    pub tasksitter_pid: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+impl LogStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+        }
+    }
+}
+
+impl std::str::FromStr for LogStream {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "stdout" => Ok(LogStream::Stdout),
+            "stderr" => Ok(LogStream::Stderr),
+            other => Err(format!("unknown log stream '{other}' (stdout or stderr)")),
+        }
+    }
+}
+
+/// One log file of a task (the live file or a rotated backup).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogFileInfo {
+    pub stream: LogStream,
+    pub file: String,
+    pub size_bytes: u64,
+    /// 0 for the live file, n for backup `.n`.
+    pub generation: u32,
+}
+
+/// `GET /api/v1/logs/{stream}`: a piece of the live log file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogChunk {
+    pub stream: LogStream,
+    /// Byte offset of `data` in the live file.
+    pub offset: u64,
+    /// Pass as `offset` to get what comes next.
+    pub next_offset: u64,
+    pub size_bytes: u64,
+    /// True when the requested offset was past the end because the file was
+    /// rotated; reading then started again at 0.
+    pub rotated: bool,
+    pub data: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(validate_task_name("Portal Server").is_ok());
+        assert!(validate_task_name("redis-cache-01").is_ok());
+        assert!(validate_task_name("").is_err());
+        assert!(validate_task_name("a/b").is_err());
+        assert!(validate_task_name("bad\nname").is_err());
+        assert!(validate_task_name(&"x".repeat(129)).is_err());
+        assert!(validate_task_name(&"é".repeat(128)).is_ok());
+    }
+
+    #[test]
+    fn transitions_follow_the_table() {
+        let mut state = TaskState::Stopped;
+        state
+            .transition(TaskState::Running {
+                pid: 7,
+                started_at_ms: 1,
+            })
+            .unwrap();
+        assert_eq!(state.pid(), Some(7));
+        let err = state
+            .transition(TaskState::Running {
+                pid: 8,
+                started_at_ms: 2,
+            })
+            .unwrap_err();
+        assert_eq!(err.from, StateKind::Running);
+        assert_eq!(state.pid(), Some(7), "a refused transition changes nothing");
+        state
+            .transition(TaskState::Exited {
+                status: ExitStatus::Code(3),
+            })
+            .unwrap();
+        assert_eq!(state.pid(), None);
+        assert!(state.transition(TaskState::Stopped).is_err());
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let b = Backoff {
+            initial_secs: 0.5,
+            max_secs: 3.0,
+            healthy_after_secs: 10.0,
+        };
+        let delays: Vec<f64> = (1..=6).map(|n| b.delay_secs(n)).collect();
+        assert_eq!(delays, vec![0.0, 0.5, 1.0, 2.0, 3.0, 3.0]);
+        assert_eq!(b.delay_secs(10_000), 3.0);
+    }
+
+    #[test]
+    fn shell_codes() {
+        assert_eq!(ExitStatus::Code(3).shell_code(), 3);
+        assert_eq!(ExitStatus::Signal(9).shell_code(), 137);
+    }
+
+    #[test]
+    fn validation_reports_everything_at_once() {
+        let mut spec = TaskSpec::new("", " ");
+        spec.mem = Some(-5.0);
+        spec.cpu = Some(0.0);
+        spec.stop_signal = "NOPE".into();
+        let errors = spec.validate().unwrap_err();
+        let fields: Vec<&str> = errors.errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["name", "command", "cpu", "mem", "stop_signal"]);
+    }
+
+    #[test]
+    fn seed_task_configuration_deserializes() {
+        let json = r#"{"allow_exit": false, "name": "Portal Server", "command": "/opt/code/run_portal_server",
+            "auto_start": false, "ensure_alive": true, "max_restarts": -1, "restart": true, "uid": 0,
+            "cpu": 0.5, "mem": 1200}"#;
+        let spec: TaskSpec = serde_json::from_str(json).unwrap();
+        assert_eq!(spec.uid, Some(Principal::Id(0)));
+        assert_eq!(spec.cpu, Some(0.5));
+        spec.validate().unwrap();
+    }
+
+    #[test]
+    fn signal_names_normalise() {
+        assert_eq!(normalize_signal_name("sigterm"), Some("TERM"));
+        assert_eq!(normalize_signal_name("HUP"), Some("HUP"));
+        assert_eq!(normalize_signal_name("SIGNOPE"), None);
+    }
+}

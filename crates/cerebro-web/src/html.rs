@@ -1,0 +1,137 @@
+//! The HTML look shared by every Cerebro page: one escaping function, one
+//! page shell with embedded CSS (no CDN), small helpers for common pieces.
+
+use std::fmt::Write;
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Percent-encodes one URL path segment (task names may hold spaces and other characters).
+pub fn encode_path_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+const STYLE: &str = r#"
+:root { --bg:#f6f7f9; --fg:#1d232b; --muted:#667085; --card:#fff; --line:#e3e6ea; --accent:#2f6fde;
+        --ok:#1f9d55; --warn:#c77c02; --bad:#d64545; }
+* { box-sizing: border-box; }
+body { margin:0; font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif; background:var(--bg); color:var(--fg); }
+header { background:#1d232b; color:#fff; padding:10px 20px; display:flex; gap:18px; align-items:center; }
+header a { color:#cfd8e3; text-decoration:none; } header a:hover { color:#fff; }
+header .brand { font-weight:700; color:#fff; letter-spacing:.5px; }
+main { padding:18px 20px; max-width:1400px; }
+h1 { font-size:20px; margin:0 0 12px; } h2 { font-size:16px; margin:22px 0 8px; }
+.card { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:12px 14px; margin-bottom:14px; }
+table { border-collapse:collapse; width:100%; background:var(--card); }
+th, td { text-align:left; padding:6px 10px; border-bottom:1px solid var(--line); vertical-align:top; }
+th { font-size:12px; text-transform:uppercase; color:var(--muted); font-weight:600; }
+code, pre { font-family: ui-monospace,SFMono-Regular,Menlo,Consolas,monospace; font-size:13px; }
+pre.log { background:#0f1419; color:#d7dde5; padding:12px; border-radius:8px; overflow:auto; max-height:70vh; white-space:pre-wrap; }
+.pill { display:inline-block; padding:1px 8px; border-radius:999px; font-size:12px; font-weight:600; color:#fff; background:var(--muted); }
+.pill.running { background:var(--ok); } .pill.backoff, .pill.stopping { background:var(--warn); }
+.pill.fatal, .pill.exited { background:var(--bad); }
+.muted { color:var(--muted); }
+.kv { display:grid; grid-template-columns: max-content 1fr; gap:4px 16px; }
+"#;
+
+/// A whole page: `title` is escaped here, `body` must already be safe HTML.
+pub fn page(title: &str, nav: &[(&str, &str)], body: &str) -> String {
+    let mut links = String::new();
+    for (href, label) in nav {
+        let _ = write!(links, r#"<a href="{}">{}</a>"#, escape(href), escape(label));
+    }
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title} · Cerebro</title><style>{STYLE}</style></head>\
+         <body><header><span class=\"brand\">Cerebro</span>{links}</header><main>{body}</main></body></html>",
+        title = escape(title),
+    )
+}
+
+/// A state pill (`running`, `fatal`, ...); the class and text are escaped.
+pub fn state_pill(state: &str) -> String {
+    let state = escape(state);
+    format!(r#"<span class="pill {state}">{state}</span>"#)
+}
+
+/// A two-column list of already-escaped values.
+pub fn key_values(rows: &[(&str, String)]) -> String {
+    let mut out = String::from(r#"<div class="kv">"#);
+    for (key, value) in rows {
+        let _ = write!(
+            out,
+            r#"<div class="muted">{}</div><div>{value}</div>"#,
+            escape(key)
+        );
+    }
+    out.push_str("</div>");
+    out
+}
+
+/// `1.5 GiB`-style rendering of a byte count.
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            escape(r#"<script>alert("x")</script>&'"#),
+            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&#39;"
+        );
+        let html = page("<b>", &[("/a?b=<c>", "<nav>")], "");
+        assert!(!html.contains("<b>"));
+        assert!(!html.contains("<nav>"));
+    }
+
+    #[test]
+    fn encodes_path_segments() {
+        assert_eq!(encode_path_segment("Portal Server"), "Portal%20Server");
+        assert_eq!(encode_path_segment("a-b_c.d"), "a-b_c.d");
+        assert_eq!(encode_path_segment("../x"), "..%2Fx");
+    }
+
+    #[test]
+    fn formats_bytes() {
+        assert_eq!(format_bytes(512), "512 B");
+        assert_eq!(format_bytes(1536), "1.5 KiB");
+        assert_eq!(format_bytes(3 << 30), "3.0 GiB");
+    }
+}

@@ -1,0 +1,11 @@
+//! HTTP glue shared by the Cerebro daemons, so each daemon stays thin and
+//! every one of them authenticates, reports errors and renders HTML the same way.
+
+pub mod auth;
+pub mod error;
+pub mod fs;
+pub mod html;
+pub mod logging;
+
+pub use auth::{load_token, require_token, Token, TokenError};
+pub use error::ApiError;

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace. Installs what the tests need
+# when it is missing, and fails loudly (never skips) when something they
+# need cannot be had: the tests use real cgroups, real users and real processes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fail() { echo "scripts/test.sh: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || fail "the tests need root: they create cgroups and switch to the user 'nobody'"
+
+# Commands the test workloads use, and the Debian packages that provide them.
+missing=()
+for tool in setsid:util-linux head:coreutils tail:coreutils seq:coreutils id:coreutils; do
+    command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+getent passwd nobody >/dev/null || fail "the user 'nobody' is missing"
+grep -qE ' - cgroup2? ' /proc/self/mountinfo || fail "no cgroup hierarchy is mounted; the cgroup tests cannot run"
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace

@@ -1,0 +1,437 @@
+//! The tasksitter's HTTP side: JSON status, logs and control under /api/v1,
+//! HTML pages for people, Prometheus metrics. It only reads the status the
+//! supervisor publishes and sends it commands; it never touches the workload.
+
+use crate::logs::LogLocation;
+use crate::supervisor::{Command, CommandReply, SharedStatus};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{middleware, Json, Router};
+use cerebro_types::time::{format_rfc3339_ms, now_ms};
+use cerebro_types::{
+    normalize_signal_name, EventKind, LogChunk, LogFileInfo, LogStream, TaskStatus,
+};
+use cerebro_web::html::{encode_path_segment, escape, format_bytes, key_values, page, state_pill};
+use cerebro_web::{require_token, ApiError, Token};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most bytes one log request returns.
+const MAX_LOG_BYTES: u64 = 4 * 1024 * 1024;
+const DEFAULT_TAIL_LINES: usize = 100;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub status: SharedStatus,
+    pub commands: mpsc::Sender<(Command, CommandReply)>,
+    pub logs: Arc<Vec<LogLocation>>,
+}
+
+pub fn router(state: AppState, token: Option<Token>) -> Router {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/stats") }))
+        .route("/stats", get(stats_page))
+        .route("/logs", get(logs_page))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status_json))
+        .route("/api/v1/logs", get(list_logs))
+        .route("/api/v1/logs/{stream}", get(read_log))
+        .route("/api/v1/start", post(|s| control(s, Command::Start)))
+        .route("/api/v1/stop", post(|s| control(s, Command::Stop)))
+        .route("/api/v1/restart", post(|s| control(s, Command::Restart)))
+        .route("/api/v1/signal", post(send_signal))
+        .layer(middleware::from_fn_with_state(token, require_token))
+        .with_state(state)
+}
+
+/// The published status with the derived uptime filled in.
+fn snapshot(state: &AppState) -> TaskStatus {
+    let mut status = state
+        .status
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    status.uptime_secs = status
+        .started_at_ms
+        .map(|started| now_ms().saturating_sub(started) as f64 / 1000.0);
+    status
+}
+
+async fn status_json(State(state): State<AppState>) -> Json<TaskStatus> {
+    Json(snapshot(&state))
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct LogList {
+    pub files: Vec<LogFileInfo>,
+}
+
+async fn list_logs(State(state): State<AppState>) -> Json<LogList> {
+    Json(LogList {
+        files: state.logs.iter().flat_map(LogLocation::files).collect(),
+    })
+}
+
+fn find_log<'a>(state: &'a AppState, stream: &str) -> Result<&'a LogLocation, ApiError> {
+    let stream: LogStream = stream
+        .parse()
+        .map_err(|e: String| ApiError::bad_field("stream", e))?;
+    state
+        .logs
+        .iter()
+        .find(|l| l.stream == stream)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "{} is not captured (started with --{}-location -)",
+                stream.as_str(),
+                stream.as_str()
+            ))
+        })
+}
+
+fn number<T: std::str::FromStr>(
+    query: &HashMap<String, String>,
+    field: &str,
+) -> Result<Option<T>, ApiError> {
+    query
+        .get(field)
+        .map(|v| {
+            v.parse().map_err(|_| {
+                ApiError::bad_field(field, format!("'{v}' is not a non-negative number"))
+            })
+        })
+        .transpose()
+}
+
+/// `?tail=N` for the last N lines, `?offset=B[&limit=L]` to follow from byte B.
+fn read_chunk(
+    location: &LogLocation,
+    query: &HashMap<String, String>,
+) -> Result<LogChunk, ApiError> {
+    let tail: Option<usize> = number(query, "tail")?;
+    let offset: Option<u64> = number(query, "offset")?;
+    let limit = number::<u64>(query, "limit")?
+        .unwrap_or(MAX_LOG_BYTES)
+        .min(MAX_LOG_BYTES);
+    if let Some(unknown) = query
+        .keys()
+        .find(|k| !["tail", "offset", "limit"].contains(&k.as_str()))
+    {
+        return Err(ApiError::bad_field(
+            unknown.clone(),
+            "unknown parameter (tail, offset, limit)",
+        ));
+    }
+    let result = match (tail, offset) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_field(
+                "offset",
+                "give either tail or offset, not both",
+            ))
+        }
+        (_, Some(offset)) => location.read_from(offset, limit),
+        (tail, None) => location.tail(tail.unwrap_or(DEFAULT_TAIL_LINES), limit),
+    };
+    result.map_err(|e| ApiError::internal(format!("cannot read log: {e}")))
+}
+
+async fn read_log(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<LogChunk>, ApiError> {
+    let location = find_log(&state, &stream)?;
+    read_chunk(location, &query).map(Json)
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct ControlReply {
+    pub result: String,
+    pub status: TaskStatus,
+}
+
+async fn ask(state: &AppState, command: Command) -> Result<Json<ControlReply>, ApiError> {
+    let (reply, answer) = oneshot::channel();
+    state
+        .commands
+        .send((command, reply))
+        .await
+        .map_err(|_| ApiError::conflict("the tasksitter is shutting down"))?;
+    let result = answer
+        .await
+        .map_err(|_| ApiError::conflict("the tasksitter is shutting down"))?
+        .map_err(ApiError::conflict)?;
+    Ok(Json(ControlReply {
+        result,
+        status: snapshot(state),
+    }))
+}
+
+async fn control(
+    State(state): State<AppState>,
+    command: Command,
+) -> Result<Json<ControlReply>, ApiError> {
+    ask(&state, command).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignalRequest {
+    signal: String,
+}
+
+/// Body `{"signal": "HUP"}`; the signal goes to the workload's process group.
+async fn send_signal(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<ControlReply>, ApiError> {
+    let request: SignalRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_field("signal", format!("expected {{\"signal\": \"NAME\"}}: {e}"))
+    })?;
+    let name = normalize_signal_name(&request.signal).ok_or_else(|| {
+        ApiError::bad_field(
+            "signal",
+            format!(
+                "unknown signal '{}' (one of {})",
+                request.signal,
+                cerebro_types::SIGNAL_NAMES.join(", ")
+            ),
+        )
+    })?;
+    ask(&state, Command::Signal(name)).await
+}
+
+fn metrics_text(status: &TaskStatus) -> String {
+    let label = status
+        .name
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n");
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, extra: &str, value: f64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name}{{task=\"{label}\"{extra}}} {value}");
+    };
+    metric(
+        "cerebro_task_up",
+        "gauge",
+        "1 while the workload runs",
+        "",
+        f64::from(u8::from(status.pid.is_some())),
+    );
+    metric(
+        "cerebro_task_cpu_cores",
+        "gauge",
+        "cores used by the tree",
+        "",
+        status.cpu_cores,
+    );
+    metric(
+        "cerebro_task_rss_bytes",
+        "gauge",
+        "resident memory of the tree",
+        "",
+        status.rss_bytes as f64,
+    );
+    metric(
+        "cerebro_task_processes",
+        "gauge",
+        "processes in the tree",
+        "",
+        f64::from(status.processes),
+    );
+    metric(
+        "cerebro_task_starts_total",
+        "counter",
+        "starts of the workload",
+        "",
+        status.starts as f64,
+    );
+    metric(
+        "cerebro_task_restarts_total",
+        "counter",
+        "restarts of the workload",
+        "",
+        status.restarts as f64,
+    );
+    if let Some(bytes) = status.limits.mem_bytes {
+        metric(
+            "cerebro_task_memory_limit_bytes",
+            "gauge",
+            "memory limit",
+            "",
+            bytes as f64,
+        );
+    }
+    if let Some(cores) = status.limits.cpu_cores {
+        metric(
+            "cerebro_task_cpu_limit_cores",
+            "gauge",
+            "cpu limit",
+            "",
+            cores,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP cerebro_task_violations_total limit violations\n# TYPE cerebro_task_violations_total counter"
+    );
+    for (kind, count) in [
+        ("memory", status.violations.memory),
+        ("cpu", status.violations.cpu),
+        ("time", status.violations.time),
+    ] {
+        let _ = writeln!(
+            out,
+            "cerebro_task_violations_total{{task=\"{label}\",kind=\"{kind}\"}} {count}"
+        );
+    }
+    out
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics_text(&snapshot(&state)),
+    )
+        .into_response()
+}
+
+const NAV: &[(&str, &str)] = &[
+    ("/stats", "Stats"),
+    ("/logs?stream=stdout", "stdout"),
+    ("/logs?stream=stderr", "stderr"),
+    ("/metrics", "Metrics"),
+];
+
+fn describe_event(kind: &EventKind) -> String {
+    match kind {
+        EventKind::Started { pid, start_number } => format!("start #{start_number}, pid {pid}"),
+        EventKind::Exited { pid, status } => format!("pid {pid} ended: {status}"),
+        EventKind::Violation(v) => format!(
+            "{} limit violated: measured {:.2}, limit {:.2}{}",
+            v.kind,
+            v.measured,
+            v.limit,
+            if v.by_kernel {
+                " (kernel OOM kill)"
+            } else {
+                ""
+            }
+        ),
+        EventKind::StopRequested { signal } => format!("stop: sent SIG{signal}"),
+        EventKind::Killed { pid, reason } => format!("SIGKILL to the tree of pid {pid}: {reason}"),
+        EventKind::Backoff { delay_ms, attempt } => format!("restart #{attempt} in {delay_ms} ms"),
+        EventKind::Restarting { attempt } => format!("restarting (attempt {attempt})"),
+        EventKind::GaveUp { restarts } => format!("gave up after {restarts} restarts"),
+        EventKind::Signalled { signal } => format!("sent SIG{signal}"),
+        EventKind::SpawnFailed { error } => format!("could not start: {error}"),
+    }
+}
+
+async fn stats_page(State(state): State<AppState>) -> Html<String> {
+    let s = snapshot(&state);
+    let optional = |v: Option<String>| v.unwrap_or_else(|| "—".into());
+    let rows = [
+        ("State", state_pill(&s.state.kind().to_string())),
+        ("Command", format!("<code>{}</code>", escape(&s.command))),
+        ("PID", optional(s.pid.map(|p| p.to_string()))),
+        ("Started", optional(s.started_at_ms.map(format_rfc3339_ms))),
+        (
+            "Uptime",
+            optional(s.uptime_secs.map(|u| format!("{u:.1} s"))),
+        ),
+        (
+            "Starts / restarts",
+            format!("{} / {}", s.starts, s.restarts),
+        ),
+        (
+            "CPU",
+            format!(
+                "{:.2} cores (limit {})",
+                s.cpu_cores,
+                optional(s.limits.cpu_cores.map(|c| c.to_string()))
+            ),
+        ),
+        (
+            "Memory",
+            format!(
+                "{} (limit {})",
+                format_bytes(s.rss_bytes),
+                optional(s.limits.mem_bytes.map(format_bytes))
+            ),
+        ),
+        (
+            "Time limit",
+            optional(s.limits.time_limit_secs.map(|t| format!("{t} s"))),
+        ),
+        ("Processes", s.processes.to_string()),
+        ("Enforcement", escape(&s.backend.to_string())),
+        (
+            "Violations",
+            format!(
+                "memory {}, cpu {}, time {}",
+                s.violations.memory, s.violations.cpu, s.violations.time
+            ),
+        ),
+        (
+            "Last exit",
+            optional(s.last_exit.map(|e| escape(&e.to_string()))),
+        ),
+    ];
+    let mut events = String::from("<table><tr><th>When</th><th>What</th></tr>");
+    for event in s.events.iter().rev().take(50) {
+        let _ = write!(
+            events,
+            "<tr><td>{}</td><td>{}</td></tr>",
+            format_rfc3339_ms(event.at_ms),
+            escape(&describe_event(&event.kind))
+        );
+    }
+    events.push_str("</table>");
+    let body = format!(
+        "<h1>{}</h1><div class=\"card\">{}</div><h2>Events</h2>{events}",
+        escape(&s.name),
+        key_values(&rows)
+    );
+    Html(page(&s.name, NAV, &body))
+}
+
+async fn logs_page(
+    State(state): State<AppState>,
+    Query(mut query): Query<HashMap<String, String>>,
+) -> Result<Html<String>, ApiError> {
+    let stream = query.remove("stream").unwrap_or_else(|| "stdout".into());
+    let location = find_log(&state, &stream)?;
+    let chunk = read_chunk(location, &query)?;
+    let name = snapshot(&state).name;
+    let mut files = String::from("<table><tr><th>File</th><th>Size</th></tr>");
+    for file in location.files() {
+        let _ = write!(
+            files,
+            "<tr><td>{}</td><td>{}</td></tr>",
+            escape(&file.file),
+            format_bytes(file.size_bytes)
+        );
+    }
+    files.push_str("</table>");
+    let body = format!(
+        "<h1>{} — {}</h1><p class=\"muted\">last lines; JSON at <a href=\"/api/v1/logs/{}\">/api/v1/logs/{}</a></p>\
+         <pre class=\"log\">{}</pre><h2>Files</h2>{files}",
+        escape(&name),
+        escape(&stream),
+        encode_path_segment(&stream),
+        escape(&stream),
+        escape(&chunk.data)
+    );
+    Ok(Html(page(&format!("{name} {stream}"), NAV, &body)))
+}

@@ -1,0 +1,231 @@
+//! Boots the real tasksitter binary for tests: a temp dir per instance,
+//! `wait_for` with timeouts instead of sleeps, and the child killed on drop.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Polls `probe` every 20 ms until it returns `Some`, failing the test with `what` after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn tasksitter_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tasksitter")
+}
+
+pub struct Sitter {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub base_url: Option<String>,
+    pub http: reqwest::blocking::Client,
+}
+
+impl Drop for Sitter {
+    fn drop(&mut self) {
+        // SIGKILL: the workload dies by PDEATHSIG and the cgroup guard removes the rest.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A scratch directory that any user can write into (for --uid tests).
+pub fn scratch_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    dir
+}
+
+impl Sitter {
+    /// Starts `tasksitter ARGS` with stdout and stderr logs in the temp dir.
+    pub fn start(args: &[&str]) -> Sitter {
+        Self::start_with(args, false)
+    }
+
+    /// As `start`, also serving HTTP on a free loopback port.
+    pub fn start_http(args: &[&str]) -> Sitter {
+        Self::start_with(args, true)
+    }
+
+    fn start_with(args: &[&str], http: bool) -> Sitter {
+        let dir = scratch_dir();
+        let logs = dir.path().join("logs");
+        let address_file = dir.path().join("address");
+        let mut command = Command::new(tasksitter_bin());
+        command
+            .args([
+                "--stdout-location",
+                logs.to_str().unwrap(),
+                "--stderr-location",
+                logs.to_str().unwrap(),
+            ])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null());
+        if http {
+            command.args([
+                "--http-monitoring",
+                "--http-monitoring-port",
+                "0",
+                "--http-address-file",
+                address_file.to_str().unwrap(),
+            ]);
+        }
+        let child = command.spawn().expect("spawn tasksitter");
+        let mut sitter = Sitter {
+            child,
+            dir,
+            base_url: None,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        };
+        if http {
+            let address = wait_for(TIMEOUT, "the HTTP address file", || {
+                if let Some(exit) = sitter.child.try_wait().unwrap() {
+                    panic!("the tasksitter exited before listening: {exit}");
+                }
+                std::fs::read_to_string(&address_file)
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            });
+            sitter.base_url = Some(format!("http://{address}"));
+        }
+        sitter
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn log_path(&self, stem: &str, stream: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("logs")
+            .join(format!("{stem}.{stream}.log"))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!(
+            "{}{path}",
+            self.base_url.as_ref().expect("started with HTTP")
+        )
+    }
+
+    pub fn get_json(&self, path: &str) -> Value {
+        let response = self.http.get(self.url(path)).send().expect("GET");
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
+        response.json().expect("JSON body")
+    }
+
+    pub fn get_text(&self, path: &str) -> (u16, String) {
+        let response = self.http.get(self.url(path)).send().expect("GET");
+        (response.status().as_u16(), response.text().unwrap())
+    }
+
+    pub fn post(&self, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.http.post(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().expect("POST");
+        let status = response.status().as_u16();
+        (status, response.json().unwrap_or(Value::Null))
+    }
+
+    pub fn status(&self) -> Value {
+        self.get_json("/api/v1/status")
+    }
+
+    /// Waits until the status satisfies `predicate`, returning it.
+    pub fn wait_status(&self, what: &str, predicate: impl Fn(&Value) -> bool) -> Value {
+        wait_for(TIMEOUT, what, || {
+            Some(self.status()).filter(|s| predicate(s))
+        })
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        wait_for(timeout, "the tasksitter to exit", || {
+            self.child.try_wait().unwrap()
+        })
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+}
+
+pub fn state_of(status: &Value) -> &str {
+    status["state"]["state"].as_str().unwrap_or("")
+}
+
+pub fn count_lines(path: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// True when `pid` is gone (or only a zombie waiting for a reaper).
+pub fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}
+
+pub fn read_pid(path: &Path) -> i32 {
+    wait_for(TIMEOUT, &format!("pid file {}", path.display()), || {
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    })
+}
+
+/// CPU seconds used by `pid` so far, from /proc/PID/stat (utime + stime).
+pub fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("process alive");
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// Waits until the file at `path` has a line containing `needle`.
+pub fn wait_for_log_line(path: &Path, needle: &str) {
+    wait_for(
+        TIMEOUT,
+        &format!("'{needle}' in {}", path.display()),
+        || (count_lines(path, needle) > 0).then_some(()),
+    );
+}

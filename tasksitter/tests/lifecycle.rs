@@ -1,0 +1,295 @@
+//! Restart policy, exit-status mirroring, users, logs, signals and flag errors,
+//! all on the real binary.
+
+mod common;
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn run_to_end(args: &[&str]) -> (i32, Sitter) {
+    let mut sitter = Sitter::start(args);
+    let code = sitter.wait_exit(TIMEOUT).code().expect("exited normally");
+    (code, sitter)
+}
+
+#[test]
+fn exit_status_mirrors_the_workload() {
+    assert_eq!(run_to_end(&["--command", "exit 3"]).0, 3);
+    assert_eq!(run_to_end(&["--command", "exit 0"]).0, 0);
+    assert_eq!(
+        run_to_end(&["--command", "kill -9 $$"]).0,
+        137,
+        "SIGKILL becomes 128 + 9"
+    );
+    assert_eq!(run_to_end(&["--command", "kill -TERM $$"]).0, 143);
+}
+
+#[test]
+fn max_restarts_two_gives_exactly_three_runs() {
+    let scratch = scratch_dir();
+    let runs = scratch.path().join("runs");
+    let command = format!("echo run >> {}; exit 4", runs.display());
+    let (code, _) = run_to_end(&[
+        "--command",
+        &command,
+        "--ensure-alive",
+        "--max-restarts",
+        "2",
+        "--backoff-initial",
+        "10ms",
+    ]);
+    assert_eq!(count_lines(&runs, "run"), 3);
+    assert_eq!(code, 4, "gives up with the workload's last status");
+}
+
+#[test]
+fn ensure_alive_restarts_after_any_exit_and_restart_only_after_violations() {
+    let scratch = scratch_dir();
+    let runs = scratch.path().join("runs");
+    let command = format!("echo run >> {}", runs.display());
+    run_to_end(&[
+        "--command",
+        &command,
+        "--ensure-alive",
+        "--max-restarts",
+        "4",
+        "--backoff-initial",
+        "10ms",
+    ]);
+    assert_eq!(
+        count_lines(&runs, "run"),
+        5,
+        "a clean exit is restarted under --ensure-alive"
+    );
+
+    let only_restart = scratch.path().join("restart-only");
+    let command = format!("echo run >> {}; exit 1", only_restart.display());
+    let (code, _) = run_to_end(&["--command", &command, "--restart", "--max-restarts", "4"]);
+    assert_eq!(
+        (count_lines(&only_restart, "run"), code),
+        (1, 1),
+        "--restart alone ignores plain exits"
+    );
+
+    let allowed = scratch.path().join("allow-exit");
+    let command = format!("echo run >> {}", allowed.display());
+    run_to_end(&[
+        "--command",
+        &command,
+        "--ensure-alive",
+        "--allow-exit",
+        "--max-restarts",
+        "4",
+    ]);
+    assert_eq!(
+        count_lines(&allowed, "run"),
+        1,
+        "--allow-exit makes a clean exit final"
+    );
+}
+
+#[test]
+fn ensure_alive_keeps_restarting_and_reports_backoff() {
+    let sitter = Sitter::start_http(&[
+        "--name",
+        "flappy",
+        "--command",
+        "exit 1",
+        "--ensure-alive",
+        "--backoff-initial",
+        "50ms",
+        "--backoff-max",
+        "200ms",
+    ]);
+    let status = sitter.wait_status("several restarts", |s| s["restarts"].as_u64().unwrap() >= 4);
+    let backoffs: Vec<u64> = status["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "backoff")
+        .map(|e| e["delay_ms"].as_u64().unwrap())
+        .collect();
+    assert!(
+        backoffs.starts_with(&[50, 100, 200]),
+        "exponential with a cap: {backoffs:?}"
+    );
+}
+
+#[test]
+fn runs_as_nobody_with_home_and_user() {
+    let scratch = scratch_dir();
+    let out = scratch.path().join("who");
+    let command = format!("echo \"$(id -u) $(id -g) $USER $HOME\" > {}", out.display());
+    let (code, _) = run_to_end(&["--command", &command, "--uid", "nobody"]);
+    assert_eq!(code, 0);
+    let who = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(who.trim(), "65534 65534 nobody /nonexistent");
+}
+
+#[test]
+fn logs_are_captured_appended_with_markers_and_rotated() {
+    let command = "for i in $(seq 1 400); do echo stdout-line-$i; echo stderr-line-$i >&2; done";
+    let (_, sitter) = run_to_end(&[
+        "--name",
+        "chatty",
+        "--command",
+        command,
+        "--log-max-bytes",
+        "2048",
+        "--log-backups",
+        "2",
+        "--ensure-alive",
+        "--max-restarts",
+        "1",
+    ]);
+    let live = sitter.log_path("chatty", "stdout");
+    let text = std::fs::read_to_string(&live).unwrap();
+    assert!(text.trim_end().ends_with("stdout-line-400"), "{text}");
+    assert!(std::fs::metadata(&live).unwrap().len() <= 2048);
+    for generation in [1, 2] {
+        let backup = format!("{}.{generation}", live.display());
+        assert!(
+            std::fs::metadata(&backup).unwrap().len() == 2048,
+            "{backup} is a full rotated file"
+        );
+    }
+    assert!(
+        !std::path::Path::new(&format!("{}.3", live.display())).exists(),
+        "only two backups are kept"
+    );
+    let stderr = std::fs::read_to_string(sitter.log_path("chatty", "stderr")).unwrap();
+    assert!(stderr.trim_end().ends_with("stderr-line-400"));
+
+    let (_, sitter) = run_to_end(&[
+        "--name",
+        "twice",
+        "--command",
+        "echo hello",
+        "--ensure-alive",
+        "--max-restarts",
+        "1",
+    ]);
+    let text = std::fs::read_to_string(sitter.log_path("twice", "stdout")).unwrap();
+    assert_eq!(
+        count_lines(&sitter.log_path("twice", "stdout"), "hello"),
+        2,
+        "{text}"
+    );
+    assert!(
+        text.contains("--- cerebro tasksitter: start #1 at ") && text.contains("start #2 at "),
+        "{text}"
+    );
+}
+
+#[test]
+fn logs_are_readable_while_the_task_runs() {
+    let sitter = Sitter::start(&["--name", "live", "--command", "echo ready; sleep 60"]);
+    wait_for_log_line(&sitter.log_path("live", "stdout"), "ready");
+}
+
+#[test]
+fn sigterm_stops_gracefully_and_a_second_signal_escalates() {
+    let scratch = scratch_dir();
+    let marker = scratch.path().join("graceful");
+    let command = format!(
+        "trap 'echo graceful > {}; exit 0' TERM; echo ready; while :; do sleep 0.05; done",
+        marker.display()
+    );
+    let mut sitter = Sitter::start(&["--name", "graceful", "--command", &command]);
+    wait_for_log_line(&sitter.log_path("graceful", "stdout"), "ready");
+    sitter.signal(libc::SIGTERM);
+    assert_eq!(
+        sitter.wait_exit(TIMEOUT).code(),
+        Some(0),
+        "the workload handled TERM and exited 0"
+    );
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "graceful");
+
+    let mut stubborn = Sitter::start_http(&[
+        "--name",
+        "stubborn",
+        "--command",
+        "trap '' TERM INT; echo ready; sleep 300",
+        "--stop-timeout",
+        "120s",
+    ]);
+    wait_for_log_line(&stubborn.log_path("stubborn", "stdout"), "ready");
+    stubborn.signal(libc::SIGTERM);
+    stubborn.wait_status("the stop grace period", |s| state_of(s) == "stopping");
+    assert!(
+        stubborn.child.try_wait().unwrap().is_none(),
+        "waiting out its 120 s grace period"
+    );
+    stubborn.signal(libc::SIGINT);
+    let exit = stubborn.wait_exit(Duration::from_secs(10));
+    assert_eq!(
+        exit.code(),
+        Some(137),
+        "the second signal killed the tree at once"
+    );
+}
+
+fn bad_flags(args: &[&str]) -> (i32, String) {
+    let output = Command::new(tasksitter_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn bad_flags_give_one_clear_line_and_exit_2() {
+    for (args, expected) in [
+        (
+            &["--command", "true", "--mem", "-5"][..],
+            "--mem: must be a positive number of MB, got -5",
+        ),
+        (
+            &["--command", "true", "--uid", "no-such-user-here"][..],
+            "--uid: unknown user 'no-such-user-here'",
+        ),
+        (
+            &["--command", "true", "--time-limit", "soon"][..],
+            "'soon' is not a duration",
+        ),
+        (
+            &["--command", "true", "--stop-signal", "BANG"][..],
+            "--stop-signal: unknown signal 'BANG'",
+        ),
+        (
+            &["--command", "true", "--cwd", "/no/such/dir"][..],
+            "--cwd: /no/such/dir is not a directory",
+        ),
+        (&["--mem", "5"][..], "--command"),
+        (
+            &[
+                "--command",
+                "true",
+                "--http-monitoring",
+                "--http-monitoring-bind",
+                "0.0.0.0",
+            ][..],
+            "--token-file",
+        ),
+        (
+            &["--command", "true", "--bogus"][..],
+            "unexpected argument '--bogus'",
+        ),
+    ] {
+        let (code, stderr) = bad_flags(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{args:?} printed more than one line: {stderr}"
+        );
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: expected '{expected}' in: {stderr}"
+        );
+    }
+}
