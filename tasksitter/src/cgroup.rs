@@ -291,6 +291,10 @@ impl Cgroup for CgroupV2 {
 
     fn set_memory_limit(&self, bytes: u64) -> Result<(), CgroupError> {
         write_file(&self.dir.join("memory.max"), &bytes.to_string())?;
+        let swap = self.dir.join("memory.swap.max");
+        if swap.exists() {
+            write_file(&swap, "0")?;
+        }
         // One OOM kill takes the whole group, as a violation should.
         write_file(&self.dir.join("memory.oom.group"), "1")
     }

@@ -396,7 +396,7 @@ impl Supervisor {
                 let status = ExitStatus::Code(127);
                 self.last_exit = Some(status);
                 let restarts = self.consecutive;
-                self.state = TaskState::Fatal { status, restarts };
+                self.set_state(TaskState::Fatal { status, restarts });
             }
         }
     }
@@ -933,7 +933,8 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-/// Starts `tasksitter __cgroup-guard DIR...` in a session of its own.
+/// Starts `tasksitter __cgroup-guard DIR...` in a process group of its own,
+/// so a signal to the tasksitter's group does not reach it.
 fn spawn_guard(dirs: &[std::path::PathBuf]) -> std::io::Result<Guard> {
     let exe = std::env::current_exe()?;
     let mut child = OsCommand::new(exe)

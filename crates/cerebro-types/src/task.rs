@@ -467,6 +467,11 @@ pub const ALLOWED_TRANSITIONS: &[(StateKind, StateKind)] = {
         (Backoff, Stopped),
         (Exited, Running),
         (Fatal, Running),
+        // A start that cannot even spawn (setuid, cgroup join, exec) gives up at once.
+        (Stopped, Fatal),
+        (Backoff, Fatal),
+        (Exited, Fatal),
+        (Fatal, Fatal),
     ]
 };
 
