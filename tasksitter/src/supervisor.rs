@@ -17,6 +17,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command as OsCommand, Stdio};
@@ -105,6 +106,8 @@ pub struct Supervisor {
     consecutive: u32,
     violations: ViolationCounts,
     last_exit: Option<ExitStatus>,
+    /// The main process exited during a stop while the rest of its tree is still shutting down.
+    main_exit: Option<ExitStatus>,
     samples: VecDeque<Sample>,
     oom_kills_seen: u64,
     /// Set by SIGTERM/SIGINT: stop, then exit.
@@ -199,6 +202,7 @@ impl Supervisor {
             consecutive: 0,
             violations: ViolationCounts::default(),
             last_exit: None,
+            main_exit: None,
             samples: VecDeque::new(),
             oom_kills_seen: 0,
             shutting_down: false,
@@ -403,10 +407,15 @@ impl Supervisor {
 
     fn spawn(&mut self) -> std::io::Result<(Child, Vec<std::thread::JoinHandle<()>>)> {
         let spec = &self.config.spec;
+        let path = spec
+            .env
+            .get("PATH")
+            .map(Into::into)
+            .or_else(|| std::env::var_os("PATH"));
         let mut command = OsCommand::new("/bin/sh");
         command
             .arg("-c")
-            .arg(&spec.command)
+            .arg(shell_line(&spec.command, path.as_deref()))
             .envs(&spec.env)
             .stdin(Stdio::null());
         if let Some(cwd) = &spec.cwd {
@@ -509,7 +518,10 @@ impl Supervisor {
                 Ok(WaitStatus::Signaled(pid, signal, _)) => {
                     (pid, ExitStatus::Signal(signal as i32))
                 }
-                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => return,
+                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => {
+                    self.finish_draining_run();
+                    return;
+                }
                 Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
                 Err(error) => {
                     tracing::warn!(%error, "waitpid failed");
@@ -579,6 +591,10 @@ impl Supervisor {
 
     fn sample_and_enforce(&mut self) {
         if self.run.is_none() {
+            return;
+        }
+        if self.main_exit.is_some() {
+            self.finish_draining_run();
             return;
         }
         let Some(sample) = self.take_sample() else {
@@ -765,12 +781,33 @@ impl Supervisor {
     }
 
     fn on_main_exit(&mut self, status: ExitStatus) {
-        let Some(run) = self.run.take() else { return };
+        let Some(run) = &self.run else { return };
+        let pid = run.pid as u32;
         self.last_exit = Some(status);
-        self.event(EventKind::Exited {
-            pid: run.pid as u32,
-            status,
-        });
+        self.event(EventKind::Exited { pid, status });
+        // During a stop the rest of the tree keeps its grace period: a shell
+        // dies of the stop signal at once while the server under it shuts down.
+        let in_grace =
+            matches!(self.state, TaskState::Stopping { kill_at_ms, .. } if now_ms() < kill_at_ms);
+        if in_grace && !self.tree_pids().is_empty() {
+            self.main_exit = Some(status);
+            return;
+        }
+        self.finish_run(status);
+    }
+
+    /// Ends a run whose main process has exited, once its tree drained during a stop.
+    fn finish_draining_run(&mut self) {
+        if let Some(status) = self.main_exit {
+            if self.tree_pids().is_empty() {
+                self.finish_run(status);
+            }
+        }
+    }
+
+    fn finish_run(&mut self, status: ExitStatus) {
+        let Some(run) = self.run.take() else { return };
+        self.main_exit = None;
         // Whatever the main process left behind in its tree goes with it.
         if !self.tree_pids().is_empty() {
             self.kill_tree(Signal::SIGKILL);
@@ -926,6 +963,34 @@ impl Supervisor {
     }
 }
 
+/// A command without shell syntax whose first word is a program (a path, or
+/// found on `path`) is exec'd by the shell, so the workload's pid is the
+/// program itself and signals reach it directly: dash does not exec the last
+/// command of `sh -c` by itself. Builtins (`exit`, `cd`) and keywords are not
+/// programs and run as written.
+fn shell_line(command: &str, path: Option<&std::ffi::OsStr>) -> String {
+    const SHELL_SYNTAX: &[char] = &[
+        ';', '&', '|', '<', '>', '(', ')', '$', '`', '\\', '"', '\'', '*', '?', '[', ']', '#', '~',
+        '=', '%', '{', '}', '!', '\n',
+    ];
+    let first = command.split_whitespace().next().unwrap_or("");
+    let is_program = |name: &str| {
+        if name.contains('/') {
+            return true;
+        }
+        path.into_iter().flat_map(std::env::split_paths).any(|dir| {
+            let candidate = dir.join(name);
+            std::fs::metadata(&candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    };
+    if first.is_empty() || command.contains(SHELL_SYNTAX) || !is_program(first) {
+        command.to_string()
+    } else {
+        format!("exec {command}")
+    }
+}
+
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -976,4 +1041,33 @@ pub fn guard_main(dirs: &[std::path::PathBuf]) -> i32 {
         }
     }
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_line;
+
+    #[test]
+    fn simple_commands_are_execd() {
+        let path = Some(std::ffi::OsStr::new("/usr/bin:/bin"));
+        let line = |c| shell_line(c, path);
+        assert_eq!(
+            line("/opt/code/run_portal_server --port 80"),
+            "exec /opt/code/run_portal_server --port 80"
+        );
+        assert_eq!(line("sleep 60"), "exec sleep 60");
+        for as_written in [
+            "echo a; echo b",
+            "a && b",
+            "x | y",
+            "echo $HOME",
+            "FOO=1 prog",
+            "exit 3",
+            "cd /tmp",
+            "if true",
+            "no-such-program-anywhere",
+        ] {
+            assert_eq!(line(as_written), as_written);
+        }
+    }
 }

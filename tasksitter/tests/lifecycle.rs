@@ -293,3 +293,44 @@ fn bad_flags_give_one_clear_line_and_exit_2() {
         );
     }
 }
+
+#[test]
+fn a_simple_command_is_the_workload_itself() {
+    let sitter = Sitter::start_http(&["--name", "plain", "--command", "sleep 60"]);
+    let status = sitter.wait_status("running", |s| state_of(s) == "running");
+    let pid = status["pid"].as_u64().unwrap();
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(
+        comm.trim(),
+        "sleep",
+        "no shell stands between the tasksitter and the program"
+    );
+}
+
+#[test]
+fn the_tree_keeps_its_grace_period_when_the_main_process_dies_first() {
+    let scratch = scratch_dir();
+    let marker = scratch.path().join("graceful");
+    // The outer shell dies of SIGTERM at once; the inner one takes 300 ms to shut down.
+    let inner = format!(
+        "trap 'sleep 0.3; echo graceful > {}; exit 0' TERM; echo ready; while :; do sleep 0.05; done",
+        marker.display()
+    );
+    let command = format!("sh -c \"{inner}\"; echo unreachable");
+    let mut sitter = Sitter::start(&[
+        "--name",
+        "nested",
+        "--command",
+        &command,
+        "--stop-timeout",
+        "20s",
+    ]);
+    wait_for_log_line(&sitter.log_path("nested", "stdout"), "ready");
+    sitter.signal(libc::SIGTERM);
+    sitter.wait_exit(TIMEOUT);
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap_or_default().trim(),
+        "graceful",
+        "the child was not SIGKILLed early"
+    );
+}
