@@ -342,7 +342,7 @@ fn resolve_group(group: &Principal) -> Result<u32, (String, String)> {
 }
 
 /// Resolves --uid/--gid to numbers and the user's supplementary groups.
-fn resolve_run_as(
+pub fn resolve_run_as(
     uid: Option<&Principal>,
     gid: Option<&Principal>,
 ) -> Result<Option<RunAs>, (String, String)> {

@@ -46,6 +46,11 @@ pub fn router(state: AppState, token: Option<Token>) -> Router {
         .route("/api/v1/stop", post(|s| control(s, Command::Stop)))
         .route("/api/v1/restart", post(|s| control(s, Command::Restart)))
         .route("/api/v1/signal", post(send_signal))
+        // An authenticated no-op: a supervisor proves a tasksitter holds its secret.
+        .route(
+            "/api/v1/ping",
+            post(|State(state): State<AppState>| async move { Json(snapshot(&state)) }),
+        )
         .layer(middleware::from_fn_with_state(token, require_token))
         .with_state(state)
 }
@@ -109,8 +114,9 @@ fn number<T: std::str::FromStr>(
         .transpose()
 }
 
-/// `?tail=N` for the last N lines, `?offset=B[&limit=L]` to follow from byte B.
-fn read_chunk(
+/// `?tail=N` for the last N lines, `?offset=B[&limit=L]` to follow from byte B; any other
+/// parameter is refused. Shared with the machinesitter, which serves the same files.
+pub fn read_chunk(
     location: &LogLocation,
     query: &HashMap<String, String>,
 ) -> Result<LogChunk, ApiError> {

@@ -187,6 +187,14 @@ impl Supervisor {
             last_exit: None,
             events: Vec::new(),
             tasksitter_pid: my_pid as u32,
+            cgroup_paths: match &backend {
+                Backend::Cgroup { group, .. } => group
+                    .paths()
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect(),
+                Backend::Poll => Vec::new(),
+            },
         }));
         Ok(Self {
             config,

@@ -40,7 +40,14 @@ fn status_reports_every_field() {
     assert_eq!(status["limits"]["mem_bytes"], 100 * 1024 * 1024);
     assert_eq!(status["limits"]["cpu_cores"], 1.5);
     assert_eq!(status["limits"]["time_limit_secs"], 3600.0);
-    assert!(["cgroup_v1", "cgroup_v2", "poll"].contains(&status["backend"].as_str().unwrap()));
+    let backend = status["backend"].as_str().unwrap();
+    assert!(["cgroup_v1", "cgroup_v2", "poll"].contains(&backend));
+    let cgroup_paths = status["cgroup_paths"].as_array().unwrap();
+    assert_eq!(
+        cgroup_paths.is_empty(),
+        backend == "poll",
+        "{cgroup_paths:?}"
+    );
     assert_eq!(
         status["violations"],
         json!({"memory": 0, "cpu": 0, "time": 0})

@@ -86,3 +86,57 @@ mod tests {
         assert!(parse_size("5 apples").is_err());
     }
 }
+
+/// Serde helpers so configs may write `"512M"` or `"30s"` where a plain
+/// number (megabytes, seconds) is also accepted.
+pub mod serde_human {
+    use serde::de::{self, Deserializer};
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumberOrText {
+        Number(f64),
+        Text(String),
+    }
+
+    fn read<'de, D: Deserializer<'de>>(
+        deserializer: D,
+        from_text: impl Fn(&str) -> Result<f64, String>,
+    ) -> Result<Option<f64>, D::Error> {
+        match Option::<NumberOrText>::deserialize(deserializer)? {
+            None => Ok(None),
+            Some(NumberOrText::Number(n)) => Ok(Some(n)),
+            Some(NumberOrText::Text(text)) => from_text(&text).map(Some).map_err(de::Error::custom),
+        }
+    }
+
+    fn megabytes(text: &str) -> Result<f64, String> {
+        // A bare number in text means megabytes, as a number does.
+        match text.trim().parse::<f64>() {
+            Ok(n) => Ok(n),
+            Err(_) => super::parse_size(text).map(|bytes| bytes as f64 / (1024.0 * 1024.0)),
+        }
+    }
+
+    fn seconds(text: &str) -> Result<f64, String> {
+        super::parse_duration(text).map(|d| d.as_secs_f64())
+    }
+
+    /// Megabytes: `512`, `"512"`, `"512M"`, `"2G"`.
+    pub fn mem_mb<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
+        read(deserializer, megabytes)
+    }
+
+    /// Seconds: `30`, `"30"`, `"500ms"`, `"5m"`.
+    pub fn opt_seconds<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<f64>, D::Error> {
+        read(deserializer, seconds)
+    }
+
+    pub fn seconds_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        read(deserializer, seconds)?
+            .ok_or_else(|| de::Error::custom("expected a duration, got null"))
+    }
+}

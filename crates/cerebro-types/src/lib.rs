@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod human;
+pub mod machine;
 pub mod task;
 pub mod time;
 

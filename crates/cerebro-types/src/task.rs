@@ -146,10 +146,10 @@ pub struct TaskSpec {
     #[serde(default)]
     pub cpu: Option<f64>,
     /// Megabytes of resident memory for the whole tree.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::human::serde_human::mem_mb")]
     pub mem: Option<f64>,
     /// Seconds of lifetime per start.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::human::serde_human::opt_seconds")]
     pub time_limit: Option<f64>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -157,12 +157,18 @@ pub struct TaskSpec {
     pub cwd: Option<String>,
     #[serde(default = "default_stop_signal")]
     pub stop_signal: String,
-    #[serde(default = "default_stop_timeout")]
+    #[serde(
+        default = "default_stop_timeout",
+        deserialize_with = "crate::human::serde_human::seconds_value"
+    )]
     pub stop_timeout: f64,
     #[serde(default)]
     pub cpu_action: Option<CpuAction>,
     /// Window over which CPU use is averaged when `cpu_action` is `restart`.
-    #[serde(default = "default_cpu_window")]
+    #[serde(
+        default = "default_cpu_window",
+        deserialize_with = "crate::human::serde_human::seconds_value"
+    )]
     pub cpu_window: f64,
     #[serde(default)]
     pub backoff: Backoff,
@@ -309,6 +315,24 @@ impl TaskSpec {
             }
         }
         errors.into_result(())
+    }
+
+    /// Cores this task reserves on a machine: its CPU limit, or one core.
+    pub fn reserved_cpu(&self) -> f64 {
+        self.cpu.unwrap_or(1.0)
+    }
+
+    /// Megabytes this task reserves on a machine: its memory limit, or nothing.
+    pub fn reserved_mem_mb(&self) -> f64 {
+        self.mem.unwrap_or(0.0)
+    }
+
+    /// True when both specs run the same workload the same way: only
+    /// `auto_start` may differ, which never needs a restart.
+    pub fn same_task(&self, other: &TaskSpec) -> bool {
+        let mut a = self.clone();
+        a.auto_start = other.auto_start;
+        a == *other
     }
 
     /// Validation with the spec's own field names.
@@ -609,6 +633,9 @@ pub struct TaskStatus {
     pub last_exit: Option<ExitStatus>,
     pub events: Vec<TaskEvent>,
     pub tasksitter_pid: u32,
+    /// The workload's cgroup directories (empty under the poll backend).
+    #[serde(default)]
+    pub cgroup_paths: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -666,6 +693,30 @@ pub struct LogChunk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_and_durations_read_as_numbers_or_text() {
+        let spec: TaskSpec = serde_json::from_str(
+            r#"{"name": "a", "command": "true", "mem": "1G", "time_limit": "5m", "stop_timeout": "500ms"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (spec.mem, spec.time_limit, spec.stop_timeout),
+            (Some(1024.0), Some(300.0), 0.5)
+        );
+        let spec: TaskSpec =
+            serde_json::from_str(r#"{"name": "a", "command": "true", "mem": 64, "time_limit": 2}"#)
+                .unwrap();
+        assert_eq!(
+            (spec.mem, spec.time_limit, spec.stop_timeout),
+            (Some(64.0), Some(2.0), 10.0)
+        );
+        let error =
+            serde_json::from_str::<TaskSpec>(r#"{"name": "a", "command": "true", "mem": "lots"}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("lots"), "{error}");
+    }
 
     #[test]
     fn names() {

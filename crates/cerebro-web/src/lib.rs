@@ -2,10 +2,12 @@
 //! every one of them authenticates, reports errors and renders HTML the same way.
 
 pub mod auth;
+pub mod client;
 pub mod error;
 pub mod fs;
 pub mod html;
 pub mod logging;
 
 pub use auth::{load_token, require_token, Token, TokenError};
+pub use client::{ClientError, HttpClient};
 pub use error::ApiError;

@@ -1,0 +1,151 @@
+//! The one HTTP client wrapper the daemons use to talk to each other:
+//! timeouts on every call, bearer tokens, JSON both ways, and retry with
+//! backoff for idempotent calls.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{url}: {source}")]
+    Transport { url: String, source: reqwest::Error },
+    #[error("{url} answered {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{url}: cannot decode the answer: {source}")]
+    Decode { url: String, source: reqwest::Error },
+}
+
+impl ClientError {
+    /// The HTTP status the server answered with, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    inner: reqwest::Client,
+    attempts: u32,
+    first_backoff: Duration,
+}
+
+impl HttpClient {
+    /// `timeout` bounds each attempt; idempotent calls are tried `attempts` times.
+    pub fn new(timeout: Duration, attempts: u32) -> Self {
+        let inner = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .unwrap_or_default();
+        Self {
+            inner,
+            attempts: attempts.max(1),
+            first_backoff: Duration::from_millis(100),
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<T, ClientError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: url.to_string(),
+                source,
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Err(ClientError::Status {
+                url: url.to_string(),
+                status: status.as_u16(),
+                body,
+            });
+        }
+        response.json().await.map_err(|source| ClientError::Decode {
+            url: url.to_string(),
+            source,
+        })
+    }
+
+    /// Retries transport failures and 5xx answers with exponential backoff; 4xx is final.
+    async fn with_retry<T, F, Fut>(&self, mut attempt: F) -> Result<T, ClientError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let mut delay = self.first_backoff;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match attempt().await {
+                Err(error) if tries < self.attempts && error.status().is_none_or(|s| s >= 500) => {
+                    tracing::debug!(%error, "retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        token: Option<&str>,
+    ) -> Result<T, ClientError> {
+        self.with_retry(|| {
+            let mut request = self.inner.get(url);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            self.send(request, url)
+        })
+        .await
+    }
+
+    /// One attempt: a POST is not assumed to be idempotent.
+    pub async fn post_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        url: &str,
+        token: Option<&str>,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let mut request = self.inner.post(url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        self.send(request, url).await
+    }
+
+    /// PUT is idempotent, so it is retried.
+    pub async fn put_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        url: &str,
+        token: Option<&str>,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.with_retry(|| {
+            let mut request = self.inner.put(url).json(body);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            self.send(request, url)
+        })
+        .await
+    }
+}
