@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
 # Runs Cerebro on this machine. Until the clustersitter lands this runs one
-# tasksitter around the example workload, with its web page and JSON API on
-# http://127.0.0.1:8080 and its logs under ./run/logs. Ctrl-C stops it cleanly.
+# machinesitter (state under ./run/machine) with the example task "ticker",
+# its pages on http://127.0.0.1:40000/ and its JSON API under /api/v1.
+# Ctrl-C stops the machinesitter and, for this demo, its tasks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p tasksitter
-mkdir -p run/logs
-echo "Cerebro tasksitter: http://127.0.0.1:8080/stats  (JSON: /api/v1/status, logs: /logs?stream=stdout)"
-exec target/release/tasksitter \
-    --name ticker \
-    --command "$PWD/examples/tasksitter/ticker.sh" \
-    --cpu 0.5 --mem 100 --ensure-alive \
-    --stdout-location run/logs --stderr-location run/logs \
-    --http-monitoring --http-monitoring-port 8080
+command -v curl >/dev/null || { apt-get update && apt-get install -y curl; }
+cargo build --release -p tasksitter -p machinesitter
+mkdir -p run
+target/release/machinesitter --state-dir run/machine --port 40000 --on-exit stop \
+    --address-file run/machinesitter.address &
+sitter=$!
+trap 'kill -TERM $sitter 2>/dev/null; wait $sitter' INT TERM
+for _ in $(seq 100); do
+    [ -s run/machinesitter.address ] && break
+    kill -0 $sitter 2>/dev/null || { echo "the machinesitter did not start" >&2; exit 1; }
+    sleep 0.1
+done
+curl -sf -XPUT http://127.0.0.1:40000/api/v1/tasks/ticker \
+    -d "{\"command\": \"$PWD/examples/tasksitter/ticker.sh\", \"cpu\": 0.5, \"mem\": 100, \"ensure_alive\": true}" \
+    -o /dev/null
+echo "Cerebro machinesitter: http://127.0.0.1:40000/  (JSON: /api/v1/tasks, logs: /api/v1/tasks/ticker/logs/stdout?tail=20)"
+wait $sitter

@@ -1,0 +1,570 @@
+//! The machinesitter's HTTP API (JSON under /api/v1) and its HTML pages.
+//! Handlers validate at the edge, change the desired state under the lock,
+//! persist it, and wake the reconciler; only start/stop/restart also call
+//! the task's tasksitter directly so the answer reflects the action.
+
+use crate::machine::{lock, SharedMachine, TaskEntry};
+use crate::sitter::{self, TaskPaths};
+use crate::state::TaskRecord;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{middleware, Json, Router};
+use cerebro_types::machine::{MachineStatus, TaskView};
+use cerebro_types::time::format_rfc3339_ms;
+use cerebro_types::{validate_task_name, LogChunk, LogStream, TaskSpec};
+use cerebro_web::html::{encode_path_segment, escape, format_bytes, key_values, page, state_pill};
+use cerebro_web::{require_token, ApiError, HttpClient, Token};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tasksitter::logs::LogLocation;
+use tokio::sync::Notify;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub machine: SharedMachine,
+    pub notify: Arc<Notify>,
+    pub client: HttpClient,
+}
+
+pub fn router(state: AppState, token: Option<Token>) -> Router {
+    Router::new()
+        .route("/", get(machine_page))
+        .route("/tasks/{name}", get(task_page))
+        .route("/tasks/{name}/logs/{stream}", get(log_page))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/tasks", get(list_tasks))
+        .route(
+            "/api/v1/tasks/{name}",
+            get(get_task).put(put_task).delete(delete_task),
+        )
+        .route("/api/v1/tasks/{name}/{action}", post(control))
+        .route("/api/v1/tasks/{name}/logs/{stream}", get(read_log))
+        .layer(middleware::from_fn_with_state(token, require_token))
+        .with_state(state)
+}
+
+fn no_such_task(name: &str) -> ApiError {
+    ApiError::not_found(format!("no task named '{name}'"))
+}
+
+async fn status(State(app): State<AppState>) -> Json<MachineStatus> {
+    Json(lock(&app.machine).status())
+}
+
+async fn events(State(app): State<AppState>) -> Json<Vec<crate::machine::MachineEvent>> {
+    Json(lock(&app.machine).events.iter().rev().cloned().collect())
+}
+
+async fn list_tasks(State(app): State<AppState>) -> Json<Vec<TaskView>> {
+    Json(
+        lock(&app.machine)
+            .tasks
+            .iter()
+            .map(|(name, entry)| entry.view(name))
+            .collect(),
+    )
+}
+
+async fn get_task(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
+    let machine = lock(&app.machine);
+    machine
+        .tasks
+        .get(&name)
+        .map(|e| Json(e.view(&name)))
+        .ok_or_else(|| no_such_task(&name))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PutReply {
+    /// created, updated or unchanged.
+    pub result: String,
+    pub task: TaskView,
+}
+
+/// Parses a task spec body, naming the field (and line and column) of any error.
+fn parse_spec(name: &str, body: &[u8]) -> Result<TaskSpec, ApiError> {
+    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_field(
+            "body",
+            format!("not JSON (line {}, column {}): {e}", e.line(), e.column()),
+        )
+    })?;
+    let object = value
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_field("body", "expected a JSON object (a task spec)"))?;
+    match object.get("name").and_then(|n| n.as_str()) {
+        None => {
+            object.insert("name".into(), serde_json::Value::String(name.to_string()));
+        }
+        Some(given) if given != name => {
+            return Err(ApiError::bad_field(
+                "name",
+                format!("'{given}' does not match the task name in the URL, '{name}'"),
+            ))
+        }
+        Some(_) => {}
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "body".to_string()
+        } else {
+            path
+        };
+        ApiError::bad_field(field, e.into_inner().to_string())
+    })
+}
+
+async fn put_task(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<PutReply>), ApiError> {
+    validate_task_name(&name).map_err(|m| ApiError::bad_field("name", m))?;
+    let spec = parse_spec(&name, &body)?;
+    sitter::check_spec(&spec)?;
+    let (code, result, view) = {
+        let mut machine = lock(&app.machine);
+        if machine.tasks.get(&name).is_some_and(|e| e.record.deleting) {
+            return Err(ApiError::conflict(format!(
+                "task '{name}' is being deleted; try again shortly"
+            )));
+        }
+        machine.check_fits(&spec).map_err(ApiError::conflict)?;
+        let (code, result) = match machine.tasks.get_mut(&name) {
+            Some(entry) if entry.record.spec == spec => (StatusCode::OK, "unchanged"),
+            Some(entry) => {
+                entry.record.run_requested = spec.auto_start;
+                entry.record.spec = spec;
+                (StatusCode::OK, "updated")
+            }
+            None => {
+                let record = TaskRecord {
+                    run_requested: spec.auto_start,
+                    spec,
+                    dir_name: sitter::dir_name(&name),
+                    deleting: false,
+                    runtime: None,
+                    sitter_starts: 0,
+                };
+                machine.tasks.insert(name.clone(), TaskEntry::new(record));
+                (StatusCode::CREATED, "created")
+            }
+        };
+        if result != "unchanged" {
+            machine.event(&name, format!("spec {result}"));
+            machine
+                .persist()
+                .map_err(|e| ApiError::internal(format!("cannot persist the task set: {e}")))?;
+        }
+        (code, result, machine.tasks[&name].view(&name))
+    };
+    app.notify.notify_one();
+    Ok((
+        code,
+        Json(PutReply {
+            result: result.into(),
+            task: view,
+        }),
+    ))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ActionReply {
+    pub result: String,
+}
+
+/// Marks the task for removal; waits (bounded by its stop timeout) until it is gone.
+async fn delete_task(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<ActionReply>), ApiError> {
+    let stop_timeout = {
+        let mut machine = lock(&app.machine);
+        let entry = machine
+            .tasks
+            .get_mut(&name)
+            .ok_or_else(|| no_such_task(&name))?;
+        entry.record.deleting = true;
+        let stop_timeout = entry.record.spec.stop_timeout;
+        machine.event(&name, "delete requested");
+        machine
+            .persist()
+            .map_err(|e| ApiError::internal(format!("cannot persist the task set: {e}")))?;
+        stop_timeout
+    };
+    app.notify.notify_one();
+    let deadline = Instant::now() + Duration::from_secs_f64(stop_timeout + 10.0);
+    while Instant::now() < deadline {
+        if !lock(&app.machine).tasks.contains_key(&name) {
+            return Ok((
+                StatusCode::OK,
+                Json(ActionReply {
+                    result: "deleted".into(),
+                }),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ActionReply {
+            result: "deleting".into(),
+        }),
+    ))
+}
+
+/// start, stop, restart: recorded as the desired run state, then passed to the tasksitter.
+async fn control(
+    State(app): State<AppState>,
+    Path((name, action)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<ActionReply>), ApiError> {
+    if !["start", "stop", "restart"].contains(&action.as_str()) {
+        return Err(ApiError::not_found(format!(
+            "unknown action '{action}' (start, stop, restart)"
+        )));
+    }
+    let (address, secret) = {
+        let mut machine = lock(&app.machine);
+        let state_dir = machine.config.state_dir.clone();
+        let entry = machine
+            .tasks
+            .get_mut(&name)
+            .ok_or_else(|| no_such_task(&name))?;
+        if entry.record.deleting {
+            return Err(ApiError::conflict(format!(
+                "task '{name}' is being deleted"
+            )));
+        }
+        entry.record.run_requested = action != "stop";
+        let address = entry
+            .record
+            .runtime
+            .as_ref()
+            .and_then(|rt| rt.address.clone());
+        let secret = sitter::read_secret(&TaskPaths::new(&state_dir, &entry.record.dir_name));
+        machine.event(&name, format!("{action} requested"));
+        machine
+            .persist()
+            .map_err(|e| ApiError::internal(format!("cannot persist the task set: {e}")))?;
+        (address, secret)
+    };
+    app.notify.notify_one();
+    let Some(address) = address else {
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(ActionReply {
+                result: format!("{action} recorded; the tasksitter is starting"),
+            }),
+        ));
+    };
+    let url = format!("http://{address}/api/v1/{action}");
+    let reply: serde_json::Value = app
+        .client
+        .post_json::<(), serde_json::Value>(&url, secret.as_deref(), None)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("the tasksitter did not answer: {e}"),
+            )
+        })?;
+    let result = reply["result"]
+        .as_str()
+        .unwrap_or(action.as_str())
+        .to_string();
+    Ok((StatusCode::OK, Json(ActionReply { result })))
+}
+
+/// The task's own log file for `stream`; nothing from the request but the stream name chooses it.
+fn log_location(app: &AppState, name: &str, stream: &str) -> Result<LogLocation, ApiError> {
+    let stream: LogStream = stream
+        .parse()
+        .map_err(|e: String| ApiError::bad_field("stream", e))?;
+    let machine = lock(&app.machine);
+    let entry = machine.tasks.get(name).ok_or_else(|| no_such_task(name))?;
+    let paths = TaskPaths::new(&machine.config.state_dir, &entry.record.dir_name);
+    Ok(LogLocation::new(
+        &paths.logs,
+        name,
+        stream,
+        entry.record.spec.log_rotation.backups,
+    ))
+}
+
+async fn read_log(
+    State(app): State<AppState>,
+    Path((name, stream)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<LogChunk>, ApiError> {
+    let location = log_location(&app, &name, &stream)?;
+    tasksitter::http::read_chunk(&location, &query).map(Json)
+}
+
+async fn metrics(State(app): State<AppState>) -> Response {
+    let machine = lock(&app.machine);
+    let status = machine.status();
+    let mut out = String::new();
+    let label = |s: &str| {
+        s.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    let id = label(&status.machine_id);
+    for (name, help, value) in [
+        (
+            "cerebro_machine_capacity_cpu_cores",
+            "cores tasks may reserve",
+            status.capacity.cpu,
+        ),
+        (
+            "cerebro_machine_capacity_mem_mb",
+            "MB tasks may reserve",
+            status.capacity.mem_mb,
+        ),
+        (
+            "cerebro_machine_reserved_cpu_cores",
+            "cores reserved by tasks",
+            status.reserved.cpu,
+        ),
+        (
+            "cerebro_machine_reserved_mem_mb",
+            "MB reserved by tasks",
+            status.reserved.mem_mb,
+        ),
+        (
+            "cerebro_machine_cpu_cores_used",
+            "cores busy",
+            status.vitals.cpu_cores_used,
+        ),
+        (
+            "cerebro_machine_mem_used_mb",
+            "memory in use",
+            status.vitals.mem_used_mb as f64,
+        ),
+        (
+            "cerebro_machine_load1",
+            "1-minute load average",
+            status.vitals.load_average[0],
+        ),
+        (
+            "cerebro_machine_tasks",
+            "tasks on this machine",
+            status.tasks.len() as f64,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{machine=\"{id}\"}} {value}"
+        );
+    }
+    for (metric, help) in [
+        ("cerebro_task_up", "1 while the workload runs"),
+        ("cerebro_task_cpu_cores", "cores used by the task's tree"),
+        (
+            "cerebro_task_rss_bytes",
+            "resident memory of the task's tree",
+        ),
+        ("cerebro_task_restarts_total", "restarts of the workload"),
+        (
+            "cerebro_task_sitter_starts_total",
+            "tasksitters started for the task",
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
+        for (name, entry) in &machine.tasks {
+            let s = entry.status.as_ref();
+            let value = match metric {
+                "cerebro_task_up" => f64::from(u8::from(s.and_then(|s| s.pid).is_some())),
+                "cerebro_task_cpu_cores" => s.map_or(0.0, |s| s.cpu_cores),
+                "cerebro_task_rss_bytes" => s.map_or(0.0, |s| s.rss_bytes as f64),
+                "cerebro_task_restarts_total" => s.map_or(0.0, |s| s.restarts as f64),
+                _ => entry.record.sitter_starts as f64,
+            };
+            let _ = writeln!(
+                out,
+                "{metric}{{machine=\"{id}\",task=\"{}\"}} {value}",
+                label(name)
+            );
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+const NAV: &[(&str, &str)] = &[("/", "Machine"), ("/metrics", "Metrics")];
+
+fn task_link(name: &str) -> String {
+    format!(
+        "<a href=\"/tasks/{}\">{}</a>",
+        encode_path_segment(name),
+        escape(name)
+    )
+}
+
+fn log_links(name: &str) -> String {
+    let encoded = encode_path_segment(name);
+    format!(
+        "<a href=\"/tasks/{encoded}/logs/stdout\">stdout</a> · <a href=\"/tasks/{encoded}/logs/stderr\">stderr</a>"
+    )
+}
+
+async fn machine_page(State(app): State<AppState>) -> Html<String> {
+    let machine = lock(&app.machine);
+    let s = machine.status();
+    let v = &s.vitals;
+    let rows = [
+        ("Machine", escape(&s.machine_id)),
+        ("Host", escape(&s.hostname)),
+        (
+            "CPU",
+            format!(
+                "{:.2} of {} cores busy; reserved {:.2} of {} cores",
+                v.cpu_cores_used, v.cpu_cores, s.reserved.cpu, s.capacity.cpu
+            ),
+        ),
+        (
+            "Memory",
+            format!(
+                "{} of {} MB used; reserved {:.0} of {:.0} MB",
+                v.mem_used_mb, v.mem_total_mb, s.reserved.mem_mb, s.capacity.mem_mb
+            ),
+        ),
+        (
+            "Load",
+            format!(
+                "{:.2} {:.2} {:.2}",
+                v.load_average[0], v.load_average[1], v.load_average[2]
+            ),
+        ),
+        ("Disk free", format_bytes(v.disk_free_bytes)),
+        ("Uptime", format!("{} s", v.uptime_secs)),
+    ];
+    let mut tasks = String::from(
+        "<table><tr><th>Task</th><th>State</th><th>PID</th><th>CPU</th><th>Memory</th><th>Restarts</th><th>Violations</th><th>Logs</th></tr>",
+    );
+    for (name, entry) in &machine.tasks {
+        let st = entry.status.as_ref();
+        let state = if entry.record.deleting {
+            "deleting".to_string()
+        } else {
+            st.map_or("starting".into(), |s| s.state.kind().to_string())
+        };
+        let _ = write!(
+            tasks,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            task_link(name),
+            state_pill(&state),
+            st.and_then(|s| s.pid).map_or("—".into(), |p| p.to_string()),
+            st.map_or(0.0, |s| s.cpu_cores),
+            format_bytes(st.map_or(0, |s| s.rss_bytes)),
+            st.map_or(0, |s| s.restarts),
+            st.map_or(0, |s| s.violations.memory + s.violations.cpu + s.violations.time),
+            log_links(name)
+        );
+    }
+    tasks.push_str("</table>");
+    let mut events = String::from("<table><tr><th>When</th><th>Task</th><th>What</th></tr>");
+    for event in machine.events.iter().rev().take(30) {
+        let _ = write!(
+            events,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            format_rfc3339_ms(event.at_ms),
+            escape(&event.task),
+            escape(&event.message)
+        );
+    }
+    events.push_str("</table>");
+    let body = format!(
+        "<h1>Machine {}</h1><div class=\"card\">{}</div><h2>Tasks</h2>{tasks}<h2>Events</h2>{events}",
+        escape(&s.machine_id),
+        key_values(&rows)
+    );
+    Html(page(&format!("machine {}", s.machine_id), NAV, &body))
+}
+
+async fn task_page(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Html<String>, ApiError> {
+    let view = lock(&app.machine)
+        .tasks
+        .get(&name)
+        .map(|e| e.view(&name))
+        .ok_or_else(|| no_such_task(&name))?;
+    let st = view.status.as_ref();
+    let rows = [
+        (
+            "State",
+            state_pill(&st.map_or("starting".into(), |s| s.state.kind().to_string())),
+        ),
+        (
+            "Command",
+            format!("<code>{}</code>", escape(&view.spec.command)),
+        ),
+        (
+            "PID",
+            st.and_then(|s| s.pid).map_or("—".into(), |p| p.to_string()),
+        ),
+        (
+            "Started",
+            st.and_then(|s| s.started_at_ms)
+                .map_or("—".into(), format_rfc3339_ms),
+        ),
+        (
+            "CPU",
+            format!("{:.2} cores", st.map_or(0.0, |s| s.cpu_cores)),
+        ),
+        ("Memory", format_bytes(st.map_or(0, |s| s.rss_bytes))),
+        ("Restarts", st.map_or(0, |s| s.restarts).to_string()),
+        (
+            "Tasksitter",
+            view.tasksitter
+                .as_ref()
+                .map_or("—".into(), |t| format!("pid {}", t.pid)),
+        ),
+        ("Logs", log_links(&name)),
+    ];
+    let spec = serde_json::to_string_pretty(&view.spec).unwrap_or_default();
+    let body = format!(
+        "<h1>{}</h1><div class=\"card\">{}</div><h2>Spec</h2><pre class=\"log\">{}</pre>",
+        escape(&name),
+        key_values(&rows),
+        escape(&spec)
+    );
+    Ok(Html(page(&name, NAV, &body)))
+}
+
+async fn log_page(
+    State(app): State<AppState>,
+    Path((name, stream)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Html<String>, ApiError> {
+    let location = log_location(&app, &name, &stream)?;
+    let chunk = tasksitter::http::read_chunk(&location, &query)?;
+    let body = format!(
+        "<h1>{} — {}</h1><p>{}</p><pre class=\"log\">{}</pre>",
+        task_link(&name),
+        escape(&stream),
+        log_links(&name),
+        escape(&chunk.data)
+    );
+    Ok(Html(page(&format!("{name} {stream}"), NAV, &body)))
+}

@@ -1,0 +1,174 @@
+//! Flags of the machinesitter, validated into a `MachineConfig`.
+
+use cerebro_types::ValidationErrors;
+use cerebro_web::Token;
+use clap::{Parser, ValueEnum};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnExit {
+    /// Leave every task running: an upgrade or a crash of the machinesitter must not take the machine's work down.
+    Leave,
+    /// Stop every task gracefully before exiting.
+    Stop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LimitsBackend {
+    Auto,
+    Cgroup,
+    Poll,
+}
+
+impl LimitsBackend {
+    pub fn as_flag(self) -> &'static str {
+        match self {
+            LimitsBackend::Auto => "auto",
+            LimitsBackend::Cgroup => "cgroup",
+            LimitsBackend::Poll => "poll",
+        }
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "machinesitter",
+    version,
+    about = "Supervise every tasksitter of this machine and serve one API for them",
+    after_help = "On SIGTERM/SIGINT the machinesitter exits and leaves its tasks running (--on-exit leave, \
+                  the default); the next machinesitter re-adopts them. --on-exit stop stops every task first."
+)]
+pub struct Cli {
+    /// HTTP port.
+    #[arg(long, default_value_t = 40000)]
+    pub port: u16,
+    /// HTTP bind address.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// Where the task set, the tasksitters' secrets and the logs live.
+    #[arg(long, default_value = "/var/lib/cerebro/machinesitter")]
+    pub state_dir: PathBuf,
+    /// This machine's id (default: the hostname).
+    #[arg(long)]
+    pub machine_id: Option<String>,
+    /// CPU cores tasks may reserve (default: the machine's cores).
+    #[arg(long, value_name = "CORES")]
+    pub capacity_cpu: Option<f64>,
+    /// Memory in MB tasks may reserve (default: the machine's memory).
+    #[arg(long, value_name = "MB")]
+    pub capacity_mem: Option<u64>,
+    /// Accept tasks beyond the capacity.
+    #[arg(long)]
+    pub overcommit: bool,
+    /// What happens to the tasks when the machinesitter is told to exit.
+    #[arg(long, value_enum, default_value = "leave")]
+    pub on_exit: OnExit,
+    /// The tasksitter binary (default: `tasksitter` beside this binary, else on PATH).
+    #[arg(long)]
+    pub tasksitter_bin: Option<PathBuf>,
+    /// Limits backend the tasksitters use.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub limits_backend: LimitsBackend,
+    /// File holding the bearer token for mutating requests (else env CEREBRO_TOKEN).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Allow a non-loopback bind without a token.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Write the bound address (ip:port) here once listening.
+    #[arg(long)]
+    pub address_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MachineConfig {
+    pub addr: SocketAddr,
+    pub state_dir: PathBuf,
+    pub machine_id: String,
+    pub hostname: String,
+    pub capacity_cpu: f64,
+    pub capacity_mem_mb: u64,
+    pub overcommit: bool,
+    pub on_exit: OnExit,
+    pub tasksitter_bin: PathBuf,
+    pub limits_backend: LimitsBackend,
+    pub token: Option<Token>,
+    pub address_file: Option<PathBuf>,
+}
+
+fn default_tasksitter() -> Option<PathBuf> {
+    let beside = std::env::current_exe().ok()?.with_file_name("tasksitter");
+    if beside.is_file() {
+        return Some(beside);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("tasksitter"))
+        .find(|p| p.is_file())
+}
+
+impl Cli {
+    pub fn into_config(self) -> Result<MachineConfig, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        let mut system = sysinfo::System::new();
+        system.refresh_memory();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let capacity_cpu = self.capacity_cpu.unwrap_or(cores);
+        if !(capacity_cpu.is_finite() && capacity_cpu > 0.0) {
+            errors.push("--capacity-cpu", "must be a positive number of cores");
+        }
+        let capacity_mem_mb = self
+            .capacity_mem
+            .unwrap_or(system.total_memory() / (1024 * 1024));
+        if capacity_mem_mb == 0 {
+            errors.push("--capacity-mem", "must be a positive number of MB");
+        }
+        let tasksitter_bin = self.tasksitter_bin.clone().or_else(default_tasksitter);
+        match &tasksitter_bin {
+            Some(path) if path.is_file() => {}
+            Some(path) => errors.push(
+                "--tasksitter-bin",
+                format!("{} does not exist", path.display()),
+            ),
+            None => errors.push(
+                "--tasksitter-bin",
+                "no tasksitter beside this binary or on PATH",
+            ),
+        }
+        let token = match cerebro_web::load_token(self.token_file.as_deref(), "CEREBRO_TOKEN") {
+            Ok(token) => token,
+            Err(error) => {
+                errors.push("--token-file", error.to_string());
+                None
+            }
+        };
+        if !self.bind.is_loopback() && token.is_none() && !self.insecure {
+            errors.push(
+                "--bind",
+                format!("{} is not a loopback address: give --token-file (or CEREBRO_TOKEN), or --insecure", self.bind),
+            );
+        }
+        let hostname = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into());
+        let machine_id = self.machine_id.clone().unwrap_or_else(|| hostname.clone());
+        if let Err(message) = cerebro_types::validate_task_name(&machine_id) {
+            errors.push("--machine-id", message);
+        }
+        errors.into_result(MachineConfig {
+            addr: SocketAddr::new(self.bind, self.port),
+            state_dir: self.state_dir,
+            machine_id,
+            hostname,
+            capacity_cpu,
+            capacity_mem_mb,
+            overcommit: self.overcommit,
+            on_exit: self.on_exit,
+            tasksitter_bin: tasksitter_bin.unwrap_or_default(),
+            limits_backend: self.limits_backend,
+            token,
+            address_file: self.address_file,
+        })
+    }
+}

@@ -1,0 +1,109 @@
+//! machinesitter: supervises every tasksitter of one machine, persists the
+//! task set, re-adopts tasksitters after its own restart, and serves one
+//! HTTP API for the machine.
+
+pub mod api;
+pub mod config;
+pub mod machine;
+pub mod poller;
+pub mod sitter;
+pub mod state;
+
+use config::{MachineConfig, OnExit};
+use machine::Reconciler;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Notify;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    #[error("cannot use the state dir {path}: {source}")]
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    AddressFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Runs the machinesitter until SIGTERM or SIGINT.
+pub async fn run(config: MachineConfig) -> Result<(), MachineError> {
+    let config = Arc::new(config);
+    let machine = machine::load(config.clone()).map_err(|source| MachineError::StateDir {
+        path: config.state_dir.display().to_string(),
+        source,
+    })?;
+    let machine = Arc::new(Mutex::new(machine));
+    let notify = Arc::new(Notify::new());
+    let bind_error = |source| MachineError::Bind {
+        addr: config.addr.to_string(),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    if let Some(path) = &config.address_file {
+        cerebro_web::fs::atomic_write(path, bound.to_string().as_bytes()).map_err(|source| {
+            MachineError::AddressFile {
+                path: path.display().to_string(),
+                source,
+            }
+        })?;
+    }
+    tracing::info!(%bound, machine = %config.machine_id, "machinesitter serving");
+    let mut sigterm = signal(SignalKind::terminate()).map_err(MachineError::Signal)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(MachineError::Signal)?;
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let reconciler =
+        tokio::spawn(Reconciler::new(machine.clone(), notify.clone()).run(shutdown_rx.clone()));
+    let poller = tokio::spawn(poller::Poller::new(machine.clone()).run(shutdown_rx.clone()));
+    let app = api::router(
+        api::AppState {
+            machine: machine.clone(),
+            notify,
+            client: cerebro_web::HttpClient::new(Duration::from_secs(10), 1),
+        },
+        config.token.clone(),
+    );
+    let mut server_shutdown = shutdown_rx;
+    let server = tokio::spawn(async move {
+        let stopped = async move {
+            let _ = server_shutdown.changed().await;
+        };
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
+            tracing::error!(%error, "HTTP server stopped");
+        }
+    });
+    tokio::select! {
+        _ = sigterm.recv() => {}
+        _ = sigint.recv() => {}
+    }
+    tracing::info!(on_exit = ?config.on_exit, "shutting down");
+    let _ = shutdown_tx.send(true);
+    let _ = poller.await;
+    if let Ok(mut reconciler) = reconciler.await {
+        if config.on_exit == OnExit::Stop {
+            reconciler.stop_all().await;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    if let Err(error) = machine::lock(&machine).persist() {
+        tracing::error!(%error, "cannot persist the task set");
+    }
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! The status poller: asks every tasksitter for its status (which also
+//! proves it is ours), nudges workloads whose run state differs from what
+//! was asked, and samples the machine's vitals. It runs beside the
+//! reconciler so a slow or dead tasksitter never delays a restart.
+
+use crate::machine::{lock, SharedMachine};
+use crate::sitter::{self, TaskPaths};
+use cerebro_types::machine::Vitals;
+use cerebro_types::time::now_ms;
+use cerebro_types::{StateKind, TaskStatus};
+use cerebro_web::HttpClient;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::time::{Duration, Instant};
+
+/// How often every task's status and the vitals are refreshed.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+/// How often to look for tasksitters that have not reported yet.
+const NEW_SITTER_CHECK: Duration = Duration::from_millis(50);
+
+/// What a status poll needs to reach one tasksitter.
+struct PollTarget {
+    name: String,
+    pid: i32,
+    address: String,
+    secret: Option<String>,
+}
+
+pub struct Poller {
+    machine: SharedMachine,
+    client: HttpClient,
+    system: sysinfo::System,
+}
+
+impl Poller {
+    pub fn new(machine: SharedMachine) -> Self {
+        Self {
+            machine,
+            client: HttpClient::new(Duration::from_secs(1), 1),
+            system: sysinfo::System::new(),
+        }
+    }
+
+    pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut last_full: Option<Instant> = None;
+        loop {
+            let due = last_full.is_none_or(|at| at.elapsed() >= STATUS_EVERY);
+            let unreported = lock(&self.machine)
+                .tasks
+                .values()
+                .any(|e| e.record.runtime.is_some() && e.status.is_none());
+            if due || unreported {
+                self.poll_statuses().await;
+            }
+            if due {
+                self.refresh_vitals();
+                last_full = Some(Instant::now());
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(NEW_SITTER_CHECK) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Asks every live tasksitter for its status with its secret (POST
+    /// /api/v1/ping), which also proves it is ours; then nudges workloads
+    /// whose run state differs from what was asked.
+    async fn poll_statuses(&mut self) {
+        let targets: Vec<PollTarget> = {
+            let mut guard = lock(&self.machine);
+            let state_dir = guard.config.state_dir.clone();
+            let mut targets = Vec::new();
+            for (name, entry) in guard.tasks.iter_mut() {
+                let paths = TaskPaths::new(&state_dir, &entry.record.dir_name);
+                let Some(runtime) = entry.record.runtime.as_mut() else {
+                    continue;
+                };
+                if runtime.stop_sent_ms.is_some() {
+                    continue;
+                }
+                if runtime.address.is_none() {
+                    runtime.address = std::fs::read_to_string(paths.address())
+                        .ok()
+                        .filter(|a| !a.is_empty());
+                }
+                if let Some(address) = &runtime.address {
+                    targets.push(PollTarget {
+                        name: name.clone(),
+                        pid: runtime.pid,
+                        address: address.clone(),
+                        secret: sitter::read_secret(&paths),
+                    });
+                }
+            }
+            targets
+        };
+        // Concurrently, so one hung tasksitter delays no other task's status.
+        let mut pings = tokio::task::JoinSet::new();
+        for target in targets {
+            let client = self.client.clone();
+            pings.spawn(async move {
+                let url = format!("http://{}/api/v1/ping", target.address);
+                let answer = client
+                    .post_json::<(), TaskStatus>(&url, target.secret.as_deref(), None)
+                    .await;
+                (target, answer)
+            });
+        }
+        let answers = pings.join_all().await;
+        let mut nudges = Vec::new();
+        {
+            let mut guard = lock(&self.machine);
+            let mut changed = false;
+            let mut events = Vec::new();
+            for (target, answer) in answers {
+                let Some(entry) = guard.tasks.get_mut(&target.name) else {
+                    continue;
+                };
+                let Some(runtime) = entry
+                    .record
+                    .runtime
+                    .as_mut()
+                    .filter(|rt| rt.pid == target.pid)
+                else {
+                    continue;
+                };
+                match answer {
+                    Ok(status) => {
+                        let workload_pid = status.pid.or(runtime.workload_pid);
+                        if workload_pid != runtime.workload_pid
+                            || status.cgroup_paths != runtime.cgroup_paths
+                        {
+                            runtime.workload_pid = workload_pid;
+                            runtime.cgroup_paths = status.cgroup_paths.clone();
+                            changed = true;
+                        }
+                        let kind = status.state.kind();
+                        if entry.record.run_requested && kind == StateKind::Stopped {
+                            nudges.push((target.address.clone(), target.secret.clone(), "start"));
+                        } else if !entry.record.run_requested
+                            && matches!(kind, StateKind::Running | StateKind::Backoff)
+                        {
+                            nudges.push((target.address.clone(), target.secret.clone(), "stop"));
+                        }
+                        entry.status = Some(status);
+                    }
+                    Err(error) if error.status() == Some(401) => {
+                        // It holds a different secret: not the tasksitter we started. Retire it.
+                        let _ = kill(Pid::from_raw(runtime.pid), Signal::SIGTERM);
+                        runtime.stop_sent_ms = Some(now_ms());
+                        changed = true;
+                        events.push((
+                            target.name.clone(),
+                            format!(
+                                "pid {} does not know the task's secret; stopping it",
+                                target.pid
+                            ),
+                        ));
+                    }
+                    Err(error) => {
+                        tracing::debug!(task = %target.name, %error, "status poll failed")
+                    }
+                }
+            }
+            for (task, message) in events {
+                guard.event(&task, message);
+            }
+            if changed {
+                if let Err(error) = guard.persist() {
+                    tracing::error!(%error, "cannot persist the task set");
+                }
+            }
+        }
+        for (address, secret, action) in nudges {
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                let url = format!("http://{address}/api/v1/{action}");
+                let _ = client
+                    .post_json::<(), serde_json::Value>(&url, secret.as_deref(), None)
+                    .await;
+            });
+        }
+    }
+
+    fn refresh_vitals(&mut self) {
+        self.system.refresh_cpu_usage();
+        self.system.refresh_memory();
+        let state_dir = lock(&self.machine).config.state_dir.clone();
+        let disk_free_bytes = nix::sys::statvfs::statvfs(&state_dir)
+            .map(|s| s.blocks_available() * s.fragment_size())
+            .unwrap_or(0);
+        let load = sysinfo::System::load_average();
+        let cpus = self.system.cpus();
+        let vitals = Vitals {
+            cpu_cores_used: cpus.iter().map(|c| f64::from(c.cpu_usage()) / 100.0).sum(),
+            cpu_cores: cpus.len(),
+            mem_used_mb: self.system.used_memory() / (1024 * 1024),
+            mem_total_mb: self.system.total_memory() / (1024 * 1024),
+            load_average: [load.one, load.five, load.fifteen],
+            disk_free_bytes,
+            uptime_secs: sysinfo::System::uptime(),
+        };
+        lock(&self.machine).vitals = vitals;
+    }
+}

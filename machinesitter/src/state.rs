@@ -1,0 +1,145 @@
+//! The machine's task set as persisted in `<state-dir>/state.json`: written
+//! with the atomic-write helper after every change, moved aside (never
+//! overwritten) when it cannot be read.
+
+use cerebro_types::TaskSpec;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const STATE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistedState {
+    pub version: u32,
+    pub tasks: BTreeMap<String, TaskRecord>,
+}
+
+/// One task: what was asked for and the tasksitter that runs it now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRecord {
+    pub spec: TaskSpec,
+    /// Directory name under `tasks/` and `logs/`, unique per task name.
+    pub dir_name: String,
+    /// Whether the workload should run (auto_start, then start/stop requests).
+    pub run_requested: bool,
+    pub deleting: bool,
+    pub runtime: Option<Runtime>,
+    /// Tasksitters started for this task, adoption not counted.
+    #[serde(default)]
+    pub sitter_starts: u64,
+}
+
+/// The tasksitter process serving a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Runtime {
+    pub pid: i32,
+    /// Start time in clock ticks since boot (/proc/PID/stat field 22): with the
+    /// pid it identifies the process even after the pid is reused.
+    pub start_ticks: u64,
+    /// The spec it was started with; a different desired spec means replace it.
+    pub spec: TaskSpec,
+    pub address: Option<String>,
+    pub workload_pid: Option<u32>,
+    #[serde(default)]
+    pub cgroup_paths: Vec<String>,
+    /// When SIGTERM was sent to retire it, in ms since the epoch.
+    #[serde(default)]
+    pub stop_sent_ms: Option<u64>,
+}
+
+pub enum Loaded {
+    Fresh,
+    Read(PersistedState),
+    /// Unreadable: moved to `moved_to`.
+    Corrupt {
+        moved_to: PathBuf,
+        error: String,
+    },
+}
+
+pub fn state_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("state.json")
+}
+
+pub fn load(state_dir: &Path) -> Loaded {
+    let path = state_path(state_dir);
+    let text = match std::fs::read(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Loaded::Fresh,
+        Err(e) => return move_aside(&path, format!("cannot read: {e}")),
+    };
+    let parsed: Result<PersistedState, String> = serde_json::from_slice(&text)
+        .map_err(|e| e.to_string())
+        .and_then(|state: PersistedState| {
+            if state.version == STATE_VERSION {
+                Ok(state)
+            } else {
+                Err(format!("unknown state version {}", state.version))
+            }
+        });
+    match parsed {
+        Ok(state) => Loaded::Read(state),
+        Err(error) => move_aside(&path, error),
+    }
+}
+
+fn move_aside(path: &Path, error: String) -> Loaded {
+    let moved_to = path.with_extension(format!("json.corrupt-{}", cerebro_types::time::now_ms()));
+    if let Err(rename_error) = std::fs::rename(path, &moved_to) {
+        return Loaded::Corrupt {
+            moved_to: path.to_path_buf(),
+            error: format!("{error}; and it could not be moved aside: {rename_error}"),
+        };
+    }
+    Loaded::Corrupt { moved_to, error }
+}
+
+pub fn save(state_dir: &Path, state: &PersistedState) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+    cerebro_web::fs::atomic_write(&state_path(state_dir), &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(load(dir.path()), Loaded::Fresh));
+        let mut state = PersistedState {
+            version: STATE_VERSION,
+            ..Default::default()
+        };
+        state.tasks.insert(
+            "Portal Server".into(),
+            TaskRecord {
+                spec: TaskSpec::new("Portal Server", "sleep 1"),
+                dir_name: "Portal_Server-1".into(),
+                run_requested: true,
+                deleting: false,
+                runtime: None,
+                sitter_starts: 0,
+            },
+        );
+        save(dir.path(), &state).unwrap();
+        match load(dir.path()) {
+            Loaded::Read(read) => assert_eq!(read, state),
+            _ => panic!("expected the saved state"),
+        }
+        std::fs::write(state_path(dir.path()), b"{ not json").unwrap();
+        let Loaded::Corrupt { moved_to, .. } = load(dir.path()) else {
+            panic!("expected corrupt")
+        };
+        assert_eq!(
+            std::fs::read(&moved_to).unwrap(),
+            b"{ not json",
+            "kept, not overwritten"
+        );
+        assert!(matches!(load(dir.path()), Loaded::Fresh));
+    }
+}

@@ -1,0 +1,247 @@
+//! Boots the real machinesitter (and through it real tasksitters) for tests.
+//! Tasksitters live in their own sessions and survive the machinesitter by
+//! design, so dropping the harness kills every process started under its
+//! state dir.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The tasksitter binary beside the machinesitter, built if this test run did not build it.
+pub fn tasksitter_bin() -> PathBuf {
+    static BUILD: Once = Once::new();
+    let bin = Path::new(env!("CARGO_BIN_EXE_machinesitter")).with_file_name("tasksitter");
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "tasksitter", "--bin", "tasksitter"])
+            .status()
+            .expect("run cargo build for the tasksitter");
+        assert!(status.success(), "cannot build the tasksitter");
+    });
+    bin
+}
+
+pub fn cmdline(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Live (non-zombie) processes whose command line satisfies `matches`.
+pub fn processes(matches: impl Fn(&[String]) -> bool) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| !process_gone(*pid) && matches(&cmdline(*pid)))
+        .collect()
+}
+
+pub fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|s| s == "Z" || s == "X"),
+    }
+}
+
+pub struct MachineSitter {
+    pub child: Option<Child>,
+    pub state: tempfile::TempDir,
+    pub args: Vec<String>,
+    pub base_url: String,
+    pub http: reqwest::blocking::Client,
+}
+
+impl Drop for MachineSitter {
+    fn drop(&mut self) {
+        self.kill9();
+        let root = self.state.path().display().to_string();
+        for pid in processes(|argv| argv.iter().any(|a| a.starts_with(&root))) {
+            // SAFETY: kill(2) on a process this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+impl MachineSitter {
+    pub fn start(args: &[&str]) -> Self {
+        let mut sitter = MachineSitter {
+            child: None,
+            state: tempfile::tempdir().unwrap(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            base_url: String::new(),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        };
+        sitter.boot();
+        sitter
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.state.path().join("state")
+    }
+
+    /// Starts the machinesitter process on the same state dir.
+    pub fn boot(&mut self) {
+        let address_file = self.state.path().join("address");
+        let _ = std::fs::remove_file(&address_file);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_machinesitter"));
+        if !self.args.iter().any(|a| a == "--tasksitter-bin") {
+            command.arg("--tasksitter-bin").arg(tasksitter_bin());
+        }
+        let mut child = command
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .args(["--port", "0", "--address-file"])
+            .arg(&address_file)
+            .args(&self.args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn machinesitter");
+        let address = wait_for(TIMEOUT, "the machinesitter to listen", || {
+            if let Some(exit) = child.try_wait().unwrap() {
+                panic!("the machinesitter exited at start: {exit}");
+            }
+            std::fs::read_to_string(&address_file)
+                .ok()
+                .filter(|a| !a.is_empty())
+        });
+        self.base_url = format!("http://{address}");
+        self.child = Some(child);
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our child.
+        unsafe { libc::kill(self.child.as_ref().unwrap().id() as i32, signal) };
+    }
+
+    pub fn wait_exit(&mut self) {
+        let child = self.child.as_mut().unwrap();
+        wait_for(TIMEOUT, "the machinesitter to exit", || {
+            child.try_wait().unwrap()
+        });
+        self.child = None;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method.parse().unwrap(), self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().unwrap_or(Value::Null))
+    }
+
+    pub fn put_task(&self, name: &str, spec: Value) -> (u16, Value) {
+        self.request(
+            "PUT",
+            &format!("/api/v1/tasks/{}", encode(name)),
+            None,
+            Some(&spec.to_string()),
+        )
+    }
+
+    pub fn task(&self, name: &str) -> Value {
+        let (code, body) = self.request(
+            "GET",
+            &format!("/api/v1/tasks/{}", encode(name)),
+            None,
+            None,
+        );
+        assert_eq!(code, 200, "GET task {name}: {body}");
+        body
+    }
+
+    /// Waits until the task's workload runs, returning (tasksitter pid, workload pid).
+    pub fn wait_running(&self, name: &str) -> (i32, i32) {
+        wait_for(TIMEOUT, &format!("task '{name}' to run"), || {
+            let task = self.task(name);
+            let running = task["status"]["state"]["state"] == "running";
+            let sitter = task["tasksitter"]["pid"].as_i64()?;
+            let workload = task["status"]["pid"].as_i64()?;
+            (running && !task["tasksitter"]["retiring"].as_bool().unwrap_or(false))
+                .then_some((sitter as i32, workload as i32))
+        })
+    }
+
+    /// Tasksitter processes serving tasks of this machinesitter's state dir.
+    pub fn tasksitters(&self) -> Vec<i32> {
+        let tasks = self.state_dir().join("tasks").display().to_string();
+        processes(|argv| {
+            argv.first().is_some_and(|a| a.ends_with("tasksitter"))
+                && argv.iter().any(|a| a.starts_with(&tasks))
+        })
+    }
+}
+
+/// Percent-encodes a task name for a URL path.
+pub fn encode(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A spec that runs `command`, reserving little.
+pub fn spec(command: &str) -> Value {
+    json!({"command": command, "cpu": 0.1, "mem": 50, "stop_timeout": 5})
+}

@@ -1,0 +1,315 @@
+//! Supervision across crashes: re-adoption after a machinesitter kill -9,
+//! replacement of a killed tasksitter, spec updates, delete, exit modes and
+//! a corrupt state file.
+
+mod common;
+use common::*;
+use serde_json::json;
+
+fn count_workloads(marker: &str) -> usize {
+    processes(|argv| {
+        argv.first().is_some_and(|a| a.ends_with("sleep"))
+            && argv.get(1).is_some_and(|a| a == marker)
+    })
+    .len()
+}
+
+#[test]
+fn kill9_of_the_machinesitter_readopts_every_task_without_duplicates() {
+    let mut sitter = MachineSitter::start(&[]);
+    let names = ["web", "api-gateway", "Portal Server"];
+    for (i, name) in names.iter().enumerate() {
+        let (code, body) = sitter.put_task(name, spec(&format!("sleep 3{i}1")));
+        assert_eq!(code, 201, "{body}");
+    }
+    let before: Vec<(i32, i32)> = names.iter().map(|n| sitter.wait_running(n)).collect();
+
+    sitter.kill9();
+    for (sitter_pid, workload) in &before {
+        assert!(
+            !process_gone(*sitter_pid) && !process_gone(*workload),
+            "tasks outlive a machinesitter crash"
+        );
+    }
+    sitter.boot();
+
+    let after: Vec<(i32, i32)> = names.iter().map(|n| sitter.wait_running(n)).collect();
+    assert_eq!(
+        before, after,
+        "the same tasksitters and workloads are re-adopted"
+    );
+    assert_eq!(
+        sitter.tasksitters().len(),
+        3,
+        "no second tasksitter for any task"
+    );
+    for i in 0..3 {
+        assert_eq!(count_workloads(&format!("3{i}1")), 1);
+    }
+    for name in names {
+        assert_eq!(
+            sitter.task(name)["sitter_starts"],
+            1,
+            "'{name}' was adopted, not restarted"
+        );
+    }
+
+    // An adopted tasksitter is not our child, and is still watched.
+    let (adopted, old_workload) = after[2];
+    // SAFETY: kill(2) on a process this test started.
+    unsafe { libc::kill(adopted, libc::SIGKILL) };
+    let replaced = wait_for(TIMEOUT, "the adopted tasksitter to be replaced", || {
+        let now = sitter.wait_running("Portal Server");
+        (now.0 != adopted).then_some(now)
+    });
+    wait_for(TIMEOUT, "the old workload to be gone", || {
+        process_gone(old_workload).then_some(())
+    });
+    assert_ne!(replaced.1, old_workload);
+    assert_eq!(count_workloads("321"), 1);
+}
+
+#[test]
+fn a_killed_tasksitter_is_replaced_and_its_workload_cleaned_first() {
+    let sitter = MachineSitter::start(&[]);
+    sitter.put_task("worker-1", spec("sleep 311"));
+    let (old_sitter, old_workload) = sitter.wait_running("worker-1");
+
+    // SAFETY: kill(2) on a process this test started.
+    unsafe { libc::kill(old_sitter, libc::SIGKILL) };
+    let (new_sitter, new_workload) = wait_for(TIMEOUT, "a new tasksitter", || {
+        let found = sitter.wait_running("worker-1");
+        (found.0 != old_sitter).then_some(found)
+    });
+    assert_ne!(new_workload, old_workload);
+    wait_for(TIMEOUT, "the old workload to be gone", || {
+        process_gone(old_workload).then_some(())
+    });
+    assert_eq!(
+        count_workloads("311"),
+        1,
+        "exactly one copy of the workload"
+    );
+    assert_eq!(sitter.tasksitters(), vec![new_sitter]);
+    assert_eq!(sitter.task("worker-1")["sitter_starts"], 2);
+}
+
+#[test]
+fn same_spec_is_a_no_op_and_a_changed_spec_restarts() {
+    let sitter = MachineSitter::start(&[]);
+    let (code, body) = sitter.put_task("cache", spec("sleep 321"));
+    assert_eq!((code, body["result"].as_str()), (201, Some("created")));
+    let first = sitter.wait_running("cache");
+
+    let (code, body) = sitter.put_task("cache", spec("sleep 321"));
+    assert_eq!((code, body["result"].as_str()), (200, Some("unchanged")));
+    assert_eq!(
+        sitter.wait_running("cache"),
+        first,
+        "no restart for the same spec"
+    );
+
+    let mut changed = spec("sleep 322");
+    changed["env"] = json!({"MODE": "fast"});
+    let (code, body) = sitter.put_task("cache", changed);
+    assert_eq!((code, body["result"].as_str()), (200, Some("updated")));
+    let second = wait_for(TIMEOUT, "the task to restart with the new spec", || {
+        let now = sitter.wait_running("cache");
+        (now.1 != first.1).then_some(now)
+    });
+    assert_eq!(cmdline(second.1), ["sleep", "322"]);
+    wait_for(TIMEOUT, "the old workload to stop", || {
+        process_gone(first.1).then_some(())
+    });
+    let environ = std::fs::read(format!("/proc/{}/environ", second.1)).unwrap();
+    assert!(environ.split(|b| *b == 0).any(|kv| kv == b"MODE=fast"));
+    assert_eq!(sitter.task("cache")["spec"]["command"], "sleep 322");
+}
+
+#[test]
+fn stop_start_and_delete() {
+    let sitter = MachineSitter::start(&[]);
+    sitter.put_task("job one", spec("sleep 331"));
+    let (_, workload) = sitter.wait_running("job one");
+
+    let (code, body) = sitter.request("POST", "/api/v1/tasks/job%20one/stop", None, None);
+    assert_eq!(code, 200, "{body}");
+    wait_for(TIMEOUT, "the workload to stop", || {
+        process_gone(workload).then_some(())
+    });
+    wait_for(TIMEOUT, "the stopped state", || {
+        (sitter.task("job one")["status"]["state"]["state"] == "stopped").then_some(())
+    });
+    assert!(!sitter.task("job one")["run_requested"].as_bool().unwrap());
+
+    let (code, _) = sitter.request("POST", "/api/v1/tasks/job%20one/start", None, None);
+    assert_eq!(code, 200);
+    let (sitter_pid, workload) = sitter.wait_running("job one");
+
+    let (code, body) = sitter.request("DELETE", "/api/v1/tasks/job%20one", None, None);
+    assert_eq!(
+        (code, body["result"].as_str()),
+        (200, Some("deleted")),
+        "{body}"
+    );
+    assert!(process_gone(workload) && process_gone(sitter_pid));
+    let (code, body) = sitter.request("GET", "/api/v1/tasks/job%20one", None, None);
+    assert_eq!(code, 404, "{body}");
+    assert!(sitter.tasksitters().is_empty());
+    let (code, _) = sitter.request("DELETE", "/api/v1/tasks/job%20one", None, None);
+    assert_eq!(code, 404, "deleting twice names no task");
+}
+
+#[test]
+fn deleted_tasks_stay_deleted_across_a_restart() {
+    let mut sitter = MachineSitter::start(&[]);
+    sitter.put_task("keep", spec("sleep 341"));
+    sitter.put_task("drop", spec("sleep 342"));
+    let kept = sitter.wait_running("keep");
+    sitter.wait_running("drop");
+    let (code, _) = sitter.request("DELETE", "/api/v1/tasks/drop", None, None);
+    assert_eq!(code, 200);
+    sitter.kill9();
+    sitter.boot();
+    assert_eq!(sitter.wait_running("keep"), kept);
+    let (code, _) = sitter.request("GET", "/api/v1/tasks/drop", None, None);
+    assert_eq!(code, 404);
+    assert_eq!(count_workloads("342"), 0);
+}
+
+#[test]
+fn sigterm_leaves_tasks_running_by_default() {
+    let mut sitter = MachineSitter::start(&[]);
+    sitter.put_task("survivor", spec("sleep 351"));
+    let running = sitter.wait_running("survivor");
+    sitter.signal(libc::SIGTERM);
+    sitter.wait_exit();
+    assert!(!process_gone(running.0) && !process_gone(running.1));
+    sitter.boot();
+    assert_eq!(sitter.wait_running("survivor"), running);
+}
+
+#[test]
+fn on_exit_stop_stops_every_task_and_restarts_them_on_the_next_boot() {
+    let mut sitter = MachineSitter::start(&["--on-exit", "stop"]);
+    sitter.put_task("a", spec("sleep 361"));
+    sitter.put_task("b", spec("sleep 362"));
+    let a = sitter.wait_running("a");
+    let b = sitter.wait_running("b");
+    sitter.signal(libc::SIGTERM);
+    sitter.wait_exit();
+    for pid in [a.0, a.1, b.0, b.1] {
+        assert!(
+            process_gone(pid),
+            "pid {pid} still runs after --on-exit stop"
+        );
+    }
+    assert!(sitter.tasksitters().is_empty());
+    sitter.boot();
+    let again = sitter.wait_running("a");
+    assert_ne!(again.1, a.1, "the task set survives; the tasks start again");
+    assert_eq!(count_workloads("361"), 1);
+}
+
+#[test]
+fn a_stopped_task_stays_stopped_across_a_restart() {
+    let mut sitter = MachineSitter::start(&["--on-exit", "stop"]);
+    sitter.put_task("idle", spec("sleep 371"));
+    sitter.wait_running("idle");
+    sitter.request("POST", "/api/v1/tasks/idle/stop", None, None);
+    sitter.signal(libc::SIGINT);
+    sitter.wait_exit();
+    sitter.boot();
+    wait_for(TIMEOUT, "the tasksitter to report the stopped task", || {
+        let task = sitter.task("idle");
+        (task["status"]["state"]["state"] == "stopped").then_some(())
+    });
+    assert_eq!(count_workloads("371"), 0);
+}
+
+#[test]
+fn a_corrupt_state_file_is_moved_aside_and_running_tasks_are_recovered() {
+    let mut sitter = MachineSitter::start(&[]);
+    let mut spec_with_env = spec("sleep 381");
+    spec_with_env["env"] = json!({"A": "1"});
+    sitter.put_task("db-primary", spec_with_env);
+    sitter.put_task("cron job", spec("sleep 382"));
+    let db = sitter.wait_running("db-primary");
+    let cron = sitter.wait_running("cron job");
+    sitter.kill9();
+
+    let state_file = sitter.state_dir().join("state.json");
+    std::fs::write(&state_file, b"{\"version\": 1, \"tasks\": {\"db-pri").unwrap();
+    sitter.boot();
+
+    let moved: Vec<_> = std::fs::read_dir(sitter.state_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("state.json.corrupt-"))
+        .collect();
+    assert_eq!(moved.len(), 1, "the corrupt file is kept for a human");
+    let kept = std::fs::read(sitter.state_dir().join(&moved[0])).unwrap();
+    assert!(kept.starts_with(b"{\"version\": 1"));
+
+    assert_eq!(
+        sitter.wait_running("db-primary"),
+        db,
+        "proven-running tasks are re-adopted"
+    );
+    assert_eq!(sitter.wait_running("cron job"), cron);
+    assert_eq!(
+        sitter.task("db-primary")["spec"]["env"]["A"],
+        "1",
+        "the spec is recovered from the tasksitter"
+    );
+    assert_eq!(sitter.tasksitters().len(), 2);
+    assert_eq!(count_workloads("381"), 1);
+
+    // The recovered set is persisted again, so another crash loses nothing.
+    sitter.kill9();
+    sitter.boot();
+    assert_eq!(sitter.wait_running("db-primary"), db);
+}
+
+#[test]
+fn a_tasksitter_that_keeps_dying_is_retried_with_backoff_and_reported() {
+    let bin_dir = tempfile::tempdir().unwrap();
+    let broken = bin_dir.path().join("tasksitter");
+    std::fs::write(
+        &broken,
+        "#!/bin/sh\necho 'tasksitter: cannot open /dev/kvm' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let sitter = MachineSitter::start(&["--tasksitter-bin", broken.to_str().unwrap()]);
+    let (code, body) = sitter.put_task("doomed", spec("sleep 391"));
+    assert_eq!(code, 201, "{body}");
+    let error = wait_for(TIMEOUT, "the failure to be reported", || {
+        sitter.task("doomed")["last_error"]
+            .as_str()
+            .map(str::to_string)
+    });
+    assert!(
+        error.contains("cannot open /dev/kvm"),
+        "the tasksitter's own words are shown: {error}"
+    );
+    let deaths = wait_for(TIMEOUT, "four deaths", || {
+        let (code, events) = sitter.request("GET", "/api/v1/events", None, None);
+        assert_eq!(code, 200, "the daemon keeps serving: {events}");
+        let mut deaths: Vec<u64> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["task"] == "doomed" && e["message"].as_str().unwrap().contains("died"))
+            .map(|e| e["at_ms"].as_u64().unwrap())
+            .collect();
+        deaths.sort();
+        (deaths.len() >= 4).then_some(deaths)
+    });
+    let gaps: Vec<u64> = deaths.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps[2] >= 900 && gaps[2] > gaps[0],
+        "a crash loop backs off: gaps {gaps:?} ms"
+    );
+}
