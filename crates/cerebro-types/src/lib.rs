@@ -1,8 +1,12 @@
 //! Types shared by every Cerebro daemon and the CLI: what goes over the wire,
 //! what config files hold, and the validation that turns raw input into them.
 
+pub mod cluster;
 pub mod error;
 pub mod human;
+pub mod job;
+pub mod job_file;
+pub mod lenient;
 pub mod machine;
 pub mod task;
 pub mod time;

@@ -1,0 +1,188 @@
+//! Jobs: the seed's job config format, what an instance of a job reserves,
+//! and how instances are named on machines.
+
+use crate::human::serde_human;
+use crate::task::{validate_task_name, TaskSpec};
+use crate::ValidationErrors;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Job names become task names as `JOB#SLOT`, so they leave room for the suffix.
+pub const MAX_JOB_NAME_CHARS: usize = 120;
+/// More instances than this in one zone is a typo, not a plan.
+pub const MAX_INSTANCES_PER_ZONE: u32 = 1000;
+
+/// One job as its config file states it. The job's name is its
+/// `task_configuration.name`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Stored now; DNS names `N.ZONE.basename` come with the DNS providers.
+    #[serde(default)]
+    pub dns_basename: Option<String>,
+    /// Stored and shown; recipes run once they land.
+    #[serde(default)]
+    pub deployment_recipe: Option<String>,
+    /// Zone → how many instances run there (`cpu`) and the memory each reserves at least (`mem`).
+    #[serde(default)]
+    pub deployment_layout: BTreeMap<String, ZoneLayout>,
+    /// Passed to the recipe as a dictionary; stored and shown.
+    #[serde(default)]
+    pub recipe_options: BTreeMap<String, serde_json::Value>,
+    /// Survives a clustersitter restart; other jobs are dropped when it restarts.
+    #[serde(default)]
+    pub persistent: bool,
+    /// Run on every and only the machines that run this job, restarting when it is updated.
+    #[serde(default)]
+    pub linked_job: Option<String>,
+    pub task_configuration: TaskSpec,
+}
+
+/// `deployment_layout.ZONE`: `cpu` is the number of instances in the zone
+/// (the seed's naming); `mem` is the minimum MB each instance reserves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneLayout {
+    pub cpu: u32,
+    #[serde(default, deserialize_with = "serde_human::mem_mb")]
+    pub mem: Option<f64>,
+}
+
+/// What one instance of a job reserves on its machine.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Need {
+    pub cpu: f64,
+    pub mem_mb: f64,
+}
+
+impl JobSpec {
+    pub fn name(&self) -> &str {
+        &self.task_configuration.name
+    }
+
+    /// Each instance reserves the task's cores (default 1) and the larger of
+    /// the task's memory limit and the zone's `mem`.
+    pub fn need_in(&self, zone: &str) -> Need {
+        let zone_mem = self
+            .deployment_layout
+            .get(zone)
+            .and_then(|z| z.mem)
+            .unwrap_or(0.0);
+        Need {
+            cpu: self.task_configuration.reserved_cpu(),
+            mem_mb: self.task_configuration.reserved_mem_mb().max(zone_mem),
+        }
+    }
+
+    /// Instances wanted per zone (linked jobs follow their master instead).
+    pub fn instances_in(&self, zone: &str) -> u32 {
+        self.deployment_layout.get(zone).map_or(0, |z| z.cpu)
+    }
+
+    /// Every check that needs no other job; field names are the config's keys.
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        if let Err(found) = self
+            .task_configuration
+            .validate_with(&|field| format!("task_configuration.{field}"))
+        {
+            errors.errors.extend(found.errors);
+        }
+        let name = self.name();
+        if validate_task_name(name).is_ok() {
+            if name.chars().count() > MAX_JOB_NAME_CHARS {
+                errors.push(
+                    "task_configuration.name",
+                    format!("a job name must be at most {MAX_JOB_NAME_CHARS} characters"),
+                );
+            }
+            if name.contains('#') {
+                errors.push("task_configuration.name", "a job name must not contain '#'");
+            }
+        }
+        match &self.linked_job {
+            Some(master) if master == name => {
+                errors.push("linked_job", "a job cannot be linked to itself")
+            }
+            Some(master) if master.trim().is_empty() => {
+                errors.push("linked_job", "must name a job")
+            }
+            Some(_) => {}
+            None if self.deployment_layout.is_empty() => errors.push(
+                "deployment_layout",
+                "must name at least one zone (or set linked_job to follow another job)",
+            ),
+            None => {}
+        }
+        for (zone, layout) in &self.deployment_layout {
+            let field = format!("deployment_layout.{zone}");
+            if let Err(message) = validate_zone_name(zone) {
+                errors.push(field.clone(), message);
+            }
+            if layout.cpu > MAX_INSTANCES_PER_ZONE {
+                errors.push(
+                    format!("{field}.cpu"),
+                    format!("at most {MAX_INSTANCES_PER_ZONE} instances per zone"),
+                );
+            }
+            if let Some(mem) = layout.mem {
+                if !mem.is_finite() || mem < 0.0 {
+                    errors.push(format!("{field}.mem"), "must be a number of MB >= 0");
+                }
+            }
+        }
+        if let Some(basename) = &self.dns_basename {
+            if let Err(message) = validate_dns_name(basename) {
+                errors.push("dns_basename", message);
+            }
+        }
+        errors.into_result(())
+    }
+}
+
+/// Zone names: what clouds use (`aws-us-west-2a`, `local-a`).
+pub fn validate_zone_name(zone: &str) -> Result<(), String> {
+    let ok = !zone.is_empty()
+        && zone.len() <= 63
+        && zone
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "zone '{zone}' must be 1 to 63 letters, digits, '-', '_' or '.'"
+        ))
+    }
+}
+
+fn validate_dns_name(name: &str) -> Result<(), String> {
+    let trimmed = name.trim_end_matches('.');
+    let labels_ok = !trimmed.is_empty()
+        && trimmed.len() <= 200
+        && trimmed.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if labels_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{name}' is not a DNS name (labels of letters, digits and '-')"
+        ))
+    }
+}
+
+/// The task name of instance `slot` of `job` on a machine.
+pub fn instance_task_name(job: &str, slot: u32) -> String {
+    format!("{job}#{slot}")
+}
+
+/// The job and slot of a task name made by [`instance_task_name`].
+pub fn parse_instance_task_name(task: &str) -> Option<(&str, u32)> {
+    let (job, slot) = task.rsplit_once('#')?;
+    Some((job, slot.parse().ok()?))
+}
