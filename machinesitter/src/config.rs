@@ -52,6 +52,15 @@ pub struct Cli {
     /// This machine's id (default: the hostname).
     #[arg(long)]
     pub machine_id: Option<String>,
+    /// Register with this clustersitter (e.g. http://10.0.0.1:30000), and again every 30 s.
+    #[arg(long, env = "CEREBRO_CLUSTER_URL")]
+    pub cluster_url: Option<String>,
+    /// The zone this machine is in, told to the cluster when registering.
+    #[arg(long)]
+    pub zone: Option<String>,
+    /// The address the cluster should use to reach this machinesitter (default: the bound address).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise_address: Option<String>,
     /// CPU cores tasks may reserve (default: the machine's cores).
     #[arg(long, value_name = "CORES")]
     pub capacity_cpu: Option<f64>,
@@ -95,6 +104,9 @@ pub struct MachineConfig {
     pub limits_backend: LimitsBackend,
     pub token: Option<Token>,
     pub address_file: Option<PathBuf>,
+    pub cluster_url: Option<String>,
+    pub zone: Option<String>,
+    pub advertise_address: Option<String>,
 }
 
 fn default_tasksitter() -> Option<PathBuf> {
@@ -156,7 +168,28 @@ impl Cli {
         if let Err(message) = cerebro_types::validate_task_name(&machine_id) {
             errors.push("--machine-id", message);
         }
+        if let Some(url) = &self.cluster_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                errors.push(
+                    "--cluster-url",
+                    format!("'{url}' is not an http:// or https:// URL"),
+                );
+            }
+        }
+        if let Some(address) = &self.advertise_address {
+            if address.parse::<SocketAddr>().is_err() && !address.contains(':') {
+                errors.push(
+                    "--advertise-address",
+                    format!("'{address}' is not HOST:PORT"),
+                );
+            }
+        }
         errors.into_result(MachineConfig {
+            cluster_url: self
+                .cluster_url
+                .map(|u| u.trim_end_matches('/').to_string()),
+            zone: self.zone,
+            advertise_address: self.advertise_address,
             addr: SocketAddr::new(self.bind, self.port),
             state_dir: self.state_dir,
             machine_id,

@@ -69,6 +69,18 @@ pub async fn run(config: MachineConfig) -> Result<(), MachineError> {
     let reconciler =
         tokio::spawn(Reconciler::new(machine.clone(), notify.clone()).run(shutdown_rx.clone()));
     let poller = tokio::spawn(poller::Poller::new(machine.clone()).run(shutdown_rx.clone()));
+    if let Some(cluster_url) = config.cluster_url.clone() {
+        let advertised = config
+            .advertise_address
+            .clone()
+            .unwrap_or_else(|| bound.to_string());
+        tokio::spawn(register_with_cluster(
+            config.clone(),
+            cluster_url,
+            advertised,
+            shutdown_rx.clone(),
+        ));
+    }
     let app = api::router(
         api::AppState {
             machine: machine.clone(),
@@ -106,4 +118,52 @@ pub async fn run(config: MachineConfig) -> Result<(), MachineError> {
         tracing::error!(%error, "cannot persist the task set");
     }
     Ok(())
+}
+
+/// How often a registered machinesitter registers again, so a restarted
+/// clustersitter, or one that lost the machine's address, learns it soon.
+const REGISTER_EVERY: Duration = Duration::from_secs(30);
+
+/// Registers this machine with its clustersitter: at start (retrying with
+/// backoff until it answers) and then every `REGISTER_EVERY`.
+async fn register_with_cluster(
+    config: Arc<MachineConfig>,
+    cluster_url: String,
+    advertised: String,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let client = cerebro_web::HttpClient::new(Duration::from_secs(5), 1);
+    let url = format!("{cluster_url}/api/v1/machines/register");
+    let request = cerebro_types::cluster::RegisterRequest {
+        machine_id: config.machine_id.clone(),
+        address: advertised,
+        capacity: cerebro_types::machine::Resources {
+            cpu: config.capacity_cpu,
+            mem_mb: config.capacity_mem_mb as f64,
+        },
+        hostname: Some(config.hostname.clone()),
+        zone: config.zone.clone(),
+    };
+    let token = config.token.as_ref().map(|t| t.expose().to_string());
+    let mut retry = Duration::from_millis(200);
+    loop {
+        let wait = match client
+            .post_json::<_, serde_json::Value>(&url, token.as_deref(), Some(&request))
+            .await
+        {
+            Ok(_) => {
+                retry = Duration::from_millis(200);
+                REGISTER_EVERY
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot register with the cluster; retrying");
+                retry = (retry * 2).min(Duration::from_secs(10));
+                retry
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }

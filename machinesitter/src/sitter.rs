@@ -5,6 +5,8 @@
 use crate::config::LimitsBackend;
 use crate::state::Runtime;
 use cerebro_types::{CpuAction, TaskSpec};
+use cerebro_web::process::find_processes;
+pub use cerebro_web::process::{cmdline, is_alive, start_ticks};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -256,36 +258,6 @@ pub fn spawn(
     ))
 }
 
-/// (state, start time in ticks) from /proc/PID/stat.
-fn stat_of(pid: i32) -> Option<(String, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some((fields.first()?.to_string(), fields.get(19)?.parse().ok()?))
-}
-
-pub fn start_ticks(pid: i32) -> Option<u64> {
-    stat_of(pid).map(|(_, ticks)| ticks)
-}
-
-/// True while `pid` is the very process that started at `ticks` and has not exited.
-pub fn is_alive(pid: i32, ticks: u64) -> bool {
-    stat_of(pid).is_some_and(|(state, t)| t == ticks && state != "Z" && state != "X")
-}
-
-/// The command line of `pid`, split into arguments.
-pub fn cmdline(pid: i32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|bytes| {
-            bytes
-                .split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Kills what a dead tasksitter's workload left behind: its cgroup (the
 /// guard normally does this first) and its process group.
 pub fn clean_leftovers(runtime: &Runtime) {
@@ -311,19 +283,8 @@ pub fn clean_leftovers(runtime: &Runtime) {
 pub fn discover(state_dir: &Path) -> Vec<(String, Runtime, bool)> {
     use clap::Parser;
     let tasks_dir = state_dir.join("tasks");
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let argv = cmdline(pid);
+    for (pid, argv) in find_processes(|argv| argv.iter().any(|a| a == "--token-file")) {
         let Some(token_index) = argv.iter().position(|a| a == "--token-file") else {
             continue;
         };

@@ -3,6 +3,7 @@
 //! overwritten) when it cannot be read.
 
 use cerebro_types::TaskSpec;
+use cerebro_web::fs::StateFile;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -66,36 +67,18 @@ pub fn state_path(state_dir: &Path) -> PathBuf {
 }
 
 pub fn load(state_dir: &Path) -> Loaded {
-    let path = state_path(state_dir);
-    let text = match std::fs::read(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Loaded::Fresh,
-        Err(e) => return move_aside(&path, format!("cannot read: {e}")),
+    let check = |state: &PersistedState| {
+        if state.version == STATE_VERSION {
+            Ok(())
+        } else {
+            Err(format!("unknown state version {}", state.version))
+        }
     };
-    let parsed: Result<PersistedState, String> = serde_json::from_slice(&text)
-        .map_err(|e| e.to_string())
-        .and_then(|state: PersistedState| {
-            if state.version == STATE_VERSION {
-                Ok(state)
-            } else {
-                Err(format!("unknown state version {}", state.version))
-            }
-        });
-    match parsed {
-        Ok(state) => Loaded::Read(state),
-        Err(error) => move_aside(&path, error),
+    match cerebro_web::fs::read_state_file(&state_path(state_dir), check) {
+        StateFile::Fresh => Loaded::Fresh,
+        StateFile::Read(state) => Loaded::Read(state),
+        StateFile::Corrupt { moved_to, error } => Loaded::Corrupt { moved_to, error },
     }
-}
-
-fn move_aside(path: &Path, error: String) -> Loaded {
-    let moved_to = path.with_extension(format!("json.corrupt-{}", cerebro_types::time::now_ms()));
-    if let Err(rename_error) = std::fs::rename(path, &moved_to) {
-        return Loaded::Corrupt {
-            moved_to: path.to_path_buf(),
-            error: format!("{error}; and it could not be moved aside: {rename_error}"),
-        };
-    }
-    Loaded::Corrupt { moved_to, error }
 }
 
 pub fn save(state_dir: &Path, state: &PersistedState) -> std::io::Result<()> {

@@ -148,4 +148,20 @@ impl HttpClient {
         })
         .await
     }
+
+    /// DELETE is idempotent, so it is retried.
+    pub async fn delete_json<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        token: Option<&str>,
+    ) -> Result<T, ClientError> {
+        self.with_retry(|| {
+            let mut request = self.inner.delete(url);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            self.send(request, url)
+        })
+        .await
+    }
 }

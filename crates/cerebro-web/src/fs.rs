@@ -1,7 +1,7 @@
 //! The one atomic-write helper: temp file, fsync, rename, fsync the directory.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub fn atomic_write(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let dir = path
@@ -27,6 +27,52 @@ pub fn atomic_write(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&temp);
     }
     result
+}
+
+/// What reading a daemon's state file found.
+pub enum StateFile<T> {
+    /// No file yet: a first start.
+    Fresh,
+    Read(T),
+    /// Unreadable or invalid; the file was moved to `moved_to` so that a
+    /// human can look at it, and is never silently overwritten.
+    Corrupt {
+        moved_to: PathBuf,
+        error: String,
+    },
+}
+
+/// Reads a JSON state file; `check` rejects what parses but cannot be used
+/// (an unknown version). Anything unusable is moved aside.
+pub fn read_state_file<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    check: impl Fn(&T) -> Result<(), String>,
+) -> StateFile<T> {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return StateFile::Fresh,
+        Err(e) => return move_aside(path, format!("cannot read: {e}")),
+    };
+    let parsed = serde_json::from_slice::<T>(&text)
+        .map_err(|e| e.to_string())
+        .and_then(|state| check(&state).map(|()| state));
+    match parsed {
+        Ok(state) => StateFile::Read(state),
+        Err(error) => move_aside(path, error),
+    }
+}
+
+fn move_aside<T>(path: &Path, error: String) -> StateFile<T> {
+    let mut moved_to = path.as_os_str().to_owned();
+    moved_to.push(format!(".corrupt-{}", cerebro_types::time::now_ms()));
+    let moved_to = PathBuf::from(moved_to);
+    if let Err(rename_error) = std::fs::rename(path, &moved_to) {
+        return StateFile::Corrupt {
+            moved_to: path.to_path_buf(),
+            error: format!("{error}; and it could not be moved aside: {rename_error}"),
+        };
+    }
+    StateFile::Corrupt { moved_to, error }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod error;
 pub mod fs;
 pub mod html;
 pub mod logging;
+pub mod process;
 
 pub use auth::{load_token, require_token, Token, TokenError};
 pub use client::{ClientError, HttpClient};

@@ -4,27 +4,15 @@
 //! state dir.
 #![allow(dead_code)]
 
+#[allow(unused_imports)]
+pub use cerebro_tests::{cmdline, encode, process_gone, processes, wait_for};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const TIMEOUT: Duration = Duration::from_secs(30);
-
-pub fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// The tasksitter binary beside the machinesitter, built if this test run did not build it.
 pub fn tasksitter_bin() -> PathBuf {
@@ -39,37 +27,6 @@ pub fn tasksitter_bin() -> PathBuf {
         assert!(status.success(), "cannot build the tasksitter");
     });
     bin
-}
-
-pub fn cmdline(pid: i32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| {
-            b.split(|c| *c == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Live (non-zombie) processes whose command line satisfies `matches`.
-pub fn processes(matches: impl Fn(&[String]) -> bool) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| !process_gone(*pid) && matches(&cmdline(*pid)))
-        .collect()
-}
-
-pub fn process_gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|s| s == "Z" || s == "X"),
-    }
 }
 
 pub struct MachineSitter {
@@ -226,19 +183,6 @@ impl MachineSitter {
                 && argv.iter().any(|a| a.starts_with(&tasks))
         })
     }
-}
-
-/// Percent-encodes a task name for a URL path.
-pub fn encode(name: &str) -> String {
-    name.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// A spec that runs `command`, reserving little.

@@ -2,27 +2,14 @@
 //! `wait_for` with timeouts instead of sleeps, and the child killed on drop.
 #![allow(dead_code)]
 
+#[allow(unused_imports)]
+pub use cerebro_tests::{process_gone, wait_for};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Polls `probe` every 20 ms until it returns `Some`, failing the test with `what` after `timeout`.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 pub fn tasksitter_bin() -> &'static str {
     env!("CARGO_BIN_EXE_tasksitter")
@@ -192,17 +179,6 @@ pub fn count_lines(path: &Path, needle: &str) -> usize {
         .lines()
         .filter(|l| l.contains(needle))
         .count()
-}
-
-/// True when `pid` is gone (or only a zombie waiting for a reaper).
-pub fn process_gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state == "Z" || state == "X"),
-    }
 }
 
 pub fn read_pid(path: &Path) -> i32 {
