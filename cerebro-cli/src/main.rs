@@ -1,0 +1,574 @@
+//! `cerebro`: drive a Cerebro cluster from a laptop.
+
+use anyhow::{anyhow, bail, Context, Result};
+use cerebro_types::cluster::{ClusterEvent, ClusterStatus, JobView, MachineView};
+use cerebro_types::job::JobSpec;
+use cerebro_types::job_file::parse_jobs;
+use cerebro_types::LogChunk;
+use cerebro_web::html::encode_path_segment;
+use cerebro_web::{ClientError, HttpClient};
+use clap::{Parser, Subcommand};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const DEFAULT_CLUSTER: &str = "http://127.0.0.1:30000";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cerebro",
+    version,
+    about = "Drive a Cerebro cluster: jobs, machines, logs"
+)]
+struct Cli {
+    /// The clustersitter's URL (also env CEREBRO_CLUSTER; remembered once given).
+    #[arg(long, global = true)]
+    cluster: Option<String>,
+    /// File holding the cluster's bearer token (else env CEREBRO_TOKEN).
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+    /// Machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or update the jobs in these files (validated locally first).
+    Updatejobcfg {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print where every instance would go, changing nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Rolling restart of a job, one machine at a time.
+    Updatejob {
+        name: String,
+        /// Version label the instances see as CEREBRO_JOB_VERSION.
+        #[arg(long)]
+        version: Option<String>,
+        /// Seconds each machine's instances must run before the next machine.
+        #[arg(long)]
+        min_healthy: Option<f64>,
+        /// Machines restarted at a time.
+        #[arg(long)]
+        max_parallel: Option<usize>,
+    },
+    /// Remove a job; its instances stop.
+    Removejob { name: String },
+    /// Jobs with their running and desired instances.
+    Listjobs,
+    /// Machines with their zone, state, reservations and instances.
+    Listmachines,
+    /// The cluster at a glance, or one job's instances.
+    Status { job: Option<String> },
+    /// An instance's output.
+    Logs {
+        job: String,
+        #[arg(long, short = 'i', default_value_t = 0)]
+        instance: usize,
+        #[arg(long)]
+        stderr: bool,
+        #[arg(long, short = 'n', default_value_t = 100)]
+        tail: u64,
+        /// Keep printing new output until interrupted.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Idle machines kept per zone (all zones, or one with --zone).
+    Updateidlelimit {
+        limit: u32,
+        #[arg(long)]
+        zone: Option<String>,
+    },
+    /// Recent events, newest first.
+    Events {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+}
+
+struct Api {
+    base: String,
+    token: Option<String>,
+    client: HttpClient,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Api {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn explain(&self, error: ClientError) -> anyhow::Error {
+        match &error {
+            ClientError::Status { status, body, .. } => {
+                let detail = serde_json::from_str::<Value>(body)
+                    .ok()
+                    .and_then(|v| {
+                        let errors = v["errors"]
+                            .as_array()
+                            .filter(|e| e.len() > 1)
+                            .map(|errors| {
+                                errors
+                                    .iter()
+                                    .map(|e| {
+                                        format!(
+                                            "{}: {}",
+                                            e["field"].as_str().unwrap_or(""),
+                                            e["message"].as_str().unwrap_or("")
+                                        )
+                                    })
+                                    .collect::<Vec<_>>()
+                                    .join("; ")
+                            });
+                        errors.or_else(|| v["error"].as_str().map(str::to_string))
+                    })
+                    .unwrap_or_else(|| body.clone());
+                anyhow!("the cluster answered {status}: {detail}")
+            }
+            ClientError::Transport { .. } => {
+                anyhow!("cannot reach the cluster at {}: {error}", self.base)
+            }
+            ClientError::Decode { .. } => anyhow!("unexpected answer from {}: {error}", self.base),
+        }
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let url = self.url(path);
+        self.runtime
+            .block_on(self.client.get_json(&url, self.token.as_deref()))
+            .map_err(|e| self.explain(e))
+    }
+
+    fn put<T: DeserializeOwned>(&self, path: &str, body: &impl serde::Serialize) -> Result<T> {
+        let url = self.url(path);
+        self.runtime
+            .block_on(self.client.put_json(&url, self.token.as_deref(), body))
+            .map_err(|e| self.explain(e))
+    }
+
+    fn post<T: DeserializeOwned>(&self, path: &str, body: &impl serde::Serialize) -> Result<T> {
+        let url = self.url(path);
+        self.runtime
+            .block_on(
+                self.client
+                    .post_json(&url, self.token.as_deref(), Some(body)),
+            )
+            .map_err(|e| self.explain(e))
+    }
+
+    fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let url = self.url(path);
+        self.runtime
+            .block_on(self.client.delete_json(&url, self.token.as_deref()))
+            .map_err(|e| self.explain(e))
+    }
+}
+
+/// Where the CLI remembers the cluster URL.
+fn config_file() -> Option<PathBuf> {
+    let dir = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(dir.join("cerebro").join("cli.toml"))
+}
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct CliConfig {
+    cluster: Option<String>,
+}
+
+fn remembered_cluster() -> Option<String> {
+    let text = std::fs::read_to_string(config_file()?).ok()?;
+    toml::from_str::<CliConfig>(&text).ok()?.cluster
+}
+
+fn remember_cluster(url: &str) {
+    let Some(path) = config_file() else { return };
+    let config = CliConfig {
+        cluster: Some(url.to_string()),
+    };
+    let Ok(text) = toml::to_string(&config) else {
+        return;
+    };
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = cerebro_web::fs::atomic_write(&path, text.as_bytes());
+}
+
+fn cluster_url(flag: Option<&str>) -> Result<String> {
+    let url = match flag {
+        Some(url) => {
+            remember_cluster(url);
+            url.to_string()
+        }
+        None => std::env::var("CEREBRO_CLUSTER")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .or_else(remembered_cluster)
+            .unwrap_or_else(|| DEFAULT_CLUSTER.to_string()),
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        bail!("--cluster '{url}' is not an http:// or https:// URL");
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+/// Aligned columns, the header first.
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = widths[i]))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn load_job_files(files: &[PathBuf]) -> Result<Vec<JobSpec>> {
+    let mut jobs = Vec::new();
+    let mut problems = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        match parse_jobs(&text, &file.display().to_string()) {
+            Ok(parsed) => jobs.extend(parsed),
+            Err(error) => problems.push(error.to_string()),
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
+    }
+    // Masters before the jobs linked to them.
+    jobs.sort_by_key(|j| j.linked_job.is_some());
+    Ok(jobs)
+}
+
+fn job_path(name: &str) -> String {
+    format!("/api/v1/jobs/{}", encode_path_segment(name))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let token = match cerebro_web::load_token(cli.token_file.as_deref(), "CEREBRO_TOKEN") {
+        Ok(token) => token.map(|t| t.expose().to_string()),
+        Err(error) => bail!("{error}"),
+    };
+    let api = Api {
+        base: cluster_url(cli.cluster.as_deref())?,
+        token,
+        client: HttpClient::new(Duration::from_secs(30), 2),
+        runtime: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+    };
+    match cli.command {
+        Command::Updatejobcfg { files, dry_run } => {
+            let jobs = load_job_files(&files)?;
+            if dry_run {
+                let reply: Value = api.post("/api/v1/plan", &jobs)?;
+                if cli.json {
+                    return print_json(&reply);
+                }
+                let mut rows = Vec::new();
+                for a in reply["plan"]["assignments"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    rows.push(vec![
+                        a["key"]["job"].as_str().unwrap_or("").to_string(),
+                        a["key"]["zone"].as_str().unwrap_or("").to_string(),
+                        a["key"]["slot"].to_string(),
+                        a["machine"].as_str().unwrap_or("").to_string(),
+                    ]);
+                }
+                for u in reply["plan"]["unplaced"].as_array().into_iter().flatten() {
+                    rows.push(vec![
+                        u["key"]["job"].as_str().unwrap_or("").to_string(),
+                        u["key"]["zone"].as_str().unwrap_or("").to_string(),
+                        u["key"]["slot"].to_string(),
+                        format!("({})", u["reason"].as_str().unwrap_or("")),
+                    ]);
+                }
+                print_table(&["JOB", "ZONE", "SLOT", "MACHINE"], &rows);
+                let new_machines = reply["plan"]["provision"].as_array().map_or(0, Vec::len);
+                println!(
+                    "dry run: nothing applied; {new_machines} new machine(s) would be provisioned"
+                );
+                return Ok(());
+            }
+            let mut rows = Vec::new();
+            let mut replies = Vec::new();
+            for job in &jobs {
+                let reply: Value = api.put(&job_path(job.name()), job)?;
+                rows.push(vec![
+                    job.name().to_string(),
+                    reply["result"].as_str().unwrap_or("").to_string(),
+                    reply["job"]["desired_instances"].to_string(),
+                ]);
+                replies.push(reply);
+            }
+            if cli.json {
+                return print_json(&replies);
+            }
+            print_table(&["JOB", "RESULT", "INSTANCES"], &rows);
+        }
+        Command::Updatejob {
+            name,
+            version,
+            min_healthy,
+            max_parallel,
+        } => {
+            let body = json!({"version": version, "min_healthy_secs": min_healthy, "max_parallel": max_parallel});
+            let reply: Value = api.post(&format!("{}/update", job_path(&name)), &body)?;
+            if cli.json {
+                return print_json(&reply);
+            }
+            println!(
+                "{name}: rolling update to generation {} started",
+                reply["job"]["generation"]
+            );
+        }
+        Command::Removejob { name } => {
+            let reply: Value = api.delete(&job_path(&name))?;
+            if cli.json {
+                return print_json(&reply);
+            }
+            println!("{name}: removed; its instances stop");
+        }
+        Command::Listjobs => {
+            let jobs: Vec<JobView> = api.get("/api/v1/jobs")?;
+            if cli.json {
+                return print_json(&jobs);
+            }
+            let rows: Vec<Vec<String>> = jobs
+                .iter()
+                .map(|j| {
+                    let zones: Vec<String> = j
+                        .spec
+                        .deployment_layout
+                        .iter()
+                        .map(|(zone, layout)| format!("{zone}:{}", layout.cpu))
+                        .collect();
+                    vec![
+                        j.name.clone(),
+                        format!("{}/{}", j.running_instances, j.desired_instances),
+                        if let Some(master) = &j.spec.linked_job {
+                            format!("linked to {master}")
+                        } else {
+                            zones.join(" ")
+                        },
+                        j.version.clone().unwrap_or_else(|| "-".into()),
+                        j.generation.to_string(),
+                        if j.rollout.is_some() {
+                            "rolling".into()
+                        } else {
+                            "-".into()
+                        },
+                    ]
+                })
+                .collect();
+            print_table(
+                &["JOB", "RUNNING", "LAYOUT", "VERSION", "GEN", "UPDATE"],
+                &rows,
+            );
+        }
+        Command::Listmachines => {
+            let machines: Vec<MachineView> = api.get("/api/v1/machines")?;
+            if cli.json {
+                return print_json(&machines);
+            }
+            let rows: Vec<Vec<String>> = machines
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.id.clone(),
+                        m.zone.clone(),
+                        format!("{:?}", m.state).to_lowercase(),
+                        m.address.clone().unwrap_or_else(|| "-".into()),
+                        format!("{:.2}/{}", m.reserved.cpu, m.capacity.cpu),
+                        format!("{:.0}/{:.0}", m.reserved.mem_mb, m.capacity.mem_mb),
+                        m.instances.len().to_string(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "MACHINE",
+                    "ZONE",
+                    "STATE",
+                    "ADDRESS",
+                    "CPU",
+                    "MEM MB",
+                    "INSTANCES",
+                ],
+                &rows,
+            );
+        }
+        Command::Status { job: None } => {
+            let status: ClusterStatus = api.get("/api/v1/status")?;
+            if cli.json {
+                return print_json(&status);
+            }
+            println!(
+                "cluster {} ({} provider): {} jobs, {} machines, {}/{} instances running",
+                status.cluster,
+                status.provider,
+                status.jobs,
+                status.machines,
+                status.running_instances,
+                status.desired_instances
+            );
+            let rows: Vec<Vec<String>> = status
+                .zones
+                .iter()
+                .map(|z| {
+                    vec![
+                        z.zone.clone(),
+                        z.machines.to_string(),
+                        format!("{}/{}", z.idle_machines, z.idle_limit),
+                        format!("{:.2}/{}", z.reserved.cpu, z.capacity.cpu),
+                        format!("{:.0}/{:.0}", z.reserved.mem_mb, z.capacity.mem_mb),
+                    ]
+                })
+                .collect();
+            print_table(&["ZONE", "MACHINES", "IDLE/LIMIT", "CPU", "MEM MB"], &rows);
+            for unplaced in &status.unplaced {
+                println!(
+                    "unplaced: {} #{} in {}: {}",
+                    unplaced.key.job, unplaced.key.slot, unplaced.key.zone, unplaced.reason
+                );
+            }
+        }
+        Command::Status { job: Some(name) } => {
+            let job: JobView = api.get(&job_path(&name))?;
+            if cli.json {
+                return print_json(&job);
+            }
+            println!(
+                "{}: {}/{} running, generation {}{}",
+                job.name,
+                job.running_instances,
+                job.desired_instances,
+                job.generation,
+                job.version
+                    .as_ref()
+                    .map(|v| format!(", version {v}"))
+                    .unwrap_or_default()
+            );
+            let rows: Vec<Vec<String>> = job
+                .instances
+                .iter()
+                .map(|i| {
+                    vec![
+                        i.index.to_string(),
+                        i.zone.clone(),
+                        i.machine.clone().unwrap_or_else(|| "-".into()),
+                        i.state.clone(),
+                        i.pid.map_or("-".into(), |p| p.to_string()),
+                        format!("{:.2}", i.cpu_cores),
+                        format!("{:.1}", i.rss_bytes as f64 / (1024.0 * 1024.0)),
+                        i.restarts.to_string(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "#", "ZONE", "MACHINE", "STATE", "PID", "CPU", "RSS MB", "RESTARTS",
+                ],
+                &rows,
+            );
+        }
+        Command::Logs {
+            job,
+            instance,
+            stderr,
+            tail,
+            follow,
+        } => {
+            let stream = if stderr { "stderr" } else { "stdout" };
+            let base = format!("{}/instances/{instance}/logs/{stream}", job_path(&job));
+            let chunk: LogChunk = api.get(&format!("{base}?tail={tail}"))?;
+            if cli.json && !follow {
+                return print_json(&chunk);
+            }
+            print!("{}", chunk.data);
+            if !follow {
+                return Ok(());
+            }
+            let mut offset = chunk.next_offset;
+            loop {
+                std::thread::sleep(Duration::from_millis(500));
+                let chunk: LogChunk = api.get(&format!("{base}?offset={offset}"))?;
+                print!("{}", chunk.data);
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                offset = chunk.next_offset;
+            }
+        }
+        Command::Updateidlelimit { limit, zone } => {
+            let status: ClusterStatus =
+                api.put("/api/v1/idle-limit", &json!({"limit": limit, "zone": zone}))?;
+            if cli.json {
+                return print_json(&status);
+            }
+            match zone {
+                Some(zone) => println!("idle limit in {zone}: {limit}"),
+                None => println!("idle limit in every zone: {limit}"),
+            }
+        }
+        Command::Events { limit } => {
+            let events: Vec<ClusterEvent> = api.get(&format!("/api/v1/events?limit={limit}"))?;
+            if cli.json {
+                return print_json(&events);
+            }
+            let rows: Vec<Vec<String>> = events
+                .iter()
+                .map(|e| {
+                    vec![
+                        cerebro_types::time::format_rfc3339_ms(e.at_ms),
+                        e.kind.clone(),
+                        e.subject.clone(),
+                        e.message.clone(),
+                    ]
+                })
+                .collect();
+            print_table(&["WHEN", "KIND", "SUBJECT", "WHAT"], &rows);
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("cerebro: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,686 @@
+//! The clustersitter's HTTP API (JSON under /api/v1). Handlers validate at
+//! the edge, change the desired state under the lock, persist it and wake
+//! the reconciler; nothing here talks to a machine except the log proxy.
+
+use crate::cluster::{lock, SharedCluster};
+use crate::placement::{place, PlacementInput};
+use crate::store::{MachineRecord, Rollout};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post, put};
+use axum::{middleware, Json, Router};
+use cerebro_types::cluster::{
+    ClusterEvent, ClusterStatus, IdleLimitRequest, JobView, MachineState, MachineView, Plan,
+    RegisterRequest, UpdateRequest,
+};
+use cerebro_types::job::{instance_task_name, JobSpec};
+use cerebro_types::job_file::parse_jobs;
+use cerebro_types::time::now_ms;
+use cerebro_types::LogChunk;
+use cerebro_web::html::encode_path_segment;
+use cerebro_web::{require_token, ApiError, HttpClient, Token};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub cluster: SharedCluster,
+    pub notify: Arc<Notify>,
+    pub client: HttpClient,
+}
+
+pub fn router(state: AppState, token: Option<Token>) -> Router {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/overview") }))
+        .route("/overview", get(crate::ui::overview))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/jobs", get(list_jobs))
+        .route(
+            "/api/v1/jobs/{name}",
+            get(get_job).put(put_job).delete(delete_job),
+        )
+        .route("/api/v1/jobs/{name}/update", post(update_job))
+        .route(
+            "/api/v1/jobs/{name}/instances/{index}/logs/{stream}",
+            get(instance_logs),
+        )
+        .route("/api/v1/plan", post(plan))
+        .route("/api/v1/machines", get(list_machines))
+        .route("/api/v1/machines/register", post(register))
+        .route("/api/v1/machines/{id}", get(get_machine))
+        .route("/api/v1/idle-limit", put(set_idle_limit))
+        .layer(middleware::from_fn_with_state(token, require_token))
+        .with_state(state)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JobReply {
+    /// created, updated, unchanged, deleted or updating.
+    pub result: String,
+    pub job: Option<JobView>,
+}
+
+fn no_such_job(name: &str) -> ApiError {
+    ApiError::not_found(format!("no job named '{name}'"))
+}
+
+fn persist_or_500(cluster: &crate::cluster::Cluster) -> Result<(), ApiError> {
+    cluster
+        .persist()
+        .map_err(|e| ApiError::internal(format!("cannot persist the cluster state: {e}")))
+}
+
+async fn status(State(app): State<AppState>) -> Json<ClusterStatus> {
+    Json(lock(&app.cluster).status())
+}
+
+async fn events(
+    State(app): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<ClusterEvent>>, ApiError> {
+    let limit = match query.get("limit") {
+        Some(text) => text
+            .parse::<usize>()
+            .map_err(|_| ApiError::bad_field("limit", "must be a whole number"))?,
+        None => 200,
+    };
+    let cluster = lock(&app.cluster);
+    Ok(Json(
+        cluster.events.iter().rev().take(limit).cloned().collect(),
+    ))
+}
+
+async fn list_jobs(State(app): State<AppState>) -> Json<Vec<JobView>> {
+    let cluster = lock(&app.cluster);
+    Json(
+        cluster
+            .state
+            .jobs
+            .iter()
+            .map(|(name, record)| cluster.job_view(name, record))
+            .collect(),
+    )
+}
+
+async fn get_job(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let cluster = lock(&app.cluster);
+    let record = cluster
+        .state
+        .jobs
+        .get(&name)
+        .ok_or_else(|| no_such_job(&name))?;
+    Ok(Json(cluster.job_view(&name, record)))
+}
+
+/// One job from a request body in the job file format (JSON, or the
+/// lenient form with comments and trailing commas).
+fn parse_one_job(body: &[u8], url_name: &str) -> Result<JobSpec, ApiError> {
+    let text =
+        std::str::from_utf8(body).map_err(|_| ApiError::bad_field("body", "must be UTF-8 text"))?;
+    let mut jobs =
+        parse_jobs(text, "request body").map_err(|e| ApiError::from(e.to_validation_errors()))?;
+    if jobs.len() != 1 {
+        return Err(ApiError::bad_field(
+            "body",
+            format!("expected one job, found {}", jobs.len()),
+        ));
+    }
+    let job = jobs.remove(0);
+    if job.name() != url_name {
+        return Err(ApiError::bad_field(
+            "task_configuration.name",
+            format!(
+                "'{}' does not match the job name in the URL, '{url_name}'",
+                job.name()
+            ),
+        ));
+    }
+    Ok(job)
+}
+
+async fn put_job(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<JobReply>), ApiError> {
+    let job = parse_one_job(&body, &name)?;
+    let (result, view) = {
+        let mut cluster = lock(&app.cluster);
+        cluster.check_job(&job)?;
+        let result = cluster.upsert_job(job);
+        if result != "unchanged" {
+            persist_or_500(&cluster)?;
+        }
+        let view = cluster
+            .state
+            .jobs
+            .get(&name)
+            .map(|record| cluster.job_view(&name, record));
+        (result, view)
+    };
+    app.notify.notify_one();
+    let code = if result == "created" {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        code,
+        Json(JobReply {
+            result: result.into(),
+            job: view,
+        }),
+    ))
+}
+
+async fn delete_job(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<JobReply>, ApiError> {
+    {
+        let mut cluster = lock(&app.cluster);
+        if !cluster.state.jobs.contains_key(&name) {
+            return Err(no_such_job(&name));
+        }
+        let followers: Vec<String> = cluster
+            .state
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.spec.linked_job.as_deref() == Some(name.as_str()))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !followers.is_empty() {
+            return Err(ApiError::conflict(format!(
+                "jobs linked to '{name}' must be removed first: {}",
+                followers.join(", ")
+            )));
+        }
+        cluster.state.jobs.remove(&name);
+        cluster.event("job", &name, "removed; its instances stop");
+        persist_or_500(&cluster)?;
+    }
+    app.notify.notify_one();
+    Ok(Json(JobReply {
+        result: "deleted".into(),
+        job: None,
+    }))
+}
+
+/// Starts a rolling update: instances restart one machine at a time
+/// (`max_parallel`), each machine's instances running healthy for
+/// `min_healthy_secs` before the next machine goes.
+async fn update_job(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<JobReply>, ApiError> {
+    let request: UpdateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        UpdateRequest::default()
+    } else {
+        let mut de = serde_json::Deserializer::from_slice(&body);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                "body".to_string()
+            } else {
+                path
+            };
+            ApiError::bad_field(field, e.into_inner().to_string())
+        })?
+    };
+    if let Some(secs) = request.min_healthy_secs {
+        if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
+            return Err(ApiError::bad_field(
+                "min_healthy_secs",
+                "must be 0 to 86400 seconds",
+            ));
+        }
+    }
+    if request.max_parallel == Some(0) {
+        return Err(ApiError::bad_field("max_parallel", "must be at least 1"));
+    }
+    let view = {
+        let mut guard = lock(&app.cluster);
+        let cluster = &mut *guard;
+        let hosting = cluster.machines_hosting(&name);
+        let default_healthy = cluster.config.min_healthy;
+        let job = cluster
+            .state
+            .jobs
+            .get_mut(&name)
+            .ok_or_else(|| no_such_job(&name))?;
+        // Machines keep what they run until the rollout reaches them.
+        for machine in &hosting {
+            let current = job.generation_on(machine);
+            job.machine_generation.insert(machine.clone(), current);
+        }
+        job.generation += 1;
+        if request.version.is_some() {
+            job.version = request.version.clone();
+        }
+        job.updated_ms = now_ms();
+        job.rollout = Some(Rollout {
+            target_generation: job.generation,
+            min_healthy_ms: request
+                .min_healthy_secs
+                .map_or(default_healthy.as_millis() as u64, |s| (s * 1000.0) as u64),
+            max_parallel: request.max_parallel.unwrap_or(1),
+            switched: Default::default(),
+            started_ms: now_ms(),
+        });
+        let message = format!(
+            "rolling update to generation {}{} over {} machines",
+            job.generation,
+            request
+                .version
+                .as_ref()
+                .map(|v| format!(" (version {v})"))
+                .unwrap_or_default(),
+            hosting.len()
+        );
+        cluster.event("job", &name, message);
+        persist_or_500(cluster)?;
+        cluster
+            .state
+            .jobs
+            .get(&name)
+            .map(|record| cluster.job_view(&name, record))
+    };
+    app.notify.notify_one();
+    Ok(Json(JobReply {
+        result: "updating".into(),
+        job: view,
+    }))
+}
+
+/// Only these query keys reach the machine, re-encoded from parsed numbers.
+const LOG_QUERY_KEYS: &[&str] = &["tail", "offset", "limit"];
+
+async fn instance_logs(
+    State(app): State<AppState>,
+    Path((name, index, stream)): Path<(String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<LogChunk>, ApiError> {
+    if stream != "stdout" && stream != "stderr" {
+        return Err(ApiError::bad_field("stream", "must be stdout or stderr"));
+    }
+    let index: usize = index
+        .parse()
+        .map_err(|_| ApiError::bad_field("index", "must be an instance number"))?;
+    let mut params = Vec::new();
+    for (key, value) in &query {
+        if !LOG_QUERY_KEYS.contains(&key.as_str()) {
+            return Err(ApiError::bad_field(
+                key.clone(),
+                "unknown parameter (tail, offset, limit)",
+            ));
+        }
+        let number: u64 = value
+            .parse()
+            .map_err(|_| ApiError::bad_field(key.clone(), "must be a whole number"))?;
+        params.push(format!("{key}={number}"));
+    }
+    let (address, task) = {
+        let cluster = lock(&app.cluster);
+        if !cluster.state.jobs.contains_key(&name) {
+            return Err(no_such_job(&name));
+        }
+        let instances = cluster.instances_of(&name);
+        let instance = instances.get(index).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "job '{name}' has {} instances (0 to {})",
+                instances.len(),
+                instances.len().saturating_sub(1)
+            ))
+        })?;
+        let machine = instance.machine.clone().ok_or_else(|| {
+            ApiError::conflict(format!("instance {index} of '{name}' is not placed yet"))
+        })?;
+        let address = cluster
+            .state
+            .machines
+            .get(&machine)
+            .and_then(|m| m.address.clone())
+            .ok_or_else(|| ApiError::conflict(format!("machine {machine} has no address yet")))?;
+        (address, instance_task_name(&instance.job, instance.slot))
+    };
+    let url = format!(
+        "http://{address}/api/v1/tasks/{}/logs/{stream}?{}",
+        encode_path_segment(&task),
+        params.join("&")
+    );
+    app.client
+        .get_json::<LogChunk>(&url, None)
+        .await
+        .map(Json)
+        .map_err(|e| match e.status() {
+            Some(404) => ApiError::not_found(format!("the machine does not run {task} yet")),
+            _ => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("the machine did not answer: {e}"),
+            ),
+        })
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PlanReply {
+    pub jobs: Vec<String>,
+    pub plan: Plan,
+}
+
+/// Dry run: the placement these jobs would get, applying nothing.
+async fn plan(State(app): State<AppState>, body: Bytes) -> Result<Json<PlanReply>, ApiError> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_field("body", "must be UTF-8 text"))?;
+    let jobs =
+        parse_jobs(text, "request body").map_err(|e| ApiError::from(e.to_validation_errors()))?;
+    let cluster = lock(&app.cluster);
+    let mut all = cluster.state.jobs.clone();
+    for job in &jobs {
+        cluster.check_job(job).or_else(|errors| {
+            // A linked master may be in the same batch.
+            let only_missing_master = errors.errors.iter().all(|e| e.field == "linked_job")
+                && job
+                    .linked_job
+                    .as_ref()
+                    .is_some_and(|m| jobs.iter().any(|j| j.name() == m));
+            if only_missing_master {
+                Ok(())
+            } else {
+                Err(ApiError::from(errors))
+            }
+        })?;
+        all.insert(
+            job.name().to_string(),
+            crate::store::JobRecord::new(job.clone(), now_ms()),
+        );
+    }
+    let specs: Vec<JobSpec> = all.values().map(|j| j.spec.clone()).collect();
+    let machines = cluster.placement_machines();
+    let zones = cluster.config.zones();
+    let plan = place(&PlacementInput {
+        jobs: &specs,
+        machines: &machines,
+        previous: &cluster.state.assignments,
+        zone_machine_size: &zones,
+    });
+    Ok(Json(PlanReply {
+        jobs: jobs.iter().map(|j| j.name().to_string()).collect(),
+        plan,
+    }))
+}
+
+async fn list_machines(State(app): State<AppState>) -> Json<Vec<MachineView>> {
+    let cluster = lock(&app.cluster);
+    Json(
+        cluster
+            .state
+            .machines
+            .values()
+            .map(|m| cluster.machine_view(m))
+            .collect(),
+    )
+}
+
+async fn get_machine(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<MachineView>, ApiError> {
+    let cluster = lock(&app.cluster);
+    let machine = cluster
+        .state
+        .machines
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no machine '{id}'")))?;
+    Ok(Json(cluster.machine_view(machine)))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RegisterReply {
+    pub result: String,
+}
+
+/// A machinesitter announces itself: known machines get their address
+/// updated; a machine this cluster decommissioned is told so and its stale
+/// tasks are removed; an unknown machine in a served zone joins.
+async fn register(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<RegisterReply>), ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let request: RegisterRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "body".to_string()
+        } else {
+            path
+        };
+        ApiError::bad_field(field, e.into_inner().to_string())
+    })?;
+    if request.address.parse::<std::net::SocketAddr>().is_err() {
+        return Err(ApiError::bad_field("address", "must be IP:PORT"));
+    }
+    let result = {
+        let mut cluster = lock(&app.cluster);
+        if cluster.retired.contains_key(&request.machine_id) {
+            let address = request.address.clone();
+            let client = app.client.clone();
+            let token = cluster
+                .config
+                .token
+                .as_ref()
+                .map(|t| t.expose().to_string());
+            cluster.event(
+                "machine",
+                &request.machine_id,
+                "registered after being decommissioned: removing its stale tasks",
+            );
+            tokio::spawn(remove_all_tasks(client, address, token));
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                format!("machine '{}' was decommissioned", request.machine_id),
+            ));
+        }
+        let zones = cluster.config.zones();
+        match cluster.state.machines.get_mut(&request.machine_id) {
+            Some(machine) => {
+                let changed = machine.address.as_deref() != Some(request.address.as_str());
+                machine.address = Some(request.address.clone());
+                machine.capacity = request.capacity;
+                if changed {
+                    let message = format!("registered at {}", request.address);
+                    cluster.event("machine", &request.machine_id, message);
+                    persist_or_500(&cluster)?;
+                }
+                "registered"
+            }
+            None => {
+                let Some(zone) = request.zone.clone().filter(|z| zones.contains_key(z)) else {
+                    return Err(ApiError::bad_field(
+                        "zone",
+                        format!(
+                            "an unknown machine must name one of this cluster's zones ({})",
+                            zones.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                };
+                let number = cluster.state.free_number(&zone);
+                cluster.state.machines.insert(
+                    request.machine_id.clone(),
+                    MachineRecord {
+                        id: request.machine_id.clone(),
+                        zone,
+                        number,
+                        provider_id: None,
+                        address: Some(request.address.clone()),
+                        capacity: request.capacity,
+                        state: MachineState::Provisioning,
+                        created_ms: now_ms(),
+                        last_seen_ms: None,
+                        missed_polls: 0,
+                        idle_since_ms: None,
+                    },
+                );
+                let message = format!("joined at {}", request.address);
+                cluster.event("machine", &request.machine_id, message);
+                persist_or_500(&cluster)?;
+                "joined"
+            }
+        }
+    };
+    app.notify.notify_one();
+    Ok((
+        StatusCode::OK,
+        Json(RegisterReply {
+            result: result.into(),
+        }),
+    ))
+}
+
+async fn remove_all_tasks(client: HttpClient, address: String, token: Option<String>) {
+    let url = format!("http://{address}/api/v1/tasks");
+    let Ok(tasks) = client
+        .get_json::<Vec<cerebro_types::machine::TaskView>>(&url, None)
+        .await
+    else {
+        return;
+    };
+    for task in tasks {
+        let url = format!("{url}/{}", encode_path_segment(&task.name));
+        let _ = client
+            .delete_json::<serde_json::Value>(&url, token.as_deref())
+            .await;
+    }
+}
+
+async fn set_idle_limit(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<Json<ClusterStatus>, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let request: IdleLimitRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "body".to_string()
+        } else {
+            path
+        };
+        ApiError::bad_field(field, e.into_inner().to_string())
+    })?;
+    let status = {
+        let mut cluster = lock(&app.cluster);
+        match &request.zone {
+            Some(zone) if !cluster.config.zones().contains_key(zone) => {
+                return Err(ApiError::bad_field(
+                    "zone",
+                    format!("'{zone}' is not a zone of this cluster"),
+                ));
+            }
+            Some(zone) => {
+                cluster
+                    .state
+                    .idle_limit_per_zone
+                    .insert(zone.clone(), request.limit);
+                cluster.event(
+                    "cluster",
+                    zone,
+                    format!("idle limit set to {}", request.limit),
+                );
+            }
+            None => {
+                cluster.state.idle_limit_default = request.limit;
+                cluster.state.idle_limit_per_zone.clear();
+                cluster.event(
+                    "cluster",
+                    "",
+                    format!("idle limit set to {} in every zone", request.limit),
+                );
+            }
+        }
+        persist_or_500(&cluster)?;
+        cluster.status()
+    };
+    app.notify.notify_one();
+    Ok(Json(status))
+}
+
+async fn metrics(State(app): State<AppState>) -> Response {
+    let cluster = lock(&app.cluster);
+    let status = cluster.status();
+    let label = |s: &str| {
+        s.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    let name = label(&status.cluster);
+    let mut out = String::new();
+    for (metric, help, value) in [
+        ("cerebro_cluster_jobs", "jobs", status.jobs as f64),
+        (
+            "cerebro_cluster_machines",
+            "machines in any state",
+            status.machines as f64,
+        ),
+        (
+            "cerebro_cluster_instances_desired",
+            "instances the jobs want",
+            status.desired_instances as f64,
+        ),
+        (
+            "cerebro_cluster_instances_running",
+            "instances running",
+            status.running_instances as f64,
+        ),
+        (
+            "cerebro_cluster_instances_unplaced",
+            "instances without a machine",
+            status.unplaced.len() as f64,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {metric} {help}\n# TYPE {metric} gauge\n{metric}{{cluster=\"{name}\"}} {value}"
+        );
+    }
+    let _ = writeln!(out, "# HELP cerebro_job_instances_running instances of the job running\n# TYPE cerebro_job_instances_running gauge");
+    for (job, record) in &cluster.state.jobs {
+        let view = cluster.job_view(job, record);
+        let _ = writeln!(
+            out,
+            "cerebro_job_instances_running{{cluster=\"{name}\",job=\"{}\"}} {}",
+            label(job),
+            view.running_instances
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP cerebro_machine_up 1 while the machine is ready\n# TYPE cerebro_machine_up gauge"
+    );
+    for machine in cluster.state.machines.values() {
+        let _ = writeln!(
+            out,
+            "cerebro_machine_up{{cluster=\"{name}\",machine=\"{}\",zone=\"{}\"}} {}",
+            label(&machine.id),
+            label(&machine.zone),
+            u8::from(machine.state == MachineState::Ready)
+        );
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}

@@ -1,0 +1,414 @@
+//! The cluster's shared state (behind one lock, never held across
+//! `.await`): the persisted part, what machines last reported, and events;
+//! plus the views the API serves and the task spec of each instance.
+
+use crate::config::ClusterConfig;
+use crate::placement::PlacementMachine;
+use crate::store::{self, ClusterState, JobRecord, MachineRecord};
+use cerebro_types::cluster::{
+    Assignment, ClusterEvent, ClusterStatus, InstanceKey, InstanceView, JobView, MachineState,
+    MachineView, Plan, RolloutView, ZoneStatus,
+};
+use cerebro_types::job::instance_task_name;
+use cerebro_types::job::JobSpec;
+use cerebro_types::machine::{MachineStatus, Resources, TaskView};
+use cerebro_types::time::now_ms;
+use cerebro_types::{TaskSpec, ValidationErrors};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+const MAX_EVENTS: usize = 1000;
+
+/// What one machine answered at the last successful poll.
+#[derive(Debug, Clone, Default)]
+pub struct MachineReport {
+    pub tasks: BTreeMap<String, TaskView>,
+    pub status: Option<MachineStatus>,
+}
+
+pub struct Cluster {
+    pub config: Arc<ClusterConfig>,
+    pub state: ClusterState,
+    pub reports: BTreeMap<String, MachineReport>,
+    pub events: VecDeque<ClusterEvent>,
+    /// The last placement, for what could not be placed.
+    pub plan: Plan,
+    /// Machine ids decommissioned since start: a late registration from one
+    /// gets its stale tasks removed instead of being adopted.
+    pub retired: BTreeMap<String, Option<String>>,
+    pub started: Instant,
+    provider_kind: &'static str,
+}
+
+pub type SharedCluster = Arc<Mutex<Cluster>>;
+
+/// The lock, even if a panicking holder poisoned it: the state is plain data.
+pub fn lock(cluster: &SharedCluster) -> MutexGuard<'_, Cluster> {
+    cluster
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Cluster {
+    pub fn new(
+        config: Arc<ClusterConfig>,
+        state: ClusterState,
+        provider_kind: &'static str,
+    ) -> Self {
+        Self {
+            config,
+            state,
+            reports: BTreeMap::new(),
+            events: VecDeque::new(),
+            plan: Plan::default(),
+            retired: BTreeMap::new(),
+            started: Instant::now(),
+            provider_kind,
+        }
+    }
+
+    pub fn event(&mut self, kind: &str, subject: &str, message: impl Into<String>) {
+        let message = message.into();
+        tracing::info!(kind, subject, "{message}");
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(ClusterEvent {
+            at_ms: now_ms(),
+            kind: kind.into(),
+            subject: subject.into(),
+            message,
+        });
+    }
+
+    pub fn persist(&self) -> std::io::Result<()> {
+        store::save(&self.config.state_dir, &self.state)
+    }
+
+    /// Assignments on `machine`.
+    pub fn assignments_on<'a>(&'a self, machine: &'a str) -> impl Iterator<Item = &'a Assignment> {
+        self.state
+            .assignments
+            .iter()
+            .filter(move |a| a.machine == machine)
+    }
+
+    /// The task spec instance `key` runs on `machine`: the job's
+    /// task_configuration under the instance's task name, plus the
+    /// environment that tells it who it is. Generations live in the
+    /// environment so that an update is a spec change the machine applies.
+    pub fn instance_spec(&self, key: &InstanceKey, machine: &str) -> Option<TaskSpec> {
+        let job = self.state.jobs.get(&key.job)?;
+        let mut spec = job.spec.task_configuration.clone();
+        spec.name = instance_task_name(&key.job, key.slot);
+        let env = &mut spec.env;
+        env.insert("CEREBRO_JOB".into(), key.job.clone());
+        env.insert("CEREBRO_INSTANCE".into(), key.slot.to_string());
+        env.insert("CEREBRO_ZONE".into(), key.zone.clone());
+        env.insert("CEREBRO_MACHINE".into(), machine.to_string());
+        env.insert("CEREBRO_CLUSTER".into(), self.config.cluster_name.clone());
+        env.insert(
+            "CEREBRO_JOB_GENERATION".into(),
+            job.generation_on(machine).to_string(),
+        );
+        if let Some(version) = &job.version {
+            env.insert("CEREBRO_JOB_VERSION".into(), version.clone());
+        }
+        if let Some(master) = job
+            .spec
+            .linked_job
+            .as_ref()
+            .and_then(|m| self.state.jobs.get(m))
+        {
+            // A linked job restarts whenever its master is updated on this machine.
+            env.insert(
+                "CEREBRO_LINKED_GENERATION".into(),
+                master.generation_on(machine).to_string(),
+            );
+        }
+        Some(spec)
+    }
+
+    /// Every instance the jobs want, placed or not, in a stable order.
+    fn instance_keys(&self, job: &str) -> Vec<InstanceKey> {
+        let mut keys: Vec<InstanceKey> = self
+            .state
+            .assignments
+            .iter()
+            .filter(|a| a.key.job == job)
+            .map(|a| a.key.clone())
+            .chain(
+                self.plan
+                    .unplaced
+                    .iter()
+                    .filter(|u| u.key.job == job && !u.key.zone.is_empty())
+                    .map(|u| u.key.clone()),
+            )
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    fn instance_view(&self, index: usize, key: &InstanceKey) -> InstanceView {
+        let machine = self
+            .state
+            .assignments
+            .iter()
+            .find(|a| a.key == *key)
+            .map(|a| a.machine.clone());
+        let task_name = instance_task_name(&key.job, key.slot);
+        let report = machine
+            .as_ref()
+            .and_then(|m| self.reports.get(m))
+            .and_then(|r| r.tasks.get(&task_name))
+            .and_then(|t| t.status.as_ref());
+        let generation = self.state.jobs.get(&key.job).map_or(0, |j| {
+            machine
+                .as_ref()
+                .map_or(j.generation, |m| j.generation_on(m))
+        });
+        InstanceView {
+            index,
+            job: key.job.clone(),
+            zone: key.zone.clone(),
+            slot: key.slot,
+            task_name,
+            machine,
+            state: report.map_or_else(|| "pending".to_string(), |s| s.state.kind().to_string()),
+            pid: report.and_then(|s| s.pid),
+            restarts: report.map_or(0, |s| s.restarts),
+            cpu_cores: report.map_or(0.0, |s| s.cpu_cores),
+            rss_bytes: report.map_or(0, |s| s.rss_bytes),
+            started_at_ms: report.and_then(|s| s.started_at_ms),
+            generation,
+        }
+    }
+
+    pub fn instances_of(&self, job: &str) -> Vec<InstanceView> {
+        self.instance_keys(job)
+            .iter()
+            .enumerate()
+            .map(|(i, key)| self.instance_view(i, key))
+            .collect()
+    }
+
+    pub fn job_view(&self, name: &str, record: &JobRecord) -> JobView {
+        let instances = self.instances_of(name);
+        let rollout = record.rollout.as_ref().map(|r| {
+            let hosting = self.machines_hosting(name);
+            RolloutView {
+                target_generation: r.target_generation,
+                machines_done: hosting
+                    .iter()
+                    .filter(|m| record.generation_on(m) >= r.target_generation)
+                    .cloned()
+                    .collect(),
+                machines_left: hosting
+                    .iter()
+                    .filter(|m| record.generation_on(m) < r.target_generation)
+                    .cloned()
+                    .collect(),
+                current: r.switched.keys().last().cloned(),
+                started_ms: r.started_ms,
+            }
+        });
+        JobView {
+            name: name.to_string(),
+            spec: record.spec.clone(),
+            version: record.version.clone(),
+            generation: record.generation,
+            created_ms: record.created_ms,
+            updated_ms: record.updated_ms,
+            desired_instances: instances.len(),
+            running_instances: instances.iter().filter(|i| i.state == "running").count(),
+            instances,
+            rollout,
+        }
+    }
+
+    /// Machines with at least one instance of `job`, sorted.
+    pub fn machines_hosting(&self, job: &str) -> Vec<String> {
+        let mut machines: Vec<String> = self
+            .state
+            .assignments
+            .iter()
+            .filter(|a| a.key.job == job)
+            .map(|a| a.machine.clone())
+            .collect();
+        machines.sort();
+        machines.dedup();
+        machines
+    }
+
+    pub fn reserved_on(&self, machine: &str) -> Resources {
+        let mut reserved = Resources {
+            cpu: 0.0,
+            mem_mb: 0.0,
+        };
+        for assignment in self.assignments_on(machine) {
+            if let Some(job) = self.state.jobs.get(&assignment.key.job) {
+                let need = job.spec.need_in(&assignment.key.zone);
+                reserved.cpu += need.cpu;
+                reserved.mem_mb += need.mem_mb;
+            }
+        }
+        reserved
+    }
+
+    pub fn machine_view(&self, record: &MachineRecord) -> MachineView {
+        let mut instances = Vec::new();
+        for assignment in self.assignments_on(&record.id) {
+            let index = self
+                .instance_keys(&assignment.key.job)
+                .iter()
+                .position(|k| *k == assignment.key)
+                .unwrap_or(0);
+            instances.push(self.instance_view(index, &assignment.key));
+        }
+        MachineView {
+            id: record.id.clone(),
+            zone: record.zone.clone(),
+            provider: self.provider_kind.to_string(),
+            provider_id: record.provider_id.clone(),
+            address: record.address.clone(),
+            state: record.state,
+            capacity: record.capacity,
+            reserved: self.reserved_on(&record.id),
+            created_ms: record.created_ms,
+            last_seen_ms: record.last_seen_ms,
+            missed_polls: record.missed_polls,
+            instances,
+            vitals: self
+                .reports
+                .get(&record.id)
+                .and_then(|r| r.status.as_ref())
+                .map(|s| s.vitals.clone()),
+        }
+    }
+
+    pub fn status(&self) -> ClusterStatus {
+        let zones = self.config.zones();
+        let mut zone_status = Vec::new();
+        for zone in zones.keys() {
+            let machines: Vec<&MachineRecord> = self
+                .state
+                .machines
+                .values()
+                .filter(|m| m.zone == *zone && m.state != MachineState::Decommissioning)
+                .collect();
+            let mut capacity = Resources {
+                cpu: 0.0,
+                mem_mb: 0.0,
+            };
+            let mut reserved = Resources {
+                cpu: 0.0,
+                mem_mb: 0.0,
+            };
+            let mut idle = 0;
+            for machine in &machines {
+                capacity.cpu += machine.capacity.cpu;
+                capacity.mem_mb += machine.capacity.mem_mb;
+                let r = self.reserved_on(&machine.id);
+                reserved.cpu += r.cpu;
+                reserved.mem_mb += r.mem_mb;
+                if self.assignments_on(&machine.id).next().is_none() {
+                    idle += 1;
+                }
+            }
+            zone_status.push(ZoneStatus {
+                zone: zone.clone(),
+                machines: machines.len(),
+                idle_machines: idle,
+                idle_limit: self.state.idle_limit(zone),
+                capacity,
+                reserved,
+            });
+        }
+        let jobs: Vec<JobView> = self
+            .state
+            .jobs
+            .iter()
+            .map(|(name, record)| self.job_view(name, record))
+            .collect();
+        ClusterStatus {
+            cluster: self.config.cluster_name.clone(),
+            provider: self.provider_kind.to_string(),
+            zones: zone_status,
+            jobs: jobs.len(),
+            machines: self.state.machines.len(),
+            desired_instances: jobs.iter().map(|j| j.desired_instances).sum(),
+            running_instances: jobs.iter().map(|j| j.running_instances).sum(),
+            unplaced: self.plan.unplaced.clone(),
+            uptime_secs: self.started.elapsed().as_secs(),
+        }
+    }
+
+    /// Checks that need the cluster: zones served, the linked master exists.
+    pub fn check_job(&self, spec: &JobSpec) -> Result<(), ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        let zones = self.config.zones();
+        let served: Vec<&str> = zones.keys().map(String::as_str).collect();
+        for zone in spec.deployment_layout.keys() {
+            if !zones.contains_key(zone) {
+                errors.push(
+                    format!("deployment_layout.{zone}"),
+                    format!(
+                        "zone '{zone}' is not served by cluster '{}' (it serves: {})",
+                        self.config.cluster_name,
+                        served.join(", ")
+                    ),
+                );
+            }
+        }
+        if let Some(master) = &spec.linked_job {
+            if !self.state.jobs.contains_key(master) {
+                errors.push(
+                    "linked_job",
+                    format!("no job named '{master}' (submit it first)"),
+                );
+            }
+        }
+        errors.into_result(())
+    }
+
+    /// Creates or replaces a job; answers created, updated or unchanged.
+    pub fn upsert_job(&mut self, spec: JobSpec) -> &'static str {
+        let name = spec.name().to_string();
+        let now = now_ms();
+        let result = match self.state.jobs.get_mut(&name) {
+            Some(record) if record.spec == spec => "unchanged",
+            Some(record) => {
+                record.spec = spec;
+                record.updated_ms = now;
+                "updated"
+            }
+            None => {
+                self.state
+                    .jobs
+                    .insert(name.clone(), JobRecord::new(spec, now));
+                "created"
+            }
+        };
+        if result != "unchanged" {
+            self.event("job", &name, format!("config {result}"));
+        }
+        result
+    }
+
+    /// The machines as placement sees them.
+    pub fn placement_machines(&self) -> Vec<PlacementMachine> {
+        self.state
+            .machines
+            .values()
+            .map(|m| PlacementMachine {
+                id: m.id.clone(),
+                zone: m.zone.clone(),
+                capacity: m.capacity,
+                state: m.state,
+                number: m.number,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,286 @@
+//! Machine providers: where machines come from. The local provider (the
+//! embedded default) runs each "machine" as a machinesitter process on
+//! 127.0.0.1 with its own state dir, port and declared size; cloud providers
+//! implement the same trait.
+
+use crate::config::ProviderConfig;
+use async_trait::async_trait;
+use cerebro_types::machine::Resources;
+use cerebro_web::process::{find_processes, is_alive, start_ticks};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("zone '{0}' is not served by this provider")]
+    UnknownZone(String),
+    #[error("the provider's limit of {0} machines is reached")]
+    Limit(usize),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What the clustersitter asks for: a machine with this id in this zone.
+#[derive(Debug, Clone)]
+pub struct NewMachine {
+    pub id: String,
+    pub zone: String,
+    pub size: Resources,
+    /// The machinesitter registers here.
+    pub cluster_url: String,
+}
+
+/// A machine the provider still knows about (found on start).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoundMachine {
+    pub machine_id: String,
+    pub zone: String,
+    pub provider_id: String,
+    /// Where its machinesitter listens, if the provider can tell.
+    pub address: Option<String>,
+}
+
+#[async_trait]
+pub trait MachineProvider: Send + Sync {
+    fn kind(&self) -> &'static str;
+    /// Starts a machine; returns the provider's id for it. The machine
+    /// registers with the cluster by itself once it is up.
+    async fn provision(&self, machine: &NewMachine) -> Result<String, ProviderError>;
+    /// Whether the machine still exists (it may exist and be unreachable).
+    async fn exists(&self, provider_id: &str) -> Result<bool, ProviderError>;
+    /// Ends the machine and everything on it. Idempotent.
+    async fn terminate(&self, machine_id: &str, provider_id: &str) -> Result<(), ProviderError>;
+    /// Every machine of this cluster the provider can see.
+    async fn discover(&self) -> Result<Vec<FoundMachine>, ProviderError>;
+}
+
+/// Local machines: `machinesitter` processes in their own sessions, so they
+/// outlive a clustersitter restart, each under `STATE/machines/ID`.
+pub struct LocalProvider {
+    config: ProviderConfig,
+    machines_dir: PathBuf,
+    machinesitter_bin: PathBuf,
+    token_file: Option<PathBuf>,
+}
+
+/// `pid/start-ticks`: a pid alone could be reused by an unrelated process.
+fn local_provider_id(pid: i32, ticks: u64) -> String {
+    format!("{pid}/{ticks}")
+}
+
+fn parse_local_provider_id(id: &str) -> Option<(i32, u64)> {
+    let (pid, ticks) = id.split_once('/')?;
+    Some((pid.parse().ok()?, ticks.parse().ok()?))
+}
+
+impl LocalProvider {
+    pub fn new(
+        config: ProviderConfig,
+        state_dir: &Path,
+        token_file: Option<PathBuf>,
+    ) -> Result<Self, ProviderError> {
+        let machinesitter_bin = match &config.machinesitter_bin {
+            Some(bin) => bin.clone(),
+            None => default_machinesitter().ok_or_else(|| {
+                ProviderError::Other(
+                    "no machinesitter beside the clustersitter or on PATH (set provider.machinesitter_bin)"
+                        .into(),
+                )
+            })?,
+        };
+        let machines_dir = std::path::absolute(state_dir.join("machines"))?;
+        std::fs::create_dir_all(&machines_dir)?;
+        Ok(Self {
+            config,
+            machines_dir,
+            machinesitter_bin,
+            token_file,
+        })
+    }
+
+    fn machine_dir(&self, machine_id: &str) -> PathBuf {
+        self.machines_dir.join(machine_id)
+    }
+
+    /// The machinesitters running for this cluster, as (pid, machine id).
+    fn running(&self) -> Vec<(i32, String)> {
+        let prefix = format!("{}/", self.machines_dir.display());
+        find_processes(|argv| {
+            argv.first().is_some_and(|a| a.ends_with("machinesitter"))
+                && argv.iter().any(|a| a.starts_with(&prefix))
+        })
+        .into_iter()
+        .filter_map(|(pid, argv)| {
+            let dir = argv.iter().find_map(|a| a.strip_prefix(&prefix))?;
+            Some((pid, dir.trim_end_matches('/').to_string()))
+        })
+        .collect()
+    }
+}
+
+fn default_machinesitter() -> Option<PathBuf> {
+    let beside = std::env::current_exe()
+        .ok()?
+        .with_file_name("machinesitter");
+    if beside.is_file() {
+        return Some(beside);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("machinesitter"))
+        .find(|p| p.is_file())
+}
+
+#[async_trait]
+impl MachineProvider for LocalProvider {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    async fn provision(&self, machine: &NewMachine) -> Result<String, ProviderError> {
+        if !self.config.zones.contains(&machine.zone) {
+            return Err(ProviderError::UnknownZone(machine.zone.clone()));
+        }
+        let running = self.running();
+        if running.iter().any(|(_, id)| *id == machine.id) {
+            return Err(ProviderError::Other(format!(
+                "machine {} is already running",
+                machine.id
+            )));
+        }
+        if running.len() >= self.config.max_machines {
+            return Err(ProviderError::Limit(self.config.max_machines));
+        }
+        let dir = self.machine_dir(&machine.id);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("zone"), &machine.zone)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("machinesitter.log"))?;
+        let mut command = tokio::process::Command::new(&self.machinesitter_bin);
+        command
+            .arg("--state-dir")
+            .arg(&dir)
+            .args(["--port", "0", "--bind", "127.0.0.1"])
+            .arg("--address-file")
+            .arg(dir.join("address"))
+            .args(["--machine-id", &machine.id, "--zone", &machine.zone])
+            .args(["--capacity-cpu", &machine.size.cpu.to_string()])
+            .args([
+                "--capacity-mem",
+                &(machine.size.mem_mb.ceil() as u64).to_string(),
+            ])
+            .args(["--cluster-url", &machine.cluster_url])
+            // Terminating a local machine means stopping its tasks too.
+            .args(["--on-exit", "stop"])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(false);
+        if let Some(backend) = &self.config.limits_backend {
+            command.args(["--limits-backend", backend]);
+        }
+        if let Some(token_file) = &self.token_file {
+            command.arg("--token-file").arg(token_file);
+        }
+        // SAFETY: setsid(2) only, between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                Ok(())
+            });
+        }
+        let mut child = command.spawn()?;
+        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        let ticks = start_ticks(pid).unwrap_or(0);
+        // Reap it when it exits, so no zombie looks alive.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        Ok(local_provider_id(pid, ticks))
+    }
+
+    async fn exists(&self, provider_id: &str) -> Result<bool, ProviderError> {
+        Ok(parse_local_provider_id(provider_id).is_some_and(|(pid, ticks)| is_alive(pid, ticks)))
+    }
+
+    async fn terminate(&self, machine_id: &str, provider_id: &str) -> Result<(), ProviderError> {
+        let dir = self.machine_dir(machine_id);
+        let mut pids: Vec<i32> = self
+            .running()
+            .into_iter()
+            .filter(|(_, id)| id == machine_id)
+            .map(|(pid, _)| pid)
+            .collect();
+        if let Some((pid, ticks)) = parse_local_provider_id(provider_id) {
+            if is_alive(pid, ticks) && !pids.contains(&pid) {
+                pids.push(pid);
+            }
+        }
+        // SIGTERM: it stops its tasks (--on-exit stop), then exits.
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let dir_arg = format!("{}/", dir.display());
+        let leftovers = || {
+            find_processes(|argv| {
+                argv.iter()
+                    .any(|a| a.starts_with(&dir_arg) || *a == dir.display().to_string())
+            })
+        };
+        while Instant::now() < deadline && !leftovers().is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Whatever is left (a stuck machinesitter, tasksitters of a machine
+        // whose machinesitter died) is killed; tasksitters take their
+        // workloads with them.
+        for (pid, _) in leftovers() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && !leftovers().is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !leftovers().is_empty() {
+            return Err(ProviderError::Other(format!(
+                "processes of machine {machine_id} survive SIGKILL"
+            )));
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn discover(&self) -> Result<Vec<FoundMachine>, ProviderError> {
+        Ok(self
+            .running()
+            .into_iter()
+            .filter_map(|(pid, machine_id)| {
+                let zone =
+                    std::fs::read_to_string(self.machine_dir(&machine_id).join("zone")).ok()?;
+                let ticks = start_ticks(pid)?;
+                let address =
+                    std::fs::read_to_string(self.machine_dir(&machine_id).join("address"))
+                        .ok()
+                        .filter(|a| !a.is_empty());
+                Some(FoundMachine {
+                    machine_id,
+                    zone: zone.trim().to_string(),
+                    provider_id: local_provider_id(pid, ticks),
+                    address,
+                })
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,682 @@
+//! The reconciliation loop: poll every machine, notice failures, place
+//! instances (a pure function), provision what placement asks for, move
+//! rolling updates forward, make every machine run exactly its assigned
+//! tasks, and retire idle machines. Every call to a machine is idempotent
+//! (PUT a task, DELETE a task), so a lost or repeated call converges.
+
+use crate::cluster::{lock, MachineReport, SharedCluster};
+use crate::placement::{place, PlacementInput};
+use crate::provider::{MachineProvider, NewMachine};
+use crate::store::MachineRecord;
+use cerebro_types::cluster::MachineState;
+use cerebro_types::job::instance_task_name;
+use cerebro_types::machine::{MachineStatus, TaskView};
+use cerebro_types::time::now_ms;
+use cerebro_types::TaskSpec;
+use cerebro_web::html::encode_path_segment;
+use cerebro_web::HttpClient;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// A machine that has not answered this long after being provisioned counts as failed.
+const PROVISION_TIMEOUT: Duration = Duration::from_secs(60);
+/// After a failed provision, the zone waits this long before the next try.
+const PROVISION_RETRY: Duration = Duration::from_secs(10);
+
+pub struct Reconciler {
+    cluster: SharedCluster,
+    provider: Arc<dyn MachineProvider>,
+    notify: Arc<Notify>,
+    /// Calls that change a machine: idempotent, so retried.
+    client: HttpClient,
+    /// Polls: one attempt each, bounded by the poll interval.
+    poll_client: HttpClient,
+    cluster_url: String,
+    terminating: Arc<Mutex<BTreeSet<String>>>,
+    provision_not_before: BTreeMap<String, Instant>,
+}
+
+/// One machine's reconcile work, computed under the lock and done without it.
+struct SyncWork {
+    machine: String,
+    address: String,
+    put: Vec<TaskSpec>,
+    delete: Vec<String>,
+}
+
+impl Reconciler {
+    pub fn new(
+        cluster: SharedCluster,
+        provider: Arc<dyn MachineProvider>,
+        notify: Arc<Notify>,
+        cluster_url: String,
+    ) -> Self {
+        let poll_interval = lock(&cluster).config.poll_interval;
+        let poll_timeout = poll_interval.clamp(Duration::from_millis(500), Duration::from_secs(5));
+        Self {
+            cluster,
+            provider,
+            notify,
+            client: HttpClient::new(Duration::from_secs(10), 3),
+            poll_client: HttpClient::new(poll_timeout, 1),
+            cluster_url,
+            terminating: Arc::new(Mutex::new(BTreeSet::new())),
+            provision_not_before: BTreeMap::new(),
+        }
+    }
+
+    pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
+        let poll_interval = lock(&self.cluster).config.poll_interval;
+        loop {
+            self.tick().await;
+            tokio::select! {
+                _ = tokio::time::sleep(poll_interval) => {}
+                _ = self.notify.notified() => {}
+                _ = shutdown.changed() => return self,
+            }
+        }
+    }
+
+    pub async fn tick(&mut self) {
+        self.poll().await;
+        self.handle_failures().await;
+        self.place_and_provision().await;
+        self.advance_rollouts();
+        self.sync_tasks().await;
+        self.retire_idle();
+        self.terminate_decommissioning();
+    }
+
+    /// Asks every machine for its tasks and status, concurrently.
+    async fn poll(&mut self) {
+        let targets: Vec<(String, String)> = lock(&self.cluster)
+            .state
+            .machines
+            .values()
+            .filter(|m| m.state != MachineState::Decommissioning)
+            .filter_map(|m| Some((m.id.clone(), m.address.clone()?)))
+            .collect();
+        let mut polls = tokio::task::JoinSet::new();
+        for (id, address) in targets {
+            let client = self.poll_client.clone();
+            polls.spawn(async move {
+                let tasks = client
+                    .get_json::<Vec<TaskView>>(&format!("http://{address}/api/v1/tasks"), None)
+                    .await;
+                let status = match &tasks {
+                    Ok(_) => client
+                        .get_json::<MachineStatus>(&format!("http://{address}/api/v1/status"), None)
+                        .await
+                        .ok(),
+                    Err(_) => None,
+                };
+                (id, address, tasks, status)
+            });
+        }
+        let answers = polls.join_all().await;
+        let mut guard = lock(&self.cluster);
+        let cluster = &mut *guard;
+        let threshold = cluster.config.failure_threshold;
+        let now = now_ms();
+        let mut events = Vec::new();
+        let mut changed = false;
+        for (id, address, tasks, status) in answers {
+            let Some(machine) = cluster.state.machines.get_mut(&id) else {
+                continue;
+            };
+            if machine.address.as_deref() != Some(address.as_str()) {
+                continue;
+            }
+            match tasks {
+                Ok(tasks) => {
+                    if machine.state != MachineState::Ready {
+                        events.push((id.clone(), format!("reachable at {address}; ready")));
+                        machine.state = MachineState::Ready;
+                        changed = true;
+                    }
+                    machine.missed_polls = 0;
+                    machine.last_seen_ms = Some(now);
+                    if let Some(status) = &status {
+                        if status.capacity != machine.capacity {
+                            machine.capacity = status.capacity;
+                            changed = true;
+                        }
+                    }
+                    let report = MachineReport {
+                        tasks: tasks.into_iter().map(|t| (t.name.clone(), t)).collect(),
+                        status,
+                    };
+                    cluster.reports.insert(id, report);
+                }
+                Err(error) => {
+                    machine.missed_polls += 1;
+                    if machine.state == MachineState::Ready && machine.missed_polls >= threshold {
+                        machine.state = MachineState::Unreachable;
+                        changed = true;
+                        events.push((
+                            id.clone(),
+                            format!(
+                                "unreachable: missed {} polls ({error})",
+                                machine.missed_polls
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        // A machine that never came up is as good as unreachable.
+        for machine in cluster.state.machines.values_mut() {
+            let waited = Duration::from_millis(now.saturating_sub(machine.created_ms));
+            if machine.state == MachineState::Provisioning
+                && machine.last_seen_ms.is_none()
+                && waited > PROVISION_TIMEOUT
+            {
+                machine.state = MachineState::Unreachable;
+                changed = true;
+                events.push((
+                    machine.id.clone(),
+                    format!("did not come up within {PROVISION_TIMEOUT:?} of being provisioned"),
+                ));
+            }
+        }
+        for (machine, message) in events {
+            cluster.event("machine", &machine, message);
+        }
+        if changed {
+            persist(cluster);
+        }
+    }
+
+    /// Unreachable machines: ask the provider whether they still exist, then
+    /// decommission them either way; placement moves their instances.
+    async fn handle_failures(&mut self) {
+        let unreachable: Vec<(String, Option<String>)> = lock(&self.cluster)
+            .state
+            .machines
+            .values()
+            .filter(|m| m.state == MachineState::Unreachable)
+            .map(|m| (m.id.clone(), m.provider_id.clone()))
+            .collect();
+        for (id, provider_id) in unreachable {
+            let verdict = match &provider_id {
+                None => "the provider does not know it".to_string(),
+                Some(pid) => match self.provider.exists(pid).await {
+                    Ok(true) => "the provider says it still exists but it does not answer".into(),
+                    Ok(false) => "the provider says it is gone".into(),
+                    Err(error) => format!("the provider cannot tell ({error})"),
+                },
+            };
+            let mut cluster = lock(&self.cluster);
+            if let Some(machine) = cluster.state.machines.get_mut(&id) {
+                machine.state = MachineState::Decommissioning;
+                cluster.event(
+                    "machine",
+                    &id,
+                    format!("{verdict}: decommissioning it and rescheduling its instances"),
+                );
+                persist(&cluster);
+            }
+        }
+    }
+
+    async fn place_and_provision(&mut self) {
+        let requests = {
+            let mut guard = lock(&self.cluster);
+            let cluster = &mut *guard;
+            let jobs: Vec<_> = cluster
+                .state
+                .jobs
+                .values()
+                .map(|j| j.spec.clone())
+                .collect();
+            let machines = cluster.placement_machines();
+            let zones = cluster.config.zones();
+            let plan = place(&PlacementInput {
+                jobs: &jobs,
+                machines: &machines,
+                previous: &cluster.state.assignments,
+                zone_machine_size: &zones,
+            });
+            let before: BTreeMap<_, _> = cluster
+                .state
+                .assignments
+                .iter()
+                .map(|a| (a.key.clone(), a.machine.clone()))
+                .collect();
+            let mut events: Vec<(String, String)> = Vec::new();
+            for assignment in &plan.assignments {
+                match before.get(&assignment.key) {
+                    Some(machine) if *machine == assignment.machine => {}
+                    Some(machine) => events.push((
+                        assignment.key.job.clone(),
+                        format!(
+                            "instance {} moves from {machine} to {}",
+                            assignment.key.slot, assignment.machine
+                        ),
+                    )),
+                    None => events.push((
+                        assignment.key.job.clone(),
+                        format!(
+                            "instance {} in {} placed on {}",
+                            assignment.key.slot, assignment.key.zone, assignment.machine
+                        ),
+                    )),
+                }
+            }
+            let changed = plan.assignments != cluster.state.assignments;
+            cluster.state.assignments = plan.assignments.clone();
+            for (job, message) in events {
+                cluster.event("job", &job, message);
+            }
+            let now = Instant::now();
+            let mut requests = Vec::new();
+            for request in &plan.provision {
+                if self
+                    .provision_not_before
+                    .get(&request.zone)
+                    .is_some_and(|at| *at > now)
+                {
+                    continue;
+                }
+                let seq = cluster.state.next_machine_seq;
+                cluster.state.next_machine_seq += 1;
+                let id = format!("{}-{seq}", request.zone);
+                let number = cluster.state.free_number(&request.zone);
+                cluster.state.machines.insert(
+                    id.clone(),
+                    MachineRecord {
+                        id: id.clone(),
+                        zone: request.zone.clone(),
+                        number,
+                        provider_id: None,
+                        address: None,
+                        capacity: request.size,
+                        state: MachineState::Provisioning,
+                        created_ms: now_ms(),
+                        last_seen_ms: None,
+                        missed_polls: 0,
+                        idle_since_ms: None,
+                    },
+                );
+                let for_whom: Vec<String> = request
+                    .for_instances
+                    .iter()
+                    .map(|k| instance_task_name(&k.job, k.slot))
+                    .collect();
+                cluster.event(
+                    "machine",
+                    &id,
+                    format!(
+                        "provisioning in {} ({} cores, {} MB) for {}",
+                        request.zone,
+                        request.size.cpu,
+                        request.size.mem_mb,
+                        for_whom.join(", ")
+                    ),
+                );
+                requests.push(NewMachine {
+                    id,
+                    zone: request.zone.clone(),
+                    size: request.size,
+                    cluster_url: self.cluster_url.clone(),
+                });
+            }
+            cluster.plan = plan;
+            // Recorded before the provider is asked: a crash in between
+            // finds the record and never provisions the slot twice.
+            if changed || !requests.is_empty() {
+                persist(cluster);
+            }
+            requests
+        };
+        for request in requests {
+            let result = self.provider.provision(&request).await;
+            let mut cluster = lock(&self.cluster);
+            match result {
+                Ok(provider_id) => {
+                    if let Some(machine) = cluster.state.machines.get_mut(&request.id) {
+                        machine.provider_id = Some(provider_id.clone());
+                    }
+                    cluster.event("machine", &request.id, format!("started ({provider_id})"));
+                }
+                Err(error) => {
+                    cluster.state.machines.remove(&request.id);
+                    cluster.event(
+                        "provider",
+                        &request.id,
+                        format!("cannot provision: {error}"),
+                    );
+                    self.provision_not_before
+                        .insert(request.zone.clone(), Instant::now() + PROVISION_RETRY);
+                }
+            }
+            persist(&cluster);
+        }
+    }
+
+    /// Rolling updates: switch the next machine's instances to the target
+    /// generation once the previous machines' instances have run healthy
+    /// for the job's minimum time.
+    fn advance_rollouts(&mut self) {
+        let mut guard = lock(&self.cluster);
+        let cluster = &mut *guard;
+        let now = now_ms();
+        let mut events = Vec::new();
+        let mut changed = false;
+        let names: Vec<String> = cluster.state.jobs.keys().cloned().collect();
+        for name in names {
+            let hosting = cluster.machines_hosting(&name);
+            let Some(job) = cluster.state.jobs.get(&name) else {
+                continue;
+            };
+            let Some(rollout) = job.rollout.clone() else {
+                continue;
+            };
+            let healthy = |machine: &str| -> bool {
+                let Some(switched_at) = rollout.switched.get(machine) else {
+                    return true;
+                };
+                let Some(report) = cluster.reports.get(machine) else {
+                    return false;
+                };
+                cluster
+                    .assignments_on(machine)
+                    .filter(|a| a.key.job == name)
+                    .all(|a| {
+                        let task = report
+                            .tasks
+                            .get(&instance_task_name(&a.key.job, a.key.slot));
+                        let status = task.and_then(|t| t.status.as_ref());
+                        status.is_some_and(|s| {
+                            s.state.kind().to_string() == "running"
+                                && s.started_at_ms.is_some_and(|started| {
+                                    started >= *switched_at
+                                        && now.saturating_sub(started) >= rollout.min_healthy_ms
+                                })
+                        })
+                    })
+            };
+            let in_flight = hosting
+                .iter()
+                .filter(|m| rollout.switched.contains_key(*m) && !healthy(m))
+                .count();
+            let left: Vec<String> = hosting
+                .iter()
+                .filter(|m| job.generation_on(m) < rollout.target_generation)
+                .cloned()
+                .collect();
+            let Some(job) = cluster.state.jobs.get_mut(&name) else {
+                continue;
+            };
+            if left.is_empty() && in_flight == 0 {
+                job.rollout = None;
+                job.machine_generation.clear();
+                events.push((
+                    name.clone(),
+                    format!(
+                        "update to generation {} complete",
+                        rollout.target_generation
+                    ),
+                ));
+                changed = true;
+                continue;
+            }
+            let slots = rollout.max_parallel.saturating_sub(in_flight);
+            for machine in left.into_iter().take(slots) {
+                job.machine_generation
+                    .insert(machine.clone(), rollout.target_generation);
+                if let Some(r) = job.rollout.as_mut() {
+                    r.switched.insert(machine.clone(), now);
+                }
+                events.push((
+                    name.clone(),
+                    format!("rolling update: restarting the instances on {machine}"),
+                ));
+                changed = true;
+            }
+        }
+        for (job, message) in events {
+            cluster.event("job", &job, message);
+        }
+        if changed {
+            persist(cluster);
+        }
+    }
+
+    /// Makes every reachable machine run exactly its assigned tasks.
+    async fn sync_tasks(&mut self) {
+        let work: Vec<SyncWork> = {
+            let cluster = lock(&self.cluster);
+            let mut work = Vec::new();
+            for machine in cluster.state.machines.values() {
+                let Some(address) = machine.address.clone() else {
+                    continue;
+                };
+                let Some(report) = cluster.reports.get(&machine.id) else {
+                    continue;
+                };
+                let desired: BTreeMap<String, TaskSpec> = match machine.state {
+                    MachineState::Ready => cluster
+                        .assignments_on(&machine.id)
+                        .filter_map(|a| cluster.instance_spec(&a.key, &machine.id))
+                        .map(|spec| (spec.name.clone(), spec))
+                        .collect(),
+                    // Being replaced: whatever still runs there is stale.
+                    MachineState::Decommissioning => BTreeMap::new(),
+                    _ => continue,
+                };
+                let put: Vec<TaskSpec> = desired
+                    .values()
+                    .filter(|spec| {
+                        report
+                            .tasks
+                            .get(&spec.name)
+                            .is_none_or(|t| t.spec != **spec)
+                    })
+                    .cloned()
+                    .collect();
+                let delete: Vec<String> = report
+                    .tasks
+                    .iter()
+                    .filter(|(name, task)| !desired.contains_key(*name) && !task.deleting)
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                if !put.is_empty() || !delete.is_empty() {
+                    work.push(SyncWork {
+                        machine: machine.id.clone(),
+                        address,
+                        put,
+                        delete,
+                    });
+                }
+            }
+            work
+        };
+        let token = lock(&self.cluster)
+            .config
+            .token
+            .as_ref()
+            .map(|t| t.expose().to_string());
+        let mut calls = tokio::task::JoinSet::new();
+        for item in work {
+            let client = self.client.clone();
+            let token = token.clone();
+            calls.spawn(async move {
+                let mut failures = Vec::new();
+                for spec in &item.put {
+                    let url = format!(
+                        "http://{}/api/v1/tasks/{}",
+                        item.address,
+                        encode_path_segment(&spec.name)
+                    );
+                    if let Err(error) = client
+                        .put_json::<_, serde_json::Value>(&url, token.as_deref(), spec)
+                        .await
+                    {
+                        failures.push(format!("PUT {}: {error}", spec.name));
+                    }
+                }
+                for name in &item.delete {
+                    let url = format!(
+                        "http://{}/api/v1/tasks/{}",
+                        item.address,
+                        encode_path_segment(name)
+                    );
+                    match client
+                        .delete_json::<serde_json::Value>(&url, token.as_deref())
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(error) if error.status() == Some(404) => {}
+                        Err(error) => failures.push(format!("DELETE {name}: {error}")),
+                    }
+                }
+                (item, failures)
+            });
+        }
+        let results = calls.join_all().await;
+        let mut cluster = lock(&self.cluster);
+        for (item, failures) in results {
+            for spec in &item.put {
+                if !failures
+                    .iter()
+                    .any(|f| f.starts_with(&format!("PUT {}:", spec.name)))
+                {
+                    cluster.event("machine", &item.machine, format!("runs {}", spec.name));
+                }
+            }
+            for name in &item.delete {
+                if !failures
+                    .iter()
+                    .any(|f| f.starts_with(&format!("DELETE {name}:")))
+                {
+                    cluster.event("machine", &item.machine, format!("removed {name}"));
+                }
+            }
+            for failure in failures {
+                cluster.event("machine", &item.machine, failure);
+            }
+        }
+    }
+
+    /// Keeps at most the zone's idle limit of machines without instances.
+    fn retire_idle(&mut self) {
+        let mut guard = lock(&self.cluster);
+        let cluster = &mut *guard;
+        let now = now_ms();
+        let busy: BTreeSet<String> = cluster
+            .state
+            .assignments
+            .iter()
+            .map(|a| a.machine.clone())
+            .collect();
+        let mut idle_by_zone: BTreeMap<String, Vec<(u32, String)>> = BTreeMap::new();
+        let mut changed = false;
+        for machine in cluster.state.machines.values_mut() {
+            let idle = machine.state == MachineState::Ready && !busy.contains(&machine.id);
+            match (idle, machine.idle_since_ms) {
+                (true, None) => {
+                    machine.idle_since_ms = Some(now);
+                    changed = true;
+                }
+                (false, Some(_)) => {
+                    machine.idle_since_ms = None;
+                    changed = true;
+                }
+                _ => {}
+            }
+            if idle {
+                idle_by_zone
+                    .entry(machine.zone.clone())
+                    .or_default()
+                    .push((machine.number, machine.id.clone()));
+            }
+        }
+        let mut events = Vec::new();
+        for (zone, mut idle) in idle_by_zone {
+            let limit = cluster.state.idle_limit(&zone) as usize;
+            // Keep the lowest-numbered machines; retire the newest.
+            idle.sort();
+            for (_, id) in idle.into_iter().skip(limit) {
+                if let Some(machine) = cluster.state.machines.get_mut(&id) {
+                    machine.state = MachineState::Decommissioning;
+                    changed = true;
+                    events.push((
+                        id,
+                        format!("idle beyond the limit of {limit} in {zone}: decommissioning"),
+                    ));
+                }
+            }
+        }
+        for (machine, message) in events {
+            cluster.event("machine", &machine, message);
+        }
+        if changed {
+            persist(cluster);
+        }
+    }
+
+    /// Terminates decommissioning machines in the background, one attempt
+    /// in flight per machine; a failure is retried on a later tick.
+    fn terminate_decommissioning(&mut self) {
+        let targets: Vec<(String, Option<String>)> = lock(&self.cluster)
+            .state
+            .machines
+            .values()
+            .filter(|m| m.state == MachineState::Decommissioning)
+            .map(|m| (m.id.clone(), m.provider_id.clone()))
+            .collect();
+        for (id, provider_id) in targets {
+            if !lock_set(&self.terminating).insert(id.clone()) {
+                continue;
+            }
+            let provider = self.provider.clone();
+            let cluster = self.cluster.clone();
+            let terminating = self.terminating.clone();
+            let notify = self.notify.clone();
+            tokio::spawn(async move {
+                let result = provider
+                    .terminate(&id, provider_id.as_deref().unwrap_or_default())
+                    .await;
+                {
+                    let mut cluster = lock(&cluster);
+                    match result {
+                        Ok(()) => {
+                            cluster.state.machines.remove(&id);
+                            cluster.reports.remove(&id);
+                            cluster.retired.insert(id.clone(), provider_id);
+                            cluster.event("machine", &id, "terminated");
+                            persist(&cluster);
+                        }
+                        Err(error) => {
+                            cluster.event(
+                                "provider",
+                                &id,
+                                format!("cannot terminate yet: {error}"),
+                            );
+                        }
+                    }
+                }
+                lock_set(&terminating).remove(&id);
+                notify.notify_one();
+            });
+        }
+    }
+
+    /// Whether any termination is still running (the exit path waits for them).
+    pub fn terminations_in_flight(&self) -> bool {
+        !lock_set(&self.terminating).is_empty()
+    }
+}
+
+fn lock_set(set: &Mutex<BTreeSet<String>>) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+    set.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn persist(cluster: &crate::cluster::Cluster) {
+    if let Err(error) = cluster.persist() {
+        tracing::error!(%error, "cannot persist the cluster state");
+    }
+}

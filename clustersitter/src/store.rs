@@ -1,0 +1,150 @@
+//! The clustersitter's persisted state: jobs, machines, assignments and idle
+//! limits, in one JSON file under the state dir written atomically (temp
+//! file, fsync, rename, fsync dir). A file rather than an embedded database:
+//! the state is small (kilobytes per hundred machines), every change rewrites
+//! it whole in well under a millisecond, a human can read it when something
+//! goes wrong, and the atomic rename makes every write all-or-nothing
+//! without another dependency.
+
+use cerebro_types::cluster::{Assignment, MachineState};
+use cerebro_types::job::JobSpec;
+use cerebro_types::machine::Resources;
+use cerebro_web::fs::{atomic_write, read_state_file, StateFile};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const STATE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub spec: JobSpec,
+    pub version: Option<String>,
+    /// Bumped by every `update`; instances carry it in `CEREBRO_JOB_GENERATION`.
+    pub generation: u64,
+    /// The generation each machine's instances of this job run; a rolling
+    /// update moves one machine at a time.
+    #[serde(default)]
+    pub machine_generation: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub rollout: Option<Rollout>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+impl JobRecord {
+    pub fn new(spec: JobSpec, now: u64) -> Self {
+        Self {
+            spec,
+            version: None,
+            generation: 1,
+            machine_generation: BTreeMap::new(),
+            rollout: None,
+            created_ms: now,
+            updated_ms: now,
+        }
+    }
+
+    /// What instances on `machine` run; a machine new to the job starts at the current generation.
+    pub fn generation_on(&self, machine: &str) -> u64 {
+        self.machine_generation
+            .get(machine)
+            .copied()
+            .unwrap_or(self.generation)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub target_generation: u64,
+    pub min_healthy_ms: u64,
+    pub max_parallel: usize,
+    /// Machines switched to the target, and when (their instances must be
+    /// healthy for `min_healthy_ms` after this before the next ones go).
+    pub switched: BTreeMap<String, u64>,
+    pub started_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MachineRecord {
+    pub id: String,
+    pub zone: String,
+    /// Stable ordinal within the zone (`N` in `N.ZONE.basename`).
+    pub number: u32,
+    pub provider_id: Option<String>,
+    pub address: Option<String>,
+    pub capacity: Resources,
+    pub state: MachineState,
+    pub created_ms: u64,
+    pub last_seen_ms: Option<u64>,
+    pub missed_polls: u32,
+    /// When it became idle (no instances), for the idle limit.
+    #[serde(default)]
+    pub idle_since_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub version: u32,
+    pub jobs: BTreeMap<String, JobRecord>,
+    pub machines: BTreeMap<String, MachineRecord>,
+    pub assignments: Vec<Assignment>,
+    /// Idle machines kept per zone (`default` for zones not listed).
+    pub idle_limit_default: u32,
+    #[serde(default)]
+    pub idle_limit_per_zone: BTreeMap<String, u32>,
+    /// Machine ids are never reused, so a late answer from a decommissioned machine is recognised.
+    pub next_machine_seq: u64,
+}
+
+impl ClusterState {
+    pub fn new(idle_limit_default: u32, idle_limit_per_zone: BTreeMap<String, u32>) -> Self {
+        Self {
+            version: STATE_VERSION,
+            jobs: BTreeMap::new(),
+            machines: BTreeMap::new(),
+            assignments: Vec::new(),
+            idle_limit_default,
+            idle_limit_per_zone,
+            next_machine_seq: 1,
+        }
+    }
+
+    pub fn idle_limit(&self, zone: &str) -> u32 {
+        self.idle_limit_per_zone
+            .get(zone)
+            .copied()
+            .unwrap_or(self.idle_limit_default)
+    }
+
+    /// The lowest ordinal not used by a live machine of `zone`.
+    pub fn free_number(&self, zone: &str) -> u32 {
+        let used: std::collections::BTreeSet<u32> = self
+            .machines
+            .values()
+            .filter(|m| m.zone == zone)
+            .map(|m| m.number)
+            .collect();
+        (1..).find(|n| !used.contains(n)).unwrap_or(1)
+    }
+}
+
+pub fn state_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("cluster.json")
+}
+
+pub fn load(state_dir: &Path) -> StateFile<ClusterState> {
+    let check = |state: &ClusterState| {
+        if state.version == STATE_VERSION {
+            Ok(())
+        } else {
+            Err(format!("unknown state version {}", state.version))
+        }
+    };
+    read_state_file(&state_path(state_dir), check)
+}
+
+pub fn save(state_dir: &Path, state: &ClusterState) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+    atomic_write(&state_path(state_dir), &bytes)
+}

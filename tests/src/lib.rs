@@ -1,0 +1,324 @@
+//! Harness for the end-to-end tests: builds the real binaries once, boots a
+//! clustersitter with the local provider in a temp dir, and talks to it over
+//! HTTP and through the `cerebro` CLI. Dropping a cluster kills every process
+//! started under its temp dir (local machines live in their own sessions by
+//! design, so nothing else would).
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The directory holding the workspace's binaries, built once per test run.
+pub fn bin_dir() -> PathBuf {
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "-p",
+                "tasksitter",
+                "-p",
+                "machinesitter",
+                "-p",
+                "clustersitter",
+                "-p",
+                "cerebro-cli",
+                "--bins",
+            ])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cannot build the binaries");
+    });
+    // The test binary is target/<profile>/deps/<name>; the binaries are in target/<profile>.
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+pub use cerebro_web::process::cmdline;
+
+/// True once `pid` has exited (a zombie counts as gone).
+pub fn process_gone(pid: i32) -> bool {
+    cerebro_web::process::start_ticks(pid)
+        .is_none_or(|ticks| !cerebro_web::process::is_alive(pid, ticks))
+}
+
+/// Live processes whose command line satisfies `matches`.
+pub fn processes(matches: impl Fn(&[String]) -> bool) -> Vec<i32> {
+    cerebro_web::process::find_processes(matches)
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+pub fn kill(pid: i32, signal: i32) {
+    // SAFETY: kill(2) on a process the test started.
+    unsafe { libc::kill(pid, signal) };
+}
+
+/// Workload processes `sleep MARKER` (the marker makes each test's workloads unique).
+pub fn workloads(marker: &str) -> Vec<i32> {
+    processes(|argv| {
+        argv.first().is_some_and(|a| a.ends_with("sleep"))
+            && argv.get(1).is_some_and(|a| a == marker)
+    })
+}
+
+pub struct Cluster {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub base_url: String,
+    pub http: reqwest::blocking::Client,
+    pub token: Option<String>,
+    config_path: PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let root = self.dir.path().display().to_string();
+        for _ in 0..3 {
+            for pid in processes(|argv| argv.iter().any(|a| a.contains(&root))) {
+                kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Options for a test cluster; `toml_extra` is appended to the config file.
+pub struct ClusterOptions {
+    pub zones: Vec<&'static str>,
+    pub machine_cpu: f64,
+    pub machine_mem: f64,
+    pub idle_limit: u32,
+    pub token: Option<&'static str>,
+    pub toml_extra: String,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            zones: vec!["zone-a", "zone-b"],
+            machine_cpu: 2.0,
+            machine_mem: 512.0,
+            idle_limit: 1,
+            token: None,
+            toml_extra: String::new(),
+        }
+    }
+}
+
+impl Cluster {
+    pub fn start(options: ClusterOptions) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("cluster.toml");
+        let zones: Vec<String> = options.zones.iter().map(|z| format!("\"{z}\"")).collect();
+        let mut config = format!(
+            "cluster_name = \"test\"\nport = 0\nstate_dir = \"state\"\npoll_interval = \"200ms\"\nfailure_threshold = 3\n\
+             idle_limit = {}\nmin_healthy = \"1s\"\n{}\n",
+            options.idle_limit, options.toml_extra
+        );
+        if let Some(token) = options.token {
+            std::fs::write(dir.path().join("token"), token).unwrap();
+            config.push_str("token_file = \"token\"\n");
+        }
+        config.push_str(&format!(
+            "[provider]\nkind = \"local\"\nzones = [{}]\nmachine_cpu = {}\nmachine_mem = {}\nmax_machines = 12\nmachinesitter_bin = \"{}\"\n",
+            zones.join(", "),
+            options.machine_cpu,
+            options.machine_mem,
+            bin("machinesitter").display()
+        ));
+        std::fs::write(&config_path, config).unwrap();
+        let mut cluster = Cluster {
+            child: None,
+            dir,
+            base_url: String::new(),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            token: options.token.map(str::to_string),
+            config_path,
+        };
+        cluster.boot();
+        cluster
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts the clustersitter on this cluster's config and state.
+    pub fn boot(&mut self) {
+        let address_file = self.dir.path().join("address");
+        let _ = std::fs::remove_file(&address_file);
+        let mut child = Command::new(bin("clustersitter"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--address-file")
+            .arg(&address_file)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn clustersitter");
+        let address = wait_for(TIMEOUT, "the clustersitter to listen", || {
+            if let Some(exit) = child.try_wait().unwrap() {
+                panic!("the clustersitter exited at start: {exit}");
+            }
+            std::fs::read_to_string(&address_file)
+                .ok()
+                .filter(|a| !a.is_empty())
+        });
+        self.base_url = format!("http://{address}");
+        self.child = Some(child);
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base_url));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.body(body.to_string());
+        }
+        let response = request.send().expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().unwrap_or(Value::Null))
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        let (code, body) = self.request("GET", path, None);
+        assert_eq!(code, 200, "GET {path}: {body}");
+        body
+    }
+
+    pub fn put_job(&self, job: &Value) -> (u16, Value) {
+        let name = job["task_configuration"]["name"].as_str().unwrap();
+        self.request(
+            "PUT",
+            &format!("/api/v1/jobs/{}", encode(name)),
+            Some(&job.to_string()),
+        )
+    }
+
+    pub fn job(&self, name: &str) -> Value {
+        self.get(&format!("/api/v1/jobs/{}", encode(name)))
+    }
+
+    /// Waits until every desired instance of `name` runs; returns the instances.
+    pub fn wait_job_running(&self, name: &str, count: usize) -> Vec<Value> {
+        wait_for(
+            TIMEOUT,
+            &format!("{count} instances of '{name}' to run"),
+            || {
+                let job = self.job(name);
+                let instances = job["instances"].as_array()?.clone();
+                (instances.len() == count
+                    && instances
+                        .iter()
+                        .all(|i| i["state"] == "running" && i["pid"].is_u64()))
+                .then_some(instances)
+            },
+        )
+    }
+
+    pub fn machines(&self) -> Vec<Value> {
+        self.get("/api/v1/machines").as_array().unwrap().clone()
+    }
+
+    /// Runs the CLI against this cluster.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(bin("cerebro"));
+        command
+            .arg("--cluster")
+            .arg(&self.base_url)
+            .args(args)
+            // The CLI remembers its cluster; keep that inside the test's dir.
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env_remove("CEREBRO_CLUSTER");
+        if let Some(token) = &self.token {
+            command.env("CEREBRO_TOKEN", token);
+        }
+        command.output().expect("run cerebro")
+    }
+
+    /// The machinesitter process of a local machine.
+    pub fn machinesitter_pid(&self, machine: &str) -> Option<i32> {
+        let dir = self.dir.path().join("state").join("machines").join(machine);
+        let dir = dir.display().to_string();
+        processes(|argv| {
+            argv.first().is_some_and(|a| a.ends_with("machinesitter")) && argv.contains(&dir)
+        })
+        .into_iter()
+        .next()
+    }
+
+    /// Kills a local machine the hard way: its machinesitter and every process under its dir.
+    pub fn kill_machine(&self, machine: &str) {
+        let dir = self.dir.path().join("state").join("machines").join(machine);
+        let dir = dir.display().to_string();
+        for pid in processes(|argv| argv.iter().any(|a| a.starts_with(&dir))) {
+            kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Percent-encodes a name for a URL path.
+pub fn encode(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A job running `sleep MARKER` with the given layout.
+pub fn job(name: &str, marker: &str, cpu: f64, layout: Value) -> Value {
+    serde_json::json!({
+        "persistent": true,
+        "deployment_layout": layout,
+        "task_configuration": {"name": name, "command": format!("sleep {marker}"), "cpu": cpu, "mem": 20, "ensure_alive": true, "stop_timeout": 2},
+    })
+}

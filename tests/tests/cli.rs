@@ -1,0 +1,190 @@
+//! Every `cerebro` command against a live local cluster.
+
+use cerebro_tests::*;
+use serde_json::Value;
+
+fn stdout(output: &std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}: {}{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn write_job(cluster: &Cluster, file: &str, text: &str) -> String {
+    let path = cluster.path().join(file);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn every_command_works_against_a_live_cluster() {
+    let cluster = Cluster::start(ClusterOptions {
+        token: Some("cli-secret"),
+        ..Default::default()
+    });
+    let file = write_job(
+        &cluster,
+        "echo.conf",
+        r#"# an echo job, in the lenient format
+{
+    "persistent": true,
+    "deployment_layout": {"zone-a": {"cpu": 2,}, "zone-b": {"cpu": 1}},
+    "task_configuration": {
+        "name": "echo-server",
+        "command": "echo started $CEREBRO_INSTANCE; echo oops >&2; sleep 601",
+        "cpu": .25, "mem": 20, "ensure_alive": true,
+    },
+},
+"#,
+    );
+    let plan = stdout(&cluster.cli(&["updatejobcfg", "--dry-run", &file]));
+    assert!(
+        plan.contains("echo-server") && plan.contains("dry run"),
+        "{plan}"
+    );
+
+    let applied = stdout(&cluster.cli(&["updatejobcfg", &file]));
+    assert!(
+        applied.contains("echo-server") && applied.contains("created"),
+        "{applied}"
+    );
+    let again = stdout(&cluster.cli(&["updatejobcfg", &file]));
+    assert!(again.contains("unchanged"), "{again}");
+    cluster.wait_job_running("echo-server", 3);
+
+    let jobs = stdout(&cluster.cli(&["listjobs"]));
+    let header = jobs.lines().next().unwrap();
+    assert!(
+        header.starts_with("JOB") && header.contains("RUNNING"),
+        "{jobs}"
+    );
+    assert!(jobs.contains("3/3"), "{jobs}");
+    let json: Value = serde_json::from_str(&stdout(&cluster.cli(&["listjobs", "--json"]))).unwrap();
+    assert_eq!(json[0]["name"], "echo-server");
+
+    let machines = stdout(&cluster.cli(&["listmachines"]));
+    assert!(
+        machines.contains("zone-a") && machines.contains("zone-b") && machines.contains("ready"),
+        "{machines}"
+    );
+
+    let status = stdout(&cluster.cli(&["status"]));
+    assert!(status.contains("3/3 instances running"), "{status}");
+    let job_status = stdout(&cluster.cli(&["status", "echo-server"]));
+    assert_eq!(
+        job_status
+            .lines()
+            .filter(|l| l.contains("  running  "))
+            .count(),
+        3,
+        "{job_status}"
+    );
+
+    let logs = wait_for(TIMEOUT, "the instance's output", || {
+        let out = stdout(&cluster.cli(&["logs", "echo-server", "--instance", "1", "--tail", "5"]));
+        out.contains("started").then_some(out)
+    });
+    assert!(logs.contains("started"), "{logs}");
+    let errors = stdout(&cluster.cli(&["logs", "echo-server", "--stderr"]));
+    assert!(errors.contains("oops"), "{errors}");
+
+    let update = stdout(&cluster.cli(&[
+        "updatejob",
+        "echo-server",
+        "--version",
+        "v7",
+        "--min-healthy",
+        "0.2",
+    ]));
+    assert!(update.contains("generation 2"), "{update}");
+    wait_for(TIMEOUT, "the update to finish", || {
+        cluster.job("echo-server")["rollout"]
+            .is_null()
+            .then_some(())
+    });
+    assert_eq!(cluster.job("echo-server")["version"], "v7");
+
+    let events = stdout(&cluster.cli(&["events", "--limit", "200"]));
+    assert!(events.contains("rolling update"), "{events}");
+
+    let idle = stdout(&cluster.cli(&["updateidlelimit", "0", "--zone", "zone-b"]));
+    assert!(idle.contains("zone-b"), "{idle}");
+
+    let removed = stdout(&cluster.cli(&["removejob", "echo-server"]));
+    assert!(removed.contains("removed"), "{removed}");
+    wait_for(TIMEOUT, "the instances to stop", || {
+        workloads("601").is_empty().then_some(())
+    });
+}
+
+#[test]
+fn a_broken_job_file_reports_file_line_and_column_and_sends_nothing() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let file = write_job(
+        &cluster,
+        "broken.conf",
+        "{\n    \"deployment_layout\": {\"zone-a\": {\"cpu\": 1}},\n    \"task_configuration\": {\n        \"name\": \"x\",\n        \"command\": \"true\",\n        \"mem\": \"lots\",\n    },\n}\n",
+    );
+    let output = cluster.cli(&["updatejobcfg", &file]);
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains(&format!("{file}:6:16")),
+        "file:line:column of the bad value: {error}"
+    );
+    assert!(error.contains("task_configuration.mem"), "{error}");
+    assert_eq!(error.trim().lines().count(), 1, "one clear line: {error}");
+    assert!(cluster.get("/api/v1/jobs").as_array().unwrap().is_empty());
+}
+
+#[test]
+fn an_unreachable_cluster_is_named() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let output = std::process::Command::new(bin("cerebro"))
+        .args(["--cluster", "http://127.0.0.1:9", "listjobs"])
+        .env("XDG_CONFIG_HOME", cluster.path().join("config"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("cannot reach the cluster at http://127.0.0.1:9"),
+        "{error}"
+    );
+}
+
+#[test]
+fn mutations_need_the_token() {
+    let cluster = Cluster::start(ClusterOptions {
+        token: Some("right"),
+        ..Default::default()
+    });
+    let output = std::process::Command::new(bin("cerebro"))
+        .args(["--cluster", &cluster.base_url, "updateidlelimit", "3"])
+        .env("XDG_CONFIG_HOME", cluster.path().join("config"))
+        .env("CEREBRO_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The URL given once is remembered.
+    let output = std::process::Command::new(bin("cerebro"))
+        .args(["listjobs"])
+        .env("XDG_CONFIG_HOME", cluster.path().join("config"))
+        .env_remove("CEREBRO_CLUSTER")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -1,0 +1,362 @@
+//! A whole cluster on one machine: the clustersitter with the local
+//! provider, real machinesitters, tasksitters and workloads.
+
+use cerebro_tests::*;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+fn zones_of(instances: &[Value]) -> BTreeMap<String, usize> {
+    let mut zones = BTreeMap::new();
+    for instance in instances {
+        *zones
+            .entry(instance["zone"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    zones
+}
+
+fn machine_zone(cluster: &Cluster, id: &str) -> String {
+    cluster.get(&format!("/api/v1/machines/{id}"))["zone"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_two_zone_job_runs_as_its_layout_says() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let (code, reply) = cluster.put_job(&job(
+        "web",
+        "501",
+        0.5,
+        json!({"zone-a": {"cpu": 2}, "zone-b": {"cpu": 1, "mem": 64}}),
+    ));
+    assert_eq!(code, 201, "{reply}");
+    let instances = cluster.wait_job_running("web", 3);
+    assert_eq!(
+        zones_of(&instances),
+        BTreeMap::from([("zone-a".into(), 2), ("zone-b".into(), 1)])
+    );
+    for instance in &instances {
+        let machine = instance["machine"].as_str().unwrap();
+        assert_eq!(
+            machine_zone(&cluster, machine),
+            instance["zone"],
+            "an instance runs in its zone"
+        );
+        let pid = instance["pid"].as_u64().unwrap() as i32;
+        assert_eq!(cmdline(pid), ["sleep", "501"]);
+    }
+    assert_eq!(workloads("501").len(), 3, "exactly the three instances run");
+    let b = cluster
+        .machines()
+        .into_iter()
+        .find(|m| m["zone"] == "zone-b")
+        .unwrap();
+    assert_eq!(
+        b["reserved"]["mem_mb"], 64.0,
+        "an instance reserves max(task mem, zone mem)"
+    );
+    assert_eq!(b["reserved"]["cpu"], 0.5);
+}
+
+#[test]
+fn a_killed_machine_is_replaced_and_its_instances_run_again() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    cluster.put_job(&job("api", "502", 1.5, json!({"zone-a": {"cpu": 2}})));
+    let instances = cluster.wait_job_running("api", 2);
+    let victim = instances[0]["machine"].as_str().unwrap().to_string();
+    let survivor = instances[1]["machine"].as_str().unwrap().to_string();
+    assert_ne!(victim, survivor, "1.5 cores each: one instance per machine");
+    let old_pid = instances[0]["pid"].as_u64().unwrap() as i32;
+
+    cluster.kill_machine(&victim);
+    wait_for(
+        TIMEOUT,
+        "the killed machine's workload to die with it",
+        || process_gone(old_pid).then_some(()),
+    );
+    let instances = wait_for(
+        TIMEOUT,
+        "a replacement machine running the instance",
+        || {
+            let instances = cluster.wait_job_running("api", 2);
+            instances
+                .iter()
+                .all(|i| i["machine"] != victim.as_str())
+                .then_some(instances)
+        },
+    );
+    assert!(
+        instances.iter().any(|i| i["machine"] == survivor.as_str()),
+        "the healthy machine keeps its instance"
+    );
+    wait_for(TIMEOUT, "the dead machine to be dropped", || {
+        cluster
+            .machines()
+            .iter()
+            .all(|m| m["id"] != victim.as_str())
+            .then_some(())
+    });
+    assert_eq!(workloads("502").len(), 2);
+    let events = cluster.get("/api/v1/events?limit=500");
+    let about_victim: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["subject"] == victim.as_str())
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        about_victim.iter().any(|m| m.contains("unreachable")),
+        "{about_victim:?}"
+    );
+    assert!(
+        about_victim.iter().any(|m| m.contains("decommissioning")),
+        "{about_victim:?}"
+    );
+    assert!(about_victim.contains(&"terminated"), "{about_victim:?}");
+}
+
+#[test]
+fn kill9_of_the_clustersitter_loses_nothing_and_duplicates_nothing() {
+    let mut cluster = Cluster::start(ClusterOptions::default());
+    cluster.put_job(&job(
+        "db",
+        "503",
+        1.5,
+        json!({"zone-a": {"cpu": 2}, "zone-b": {"cpu": 1}}),
+    ));
+    let mut transient = job("scratch", "504", 0.1, json!({"zone-b": {"cpu": 1}}));
+    transient["persistent"] = json!(false);
+    cluster.put_job(&transient);
+    let before = cluster.wait_job_running("db", 3);
+    cluster.wait_job_running("scratch", 1);
+    let machines_before: Vec<Value> = cluster.machines().iter().map(|m| m["id"].clone()).collect();
+
+    cluster.kill9();
+    cluster.boot();
+
+    let after = cluster.wait_job_running("db", 3);
+    let pids = |instances: &[Value]| {
+        instances
+            .iter()
+            .map(|i| (i["machine"].clone(), i["pid"].clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        pids(&before),
+        pids(&after),
+        "the same machines run the same workloads"
+    );
+    let machines_after: Vec<Value> = cluster.machines().iter().map(|m| m["id"].clone()).collect();
+    assert_eq!(
+        machines_before, machines_after,
+        "running machines are adopted, not provisioned again"
+    );
+    assert_eq!(workloads("503").len(), 3);
+    let (code, _) = cluster.request("GET", "/api/v1/jobs/scratch", None);
+    assert_eq!(code, 404, "a non-persistent job does not survive a restart");
+    wait_for(TIMEOUT, "the dropped job's instance to stop", || {
+        workloads("504").is_empty().then_some(())
+    });
+    let machinesitters = processes(|argv| {
+        argv.first().is_some_and(|a| a.ends_with("machinesitter"))
+            && argv
+                .iter()
+                .any(|a| a.starts_with(&cluster.path().display().to_string()))
+    });
+    assert_eq!(
+        machinesitters.len(),
+        machines_after.len(),
+        "one machinesitter per machine"
+    );
+}
+
+#[test]
+fn idle_machines_beyond_the_limit_are_decommissioned() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    cluster.put_job(&job("batch", "505", 1.5, json!({"zone-a": {"cpu": 3}})));
+    cluster.wait_job_running("batch", 3);
+    assert_eq!(cluster.machines().len(), 3);
+    let (code, _) = cluster.request("DELETE", "/api/v1/jobs/batch", None);
+    assert_eq!(code, 200);
+    wait_for(TIMEOUT, "idle machines down to the limit of 1", || {
+        let machines = cluster.machines();
+        (machines.len() == 1 && workloads("505").is_empty()).then_some(())
+    });
+    let (code, status) = cluster.request("PUT", "/api/v1/idle-limit", Some(r#"{"limit": 0}"#));
+    assert_eq!(code, 200, "{status}");
+    wait_for(TIMEOUT, "no machines left", || {
+        cluster.machines().is_empty().then_some(())
+    });
+    let leftovers = processes(|argv| {
+        argv.iter()
+            .any(|a| a.starts_with(&cluster.path().join("state/machines").display().to_string()))
+    });
+    assert!(
+        leftovers.is_empty(),
+        "terminated machines leave no process: {leftovers:?}"
+    );
+}
+
+#[test]
+fn a_linked_job_follows_its_master_and_restarts_when_it_is_updated() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    cluster.put_job(&job("master", "506", 1.5, json!({"zone-a": {"cpu": 2}})));
+    let mut sidecar = job("sidecar", "507", 0.25, json!({}));
+    sidecar["linked_job"] = json!("master");
+    let (code, reply) = cluster.put_job(&sidecar);
+    assert_eq!(code, 201, "{reply}");
+    let masters = cluster.wait_job_running("master", 2);
+    let sidecars = cluster.wait_job_running("sidecar", 2);
+    let machines = |instances: &[Value]| {
+        let mut m: Vec<String> = instances
+            .iter()
+            .map(|i| i["machine"].as_str().unwrap().to_string())
+            .collect();
+        m.sort();
+        m
+    };
+    assert_eq!(
+        machines(&masters),
+        machines(&sidecars),
+        "the sidecar runs on every and only the master's machines"
+    );
+    let sidecar_pids: Vec<Value> = sidecars.iter().map(|i| i["pid"].clone()).collect();
+
+    let (code, reply) = cluster.request(
+        "POST",
+        "/api/v1/jobs/master/update",
+        Some(r#"{"min_healthy_secs": 0.5}"#),
+    );
+    assert_eq!(code, 200, "{reply}");
+    wait_for(TIMEOUT, "every sidecar to restart", || {
+        let now = cluster.wait_job_running("sidecar", 2);
+        now.iter()
+            .all(|i| !sidecar_pids.contains(&i["pid"]))
+            .then_some(())
+    });
+    let (code, reply) = cluster.request("DELETE", "/api/v1/jobs/master", None);
+    assert_eq!(code, 409, "a master with linked jobs stays: {reply}");
+}
+
+#[test]
+fn a_rolling_update_restarts_one_machine_at_a_time() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    cluster.put_job(&job("rolling", "508", 1.5, json!({"zone-a": {"cpu": 3}})));
+    let before = cluster.wait_job_running("rolling", 3);
+    let (code, reply) = cluster.request(
+        "POST",
+        "/api/v1/jobs/rolling/update",
+        Some(r#"{"version": "v2", "min_healthy_secs": 1}"#),
+    );
+    assert_eq!(code, 200, "{reply}");
+    let after = wait_for(TIMEOUT, "every instance at the new generation", || {
+        let job = cluster.job("rolling");
+        let instances = job["instances"].as_array()?.clone();
+        (job["rollout"].is_null()
+            && instances
+                .iter()
+                .all(|i| i["generation"] == 2 && i["state"] == "running")
+            && instances
+                .iter()
+                .zip(&before)
+                .all(|(a, b)| a["pid"] != b["pid"]))
+        .then_some(instances)
+    });
+    let mut starts: Vec<u64> = after
+        .iter()
+        .map(|i| i["started_at_ms"].as_u64().unwrap())
+        .collect();
+    starts.sort();
+    for pair in starts.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= 1000,
+            "each machine waits for the previous one to be healthy 1 s: {starts:?}"
+        );
+    }
+    let pid = after[0]["pid"].as_u64().unwrap();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(environ
+        .split(|b| *b == 0)
+        .any(|kv| kv == b"CEREBRO_JOB_VERSION=v2"));
+}
+
+#[test]
+fn jobs_for_zones_the_cluster_does_not_serve_are_refused_by_name() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let seed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/jobs/seed-job-example.conf"
+    ))
+    .unwrap();
+    let (code, reply) = cluster.request("PUT", "/api/v1/jobs/Portal%20Server", Some(&seed));
+    assert_eq!(code, 400, "{reply}");
+    let text = reply.to_string();
+    assert!(
+        text.contains("aws-us-east-1b") && text.contains("aws-us-west-2a"),
+        "names the zones: {text}"
+    );
+    assert!(
+        text.contains("zone-a, zone-b"),
+        "names the zones the cluster serves: {text}"
+    );
+    let (code, jobs) = cluster.request("GET", "/api/v1/jobs", None);
+    assert_eq!((code, jobs), (200, json!([])));
+}
+
+#[test]
+fn the_seed_example_runs_on_a_cluster_serving_its_zones() {
+    let cluster = Cluster::start(ClusterOptions {
+        zones: vec!["aws-us-west-2a", "aws-us-east-1b"],
+        machine_cpu: 4.0,
+        machine_mem: 2048.0,
+        ..Default::default()
+    });
+    let seed = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/jobs/seed-job-example.conf"
+    );
+    let output = cluster.cli(&["updatejobcfg", "--dry-run", seed]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let plan = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        plan.contains("Portal Server") && plan.contains("would be provisioned"),
+        "{plan}"
+    );
+    assert!(
+        cluster.get("/api/v1/jobs").as_array().unwrap().is_empty(),
+        "a dry run applies nothing"
+    );
+    let output = cluster.cli(&["updatejobcfg", seed]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let job = cluster.job("Portal Server");
+    assert_eq!(
+        job["desired_instances"], 11,
+        "1 in us-west-2a and 10 in us-east-1b"
+    );
+    assert_eq!(
+        job["spec"]["recipe_options"]["release_dir"],
+        "/opt/startup/releases/"
+    );
+    assert_eq!(job["spec"]["dns_basename"], "redis.startup.com");
+    // 10 instances of 0.5 cores and 1200 MB on 4-core, 2048 MB machines: one per machine.
+    let placed = wait_for(TIMEOUT, "every instance placed", || {
+        let job = cluster.job("Portal Server");
+        let instances = job["instances"].as_array()?.clone();
+        instances
+            .iter()
+            .all(|i| i["machine"].is_string())
+            .then_some(instances)
+    });
+    assert_eq!(placed.len(), 11);
+}
