@@ -20,7 +20,7 @@ use cerebro_types::job_file::parse_jobs;
 use cerebro_types::time::now_ms;
 use cerebro_types::LogChunk;
 use cerebro_web::html::encode_path_segment;
-use cerebro_web::{require_token, ApiError, HttpClient, Token};
+use cerebro_web::{parse_json_body, require_token, ApiError, HttpClient, Token};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -227,16 +227,7 @@ async fn update_job(
     let request: UpdateRequest = if body.iter().all(u8::is_ascii_whitespace) {
         UpdateRequest::default()
     } else {
-        let mut de = serde_json::Deserializer::from_slice(&body);
-        serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." {
-                "body".to_string()
-            } else {
-                path
-            };
-            ApiError::bad_field(field, e.into_inner().to_string())
-        })?
+        parse_json_body(&body)?
     };
     if let Some(secs) = request.min_healthy_secs {
         if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
@@ -457,16 +448,7 @@ async fn register(
     State(app): State<AppState>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<RegisterReply>), ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(&body);
-    let request: RegisterRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." {
-            "body".to_string()
-        } else {
-            path
-        };
-        ApiError::bad_field(field, e.into_inner().to_string())
-    })?;
+    let request: RegisterRequest = parse_json_body(&body)?;
     if request.address.parse::<std::net::SocketAddr>().is_err() {
         return Err(ApiError::bad_field("address", "must be IP:PORT"));
     }
@@ -567,16 +549,7 @@ async fn set_idle_limit(
     State(app): State<AppState>,
     body: Bytes,
 ) -> Result<Json<ClusterStatus>, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(&body);
-    let request: IdleLimitRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." {
-            "body".to_string()
-        } else {
-            path
-        };
-        ApiError::bad_field(field, e.into_inner().to_string())
-    })?;
+    let request: IdleLimitRequest = parse_json_body(&body)?;
     let status = {
         let mut cluster = lock(&app.cluster);
         match &request.zone {

@@ -20,7 +20,6 @@ use provider::{LocalProvider, MachineProvider};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use store::{ClusterState, MachineRecord};
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Notify;
 
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +92,8 @@ pub async fn run(config: ClusterConfig) -> Result<(), ClusterError> {
         cerebro_web::fs::atomic_write(path, bound.to_string().as_bytes()).map_err(state_error)?;
     }
     tracing::info!(%bound, cluster = %config.cluster_name, "clustersitter serving; overview at {cluster_url}/overview");
-    let mut sigterm = signal(SignalKind::terminate()).map_err(ClusterError::Signal)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(ClusterError::Signal)?;
+    let mut signals =
+        cerebro_web::daemon::ShutdownSignals::install().map_err(ClusterError::Signal)?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let reconciler = tokio::spawn(
         reconcile::Reconciler::new(
@@ -113,22 +112,8 @@ pub async fn run(config: ClusterConfig) -> Result<(), ClusterError> {
         },
         config.token.clone(),
     );
-    let mut server_shutdown = shutdown_rx;
-    let server = tokio::spawn(async move {
-        let stopped = async move {
-            let _ = server_shutdown.changed().await;
-        };
-        if let Err(error) = axum::serve(listener, app)
-            .with_graceful_shutdown(stopped)
-            .await
-        {
-            tracing::error!(%error, "HTTP server stopped");
-        }
-    });
-    tokio::select! {
-        _ = sigterm.recv() => {}
-        _ = sigint.recv() => {}
-    }
+    let server = cerebro_web::daemon::spawn_server(listener, app, shutdown_rx);
+    signals.wait().await;
     tracing::info!(on_exit = ?config.on_exit, "shutting down");
     let _ = shutdown_tx.send(true);
     let reconciler = reconciler.await.ok();
@@ -310,21 +295,10 @@ async fn terminate_all(cluster: &Arc<Mutex<Cluster>>, provider: &dyn MachineProv
 /// The whole `main` of `clustersitter` and `cerebrod`: parse, validate, run.
 /// Bad flags or config exit 2; a failure while running exits 1.
 pub fn main_entry() -> std::process::ExitCode {
-    use clap::Parser;
     cerebro_web::logging::init_tracing();
-    let cli = match config::Cli::try_parse() {
+    let cli: config::Cli = match cerebro_web::daemon::parse_flags("clustersitter") {
         Ok(cli) => cli,
-        Err(error) if !error.use_stderr() => error.exit(),
-        Err(error) => {
-            let rendered = error.render().to_string();
-            let message: Vec<&str> = rendered
-                .lines()
-                .map(str::trim)
-                .take_while(|l| !l.is_empty())
-                .collect();
-            eprintln!("clustersitter: {} (see --help)", message.join(" "));
-            return std::process::ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let config = match cli.into_config() {
         Ok(config) => config,

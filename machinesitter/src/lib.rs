@@ -13,7 +13,6 @@ use config::{MachineConfig, OnExit};
 use machine::Reconciler;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Notify;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,8 +62,8 @@ pub async fn run(config: MachineConfig) -> Result<(), MachineError> {
         })?;
     }
     tracing::info!(%bound, machine = %config.machine_id, "machinesitter serving");
-    let mut sigterm = signal(SignalKind::terminate()).map_err(MachineError::Signal)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(MachineError::Signal)?;
+    let mut signals =
+        cerebro_web::daemon::ShutdownSignals::install().map_err(MachineError::Signal)?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let reconciler =
         tokio::spawn(Reconciler::new(machine.clone(), notify.clone()).run(shutdown_rx.clone()));
@@ -89,22 +88,8 @@ pub async fn run(config: MachineConfig) -> Result<(), MachineError> {
         },
         config.token.clone(),
     );
-    let mut server_shutdown = shutdown_rx;
-    let server = tokio::spawn(async move {
-        let stopped = async move {
-            let _ = server_shutdown.changed().await;
-        };
-        if let Err(error) = axum::serve(listener, app)
-            .with_graceful_shutdown(stopped)
-            .await
-        {
-            tracing::error!(%error, "HTTP server stopped");
-        }
-    });
-    tokio::select! {
-        _ = sigterm.recv() => {}
-        _ = sigint.recv() => {}
-    }
+    let server = cerebro_web::daemon::spawn_server(listener, app, shutdown_rx);
+    signals.wait().await;
     tracing::info!(on_exit = ?config.on_exit, "shutting down");
     let _ = shutdown_tx.send(true);
     let _ = poller.await;

@@ -1,32 +1,13 @@
-use clap::error::ErrorKind;
-use clap::Parser;
 use machinesitter::config::Cli;
 use std::process::exit;
 
-const USAGE_ERROR: i32 = 2;
+const USAGE_ERROR: i32 = cerebro_web::daemon::USAGE_ERROR as i32;
 
 fn main() {
     cerebro_web::logging::init_tracing();
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match cerebro_web::daemon::parse_flags("machinesitter") {
         Ok(cli) => cli,
-        Err(error)
-            if matches!(
-                error.kind(),
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-            ) =>
-        {
-            error.exit()
-        }
-        Err(error) => {
-            let rendered = error.render().to_string();
-            let message: Vec<&str> = rendered
-                .lines()
-                .map(str::trim)
-                .take_while(|l| !l.is_empty())
-                .collect();
-            eprintln!("machinesitter: {} (see --help)", message.join(" "));
-            exit(USAGE_ERROR);
-        }
+        Err(_) => exit(USAGE_ERROR),
     };
     let config = match cli.into_config() {
         Ok(config) => config,

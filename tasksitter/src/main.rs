@@ -1,11 +1,9 @@
-use clap::error::ErrorKind;
-use clap::Parser;
 use std::path::PathBuf;
 use std::process::exit;
 use tasksitter::cli::Cli;
 
 /// Exit status for bad flags and failures to start, as clap uses for usage errors.
-const USAGE_ERROR: i32 = 2;
+const USAGE_ERROR: i32 = cerebro_web::daemon::USAGE_ERROR as i32;
 
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -17,27 +15,9 @@ fn main() {
         exit(tasksitter::supervisor::guard_main(&dirs));
     }
     cerebro_web::logging::init_tracing();
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match cerebro_web::daemon::parse_flags("tasksitter") {
         Ok(cli) => cli,
-        Err(error)
-            if matches!(
-                error.kind(),
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-            ) =>
-        {
-            error.exit()
-        }
-        Err(error) => {
-            // clap's message may continue on indented lines before a blank line; keep it to one line.
-            let rendered = error.render().to_string();
-            let message: Vec<&str> = rendered
-                .lines()
-                .map(str::trim)
-                .take_while(|l| !l.is_empty())
-                .collect();
-            eprintln!("tasksitter: {} (see --help)", message.join(" "));
-            exit(USAGE_ERROR);
-        }
+        Err(_) => exit(USAGE_ERROR),
     };
     let config = match cli.into_config() {
         Ok(config) => config,

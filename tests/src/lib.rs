@@ -89,6 +89,29 @@ pub fn workloads(marker: &str) -> Vec<i32> {
     })
 }
 
+/// Spawns a daemon started with `--address-file ADDRESS_FILE` and waits
+/// until it has written the address it listens on; fails the test if it
+/// exits first.
+pub fn spawn_listening(command: &mut Command, address_file: &Path, what: &str) -> (Child, String) {
+    let _ = std::fs::remove_file(address_file);
+    let mut child = command
+        .arg("--address-file")
+        .arg(address_file)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let address = wait_for(TIMEOUT, &format!("{what} to listen"), || {
+        if let Some(exit) = child.try_wait().unwrap() {
+            panic!("{what} exited at start: {exit}");
+        }
+        std::fs::read_to_string(address_file)
+            .ok()
+            .filter(|a| !a.is_empty())
+    });
+    (child, address)
+}
+
 pub struct Cluster {
     pub child: Option<Child>,
     pub dir: tempfile::TempDir,
@@ -179,25 +202,13 @@ impl Cluster {
 
     /// Starts the clustersitter on this cluster's config and state.
     pub fn boot(&mut self) {
-        let address_file = self.dir.path().join("address");
-        let _ = std::fs::remove_file(&address_file);
-        let mut child = Command::new(bin("clustersitter"))
-            .arg("--config")
-            .arg(&self.config_path)
-            .arg("--address-file")
-            .arg(&address_file)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn clustersitter");
-        let address = wait_for(TIMEOUT, "the clustersitter to listen", || {
-            if let Some(exit) = child.try_wait().unwrap() {
-                panic!("the clustersitter exited at start: {exit}");
-            }
-            std::fs::read_to_string(&address_file)
-                .ok()
-                .filter(|a| !a.is_empty())
-        });
+        let mut command = Command::new(bin("clustersitter"));
+        command.arg("--config").arg(&self.config_path);
+        let (child, address) = spawn_listening(
+            &mut command,
+            &self.dir.path().join("address"),
+            "the clustersitter",
+        );
         self.base_url = format!("http://{address}");
         self.child = Some(child);
     }

@@ -92,3 +92,18 @@ impl std::fmt::Display for ApiError {
         write!(f, "{} {}", self.status, self.body.error)
     }
 }
+
+/// Parses a JSON request body into `T`, naming the field of any error
+/// (`body` when the whole body is wrong).
+pub fn parse_json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "body".to_string()
+        } else {
+            path
+        };
+        ApiError::bad_field(field, e.into_inner().to_string())
+    })
+}

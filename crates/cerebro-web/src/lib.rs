@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod daemon;
 pub mod error;
 pub mod fs;
 pub mod html;
@@ -11,4 +12,4 @@ pub mod process;
 
 pub use auth::{load_token, require_token, Token, TokenError};
 pub use client::{ClientError, HttpClient};
-pub use error::ApiError;
+pub use error::{parse_json_body, ApiError};

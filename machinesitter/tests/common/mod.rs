@@ -5,10 +5,10 @@
 #![allow(dead_code)]
 
 #[allow(unused_imports)]
-pub use cerebro_tests::{cmdline, encode, process_gone, processes, wait_for};
+pub use cerebro_tests::{cmdline, encode, process_gone, processes, spawn_listening, wait_for};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Once;
 use std::time::Duration;
 
@@ -70,30 +70,20 @@ impl MachineSitter {
 
     /// Starts the machinesitter process on the same state dir.
     pub fn boot(&mut self) {
-        let address_file = self.state.path().join("address");
-        let _ = std::fs::remove_file(&address_file);
         let mut command = Command::new(env!("CARGO_BIN_EXE_machinesitter"));
         if !self.args.iter().any(|a| a == "--tasksitter-bin") {
             command.arg("--tasksitter-bin").arg(tasksitter_bin());
         }
-        let mut child = command
+        command
             .arg("--state-dir")
             .arg(self.state_dir())
-            .args(["--port", "0", "--address-file"])
-            .arg(&address_file)
-            .args(&self.args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn machinesitter");
-        let address = wait_for(TIMEOUT, "the machinesitter to listen", || {
-            if let Some(exit) = child.try_wait().unwrap() {
-                panic!("the machinesitter exited at start: {exit}");
-            }
-            std::fs::read_to_string(&address_file)
-                .ok()
-                .filter(|a| !a.is_empty())
-        });
+            .args(["--port", "0"])
+            .args(&self.args);
+        let (child, address) = spawn_listening(
+            &mut command,
+            &self.state.path().join("address"),
+            "the machinesitter",
+        );
         self.base_url = format!("http://{address}");
         self.child = Some(child);
     }
