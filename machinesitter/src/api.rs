@@ -115,15 +115,7 @@ fn parse_spec(name: &str, body: &[u8]) -> Result<TaskSpec, ApiError> {
         }
         Some(_) => {}
     }
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." {
-            "body".to_string()
-        } else {
-            path
-        };
-        ApiError::bad_field(field, e.into_inner().to_string())
-    })
+    serde_path_to_error::deserialize(value).map_err(cerebro_web::field_error)
 }
 
 async fn put_task(

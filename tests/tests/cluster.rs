@@ -302,8 +302,30 @@ fn jobs_for_zones_the_cluster_does_not_serve_are_refused_by_name() {
         text.contains("zone-a, zone-b"),
         "names the zones the cluster serves: {text}"
     );
+    let bad = "{\n  \"deployment_layout\": {\"zone-a\": {\"cpu\": 1}},\n  \"task_configuration\": {\"name\": \"x\", \"command\": \"true\", \"mem\": \"lots\"}\n}";
+    let (code, reply) = cluster.request("PUT", "/api/v1/jobs/x", Some(bad));
+    assert_eq!(code, 400, "{reply}");
+    assert_eq!(reply["field"], "task_configuration.mem", "{reply}");
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains("line 3, column 65"),
+        "{reply}"
+    );
+    let (code, reply) = cluster.request(
+        "PUT",
+        "/api/v1/jobs/other",
+        Some(&job("y", "509", 0.1, json!({"zone-a": {"cpu": 1}})).to_string()),
+    );
+    assert_eq!(
+        (code, reply["field"].as_str()),
+        (400, Some("task_configuration.name")),
+        "{reply}"
+    );
     let (code, jobs) = cluster.request("GET", "/api/v1/jobs", None);
-    assert_eq!((code, jobs), (200, json!([])));
+    assert_eq!(code, 200);
+    assert_eq!(jobs, json!([]), "nothing half-applied");
 }
 
 #[test]

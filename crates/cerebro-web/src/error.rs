@@ -97,13 +97,16 @@ impl std::fmt::Display for ApiError {
 /// (`body` when the whole body is wrong).
 pub fn parse_json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." {
-            "body".to_string()
-        } else {
-            path
-        };
-        ApiError::bad_field(field, e.into_inner().to_string())
-    })
+    serde_path_to_error::deserialize(&mut deserializer).map_err(field_error)
+}
+
+/// A 400 naming the field a deserialization error happened at.
+pub fn field_error<E: std::fmt::Display>(error: serde_path_to_error::Error<E>) -> ApiError {
+    let path = error.path().to_string();
+    let field = if path == "." {
+        "body".to_string()
+    } else {
+        path
+    };
+    ApiError::bad_field(field, error.into_inner().to_string())
 }

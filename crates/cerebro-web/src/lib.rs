@@ -12,4 +12,4 @@ pub mod process;
 
 pub use auth::{load_token, require_token, Token, TokenError};
 pub use client::{ClientError, HttpClient};
-pub use error::{parse_json_body, ApiError};
+pub use error::{field_error, parse_json_body, ApiError};
