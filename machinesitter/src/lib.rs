@@ -140,6 +140,12 @@ async fn register_with_cluster(
                 retry = Duration::from_millis(200);
                 REGISTER_EVERY
             }
+            Err(error) if error.status().is_some_and(|s| (400..500).contains(&s)) => {
+                // Refused (a decommissioned machine, a bad token): asking
+                // again soon would not change the answer.
+                tracing::warn!(%error, "the cluster refused the registration");
+                REGISTER_EVERY
+            }
             Err(error) => {
                 tracing::warn!(%error, "cannot register with the cluster; retrying");
                 retry = (retry * 2).min(Duration::from_secs(10));

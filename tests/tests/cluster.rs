@@ -382,3 +382,90 @@ fn the_seed_example_runs_on_a_cluster_serving_its_zones() {
     });
     assert_eq!(placed.len(), 11);
 }
+
+#[test]
+fn machines_register_join_and_a_replaced_machine_that_returns_loses_its_stale_tasks() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    cluster.put_job(&job("svc", "510", 1.5, json!({"zone-a": {"cpu": 1}})));
+    let instances = cluster.wait_job_running("svc", 1);
+    let victim = instances[0]["machine"].as_str().unwrap().to_string();
+    cluster.kill_machine(&victim);
+    wait_for(TIMEOUT, "the victim to be replaced and dropped", || {
+        let running = cluster.wait_job_running("svc", 1);
+        (running[0]["machine"] != victim.as_str()
+            && cluster
+                .machines()
+                .iter()
+                .all(|m| m["id"] != victim.as_str()))
+        .then_some(())
+    });
+
+    // The old machine comes back (say, after a network partition) with the task it ran.
+    let start_machine = |id: &str, zone: &str, dir: &str, register: bool| {
+        let mut command = std::process::Command::new(bin("machinesitter"));
+        command
+            .args([
+                "--port",
+                "0",
+                "--machine-id",
+                id,
+                "--zone",
+                zone,
+                "--state-dir",
+            ])
+            .arg(cluster.path().join(dir));
+        if register {
+            command.args(["--cluster-url", &cluster.base_url]);
+        }
+        spawn_listening(
+            &mut command,
+            &cluster.path().join(format!("{dir}.address")),
+            id,
+        )
+    };
+    let (mut cut_off, address) = start_machine(&victim, "zone-a", "returned", false);
+    let http = reqwest::blocking::Client::new();
+    let stale = json!({"command": "sleep 510", "cpu": 0.1, "mem": 10});
+    let response = http
+        .put(format!("http://{address}/api/v1/tasks/svc%230"))
+        .json(&stale)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    wait_for(TIMEOUT, "the stale copy to run", || {
+        (workloads("510").len() == 2).then_some(())
+    });
+    cut_off.kill().unwrap();
+    cut_off.wait().unwrap();
+    // Back on the network: it re-adopts its task and registers.
+    let (_returned, address) = start_machine(&victim, "zone-a", "returned", true);
+    wait_for(TIMEOUT, "the stale task to be removed", || {
+        let tasks: Value = http
+            .get(format!("http://{address}/api/v1/tasks"))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        tasks.as_array()?.is_empty().then_some(())
+    });
+    wait_for(TIMEOUT, "only the replacement to run", || {
+        (workloads("510").len() == 1).then_some(())
+    });
+    let events = cluster.get("/api/v1/events?limit=500");
+    assert!(
+        events
+            .to_string()
+            .contains("registered after being decommissioned"),
+        "{events}"
+    );
+
+    // A machine the cluster never saw joins by registering in a served zone.
+    let (_joined, _) = start_machine("hand-made-1", "zone-b", "hand-made", true);
+    wait_for(TIMEOUT, "the hand-made machine to join", || {
+        cluster
+            .machines()
+            .iter()
+            .any(|m| m["id"] == "hand-made-1" && m["zone"] == "zone-b" && m["state"] == "ready")
+            .then_some(())
+    });
+}
