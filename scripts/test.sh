@@ -18,6 +18,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
+# The web UI tests drive headless Chromium through chromedriver.
+browser=()
+command -v chromium >/dev/null || browser+=(chromium)
+command -v chromedriver >/dev/null || browser+=(chromium-driver)
+if [ ${#browser[@]} -gt 0 ]; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${browser[@]}"
+fi
+command -v chromium >/dev/null && command -v chromedriver >/dev/null || fail "chromium and chromedriver are needed for the UI tests"
 getent passwd nobody >/dev/null || fail "the user 'nobody' is missing"
 grep -qE ' - cgroup2? ' /proc/self/mountinfo || fail "no cgroup hierarchy is mounted; the cgroup tests cannot run"
 

@@ -32,12 +32,12 @@ pub struct AppState {
     pub cluster: SharedCluster,
     pub notify: Arc<Notify>,
     pub client: HttpClient,
+    pub sessions: crate::ui::Sessions,
 }
 
 pub fn router(state: AppState, token: Option<Token>) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/overview") }))
-        .route("/overview", get(crate::ui::overview))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .route("/api/v1/events", get(events))
@@ -48,6 +48,10 @@ pub fn router(state: AppState, token: Option<Token>) -> Router {
         )
         .route("/api/v1/jobs/{name}/update", post(update_job))
         .route(
+            "/api/v1/jobs/{name}/instances/{index}/restart",
+            post(restart_instance_handler),
+        )
+        .route(
             "/api/v1/jobs/{name}/instances/{index}/logs/{stream}",
             get(instance_logs),
         )
@@ -57,6 +61,8 @@ pub fn router(state: AppState, token: Option<Token>) -> Router {
         .route("/api/v1/machines/{id}", get(get_machine))
         .route("/api/v1/idle-limit", put(set_idle_limit))
         .layer(middleware::from_fn_with_state(token, require_token))
+        // The pages authenticate with a session cookie and a CSRF token instead.
+        .merge(crate::ui::routes())
         .with_state(state)
 }
 
@@ -187,16 +193,25 @@ async fn delete_job(
     State(app): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<JobReply>, ApiError> {
+    remove_job(&app, &name)?;
+    Ok(Json(JobReply {
+        result: "deleted".into(),
+        job: None,
+    }))
+}
+
+/// Removes a job unless others are linked to it; its instances stop.
+pub fn remove_job(app: &AppState, name: &str) -> Result<(), ApiError> {
     {
         let mut cluster = lock(&app.cluster);
-        if !cluster.state.jobs.contains_key(&name) {
-            return Err(no_such_job(&name));
+        if !cluster.state.jobs.contains_key(name) {
+            return Err(no_such_job(name));
         }
         let followers: Vec<String> = cluster
             .state
             .jobs
             .iter()
-            .filter(|(_, j)| j.spec.linked_job.as_deref() == Some(name.as_str()))
+            .filter(|(_, j)| j.spec.linked_job.as_deref() == Some(name))
             .map(|(n, _)| n.clone())
             .collect();
         if !followers.is_empty() {
@@ -205,15 +220,12 @@ async fn delete_job(
                 followers.join(", ")
             )));
         }
-        cluster.state.jobs.remove(&name);
-        cluster.event("job", &name, "removed; its instances stop");
+        cluster.state.jobs.remove(name);
+        cluster.event("job", name, "removed; its instances stop");
         persist_or_500(&cluster)?;
     }
     app.notify.notify_one();
-    Ok(Json(JobReply {
-        result: "deleted".into(),
-        job: None,
-    }))
+    Ok(())
 }
 
 /// Starts a rolling update: instances restart one machine at a time
@@ -229,6 +241,19 @@ async fn update_job(
     } else {
         parse_json_body(&body)?
     };
+    let view = start_rollout(&app, &name, &request)?;
+    Ok(Json(JobReply {
+        result: "updating".into(),
+        job: view,
+    }))
+}
+
+/// Starts (or retargets) a rolling update of `name`.
+pub fn start_rollout(
+    app: &AppState,
+    name: &str,
+    request: &UpdateRequest,
+) -> Result<Option<JobView>, ApiError> {
     if let Some(secs) = request.min_healthy_secs {
         if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
             return Err(ApiError::bad_field(
@@ -243,13 +268,13 @@ async fn update_job(
     let view = {
         let mut guard = lock(&app.cluster);
         let cluster = &mut *guard;
-        let hosting = cluster.machines_hosting(&name);
+        let hosting = cluster.machines_hosting(name);
         let default_healthy = cluster.config.min_healthy;
         let job = cluster
             .state
             .jobs
-            .get_mut(&name)
-            .ok_or_else(|| no_such_job(&name))?;
+            .get_mut(name)
+            .ok_or_else(|| no_such_job(name))?;
         // Machines keep what they run until the rollout reaches them.
         for machine in &hosting {
             let current = job.generation_on(machine);
@@ -279,19 +304,85 @@ async fn update_job(
                 .unwrap_or_default(),
             hosting.len()
         );
-        cluster.event("job", &name, message);
+        cluster.event("job", name, message);
         persist_or_500(cluster)?;
         cluster
             .state
             .jobs
-            .get(&name)
-            .map(|record| cluster.job_view(&name, record))
+            .get(name)
+            .map(|record| cluster.job_view(name, record))
     };
     app.notify.notify_one();
+    Ok(view)
+}
+
+/// The machine address and task name of instance `index` of `name`.
+fn locate_instance(app: &AppState, name: &str, index: usize) -> Result<(String, String), ApiError> {
+    let cluster = lock(&app.cluster);
+    if !cluster.state.jobs.contains_key(name) {
+        return Err(no_such_job(name));
+    }
+    let instances = cluster.instances_of(name);
+    let instance = instances.get(index).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "job '{name}' has {} instances (0 to {})",
+            instances.len(),
+            instances.len().saturating_sub(1)
+        ))
+    })?;
+    let machine = instance.machine.clone().ok_or_else(|| {
+        ApiError::conflict(format!("instance {index} of '{name}' is not placed yet"))
+    })?;
+    let address = cluster
+        .state
+        .machines
+        .get(&machine)
+        .and_then(|m| m.address.clone())
+        .ok_or_else(|| ApiError::conflict(format!("machine {machine} has no address yet")))?;
+    Ok((address, instance_task_name(&instance.job, instance.slot)))
+}
+
+async fn restart_instance_handler(
+    State(app): State<AppState>,
+    Path((name, index)): Path<(String, String)>,
+) -> Result<Json<JobReply>, ApiError> {
+    let index: usize = index
+        .parse()
+        .map_err(|_| ApiError::bad_field("index", "must be an instance number"))?;
+    restart_instance(&app, &name, index).await?;
     Ok(Json(JobReply {
-        result: "updating".into(),
-        job: view,
+        result: "restarting".into(),
+        job: None,
     }))
+}
+
+/// Restarts one instance through its machine (its spec is unchanged).
+pub async fn restart_instance(app: &AppState, name: &str, index: usize) -> Result<(), ApiError> {
+    let (address, task) = locate_instance(app, name, index)?;
+    let token = lock(&app.cluster)
+        .config
+        .token
+        .as_ref()
+        .map(|t| t.expose().to_string());
+    let url = format!(
+        "http://{address}/api/v1/tasks/{}/restart",
+        encode_path_segment(&task)
+    );
+    app.client
+        .post_json::<(), serde_json::Value>(&url, token.as_deref(), None)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("the machine did not answer: {e}"),
+            )
+        })?;
+    lock(&app.cluster).event(
+        "job",
+        name,
+        format!("instance {index} restarted by request"),
+    );
+    Ok(())
 }
 
 /// Only these query keys reach the machine, re-encoded from parsed numbers.
@@ -302,58 +393,48 @@ async fn instance_logs(
     Path((name, index, stream)): Path<(String, String, String)>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<LogChunk>, ApiError> {
-    if stream != "stdout" && stream != "stderr" {
-        return Err(ApiError::bad_field("stream", "must be stdout or stderr"));
-    }
     let index: usize = index
         .parse()
         .map_err(|_| ApiError::bad_field("index", "must be an instance number"))?;
     let mut params = Vec::new();
     for (key, value) in &query {
-        if !LOG_QUERY_KEYS.contains(&key.as_str()) {
+        let Some(key) = LOG_QUERY_KEYS.iter().find(|k| **k == key.as_str()) else {
             return Err(ApiError::bad_field(
                 key.clone(),
                 "unknown parameter (tail, offset, limit)",
             ));
-        }
+        };
         let number: u64 = value
             .parse()
-            .map_err(|_| ApiError::bad_field(key.clone(), "must be a whole number"))?;
-        params.push(format!("{key}={number}"));
+            .map_err(|_| ApiError::bad_field(*key, "must be a whole number"))?;
+        params.push((*key, number));
     }
-    let (address, task) = {
-        let cluster = lock(&app.cluster);
-        if !cluster.state.jobs.contains_key(&name) {
-            return Err(no_such_job(&name));
-        }
-        let instances = cluster.instances_of(&name);
-        let instance = instances.get(index).ok_or_else(|| {
-            ApiError::not_found(format!(
-                "job '{name}' has {} instances (0 to {})",
-                instances.len(),
-                instances.len().saturating_sub(1)
-            ))
-        })?;
-        let machine = instance.machine.clone().ok_or_else(|| {
-            ApiError::conflict(format!("instance {index} of '{name}' is not placed yet"))
-        })?;
-        let address = cluster
-            .state
-            .machines
-            .get(&machine)
-            .and_then(|m| m.address.clone())
-            .ok_or_else(|| ApiError::conflict(format!("machine {machine} has no address yet")))?;
-        (address, instance_task_name(&instance.job, instance.slot))
-    };
+    read_instance_log(&app, &name, index, &stream, &params)
+        .await
+        .map(Json)
+}
+
+/// Reads an instance's log through its machine; `params` are validated numbers.
+pub async fn read_instance_log(
+    app: &AppState,
+    name: &str,
+    index: usize,
+    stream: &str,
+    params: &[(&str, u64)],
+) -> Result<LogChunk, ApiError> {
+    if stream != "stdout" && stream != "stderr" {
+        return Err(ApiError::bad_field("stream", "must be stdout or stderr"));
+    }
+    let (address, task) = locate_instance(app, name, index)?;
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let url = format!(
         "http://{address}/api/v1/tasks/{}/logs/{stream}?{}",
         encode_path_segment(&task),
-        params.join("&")
+        query.join("&")
     );
     app.client
         .get_json::<LogChunk>(&url, None)
         .await
-        .map(Json)
         .map_err(|e| match e.status() {
             Some(404) => ApiError::not_found(format!("the machine does not run {task} yet")),
             _ => ApiError::new(
@@ -550,6 +631,14 @@ async fn set_idle_limit(
     body: Bytes,
 ) -> Result<Json<ClusterStatus>, ApiError> {
     let request: IdleLimitRequest = parse_json_body(&body)?;
+    apply_idle_limit(&app, &request).map(Json)
+}
+
+/// Sets the idle limit of one zone, or of every zone.
+pub fn apply_idle_limit(
+    app: &AppState,
+    request: &IdleLimitRequest,
+) -> Result<ClusterStatus, ApiError> {
     let status = {
         let mut cluster = lock(&app.cluster);
         match &request.zone {
@@ -584,7 +673,7 @@ async fn set_idle_limit(
         cluster.status()
     };
     app.notify.notify_one();
-    Ok(Json(status))
+    Ok(status)
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {

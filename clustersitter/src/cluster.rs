@@ -179,6 +179,9 @@ impl Cluster {
             state: report.map_or_else(|| "pending".to_string(), |s| s.state.kind().to_string()),
             pid: report.and_then(|s| s.pid),
             restarts: report.map_or(0, |s| s.restarts),
+            violations: report.map_or(0, |s| {
+                s.violations.memory + s.violations.cpu + s.violations.time
+            }),
             cpu_cores: report.map_or(0.0, |s| s.cpu_cores),
             rss_bytes: report.map_or(0, |s| s.rss_bytes),
             started_at_ms: report.and_then(|s| s.started_at_ms),

@@ -62,6 +62,9 @@ pub struct Cli {
     /// Allow a non-loopback bind without a token.
     #[arg(long)]
     pub insecure: bool,
+    /// Web pages need a login too (by default they are readable without one; actions always need it).
+    #[arg(long)]
+    pub ui_login_required: bool,
     /// Write the bound address (ip:port) here once listening.
     #[arg(long)]
     pub address_file: Option<PathBuf>,
@@ -89,6 +92,9 @@ pub struct FileConfig {
     /// Default time each machine's instances must run during a rolling update.
     pub min_healthy: Option<String>,
     pub on_exit: Option<OnExit>,
+    /// Web pages need a login too.
+    #[serde(default)]
+    pub ui_login_required: bool,
     #[serde(default)]
     pub jobs: Vec<PathBuf>,
     pub provider: Option<ProviderConfig>,
@@ -166,6 +172,7 @@ pub struct ClusterConfig {
     pub address_file: Option<PathBuf>,
     pub jobs: Vec<PathBuf>,
     pub provider: ProviderConfig,
+    pub ui_login_required: bool,
 }
 
 impl ClusterConfig {
@@ -341,6 +348,7 @@ impl Cli {
             min_healthy,
             on_exit: self.on_exit.or(file.on_exit).unwrap_or(OnExit::Leave),
             address_file: self.address_file,
+            ui_login_required: self.ui_login_required || file.ui_login_required,
             jobs,
             provider,
         };

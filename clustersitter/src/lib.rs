@@ -109,6 +109,7 @@ pub async fn run(config: ClusterConfig) -> Result<(), ClusterError> {
             cluster: cluster.clone(),
             notify,
             client: cerebro_web::HttpClient::new(Duration::from_secs(10), 2),
+            sessions: ui::Sessions::default(),
         },
         config.token.clone(),
     );

@@ -148,6 +148,9 @@ impl Reconciler {
                         tasks: tasks.into_iter().map(|t| (t.name.clone(), t)).collect(),
                         status,
                     };
+                    if let Some(previous) = cluster.reports.get(&id) {
+                        events.extend(task_changes(&id, previous, &report));
+                    }
                     cluster.reports.insert(id, report);
                 }
                 Err(error) => {
@@ -669,6 +672,43 @@ impl Reconciler {
     pub fn terminations_in_flight(&self) -> bool {
         !lock_set(&self.terminating).is_empty()
     }
+}
+
+/// What happened to a machine's tasks between two polls that a person
+/// should see: restarts and limit violations.
+fn task_changes(
+    machine: &str,
+    before: &MachineReport,
+    after: &MachineReport,
+) -> Vec<(String, String)> {
+    let mut changes = Vec::new();
+    for (name, task) in &after.tasks {
+        let (Some(now), Some(then)) = (
+            task.status.as_ref(),
+            before.tasks.get(name).and_then(|t| t.status.as_ref()),
+        ) else {
+            continue;
+        };
+        for (kind, was, is) in [
+            ("memory", then.violations.memory, now.violations.memory),
+            ("CPU", then.violations.cpu, now.violations.cpu),
+            ("time", then.violations.time, now.violations.time),
+        ] {
+            if is > was {
+                changes.push((
+                    machine.to_string(),
+                    format!("{name} violated its {kind} limit"),
+                ));
+            }
+        }
+        if now.restarts > then.restarts {
+            changes.push((
+                machine.to_string(),
+                format!("{name} restarted (restart {})", now.restarts),
+            ));
+        }
+    }
+    changes
 }
 
 fn lock_set(set: &Mutex<BTreeSet<String>>) -> std::sync::MutexGuard<'_, BTreeSet<String>> {

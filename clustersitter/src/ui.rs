@@ -1,77 +1,805 @@
-//! HTML pages for people. `/overview`: the cluster at a glance.
+//! The web UI: server-rendered pages (every asset embedded), refreshed in
+//! place by a small script, with actions behind a login that exchanges the
+//! cluster token for an HttpOnly session cookie; every form carries the
+//! session's CSRF token. Every value from jobs, tasks and logs is escaped.
 
-use crate::api::AppState;
-use crate::cluster::lock;
-use axum::extract::State;
-use axum::response::Html;
-use cerebro_types::time::format_rfc3339_ms;
-use cerebro_web::html::{escape, format_bytes, page, state_pill};
+use crate::api::{self, AppState};
+use crate::cluster::{lock, Cluster};
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use cerebro_types::cluster::{InstanceView, MachineState, UpdateRequest};
+use cerebro_types::time::{format_rfc3339_ms, now_ms};
+use cerebro_web::html::{
+    bar, encode_path_segment, escape, format_bytes, key_values, page_with_header, state_pill,
+};
+use serde::Deserialize;
+use std::collections::HashMap;
 use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 const NAV: &[(&str, &str)] = &[("/overview", "Overview"), ("/metrics", "Metrics")];
+const SESSION_COOKIE: &str = "cerebro_session";
+const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// How often pages refresh their data in place, in milliseconds.
+const REFRESH_MS: u32 = 3000;
 
-pub async fn overview(State(app): State<AppState>) -> Html<String> {
-    let cluster = lock(&app.cluster);
-    let status = cluster.status();
-    let mut body = format!(
-        "<h1>Cluster {}</h1><p>{} jobs, {} machines, {} of {} instances running</p>",
-        escape(&status.cluster),
-        status.jobs,
-        status.machines,
-        status.running_instances,
-        status.desired_instances
-    );
-    body.push_str("<h2>Jobs</h2><table><tr><th>Job</th><th>Instance</th><th>Zone</th><th>Machine</th><th>State</th><th>CPU</th><th>Memory</th><th>Logs</th></tr>");
-    for (name, record) in &cluster.state.jobs {
-        for instance in cluster.job_view(name, record).instances {
-            let logs = format!(
-                "/api/v1/jobs/{}/instances/{}/logs",
-                cerebro_web::html::encode_path_segment(name),
-                instance.index
-            );
-            let _ = write!(
-                body,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td><a href=\"{logs}/stdout?tail=200\">stdout</a> · <a href=\"{logs}/stderr?tail=200\">stderr</a></td></tr>",
-                escape(name),
-                instance.index,
-                escape(&instance.zone),
-                escape(instance.machine.as_deref().unwrap_or("—")),
-                state_pill(&instance.state),
-                instance.cpu_cores,
-                format_bytes(instance.rss_bytes),
-            );
+struct Session {
+    csrf: String,
+    created: Instant,
+}
+
+/// Logged-in browsers, by session id (in memory: a restart logs everyone out).
+#[derive(Clone, Default)]
+pub struct Sessions(Arc<Mutex<HashMap<String, Session>>>);
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The CSRF token of the request's live session, if it has one.
+    fn csrf_for(&self, headers: &HeaderMap) -> Option<String> {
+        let id = session_cookie(headers)?;
+        let mut sessions = self.lock();
+        sessions.retain(|_, s| s.created.elapsed() < SESSION_LIFETIME);
+        sessions.get(&id).map(|s| s.csrf.clone())
+    }
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_string())
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/overview", get(overview))
+        .route("/jobs/{name}", get(job_page))
+        .route("/machines/{id}", get(machine_page))
+        .route("/logs/{name}/{index}/{stream}", get(log_page))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/ui/jobs/{name}/update", post(update_action))
+        .route("/ui/jobs/{name}/remove", post(remove_action))
+        .route(
+            "/ui/jobs/{name}/instances/{index}/restart",
+            post(restart_action),
+        )
+        .route("/ui/idle-limit", post(idle_limit_action))
+}
+
+/// Who is looking: the CSRF token when logged in.
+struct Viewer {
+    csrf: Option<String>,
+}
+
+impl Viewer {
+    fn of(app: &AppState, headers: &HeaderMap) -> Self {
+        Self {
+            csrf: app.sessions.csrf_for(headers),
         }
     }
-    body.push_str("</table><h2>Machines</h2><table><tr><th>Machine</th><th>Zone</th><th>State</th><th>Address</th><th>Reserved</th><th>Instances</th></tr>");
-    for machine in cluster.state.machines.values() {
-        let view = cluster.machine_view(machine);
-        let state = format!("{:?}", view.state).to_lowercase();
+
+    fn header(&self) -> String {
+        match &self.csrf {
+            Some(csrf) => format!(
+                r#"<form class="inline" method="post" action="/logout"><input type="hidden" name="csrf" value="{}"><button type="submit">Log out</button></form>"#,
+                escape(csrf)
+            ),
+            None => r#"<a href="/login">Log in</a>"#.to_string(),
+        }
+    }
+
+    /// A one-button form posting to `action`, shown only to logged-in viewers.
+    fn button(&self, action: &str, label: &str, class: &str) -> String {
+        match &self.csrf {
+            Some(csrf) => format!(
+                r#"<form class="inline" method="post" action="{}"><input type="hidden" name="csrf" value="{}"><button type="submit" class="{class}">{}</button></form>"#,
+                escape(action),
+                escape(csrf),
+                escape(label)
+            ),
+            None => String::new(),
+        }
+    }
+}
+
+/// Pages are readable without a session unless `--ui-login-required`.
+fn render(app: &AppState, viewer: &Viewer, title: &str, body: String) -> Response {
+    if viewer.csrf.is_none() && lock(&app.cluster).config.ui_login_required {
+        return Redirect::to("/login").into_response();
+    }
+    Html(page_with_header(title, NAV, &viewer.header(), &body)).into_response()
+}
+
+fn job_link(name: &str) -> String {
+    format!(
+        r#"<a href="/jobs/{}">{}</a>"#,
+        encode_path_segment(name),
+        escape(name)
+    )
+}
+
+fn machine_link(id: &str) -> String {
+    format!(
+        r#"<a href="/machines/{}">{}</a>"#,
+        encode_path_segment(id),
+        escape(id)
+    )
+}
+
+fn log_links(job: &str, index: usize) -> String {
+    let base = format!("/logs/{}/{index}", encode_path_segment(job));
+    format!(r#"<a href="{base}/stdout">stdout</a> · <a href="{base}/stderr">stderr</a>"#)
+}
+
+fn machine_state_name(state: MachineState) -> &'static str {
+    match state {
+        MachineState::Provisioning => "provisioning",
+        MachineState::Ready => "ready",
+        MachineState::Unreachable => "unreachable",
+        MachineState::Decommissioning => "decommissioning",
+    }
+}
+
+fn uptime(started_at_ms: Option<u64>) -> String {
+    let Some(started) = started_at_ms else {
+        return "—".into();
+    };
+    let secs = now_ms().saturating_sub(started) / 1000;
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m {}s", secs / 60, secs % 60),
+        _ => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+/// The instance columns shared by the job and machine pages.
+fn instance_rows(viewer: &Viewer, instances: &[InstanceView], with_job: bool) -> String {
+    let mut out = String::from("<table><tr>");
+    if with_job {
+        out.push_str("<th>Job</th>");
+    }
+    out.push_str("<th>#</th><th>Zone</th><th>Machine</th><th>State</th><th>PID</th><th>Uptime</th><th>Restarts</th><th>Violations</th><th>CPU</th><th>RSS</th><th>Logs</th><th></th></tr>");
+    for i in instances {
+        out.push_str("<tr>");
+        if with_job {
+            let _ = write!(out, "<td>{}</td>", job_link(&i.job));
+        }
+        let restart = viewer.button(
+            &format!(
+                "/ui/jobs/{}/instances/{}/restart",
+                encode_path_segment(&i.job),
+                i.index
+            ),
+            "Restart",
+            "",
+        );
         let _ = write!(
-            body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2} of {} cores, {:.0} of {:.0} MB</td><td>{}</td></tr>",
-            escape(&view.id),
-            escape(&view.zone),
-            state_pill(&state),
-            escape(view.address.as_deref().unwrap_or("—")),
-            view.reserved.cpu,
-            view.capacity.cpu,
-            view.reserved.mem_mb,
-            view.capacity.mem_mb,
-            view.instances.len()
+            out,
+            "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            i.index,
+            escape(&i.zone),
+            i.machine.as_deref().map_or("—".into(), machine_link),
+            state_pill(&i.state),
+            i.pid.map_or("—".into(), |p| p.to_string()),
+            uptime(i.started_at_ms),
+            i.restarts,
+            i.violations,
+            i.cpu_cores,
+            format_bytes(i.rss_bytes),
+            log_links(&i.job, i.index),
+            restart
         );
     }
-    body.push_str(
-        "</table><h2>Events</h2><table><tr><th>When</th><th>Subject</th><th>What</th></tr>",
-    );
-    for event in cluster.events.iter().rev().take(50) {
+    out.push_str("</table>");
+    out
+}
+
+/// Events that mean something went wrong.
+fn is_failure(message: &str) -> bool {
+    [
+        "unreachable",
+        "died",
+        "violat",
+        "cannot",
+        "decommissioning",
+        "gone",
+    ]
+    .iter()
+    .any(|word| message.contains(word))
+}
+
+fn events_table(cluster: &Cluster, subject: Option<&str>, limit: usize) -> String {
+    let mut out =
+        String::from("<table><tr><th>When</th><th>Kind</th><th>Subject</th><th>What</th></tr>");
+    for event in cluster
+        .events
+        .iter()
+        .rev()
+        .filter(|e| subject.is_none_or(|s| e.subject == s))
+        .take(limit)
+    {
         let _ = write!(
-            body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             format_rfc3339_ms(event.at_ms),
+            escape(&event.kind),
             escape(&event.subject),
             escape(&event.message)
         );
     }
-    body.push_str("</table>");
-    Html(page(&format!("{} overview", status.cluster), NAV, &body))
+    out.push_str("</table>");
+    out
+}
+
+pub async fn overview(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let viewer = Viewer::of(&app, &headers);
+    let body = {
+        let cluster = lock(&app.cluster);
+        let status = cluster.status();
+        let mut by_state: HashMap<&str, usize> = HashMap::new();
+        for machine in cluster.state.machines.values() {
+            *by_state
+                .entry(machine_state_name(machine.state))
+                .or_default() += 1;
+        }
+        let hour_ago = now_ms().saturating_sub(3_600_000);
+        let failures = cluster
+            .events
+            .iter()
+            .filter(|e| e.at_ms >= hour_ago && is_failure(&e.message))
+            .count();
+        let machines_line = ["ready", "provisioning", "unreachable", "decommissioning"]
+            .iter()
+            .filter_map(|s| by_state.get(s).map(|n| format!("{n} {s}")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut body = format!(
+            r#"<h1>Cluster {}</h1><div class="stats">
+<div class="stat"><b>{}</b>jobs</div>
+<div class="stat"><b>{} / {}</b>instances running</div>
+<div class="stat"><b>{}</b>machines{}</div>
+<div class="stat{}"><b>{}</b>failures in the last hour</div></div>"#,
+            escape(&status.cluster),
+            status.jobs,
+            status.running_instances,
+            status.desired_instances,
+            status.machines,
+            if machines_line.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", escape(&machines_line))
+            },
+            if failures > 0 { " bad" } else { "" },
+            failures
+        );
+        if !status.unplaced.is_empty() {
+            body.push_str(r#"<div class="notice">"#);
+            for unplaced in &status.unplaced {
+                let _ = write!(
+                    body,
+                    "{} #{} in {}: {}<br>",
+                    escape(&unplaced.key.job),
+                    unplaced.key.slot,
+                    escape(&unplaced.key.zone),
+                    escape(&unplaced.reason)
+                );
+            }
+            body.push_str("</div>");
+        }
+        body.push_str("<h2>Jobs</h2><table><tr><th>Job</th><th>Zones (desired / running / pending)</th><th>Version</th><th>Linked to</th><th>Last update</th><th></th></tr>");
+        for (name, record) in &cluster.state.jobs {
+            let view = cluster.job_view(name, record);
+            let mut zones: Vec<String> = Vec::new();
+            let mut zone_names: Vec<&String> = view.instances.iter().map(|i| &i.zone).collect();
+            zone_names.dedup();
+            for zone in zone_names {
+                let in_zone: Vec<&InstanceView> =
+                    view.instances.iter().filter(|i| &i.zone == zone).collect();
+                let running = in_zone.iter().filter(|i| i.state == "running").count();
+                let pending = in_zone.iter().filter(|i| i.state == "pending").count();
+                zones.push(format!(
+                    "{} {} / {running} / {pending}",
+                    escape(zone),
+                    in_zone.len()
+                ));
+            }
+            let update = viewer.button(
+                &format!("/ui/jobs/{}/update", encode_path_segment(name)),
+                "Update in place",
+                "",
+            );
+            let _ =
+                write!(
+                body,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{update}</td></tr>",
+                job_link(name),
+                if zones.is_empty() { "—".into() } else { zones.join("<br>") },
+                escape(view.version.as_deref().unwrap_or("—")),
+                view.spec.linked_job.as_deref().map_or("—".into(), job_link),
+                format_rfc3339_ms(view.updated_ms),
+            );
+        }
+        body.push_str("</table><h2>Machines</h2><table><tr><th>Machine</th><th>Zone</th><th>Address</th><th>DNS name</th><th>State</th><th>CPU used</th><th>Memory used</th><th>Load</th><th>Tasks</th></tr>");
+        for machine in cluster.state.machines.values() {
+            let view = cluster.machine_view(machine);
+            let cpu_used: f64 = view.instances.iter().map(|i| i.cpu_cores).sum();
+            let mem_used: u64 = view.instances.iter().map(|i| i.rss_bytes).sum();
+            let mem_used_mb = mem_used as f64 / (1024.0 * 1024.0);
+            let tasks: Vec<String> = view
+                .instances
+                .iter()
+                .map(|i| {
+                    format!(
+                        r#"<a href="/jobs/{}">{}</a>"#,
+                        encode_path_segment(&i.job),
+                        escape(&i.task_name)
+                    )
+                })
+                .collect();
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"muted\">—</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                machine_link(&view.id),
+                escape(&view.zone),
+                escape(view.address.as_deref().unwrap_or("—")),
+                state_pill(machine_state_name(view.state)),
+                bar(cpu_used, view.capacity.cpu, &format!("{cpu_used:.2} of {} cores", view.capacity.cpu)),
+                bar(mem_used_mb, view.capacity.mem_mb, &format!("{mem_used_mb:.0} of {:.0} MB", view.capacity.mem_mb)),
+                view.vitals.as_ref().map_or("—".into(), |v| format!("{:.2}", v.load_average[0])),
+                if tasks.is_empty() { "—".into() } else { tasks.join(" ") },
+            );
+        }
+        body.push_str("</table>");
+        if let Some(csrf) = &viewer.csrf {
+            let _ = write!(
+                body,
+                r#"<h2>Idle machines</h2><form method="post" action="/ui/idle-limit"><input type="hidden" name="csrf" value="{}">Keep <input name="limit" type="number" min="0" value="{}" style="width:5em"> idle machines per zone <button type="submit">Set</button></form>"#,
+                escape(csrf),
+                cluster.state.idle_limit_default
+            );
+        }
+        body.push_str("<h2>Events</h2>");
+        body.push_str(&events_table(&cluster, None, 30));
+        format!(r#"<div id="live" data-refresh="{REFRESH_MS}">{body}</div>"#)
+    };
+    render(&app, &viewer, "overview", body)
+}
+
+async fn job_page(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    let viewer = Viewer::of(&app, &headers);
+    let body = {
+        let cluster = lock(&app.cluster);
+        let Some(record) = cluster.state.jobs.get(&name) else {
+            return (
+                StatusCode::NOT_FOUND,
+                Html(format!("no job named '{}'", escape(&name))),
+            )
+                .into_response();
+        };
+        let view = cluster.job_view(&name, record);
+        let mut layout = String::from(
+            "<table><tr><th>Zone</th><th>Instances</th><th>Memory reserved per instance</th></tr>",
+        );
+        for (zone, zone_layout) in &view.spec.deployment_layout {
+            let _ = write!(
+                layout,
+                "<tr><td>{}</td><td>{}</td><td>{} MB</td></tr>",
+                escape(zone),
+                zone_layout.cpu,
+                view.spec.need_in(zone).mem_mb
+            );
+        }
+        layout.push_str("</table>");
+        let rows = [
+            (
+                "Instances",
+                format!(
+                    "{} of {} running",
+                    view.running_instances, view.desired_instances
+                ),
+            ),
+            ("Version", escape(view.version.as_deref().unwrap_or("—"))),
+            ("Generation", view.generation.to_string()),
+            (
+                "Linked to",
+                view.spec.linked_job.as_deref().map_or("—".into(), job_link),
+            ),
+            ("Persistent", view.spec.persistent.to_string()),
+            (
+                "DNS basename",
+                escape(view.spec.dns_basename.as_deref().unwrap_or("—")),
+            ),
+            (
+                "Deployment recipe",
+                escape(view.spec.deployment_recipe.as_deref().unwrap_or("—")),
+            ),
+            (
+                "Rolling update",
+                view.rollout.as_ref().map_or("—".into(), |r| {
+                    format!(
+                        "to generation {}: {} machines left",
+                        r.target_generation,
+                        r.machines_left.len()
+                    )
+                }),
+            ),
+        ];
+        let actions = format!(
+            "{} {}",
+            viewer.button(
+                &format!("/ui/jobs/{}/update", encode_path_segment(&name)),
+                "Update in place",
+                ""
+            ),
+            viewer.button(
+                &format!("/ui/jobs/{}/remove", encode_path_segment(&name)),
+                "Remove job",
+                "danger"
+            )
+        );
+        let task = serde_json::to_string_pretty(&view.spec.task_configuration).unwrap_or_default();
+        let options = serde_json::to_string_pretty(&view.spec.recipe_options).unwrap_or_default();
+        format!(
+            r#"<div id="live" data-refresh="{REFRESH_MS}"><h1>{}</h1><p>{actions}</p><div class="card">{}</div><h2>Instances</h2>{}<h2>Layout</h2>{layout}<h2>Task configuration</h2><pre class="log">{}</pre><h2>Recipe options</h2><pre class="log">{}</pre><h2>Events</h2>{}</div>"#,
+            escape(&name),
+            key_values(&rows),
+            instance_rows(&viewer, &view.instances, false),
+            escape(&task),
+            escape(&options),
+            events_table(&cluster, Some(&name), 20)
+        )
+    };
+    render(&app, &viewer, &name, body)
+}
+
+async fn machine_page(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let viewer = Viewer::of(&app, &headers);
+    let body = {
+        let cluster = lock(&app.cluster);
+        let Some(machine) = cluster.state.machines.get(&id) else {
+            return (
+                StatusCode::NOT_FOUND,
+                Html(format!("no machine '{}'", escape(&id))),
+            )
+                .into_response();
+        };
+        let view = cluster.machine_view(machine);
+        let mut rows = vec![
+            ("State", state_pill(machine_state_name(view.state))),
+            ("Zone", escape(&view.zone)),
+            ("Address", escape(view.address.as_deref().unwrap_or("—"))),
+            (
+                "Provider",
+                format!(
+                    "{} {}",
+                    escape(&view.provider),
+                    escape(view.provider_id.as_deref().unwrap_or(""))
+                ),
+            ),
+            (
+                "Reserved",
+                format!(
+                    "{} {}",
+                    bar(
+                        view.reserved.cpu,
+                        view.capacity.cpu,
+                        &format!("{:.2} of {} cores", view.reserved.cpu, view.capacity.cpu)
+                    ),
+                    bar(
+                        view.reserved.mem_mb,
+                        view.capacity.mem_mb,
+                        &format!(
+                            "{:.0} of {:.0} MB",
+                            view.reserved.mem_mb, view.capacity.mem_mb
+                        )
+                    )
+                ),
+            ),
+            (
+                "Last seen",
+                view.last_seen_ms.map_or("never".into(), format_rfc3339_ms),
+            ),
+        ];
+        if let Some(v) = &view.vitals {
+            rows.push((
+                "CPU",
+                bar(
+                    v.cpu_cores_used,
+                    v.cpu_cores as f64,
+                    &format!("{:.2} of {} cores busy", v.cpu_cores_used, v.cpu_cores),
+                ),
+            ));
+            rows.push((
+                "Memory",
+                bar(
+                    v.mem_used_mb as f64,
+                    v.mem_total_mb as f64,
+                    &format!("{} of {} MB used", v.mem_used_mb, v.mem_total_mb),
+                ),
+            ));
+            rows.push((
+                "Load",
+                format!(
+                    "{:.2} {:.2} {:.2}",
+                    v.load_average[0], v.load_average[1], v.load_average[2]
+                ),
+            ));
+            rows.push(("Disk free", format_bytes(v.disk_free_bytes)));
+            rows.push(("Uptime", format!("{} s", v.uptime_secs)));
+        }
+        format!(
+            r#"<div id="live" data-refresh="{REFRESH_MS}"><h1>Machine {}</h1><div class="card">{}</div><h2>Tasks</h2>{}<h2>Events</h2>{}</div>"#,
+            escape(&id),
+            key_values(&rows),
+            instance_rows(&viewer, &view.instances, true),
+            events_table(&cluster, Some(&id), 20)
+        )
+    };
+    render(&app, &viewer, &format!("machine {id}"), body)
+}
+
+/// Follows new output by asking the clustersitter's log proxy for what
+/// comes after the last offset; text is added with `textContent`, never as HTML.
+const LOG_SCRIPT: &str = r#"
+(function () {
+  var pre = document.getElementById('log');
+  var url = pre.dataset.url, offset = Number(pre.dataset.offset);
+  function poll() {
+    fetch(url + '?offset=' + offset, {credentials: 'same-origin'}).then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (chunk) {
+        if (chunk) {
+          if (chunk.data) {
+            var atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+            pre.appendChild(document.createTextNode(chunk.data));
+            if (atEnd) pre.scrollTop = pre.scrollHeight;
+          }
+          offset = chunk.next_offset;
+        }
+      }).catch(function () {}).then(function () { setTimeout(poll, 1000); });
+  }
+  setTimeout(poll, 1000);
+})();
+"#;
+
+#[derive(Deserialize)]
+struct LogQuery {
+    lines: Option<u64>,
+}
+
+async fn log_page(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path((name, index, stream)): Path<(String, usize, String)>,
+    Query(query): Query<LogQuery>,
+) -> Response {
+    let viewer = Viewer::of(&app, &headers);
+    if stream != "stdout" && stream != "stderr" {
+        return (StatusCode::BAD_REQUEST, "stream must be stdout or stderr").into_response();
+    }
+    let lines = query.lines.unwrap_or(200).clamp(1, 10_000);
+    let chunk = api::read_instance_log(&app, &name, index, &stream, &[("tail", lines)]).await;
+    let api_url = format!(
+        "/api/v1/jobs/{}/instances/{index}/logs/{stream}",
+        encode_path_segment(&name)
+    );
+    let mut choices = String::new();
+    for n in [50u64, 200, 1000, 5000] {
+        let _ = write!(
+            choices,
+            r#"<option value="{n}"{}>{n} lines</option>"#,
+            if n == lines { " selected" } else { "" }
+        );
+    }
+    let other = if stream == "stdout" {
+        "stderr"
+    } else {
+        "stdout"
+    };
+    let body = match chunk {
+        Ok(chunk) => format!(
+            r#"<h1>{} #{index} — {stream}</h1><form method="get">Show the last <select name="lines" onchange="this.form.submit()">{choices}</select> · <a href="/logs/{}/{index}/{other}">{other}</a> · following new output</form><pre class="log" id="log" data-url="{}" data-offset="{}">{}</pre><script>{LOG_SCRIPT}</script>"#,
+            job_link(&name),
+            encode_path_segment(&name),
+            escape(&api_url),
+            chunk.next_offset,
+            escape(&chunk.data)
+        ),
+        Err(error) => format!(
+            r#"<h1>{} #{index} — {stream}</h1><div class="notice">{}</div>"#,
+            job_link(&name),
+            escape(&error.body.error)
+        ),
+    };
+    render(&app, &viewer, &format!("{name} #{index} {stream}"), body)
+}
+
+async fn login_page(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let viewer = Viewer::of(&app, &headers);
+    let body = r#"<h1>Log in</h1><div class="card"><form method="post" action="/login"><p>The cluster token (the contents of the clustersitter's token file) lets this browser act: update, remove, restart, set the idle limit.</p><input type="password" name="token" autocomplete="current-password" autofocus style="width:28em"> <button type="submit">Log in</button></form></div>"#;
+    Html(page_with_header("log in", NAV, &viewer.header(), body)).into_response()
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(app): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+    let accepted = match &lock(&app.cluster).config.token {
+        Some(token) => token.matches(form.token.trim()),
+        // A cluster without a token lets anyone act through the API too.
+        None => true,
+    };
+    if !accepted {
+        let body = r#"<h1>Log in</h1><div class="notice">That is not the cluster's token.</div><p><a href="/login">Try again</a></p>"#;
+        return (
+            StatusCode::UNAUTHORIZED,
+            Html(page_with_header("log in", NAV, "", body)),
+        )
+            .into_response();
+    }
+    let (Ok(id), Ok(csrf)) = (
+        cerebro_web::auth::random_secret(),
+        cerebro_web::auth::random_secret(),
+    ) else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response();
+    };
+    app.sessions.lock().insert(
+        id.clone(),
+        Session {
+            csrf,
+            created: Instant::now(),
+        },
+    );
+    let cookie = format!(
+        "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        SESSION_LIFETIME.as_secs()
+    );
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/overview")).into_response()
+}
+
+#[derive(Deserialize)]
+struct ActionForm {
+    csrf: String,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// Actions need a live session and its CSRF token; anything else is refused with 403.
+fn authorize(app: &AppState, headers: &HeaderMap, form: &ActionForm) -> Result<(), &'static str> {
+    match app.sessions.csrf_for(headers) {
+        Some(csrf) if cerebro_web::auth::Token::new(&csrf).is_ok_and(|t| t.matches(&form.csrf)) => {
+            Ok(())
+        }
+        Some(_) => Err("the form is stale (CSRF token mismatch); reload the page and try again"),
+        None => Err("log in with the cluster token to act"),
+    }
+}
+
+fn refused(message: &str) -> Response {
+    let body = format!(
+        r#"<h1>Not allowed</h1><div class="notice">{}</div><p><a href="/login">Log in</a></p>"#,
+        escape(message)
+    );
+    (
+        StatusCode::FORBIDDEN,
+        Html(page_with_header("not allowed", NAV, "", &body)),
+    )
+        .into_response()
+}
+
+fn done(result: Result<(), cerebro_web::ApiError>, back: &str) -> Response {
+    match result {
+        Ok(()) => Redirect::to(back).into_response(),
+        Err(error) => {
+            let body = format!(
+                r#"<h1>That did not work</h1><div class="notice">{}</div><p><a href="{}">Back</a></p>"#,
+                escape(&error.body.error),
+                escape(back)
+            );
+            (
+                error.status,
+                Html(page_with_header("error", NAV, "", &body)),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn logout(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if authorize(&app, &headers, &form).is_ok() {
+        if let Some(id) = session_cookie(&headers) {
+            app.sessions.lock().remove(&id);
+        }
+    }
+    let cookie = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/overview")).into_response()
+}
+
+async fn update_action(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Err(why) = authorize(&app, &headers, &form) {
+        return refused(why);
+    }
+    let result = api::start_rollout(&app, &name, &UpdateRequest::default()).map(|_| ());
+    done(result, &format!("/jobs/{}", encode_path_segment(&name)))
+}
+
+async fn remove_action(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Err(why) = authorize(&app, &headers, &form) {
+        return refused(why);
+    }
+    done(api::remove_job(&app, &name), "/overview")
+}
+
+async fn restart_action(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path((name, index)): Path<(String, usize)>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Err(why) = authorize(&app, &headers, &form) {
+        return refused(why);
+    }
+    let result = api::restart_instance(&app, &name, index).await;
+    done(result, &format!("/jobs/{}", encode_path_segment(&name)))
+}
+
+async fn idle_limit_action(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Err(why) = authorize(&app, &headers, &form) {
+        return refused(why);
+    }
+    let Some(limit) = form.limit else {
+        return done(
+            Err(cerebro_web::ApiError::bad_field(
+                "limit",
+                "a number is needed",
+            )),
+            "/overview",
+        );
+    };
+    let request = cerebro_types::cluster::IdleLimitRequest { limit, zone: None };
+    done(
+        api::apply_idle_limit(&app, &request).map(|_| ()),
+        "/overview",
+    )
 }

@@ -175,13 +175,6 @@ pub fn check_spec(spec: &TaskSpec) -> Result<(), cerebro_types::ValidationErrors
     errors.into_result(())
 }
 
-/// A random secret from the kernel, hex encoded.
-pub fn new_secret() -> std::io::Result<String> {
-    let mut bytes = [0u8; 24];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 pub fn read_secret(paths: &TaskPaths) -> Option<String> {
     std::fs::read_to_string(paths.token())
         .ok()
@@ -200,7 +193,7 @@ pub fn spawn(
     std::fs::set_permissions(&paths.dir, std::fs::Permissions::from_mode(0o700))?;
     std::fs::create_dir_all(&paths.logs)?;
     if read_secret(paths).is_none_or(|s| s.is_empty()) {
-        let secret = new_secret()?;
+        let secret = cerebro_web::auth::random_secret()?;
         cerebro_web::fs::atomic_write(&paths.token(), secret.as_bytes())?;
         std::fs::set_permissions(paths.token(), std::fs::Permissions::from_mode(0o600))?;
     }

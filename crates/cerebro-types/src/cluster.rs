@@ -94,6 +94,8 @@ pub struct InstanceView {
     pub state: String,
     pub pid: Option<u32>,
     pub restarts: u64,
+    /// Limit violations (memory, cpu, time) since the task was created.
+    pub violations: u64,
     pub cpu_cores: f64,
     pub rss_bytes: u64,
     pub started_at_ms: Option<u64>,

@@ -97,6 +97,13 @@ pub async fn require_token(
     }
 }
 
+/// A random secret from the kernel (24 bytes), hex encoded: per-task secrets, session ids, CSRF tokens.
+pub fn random_secret() -> std::io::Result<String> {
+    let mut bytes = [0u8; 24];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

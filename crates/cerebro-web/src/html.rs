@@ -50,13 +50,53 @@ code, pre { font-family: ui-monospace,SFMono-Regular,Menlo,Consolas,monospace; f
 pre.log { background:#0f1419; color:#d7dde5; padding:12px; border-radius:8px; overflow:auto; max-height:70vh; white-space:pre-wrap; }
 .pill { display:inline-block; padding:1px 8px; border-radius:999px; font-size:12px; font-weight:600; color:#fff; background:var(--muted); }
 .pill.running { background:var(--ok); } .pill.backoff, .pill.stopping { background:var(--warn); }
-.pill.fatal, .pill.exited { background:var(--bad); }
+.pill.fatal, .pill.exited, .pill.unreachable { background:var(--bad); }
+.pill.ready { background:var(--ok); } .pill.pending, .pill.provisioning, .pill.decommissioning { background:var(--warn); }
 .muted { color:var(--muted); }
 .kv { display:grid; grid-template-columns: max-content 1fr; gap:4px 16px; }
+.bar { position:relative; width:140px; height:14px; background:#e9edf2; border-radius:4px; overflow:hidden; display:inline-block; vertical-align:middle; }
+.bar > span { position:absolute; left:0; top:0; bottom:0; background:var(--accent); }
+.bar.high > span { background:var(--warn); } .bar.full > span { background:var(--bad); }
+.stats { display:flex; gap:14px; flex-wrap:wrap; margin-bottom:14px; }
+.stat { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:10px 16px; min-width:150px; }
+.stat b { display:block; font-size:22px; } .stat.bad b { color:var(--bad); }
+button, .button { background:var(--accent); color:#fff; border:0; border-radius:6px; padding:4px 10px; font:inherit; cursor:pointer; }
+button.danger { background:var(--bad); } form.inline { display:inline; margin:0; }
+input, select { font:inherit; padding:3px 6px; border:1px solid var(--line); border-radius:6px; }
+.notice { background:#fff7e6; border:1px solid #f0d9a8; padding:8px 12px; border-radius:8px; margin-bottom:12px; }
+header .who { margin-left:auto; }
+"#;
+
+/// Keeps `<div id="live">` current: every few seconds the page is fetched
+/// again and only that element is swapped, so nothing reloads and scroll
+/// position and open forms elsewhere stay as they are.
+const LIVE_SCRIPT: &str = r#"
+(function () {
+  var live = document.getElementById('live');
+  if (!live || !live.dataset.refresh) return;
+  setInterval(function () {
+    fetch(location.href, {credentials: 'same-origin'}).then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        if (!html) return;
+        var fresh = new DOMParser().parseFromString(html, 'text/html').getElementById('live');
+        if (fresh) live.innerHTML = fresh.innerHTML;
+      }).catch(function () {});
+  }, Number(live.dataset.refresh));
+})();
 "#;
 
 /// A whole page: `title` is escaped here, `body` must already be safe HTML.
 pub fn page(title: &str, nav: &[(&str, &str)], body: &str) -> String {
+    page_with_header(title, nav, "", body)
+}
+
+/// A page with extra (already safe) HTML at the right of the header, such as who is logged in.
+pub fn page_with_header(
+    title: &str,
+    nav: &[(&str, &str)],
+    header_extra: &str,
+    body: &str,
+) -> String {
     let mut links = String::new();
     for (href, label) in nav {
         let _ = write!(links, r#"<a href="{}">{}</a>"#, escape(href), escape(label));
@@ -65,8 +105,30 @@ pub fn page(title: &str, nav: &[(&str, &str)], body: &str) -> String {
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{title} · Cerebro</title><style>{STYLE}</style></head>\
-         <body><header><span class=\"brand\">Cerebro</span>{links}</header><main>{body}</main></body></html>",
+         <body><header><span class=\"brand\">Cerebro</span>{links}<span class=\"who\">{header_extra}</span></header>\
+         <main>{body}</main><script>{LIVE_SCRIPT}</script></body></html>",
         title = escape(title),
+    )
+}
+
+/// A horizontal bar of `used` out of `total`, with the numbers as its title.
+pub fn bar(used: f64, total: f64, label: &str) -> String {
+    let fraction = if total > 0.0 {
+        (used / total).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let class = if fraction >= 0.95 {
+        "bar full"
+    } else if fraction >= 0.8 {
+        "bar high"
+    } else {
+        "bar"
+    };
+    format!(
+        r#"<span class="{class}" title="{label}"><span style="width:{:.1}%"></span></span> <span class="muted">{label}</span>"#,
+        fraction * 100.0,
+        label = escape(label)
     )
 }
 

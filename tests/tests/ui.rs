@@ -1,0 +1,308 @@
+//! The web UI in a real browser: headless Chromium driven over WebDriver
+//! against a live local cluster.
+
+use cerebro_tests::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// chromedriver on a free loopback port, killed on drop.
+struct Driver {
+    child: Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver is missing: scripts/test.sh installs Debian's chromium-driver");
+        wait_for(TIMEOUT, "chromedriver to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ())
+        });
+        Self {
+            child,
+            port,
+            _profile: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    async fn browser(&self) -> Client {
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000",
+                    format!("--user-data-dir={}", self._profile.path().display()),
+                ],
+            }),
+        );
+        ClientBuilder::rustls()
+            .expect("rustls")
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("start headless Chromium")
+    }
+}
+
+/// Polls the browser until `probe` finds what it wants, bounded by `TIMEOUT`.
+async fn eventually<T, F, Fut>(what: &str, browser: &Client, mut probe: F) -> T
+where
+    F: FnMut(Client) -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(value) = probe(browser.clone()).await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs blocking test helpers (blocking HTTP, waits) from the async test.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(work)
+}
+
+async fn page_text(browser: &Client) -> String {
+    match browser.find(Locator::Css("body")).await {
+        Ok(body) => body.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_logs_login_and_update_in_a_real_browser() {
+    let token = "ui-token-123";
+    let cluster = tokio::task::spawn_blocking(move || {
+        let cluster = Cluster::start(ClusterOptions {
+            token: Some(token),
+            ..Default::default()
+        });
+        let mut web = job("web-ui", "701", 0.5, json!({"zone-a": {"cpu": 1}}));
+        web["task_configuration"]["command"] =
+            json!("echo '<script>alert(1)</script>'; echo hello-from-ui; exec sleep 701");
+        let (code, reply) = cluster.put_job(&web);
+        assert_eq!(code, 201, "{reply}");
+        cluster.wait_job_running("web-ui", 1);
+        cluster
+    })
+    .await
+    .unwrap();
+    let base = cluster.base_url.clone();
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+
+    // The overview shows the job and its machine.
+    browser.goto(&format!("{base}/overview")).await.unwrap();
+    let machine = blocking(|| {
+        cluster.job("web-ui")["instances"][0]["machine"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    });
+    let text = page_text(&browser).await;
+    assert!(text.contains("web-ui") && text.contains(&machine), "{text}");
+    let screenshot = browser.screenshot().await.unwrap();
+    let shots = blocking(bin_dir).parent().unwrap().join("ui");
+    std::fs::create_dir_all(&shots).unwrap();
+    std::fs::write(shots.join("overview.png"), &screenshot).unwrap();
+
+    // Job page, then the instance's stdout: the printed line shows, the
+    // printed markup is text, and no script ran.
+    browser
+        .find(Locator::LinkText("web-ui"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .find(Locator::LinkText("stdout"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let log = eventually(
+        "the printed line in the log viewer",
+        &browser,
+        |b| async move {
+            let log = b.find(Locator::Id("log")).await.ok()?.text().await.ok()?;
+            log.contains("hello-from-ui").then_some(log)
+        },
+    )
+    .await;
+    assert!(
+        log.contains("<script>alert(1)</script>"),
+        "the markup shows as text: {log}"
+    );
+    assert!(
+        browser.get_alert_text().await.is_err(),
+        "no alert was raised"
+    );
+    let injected: Value = browser
+        .execute(
+            "return Array.from(document.scripts).filter(s => s.textContent.includes('alert(1)')).length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        injected,
+        json!(0),
+        "the printed script is not a script element"
+    );
+
+    // Without a session, actions are refused.
+    let refused = reqwest::Client::new()
+        .post(format!("{base}/ui/jobs/web-ui/update"))
+        .form(&[("csrf", "guess")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    browser.goto(&format!("{base}/jobs/web-ui")).await.unwrap();
+    assert!(
+        browser.find(Locator::Css("button")).await.is_err(),
+        "no action buttons without a session"
+    );
+
+    // Log in with the token and update in place: the instance restarts.
+    browser.goto(&format!("{base}/login")).await.unwrap();
+    let form = browser
+        .form(Locator::Css("form[action='/login']"))
+        .await
+        .unwrap();
+    form.set_by_name("token", token)
+        .await
+        .unwrap()
+        .submit()
+        .await
+        .unwrap();
+    eventually("the overview after login", &browser, |b| async move {
+        page_text(&b).await.contains("Log out").then_some(())
+    })
+    .await;
+    let before = blocking(|| cluster.job("web-ui")["instances"][0]["pid"].clone());
+    browser.goto(&format!("{base}/jobs/web-ui")).await.unwrap();
+    let update = browser
+        .find(Locator::XPath("//button[text()='Update in place']"))
+        .await
+        .unwrap();
+    update.click().await.unwrap();
+    blocking(|| {
+        wait_for(TIMEOUT, "the instance to restart", || {
+            let instance = cluster.job("web-ui")["instances"][0].clone();
+            (instance["pid"] != before
+                && instance["state"] == "running"
+                && instance["generation"] == 2)
+                .then_some(())
+        })
+    });
+    eventually("the job page after the action", &browser, |b| async move {
+        page_text(&b).await.contains("Generation\n2").then_some(())
+    })
+    .await;
+    // From here on nothing navigates: a reload would drop this marker.
+    browser
+        .execute("window.stillHere = true; return null", vec![])
+        .await
+        .unwrap();
+    let new_pid = blocking(|| cluster.job("web-ui")["instances"][0]["pid"].to_string());
+    eventually("the new pid to show up in place", &browser, |b| {
+        let new_pid = new_pid.clone();
+        async move { page_text(&b).await.contains(&new_pid).then_some(()) }
+    })
+    .await;
+    let still_here: Value = browser
+        .execute("return window.stillHere === true", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        still_here,
+        json!(true),
+        "the page refreshed its data in place, without a reload"
+    );
+    browser.close().await.unwrap();
+    tokio::task::spawn_blocking(move || drop(cluster))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn login_can_be_required_and_task_violations_reach_the_overview() {
+    let cluster = Cluster::start(ClusterOptions {
+        token: Some("t"),
+        toml_extra: "ui_login_required = true".into(),
+        ..Default::default()
+    });
+    let mut hog = job("hog", "702", 0.5, json!({"zone-a": {"cpu": 1}}));
+    hog["task_configuration"]["command"] = json!("head -c 300M /dev/zero | tail");
+    hog["task_configuration"]["restart"] = json!(true);
+    let (code, reply) = cluster.put_job(&hog);
+    assert_eq!(code, 201, "{reply}");
+    wait_for(TIMEOUT, "the memory violation event", || {
+        cluster
+            .get("/api/v1/events?limit=500")
+            .to_string()
+            .contains("hog#0 violated its memory limit")
+            .then_some(())
+    });
+    let anonymous = reqwest::blocking::Client::new();
+    let response = anonymous
+        .get(format!("{}/overview", cluster.base_url))
+        .send()
+        .unwrap();
+    assert!(
+        response.url().path().ends_with("/login"),
+        "pages need a login: {}",
+        response.url()
+    );
+    let response = anonymous
+        .post(format!("{}/login", cluster.base_url))
+        .form(&[("token", "wrong")])
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let session = reqwest::blocking::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let response = session
+        .post(format!("{}/login", cluster.base_url))
+        .form(&[("token", "t")])
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let overview = response.text().unwrap();
+    assert!(
+        overview.contains("violated its memory limit") && overview.contains("Log out"),
+        "{overview}"
+    );
+}
