@@ -124,6 +124,18 @@ fn render(app: &AppState, viewer: &Viewer, title: &str, body: String) -> Respons
     Html(page_with_header(title, NAV, &viewer.header(), &body)).into_response()
 }
 
+fn not_found(viewer: &Viewer, message: &str) -> Response {
+    let body = format!(
+        r#"<h1>Not found</h1><div class="notice">{}</div><p><a href="/overview">Overview</a></p>"#,
+        escape(message)
+    );
+    (
+        StatusCode::NOT_FOUND,
+        Html(page_with_header("not found", NAV, &viewer.header(), &body)),
+    )
+        .into_response()
+}
+
 fn job_link(name: &str) -> String {
     format!(
         r#"<a href="/jobs/{}">{}</a>"#,
@@ -388,11 +400,7 @@ async fn job_page(
     let body = {
         let cluster = lock(&app.cluster);
         let Some(record) = cluster.state.jobs.get(&name) else {
-            return (
-                StatusCode::NOT_FOUND,
-                Html(format!("no job named '{}'", escape(&name))),
-            )
-                .into_response();
+            return not_found(&viewer, &format!("no job named '{name}'"));
         };
         let view = cluster.job_view(&name, record);
         let mut layout = String::from(
@@ -479,11 +487,7 @@ async fn machine_page(
     let body = {
         let cluster = lock(&app.cluster);
         let Some(machine) = cluster.state.machines.get(&id) else {
-            return (
-                StatusCode::NOT_FOUND,
-                Html(format!("no machine '{}'", escape(&id))),
-            )
-                .into_response();
+            return not_found(&viewer, &format!("no machine '{id}'"));
         };
         let view = cluster.machine_view(machine);
         let mut rows = vec![
