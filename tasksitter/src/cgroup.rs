@@ -103,7 +103,8 @@ fn read_pids(procs: &Path) -> Result<Vec<i32>, CgroupError> {
 /// empty. A process forking between our read and our kill is caught on the
 /// next round; a SIGKILLed process cannot fork again.
 pub fn kill_members(procs: &Path) -> Result<(), CgroupError> {
-    for _ in 0..200 {
+    let mut pause = Backoff::new();
+    while !pause.expired() {
         let pids = read_pids(procs)?;
         if pids.is_empty() {
             return Ok(());
@@ -112,22 +113,48 @@ pub fn kill_members(procs: &Path) -> Result<(), CgroupError> {
             // SAFETY: kill(2) with a pid read from the cgroup; no memory is touched.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        std::thread::sleep(Duration::from_millis(5));
+        pause.wait();
     }
     Err(CgroupError::Unkillable(procs.to_path_buf()))
 }
 
+/// Short, growing pauses for waiting on the kernel (an exiting process
+/// leaving its cgroup takes microseconds, rarely milliseconds), bounded to
+/// about a second in all, so a restart is not held up by a fixed sleep.
+struct Backoff {
+    pause: Duration,
+    deadline: std::time::Instant,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Self {
+            pause: Duration::from_micros(50),
+            deadline: std::time::Instant::now() + Duration::from_secs(1),
+        }
+    }
+
+    fn expired(&self) -> bool {
+        std::time::Instant::now() >= self.deadline
+    }
+
+    fn wait(&mut self) {
+        std::thread::sleep(self.pause);
+        self.pause = (self.pause * 2).min(Duration::from_millis(10));
+    }
+}
+
 fn remove_dir(path: &Path) -> Result<(), CgroupError> {
     // rmdir can race the kernel finishing the last exit: retry briefly.
-    for attempt in 0..100 {
+    let mut pause = Backoff::new();
+    loop {
         match fs::remove_dir(path) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if attempt == 99 => return Err(io_err("remove", path)(e)),
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) if pause.expired() => return Err(io_err("remove", path)(e)),
+            Err(_) => pause.wait(),
         }
     }
-    Ok(())
 }
 
 /// cgroup v1: one directory per controller hierarchy.
@@ -323,11 +350,12 @@ impl Cgroup for CgroupV2 {
         let kill = self.dir.join("cgroup.kill");
         if kill.exists() && write_file(&kill, "1").is_ok() {
             // cgroup.kill is atomic against forks; wait for the members to be gone.
-            for _ in 0..200 {
+            let mut pause = Backoff::new();
+            while !pause.expired() {
                 if self.pids()?.is_empty() {
                     return Ok(());
                 }
-                std::thread::sleep(Duration::from_millis(5));
+                pause.wait();
             }
         }
         kill_members(&self.dir.join("cgroup.procs"))

@@ -129,9 +129,10 @@ pub struct Cli {
     /// How limits are enforced.
     #[arg(long, value_enum, default_value = "auto")]
     pub limits_backend: BackendChoice,
-    /// How often usage is sampled and checked.
-    #[arg(long, default_value = "100ms", value_parser = duration_arg)]
-    pub poll_interval: Duration,
+    /// How often usage is sampled and checked (default: 100ms when this
+    /// process enforces a limit by polling, 1s when the kernel enforces them all).
+    #[arg(long, value_parser = duration_arg)]
+    pub poll_interval: Option<Duration>,
     /// cgroup directory (relative to each hierarchy's root) that holds task cgroups.
     #[arg(long, default_value = "cerebro")]
     pub cgroup_parent: PathBuf,
@@ -185,7 +186,8 @@ pub struct SitterConfig {
     pub stderr_dir: Option<PathBuf>,
     pub run_as: Option<RunAs>,
     pub backend: BackendChoice,
-    pub poll_interval: Duration,
+    /// `None`: chosen by who enforces (see `Supervisor::sample_interval`).
+    pub poll_interval: Option<Duration>,
     pub cgroup_parent: PathBuf,
     pub http: Option<HttpConfig>,
     pub token: Option<Token>,
@@ -262,7 +264,10 @@ impl Cli {
                 errors.push("--cwd", format!("{} is not a directory", cwd.display()));
             }
         }
-        if self.poll_interval < Duration::from_millis(10) {
+        if self
+            .poll_interval
+            .is_some_and(|i| i < Duration::from_millis(10))
+        {
             errors.push("--poll-interval", "must be at least 10ms");
         }
         if self.cpu_action == Some(CpuActionArg::Throttle)

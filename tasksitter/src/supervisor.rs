@@ -120,6 +120,23 @@ fn signal_named(name: &str) -> Option<Signal> {
 }
 
 impl Supervisor {
+    /// Sampling only enforces when this process polls a limit; when the
+    /// kernel enforces them all (cgroup memory limit, CPU quota) it only
+    /// feeds the status, so it runs ten times less often and an idle task
+    /// costs next to nothing.
+    fn sample_interval(&self) -> Duration {
+        if let Some(interval) = self.config.poll_interval {
+            return interval;
+        }
+        let kernel_enforces =
+            !matches!(self.backend, Backend::Poll) && self.limits.cpu_action != CpuAction::Restart;
+        if kernel_enforces {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(100)
+        }
+    }
+
     pub fn new(config: Arc<SitterConfig>) -> Result<Self, SupervisorError> {
         let spec = &config.spec;
         let my_pid = std::process::id() as i32;
@@ -275,7 +292,7 @@ impl Supervisor {
         let mut sighup = signal(SignalKind::hangup()).map_err(SupervisorError::Signal)?;
         let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(SupervisorError::Signal)?;
         let mut sigusr2 = signal(SignalKind::user_defined2()).map_err(SupervisorError::Signal)?;
-        let mut ticker = tokio::time::interval(self.config.poll_interval);
+        let mut ticker = tokio::time::interval(self.sample_interval());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         if self.config.spec.auto_start {
@@ -420,12 +437,20 @@ impl Supervisor {
             .get("PATH")
             .map(Into::into)
             .or_else(|| std::env::var_os("PATH"));
-        let mut command = OsCommand::new("/bin/sh");
-        command
-            .arg("-c")
-            .arg(shell_line(&spec.command, path.as_deref()))
-            .envs(&spec.env)
-            .stdin(Stdio::null());
+        let mut command = match direct_argv(&spec.command, path.as_deref()) {
+            // No shell in between: one exec less per start, and the pid is the program's.
+            Some(argv) => {
+                let mut command = OsCommand::new(&argv[0]);
+                command.args(&argv[1..]);
+                command
+            }
+            None => {
+                let mut command = OsCommand::new("/bin/sh");
+                command.arg("-c").arg(&spec.command);
+                command
+            }
+        };
+        command.envs(&spec.env).stdin(Stdio::null());
         if let Some(cwd) = &spec.cwd {
             command.current_dir(cwd);
         }
@@ -612,7 +637,7 @@ impl Supervisor {
         while self
             .samples
             .front()
-            .is_some_and(|s| sample.at.duration_since(s.at) > window + self.config.poll_interval)
+            .is_some_and(|s| sample.at.duration_since(s.at) > window + self.sample_interval())
         {
             self.samples.pop_front();
         }
@@ -972,11 +997,12 @@ impl Supervisor {
 }
 
 /// A command without shell syntax whose first word is a program (a path, or
-/// found on `path`) is exec'd by the shell, so the workload's pid is the
-/// program itself and signals reach it directly: dash does not exec the last
-/// command of `sh -c` by itself. Builtins (`exit`, `cd`) and keywords are not
-/// programs and run as written.
-fn shell_line(command: &str, path: Option<&std::ffi::OsStr>) -> String {
+/// found on `path`) runs as that program directly, split on whitespace: the
+/// workload's pid is the program itself, signals reach it directly, and no
+/// shell is exec'd first (dash would not even exec the last command of
+/// `sh -c`). Anything else (builtins such as `exit` or `cd`, keywords,
+/// quoting, variables, pipes) runs through `/bin/sh -c` as written.
+fn direct_argv(command: &str, path: Option<&std::ffi::OsStr>) -> Option<Vec<String>> {
     const SHELL_SYNTAX: &[char] = &[
         ';', '&', '|', '<', '>', '(', ')', '$', '`', '\\', '"', '\'', '*', '?', '[', ']', '#', '~',
         '=', '%', '{', '}', '!', '\n',
@@ -993,9 +1019,9 @@ fn shell_line(command: &str, path: Option<&std::ffi::OsStr>) -> String {
         })
     };
     if first.is_empty() || command.contains(SHELL_SYNTAX) || !is_program(first) {
-        command.to_string()
+        None
     } else {
-        format!("exec {command}")
+        Some(command.split_whitespace().map(str::to_string).collect())
     }
 }
 
@@ -1053,18 +1079,18 @@ pub fn guard_main(dirs: &[std::path::PathBuf]) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::shell_line;
+    use super::direct_argv;
 
     #[test]
-    fn simple_commands_are_execd() {
+    fn simple_commands_run_without_a_shell() {
         let path = Some(std::ffi::OsStr::new("/usr/bin:/bin"));
-        let line = |c| shell_line(c, path);
+        let argv = |c| direct_argv(c, path);
         assert_eq!(
-            line("/opt/code/run_portal_server --port 80"),
-            "exec /opt/code/run_portal_server --port 80"
+            argv("/opt/code/run_portal_server --port 80").unwrap(),
+            ["/opt/code/run_portal_server", "--port", "80"]
         );
-        assert_eq!(line("sleep 60"), "exec sleep 60");
-        for as_written in [
+        assert_eq!(argv("sleep  60").unwrap(), ["sleep", "60"]);
+        for through_the_shell in [
             "echo a; echo b",
             "a && b",
             "x | y",
@@ -1074,8 +1100,9 @@ mod tests {
             "cd /tmp",
             "if true",
             "no-such-program-anywhere",
+            "echo 'quoted words'",
         ] {
-            assert_eq!(line(as_written), as_written);
+            assert_eq!(argv(through_the_shell), None, "{through_the_shell}");
         }
     }
 }
