@@ -33,3 +33,5 @@ grep -qE ' - cgroup2? ' /proc/self/mountinfo || fail "no cgroup hierarchy is mou
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+# Benchmarks are not tests; the smoke run keeps every one of them building and running.
+scripts/bench.sh all --smoke
