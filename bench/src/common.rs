@@ -137,8 +137,14 @@ pub fn fmt_ms(value: f64) -> String {
 }
 
 /// Polls `probe` until it answers, failing after `timeout`.
-pub fn wait_until<T>(
+pub fn wait_until<T>(timeout: Duration, what: &str, probe: impl FnMut() -> Option<T>) -> Result<T> {
+    wait_every(timeout, Duration::from_millis(2), what, probe)
+}
+
+/// Polls `probe` every `every` until it answers, failing after `timeout`.
+pub fn wait_every<T>(
     timeout: Duration,
+    every: Duration,
     what: &str,
     mut probe: impl FnMut() -> Option<T>,
 ) -> Result<T> {
@@ -150,7 +156,7 @@ pub fn wait_until<T>(
         if Instant::now() > deadline {
             bail!("timed out after {timeout:?} waiting for {what}");
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(every);
     }
 }
 

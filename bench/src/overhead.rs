@@ -100,25 +100,6 @@ fn pss_kb(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Polls `probe` every `every` until it answers, failing after `timeout`.
-fn poll<T>(
-    timeout: Duration,
-    every: Duration,
-    what: &str,
-    mut probe: impl FnMut() -> Option<T>,
-) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe() {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(every);
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tool {
     Cerebro,
@@ -340,7 +321,7 @@ fn start(tool: Tool, n: usize, scale: Scale) -> Result<Setup> {
                     ]),
             )?;
             setup.daemon = Some(Daemon::Cerebro(guard));
-            let addr = poll(
+            let addr = crate::common::wait_every(
                 Duration::from_secs(20),
                 Duration::from_millis(20),
                 "the machinesitter's address",
@@ -388,7 +369,7 @@ fn start(tool: Tool, n: usize, scale: Scale) -> Result<Setup> {
         }
     }
     let what = format!("{n} idle processes under {}", tool.name());
-    poll(timeout, Duration::from_millis(100), &what, || {
+    crate::common::wait_every(timeout, Duration::from_millis(100), &what, || {
         if let Some(Daemon::Cerebro(guard)) = setup.daemon.as_mut() {
             if !matches!(guard.child.try_wait(), Ok(None)) {
                 return Some(());
