@@ -535,7 +535,7 @@ async fn register(
     }
     let result = {
         let mut cluster = lock(&app.cluster);
-        if cluster.retired.contains_key(&request.machine_id) {
+        if cluster.retired.contains(&request.machine_id) {
             let address = request.address.clone();
             let client = app.client.clone();
             let token = cluster
@@ -581,17 +581,8 @@ async fn register(
                 cluster.state.machines.insert(
                     request.machine_id.clone(),
                     MachineRecord {
-                        id: request.machine_id.clone(),
-                        zone,
-                        number,
-                        provider_id: None,
                         address: Some(request.address.clone()),
-                        capacity: request.capacity,
-                        state: MachineState::Provisioning,
-                        created_ms: now_ms(),
-                        last_seen_ms: None,
-                        missed_polls: 0,
-                        idle_since_ms: None,
+                        ..MachineRecord::new(&request.machine_id, &zone, number, request.capacity)
                     },
                 );
                 let message = format!("joined at {}", request.address);

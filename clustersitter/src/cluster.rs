@@ -14,7 +14,7 @@ use cerebro_types::job::JobSpec;
 use cerebro_types::machine::{MachineStatus, Resources, TaskView};
 use cerebro_types::time::now_ms;
 use cerebro_types::{TaskSpec, ValidationErrors};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -36,7 +36,7 @@ pub struct Cluster {
     pub plan: Plan,
     /// Machine ids decommissioned since start: a late registration from one
     /// gets its stale tasks removed instead of being adopted.
-    pub retired: BTreeMap<String, Option<String>>,
+    pub retired: BTreeSet<String>,
     pub started: Instant,
     provider_kind: &'static str,
 }
@@ -62,7 +62,7 @@ impl Cluster {
             reports: BTreeMap::new(),
             events: VecDeque::new(),
             plan: Plan::default(),
-            retired: BTreeMap::new(),
+            retired: BTreeSet::new(),
             started: Instant::now(),
             provider_kind,
         }
@@ -213,7 +213,12 @@ impl Cluster {
                     .filter(|m| record.generation_on(m) < r.target_generation)
                     .cloned()
                     .collect(),
-                current: r.switched.keys().last().cloned(),
+                // The machine switched most recently.
+                current: r
+                    .switched
+                    .iter()
+                    .max_by_key(|(_, at)| **at)
+                    .map(|(machine, _)| machine.clone()),
                 started_ms: r.started_ms,
             }
         });
@@ -261,13 +266,14 @@ impl Cluster {
     }
 
     pub fn machine_view(&self, record: &MachineRecord) -> MachineView {
+        // Instance numbers are positions in each job's list, computed once per job.
+        let mut keys_of_job: BTreeMap<&str, Vec<InstanceKey>> = BTreeMap::new();
         let mut instances = Vec::new();
         for assignment in self.assignments_on(&record.id) {
-            let index = self
-                .instance_keys(&assignment.key.job)
-                .iter()
-                .position(|k| *k == assignment.key)
-                .unwrap_or(0);
+            let keys = keys_of_job
+                .entry(assignment.key.job.as_str())
+                .or_insert_with(|| self.instance_keys(&assignment.key.job));
+            let index = keys.iter().position(|k| *k == assignment.key).unwrap_or(0);
             instances.push(self.instance_view(index, &assignment.key));
         }
         MachineView {

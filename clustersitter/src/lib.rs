@@ -13,7 +13,6 @@ pub mod store;
 pub mod ui;
 
 use cerebro_types::cluster::MachineState;
-use cerebro_types::time::now_ms;
 use cluster::{lock, Cluster};
 use config::{ClusterConfig, OnExit, ProviderKind};
 use provider::{LocalProvider, MachineProvider};
@@ -224,17 +223,9 @@ async fn recover_machines(cluster: &mut Cluster, provider: &dyn MachineProvider)
                 cluster.state.machines.insert(
                     machine.machine_id.clone(),
                     MachineRecord {
-                        id: machine.machine_id.clone(),
-                        zone: machine.zone.clone(),
-                        number,
                         provider_id: Some(machine.provider_id.clone()),
                         address: machine.address.clone(),
-                        capacity: *size,
-                        state: MachineState::Provisioning,
-                        created_ms: now_ms(),
-                        last_seen_ms: None,
-                        missed_polls: 0,
-                        idle_since_ms: None,
+                        ..MachineRecord::new(&machine.machine_id, &machine.zone, number, *size)
                     },
                 );
                 cluster.event("machine", &machine.machine_id, "found running; adopted");

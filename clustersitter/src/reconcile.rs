@@ -289,19 +289,7 @@ impl Reconciler {
                 let number = cluster.state.free_number(&request.zone);
                 cluster.state.machines.insert(
                     id.clone(),
-                    MachineRecord {
-                        id: id.clone(),
-                        zone: request.zone.clone(),
-                        number,
-                        provider_id: None,
-                        address: None,
-                        capacity: request.size,
-                        state: MachineState::Provisioning,
-                        created_ms: now_ms(),
-                        last_seen_ms: None,
-                        missed_polls: 0,
-                        idle_since_ms: None,
-                    },
+                    MachineRecord::new(&id, &request.zone, number, request.size),
                 );
                 let for_whom: Vec<String> = request
                     .for_instances
@@ -452,6 +440,15 @@ impl Reconciler {
     async fn sync_tasks(&mut self) {
         let work: Vec<SyncWork> = {
             let cluster = lock(&self.cluster);
+            // Grouped once: scanning every assignment per machine would be quadratic each tick.
+            let mut by_machine: BTreeMap<&str, Vec<&cerebro_types::cluster::Assignment>> =
+                BTreeMap::new();
+            for assignment in &cluster.state.assignments {
+                by_machine
+                    .entry(assignment.machine.as_str())
+                    .or_default()
+                    .push(assignment);
+            }
             let mut work = Vec::new();
             for machine in cluster.state.machines.values() {
                 let Some(address) = machine.address.clone() else {
@@ -461,8 +458,10 @@ impl Reconciler {
                     continue;
                 };
                 let desired: BTreeMap<String, TaskSpec> = match machine.state {
-                    MachineState::Ready => cluster
-                        .assignments_on(&machine.id)
+                    MachineState::Ready => by_machine
+                        .get(machine.id.as_str())
+                        .into_iter()
+                        .flatten()
                         .filter_map(|a| cluster.instance_spec(&a.key, &machine.id))
                         .map(|spec| (spec.name.clone(), spec))
                         .collect(),
@@ -507,19 +506,23 @@ impl Reconciler {
             let client = self.client.clone();
             let token = token.clone();
             calls.spawn(async move {
-                let mut failures = Vec::new();
+                // One message per call, saying what happened, for the event log.
+                let mut outcomes = Vec::new();
                 for spec in &item.put {
                     let url = format!(
                         "http://{}/api/v1/tasks/{}",
                         item.address,
                         encode_path_segment(&spec.name)
                     );
-                    if let Err(error) = client
-                        .put_json::<_, serde_json::Value>(&url, token.as_deref(), spec)
-                        .await
-                    {
-                        failures.push(format!("PUT {}: {error}", spec.name));
-                    }
+                    outcomes.push(
+                        match client
+                            .put_json::<_, serde_json::Value>(&url, token.as_deref(), spec)
+                            .await
+                        {
+                            Ok(_) => format!("runs {}", spec.name),
+                            Err(error) => format!("PUT {}: {error}", spec.name),
+                        },
+                    );
                 }
                 for name in &item.delete {
                     let url = format!(
@@ -527,39 +530,25 @@ impl Reconciler {
                         item.address,
                         encode_path_segment(name)
                     );
-                    match client
-                        .delete_json::<serde_json::Value>(&url, token.as_deref())
-                        .await
-                    {
-                        Ok(_) => {}
-                        Err(error) if error.status() == Some(404) => {}
-                        Err(error) => failures.push(format!("DELETE {name}: {error}")),
-                    }
+                    outcomes.push(
+                        match client
+                            .delete_json::<serde_json::Value>(&url, token.as_deref())
+                            .await
+                        {
+                            Ok(_) => format!("removed {name}"),
+                            Err(error) if error.status() == Some(404) => format!("removed {name}"),
+                            Err(error) => format!("DELETE {name}: {error}"),
+                        },
+                    );
                 }
-                (item, failures)
+                (item.machine, outcomes)
             });
         }
         let results = calls.join_all().await;
         let mut cluster = lock(&self.cluster);
-        for (item, failures) in results {
-            for spec in &item.put {
-                if !failures
-                    .iter()
-                    .any(|f| f.starts_with(&format!("PUT {}:", spec.name)))
-                {
-                    cluster.event("machine", &item.machine, format!("runs {}", spec.name));
-                }
-            }
-            for name in &item.delete {
-                if !failures
-                    .iter()
-                    .any(|f| f.starts_with(&format!("DELETE {name}:")))
-                {
-                    cluster.event("machine", &item.machine, format!("removed {name}"));
-                }
-            }
-            for failure in failures {
-                cluster.event("machine", &item.machine, failure);
+        for (machine, outcomes) in results {
+            for outcome in outcomes {
+                cluster.event("machine", &machine, outcome);
             }
         }
     }
@@ -568,29 +557,16 @@ impl Reconciler {
     fn retire_idle(&mut self) {
         let mut guard = lock(&self.cluster);
         let cluster = &mut *guard;
-        let now = now_ms();
-        let busy: BTreeSet<String> = cluster
+        let busy: BTreeSet<&str> = cluster
             .state
             .assignments
             .iter()
-            .map(|a| a.machine.clone())
+            .map(|a| a.machine.as_str())
             .collect();
         let mut idle_by_zone: BTreeMap<String, Vec<(u32, String)>> = BTreeMap::new();
         let mut changed = false;
-        for machine in cluster.state.machines.values_mut() {
-            let idle = machine.state == MachineState::Ready && !busy.contains(&machine.id);
-            match (idle, machine.idle_since_ms) {
-                (true, None) => {
-                    machine.idle_since_ms = Some(now);
-                    changed = true;
-                }
-                (false, Some(_)) => {
-                    machine.idle_since_ms = None;
-                    changed = true;
-                }
-                _ => {}
-            }
-            if idle {
+        for machine in cluster.state.machines.values() {
+            if machine.state == MachineState::Ready && !busy.contains(machine.id.as_str()) {
                 idle_by_zone
                     .entry(machine.zone.clone())
                     .or_default()
@@ -649,7 +625,7 @@ impl Reconciler {
                         Ok(()) => {
                             cluster.state.machines.remove(&id);
                             cluster.reports.remove(&id);
-                            cluster.retired.insert(id.clone(), provider_id);
+                            cluster.retired.insert(id.clone());
                             cluster.event("machine", &id, "terminated");
                             persist(&cluster);
                         }

@@ -78,9 +78,24 @@ pub struct MachineRecord {
     pub created_ms: u64,
     pub last_seen_ms: Option<u64>,
     pub missed_polls: u32,
-    /// When it became idle (no instances), for the idle limit.
-    #[serde(default)]
-    pub idle_since_ms: Option<u64>,
+}
+
+impl MachineRecord {
+    /// A machine not yet seen answering (it becomes ready at its first successful poll).
+    pub fn new(id: &str, zone: &str, number: u32, capacity: Resources) -> Self {
+        Self {
+            id: id.to_string(),
+            zone: zone.to_string(),
+            number,
+            provider_id: None,
+            address: None,
+            capacity,
+            state: MachineState::Provisioning,
+            created_ms: cerebro_types::time::now_ms(),
+            last_seen_ms: None,
+            missed_polls: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -291,17 +291,6 @@ impl Cluster {
         command.output().expect("run cerebro")
     }
 
-    /// The machinesitter process of a local machine.
-    pub fn machinesitter_pid(&self, machine: &str) -> Option<i32> {
-        let dir = self.dir.path().join("state").join("machines").join(machine);
-        let dir = dir.display().to_string();
-        processes(|argv| {
-            argv.first().is_some_and(|a| a.ends_with("machinesitter")) && argv.contains(&dir)
-        })
-        .into_iter()
-        .next()
-    }
-
     /// Kills a local machine the hard way: its machinesitter and every process under its dir.
     pub fn kill_machine(&self, machine: &str) {
         let dir = self.dir.path().join("state").join("machines").join(machine);
