@@ -3,8 +3,8 @@
 //! process seen (a tool that kills and restarts the spinner still counts).
 
 use crate::common::{
-    cerebro_bin, clock_ticks_per_sec, cpu_ticks, kill_marked, pids_matching, self_bin,
-    spawn_guarded, Scale, Table,
+    cerebro_bin, clock_ticks_per_sec, cpu_ticks, kill_marked, median_p95, pids_matching, ratio,
+    self_bin, spawn_guarded, Scale, Table,
 };
 use crate::peers::{Monit, Supervisord};
 use anyhow::{bail, Result};
@@ -24,8 +24,14 @@ fn spin_command(marker: &Path) -> String {
     )
 }
 
-/// Cores used by processes whose argv holds `tag`, over `window`.
-fn measure(tag: &str, window: Duration) -> f64 {
+/// Cores used by the processes whose argv holds `tag`: over the whole
+/// `window`, and in each whole second of it.
+struct CpuUse {
+    overall: f64,
+    per_second: Vec<f64>,
+}
+
+fn measure(tag: &str, window: Duration) -> CpuUse {
     let is_spinner =
         |argv: &[String]| argv.iter().any(|a| a == "spin") && argv.iter().any(|a| a == tag);
     let mut last: HashMap<i32, u64> = pids_matching(is_spinner)
@@ -33,6 +39,8 @@ fn measure(tag: &str, window: Duration) -> f64 {
         .map(|p| (p, cpu_ticks(p)))
         .collect();
     let mut used_ticks = 0u64;
+    let mut per_second = Vec::new();
+    let mut second_started = (Instant::now(), 0u64);
     let started = Instant::now();
     while started.elapsed() < window {
         std::thread::sleep(Duration::from_millis(100));
@@ -41,11 +49,23 @@ fn measure(tag: &str, window: Duration) -> f64 {
             let before = last.insert(pid, now).unwrap_or(0);
             used_ticks += now.saturating_sub(before);
         }
+        let (since, ticks_then) = second_started;
+        if since.elapsed() >= Duration::from_secs(1) {
+            per_second.push(
+                (used_ticks - ticks_then) as f64
+                    / clock_ticks_per_sec()
+                    / since.elapsed().as_secs_f64(),
+            );
+            second_started = (Instant::now(), used_ticks);
+        }
     }
-    used_ticks as f64 / clock_ticks_per_sec() / started.elapsed().as_secs_f64()
+    CpuUse {
+        overall: used_ticks as f64 / clock_ticks_per_sec() / started.elapsed().as_secs_f64(),
+        per_second,
+    }
 }
 
-fn one(tool: &str, window: Duration) -> Result<f64> {
+fn one(tool: &str, window: Duration) -> Result<CpuUse> {
     let dir = tempfile::tempdir()?;
     let tag = dir.path().join("spinner");
     let command = spin_command(&tag);
@@ -116,24 +136,45 @@ pub fn run(scale: Scale) -> Result<Vec<Table>> {
     ];
     let mut table = Table::new(
         &format!("CPU limit ({LIMIT_CORES} core; a spinner that would use a whole core)"),
-        &["tool", "mechanism", "cores used", "held at the limit"],
+        &[
+            "tool",
+            "mechanism",
+            "cores used",
+            "median per second",
+            "p95 per second",
+            "held at the limit",
+            "this tool lets it use, vs tasksitter (cgroup)",
+        ],
     );
+    let mut cerebro_use = f64::NAN;
     for (tool, mechanism) in tools {
         eprintln!("  cpu: {tool}");
         let used = one(tool, window)?;
+        if tool == "tasksitter (cgroup)" {
+            cerebro_use = used.overall;
+        }
+        let (median, p95) = median_p95(&used.per_second);
         table.row(vec![
             tool.into(),
             mechanism.into(),
-            format!("{used:.2}"),
-            if used <= LIMIT_CORES * 1.1 {
+            format!("{:.2}", used.overall),
+            format!("{median:.2}"),
+            format!("{p95:.2}"),
+            if p95 <= LIMIT_CORES * 1.1 {
                 "yes".into()
+            } else if used.overall <= LIMIT_CORES * 1.1 {
+                "on average only".into()
             } else {
                 "no".into()
             },
+            ratio(cerebro_use, used.overall),
         ]);
     }
     table.note(format!(
-        "CPU time of the spinner processes over {} s, sampled from /proc every 100 ms (a killed spinner's last 100 ms may be missed).",
+        "CPU time of the spinner processes over {} s, sampled from /proc every 100 ms (a killed spinner's last 100 ms may be \
+         missed); median and p95 are over the window's whole seconds. Held at the limit: the p95 second stays within 10% of \
+         it; \"on average only\" means the tool kills and restarts the spinner, so it runs flat out between kills. The last \
+         column is this tool's cores used divided by tasksitter (cgroup)'s.",
         window.as_secs()
     ));
     Ok(vec![table])

@@ -8,8 +8,8 @@
 //! next one starts; for each N the three tools run one after another.
 
 use crate::common::{
-    cerebro_bin, clock_ticks_per_sec, cpu_ticks, kill_marked, rss_kb, spawn_guarded, Guard, Scale,
-    Table,
+    cerebro_bin, clock_ticks_per_sec, cpu_ticks, kill_marked, ratio, rss_kb, spawn_guarded, Guard,
+    Scale, Table,
 };
 use crate::peers::{Monit, Supervisord};
 use anyhow::{bail, Context, Result};
@@ -463,18 +463,34 @@ pub fn run(scale: Scale) -> Result<Vec<Table>> {
         &[
             "tool",
             "N",
+            "supervising processes",
             "supervisor RSS (MB)",
+            "supervisor PSS (MB)",
             "supervisor CPU (% of a core)",
             "per-process RSS (MB)",
+            "Cerebro is lighter by (PSS)",
+            "Cerebro is lighter by (CPU)",
         ],
     );
     for (tool, n, sample) in &results {
+        let cerebro = results
+            .iter()
+            .find(|(t, cerebro_n, _)| *t == Tool::Cerebro && cerebro_n == n)
+            .map(|(_, _, s)| s);
+        let versus = |value: fn(&Sample) -> f64| match cerebro {
+            Some(cerebro) if *tool != Tool::Cerebro => ratio(value(cerebro), value(sample)),
+            _ => "—".into(),
+        };
         table.row(vec![
             tool.name().into(),
             n.to_string(),
+            sample.processes.to_string(),
             format!("{:.1}", mb(sample.rss_kb)),
+            format!("{:.1}", mb(sample.pss_kb)),
             format!("{:.2}", sample.cpu_percent),
             format!("{:.2}", mb(sample.rss_kb) / *n as f64),
+            versus(|s| s.pss_kb as f64),
+            versus(|s| s.cpu_percent),
         ]);
     }
     table.note(format!(
@@ -487,22 +503,12 @@ pub fn run(scale: Scale) -> Result<Vec<Table>> {
         settle.as_secs_f64(),
         window.as_secs_f64()
     ));
-    let described: Vec<String> = results
-        .iter()
-        .map(|(tool, n, s)| {
-            format!(
-                "{} N={n}: {:.1} MB in {} process(es)",
-                tool.name(),
-                mb(s.pss_kb),
-                s.processes
-            )
-        })
-        .collect();
-    table.note(format!(
+    table.note(
         "Summed VmRSS counts shared pages (the binary's text, libc) once per process, which inflates Cerebro's many \
-         processes; proportional set size (PSS, shared pages split between their users): {}.",
-        described.join("; ")
-    ));
+         processes; PSS (proportional set size, from /proc/PID/smaps_rollup) splits shared pages between their users. \
+         \"Cerebro is lighter by\" = this tool's PSS (or CPU) / Cerebro's at the same N: below 1.0x, Cerebro is the \
+         heavier one.",
+    );
     let largest = counts.last().copied().unwrap_or(1);
     let at = |tool: Tool| {
         results
@@ -531,9 +537,10 @@ pub fn run(scale: Scale) -> Result<Vec<Table>> {
              Cerebro {:.2}% of a core, of which the machinesitter ({:.1} MB RSS, polling every tasksitter's status \
              over HTTP once a second) is {:.2}% and the rest is the tasksitters, each sampling its workload once a \
              second (the default --poll-interval when cgroups enforce the limits; 100 ms when it polls them); \
-             supervisord {:.2}%, monit {:.2}%. What would close the gap: one \
-             shared tasksitter (or one guard) for many tasks, and smaller tasksitter processes (a current-thread \
-             runtime, no per-task HTTP server).",
+             supervisord {:.2}%, monit {:.2}%. Each tasksitter already runs a \
+             current-thread runtime; what would close the gap is supervising many tasks from one process (one guard, \
+             one HTTP server), which gives up what one tasksitter per task buys: a tasksitter that crashes or is \
+             upgraded touches one task, not the machine's.",
             mb(cerebro.rss_kb),
             mb(cerebro.pss_kb),
             mb(supervisord.rss_kb),
