@@ -324,9 +324,18 @@ fn run(cli: Cli) -> Result<()> {
             let mut replies = Vec::new();
             for job in &jobs {
                 let reply: Value = api.put(&job_path(job.name()), job)?;
+                let result = reply["result"].as_str().unwrap_or("");
+                let rollout = &reply["job"]["rollout"];
                 rows.push(vec![
                     job.name().to_string(),
-                    reply["result"].as_str().unwrap_or("").to_string(),
+                    if result == "updated" && !rollout.is_null() {
+                        format!(
+                            "updated, rolling to generation {}",
+                            rollout["target_generation"]
+                        )
+                    } else {
+                        result.to_string()
+                    },
                     reply["job"]["desired_instances"].to_string(),
                 ]);
                 replies.push(reply);

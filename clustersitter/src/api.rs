@@ -4,7 +4,7 @@
 
 use crate::cluster::{lock, SharedCluster};
 use crate::placement::{place, PlacementInput};
-use crate::store::{MachineRecord, Rollout};
+use crate::store::MachineRecord;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -275,25 +275,17 @@ pub fn start_rollout(
             .jobs
             .get_mut(name)
             .ok_or_else(|| no_such_job(name))?;
-        // Machines keep what they run until the rollout reaches them.
-        for machine in &hosting {
-            let current = job.generation_on(machine);
-            job.machine_generation.insert(machine.clone(), current);
-        }
-        job.generation += 1;
         if request.version.is_some() {
             job.version = request.version.clone();
         }
-        job.updated_ms = now_ms();
-        job.rollout = Some(Rollout {
-            target_generation: job.generation,
-            min_healthy_ms: request
+        job.begin_rollout(
+            &hosting,
+            request
                 .min_healthy_secs
                 .map_or(default_healthy.as_millis() as u64, |s| (s * 1000.0) as u64),
-            max_parallel: request.max_parallel.unwrap_or(1),
-            switched: Default::default(),
-            started_ms: now_ms(),
-        });
+            request.max_parallel.unwrap_or(1),
+            now_ms(),
+        );
         let message = format!(
             "rolling update to generation {}{} over {} machines",
             job.generation,

@@ -100,7 +100,7 @@ impl Cluster {
     /// environment so that an update is a spec change the machine applies.
     pub fn instance_spec(&self, key: &InstanceKey, machine: &str) -> Option<TaskSpec> {
         let job = self.state.jobs.get(&key.job)?;
-        let mut spec = job.spec.task_configuration.clone();
+        let mut spec = job.task_configuration_on(machine).clone();
         spec.name = instance_task_name(&key.job, key.slot);
         let env = &mut spec.env;
         env.insert("CEREBRO_JOB".into(), key.job.clone());
@@ -382,26 +382,37 @@ impl Cluster {
         errors.into_result(())
     }
 
-    /// Creates or replaces a job; answers created, updated or unchanged.
+    /// Creates or replaces a job; answers created, updated or unchanged. A
+    /// changed task configuration rolls out one machine at a time.
     pub fn upsert_job(&mut self, spec: JobSpec) -> &'static str {
         let name = spec.name().to_string();
         let now = now_ms();
-        let result = match self.state.jobs.get_mut(&name) {
-            Some(record) if record.spec == spec => "unchanged",
+        let hosting = self.machines_hosting(&name);
+        let min_healthy_ms = self.config.min_healthy.as_millis() as u64;
+        let (result, rollout) = match self.state.jobs.get_mut(&name) {
+            Some(record) if record.spec == spec => ("unchanged", None),
             Some(record) => {
-                record.spec = spec;
-                record.updated_ms = now;
-                "updated"
+                let rolls = record.replace_spec(spec, &hosting, min_healthy_ms, now);
+                ("updated", rolls.then_some(record.generation))
             }
             None => {
                 self.state
                     .jobs
                     .insert(name.clone(), JobRecord::new(spec, now));
-                "created"
+                ("created", None)
             }
         };
-        if result != "unchanged" {
-            self.event("job", &name, format!("config {result}"));
+        match rollout {
+            Some(generation) => self.event(
+                "job",
+                &name,
+                format!(
+                    "config updated: rolling update to generation {generation} over {} machines",
+                    hosting.len()
+                ),
+            ),
+            None if result != "unchanged" => self.event("job", &name, format!("config {result}")),
+            None => {}
         }
         result
     }

@@ -402,8 +402,7 @@ impl Reconciler {
                 continue;
             };
             if left.is_empty() && in_flight == 0 {
-                job.rollout = None;
-                job.machine_generation.clear();
+                job.end_rollout();
                 events.push((
                     name.clone(),
                     format!(
@@ -427,6 +426,7 @@ impl Reconciler {
                 ));
                 changed = true;
             }
+            job.forget_unused_configurations();
         }
         for (job, message) in events {
             cluster.event("job", &job, message);

@@ -9,6 +9,7 @@
 use cerebro_types::cluster::{Assignment, MachineState};
 use cerebro_types::job::JobSpec;
 use cerebro_types::machine::Resources;
+use cerebro_types::task::TaskSpec;
 use cerebro_web::fs::{atomic_write, read_state_file, StateFile};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -20,12 +21,18 @@ pub const STATE_VERSION: u32 = 1;
 pub struct JobRecord {
     pub spec: JobSpec,
     pub version: Option<String>,
-    /// Bumped by every `update`; instances carry it in `CEREBRO_JOB_GENERATION`.
+    /// Bumped by every `update` and every change of the task
+    /// configuration; instances carry it in `CEREBRO_JOB_GENERATION`.
     pub generation: u64,
     /// The generation each machine's instances of this job run; a rolling
     /// update moves one machine at a time.
     #[serde(default)]
     pub machine_generation: BTreeMap<String, u64>,
+    /// The task configuration of older generations that machines still
+    /// run while a rolling update has not reached them; any generation not
+    /// here runs `spec.task_configuration`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub superseded: BTreeMap<u64, TaskSpec>,
     #[serde(default)]
     pub rollout: Option<Rollout>,
     pub created_ms: u64,
@@ -39,6 +46,7 @@ impl JobRecord {
             version: None,
             generation: 1,
             machine_generation: BTreeMap::new(),
+            superseded: BTreeMap::new(),
             rollout: None,
             created_ms: now,
             updated_ms: now,
@@ -51,6 +59,80 @@ impl JobRecord {
             .get(machine)
             .copied()
             .unwrap_or(self.generation)
+    }
+
+    /// The task configuration instances on `machine` run.
+    pub fn task_configuration_on(&self, machine: &str) -> &TaskSpec {
+        self.superseded
+            .get(&self.generation_on(machine))
+            .unwrap_or(&self.spec.task_configuration)
+    }
+
+    /// Starts a rolling update to a new generation over the machines in
+    /// `hosting`: each keeps what it runs until the rollout reaches it.
+    pub fn begin_rollout(
+        &mut self,
+        hosting: &[String],
+        min_healthy_ms: u64,
+        max_parallel: usize,
+        now: u64,
+    ) {
+        for machine in hosting {
+            let current = self.generation_on(machine);
+            self.machine_generation.insert(machine.clone(), current);
+        }
+        self.generation += 1;
+        self.updated_ms = now;
+        self.rollout = Some(Rollout {
+            target_generation: self.generation,
+            min_healthy_ms,
+            max_parallel,
+            switched: BTreeMap::new(),
+            started_ms: now,
+        });
+    }
+
+    /// Replaces the job's config. A changed task configuration reaches the
+    /// machines in `hosting` by a rolling update, one machine at a time, as
+    /// `update` does; anything else (layout, links, recipe options) is
+    /// placement's business and takes effect at once. Returns whether a
+    /// rollout began.
+    pub fn replace_spec(
+        &mut self,
+        spec: JobSpec,
+        hosting: &[String],
+        min_healthy_ms: u64,
+        now: u64,
+    ) -> bool {
+        let rolls = spec.task_configuration != self.spec.task_configuration && !hosting.is_empty();
+        if rolls {
+            for machine in hosting {
+                let running = self.generation_on(machine);
+                if !self.superseded.contains_key(&running) {
+                    self.superseded
+                        .insert(running, self.spec.task_configuration.clone());
+                }
+            }
+        }
+        self.spec = spec;
+        self.updated_ms = now;
+        if rolls {
+            self.begin_rollout(hosting, min_healthy_ms, 1, now);
+        }
+        rolls
+    }
+
+    /// Forgets the old task configurations no machine runs any more.
+    pub fn forget_unused_configurations(&mut self) {
+        let machine_generation = &self.machine_generation;
+        self.superseded
+            .retain(|generation, _| machine_generation.values().any(|g| g == generation));
+    }
+
+    pub fn end_rollout(&mut self) {
+        self.rollout = None;
+        self.machine_generation.clear();
+        self.superseded.clear();
     }
 }
 

@@ -108,6 +108,16 @@ fn every_command_works_against_a_live_cluster() {
     });
     assert_eq!(cluster.job("echo-server")["version"], "v7");
 
+    let changed = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("\"mem\": 20", "\"mem\": 24");
+    std::fs::write(&file, changed).unwrap();
+    let reconfigured = stdout(&cluster.cli(&["updatejobcfg", &file]));
+    assert!(
+        reconfigured.contains("updated, rolling to generation 3"),
+        "{reconfigured}"
+    );
+
     let events = stdout(&cluster.cli(&["events", "--limit", "200"]));
     assert!(events.contains("rolling update"), "{events}");
 

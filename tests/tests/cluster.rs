@@ -276,11 +276,75 @@ fn a_rolling_update_restarts_one_machine_at_a_time() {
             "each machine waits for the previous one to be healthy 1 s: {starts:?}"
         );
     }
-    let pid = after[0]["pid"].as_u64().unwrap();
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-    assert!(environ
-        .split(|b| *b == 0)
-        .any(|kv| kv == b"CEREBRO_JOB_VERSION=v2"));
+    assert!(has_env(&after[0]["pid"], "CEREBRO_JOB_VERSION=v2"));
+}
+
+/// Whether the process `pid` has `NAME=VALUE` in its environment.
+fn has_env(pid: &Value, pair: &str) -> bool {
+    std::fs::read(format!("/proc/{}/environ", pid.as_u64().unwrap_or(0)))
+        .is_ok_and(|environ| environ.split(|b| *b == 0).any(|kv| kv == pair.as_bytes()))
+}
+
+#[test]
+fn a_changed_task_configuration_rolls_out_one_machine_at_a_time() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let mut spec = job("reconfig", "512", 1.5, json!({"zone-a": {"cpu": 3}}));
+    cluster.put_job(&spec);
+    let before = cluster.wait_job_running("reconfig", 3);
+
+    spec["task_configuration"]["env"] = json!({"COLOR": "blue"});
+    let (code, reply) = cluster.put_job(&spec);
+    assert_eq!(code, 200, "{reply}");
+    assert_eq!(reply["result"], "updated", "{reply}");
+    assert_eq!(reply["job"]["rollout"]["target_generation"], 2, "{reply}");
+
+    // Midway, one machine runs the new configuration and the others still
+    // run the old one, untouched.
+    wait_for(TIMEOUT, "one instance switched while the rest wait", || {
+        let instances = cluster.job("reconfig")["instances"].as_array()?.clone();
+        let blue = instances
+            .iter()
+            .filter(|i| has_env(&i["pid"], "COLOR=blue"))
+            .count();
+        let untouched = instances
+            .iter()
+            .filter(|i| before.iter().any(|b| b["pid"] == i["pid"]))
+            .count();
+        (blue == 1 && untouched == 2).then_some(())
+    });
+    let after = wait_for(TIMEOUT, "every instance on the new configuration", || {
+        let job = cluster.job("reconfig");
+        let instances = job["instances"].as_array()?.clone();
+        (job["rollout"].is_null()
+            && instances.iter().all(|i| {
+                i["state"] == "running" && i["generation"] == 2 && has_env(&i["pid"], "COLOR=blue")
+            }))
+        .then_some(instances)
+    });
+    let mut starts: Vec<u64> = after
+        .iter()
+        .map(|i| i["started_at_ms"].as_u64().unwrap())
+        .collect();
+    starts.sort();
+    for pair in starts.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= 1000,
+            "each machine waits for the previous one to be healthy 1 s: {starts:?}"
+        );
+    }
+
+    // Changing only the layout moves no running instance.
+    spec["deployment_layout"] = json!({"zone-a": {"cpu": 4}});
+    let (code, reply) = cluster.put_job(&spec);
+    assert_eq!(code, 200, "{reply}");
+    assert!(reply["job"]["rollout"].is_null(), "{reply}");
+    let grown = cluster.wait_job_running("reconfig", 4);
+    for instance in &after {
+        assert!(
+            grown.iter().any(|g| g["pid"] == instance["pid"]),
+            "instance {instance} kept running"
+        );
+    }
 }
 
 #[test]
