@@ -61,6 +61,10 @@ enum Command {
     },
     /// Remove a job; its instances stop.
     Removejob { name: String },
+    /// Start every instance of a job (also those placed later), whatever its auto_start says.
+    Startjob { name: String },
+    /// Stop every instance of a job (also those placed later); the job stays.
+    Stopjob { name: String },
     /// Jobs with their running and desired instances.
     Listjobs,
     /// Machines with their zone, state, reservations and instances.
@@ -271,6 +275,21 @@ fn job_path(name: &str) -> String {
     format!("/api/v1/jobs/{}", encode_path_segment(name))
 }
 
+/// `startjob` (`run`) or `stopjob`.
+fn run_job(api: &Api, json: bool, name: &str, run: bool) -> Result<()> {
+    let (action, done) = if run {
+        ("start", "starting: every instance runs")
+    } else {
+        ("stop", "stopping: every instance stops; the job stays")
+    };
+    let reply: Value = api.post(&format!("{}/{action}", job_path(name)), &json!({}))?;
+    if json {
+        return print_json(&reply);
+    }
+    println!("{name}: {done}");
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     let token = match cerebro_web::load_token(cli.token_file.as_deref(), "CEREBRO_TOKEN") {
         Ok(token) => token.map(|t| t.expose().to_string()),
@@ -361,6 +380,8 @@ fn run(cli: Cli) -> Result<()> {
                 reply["job"]["generation"]
             );
         }
+        Command::Startjob { name } => run_job(&api, cli.json, &name, true)?,
+        Command::Stopjob { name } => run_job(&api, cli.json, &name, false)?,
         Command::Removejob { name } => {
             let reply: Value = api.delete(&job_path(&name))?;
             if cli.json {

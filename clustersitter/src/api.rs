@@ -47,6 +47,8 @@ pub fn router(state: AppState, token: Option<Token>) -> Router {
             get(get_job).put(put_job).delete(delete_job),
         )
         .route("/api/v1/jobs/{name}/update", post(update_job))
+        .route("/api/v1/jobs/{name}/start", post(start_job))
+        .route("/api/v1/jobs/{name}/stop", post(stop_job))
         .route(
             "/api/v1/jobs/{name}/instances/{index}/restart",
             post(restart_instance_handler),
@@ -198,6 +200,61 @@ async fn delete_job(
         result: "deleted".into(),
         job: None,
     }))
+}
+
+async fn start_job(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<JobReply>, ApiError> {
+    let job = request_run(&app, &name, true)?;
+    Ok(Json(JobReply {
+        result: "starting".into(),
+        job,
+    }))
+}
+
+async fn stop_job(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<JobReply>, ApiError> {
+    let job = request_run(&app, &name, false)?;
+    Ok(Json(JobReply {
+        result: "stopping".into(),
+        job,
+    }))
+}
+
+/// Starts (`run`) or stops every instance of `name`, now and wherever
+/// instances are placed later, whatever `auto_start` says; the machines
+/// apply it as a spec change.
+pub fn request_run(app: &AppState, name: &str, run: bool) -> Result<Option<JobView>, ApiError> {
+    let view = {
+        let mut guard = lock(&app.cluster);
+        let cluster = &mut *guard;
+        let job = cluster
+            .state
+            .jobs
+            .get_mut(name)
+            .ok_or_else(|| no_such_job(name))?;
+        if job.run_requested != Some(run) {
+            job.run_requested = Some(run);
+            job.updated_ms = now_ms();
+            let message = if run {
+                "start requested: every instance runs"
+            } else {
+                "stop requested: every instance stops"
+            };
+            cluster.event("job", name, message);
+            persist_or_500(cluster)?;
+        }
+        cluster
+            .state
+            .jobs
+            .get(name)
+            .map(|record| cluster.job_view(name, record))
+    };
+    app.notify.notify_one();
+    Ok(view)
 }
 
 /// Removes a job unless others are linked to it; its instances stop.

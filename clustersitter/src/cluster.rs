@@ -102,6 +102,9 @@ impl Cluster {
         let job = self.state.jobs.get(&key.job)?;
         let mut spec = job.task_configuration_on(machine).clone();
         spec.name = instance_task_name(&key.job, key.slot);
+        if let Some(run) = job.run_requested {
+            spec.auto_start = run;
+        }
         let env = &mut spec.env;
         env.insert("CEREBRO_JOB".into(), key.job.clone());
         env.insert("CEREBRO_INSTANCE".into(), key.slot.to_string());
@@ -233,6 +236,7 @@ impl Cluster {
             running_instances: instances.iter().filter(|i| i.state == "running").count(),
             instances,
             rollout,
+            run_requested: record.run_requested,
         }
     }
 

@@ -35,6 +35,11 @@ pub struct JobRecord {
     pub superseded: BTreeMap<u64, TaskSpec>,
     #[serde(default)]
     pub rollout: Option<Rollout>,
+    /// `Some(true)` after a start request, `Some(false)` after a stop: it
+    /// overrides `task_configuration.auto_start` for every instance,
+    /// including ones placed later. `None`: `auto_start` decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_requested: Option<bool>,
     pub created_ms: u64,
     pub updated_ms: u64,
 }
@@ -48,6 +53,7 @@ impl JobRecord {
             machine_generation: BTreeMap::new(),
             superseded: BTreeMap::new(),
             rollout: None,
+            run_requested: None,
             created_ms: now,
             updated_ms: now,
         }

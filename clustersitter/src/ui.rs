@@ -73,6 +73,8 @@ pub fn routes() -> Router<AppState> {
         .route("/logout", post(logout))
         .route("/ui/jobs/{name}/update", post(update_action))
         .route("/ui/jobs/{name}/remove", post(remove_action))
+        .route("/ui/jobs/{name}/start", post(start_action))
+        .route("/ui/jobs/{name}/stop", post(stop_action))
         .route(
             "/ui/jobs/{name}/instances/{index}/restart",
             post(restart_action),
@@ -440,6 +442,17 @@ async fn job_page(
                 escape(view.spec.deployment_recipe.as_deref().unwrap_or("—")),
             ),
             (
+                "Runs",
+                match view.run_requested {
+                    Some(true) => "every instance: started by request".to_string(),
+                    Some(false) => "no instance: stopped by request".to_string(),
+                    None if view.spec.task_configuration.auto_start => {
+                        "every instance (auto_start)".to_string()
+                    }
+                    None => "not until started (auto_start: false)".to_string(),
+                },
+            ),
+            (
                 "Rolling update",
                 view.rollout.as_ref().map_or("—".into(), |r| {
                     format!(
@@ -451,10 +464,20 @@ async fn job_page(
             ),
         ];
         let actions = format!(
-            "{} {}",
+            "{} {} {} {}",
             viewer.button(
                 &format!("/ui/jobs/{}/update", encode_path_segment(&name)),
                 "Update in place",
+                ""
+            ),
+            viewer.button(
+                &format!("/ui/jobs/{}/start", encode_path_segment(&name)),
+                "Start all",
+                ""
+            ),
+            viewer.button(
+                &format!("/ui/jobs/{}/stop", encode_path_segment(&name)),
+                "Stop all",
                 ""
             ),
             viewer.button(
@@ -769,6 +792,38 @@ async fn remove_action(
         return refused(why);
     }
     done(api::remove_job(&app, &name), "/overview")
+}
+
+async fn start_action(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    run_action(&app, &headers, &name, &form, true)
+}
+
+async fn stop_action(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    run_action(&app, &headers, &name, &form, false)
+}
+
+fn run_action(
+    app: &AppState,
+    headers: &HeaderMap,
+    name: &str,
+    form: &ActionForm,
+    run: bool,
+) -> Response {
+    if let Err(why) = authorize(app, headers, form) {
+        return refused(why);
+    }
+    let result = api::request_run(app, name, run).map(|_| ());
+    done(result, &format!("/jobs/{}", encode_path_segment(name)))
 }
 
 async fn restart_action(

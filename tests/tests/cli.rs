@@ -118,6 +118,17 @@ fn every_command_works_against_a_live_cluster() {
         "{reconfigured}"
     );
 
+    let stopped = stdout(&cluster.cli(&["stopjob", "echo-server"]));
+    assert!(stopped.contains("stopping"), "{stopped}");
+    wait_for(TIMEOUT, "every instance to stop", || {
+        workloads("601").is_empty().then_some(())
+    });
+    let started = stdout(&cluster.cli(&["startjob", "echo-server"]));
+    assert!(started.contains("starting"), "{started}");
+    wait_for(TIMEOUT, "every instance to run again", || {
+        (workloads("601").len() == 3).then_some(())
+    });
+
     let events = stdout(&cluster.cli(&["events", "--limit", "200"]));
     assert!(events.contains("rolling update"), "{events}");
 

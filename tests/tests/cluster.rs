@@ -348,6 +348,48 @@ fn a_changed_task_configuration_rolls_out_one_machine_at_a_time() {
 }
 
 #[test]
+fn a_job_starts_and_stops_on_request_whatever_auto_start_says() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let mut spec = job("manual", "513", 0.5, json!({"zone-a": {"cpu": 2}}));
+    spec["task_configuration"]["auto_start"] = json!(false);
+    cluster.put_job(&spec);
+    let all_in = |count: usize, state: &str| {
+        let instances = cluster.job("manual")["instances"].as_array()?.clone();
+        (instances.len() == count && instances.iter().all(|i| i["state"] == state)).then_some(())
+    };
+    wait_for(TIMEOUT, "both instances created stopped", || {
+        all_in(2, "stopped")
+    });
+    assert!(workloads("513").is_empty());
+
+    let (code, reply) = cluster.request("POST", "/api/v1/jobs/manual/start", None);
+    assert_eq!(code, 200, "{reply}");
+    assert_eq!(reply["job"]["run_requested"], true, "{reply}");
+    cluster.wait_job_running("manual", 2);
+    assert_eq!(workloads("513").len(), 2);
+
+    // Instances placed later follow the request too.
+    spec["deployment_layout"] = json!({"zone-a": {"cpu": 3}});
+    cluster.put_job(&spec);
+    cluster.wait_job_running("manual", 3);
+
+    let (code, reply) = cluster.request("POST", "/api/v1/jobs/manual/stop", None);
+    assert_eq!(code, 200, "{reply}");
+    wait_for(TIMEOUT, "every instance stopped", || {
+        all_in(3, "stopped")?;
+        workloads("513").is_empty().then_some(())
+    });
+    assert_eq!(
+        cluster.job("manual")["desired_instances"],
+        3,
+        "the job stays"
+    );
+
+    let (code, reply) = cluster.request("POST", "/api/v1/jobs/nosuch/start", None);
+    assert_eq!(code, 404, "{reply}");
+}
+
+#[test]
 fn jobs_for_zones_the_cluster_does_not_serve_are_refused_by_name() {
     let cluster = Cluster::start(ClusterOptions::default());
     let seed = std::fs::read_to_string(concat!(

@@ -254,6 +254,32 @@ async fn the_overview_logs_login_and_update_in_a_real_browser() {
         json!(true),
         "the page refreshed its data in place, without a reload"
     );
+
+    for (button, shown, running) in [
+        ("Stop all", "stopped by request", 0),
+        ("Start all", "started by request", 1),
+    ] {
+        browser
+            .find(Locator::XPath(&format!("//button[text()='{button}']")))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        blocking(move || {
+            wait_for(
+                TIMEOUT,
+                &format!("{running} workload(s) after {button}"),
+                || (workloads("701").len() == running).then_some(()),
+            )
+        });
+        eventually(
+            &format!("the job page to say {shown}"),
+            &browser,
+            |b| async move { page_text(&b).await.contains(shown).then_some(()) },
+        )
+        .await;
+    }
     browser.close().await.unwrap();
     tokio::task::spawn_blocking(move || drop(cluster))
         .await

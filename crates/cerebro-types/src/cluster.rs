@@ -125,6 +125,9 @@ pub struct JobView {
     pub running_instances: usize,
     pub instances: Vec<InstanceView>,
     pub rollout: Option<RolloutView>,
+    /// Set by a start (true) or stop (false) request; overrides `auto_start`.
+    #[serde(default)]
+    pub run_requested: Option<bool>,
 }
 
 /// `POST /api/v1/jobs/{name}/update`.
