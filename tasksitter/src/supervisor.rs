@@ -606,6 +606,10 @@ impl Supervisor {
     }
 
     /// Average cores used over (about) the last `window`.
+    /// Cores used from the newest sample at least `window` old (or the
+    /// oldest kept) to the latest: samples are taken a little over an
+    /// interval apart, so asking for "no older than the window" would find
+    /// only the latest one whenever the interval is the window.
     fn cpu_cores_over(&self, window: Duration) -> f64 {
         let Some(latest) = self.samples.back() else {
             return 0.0;
@@ -613,7 +617,9 @@ impl Supervisor {
         let oldest = self
             .samples
             .iter()
-            .find(|s| latest.at.duration_since(s.at) <= window)
+            .rev()
+            .find(|s| latest.at.duration_since(s.at) >= window)
+            .or(self.samples.front())
             .unwrap_or(latest);
         let elapsed = latest.at.duration_since(oldest.at).as_secs_f64();
         if elapsed <= 0.0 {

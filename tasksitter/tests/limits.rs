@@ -127,8 +127,23 @@ fn cpu_spinner_is_held_to_its_quota_with_cgroups() {
     let pid = status["pid"].as_i64().unwrap() as i32;
     let before = cpu_seconds(pid);
     let started = std::time::Instant::now();
-    std::thread::sleep(Duration::from_secs(3));
+    // The measurement window; meanwhile the status must report the use
+    // at every read once it has two samples.
+    let mut reported = Vec::new();
+    while started.elapsed() < Duration::from_secs(4) {
+        std::thread::sleep(Duration::from_millis(250));
+        reported.push(sitter.status()["cpu_cores"].as_f64().unwrap_or(-1.0));
+    }
     let used = (cpu_seconds(pid) - before) / started.elapsed().as_secs_f64();
+    let since_first: Vec<f64> = reported
+        .iter()
+        .copied()
+        .skip_while(|cores| *cores == 0.0)
+        .collect();
+    assert!(
+        since_first.len() >= 4 && since_first.iter().all(|c| (0.2..=0.6).contains(c)),
+        "the status reports about 0.5 cores at every read: {reported:?}"
+    );
     assert!(
         used <= 0.5 + 0.06,
         "the spinner used {used:.3} cores with a 0.5 quota"
