@@ -16,7 +16,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-const TICK: Duration = Duration::from_millis(200);
+/// How often the reconciler looks at every tasksitter when the kernel
+/// cannot tell it of their exits (no pidfds, before Linux 5.3).
+const POLL_TICK: Duration = Duration::from_millis(200);
+/// With pidfds every exit wakes the reconciler; this only bounds how long
+/// anything it missed could go unseen.
+const SAFETY_TICK: Duration = Duration::from_secs(5);
 /// A tasksitter that dies this soon after its start, before answering, counts as a crash loop.
 const QUICK_DEATH: Duration = Duration::from_secs(5);
 const MAX_EVENTS: usize = 200;
@@ -242,6 +247,10 @@ pub struct Reconciler {
     machine: SharedMachine,
     notify: Arc<Notify>,
     children: HashMap<i32, Child>,
+    /// Per live tasksitter pid, a task that wakes the reconciler when it exits.
+    exit_watchers: HashMap<i32, tokio::task::JoinHandle<()>>,
+    /// The longest the reconciler sleeps with nothing due.
+    tick: Duration,
 }
 
 impl Reconciler {
@@ -250,18 +259,29 @@ impl Reconciler {
             machine,
             notify,
             children: HashMap::new(),
+            exit_watchers: HashMap::new(),
+            tick: if cerebro_web::process::pidfds_supported() {
+                SAFETY_TICK
+            } else {
+                POLL_TICK
+            },
         }
     }
 
     /// Runs until `shutdown` changes; hands itself back for the exit path.
-    /// Ticks on a timer, on API changes, and on SIGCHLD, so a tasksitter we
-    /// started is replaced the moment it dies (adopted ones within a tick).
+    /// Wakes on API changes, on SIGCHLD, on the exit of any tasksitter
+    /// (through a pidfd, so adopted ones count too) and when something is
+    /// due (a delayed restart, a stop's deadline); it does not poll.
     pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
         let mut child_exited =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
         loop {
             self.reap();
-            self.converge();
+            let next_due = self.converge();
+            self.watch_exits();
+            let sleep = next_due.map_or(self.tick, |due| {
+                due.saturating_duration_since(Instant::now()).min(self.tick)
+            });
             let sigchld = async {
                 match child_exited.as_mut() {
                     Some(stream) => stream.recv().await,
@@ -269,11 +289,42 @@ impl Reconciler {
                 }
             };
             tokio::select! {
-                _ = tokio::time::sleep(TICK) => {}
+                _ = tokio::time::sleep(sleep) => {}
                 _ = self.notify.notified() => {}
                 _ = sigchld => {}
                 _ = shutdown.changed() => return self,
             }
+        }
+    }
+
+    /// Keeps one exit watcher per live tasksitter, and none for the gone.
+    fn watch_exits(&mut self) {
+        if self.tick == POLL_TICK {
+            return;
+        }
+        let live: Vec<(i32, u64)> = lock(&self.machine)
+            .tasks
+            .values()
+            .filter_map(|e| e.record.runtime.as_ref().map(|r| (r.pid, r.start_ticks)))
+            .collect();
+        self.exit_watchers.retain(|pid, watcher| {
+            let keep = live.iter().any(|(live_pid, _)| live_pid == pid);
+            if !keep {
+                watcher.abort();
+            }
+            keep
+        });
+        for (pid, ticks) in live {
+            self.exit_watchers.entry(pid).or_insert_with(|| {
+                let notify = self.notify.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = cerebro_web::process::exited(pid, ticks).await {
+                        tracing::warn!(pid, %error, "cannot watch the tasksitter's exit; the reconciler's safety tick will notice it");
+                        return;
+                    }
+                    notify.notify_one();
+                })
+            });
         }
     }
 
@@ -284,8 +335,14 @@ impl Reconciler {
     }
 
     /// The synchronous part of a tick: notice dead tasksitters, retire
-    /// replaced or deleted ones, start missing ones. All under the lock, no I/O but local syscalls.
-    fn converge(&mut self) {
+    /// replaced or deleted ones, start missing ones. All under the lock, no
+    /// I/O but local syscalls. Returns when it next has something to do
+    /// that no event will announce.
+    fn converge(&mut self) -> Option<Instant> {
+        let mut next_due: Option<Instant> = None;
+        let mut due_at = |at: Instant| {
+            next_due = Some(next_due.map_or(at, |due| due.min(at)));
+        };
         let mut guard = lock(&self.machine);
         let machine = &mut *guard;
         let config = machine.config.clone();
@@ -347,13 +404,15 @@ impl Reconciler {
                         runtime.stop_sent_ms = Some(now_ms());
                         changed = true;
                     }
-                    Some(sent)
-                        if now_ms().saturating_sub(sent)
-                            > ((runtime.spec.stop_timeout + 5.0) * 1000.0) as u64 =>
-                    {
-                        let _ = kill(Pid::from_raw(runtime.pid), Signal::SIGKILL);
+                    Some(sent) => {
+                        let grace_ms = ((runtime.spec.stop_timeout + 5.0) * 1000.0) as u64;
+                        let waited_ms = now_ms().saturating_sub(sent);
+                        if waited_ms > grace_ms {
+                            let _ = kill(Pid::from_raw(runtime.pid), Signal::SIGKILL);
+                        } else {
+                            due_at(now + Duration::from_millis(grace_ms - waited_ms + 1));
+                        }
                     }
-                    Some(_) => {}
                 }
                 continue;
             }
@@ -361,7 +420,11 @@ impl Reconciler {
                 removed.push(name.clone());
                 continue;
             }
-            if entry.record.runtime.is_some() || entry.next_spawn_at.is_some_and(|at| at > now) {
+            if entry.record.runtime.is_some() {
+                continue;
+            }
+            if let Some(at) = entry.next_spawn_at.filter(|at| *at > now) {
+                due_at(at);
                 continue;
             }
             match sitter::spawn(
@@ -386,6 +449,7 @@ impl Reconciler {
                 Err(error) => {
                     entry.last_error = Some(format!("cannot start the tasksitter: {error}"));
                     entry.next_spawn_at = Some(now + Duration::from_secs(1));
+                    due_at(now + Duration::from_secs(1));
                 }
             }
         }
@@ -406,6 +470,7 @@ impl Reconciler {
                 tracing::error!(%error, "cannot persist the task set");
             }
         }
+        next_due
     }
 
     /// `--on-exit stop`: every tasksitter stops its workload gracefully; SIGKILL after the longest grace.

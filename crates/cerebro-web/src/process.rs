@@ -48,3 +48,95 @@ pub fn find_processes(matches: impl Fn(&[String]) -> bool) -> Vec<(i32, Vec<Stri
         })
         .collect()
 }
+
+/// A pidfd for `pid`, or `None` when the process is gone or is no longer
+/// the one that started at `ticks`. Err when the kernel has no pidfds
+/// (before 5.3).
+fn open_pidfd(pid: i32, ticks: u64) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        let error = std::io::Error::last_os_error();
+        return match error.raw_os_error() {
+            Some(libc::ESRCH) => Ok(None),
+            _ => Err(error),
+        };
+    }
+    // SAFETY: the syscall returned a fresh descriptor that nothing else owns.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    // The pid may have been reused before the open: check who it names now.
+    Ok(is_alive(pid, ticks).then_some(fd))
+}
+
+/// Whether this kernel gives out pidfds, so exits can be awaited rather than polled.
+pub fn pidfds_supported() -> bool {
+    let me = std::process::id() as i32;
+    start_ticks(me).is_some_and(|ticks| open_pidfd(me, ticks).is_ok_and(|fd| fd.is_some()))
+}
+
+/// Resolves when the process `pid` that started at `ticks` exits (a
+/// zombie counts as exited), without polling; at once if it is already
+/// gone. Works for any process, not only our children.
+pub async fn exited(pid: i32, ticks: u64) -> std::io::Result<()> {
+    let Some(fd) = open_pidfd(pid, ticks)? else {
+        return Ok(());
+    };
+    // SAFETY: the AsyncFd owns the OwnedFd, which stays open and the same
+    // descriptor until the AsyncFd drops it.
+    let fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    }?;
+    let _ready = fd.readable().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A `sleep` that is not our child: `sh` starts it in the background and exits.
+    fn orphan_sleep() -> i32 {
+        let output = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 >/dev/null 2>&1 & echo $!"])
+            .output()
+            .expect("sh runs");
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .expect("a pid")
+    }
+
+    #[tokio::test]
+    async fn exited_resolves_when_a_process_that_is_not_our_child_exits() {
+        assert!(pidfds_supported(), "this kernel gives out pidfds");
+        let pid = orphan_sleep();
+        let ticks = start_ticks(pid).expect("the sleep runs");
+        let watch = tokio::spawn(exited(pid, ticks));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!watch.is_finished(), "it waits while the process lives");
+        // SAFETY: kill(2) on the sleep this test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        tokio::time::timeout(Duration::from_secs(10), watch)
+            .await
+            .expect("the exit is noticed")
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn exited_resolves_at_once_for_a_gone_or_different_process() {
+        let pid = orphan_sleep();
+        let ticks = start_ticks(pid).expect("the sleep runs");
+        let other_start = tokio::time::timeout(Duration::from_secs(10), exited(pid, ticks + 1));
+        other_start.await.expect("a different process").unwrap();
+        // SAFETY: kill(2) on the sleep this test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let gone = i32::MAX - 1;
+        tokio::time::timeout(Duration::from_secs(10), exited(gone, 0))
+            .await
+            .expect("no such process")
+            .unwrap();
+    }
+}
