@@ -534,9 +534,10 @@ pub fn run(scale: Scale) -> Result<Vec<Table>> {
              supervisord's {:.1} MB ({:.1} MB) and monit's {:.1} MB ({:.1} MB), growing by about {:.1} MB RSS per \
              task: Cerebro runs a tasksitter (its own tokio runtime and HTTP server) and a cgroup-guard process for \
              every task, while supervisord is one Python process and monit one C process. CPU at N={largest}: \
-             Cerebro {:.2}% of a core, of which the machinesitter ({:.1} MB RSS, polling every tasksitter's status \
-             over HTTP once a second) is {:.2}% and the rest is the tasksitters, each sampling its workload once a \
-             second (the default --poll-interval when cgroups enforce the limits; 100 ms when it polls them); \
+             Cerebro {:.2}% of a core, of which the machinesitter ({:.1} MB RSS, asking every tasksitter for its status \
+             over HTTP every 2 s, and woken by the kernel through a pidfd when one exits rather than polling) is \
+             {:.2}% and the rest is the tasksitters, each sampling its workload every 2 s (the default \
+             --poll-interval when cgroups enforce the limits; 100 ms when it polls them); \
              supervisord {:.2}%, monit {:.2}%. Each tasksitter already runs a \
              current-thread runtime; what would close the gap is supervising many tasks from one process (one guard, \
              one HTTP server), which gives up what one tasksitter per task buys: a tasksitter that crashes or is \

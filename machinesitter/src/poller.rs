@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use std::time::{Duration, Instant};
 
 /// How often every task's status and the vitals are refreshed.
-const STATUS_EVERY: Duration = Duration::from_secs(1);
+const STATUS_EVERY: Duration = Duration::from_secs(2);
 /// How often to look for tasksitters that have not reported yet.
 const NEW_SITTER_CHECK: Duration = Duration::from_millis(50);
 

@@ -131,7 +131,7 @@ impl Supervisor {
         let kernel_enforces =
             !matches!(self.backend, Backend::Poll) && self.limits.cpu_action != CpuAction::Restart;
         if kernel_enforces {
-            Duration::from_secs(1)
+            Duration::from_secs(2)
         } else {
             Duration::from_millis(100)
         }
