@@ -38,6 +38,9 @@ pub enum MachineError {
 
 /// Runs the machinesitter until SIGTERM or SIGINT.
 pub async fn run(config: MachineConfig) -> Result<(), MachineError> {
+    if let Err(error) = sitter::raise_open_file_limit() {
+        tracing::warn!(%error, "cannot raise the open-file limit; many tasks may exhaust it");
+    }
     let config = Arc::new(config);
     let machine = machine::load(config.clone()).map_err(|source| MachineError::StateDir {
         path: config.state_dir.display().to_string(),

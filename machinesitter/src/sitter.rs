@@ -12,6 +12,33 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// The open-file limit the machinesitter was started with. It raises its
+/// own soft limit to the hard one (it holds a pidfd and a connection per
+/// task), and gives every tasksitter, and so every workload, this one back.
+static INHERITED_OPEN_FILES: std::sync::OnceLock<libc::rlimit> = std::sync::OnceLock::new();
+
+/// Raises this process's soft open-file limit to its hard limit, once.
+pub fn raise_open_file_limit() -> std::io::Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let inherited = *INHERITED_OPEN_FILES.get_or_init(|| limit);
+    let raised = libc::rlimit {
+        rlim_cur: inherited.rlim_max,
+        rlim_max: inherited.rlim_max,
+    };
+    // SAFETY: setrlimit reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Where a task's files live.
 #[derive(Debug, Clone)]
 pub struct TaskPaths {
@@ -225,11 +252,18 @@ pub fn spawn(
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe and touches no memory.
+    let open_files = INHERITED_OPEN_FILES.get().copied();
+    // SAFETY: setsid and setrlimit are async-signal-safe; the closure
+    // touches only its own copy of the limit.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if let Some(limit) = &open_files {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });

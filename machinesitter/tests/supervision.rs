@@ -313,3 +313,46 @@ fn a_tasksitter_that_keeps_dying_is_retried_with_backoff_and_reported() {
         "a crash loop backs off: gaps {gaps:?} ms"
     );
 }
+
+/// (soft, hard) "Max open files" of `pid`.
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].to_string(), fields[4].to_string())
+}
+
+#[test]
+fn the_machinesitter_raises_its_open_file_limit_but_workloads_keep_theirs() {
+    // A soft limit below the hard one, as most logins have, so that raising
+    // it shows (1024 is plenty for the other tests of this binary too).
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit on structs we own.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max.min(1024);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    let sitter = MachineSitter::start(&[]);
+    sitter.put_task("limits", spec("sleep 341"));
+    let (tasksitter, workload) = sitter.wait_running("limits");
+    let mine = open_file_limits(std::process::id());
+    let (soft, hard) = open_file_limits(sitter.child.as_ref().unwrap().id());
+    assert_eq!(
+        soft, hard,
+        "one pidfd and one connection per task need room"
+    );
+    assert_eq!(hard, mine.1);
+    assert_eq!(open_file_limits(tasksitter as u32), mine);
+    assert_eq!(
+        open_file_limits(workload as u32),
+        mine,
+        "a workload gets the limit the machinesitter was started with"
+    );
+}
