@@ -495,7 +495,9 @@ pub fn run(scale: Scale) -> Result<Vec<Table>> {
     }
     table.note(format!(
         "Each configuration supervises N `{}` processes; measured after all run and {:.1} s settle: RSS is the sum of VmRSS of \
-         the supervising processes, CPU their utime+stime over {:.0} s as % of one core. The workloads are not counted. \
+         the supervising processes, CPU their utime+stime over {:.0} s as % of one core (the kernel charges CPU time in \
+         10 ms ticks to whatever runs at each tick, so processes that wake briefly are under-counted and values \
+         below about 0.5% are coarse, for every tool alike). The workloads are not counted. \
          Cerebro = the machinesitter + one tasksitter per task + each tasksitter's `__cgroup-guard` helper \
          (cpu 0.001, mem 5 MB per task); supervisord and monit are one process each (monit's check cycle is 1 s, \
          its start program backgrounds the sleep and writes a pid file).",
