@@ -47,8 +47,14 @@ pub fn router(state: AppState, token: Option<Token>) -> Router {
             get(get_job).put(put_job).delete(delete_job),
         )
         .route("/api/v1/jobs/{name}/update", post(update_job))
-        .route("/api/v1/jobs/{name}/start", post(start_job))
-        .route("/api/v1/jobs/{name}/stop", post(stop_job))
+        .route(
+            "/api/v1/jobs/{name}/start",
+            post(|app, name| start_or_stop_job(app, name, true)),
+        )
+        .route(
+            "/api/v1/jobs/{name}/stop",
+            post(|app, name| start_or_stop_job(app, name, false)),
+        )
         .route(
             "/api/v1/jobs/{name}/instances/{index}/restart",
             post(restart_instance_handler),
@@ -169,12 +175,7 @@ async fn put_job(
         if result != "unchanged" {
             persist_or_500(&cluster)?;
         }
-        let view = cluster
-            .state
-            .jobs
-            .get(&name)
-            .map(|record| cluster.job_view(&name, record));
-        (result, view)
+        (result, cluster.view_of_job(&name))
     };
     app.notify.notify_one();
     let code = if result == "created" {
@@ -202,24 +203,15 @@ async fn delete_job(
     }))
 }
 
-async fn start_job(
+/// `POST /jobs/{name}/start` (`run`) and `/stop`.
+async fn start_or_stop_job(
     State(app): State<AppState>,
     Path(name): Path<String>,
+    run: bool,
 ) -> Result<Json<JobReply>, ApiError> {
-    let job = request_run(&app, &name, true)?;
+    let job = request_run(&app, &name, run)?;
     Ok(Json(JobReply {
-        result: "starting".into(),
-        job,
-    }))
-}
-
-async fn stop_job(
-    State(app): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<JobReply>, ApiError> {
-    let job = request_run(&app, &name, false)?;
-    Ok(Json(JobReply {
-        result: "stopping".into(),
+        result: if run { "starting" } else { "stopping" }.into(),
         job,
     }))
 }
@@ -247,11 +239,7 @@ pub fn request_run(app: &AppState, name: &str, run: bool) -> Result<Option<JobVi
             cluster.event("job", name, message);
             persist_or_500(cluster)?;
         }
-        cluster
-            .state
-            .jobs
-            .get(name)
-            .map(|record| cluster.job_view(name, record))
+        cluster.view_of_job(name)
     };
     app.notify.notify_one();
     Ok(view)
@@ -355,11 +343,7 @@ pub fn start_rollout(
         );
         cluster.event("job", name, message);
         persist_or_500(cluster)?;
-        cluster
-            .state
-            .jobs
-            .get(name)
-            .map(|record| cluster.job_view(name, record))
+        cluster.view_of_job(name)
     };
     app.notify.notify_one();
     Ok(view)

@@ -200,6 +200,14 @@ impl Cluster {
             .collect()
     }
 
+    /// The view of job `name`, if it exists.
+    pub fn view_of_job(&self, name: &str) -> Option<JobView> {
+        self.state
+            .jobs
+            .get(name)
+            .map(|record| self.job_view(name, record))
+    }
+
     pub fn job_view(&self, name: &str, record: &JobRecord) -> JobView {
         let instances = self.instances_of(name);
         let rollout = record.rollout.as_ref().map(|r| {

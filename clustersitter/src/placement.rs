@@ -2091,26 +2091,26 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             (seed >> 33) % bound
         };
+        // Uneven steps, so needs and free room fall between the classes' edges.
+        let room = |next: &mut dyn FnMut(u64) -> u64| Need {
+            cpu: next(40) as f64 / 7.0,
+            mem_mb: next(40) as f64 * 97.0,
+        };
         for members in [0usize, 1, 2, 3, 7, 64, 100] {
             let machines: Vec<usize> = (0..members).map(|m| m * 3 + 1).collect();
             let mut pool = ZonePool::new(machines.clone());
             let mut state: BTreeMap<usize, (u32, Need)> = BTreeMap::new();
-            for &machine in &machines {
-                let entry = (
-                    next(5) as u32,
-                    Need {
-                        cpu: next(40) as f64 / 7.0,
-                        mem_mb: next(40) as f64 * 97.0,
-                    },
-                );
+            let put = |pool: &mut ZonePool, machine: usize, next: &mut dyn FnMut(u64) -> u64| {
+                let entry = (next(5) as u32, room(next));
                 pool.insert(machine, entry.0, entry.1);
+                entry
+            };
+            for &machine in &machines {
+                let entry = put(&mut pool, machine, &mut next);
                 state.insert(machine, entry);
             }
             for _ in 0..500 {
-                let need = Need {
-                    cpu: next(40) as f64 / 7.0,
-                    mem_mb: next(40) as f64 * 97.0,
-                };
+                let need = room(&mut next);
                 // Some machines are refused by `fits` regardless of their room.
                 let refused = next(4) as usize;
                 let fits = |machine: usize| {
@@ -2135,14 +2135,7 @@ mod tests {
                         pool.remove(machine);
                         state.remove(&machine);
                     } else {
-                        let entry = (
-                            next(5) as u32,
-                            Need {
-                                cpu: next(40) as f64 / 7.0,
-                                mem_mb: next(40) as f64 * 97.0,
-                            },
-                        );
-                        pool.insert(machine, entry.0, entry.1);
+                        let entry = put(&mut pool, machine, &mut next);
                         state.insert(machine, entry);
                     }
                 }

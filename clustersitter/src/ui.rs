@@ -73,8 +73,14 @@ pub fn routes() -> Router<AppState> {
         .route("/logout", post(logout))
         .route("/ui/jobs/{name}/update", post(update_action))
         .route("/ui/jobs/{name}/remove", post(remove_action))
-        .route("/ui/jobs/{name}/start", post(start_action))
-        .route("/ui/jobs/{name}/stop", post(stop_action))
+        .route(
+            "/ui/jobs/{name}/start",
+            post(|app, headers, name, form| start_or_stop_action(app, headers, name, form, true)),
+        )
+        .route(
+            "/ui/jobs/{name}/stop",
+            post(|app, headers, name, form| start_or_stop_action(app, headers, name, form, false)),
+        )
         .route(
             "/ui/jobs/{name}/instances/{index}/restart",
             post(restart_action),
@@ -794,36 +800,19 @@ async fn remove_action(
     done(api::remove_job(&app, &name), "/overview")
 }
 
-async fn start_action(
+/// "Start all" (`run`) and "Stop all".
+async fn start_or_stop_action(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
     Form(form): Form<ActionForm>,
-) -> Response {
-    run_action(&app, &headers, &name, &form, true)
-}
-
-async fn stop_action(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    Form(form): Form<ActionForm>,
-) -> Response {
-    run_action(&app, &headers, &name, &form, false)
-}
-
-fn run_action(
-    app: &AppState,
-    headers: &HeaderMap,
-    name: &str,
-    form: &ActionForm,
     run: bool,
 ) -> Response {
-    if let Err(why) = authorize(app, headers, form) {
+    if let Err(why) = authorize(&app, &headers, &form) {
         return refused(why);
     }
-    let result = api::request_run(app, name, run).map(|_| ());
-    done(result, &format!("/jobs/{}", encode_path_segment(name)))
+    let result = api::request_run(&app, &name, run).map(|_| ());
+    done(result, &format!("/jobs/{}", encode_path_segment(&name)))
 }
 
 async fn restart_action(

@@ -241,6 +241,22 @@ fn a_linked_job_follows_its_master_and_restarts_when_it_is_updated() {
     assert_eq!(code, 409, "a master with linked jobs stays: {reply}");
 }
 
+/// Instances restarted by a rolling update with `min_healthy = 1s` (one per
+/// machine) started at least 1 s apart.
+fn assert_started_a_machine_at_a_time(instances: &[Value]) {
+    let mut starts: Vec<u64> = instances
+        .iter()
+        .map(|i| i["started_at_ms"].as_u64().unwrap())
+        .collect();
+    starts.sort();
+    for pair in starts.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= 1000,
+            "each machine waits for the previous one to be healthy 1 s: {starts:?}"
+        );
+    }
+}
+
 #[test]
 fn a_rolling_update_restarts_one_machine_at_a_time() {
     let cluster = Cluster::start(ClusterOptions::default());
@@ -265,17 +281,7 @@ fn a_rolling_update_restarts_one_machine_at_a_time() {
                 .all(|(a, b)| a["pid"] != b["pid"]))
         .then_some(instances)
     });
-    let mut starts: Vec<u64> = after
-        .iter()
-        .map(|i| i["started_at_ms"].as_u64().unwrap())
-        .collect();
-    starts.sort();
-    for pair in starts.windows(2) {
-        assert!(
-            pair[1] - pair[0] >= 1000,
-            "each machine waits for the previous one to be healthy 1 s: {starts:?}"
-        );
-    }
+    assert_started_a_machine_at_a_time(&after);
     assert!(has_env(&after[0]["pid"], "CEREBRO_JOB_VERSION=v2"));
 }
 
@@ -321,17 +327,7 @@ fn a_changed_task_configuration_rolls_out_one_machine_at_a_time() {
             }))
         .then_some(instances)
     });
-    let mut starts: Vec<u64> = after
-        .iter()
-        .map(|i| i["started_at_ms"].as_u64().unwrap())
-        .collect();
-    starts.sort();
-    for pair in starts.windows(2) {
-        assert!(
-            pair[1] - pair[0] >= 1000,
-            "each machine waits for the previous one to be healthy 1 s: {starts:?}"
-        );
-    }
+    assert_started_a_machine_at_a_time(&after);
 
     // Changing only the layout moves no running instance.
     spec["deployment_layout"] = json!({"zone-a": {"cpu": 4}});
