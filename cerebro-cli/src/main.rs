@@ -418,11 +418,20 @@ fn run(cli: Cli) -> Result<()> {
                         } else {
                             "-".into()
                         },
+                        match (j.run_requested, j.spec.task_configuration.auto_start) {
+                            (Some(true), _) => "started",
+                            (Some(false), _) => "stopped",
+                            (None, true) => "auto",
+                            (None, false) => "on startjob",
+                        }
+                        .into(),
                     ]
                 })
                 .collect();
             print_table(
-                &["JOB", "RUNNING", "LAYOUT", "VERSION", "GEN", "UPDATE"],
+                &[
+                    "JOB", "RUNNING", "LAYOUT", "VERSION", "GEN", "UPDATE", "RUNS",
+                ],
                 &rows,
             );
         }

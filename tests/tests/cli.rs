@@ -123,6 +123,11 @@ fn every_command_works_against_a_live_cluster() {
     wait_for(TIMEOUT, "every instance to stop", || {
         workloads("601").is_empty().then_some(())
     });
+    let listed = stdout(&cluster.cli(&["listjobs"]));
+    assert!(
+        listed.contains("RUNS") && listed.contains("stopped"),
+        "{listed}"
+    );
     let started = stdout(&cluster.cli(&["startjob", "echo-server"]));
     assert!(started.contains("starting"), "{started}");
     wait_for(TIMEOUT, "every instance to run again", || {
