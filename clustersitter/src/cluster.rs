@@ -14,7 +14,8 @@ use cerebro_types::job::JobSpec;
 use cerebro_types::machine::{MachineStatus, Resources, TaskView};
 use cerebro_types::time::now_ms;
 use cerebro_types::{TaskSpec, ValidationErrors};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use cerebro_web::event_log::EventLog;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -31,7 +32,8 @@ pub struct Cluster {
     pub config: Arc<ClusterConfig>,
     pub state: ClusterState,
     pub reports: BTreeMap<String, MachineReport>,
-    pub events: VecDeque<ClusterEvent>,
+    /// Journaled under the state dir, so the history outlives a restart.
+    pub events: EventLog<ClusterEvent>,
     /// The last placement, for what could not be placed.
     pub plan: Plan,
     /// Machine ids decommissioned since start: a late registration from one
@@ -56,11 +58,12 @@ impl Cluster {
         state: ClusterState,
         provider_kind: &'static str,
     ) -> Self {
+        let events = EventLog::journaled(config.state_dir.join("events.jsonl"), MAX_EVENTS);
         Self {
             config,
             state,
             reports: BTreeMap::new(),
-            events: VecDeque::new(),
+            events,
             plan: Plan::default(),
             retired: BTreeSet::new(),
             started: Instant::now(),
@@ -71,10 +74,7 @@ impl Cluster {
     pub fn event(&mut self, kind: &str, subject: &str, message: impl Into<String>) {
         let message = message.into();
         tracing::info!(kind, subject, "{message}");
-        if self.events.len() >= MAX_EVENTS {
-            self.events.pop_front();
-        }
-        self.events.push_back(ClusterEvent {
+        self.events.push(ClusterEvent {
             at_ms: now_ms(),
             kind: kind.into(),
             subject: subject.into(),

@@ -8,9 +8,10 @@ use crate::state::{self, Loaded, PersistedState, Runtime, TaskRecord, STATE_VERS
 use cerebro_types::machine::{MachineStatus, Resources, SitterView, TaskUsage, TaskView, Vitals};
 use cerebro_types::time::now_ms;
 use cerebro_types::{TaskSpec, TaskStatus};
+use cerebro_web::event_log::EventLog;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::process::Child;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -77,7 +78,8 @@ pub struct Machine {
     pub config: Arc<MachineConfig>,
     pub tasks: BTreeMap<String, TaskEntry>,
     pub vitals: Vitals,
-    pub events: VecDeque<MachineEvent>,
+    /// Journaled under the state dir, so the history outlives a restart.
+    pub events: EventLog<MachineEvent>,
 }
 
 pub type SharedMachine = Arc<Mutex<Machine>>;
@@ -90,10 +92,7 @@ impl Machine {
     pub fn event(&mut self, task: &str, message: impl Into<String>) {
         let message = message.into();
         tracing::info!(task, "{message}");
-        if self.events.len() >= MAX_EVENTS {
-            self.events.pop_front();
-        }
-        self.events.push_back(MachineEvent {
+        self.events.push(MachineEvent {
             at_ms: now_ms(),
             task: task.to_string(),
             message,
@@ -187,7 +186,7 @@ pub fn load(config: Arc<MachineConfig>) -> std::io::Result<Machine> {
         config: config.clone(),
         tasks: BTreeMap::new(),
         vitals: Vitals::default(),
-        events: VecDeque::new(),
+        events: EventLog::journaled(config.state_dir.join("events.jsonl"), MAX_EVENTS),
     };
     match state::load(&config.state_dir) {
         Loaded::Fresh => {}

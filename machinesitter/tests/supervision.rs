@@ -23,6 +23,8 @@ fn kill9_of_the_machinesitter_readopts_every_task_without_duplicates() {
         assert_eq!(code, 201, "{body}");
     }
     let before: Vec<(i32, i32)> = names.iter().map(|n| sitter.wait_running(n)).collect();
+    let events_before = sitter.request("GET", "/api/v1/events", None, None).1;
+    assert!(!events_before.as_array().unwrap().is_empty());
 
     sitter.kill9();
     for (sitter_pid, workload) in &before {
@@ -34,6 +36,13 @@ fn kill9_of_the_machinesitter_readopts_every_task_without_duplicates() {
     sitter.boot();
 
     let after: Vec<(i32, i32)> = names.iter().map(|n| sitter.wait_running(n)).collect();
+    let events_after = sitter.request("GET", "/api/v1/events", None, None).1;
+    for event in events_before.as_array().unwrap() {
+        assert!(
+            events_after.as_array().unwrap().contains(event),
+            "{event} was kept across the crash"
+        );
+    }
     assert_eq!(
         before, after,
         "the same tasksitters and workloads are re-adopted"

@@ -133,9 +133,19 @@ fn kill9_of_the_clustersitter_loses_nothing_and_duplicates_nothing() {
     let before = cluster.wait_job_running("db", 3);
     cluster.wait_job_running("scratch", 1);
     let machines_before: Vec<Value> = cluster.machines().iter().map(|m| m["id"].clone()).collect();
+    let events_before = cluster.get("/api/v1/events?limit=1000");
 
     cluster.kill9();
     cluster.boot();
+
+    // The history from before the crash is still there to read.
+    let events_after = cluster.get("/api/v1/events?limit=1000");
+    for event in events_before.as_array().unwrap() {
+        assert!(
+            events_after.as_array().unwrap().contains(event),
+            "{event} was kept across the crash"
+        );
+    }
 
     let after = cluster.wait_job_running("db", 3);
     let pids = |instances: &[Value]| {

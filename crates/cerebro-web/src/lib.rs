@@ -5,6 +5,7 @@ pub mod auth;
 pub mod client;
 pub mod daemon;
 pub mod error;
+pub mod event_log;
 pub mod fs;
 pub mod html;
 pub mod logging;
