@@ -568,7 +568,7 @@ async fn register(
     }
     let result = {
         let mut cluster = lock(&app.cluster);
-        if cluster.retired.contains(&request.machine_id) {
+        if cluster.state.was_retired(&request.machine_id) {
             let address = request.address.clone();
             let client = app.client.clone();
             let token = cluster

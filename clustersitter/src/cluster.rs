@@ -15,7 +15,7 @@ use cerebro_types::machine::{MachineStatus, Resources, TaskView};
 use cerebro_types::time::now_ms;
 use cerebro_types::{TaskSpec, ValidationErrors};
 use cerebro_web::event_log::EventLog;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -36,9 +36,6 @@ pub struct Cluster {
     pub events: EventLog<ClusterEvent>,
     /// The last placement, for what could not be placed.
     pub plan: Plan,
-    /// Machine ids decommissioned since start: a late registration from one
-    /// gets its stale tasks removed instead of being adopted.
-    pub retired: BTreeSet<String>,
     pub started: Instant,
     provider_kind: &'static str,
 }
@@ -65,7 +62,6 @@ impl Cluster {
             reports: BTreeMap::new(),
             events,
             plan: Plan::default(),
-            retired: BTreeSet::new(),
             started: Instant::now(),
             provider_kind,
         }

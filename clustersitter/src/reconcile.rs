@@ -625,7 +625,7 @@ impl Reconciler {
                         Ok(()) => {
                             cluster.state.machines.remove(&id);
                             cluster.reports.remove(&id);
-                            cluster.retired.insert(id.clone());
+                            cluster.state.retire_machine(&id);
                             cluster.event("machine", &id, "terminated");
                             persist(&cluster);
                         }

@@ -12,7 +12,7 @@ use cerebro_types::machine::Resources;
 use cerebro_types::task::TaskSpec;
 use cerebro_web::fs::{atomic_write, read_state_file, StateFile};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 pub const STATE_VERSION: u32 = 1;
@@ -198,7 +198,15 @@ pub struct ClusterState {
     pub idle_limit_per_zone: BTreeMap<String, u32>,
     /// Machine ids are never reused, so a late answer from a decommissioned machine is recognised.
     pub next_machine_seq: u64,
+    /// Machines this cluster decommissioned, newest last (bounded): one that
+    /// registers again, even after a restart of the clustersitter, has its
+    /// stale tasks removed instead of being adopted.
+    #[serde(default)]
+    pub retired_machines: VecDeque<String>,
 }
+
+/// How many decommissioned machine ids are remembered.
+const RETIRED_KEPT: usize = 10_000;
 
 impl ClusterState {
     pub fn new(idle_limit_default: u32, idle_limit_per_zone: BTreeMap<String, u32>) -> Self {
@@ -210,7 +218,22 @@ impl ClusterState {
             idle_limit_default,
             idle_limit_per_zone,
             next_machine_seq: 1,
+            retired_machines: VecDeque::new(),
         }
+    }
+
+    pub fn retire_machine(&mut self, id: &str) {
+        if self.was_retired(id) {
+            return;
+        }
+        if self.retired_machines.len() >= RETIRED_KEPT {
+            self.retired_machines.pop_front();
+        }
+        self.retired_machines.push_back(id.to_string());
+    }
+
+    pub fn was_retired(&self, id: &str) -> bool {
+        self.retired_machines.iter().any(|retired| retired == id)
     }
 
     pub fn idle_limit(&self, zone: &str) -> u32 {

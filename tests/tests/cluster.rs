@@ -497,7 +497,7 @@ fn the_seed_example_runs_on_a_cluster_serving_its_zones() {
 
 #[test]
 fn machines_register_join_and_a_replaced_machine_that_returns_loses_its_stale_tasks() {
-    let cluster = Cluster::start(ClusterOptions::default());
+    let mut cluster = Cluster::start(ClusterOptions::default());
     cluster.put_job(&job("svc", "510", 1.5, json!({"zone-a": {"cpu": 1}})));
     let instances = cluster.wait_job_running("svc", 1);
     let victim = instances[0]["machine"].as_str().unwrap().to_string();
@@ -511,6 +511,9 @@ fn machines_register_join_and_a_replaced_machine_that_returns_loses_its_stale_ta
                 .all(|m| m["id"] != victim.as_str()))
         .then_some(())
     });
+    // The clustersitter restarting meanwhile forgets nothing.
+    cluster.kill9();
+    cluster.boot();
 
     // The old machine comes back (say, after a network partition) with the task it ran.
     let start_machine = |id: &str, zone: &str, dir: &str, register: bool| {
