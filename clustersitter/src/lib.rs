@@ -108,7 +108,7 @@ pub async fn run(config: ClusterConfig) -> Result<(), ClusterError> {
             cluster: cluster.clone(),
             notify,
             client: cerebro_web::HttpClient::new(Duration::from_secs(10), 2),
-            sessions: ui::Sessions::default(),
+            sessions: ui::Sessions::load(&config.state_dir, config.token.as_ref()),
         },
         config.token.clone(),
     );

@@ -15,11 +15,15 @@ use cerebro_types::time::{format_rfc3339_ms, now_ms};
 use cerebro_web::html::{
     bar, encode_path_segment, escape, format_bytes, key_values, page_with_header, state_pill,
 };
-use serde::Deserialize;
+use cerebro_web::Token;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt::Write;
+use std::hash::{Hash, Hasher};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const NAV: &[(&str, &str)] = &[("/overview", "Overview"), ("/metrics", "Metrics")];
 const SESSION_COOKIE: &str = "cerebro_session";
@@ -27,18 +31,65 @@ const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// How often pages refresh their data in place, in milliseconds.
 const REFRESH_MS: u32 = 3000;
 
+#[derive(Clone, Serialize, Deserialize)]
 struct Session {
     csrf: String,
-    created: Instant,
+    created_ms: u64,
 }
 
-/// Logged-in browsers, by session id (in memory: a restart logs everyone out).
-#[derive(Clone, Default)]
-pub struct Sessions(Arc<Mutex<HashMap<String, Session>>>);
+impl Session {
+    fn is_live(&self) -> bool {
+        now_ms().saturating_sub(self.created_ms) < SESSION_LIFETIME.as_millis() as u64
+    }
+}
+
+/// What `ui-sessions.json` holds: the sessions, and a digest of the token
+/// they were granted with, so that changing the token logs everyone out.
+#[derive(Serialize, Deserialize)]
+struct SavedSessions {
+    token_digest: u64,
+    sessions: HashMap<String, Session>,
+}
+
+/// Logged-in browsers, by session id, saved (mode 0600) in the state dir
+/// so that a clustersitter restart logs nobody out.
+#[derive(Clone)]
+pub struct Sessions {
+    live: Arc<Mutex<HashMap<String, Session>>>,
+    file: PathBuf,
+    token_digest: u64,
+}
+
+/// Tells one token from another; a change of token must not be missed, and
+/// the token itself is random and long, so the digest gives nothing away.
+/// (A new Rust release may hash differently: that logs everyone out once.)
+fn token_digest(token: Option<&Token>) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    token.map(|t| t.expose()).hash(&mut hasher);
+    hasher.finish()
+}
 
 impl Sessions {
+    /// The live sessions saved in `state_dir` for this same token.
+    pub fn load(state_dir: &std::path::Path, token: Option<&Token>) -> Self {
+        let file = state_dir.join("ui-sessions.json");
+        let token_digest = token_digest(token);
+        let saved: HashMap<String, Session> = std::fs::read(&file)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<SavedSessions>(&bytes).ok())
+            .filter(|saved| saved.token_digest == token_digest)
+            .map(|saved| saved.sessions)
+            .unwrap_or_default();
+        let live = saved.into_iter().filter(|(_, s)| s.is_live()).collect();
+        Self {
+            live: Arc::new(Mutex::new(live)),
+            file,
+            token_digest,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.0
+        self.live
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -47,8 +98,39 @@ impl Sessions {
     fn csrf_for(&self, headers: &HeaderMap) -> Option<String> {
         let id = session_cookie(headers)?;
         let mut sessions = self.lock();
-        sessions.retain(|_, s| s.created.elapsed() < SESSION_LIFETIME);
+        sessions.retain(|_, s| s.is_live());
         sessions.get(&id).map(|s| s.csrf.clone())
+    }
+
+    fn insert(&self, id: String, session: Session) {
+        let mut sessions = self.lock();
+        sessions.retain(|_, s| s.is_live());
+        sessions.insert(id, session);
+        self.save(&sessions);
+    }
+
+    fn remove(&self, id: &str) {
+        let mut sessions = self.lock();
+        if sessions.remove(id).is_some() {
+            self.save(&sessions);
+        }
+    }
+
+    /// Best effort: a session that is not saved only lasts until a restart.
+    fn save(&self, sessions: &HashMap<String, Session>) {
+        let saved = SavedSessions {
+            token_digest: self.token_digest,
+            sessions: sessions.clone(),
+        };
+        let written = serde_json::to_vec(&saved)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| cerebro_web::fs::atomic_write(&self.file, &bytes))
+            .and_then(|()| {
+                std::fs::set_permissions(&self.file, std::fs::Permissions::from_mode(0o600))
+            });
+        if let Err(error) = written {
+            tracing::warn!(path = %self.file.display(), %error, "cannot save the UI sessions");
+        }
     }
 }
 
@@ -699,11 +781,11 @@ async fn login(State(app): State<AppState>, Form(form): Form<LoginForm>) -> Resp
     ) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response();
     };
-    app.sessions.lock().insert(
+    app.sessions.insert(
         id.clone(),
         Session {
             csrf,
-            created: Instant::now(),
+            created_ms: now_ms(),
         },
     );
     let cookie = format!(
@@ -768,7 +850,7 @@ async fn logout(
 ) -> Response {
     if authorize(&app, &headers, &form).is_ok() {
         if let Some(id) = session_cookie(&headers) {
-            app.sessions.lock().remove(&id);
+            app.sessions.remove(&id);
         }
     }
     let cookie = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");

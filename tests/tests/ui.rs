@@ -288,7 +288,7 @@ async fn the_overview_logs_login_and_update_in_a_real_browser() {
 
 #[test]
 fn login_can_be_required_and_task_violations_reach_the_overview() {
-    let cluster = Cluster::start(ClusterOptions {
+    let mut cluster = Cluster::start(ClusterOptions {
         token: Some("t"),
         toml_extra: "ui_login_required = true".into(),
         ..Default::default()
@@ -335,5 +335,27 @@ fn login_can_be_required_and_task_violations_reach_the_overview() {
     assert!(
         overview.contains("violated its memory limit") && overview.contains("Log out"),
         "{overview}"
+    );
+
+    // A restart of the clustersitter logs nobody out (cookies ignore the
+    // port, which changes)...
+    let overview_path = |cluster: &Cluster| {
+        let response = session
+            .get(format!("{}/overview", cluster.base_url))
+            .send()
+            .unwrap();
+        response.url().path().to_string()
+    };
+    cluster.kill9();
+    cluster.boot();
+    assert_eq!(overview_path(&cluster), "/overview", "still logged in");
+    // ...but a new token logs everyone out.
+    std::fs::write(cluster.path().join("token"), "t2").unwrap();
+    cluster.kill9();
+    cluster.boot();
+    assert_eq!(
+        overview_path(&cluster),
+        "/login",
+        "a new token needs a new login"
     );
 }
