@@ -246,8 +246,9 @@ pub struct Reconciler {
     machine: SharedMachine,
     notify: Arc<Notify>,
     children: HashMap<i32, Child>,
-    /// Per live tasksitter pid, a task that wakes the reconciler when it exits.
-    exit_watchers: HashMap<i32, tokio::task::JoinHandle<()>>,
+    /// Per live tasksitter (pid, start time), a task that wakes the
+    /// reconciler when it exits.
+    exit_watchers: HashMap<(i32, u64), tokio::task::JoinHandle<()>>,
     /// The longest the reconciler sleeps with nothing due.
     tick: Duration,
 }
@@ -301,20 +302,20 @@ impl Reconciler {
         if self.tick == POLL_TICK {
             return;
         }
-        let live: Vec<(i32, u64)> = lock(&self.machine)
+        let live: std::collections::HashSet<(i32, u64)> = lock(&self.machine)
             .tasks
             .values()
             .filter_map(|e| e.record.runtime.as_ref().map(|r| (r.pid, r.start_ticks)))
             .collect();
-        self.exit_watchers.retain(|pid, watcher| {
-            let keep = live.iter().any(|(live_pid, _)| live_pid == pid);
+        self.exit_watchers.retain(|sitter, watcher| {
+            let keep = live.contains(sitter);
             if !keep {
                 watcher.abort();
             }
             keep
         });
         for (pid, ticks) in live {
-            self.exit_watchers.entry(pid).or_insert_with(|| {
+            self.exit_watchers.entry((pid, ticks)).or_insert_with(|| {
                 let notify = self.notify.clone();
                 tokio::spawn(async move {
                     if let Err(error) = cerebro_web::process::exited(pid, ticks).await {
