@@ -563,6 +563,8 @@ async fn register(
     body: Bytes,
 ) -> Result<(StatusCode, Json<RegisterReply>), ApiError> {
     let request: RegisterRequest = parse_json_body(&body)?;
+    cerebro_types::job::validate_machine_id(&request.machine_id)
+        .map_err(|message| ApiError::bad_field("machine_id", message))?;
     if request.address.parse::<std::net::SocketAddr>().is_err() {
         return Err(ApiError::bad_field("address", "must be IP:PORT"));
     }

@@ -140,8 +140,7 @@ fn token_file_for_machines(config: &ClusterConfig) -> std::io::Result<Option<std
         return Ok(None);
     };
     let path = std::path::absolute(config.state_dir.join("machine-token"))?;
-    cerebro_web::fs::atomic_write(&path, token.expose().as_bytes())?;
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    cerebro_web::fs::atomic_write_private(&path, token.expose().as_bytes())?;
     Ok(Some(path))
 }
 

@@ -100,8 +100,16 @@ impl LocalProvider {
         })
     }
 
-    fn machine_dir(&self, machine_id: &str) -> PathBuf {
-        self.machines_dir.join(machine_id)
+    /// Only ever a directory directly under `machines_dir`: an id that is
+    /// not one plain path component names no machine of ours.
+    fn machine_dir(&self, machine_id: &str) -> Result<PathBuf, ProviderError> {
+        let mut components = std::path::Path::new(machine_id).components();
+        match (components.next(), components.next()) {
+            (Some(std::path::Component::Normal(_)), None) => Ok(self.machines_dir.join(machine_id)),
+            _ => Err(ProviderError::Other(format!(
+                "machine id '{machine_id}' is not a plain name"
+            ))),
+        }
     }
 
     /// The machinesitters running for this cluster, as (pid, machine id).
@@ -152,7 +160,7 @@ impl MachineProvider for LocalProvider {
         if running.len() >= self.config.max_machines {
             return Err(ProviderError::Limit(self.config.max_machines));
         }
-        let dir = self.machine_dir(&machine.id);
+        let dir = self.machine_dir(&machine.id)?;
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("zone"), &machine.zone)?;
         let log = std::fs::OpenOptions::new()
@@ -207,7 +215,10 @@ impl MachineProvider for LocalProvider {
     }
 
     async fn terminate(&self, machine_id: &str, provider_id: &str) -> Result<(), ProviderError> {
-        let dir = self.machine_dir(machine_id);
+        // An id that names no directory of ours was never a local machine.
+        let Ok(dir) = self.machine_dir(machine_id) else {
+            return Ok(());
+        };
         let mut pids: Vec<i32> = self
             .running()
             .into_iter()
@@ -268,10 +279,11 @@ impl MachineProvider for LocalProvider {
             .into_iter()
             .filter_map(|(pid, machine_id)| {
                 let zone =
-                    std::fs::read_to_string(self.machine_dir(&machine_id).join("zone")).ok()?;
+                    std::fs::read_to_string(self.machine_dir(&machine_id).ok()?.join("zone"))
+                        .ok()?;
                 let ticks = start_ticks(pid)?;
                 let address =
-                    std::fs::read_to_string(self.machine_dir(&machine_id).join("address"))
+                    std::fs::read_to_string(self.machine_dir(&machine_id).ok()?.join("address"))
                         .ok()
                         .filter(|a| !a.is_empty());
                 Some(FoundMachine {

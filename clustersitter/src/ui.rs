@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::hash::{Hash, Hasher};
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,6 +27,7 @@ use std::time::Duration;
 const NAV: &[(&str, &str)] = &[("/overview", "Overview"), ("/metrics", "Metrics")];
 const SESSION_COOKIE: &str = "cerebro_session";
 const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+const MAX_SESSIONS: usize = 1000;
 /// How often pages refresh their data in place, in milliseconds.
 const REFRESH_MS: u32 = 3000;
 
@@ -105,6 +105,17 @@ impl Sessions {
     fn insert(&self, id: String, session: Session) {
         let mut sessions = self.lock();
         sessions.retain(|_, s| s.is_live());
+        // Logins are cheap for whoever has the token (or anyone, with no
+        // token): the oldest session goes rather than the file growing.
+        if sessions.len() >= MAX_SESSIONS {
+            if let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.created_ms)
+                .map(|(id, _)| id.clone())
+            {
+                sessions.remove(&oldest);
+            }
+        }
         sessions.insert(id, session);
         self.save(&sessions);
     }
@@ -124,10 +135,7 @@ impl Sessions {
         };
         let written = serde_json::to_vec(&saved)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| cerebro_web::fs::atomic_write(&self.file, &bytes))
-            .and_then(|()| {
-                std::fs::set_permissions(&self.file, std::fs::Permissions::from_mode(0o600))
-            });
+            .and_then(|bytes| cerebro_web::fs::atomic_write_private(&self.file, &bytes));
         if let Err(error) = written {
             tracing::warn!(path = %self.file.display(), %error, "cannot save the UI sessions");
         }

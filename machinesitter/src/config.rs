@@ -165,7 +165,7 @@ impl Cli {
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| "localhost".into());
         let machine_id = self.machine_id.clone().unwrap_or_else(|| hostname.clone());
-        if let Err(message) = cerebro_types::validate_task_name(&machine_id) {
+        if let Err(message) = cerebro_types::job::validate_machine_id(&machine_id) {
             errors.push("--machine-id", message);
         }
         if let Some(url) = &self.cluster_url {

@@ -221,8 +221,7 @@ pub fn spawn(
     std::fs::create_dir_all(&paths.logs)?;
     if read_secret(paths).is_none_or(|s| s.is_empty()) {
         let secret = cerebro_web::auth::random_secret()?;
-        cerebro_web::fs::atomic_write(&paths.token(), secret.as_bytes())?;
-        std::fs::set_permissions(paths.token(), std::fs::Permissions::from_mode(0o600))?;
+        cerebro_web::fs::atomic_write_private(&paths.token(), secret.as_bytes())?;
     }
     let _ = std::fs::remove_file(paths.address());
     let mut spec = spec.clone();

@@ -574,6 +574,19 @@ fn machines_register_join_and_a_replaced_machine_that_returns_loses_its_stale_ta
         "{events}"
     );
 
+    // An id that is not a plain name is refused before anything is stored.
+    for bad in ["..", "", "a/b", ".hidden"] {
+        let body = json!({"machine_id": bad, "address": "127.0.0.1:9", "capacity": {"cpu": 1.0, "mem_mb": 512.0}, "zone": "zone-a"});
+        let (code, reply) =
+            cluster.request("POST", "/api/v1/machines/register", Some(&body.to_string()));
+        assert_eq!(code, 400, "{bad:?}: {reply}");
+        assert_eq!(reply["errors"][0]["field"], "machine_id", "{reply}");
+    }
+    assert!(cluster
+        .machines()
+        .iter()
+        .all(|m| m["address"] != "127.0.0.1:9"));
+
     // A machine the cluster never saw joins by registering in a served zone.
     let (_joined, _) = start_machine("hand-made-1", "zone-b", "hand-made", true);
     wait_for(TIMEOUT, "the hand-made machine to join", || {

@@ -142,16 +142,28 @@ impl JobSpec {
 
 /// Zone names: what clouds use (`aws-us-west-2a`, `local-a`).
 pub fn validate_zone_name(zone: &str) -> Result<(), String> {
-    let ok = !zone.is_empty()
-        && zone.len() <= 63
-        && zone
+    validate_identifier("zone", zone)
+}
+
+/// Machine ids name a directory under the state dir and a DNS label.
+pub fn validate_machine_id(id: &str) -> Result<(), String> {
+    validate_identifier("machine id", id)
+}
+
+/// 1 to 63 letters, digits, '-', '_' or '.', not starting with '.': safe as
+/// one path component (never `.` or `..`) and as a DNS label.
+fn validate_identifier(what: &str, value: &str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && !value.starts_with('.')
+        && value
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "zone '{zone}' must be 1 to 63 letters, digits, '-', '_' or '.'"
+            "{what} '{value}' must be 1 to 63 letters, digits, '-', '_' or '.', not starting with '.'"
         ))
     }
 }

@@ -1,9 +1,21 @@
 //! The one atomic-write helper: temp file, fsync, rename, fsync the directory.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub fn atomic_write(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    write_atomically(path, contents, 0o666)
+}
+
+/// `atomic_write` for secrets: the file is 0600 from its creation on, so
+/// it is never readable by others, not even for a moment.
+pub fn atomic_write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    write_atomically(path, contents, 0o600)
+}
+
+/// `mode` is that of a new file, before the umask.
+fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -17,7 +29,13 @@ pub fn atomic_write(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         std::process::id()
     ));
     let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
+        // A temp file left by a crash may have another mode: start afresh.
+        let _ = std::fs::remove_file(&temp);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&temp)?;
         file.write_all(contents)?;
         file.sync_all()?;
         std::fs::rename(&temp, path)?;
@@ -89,5 +107,17 @@ mod tests {
             1,
             "no temp file left behind"
         );
+    }
+
+    #[test]
+    fn private_files_are_0600_even_when_replacing_a_readable_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        super::atomic_write(&path, b"public").unwrap();
+        super::atomic_write_private(&path, b"secret").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "secret");
     }
 }
