@@ -364,9 +364,10 @@ fn html_pages_escape_names_and_link_logs() {
 
 #[test]
 fn metrics_cover_the_machine_and_tasks() {
-    let sitter = MachineSitter::start(&["--machine-id", "m\"1"]);
-    sitter.put_task("svc a", spec("sleep 408"));
-    sitter.wait_running("svc a");
+    // Task names may hold quotes; labels escape them.
+    let sitter = MachineSitter::start(&["--machine-id", "m1"]);
+    sitter.put_task("svc \"a\"", spec("sleep 408"));
+    sitter.wait_running("svc \"a\"");
     let text = wait_for(TIMEOUT, "the task to be up in the metrics", || {
         let text = sitter
             .http
@@ -375,7 +376,7 @@ fn metrics_cover_the_machine_and_tasks() {
             .unwrap()
             .text()
             .unwrap();
-        text.contains("cerebro_task_up{machine=\"m\\\"1\",task=\"svc a\"} 1")
+        text.contains("cerebro_task_up{machine=\"m1\",task=\"svc \\\"a\\\"\"} 1")
             .then_some(text)
     });
     assert!(
@@ -383,9 +384,20 @@ fn metrics_cover_the_machine_and_tasks() {
         "{text}"
     );
     assert!(
-        text.contains("cerebro_task_sitter_starts_total{machine=\"m\\\"1\",task=\"svc a\"} 1"),
+        text.contains("cerebro_task_sitter_starts_total{machine=\"m1\",task=\"svc \\\"a\\\"\"} 1"),
         "{text}"
     );
+}
+
+#[test]
+fn a_machine_id_that_is_not_a_plain_name_is_refused_at_start() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_machinesitter"))
+        .args(["--machine-id", "..", "--port", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("machine id '..'"), "{stderr}");
 }
 
 #[test]
