@@ -592,14 +592,24 @@ async fn register(
         let zones = cluster.config.zones();
         match cluster.state.machines.get_mut(&request.machine_id) {
             Some(machine) => {
-                let changed = machine.address.as_deref() != Some(request.address.as_str());
+                let moved = machine.address.as_deref() != Some(request.address.as_str());
+                let resized = machine.capacity != request.capacity;
                 machine.address = Some(request.address.clone());
                 machine.capacity = request.capacity;
-                if changed {
+                if moved {
                     let message = format!("registered at {}", request.address);
                     cluster.event("machine", &request.machine_id, message);
-                    persist_or_500(&cluster)?;
                 }
+                if !(moved || resized) {
+                    // The periodic re-registration: nothing for the reconciler to do.
+                    return Ok((
+                        StatusCode::OK,
+                        Json(RegisterReply {
+                            result: "registered".into(),
+                        }),
+                    ));
+                }
+                persist_or_500(&cluster)?;
                 "registered"
             }
             None => {
@@ -613,13 +623,10 @@ async fn register(
                     ));
                 };
                 let number = cluster.state.free_number(&zone);
-                cluster.state.machines.insert(
-                    request.machine_id.clone(),
-                    MachineRecord {
-                        address: Some(request.address.clone()),
-                        ..MachineRecord::new(&request.machine_id, &zone, number, request.capacity)
-                    },
-                );
+                cluster.state.adopt_machine(MachineRecord {
+                    address: Some(request.address.clone()),
+                    ..MachineRecord::new(&request.machine_id, &zone, number, request.capacity)
+                });
                 let message = format!("joined at {}", request.address);
                 cluster.event("machine", &request.machine_id, message);
                 persist_or_500(&cluster)?;

@@ -108,7 +108,11 @@ pub async fn run(config: ClusterConfig) -> Result<(), ClusterError> {
             cluster: cluster.clone(),
             notify,
             client: cerebro_web::HttpClient::new(Duration::from_secs(10), 2),
-            sessions: ui::Sessions::load(&config.state_dir, config.token.as_ref()),
+            sessions: ui::Sessions::load(
+                &config.state_dir,
+                config.token.as_ref(),
+                config.ui_login_required,
+            ),
         },
         config.token.clone(),
     );
@@ -219,24 +223,13 @@ async fn recover_machines(cluster: &mut Cluster, provider: &dyn MachineProvider)
                     continue;
                 };
                 let number = cluster.state.free_number(&machine.zone);
-                cluster.state.machines.insert(
-                    machine.machine_id.clone(),
-                    MachineRecord {
-                        provider_id: Some(machine.provider_id.clone()),
-                        address: machine.address.clone(),
-                        ..MachineRecord::new(&machine.machine_id, &machine.zone, number, *size)
-                    },
-                );
+                cluster.state.adopt_machine(MachineRecord {
+                    provider_id: Some(machine.provider_id.clone()),
+                    address: machine.address.clone(),
+                    ..MachineRecord::new(&machine.machine_id, &machine.zone, number, *size)
+                });
                 cluster.event("machine", &machine.machine_id, "found running; adopted");
             }
-        }
-        // Ids are never reused, even after a lost state file.
-        if let Some(seq) = machine
-            .machine_id
-            .rsplit_once('-')
-            .and_then(|(_, n)| n.parse::<u64>().ok())
-        {
-            cluster.state.next_machine_seq = cluster.state.next_machine_seq.max(seq + 1);
         }
     }
     let vanished: Vec<String> = cluster

@@ -36,6 +36,9 @@ pub struct Reconciler {
     cluster_url: String,
     terminating: Arc<Mutex<BTreeSet<String>>>,
     provision_not_before: BTreeMap<String, Instant>,
+    /// The last failed call per (machine, task), so a call that keeps
+    /// failing the same way is one event, not one per tick.
+    sync_failures: BTreeMap<(String, String), String>,
 }
 
 /// One machine's reconcile work, computed under the lock and done without it.
@@ -64,6 +67,7 @@ impl Reconciler {
             cluster_url,
             terminating: Arc::new(Mutex::new(BTreeSet::new())),
             provision_not_before: BTreeMap::new(),
+            sync_failures: BTreeMap::new(),
         }
     }
 
@@ -450,25 +454,28 @@ impl Reconciler {
                     .push(assignment);
             }
             let mut work = Vec::new();
-            for machine in cluster.state.machines.values() {
+            // Only machines that answered this tick: a report of one that did
+            // not is stale, and calls to it would only wait for timeouts. A
+            // decommissioning machine's tasks go with it when it is terminated.
+            for machine in cluster
+                .state
+                .machines
+                .values()
+                .filter(|m| m.state == MachineState::Ready && m.missed_polls == 0)
+            {
                 let Some(address) = machine.address.clone() else {
                     continue;
                 };
                 let Some(report) = cluster.reports.get(&machine.id) else {
                     continue;
                 };
-                let desired: BTreeMap<String, TaskSpec> = match machine.state {
-                    MachineState::Ready => by_machine
-                        .get(machine.id.as_str())
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|a| cluster.instance_spec(&a.key, &machine.id))
-                        .map(|spec| (spec.name.clone(), spec))
-                        .collect(),
-                    // Being replaced: whatever still runs there is stale.
-                    MachineState::Decommissioning => BTreeMap::new(),
-                    _ => continue,
-                };
+                let desired: BTreeMap<String, TaskSpec> = by_machine
+                    .get(machine.id.as_str())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| cluster.instance_spec(&a.key, &machine.id))
+                    .map(|spec| (spec.name.clone(), spec))
+                    .collect();
                 let put: Vec<TaskSpec> = desired
                     .values()
                     .filter(|spec| {
@@ -506,23 +513,22 @@ impl Reconciler {
             let client = self.client.clone();
             let token = token.clone();
             calls.spawn(async move {
-                // One message per call, saying what happened, for the event log.
-                let mut outcomes = Vec::new();
+                // Per call: (task, what happened, whether it failed).
+                let mut outcomes: Vec<(String, String, bool)> = Vec::new();
                 for spec in &item.put {
                     let url = format!(
                         "http://{}/api/v1/tasks/{}",
                         item.address,
                         encode_path_segment(&spec.name)
                     );
-                    outcomes.push(
-                        match client
-                            .put_json::<_, serde_json::Value>(&url, token.as_deref(), spec)
-                            .await
-                        {
-                            Ok(_) => format!("runs {}", spec.name),
-                            Err(error) => format!("PUT {}: {error}", spec.name),
-                        },
-                    );
+                    let (message, failed) = match client
+                        .put_json::<_, serde_json::Value>(&url, token.as_deref(), spec)
+                        .await
+                    {
+                        Ok(_) => (format!("runs {}", spec.name), false),
+                        Err(error) => (format!("PUT {}: {error}", spec.name), true),
+                    };
+                    outcomes.push((spec.name.clone(), message, failed));
                 }
                 for name in &item.delete {
                     let url = format!(
@@ -530,16 +536,17 @@ impl Reconciler {
                         item.address,
                         encode_path_segment(name)
                     );
-                    outcomes.push(
-                        match client
-                            .delete_json::<serde_json::Value>(&url, token.as_deref())
-                            .await
-                        {
-                            Ok(_) => format!("removed {name}"),
-                            Err(error) if error.status() == Some(404) => format!("removed {name}"),
-                            Err(error) => format!("DELETE {name}: {error}"),
-                        },
-                    );
+                    let (message, failed) = match client
+                        .delete_json::<serde_json::Value>(&url, token.as_deref())
+                        .await
+                    {
+                        Ok(_) => (format!("removed {name}"), false),
+                        Err(error) if error.status() == Some(404) => {
+                            (format!("removed {name}"), false)
+                        }
+                        Err(error) => (format!("DELETE {name}: {error}"), true),
+                    };
+                    outcomes.push((name.clone(), message, failed));
                 }
                 (item.machine, outcomes)
             });
@@ -547,10 +554,22 @@ impl Reconciler {
         let results = calls.join_all().await;
         let mut cluster = lock(&self.cluster);
         for (machine, outcomes) in results {
-            for outcome in outcomes {
-                cluster.event("machine", &machine, outcome);
+            for (task, message, failed) in outcomes {
+                let key = (machine.clone(), task);
+                if failed {
+                    if self.sync_failures.get(&key) == Some(&message) {
+                        continue;
+                    }
+                    self.sync_failures.insert(key, message.clone());
+                } else {
+                    self.sync_failures.remove(&key);
+                }
+                cluster.event("machine", &machine, message);
             }
         }
+        let machines = &cluster.state.machines;
+        self.sync_failures
+            .retain(|(machine, _), _| machines.contains_key(machine));
     }
 
     /// Keeps at most the zone's idle limit of machines without instances.

@@ -243,6 +243,20 @@ impl ClusterState {
             .unwrap_or(self.idle_limit_default)
     }
 
+    /// Takes in a machine this cluster did not provision (or lost track of),
+    /// keeping ids unique: the sequence moves past a `ZONE-N` id, so
+    /// placement never provisions a second machine under the same id.
+    pub fn adopt_machine(&mut self, record: MachineRecord) {
+        if let Some(seq) = record
+            .id
+            .rsplit_once('-')
+            .and_then(|(_, n)| n.parse::<u64>().ok())
+        {
+            self.next_machine_seq = self.next_machine_seq.max(seq + 1);
+        }
+        self.machines.insert(record.id.clone(), record);
+    }
+
     /// The lowest ordinal not used by a live machine of `zone`.
     pub fn free_number(&self, zone: &str) -> u32 {
         let used: std::collections::BTreeSet<u32> = self

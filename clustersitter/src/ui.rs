@@ -58,6 +58,8 @@ pub struct Sessions {
     live: Arc<Mutex<HashMap<String, Session>>>,
     file: PathBuf,
     token_digest: u64,
+    /// `ui_login_required`: pages need a session too.
+    login_required: bool,
 }
 
 /// Tells one token from another; a change of token must not be missed, and
@@ -71,7 +73,7 @@ fn token_digest(token: Option<&Token>) -> u64 {
 
 impl Sessions {
     /// The live sessions saved in `state_dir` for this same token.
-    pub fn load(state_dir: &std::path::Path, token: Option<&Token>) -> Self {
+    pub fn load(state_dir: &std::path::Path, token: Option<&Token>, login_required: bool) -> Self {
         let file = state_dir.join("ui-sessions.json");
         let token_digest = token_digest(token);
         let saved: HashMap<String, Session> = std::fs::read(&file)
@@ -85,6 +87,7 @@ impl Sessions {
             live: Arc::new(Mutex::new(live)),
             file,
             token_digest,
+            login_required,
         }
     }
 
@@ -190,6 +193,15 @@ impl Viewer {
         }
     }
 
+    /// The viewer of a page, checked before the page does any work: pages
+    /// are readable without a session unless `--ui-login-required`, and
+    /// then a visitor learns nothing, not even which jobs exist. `None`:
+    /// send them to the login page.
+    fn of_page(app: &AppState, headers: &HeaderMap) -> Option<Self> {
+        let viewer = Self::of(app, headers);
+        (viewer.csrf.is_some() || !app.sessions.login_required).then_some(viewer)
+    }
+
     fn header(&self) -> String {
         match &self.csrf {
             Some(csrf) => format!(
@@ -214,11 +226,7 @@ impl Viewer {
     }
 }
 
-/// Pages are readable without a session unless `--ui-login-required`.
-fn render(app: &AppState, viewer: &Viewer, title: &str, body: String) -> Response {
-    if viewer.csrf.is_none() && lock(&app.cluster).config.ui_login_required {
-        return Redirect::to("/login").into_response();
-    }
+fn render(viewer: &Viewer, title: &str, body: String) -> Response {
     Html(page_with_header(title, NAV, &viewer.header(), &body)).into_response()
 }
 
@@ -325,7 +333,8 @@ fn is_failure(message: &str) -> bool {
         "died",
         "violat",
         "cannot",
-        "decommissioning",
+        // A lost machine's instances move; an idle one's decommissioning is routine.
+        "rescheduling",
         "gone",
     ]
     .iter()
@@ -356,7 +365,9 @@ fn events_table(cluster: &Cluster, subject: Option<&str>, limit: usize) -> Strin
 }
 
 pub async fn overview(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    let viewer = Viewer::of(&app, &headers);
+    let Some(viewer) = Viewer::of_page(&app, &headers) else {
+        return Redirect::to("/login").into_response();
+    };
     let body = {
         let cluster = lock(&app.cluster);
         let status = cluster.status();
@@ -474,19 +485,20 @@ pub async fn overview(State(app): State<AppState>, headers: HeaderMap) -> Respon
             );
         }
         body.push_str("</table>");
-        if let Some(csrf) = &viewer.csrf {
-            let _ = write!(
-                body,
+        body.push_str("<h2>Events</h2>");
+        body.push_str(&events_table(&cluster, None, 30));
+        // The form stays outside the refreshed part, or what is typed
+        // into it would be replaced every few seconds.
+        let idle_form = viewer.csrf.as_ref().map_or(String::new(), |csrf| {
+            format!(
                 r#"<h2>Idle machines</h2><form method="post" action="/ui/idle-limit"><input type="hidden" name="csrf" value="{}">Keep <input name="limit" type="number" min="0" value="{}" style="width:5em"> idle machines per zone <button type="submit">Set</button></form>"#,
                 escape(csrf),
                 cluster.state.idle_limit_default
-            );
-        }
-        body.push_str("<h2>Events</h2>");
-        body.push_str(&events_table(&cluster, None, 30));
-        format!(r#"<div id="live" data-refresh="{REFRESH_MS}">{body}</div>"#)
+            )
+        });
+        format!(r#"<div id="live" data-refresh="{REFRESH_MS}">{body}</div>{idle_form}"#)
     };
-    render(&app, &viewer, "overview", body)
+    render(&viewer, "overview", body)
 }
 
 async fn job_page(
@@ -494,7 +506,9 @@ async fn job_page(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    let viewer = Viewer::of(&app, &headers);
+    let Some(viewer) = Viewer::of_page(&app, &headers) else {
+        return Redirect::to("/login").into_response();
+    };
     let body = {
         let cluster = lock(&app.cluster);
         let Some(record) = cluster.state.jobs.get(&name) else {
@@ -594,7 +608,7 @@ async fn job_page(
             events_table(&cluster, Some(&name), 20)
         )
     };
-    render(&app, &viewer, &name, body)
+    render(&viewer, &name, body)
 }
 
 async fn machine_page(
@@ -602,7 +616,9 @@ async fn machine_page(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let viewer = Viewer::of(&app, &headers);
+    let Some(viewer) = Viewer::of_page(&app, &headers) else {
+        return Redirect::to("/login").into_response();
+    };
     let body = {
         let cluster = lock(&app.cluster);
         let Some(machine) = cluster.state.machines.get(&id) else {
@@ -680,7 +696,7 @@ async fn machine_page(
             events_table(&cluster, Some(&id), 20)
         )
     };
-    render(&app, &viewer, &format!("machine {id}"), body)
+    render(&viewer, &format!("machine {id}"), body)
 }
 
 /// Follows new output by asking the clustersitter's log proxy for what
@@ -717,7 +733,9 @@ async fn log_page(
     Path((name, index, stream)): Path<(String, usize, String)>,
     Query(query): Query<LogQuery>,
 ) -> Response {
-    let viewer = Viewer::of(&app, &headers);
+    let Some(viewer) = Viewer::of_page(&app, &headers) else {
+        return Redirect::to("/login").into_response();
+    };
     if stream != "stdout" && stream != "stderr" {
         return (StatusCode::BAD_REQUEST, "stream must be stdout or stderr").into_response();
     }
@@ -755,7 +773,7 @@ async fn log_page(
             escape(&error.body.error)
         ),
     };
-    render(&app, &viewer, &format!("{name} #{index} {stream}"), body)
+    render(&viewer, &format!("{name} #{index} {stream}"), body)
 }
 
 async fn login_page(State(app): State<AppState>, headers: HeaderMap) -> Response {

@@ -143,6 +143,12 @@ async fn register_with_cluster(
                 retry = Duration::from_millis(200);
                 REGISTER_EVERY
             }
+            Err(error) if error.status() == Some(410) => {
+                // The cluster decommissioned this machine and has removed
+                // its tasks; asking again would only repeat that.
+                tracing::warn!(%error, "the cluster decommissioned this machine; no longer registering");
+                return;
+            }
             Err(error) if error.status().is_some_and(|s| (400..500).contains(&s)) => {
                 // Refused (a decommissioned machine, a bad token): asking
                 // again soon would not change the answer.

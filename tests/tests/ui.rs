@@ -280,6 +280,46 @@ async fn the_overview_logs_login_and_update_in_a_real_browser() {
         )
         .await;
     }
+
+    // The idle-limit form sits outside the part refreshed in place, so
+    // what is typed into it survives a refresh; setting it takes effect.
+    browser.goto(&format!("{base}/overview")).await.unwrap();
+    let placement: Value = browser
+        .execute(
+            "return [document.querySelector('input[name=limit]') !== null, \
+             document.querySelector('#live input[name=limit]') !== null]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        placement,
+        json!([true, false]),
+        "the form exists, outside #live"
+    );
+    let limit = browser
+        .find(Locator::Css("input[name=limit]"))
+        .await
+        .unwrap();
+    limit.clear().await.unwrap();
+    limit.send_keys("2").await.unwrap();
+    browser
+        .find(Locator::XPath("//button[text()='Set']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    blocking(|| {
+        wait_for(TIMEOUT, "the idle limit to be 2", || {
+            let status = cluster.get("/api/v1/status");
+            status["zones"]
+                .as_array()?
+                .iter()
+                .all(|z| z["idle_limit"] == 2)
+                .then_some(())
+        })
+    });
     browser.close().await.unwrap();
     tokio::task::spawn_blocking(move || drop(cluster))
         .await
