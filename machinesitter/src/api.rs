@@ -245,7 +245,7 @@ async fn control(
             .runtime
             .as_ref()
             .and_then(|rt| rt.address.clone());
-        let secret = sitter::read_secret(&TaskPaths::new(&state_dir, &entry.record.dir_name));
+        let secret = entry.secret(&state_dir);
         machine.event(&name, format!("{action} requested"));
         machine
             .persist()

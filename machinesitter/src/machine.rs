@@ -42,9 +42,30 @@ pub struct TaskEntry {
     spawned_at: Option<Instant>,
     quick_deaths: u32,
     next_spawn_at: Option<Instant>,
+    /// The tasksitter's secret, read from its token file once: it never
+    /// changes while the task exists.
+    secret: Option<String>,
 }
 
 impl TaskEntry {
+    pub fn secret(&mut self, state_dir: &std::path::Path) -> Option<String> {
+        if self.secret.is_none() {
+            self.secret = sitter::read_secret(&TaskPaths::new(state_dir, &self.record.dir_name))
+                .filter(|s| !s.is_empty());
+        }
+        self.secret.clone()
+    }
+
+    /// Its tasksitter runs, is not being retired, and has not answered yet.
+    pub fn awaits_first_status(&self) -> bool {
+        self.status.is_none()
+            && self
+                .record
+                .runtime
+                .as_ref()
+                .is_some_and(|r| r.stop_sent_ms.is_none())
+    }
+
     pub fn new(record: TaskRecord) -> Self {
         Self {
             record,
@@ -52,6 +73,7 @@ impl TaskEntry {
             last_error: None,
             spawned_at: None,
             quick_deaths: 0,
+            secret: None,
             next_spawn_at: None,
         }
     }
@@ -78,6 +100,9 @@ pub struct Machine {
     pub config: Arc<MachineConfig>,
     pub tasks: BTreeMap<String, TaskEntry>,
     pub vitals: Vitals,
+    /// Signalled when a tasksitter is started, so the poller asks it for
+    /// its first status at once rather than at its next round.
+    pub sitter_started: Arc<Notify>,
     /// Journaled under the state dir, so the history outlives a restart.
     pub events: EventLog<MachineEvent>,
 }
@@ -186,6 +211,7 @@ pub fn load(config: Arc<MachineConfig>) -> std::io::Result<Machine> {
         config: config.clone(),
         tasks: BTreeMap::new(),
         vitals: Vitals::default(),
+        sitter_started: Arc::new(Notify::new()),
         events: EventLog::journaled(config.state_dir.join("events.jsonl"), MAX_EVENTS),
     };
     match state::load(&config.state_dir) {
@@ -249,8 +275,8 @@ pub struct Reconciler {
     /// Per live tasksitter (pid, start time), a task that wakes the
     /// reconciler when it exits.
     exit_watchers: HashMap<(i32, u64), tokio::task::JoinHandle<()>>,
-    /// The longest the reconciler sleeps with nothing due.
-    tick: Duration,
+    /// Whether the kernel gives out pidfds, so exits wake the reconciler.
+    pidfds: bool,
 }
 
 impl Reconciler {
@@ -260,11 +286,7 @@ impl Reconciler {
             notify,
             children: HashMap::new(),
             exit_watchers: HashMap::new(),
-            tick: if cerebro_web::process::pidfds_supported() {
-                SAFETY_TICK
-            } else {
-                POLL_TICK
-            },
+            pidfds: cerebro_web::process::pidfds_supported(),
         }
     }
 
@@ -279,8 +301,10 @@ impl Reconciler {
             self.reap();
             let next_due = self.converge();
             self.watch_exits();
-            let sleep = next_due.map_or(self.tick, |due| {
-                due.saturating_duration_since(Instant::now()).min(self.tick)
+            // The longest it sleeps with nothing due.
+            let tick = if self.pidfds { SAFETY_TICK } else { POLL_TICK };
+            let sleep = next_due.map_or(tick, |due| {
+                due.saturating_duration_since(Instant::now()).min(tick)
             });
             let sigchld = async {
                 match child_exited.as_mut() {
@@ -299,7 +323,7 @@ impl Reconciler {
 
     /// Keeps one exit watcher per live tasksitter, and none for the gone.
     fn watch_exits(&mut self) {
-        if self.tick == POLL_TICK {
+        if !self.pidfds {
             return;
         }
         let live: std::collections::HashSet<(i32, u64)> = lock(&self.machine)
@@ -346,6 +370,7 @@ impl Reconciler {
         let mut guard = lock(&self.machine);
         let machine = &mut *guard;
         let config = machine.config.clone();
+        let machine_started = machine.sitter_started.clone();
         let mut changed = false;
         let mut removed = Vec::new();
         let mut events = Vec::new();
@@ -443,6 +468,7 @@ impl Reconciler {
                     entry.record.runtime = Some(runtime);
                     entry.record.sitter_starts += 1;
                     entry.spawned_at = Some(now);
+                    machine_started.notify_one();
                     entry.next_spawn_at = None;
                     changed = true;
                 }

@@ -3,8 +3,8 @@
 //! was asked, and samples the machine's vitals. It runs beside the
 //! reconciler so a slow or dead tasksitter never delays a restart.
 
-use crate::machine::{lock, SharedMachine};
-use crate::sitter::{self, TaskPaths};
+use crate::machine::{lock, SharedMachine, TaskEntry};
+use crate::sitter::TaskPaths;
 use cerebro_types::machine::Vitals;
 use cerebro_types::time::now_ms;
 use cerebro_types::{StateKind, TaskStatus};
@@ -42,22 +42,34 @@ impl Poller {
     }
 
     pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let sitter_started = lock(&self.machine).sitter_started.clone();
         let mut last_full: Option<Instant> = None;
         loop {
             let due = last_full.is_none_or(|at| at.elapsed() >= STATUS_EVERY);
+            if due {
+                self.poll_statuses(false).await;
+                self.refresh_vitals();
+                last_full = Some(Instant::now());
+            } else {
+                self.poll_statuses(true).await;
+            }
             let unreported = lock(&self.machine)
                 .tasks
                 .values()
-                .any(|e| e.record.runtime.is_some() && e.status.is_none());
-            if due || unreported {
-                self.poll_statuses().await;
-            }
-            if due {
-                self.refresh_vitals();
-                last_full = Some(Instant::now());
-            }
+                .any(TaskEntry::awaits_first_status);
+            // A new tasksitter needs a moment to listen: look again soon,
+            // asking only the ones that have not answered yet.
+            let next_round = last_full.map_or(Duration::ZERO, |at| {
+                STATUS_EVERY.saturating_sub(at.elapsed())
+            });
+            let sleep = if unreported {
+                NEW_SITTER_CHECK.min(next_round)
+            } else {
+                next_round
+            };
             tokio::select! {
-                _ = tokio::time::sleep(NEW_SITTER_CHECK) => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = sitter_started.notified() => {}
                 _ = shutdown.changed() => return,
             }
         }
@@ -66,13 +78,17 @@ impl Poller {
     /// Asks every live tasksitter for its status with its secret (POST
     /// /api/v1/ping), which also proves it is ours; then nudges workloads
     /// whose run state differs from what was asked.
-    async fn poll_statuses(&mut self) {
+    /// `only_unreported`: just the tasksitters that have not answered yet.
+    async fn poll_statuses(&mut self, only_unreported: bool) {
         let targets: Vec<PollTarget> = {
             let mut guard = lock(&self.machine);
             let state_dir = guard.config.state_dir.clone();
             let mut targets = Vec::new();
             for (name, entry) in guard.tasks.iter_mut() {
-                let paths = TaskPaths::new(&state_dir, &entry.record.dir_name);
+                if only_unreported && !entry.awaits_first_status() {
+                    continue;
+                }
+                let secret = entry.secret(&state_dir);
                 let Some(runtime) = entry.record.runtime.as_mut() else {
                     continue;
                 };
@@ -80,6 +96,7 @@ impl Poller {
                     continue;
                 }
                 if runtime.address.is_none() {
+                    let paths = TaskPaths::new(&state_dir, &entry.record.dir_name);
                     runtime.address = std::fs::read_to_string(paths.address())
                         .ok()
                         .filter(|a| !a.is_empty());
@@ -89,12 +106,15 @@ impl Poller {
                         name: name.clone(),
                         pid: runtime.pid,
                         address: address.clone(),
-                        secret: sitter::read_secret(&paths),
+                        secret,
                     });
                 }
             }
             targets
         };
+        if targets.is_empty() {
+            return;
+        }
         // Concurrently, so one hung tasksitter delays no other task's status.
         let mut pings = tokio::task::JoinSet::new();
         for target in targets {

@@ -130,7 +130,7 @@ pub struct Cli {
     #[arg(long, value_enum, default_value = "auto")]
     pub limits_backend: BackendChoice,
     /// How often usage is sampled and checked (default: 100ms when this
-    /// process enforces a limit by polling, 1s when the kernel enforces them all).
+    /// process enforces a limit by polling, 2s when the kernel enforces them all).
     #[arg(long, value_parser = duration_arg)]
     pub poll_interval: Option<Duration>,
     /// cgroup directory (relative to each hierarchy's root) that holds task cgroups.
