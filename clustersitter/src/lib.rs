@@ -39,6 +39,11 @@ pub enum ClusterError {
     Jobs(String),
     #[error("cannot install signal handlers: {0}")]
     Signal(std::io::Error),
+    #[error("cannot write the address file {path}: {source}")]
+    AddressFile {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Runs the clustersitter until SIGTERM or SIGINT.
@@ -87,12 +92,18 @@ pub async fn run(config: ClusterConfig) -> Result<(), ClusterError> {
     let cluster = Arc::new(Mutex::new(cluster));
     let notify = Arc::new(Notify::new());
 
-    if let Some(path) = &config.address_file {
-        cerebro_web::fs::atomic_write(path, bound.to_string().as_bytes()).map_err(state_error)?;
-    }
-    tracing::info!(%bound, cluster = %config.cluster_name, "clustersitter serving; overview at {cluster_url}/overview");
+    // Before the address is announced: whoever reads it may signal at once.
     let mut signals =
         cerebro_web::daemon::ShutdownSignals::install().map_err(ClusterError::Signal)?;
+    if let Some(path) = &config.address_file {
+        cerebro_web::fs::atomic_write(path, bound.to_string().as_bytes()).map_err(|source| {
+            ClusterError::AddressFile {
+                path: path.display().to_string(),
+                source,
+            }
+        })?;
+    }
+    tracing::info!(%bound, cluster = %config.cluster_name, "clustersitter serving; overview at {cluster_url}/overview");
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let reconciler = tokio::spawn(
         reconcile::Reconciler::new(

@@ -56,6 +56,9 @@ pub async fn run(config: MachineConfig) -> Result<(), MachineError> {
         .await
         .map_err(bind_error)?;
     let bound = listener.local_addr().map_err(bind_error)?;
+    // Before the address is announced: whoever reads it may signal at once.
+    let mut signals =
+        cerebro_web::daemon::ShutdownSignals::install().map_err(MachineError::Signal)?;
     if let Some(path) = &config.address_file {
         cerebro_web::fs::atomic_write(path, bound.to_string().as_bytes()).map_err(|source| {
             MachineError::AddressFile {
@@ -65,8 +68,6 @@ pub async fn run(config: MachineConfig) -> Result<(), MachineError> {
         })?;
     }
     tracing::info!(%bound, machine = %config.machine_id, "machinesitter serving");
-    let mut signals =
-        cerebro_web::daemon::ShutdownSignals::install().map_err(MachineError::Signal)?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let reconciler =
         tokio::spawn(Reconciler::new(machine.clone(), notify.clone()).run(shutdown_rx.clone()));
