@@ -345,7 +345,12 @@ fn html_pages_escape_names_and_link_logs() {
         .send()
         .unwrap();
     assert_eq!(task_page.status(), 200);
-    assert!(!task_page.text().unwrap().contains("<script>alert"));
+    let task_page = task_page.text().unwrap();
+    assert!(
+        task_page.contains("&lt;img src=x onerror=alert(1)&gt;")
+            && !task_page.contains("<img src=x"),
+        "the task page shows its name escaped"
+    );
     let log_page = wait_for(TIMEOUT, "the log page to show the output", || {
         let page = sitter
             .http

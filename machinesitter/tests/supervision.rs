@@ -344,10 +344,14 @@ fn the_machinesitter_raises_its_open_file_limit_but_workloads_keep_theirs() {
     };
     // SAFETY: getrlimit and setrlimit on structs we own.
     unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
         limit.rlim_cur = limit.rlim_max.min(1024);
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
     }
+    assert!(
+        limit.rlim_cur < limit.rlim_max,
+        "this test needs a hard open-file limit above 1024 to show the raise"
+    );
     let sitter = MachineSitter::start(&[]);
     sitter.put_task("limits", spec("sleep 341"));
     let (tasksitter, workload) = sitter.wait_running("limits");

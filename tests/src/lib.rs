@@ -254,20 +254,25 @@ impl Cluster {
         self.get(&format!("/api/v1/jobs/{}", encode(name)))
     }
 
+    /// The instances of `name`, if there are `count` and every one runs: a
+    /// probe for `wait_for`, so a caller waiting for more than that keeps
+    /// one timeout.
+    pub fn job_running(&self, name: &str, count: usize) -> Option<Vec<Value>> {
+        let job = self.job(name);
+        let instances = job["instances"].as_array()?.clone();
+        (instances.len() == count
+            && instances
+                .iter()
+                .all(|i| i["state"] == "running" && i["pid"].is_u64()))
+        .then_some(instances)
+    }
+
     /// Waits until every desired instance of `name` runs; returns the instances.
     pub fn wait_job_running(&self, name: &str, count: usize) -> Vec<Value> {
         wait_for(
             TIMEOUT,
             &format!("{count} instances of '{name}' to run"),
-            || {
-                let job = self.job(name);
-                let instances = job["instances"].as_array()?.clone();
-                (instances.len() == count
-                    && instances
-                        .iter()
-                        .all(|i| i["state"] == "running" && i["pid"].is_u64()))
-                .then_some(instances)
-            },
+            || self.job_running(name, count),
         )
     }
 

@@ -3,7 +3,7 @@
 
 use cerebro_tests::*;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 fn zones_of(instances: &[Value]) -> BTreeMap<String, usize> {
     let mut zones = BTreeMap::new();
@@ -80,7 +80,7 @@ fn a_killed_machine_is_replaced_and_its_instances_run_again() {
         TIMEOUT,
         "a replacement machine running the instance",
         || {
-            let instances = cluster.wait_job_running("api", 2);
+            let instances = cluster.job_running("api", 2)?;
             instances
                 .iter()
                 .all(|i| i["machine"] != victim.as_str())
@@ -134,6 +134,7 @@ fn kill9_of_the_clustersitter_loses_nothing_and_duplicates_nothing() {
     cluster.wait_job_running("scratch", 1);
     let machines_before: Vec<Value> = cluster.machines().iter().map(|m| m["id"].clone()).collect();
     let events_before = cluster.get("/api/v1/events?limit=1000");
+    assert!(!events_before.as_array().unwrap().is_empty());
 
     cluster.kill9();
     cluster.boot();
@@ -242,7 +243,7 @@ fn a_linked_job_follows_its_master_and_restarts_when_it_is_updated() {
     );
     assert_eq!(code, 200, "{reply}");
     wait_for(TIMEOUT, "every sidecar to restart", || {
-        let now = cluster.wait_job_running("sidecar", 2);
+        let now = cluster.job_running("sidecar", 2)?;
         now.iter()
             .all(|i| !sidecar_pids.contains(&i["pid"]))
             .then_some(())
@@ -487,12 +488,15 @@ fn the_seed_example_runs_on_a_cluster_serving_its_zones() {
     let placed = wait_for(TIMEOUT, "every instance placed", || {
         let job = cluster.job("Portal Server");
         let instances = job["instances"].as_array()?.clone();
-        instances
-            .iter()
-            .all(|i| i["machine"].is_string())
+        (instances.len() == 11 && instances.iter().all(|i| i["machine"].is_string()))
             .then_some(instances)
     });
-    assert_eq!(placed.len(), 11);
+    let east: BTreeSet<&str> = placed
+        .iter()
+        .filter(|i| i["zone"] == "aws-us-east-1b")
+        .map(|i| i["machine"].as_str().unwrap())
+        .collect();
+    assert_eq!(east.len(), 10, "one instance per machine: {placed:?}");
 }
 
 #[test]
@@ -503,7 +507,7 @@ fn machines_register_join_and_a_replaced_machine_that_returns_loses_its_stale_ta
     let victim = instances[0]["machine"].as_str().unwrap().to_string();
     cluster.kill_machine(&victim);
     wait_for(TIMEOUT, "the victim to be replaced and dropped", || {
-        let running = cluster.wait_job_running("svc", 1);
+        let running = cluster.job_running("svc", 1)?;
         (running[0]["machine"] != victim.as_str()
             && cluster
                 .machines()

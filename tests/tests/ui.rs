@@ -193,6 +193,11 @@ async fn the_overview_logs_login_and_update_in_a_real_browser() {
         .unwrap();
     assert_eq!(refused.status(), 403);
     browser.goto(&format!("{base}/jobs/web-ui")).await.unwrap();
+    let page = page_text(&browser).await;
+    assert!(
+        page.contains("web-ui") && page.contains("Instances"),
+        "{page}"
+    );
     assert!(
         browser.find(Locator::Css("button")).await.is_err(),
         "no action buttons without a session"
