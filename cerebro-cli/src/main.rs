@@ -1,7 +1,7 @@
 //! `cerebro`: drive a Cerebro cluster from a laptop.
 
 use anyhow::{anyhow, bail, Context, Result};
-use cerebro_types::cluster::{ClusterEvent, ClusterStatus, JobView, MachineView};
+use cerebro_types::cluster::{ClusterEvent, ClusterStatus, JobView, MachineView, RunMode};
 use cerebro_types::job::JobSpec;
 use cerebro_types::job_file::parse_jobs;
 use cerebro_types::LogChunk;
@@ -112,28 +112,10 @@ impl Api {
     fn explain(&self, error: ClientError) -> anyhow::Error {
         match &error {
             ClientError::Status { status, body, .. } => {
-                let detail = serde_json::from_str::<Value>(body)
-                    .ok()
-                    .and_then(|v| {
-                        let errors = v["errors"]
-                            .as_array()
-                            .filter(|e| e.len() > 1)
-                            .map(|errors| {
-                                errors
-                                    .iter()
-                                    .map(|e| {
-                                        format!(
-                                            "{}: {}",
-                                            e["field"].as_str().unwrap_or(""),
-                                            e["message"].as_str().unwrap_or("")
-                                        )
-                                    })
-                                    .collect::<Vec<_>>()
-                                    .join("; ")
-                            });
-                        errors.or_else(|| v["error"].as_str().map(str::to_string))
-                    })
-                    .unwrap_or_else(|| body.clone());
+                // The server's message already lists every field at fault.
+                let detail = serde_json::from_str::<cerebro_web::error::ErrorBody>(body)
+                    .map(|b| b.error)
+                    .unwrap_or_else(|_| body.clone());
                 anyhow!("the cluster answered {status}: {detail}")
             }
             ClientError::Transport { .. } => {
@@ -418,11 +400,11 @@ fn run(cli: Cli) -> Result<()> {
                         } else {
                             "-".into()
                         },
-                        match (j.run_requested, j.spec.task_configuration.auto_start) {
-                            (Some(true), _) => "started",
-                            (Some(false), _) => "stopped",
-                            (None, true) => "auto",
-                            (None, false) => "on startjob",
+                        match j.run_mode() {
+                            RunMode::Started => "started",
+                            RunMode::Stopped => "stopped",
+                            RunMode::Auto => "auto",
+                            RunMode::OnStart => "on startjob",
                         }
                         .into(),
                     ]
@@ -446,7 +428,7 @@ fn run(cli: Cli) -> Result<()> {
                     vec![
                         m.id.clone(),
                         m.zone.clone(),
-                        format!("{:?}", m.state).to_lowercase(),
+                        m.state.as_str().to_string(),
                         m.address.clone().unwrap_or_else(|| "-".into()),
                         format!("{:.2}/{}", m.reserved.cpu, m.capacity.cpu),
                         format!("{:.0}/{:.0}", m.reserved.mem_mb, m.capacity.mem_mb),

@@ -127,13 +127,10 @@ async fn get_job(
     State(app): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    let cluster = lock(&app.cluster);
-    let record = cluster
-        .state
-        .jobs
-        .get(&name)
-        .ok_or_else(|| no_such_job(&name))?;
-    Ok(Json(cluster.job_view(&name, record)))
+    lock(&app.cluster)
+        .view_of_job(&name)
+        .map(Json)
+        .ok_or_else(|| no_such_job(&name))
 }
 
 /// One job from a request body in the job file format (JSON, or the

@@ -16,7 +16,7 @@ use cerebro_types::time::now_ms;
 use cerebro_types::{TaskSpec, ValidationErrors};
 use cerebro_web::event_log::EventLog;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 const MAX_EVENTS: usize = 1000;
@@ -42,12 +42,7 @@ pub struct Cluster {
 
 pub type SharedCluster = Arc<Mutex<Cluster>>;
 
-/// The lock, even if a panicking holder poisoned it: the state is plain data.
-pub fn lock(cluster: &SharedCluster) -> MutexGuard<'_, Cluster> {
-    cluster
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+pub use cerebro_web::lock;
 
 impl Cluster {
     pub fn new(

@@ -385,7 +385,7 @@ impl Reconciler {
                             .get(&instance_task_name(&a.key.job, a.key.slot));
                         let status = task.and_then(|t| t.status.as_ref());
                         status.is_some_and(|s| {
-                            s.state.kind().to_string() == "running"
+                            s.state.kind() == cerebro_types::StateKind::Running
                                 && s.started_at_ms.is_some_and(|started| {
                                     started >= *switched_at
                                         && now.saturating_sub(started) >= rollout.min_healthy_ms
@@ -627,7 +627,7 @@ impl Reconciler {
             .map(|m| (m.id.clone(), m.provider_id.clone()))
             .collect();
         for (id, provider_id) in targets {
-            if !lock_set(&self.terminating).insert(id.clone()) {
+            if !lock(&self.terminating).insert(id.clone()) {
                 continue;
             }
             let provider = self.provider.clone();
@@ -657,7 +657,7 @@ impl Reconciler {
                         }
                     }
                 }
-                lock_set(&terminating).remove(&id);
+                lock(&terminating).remove(&id);
                 notify.notify_one();
             });
         }
@@ -665,7 +665,7 @@ impl Reconciler {
 
     /// Whether any termination is still running (the exit path waits for them).
     pub fn terminations_in_flight(&self) -> bool {
-        !lock_set(&self.terminating).is_empty()
+        !lock(&self.terminating).is_empty()
     }
 }
 
@@ -704,10 +704,6 @@ fn task_changes(
         }
     }
     changes
-}
-
-fn lock_set(set: &Mutex<BTreeSet<String>>) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
-    set.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn persist(cluster: &crate::cluster::Cluster) {

@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use cerebro_types::cluster::{InstanceView, MachineState, UpdateRequest};
+use cerebro_types::cluster::{InstanceView, MachineState, RunMode, UpdateRequest};
 use cerebro_types::time::{format_rfc3339_ms, now_ms};
 use cerebro_web::html::{
     bar, encode_path_segment, escape, format_bytes, key_values, page_with_header, state_pill,
@@ -92,9 +92,7 @@ impl Sessions {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.live
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        cerebro_web::lock(&self.live)
     }
 
     /// The CSRF token of the request's live session, if it has one.
@@ -263,15 +261,6 @@ fn log_links(job: &str, index: usize) -> String {
     format!(r#"<a href="{base}/stdout">stdout</a> · <a href="{base}/stderr">stderr</a>"#)
 }
 
-fn machine_state_name(state: MachineState) -> &'static str {
-    match state {
-        MachineState::Provisioning => "provisioning",
-        MachineState::Ready => "ready",
-        MachineState::Unreachable => "unreachable",
-        MachineState::Decommissioning => "decommissioning",
-    }
-}
-
 fn uptime(started_at_ms: Option<u64>) -> String {
     let Some(started) = started_at_ms else {
         return "—".into();
@@ -371,11 +360,9 @@ pub async fn overview(State(app): State<AppState>, headers: HeaderMap) -> Respon
     let body = {
         let cluster = lock(&app.cluster);
         let status = cluster.status();
-        let mut by_state: HashMap<&str, usize> = HashMap::new();
+        let mut by_state: HashMap<MachineState, usize> = HashMap::new();
         for machine in cluster.state.machines.values() {
-            *by_state
-                .entry(machine_state_name(machine.state))
-                .or_default() += 1;
+            *by_state.entry(machine.state).or_default() += 1;
         }
         let hour_ago = now_ms().saturating_sub(3_600_000);
         let failures = cluster
@@ -383,9 +370,9 @@ pub async fn overview(State(app): State<AppState>, headers: HeaderMap) -> Respon
             .iter()
             .filter(|e| e.at_ms >= hour_ago && is_failure(&e.message))
             .count();
-        let machines_line = ["ready", "provisioning", "unreachable", "decommissioning"]
+        let machines_line = MachineState::ALL
             .iter()
-            .filter_map(|s| by_state.get(s).map(|n| format!("{n} {s}")))
+            .filter_map(|s| by_state.get(s).map(|n| format!("{n} {}", s.as_str())))
             .collect::<Vec<_>>()
             .join(", ");
         let mut body = format!(
@@ -477,7 +464,7 @@ pub async fn overview(State(app): State<AppState>, headers: HeaderMap) -> Respon
                 machine_link(&view.id),
                 escape(&view.zone),
                 escape(view.address.as_deref().unwrap_or("—")),
-                state_pill(machine_state_name(view.state)),
+                state_pill(view.state.as_str()),
                 bar(cpu_used, view.capacity.cpu, &format!("{cpu_used:.2} of {} cores", view.capacity.cpu)),
                 bar(mem_used_mb, view.capacity.mem_mb, &format!("{mem_used_mb:.0} of {:.0} MB", view.capacity.mem_mb)),
                 view.vitals.as_ref().map_or("—".into(), |v| format!("{:.2}", v.load_average[0])),
@@ -553,14 +540,13 @@ async fn job_page(
             ),
             (
                 "Runs",
-                match view.run_requested {
-                    Some(true) => "every instance: started by request".to_string(),
-                    Some(false) => "no instance: stopped by request".to_string(),
-                    None if view.spec.task_configuration.auto_start => {
-                        "every instance (auto_start)".to_string()
-                    }
-                    None => "not until started (auto_start: false)".to_string(),
-                },
+                match view.run_mode() {
+                    RunMode::Started => "every instance: started by request",
+                    RunMode::Stopped => "no instance: stopped by request",
+                    RunMode::Auto => "every instance (auto_start)",
+                    RunMode::OnStart => "not until started (auto_start: false)",
+                }
+                .to_string(),
             ),
             (
                 "Rolling update",
@@ -626,7 +612,7 @@ async fn machine_page(
         };
         let view = cluster.machine_view(machine);
         let mut rows = vec![
-            ("State", state_pill(machine_state_name(view.state))),
+            ("State", state_pill(view.state.as_str())),
             ("Zone", escape(&view.zone)),
             ("Address", escape(view.address.as_deref().unwrap_or("—"))),
             (

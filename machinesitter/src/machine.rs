@@ -13,7 +13,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::collections::{BTreeMap, HashMap};
 use std::process::Child;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -109,9 +109,7 @@ pub struct Machine {
 
 pub type SharedMachine = Arc<Mutex<Machine>>;
 
-pub fn lock(machine: &SharedMachine) -> MutexGuard<'_, Machine> {
-    machine.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub use cerebro_web::lock;
 
 impl Machine {
     pub fn event(&mut self, task: &str, message: impl Into<String>) {

@@ -111,7 +111,7 @@ pub fn spawn_pump(
             match source.read(&mut buffer) {
                 Ok(0) => break,
                 Ok(n) => {
-                    let mut file = log.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut file = cerebro_web::lock(&log);
                     if let Err(error) = file.write_all(&buffer[..n]) {
                         tracing::warn!(%error, "cannot write log file");
                     }

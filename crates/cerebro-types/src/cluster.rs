@@ -58,6 +58,23 @@ pub enum MachineState {
 }
 
 impl MachineState {
+    pub const ALL: [MachineState; 4] = [
+        MachineState::Ready,
+        MachineState::Provisioning,
+        MachineState::Unreachable,
+        MachineState::Decommissioning,
+    ];
+
+    /// The name people and the JSON see.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MachineState::Provisioning => "provisioning",
+            MachineState::Ready => "ready",
+            MachineState::Unreachable => "unreachable",
+            MachineState::Decommissioning => "decommissioning",
+        }
+    }
+
     /// Placement may put instances here (provisioning ones hold their slots).
     pub fn accepts_instances(self) -> bool {
         matches!(self, MachineState::Provisioning | MachineState::Ready)
@@ -128,6 +145,30 @@ pub struct JobView {
     /// Set by a start (true) or stop (false) request; overrides `auto_start`.
     #[serde(default)]
     pub run_requested: Option<bool>,
+}
+
+/// Whether a job's instances run, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// A start request: every instance runs, whatever `auto_start` says.
+    Started,
+    /// A stop request: no instance runs.
+    Stopped,
+    /// No request; `auto_start: true`.
+    Auto,
+    /// No request; `auto_start: false`, so nothing runs until a start.
+    OnStart,
+}
+
+impl JobView {
+    pub fn run_mode(&self) -> RunMode {
+        match (self.run_requested, self.spec.task_configuration.auto_start) {
+            (Some(true), _) => RunMode::Started,
+            (Some(false), _) => RunMode::Stopped,
+            (None, true) => RunMode::Auto,
+            (None, false) => RunMode::OnStart,
+        }
+    }
 }
 
 /// `POST /api/v1/jobs/{name}/update`.

@@ -192,9 +192,3 @@ fn validate_dns_name(name: &str) -> Result<(), String> {
 pub fn instance_task_name(job: &str, slot: u32) -> String {
     format!("{job}#{slot}")
 }
-
-/// The job and slot of a task name made by [`instance_task_name`].
-pub fn parse_instance_task_name(task: &str) -> Option<(&str, u32)> {
-    let (job, slot) = task.rsplit_once('#')?;
-    Some((job, slot.parse().ok()?))
-}

@@ -196,10 +196,11 @@ pub fn parse_jobs(text: &str, source: &str) -> Result<Vec<JobSpec>, JobFileError
     }
 }
 
-/// Reads one job from a JSON value that has no text behind it (an API body
-/// already parsed as JSON): deserialized naming the offending field, then
-/// validated.
-pub fn parse_job_value(value: Value) -> Result<JobSpec, ValidationErrors> {
+/// Reads one job from a JSON value that has no text behind it: deserialized
+/// naming the offending field, then validated. The tests use it to check
+/// how fields are named without writing job text for each case.
+#[cfg(test)]
+fn parse_job_value(value: Value) -> Result<JobSpec, ValidationErrors> {
     let job = serde_path_to_error::deserialize::<_, JobSpec>(value).map_err(|error| {
         let problem = SerdeProblem::new(&error);
         let mut errors = ValidationErrors::default();

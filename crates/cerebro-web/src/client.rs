@@ -100,19 +100,27 @@ impl HttpClient {
         }
     }
 
+    /// A request to `url`, with the bearer token when there is one.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let request = self.inner.request(method, url);
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
     pub async fn get_json<T: DeserializeOwned>(
         &self,
         url: &str,
         token: Option<&str>,
     ) -> Result<T, ClientError> {
-        self.with_retry(|| {
-            let mut request = self.inner.get(url);
-            if let Some(token) = token {
-                request = request.bearer_auth(token);
-            }
-            self.send(request, url)
-        })
-        .await
+        self.with_retry(|| self.send(self.request(reqwest::Method::GET, url, token), url))
+            .await
     }
 
     /// One attempt: a POST is not assumed to be idempotent.
@@ -122,10 +130,7 @@ impl HttpClient {
         token: Option<&str>,
         body: Option<&B>,
     ) -> Result<T, ClientError> {
-        let mut request = self.inner.post(url);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
+        let mut request = self.request(reqwest::Method::POST, url, token);
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -140,11 +145,10 @@ impl HttpClient {
         body: &B,
     ) -> Result<T, ClientError> {
         self.with_retry(|| {
-            let mut request = self.inner.put(url).json(body);
-            if let Some(token) = token {
-                request = request.bearer_auth(token);
-            }
-            self.send(request, url)
+            self.send(
+                self.request(reqwest::Method::PUT, url, token).json(body),
+                url,
+            )
         })
         .await
     }
@@ -155,13 +159,7 @@ impl HttpClient {
         url: &str,
         token: Option<&str>,
     ) -> Result<T, ClientError> {
-        self.with_retry(|| {
-            let mut request = self.inner.delete(url);
-            if let Some(token) = token {
-                request = request.bearer_auth(token);
-            }
-            self.send(request, url)
-        })
-        .await
+        self.with_retry(|| self.send(self.request(reqwest::Method::DELETE, url, token), url))
+            .await
     }
 }

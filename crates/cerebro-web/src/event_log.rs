@@ -87,14 +87,6 @@ impl<T: Serialize + DeserializeOwned> EventLog<T> {
         self.recent.iter()
     }
 
-    pub fn len(&self) -> usize {
-        self.recent.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.recent.is_empty()
-    }
-
     fn remember(&mut self, event: T) {
         if self.recent.len() >= self.capacity {
             self.recent.pop_front();

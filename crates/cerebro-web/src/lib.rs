@@ -14,3 +14,11 @@ pub mod process;
 pub use auth::{load_token, require_token, Token, TokenError};
 pub use client::{ClientError, HttpClient};
 pub use error::{field_error, parse_json_body, ApiError};
+
+/// A mutex's guard even if a panicking holder poisoned it: the daemons keep
+/// plain data behind their locks, and going on beats stopping supervision.
+pub fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
