@@ -112,15 +112,7 @@ async fn events(
 }
 
 async fn list_jobs(State(app): State<AppState>) -> Json<Vec<JobView>> {
-    let cluster = lock(&app.cluster);
-    Json(
-        cluster
-            .state
-            .jobs
-            .iter()
-            .map(|(name, record)| cluster.job_view(name, record))
-            .collect(),
-    )
+    Json(lock(&app.cluster).job_views())
 }
 
 async fn get_job(
@@ -523,15 +515,7 @@ async fn plan(State(app): State<AppState>, body: Bytes) -> Result<Json<PlanReply
 }
 
 async fn list_machines(State(app): State<AppState>) -> Json<Vec<MachineView>> {
-    let cluster = lock(&app.cluster);
-    Json(
-        cluster
-            .state
-            .machines
-            .values()
-            .map(|m| cluster.machine_view(m))
-            .collect(),
-    )
+    Json(lock(&app.cluster).machine_views())
 }
 
 async fn get_machine(
@@ -708,7 +692,8 @@ pub fn apply_idle_limit(
 
 async fn metrics(State(app): State<AppState>) -> Response {
     let cluster = lock(&app.cluster);
-    let status = cluster.status();
+    let views = cluster.job_views();
+    let status = cluster.status_with(&views);
     let label = |s: &str| {
         s.replace('\\', "\\\\")
             .replace('"', "\\\"")
@@ -745,12 +730,11 @@ async fn metrics(State(app): State<AppState>) -> Response {
         );
     }
     let _ = writeln!(out, "# HELP cerebro_job_instances_running instances of the job running\n# TYPE cerebro_job_instances_running gauge");
-    for (job, record) in &cluster.state.jobs {
-        let view = cluster.job_view(job, record);
+    for view in &views {
         let _ = writeln!(
             out,
             "cerebro_job_instances_running{{cluster=\"{name}\",job=\"{}\"}} {}",
-            label(job),
+            label(&view.name),
             view.running_instances
         );
     }

@@ -15,7 +15,7 @@ use cerebro_types::machine::{MachineStatus, Resources, TaskView};
 use cerebro_types::time::now_ms;
 use cerebro_types::{TaskSpec, ValidationErrors};
 use cerebro_web::event_log::EventLog;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -41,6 +41,22 @@ pub struct Cluster {
 }
 
 pub type SharedCluster = Arc<Mutex<Cluster>>;
+
+#[derive(Default)]
+struct AssignmentIndex<'a> {
+    machine_of: HashMap<&'a InstanceKey, &'a str>,
+    /// Machines with at least one assignment, and what they reserve.
+    reserved: HashMap<&'a str, Resources>,
+}
+
+impl AssignmentIndex<'_> {
+    fn reserved_on(&self, machine: &str) -> Resources {
+        self.reserved.get(machine).copied().unwrap_or(Resources {
+            cpu: 0.0,
+            mem_mb: 0.0,
+        })
+    }
+}
 
 pub use cerebro_web::lock;
 
@@ -124,8 +140,30 @@ impl Cluster {
         Some(spec)
     }
 
-    /// Every instance the jobs want, placed or not, in a stable order.
+    /// Every instance the jobs want, placed or not, in a stable order: a
+    /// job's own layout says what it wants even before placement has run;
+    /// a linked job wants what placement gave it.
     fn instance_keys(&self, job: &str) -> Vec<InstanceKey> {
+        let from_layout: Vec<InstanceKey> = self
+            .state
+            .jobs
+            .get(job)
+            .filter(|record| record.spec.linked_job.is_none())
+            .map(|record| {
+                record
+                    .spec
+                    .deployment_layout
+                    .iter()
+                    .flat_map(|(zone, layout)| {
+                        (0..layout.cpu).map(|slot| InstanceKey {
+                            job: job.to_string(),
+                            zone: zone.clone(),
+                            slot,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut keys: Vec<InstanceKey> = self
             .state
             .assignments
@@ -139,19 +177,45 @@ impl Cluster {
                     .filter(|u| u.key.job == job && !u.key.zone.is_empty())
                     .map(|u| u.key.clone()),
             )
+            .chain(from_layout)
             .collect();
         keys.sort();
         keys.dedup();
         keys
     }
 
-    fn instance_view(&self, index: usize, key: &InstanceKey) -> InstanceView {
-        let machine = self
-            .state
-            .assignments
-            .iter()
-            .find(|a| a.key == *key)
-            .map(|a| a.machine.clone());
+    /// Which machine holds each instance and what each machine reserves,
+    /// computed once per view rather than by a scan per instance.
+    fn assignment_index(&self) -> AssignmentIndex<'_> {
+        let mut index = AssignmentIndex::default();
+        for assignment in &self.state.assignments {
+            index
+                .machine_of
+                .insert(&assignment.key, assignment.machine.as_str());
+            if let Some(job) = self.state.jobs.get(&assignment.key.job) {
+                let need = job.spec.need_in(&assignment.key.zone);
+                let reserved =
+                    index
+                        .reserved
+                        .entry(assignment.machine.as_str())
+                        .or_insert(Resources {
+                            cpu: 0.0,
+                            mem_mb: 0.0,
+                        });
+                reserved.cpu += need.cpu;
+                reserved.mem_mb += need.mem_mb;
+            }
+        }
+        index
+    }
+
+    fn instance_view(
+        &self,
+        assigned: &AssignmentIndex,
+        index: usize,
+        key: &InstanceKey,
+    ) -> InstanceView {
+        let machine = assigned.machine_of.get(key).map(|m| m.to_string());
         let task_name = instance_task_name(&key.job, key.slot);
         let report = machine
             .as_ref()
@@ -184,10 +248,14 @@ impl Cluster {
     }
 
     pub fn instances_of(&self, job: &str) -> Vec<InstanceView> {
+        self.instances_with(&self.assignment_index(), job)
+    }
+
+    fn instances_with(&self, assigned: &AssignmentIndex, job: &str) -> Vec<InstanceView> {
         self.instance_keys(job)
             .iter()
             .enumerate()
-            .map(|(i, key)| self.instance_view(i, key))
+            .map(|(i, key)| self.instance_view(assigned, i, key))
             .collect()
     }
 
@@ -199,8 +267,22 @@ impl Cluster {
             .map(|record| self.job_view(name, record))
     }
 
+    /// Every job's view, sorted by name.
+    pub fn job_views(&self) -> Vec<JobView> {
+        let assigned = self.assignment_index();
+        self.state
+            .jobs
+            .iter()
+            .map(|(name, record)| self.job_view_with(&assigned, name, record))
+            .collect()
+    }
+
     pub fn job_view(&self, name: &str, record: &JobRecord) -> JobView {
-        let instances = self.instances_of(name);
+        self.job_view_with(&self.assignment_index(), name, record)
+    }
+
+    fn job_view_with(&self, assigned: &AssignmentIndex, name: &str, record: &JobRecord) -> JobView {
+        let instances = self.instances_with(assigned, name);
         let rollout = record.rollout.as_ref().map(|r| {
             let hosting = self.machines_hosting(name);
             RolloutView {
@@ -253,22 +335,21 @@ impl Cluster {
         machines
     }
 
-    pub fn reserved_on(&self, machine: &str) -> Resources {
-        let mut reserved = Resources {
-            cpu: 0.0,
-            mem_mb: 0.0,
-        };
-        for assignment in self.assignments_on(machine) {
-            if let Some(job) = self.state.jobs.get(&assignment.key.job) {
-                let need = job.spec.need_in(&assignment.key.zone);
-                reserved.cpu += need.cpu;
-                reserved.mem_mb += need.mem_mb;
-            }
-        }
-        reserved
+    pub fn machine_view(&self, record: &MachineRecord) -> MachineView {
+        self.machine_view_with(&self.assignment_index(), record)
     }
 
-    pub fn machine_view(&self, record: &MachineRecord) -> MachineView {
+    /// Every machine's view, sorted by id.
+    pub fn machine_views(&self) -> Vec<MachineView> {
+        let assigned = self.assignment_index();
+        self.state
+            .machines
+            .values()
+            .map(|record| self.machine_view_with(&assigned, record))
+            .collect()
+    }
+
+    fn machine_view_with(&self, assigned: &AssignmentIndex, record: &MachineRecord) -> MachineView {
         // Instance numbers are positions in each job's list, computed once per job.
         let mut keys_of_job: BTreeMap<&str, Vec<InstanceKey>> = BTreeMap::new();
         let mut instances = Vec::new();
@@ -277,7 +358,7 @@ impl Cluster {
                 .entry(assignment.key.job.as_str())
                 .or_insert_with(|| self.instance_keys(&assignment.key.job));
             let index = keys.iter().position(|k| *k == assignment.key).unwrap_or(0);
-            instances.push(self.instance_view(index, &assignment.key));
+            instances.push(self.instance_view(assigned, index, &assignment.key));
         }
         MachineView {
             id: record.id.clone(),
@@ -287,7 +368,7 @@ impl Cluster {
             address: record.address.clone(),
             state: record.state,
             capacity: record.capacity,
-            reserved: self.reserved_on(&record.id),
+            reserved: assigned.reserved_on(&record.id),
             created_ms: record.created_ms,
             last_seen_ms: record.last_seen_ms,
             missed_polls: record.missed_polls,
@@ -301,6 +382,12 @@ impl Cluster {
     }
 
     pub fn status(&self) -> ClusterStatus {
+        self.status_with(&self.job_views())
+    }
+
+    /// The status from job views the caller already has.
+    pub fn status_with(&self, jobs: &[JobView]) -> ClusterStatus {
+        let assigned = self.assignment_index();
         let zones = self.config.zones();
         let mut zone_status = Vec::new();
         for zone in zones.keys() {
@@ -322,10 +409,10 @@ impl Cluster {
             for machine in &machines {
                 capacity.cpu += machine.capacity.cpu;
                 capacity.mem_mb += machine.capacity.mem_mb;
-                let r = self.reserved_on(&machine.id);
+                let r = assigned.reserved_on(&machine.id);
                 reserved.cpu += r.cpu;
                 reserved.mem_mb += r.mem_mb;
-                if self.assignments_on(&machine.id).next().is_none() {
+                if !assigned.reserved.contains_key(machine.id.as_str()) {
                     idle += 1;
                 }
             }
@@ -338,12 +425,6 @@ impl Cluster {
                 reserved,
             });
         }
-        let jobs: Vec<JobView> = self
-            .state
-            .jobs
-            .iter()
-            .map(|(name, record)| self.job_view(name, record))
-            .collect();
         ClusterStatus {
             cluster: self.config.cluster_name.clone(),
             provider: self.provider_kind.to_string(),

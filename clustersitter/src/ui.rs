@@ -359,7 +359,8 @@ pub async fn overview(State(app): State<AppState>, headers: HeaderMap) -> Respon
     };
     let body = {
         let cluster = lock(&app.cluster);
-        let status = cluster.status();
+        let views = cluster.job_views();
+        let status = cluster.status_with(&views);
         let mut by_state: HashMap<MachineState, usize> = HashMap::new();
         for machine in cluster.state.machines.values() {
             *by_state.entry(machine.state).or_default() += 1;
@@ -409,8 +410,8 @@ pub async fn overview(State(app): State<AppState>, headers: HeaderMap) -> Respon
             body.push_str("</div>");
         }
         body.push_str("<h2>Jobs</h2><table><tr><th>Job</th><th>Zones (desired / running / pending)</th><th>Version</th><th>Linked to</th><th>Last update</th><th></th></tr>");
-        for (name, record) in &cluster.state.jobs {
-            let view = cluster.job_view(name, record);
+        for view in &views {
+            let name = &view.name;
             let mut zones: Vec<String> = Vec::new();
             let mut zone_names: Vec<&String> = view.instances.iter().map(|i| &i.zone).collect();
             zone_names.dedup();
@@ -442,8 +443,7 @@ pub async fn overview(State(app): State<AppState>, headers: HeaderMap) -> Respon
             );
         }
         body.push_str("</table><h2>Machines</h2><table><tr><th>Machine</th><th>Zone</th><th>Address</th><th>DNS name</th><th>State</th><th>CPU used</th><th>Memory used</th><th>Load</th><th>Tasks</th></tr>");
-        for machine in cluster.state.machines.values() {
-            let view = cluster.machine_view(machine);
+        for view in cluster.machine_views() {
             let cpu_used: f64 = view.instances.iter().map(|i| i.cpu_cores).sum();
             let mem_used: u64 = view.instances.iter().map(|i| i.rss_bytes).sum();
             let mem_used_mb = mem_used as f64 / (1024.0 * 1024.0);
