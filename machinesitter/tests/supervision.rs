@@ -356,7 +356,7 @@ fn the_machinesitter_raises_its_open_file_limit_but_workloads_keep_theirs() {
     sitter.put_task("limits", spec("sleep 341"));
     let (tasksitter, workload) = sitter.wait_running("limits");
     let mine = open_file_limits(std::process::id());
-    let (soft, hard) = open_file_limits(sitter.child.as_ref().unwrap().id());
+    let (soft, hard) = open_file_limits(sitter.daemon.pid().unwrap());
     assert_eq!(
         soft, hard,
         "one pidfd and one connection per task need room"

@@ -81,6 +81,62 @@ pub fn kill(pid: i32, signal: i32) {
     unsafe { libc::kill(pid, signal) };
 }
 
+/// Live processes with an argument naming `dir` or a path below it (also
+/// as `--flag=DIR/...`; test dirs are unique temp dirs).
+pub fn processes_under(dir: &Path) -> Vec<i32> {
+    let dir = dir.display().to_string();
+    processes(|argv| argv.iter().any(|a| a.contains(&dir)))
+}
+
+/// SIGKILLs every process under `dir`, a few rounds, since a dying
+/// supervisor may still start one.
+pub fn kill_processes_under(dir: &Path) {
+    for _ in 0..3 {
+        for pid in processes_under(dir) {
+            kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// A daemon process a test starts, kills and starts again; killed on drop.
+#[derive(Default)]
+pub struct Daemon(Option<Child>);
+
+impl Daemon {
+    /// Starts `command` (see [`spawn_listening`]); returns the address it listens on.
+    pub fn start(&mut self, command: &mut Command, address_file: &Path, what: &str) -> String {
+        let (child, address) = spawn_listening(command, address_file, what);
+        self.0 = Some(child);
+        address
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.0.as_ref().map(Child::id)
+    }
+
+    pub fn child_mut(&mut self) -> Option<&mut Child> {
+        self.0.as_mut()
+    }
+
+    /// Forgets a child that has exited.
+    pub fn exited(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
 /// Workload processes `sleep MARKER` (the marker makes each test's workloads unique).
 pub fn workloads(marker: &str) -> Vec<i32> {
     processes(|argv| {
@@ -113,7 +169,7 @@ pub fn spawn_listening(command: &mut Command, address_file: &Path, what: &str) -
 }
 
 pub struct Cluster {
-    pub child: Option<Child>,
+    pub daemon: Daemon,
     pub dir: tempfile::TempDir,
     pub base_url: String,
     pub http: reqwest::blocking::Client,
@@ -123,16 +179,8 @@ pub struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let root = self.dir.path().display().to_string();
-        for _ in 0..3 {
-            for pid in processes(|argv| argv.iter().any(|a| a.contains(&root))) {
-                kill(pid, libc::SIGKILL);
-            }
-        }
+        self.daemon.kill9();
+        kill_processes_under(self.dir.path());
     }
 }
 
@@ -182,7 +230,7 @@ impl Cluster {
         ));
         std::fs::write(&config_path, config).unwrap();
         let mut cluster = Cluster {
-            child: None,
+            daemon: Daemon::default(),
             dir,
             base_url: String::new(),
             http: reqwest::blocking::Client::builder()
@@ -204,20 +252,16 @@ impl Cluster {
     pub fn boot(&mut self) {
         let mut command = Command::new(bin("clustersitter"));
         command.arg("--config").arg(&self.config_path);
-        let (child, address) = spawn_listening(
+        let address = self.daemon.start(
             &mut command,
             &self.dir.path().join("address"),
             "the clustersitter",
         );
         self.base_url = format!("http://{address}");
-        self.child = Some(child);
     }
 
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.daemon.kill9();
     }
 
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
@@ -298,9 +342,7 @@ impl Cluster {
 
     /// Kills a local machine the hard way: its machinesitter and every process under its dir.
     pub fn kill_machine(&self, machine: &str) {
-        let dir = self.dir.path().join("state").join("machines").join(machine);
-        let dir = dir.display().to_string();
-        for pid in processes(|argv| argv.iter().any(|a| a.starts_with(&dir))) {
+        for pid in processes_under(&self.dir.path().join("state").join("machines").join(machine)) {
             kill(pid, libc::SIGKILL);
         }
     }

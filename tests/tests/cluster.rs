@@ -171,12 +171,14 @@ fn kill9_of_the_clustersitter_loses_nothing_and_duplicates_nothing() {
     wait_for(TIMEOUT, "the dropped job's instance to stop", || {
         workloads("504").is_empty().then_some(())
     });
-    let machinesitters = processes(|argv| {
-        argv.first().is_some_and(|a| a.ends_with("machinesitter"))
-            && argv
-                .iter()
-                .any(|a| a.starts_with(&cluster.path().display().to_string()))
-    });
+    let machinesitters: Vec<i32> = processes_under(cluster.path())
+        .into_iter()
+        .filter(|pid| {
+            cmdline(*pid)
+                .first()
+                .is_some_and(|a| a.ends_with("machinesitter"))
+        })
+        .collect();
     assert_eq!(
         machinesitters.len(),
         machines_after.len(),
@@ -201,10 +203,7 @@ fn idle_machines_beyond_the_limit_are_decommissioned() {
     wait_for(TIMEOUT, "no machines left", || {
         cluster.machines().is_empty().then_some(())
     });
-    let leftovers = processes(|argv| {
-        argv.iter()
-            .any(|a| a.starts_with(&cluster.path().join("state/machines").display().to_string()))
-    });
+    let leftovers = processes_under(&cluster.path().join("state/machines"));
     assert!(
         leftovers.is_empty(),
         "terminated machines leave no process: {leftovers:?}"

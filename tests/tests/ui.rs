@@ -19,10 +19,7 @@ impl Drop for Driver {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // A browser whose session never closed (a failed test) outlives chromedriver.
-        let profile = self._profile.path().display().to_string();
-        for pid in processes(|argv| argv.iter().any(|a| a.contains(&profile))) {
-            kill(pid, libc::SIGKILL);
-        }
+        kill_processes_under(self._profile.path());
     }
 }
 

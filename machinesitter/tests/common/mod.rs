@@ -5,10 +5,13 @@
 #![allow(dead_code)]
 
 #[allow(unused_imports)]
-pub use cerebro_tests::{cmdline, encode, process_gone, processes, spawn_listening, wait_for};
+pub use cerebro_tests::{
+    cmdline, encode, kill_processes_under, process_gone, processes, spawn_listening, wait_for,
+    Daemon,
+};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::Once;
 use std::time::Duration;
 
@@ -30,7 +33,7 @@ pub fn tasksitter_bin() -> PathBuf {
 }
 
 pub struct MachineSitter {
-    pub child: Option<Child>,
+    pub daemon: Daemon,
     pub state: tempfile::TempDir,
     pub args: Vec<String>,
     pub base_url: String,
@@ -39,19 +42,15 @@ pub struct MachineSitter {
 
 impl Drop for MachineSitter {
     fn drop(&mut self) {
-        self.kill9();
-        let root = self.state.path().display().to_string();
-        for pid in processes(|argv| argv.iter().any(|a| a.starts_with(&root))) {
-            // SAFETY: kill(2) on a process this test started.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
+        self.daemon.kill9();
+        kill_processes_under(self.state.path());
     }
 }
 
 impl MachineSitter {
     pub fn start(args: &[&str]) -> Self {
         let mut sitter = MachineSitter {
-            child: None,
+            daemon: Daemon::default(),
             state: tempfile::tempdir().unwrap(),
             args: args.iter().map(|a| a.to_string()).collect(),
             base_url: String::new(),
@@ -79,33 +78,29 @@ impl MachineSitter {
             .arg(self.state_dir())
             .args(["--port", "0"])
             .args(&self.args);
-        let (child, address) = spawn_listening(
+        let address = self.daemon.start(
             &mut command,
             &self.state.path().join("address"),
             "the machinesitter",
         );
         self.base_url = format!("http://{address}");
-        self.child = Some(child);
     }
 
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.daemon.kill9();
     }
 
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our child.
-        unsafe { libc::kill(self.child.as_ref().unwrap().id() as i32, signal) };
+        unsafe { libc::kill(self.daemon.pid().unwrap() as i32, signal) };
     }
 
     pub fn wait_exit(&mut self) {
-        let child = self.child.as_mut().unwrap();
+        let child = self.daemon.child_mut().unwrap();
         wait_for(TIMEOUT, "the machinesitter to exit", || {
             child.try_wait().unwrap()
         });
-        self.child = None;
+        self.daemon.exited();
     }
 
     pub fn url(&self, path: &str) -> String {
