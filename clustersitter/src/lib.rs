@@ -39,11 +39,8 @@ pub enum ClusterError {
     Jobs(String),
     #[error("cannot install signal handlers: {0}")]
     Signal(std::io::Error),
-    #[error("cannot write the address file {path}: {source}")]
-    AddressFile {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    AddressFile(#[from] cerebro_web::daemon::AddressFileError),
 }
 
 /// Runs the clustersitter until SIGTERM or SIGINT.
@@ -95,14 +92,7 @@ pub async fn run(config: ClusterConfig) -> Result<(), ClusterError> {
     // Before the address is announced: whoever reads it may signal at once.
     let mut signals =
         cerebro_web::daemon::ShutdownSignals::install().map_err(ClusterError::Signal)?;
-    if let Some(path) = &config.address_file {
-        cerebro_web::fs::atomic_write(path, bound.to_string().as_bytes()).map_err(|source| {
-            ClusterError::AddressFile {
-                path: path.display().to_string(),
-                source,
-            }
-        })?;
-    }
+    cerebro_web::daemon::announce_address(config.address_file.as_deref(), bound)?;
     tracing::info!(%bound, cluster = %config.cluster_name, "clustersitter serving; overview at {cluster_url}/overview");
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let reconciler = tokio::spawn(

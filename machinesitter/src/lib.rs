@@ -27,11 +27,8 @@ pub enum MachineError {
         addr: String,
         source: std::io::Error,
     },
-    #[error("cannot write {path}: {source}")]
-    AddressFile {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    AddressFile(#[from] cerebro_web::daemon::AddressFileError),
     #[error("cannot install signal handlers: {0}")]
     Signal(std::io::Error),
 }
@@ -59,14 +56,7 @@ pub async fn run(config: MachineConfig) -> Result<(), MachineError> {
     // Before the address is announced: whoever reads it may signal at once.
     let mut signals =
         cerebro_web::daemon::ShutdownSignals::install().map_err(MachineError::Signal)?;
-    if let Some(path) = &config.address_file {
-        cerebro_web::fs::atomic_write(path, bound.to_string().as_bytes()).map_err(|source| {
-            MachineError::AddressFile {
-                path: path.display().to_string(),
-                source,
-            }
-        })?;
-    }
+    cerebro_web::daemon::announce_address(config.address_file.as_deref(), bound)?;
     tracing::info!(%bound, machine = %config.machine_id, "machinesitter serving");
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let reconciler =

@@ -25,11 +25,8 @@ pub enum SitterError {
         addr: String,
         source: std::io::Error,
     },
-    #[error("cannot write {path}: {source}")]
-    AddressFile {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    AddressFile(#[from] cerebro_web::daemon::AddressFileError),
 }
 
 /// Runs the tasksitter until the workload has ended for good (or it was told
@@ -50,14 +47,7 @@ pub async fn run(config: SitterConfig) -> Result<i32, SitterError> {
             addr: http.addr.to_string(),
             source,
         })?;
-        if let Some(path) = &http.address_file {
-            cerebro_web::fs::atomic_write(path, bound.to_string().as_bytes()).map_err(
-                |source| SitterError::AddressFile {
-                    path: path.display().to_string(),
-                    source,
-                },
-            )?;
-        }
+        cerebro_web::daemon::announce_address(http.address_file.as_deref(), bound)?;
         tracing::info!(%bound, "serving HTTP");
         let state = http::AppState {
             status: supervisor.status(),

@@ -69,3 +69,28 @@ impl ShutdownSignals {
         }
     }
 }
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the address file {path}: {source}")]
+pub struct AddressFileError {
+    pub path: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Tells whoever started the daemon where it listens (a port-0 bind), by
+/// writing `bound` to `path` atomically; nothing without a path. Call it
+/// once the daemon is ready and handles its shutdown signals: a reader may
+/// use the address, or signal, at once.
+pub fn announce_address(
+    path: Option<&std::path::Path>,
+    bound: std::net::SocketAddr,
+) -> Result<(), AddressFileError> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    crate::fs::atomic_write(path, bound.to_string().as_bytes()).map_err(|source| AddressFileError {
+        path: path.display().to_string(),
+        source,
+    })
+}
