@@ -161,12 +161,7 @@ pub fn wait_every<T>(
 }
 
 /// Live processes whose command line satisfies `matches`.
-pub fn pids_matching(matches: impl Fn(&[String]) -> bool) -> Vec<i32> {
-    cerebro_web::process::find_processes(matches)
-        .into_iter()
-        .map(|(pid, _)| pid)
-        .collect()
-}
+pub use cerebro_web::process::find_pids as pids_matching;
 
 /// Resident memory of `pid` in kB (VmRSS), 0 when gone.
 pub fn rss_kb(pid: i32) -> u64 {

@@ -1287,31 +1287,19 @@ mod tests {
     }
 
     #[test]
-    fn four_instances_on_four_machines_take_one_each() {
-        let jobs = vec![job("web", &[("local-a", 4)], 1.0, 100.0)];
-        let plan = run(
-            &jobs,
-            &machines("a", "local-a", 4, 8.0, 8192.0),
-            &[],
-            &two_zones(),
-        );
-        let spread = spread_of(&plan, "web");
-        assert_eq!(spread.len(), 4);
-        assert!(spread.values().all(|&n| n == 1), "{spread:?}");
-    }
-
-    #[test]
-    fn eight_instances_on_four_machines_take_two_each() {
-        let jobs = vec![job("web", &[("local-a", 8)], 1.0, 100.0)];
-        let plan = run(
-            &jobs,
-            &machines("a", "local-a", 4, 8.0, 8192.0),
-            &[],
-            &two_zones(),
-        );
-        let spread = spread_of(&plan, "web");
-        assert_eq!(spread.len(), 4);
-        assert!(spread.values().all(|&n| n == 2), "{spread:?}");
+    fn instances_spread_evenly_over_four_machines_before_doubling_up() {
+        for (instances, each) in [(4, 1), (8, 2)] {
+            let jobs = vec![job("web", &[("local-a", instances)], 1.0, 100.0)];
+            let plan = run(
+                &jobs,
+                &machines("a", "local-a", 4, 8.0, 8192.0),
+                &[],
+                &two_zones(),
+            );
+            let spread = spread_of(&plan, "web");
+            assert_eq!(spread.len(), 4);
+            assert!(spread.values().all(|&n| n == each), "{spread:?}");
+        }
     }
 
     #[test]

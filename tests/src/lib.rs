@@ -69,12 +69,7 @@ pub fn process_gone(pid: i32) -> bool {
 }
 
 /// Live processes whose command line satisfies `matches`.
-pub fn processes(matches: impl Fn(&[String]) -> bool) -> Vec<i32> {
-    cerebro_web::process::find_processes(matches)
-        .into_iter()
-        .map(|(pid, _)| pid)
-        .collect()
-}
+pub use cerebro_web::process::find_pids as processes;
 
 pub fn kill(pid: i32, signal: i32) {
     // SAFETY: kill(2) on a process the test started.

@@ -42,10 +42,23 @@ pub fn find_processes(matches: impl Fn(&[String]) -> bool) -> Vec<(i32, Vec<Stri
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
         .filter_map(|pid| {
+            // The match first: it rules out nearly every process, and the
+            // liveness check costs another read of /proc.
             let argv = cmdline(pid);
-            let ticks = start_ticks(pid)?;
-            (is_alive(pid, ticks) && matches(&argv)).then_some((pid, argv))
+            if !matches(&argv) {
+                return None;
+            }
+            let (state, _) = stat_of(pid)?;
+            (state != "Z" && state != "X").then_some((pid, argv))
         })
+        .collect()
+}
+
+/// The pids of [`find_processes`].
+pub fn find_pids(matches: impl Fn(&[String]) -> bool) -> Vec<i32> {
+    find_processes(matches)
+        .into_iter()
+        .map(|(pid, _)| pid)
         .collect()
 }
 
