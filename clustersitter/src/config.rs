@@ -165,7 +165,9 @@ pub struct ClusterConfig {
     pub token: Option<Token>,
     pub poll_interval: Duration,
     pub failure_threshold: u32,
-    pub idle_limit: u32,
+    /// Set in the file or by a flag: applied at every start, over what the
+    /// API set before the restart. `None`: the saved limit (1 at first).
+    pub idle_limit: Option<u32>,
     pub idle_limit_per_zone: BTreeMap<String, u32>,
     pub min_healthy: Duration,
     pub on_exit: OnExit,
@@ -343,7 +345,7 @@ impl Cli {
             token,
             poll_interval,
             failure_threshold,
-            idle_limit: self.idle_limit.or(file.idle_limit).unwrap_or(1),
+            idle_limit: self.idle_limit.or(file.idle_limit),
             idle_limit_per_zone: file.idle_limit_per_zone,
             min_healthy,
             on_exit: self.on_exit.or(file.on_exit).unwrap_or(OnExit::Leave),

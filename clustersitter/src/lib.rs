@@ -167,7 +167,7 @@ fn load_job_files(
 
 /// The persisted state, without the jobs that asked not to survive a restart.
 fn restore(config: Arc<ClusterConfig>, provider_kind: &'static str) -> Cluster {
-    let fresh = || ClusterState::new(config.idle_limit, config.idle_limit_per_zone.clone());
+    let fresh = || ClusterState::new(1, std::collections::BTreeMap::new());
     let (state, problem) = match store::load(&config.state_dir) {
         cerebro_web::fs::StateFile::Fresh => (fresh(), None),
         cerebro_web::fs::StateFile::Read(state) => (state, None),
@@ -179,10 +179,29 @@ fn restore(config: Arc<ClusterConfig>, provider_kind: &'static str) -> Cluster {
             )),
         ),
     };
-    let mut cluster = Cluster::new(config, state, provider_kind);
+    let mut cluster = Cluster::new(config.clone(), state, provider_kind);
     if let Some(problem) = problem {
         tracing::error!("{problem}");
         cluster.event("cluster", "", problem);
+    }
+    // The config's idle limits hold at every start; the API changes them
+    // until the next one.
+    if config.idle_limit.is_some() || !config.idle_limit_per_zone.is_empty() {
+        let limit = config
+            .idle_limit
+            .unwrap_or(cluster.state.idle_limit_default);
+        let state = &mut cluster.state;
+        if state.idle_limit_default != limit
+            || state.idle_limit_per_zone != config.idle_limit_per_zone
+        {
+            state.idle_limit_default = limit;
+            state.idle_limit_per_zone = config.idle_limit_per_zone.clone();
+            cluster.event(
+                "cluster",
+                "",
+                format!("idle limits from the config: {limit} per zone"),
+            );
+        }
     }
     let dropped: Vec<String> = cluster
         .state

@@ -133,11 +133,24 @@ fn kill9_of_the_clustersitter_loses_nothing_and_duplicates_nothing() {
     let before = cluster.wait_job_running("db", 3);
     cluster.wait_job_running("scratch", 1);
     let machines_before: Vec<Value> = cluster.machines().iter().map(|m| m["id"].clone()).collect();
+    // Set through the API: it holds until a restart, where the config's
+    // idle limit (1 here) applies again.
+    let (code, reply) = cluster.request("PUT", "/api/v1/idle-limit", Some(r#"{"limit": 3}"#));
+    assert_eq!(code, 200, "{reply}");
     let events_before = cluster.get("/api/v1/events?limit=1000");
     assert!(!events_before.as_array().unwrap().is_empty());
 
     cluster.kill9();
     cluster.boot();
+    let zones = cluster.get("/api/v1/status")["zones"].clone();
+    assert!(
+        zones
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|z| z["idle_limit"] == 1),
+        "{zones}"
+    );
 
     // The history from before the crash is still there to read.
     let events_after = cluster.get("/api/v1/events?limit=1000");
