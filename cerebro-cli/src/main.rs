@@ -248,8 +248,7 @@ fn load_job_files(files: &[PathBuf]) -> Result<Vec<JobSpec>> {
     if !problems.is_empty() {
         bail!("{}", problems.join("\n"));
     }
-    // Masters before the jobs linked to them.
-    jobs.sort_by_key(|j| j.linked_job.is_some());
+    cerebro_types::job::order_masters_first(&mut jobs);
     Ok(jobs)
 }
 

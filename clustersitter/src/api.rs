@@ -393,11 +393,15 @@ pub async fn restart_instance(app: &AppState, name: &str, index: usize) -> Resul
     app.client
         .post_json::<(), serde_json::Value>(&url, token.as_deref(), None)
         .await
-        .map_err(|e| {
-            ApiError::new(
+        .map_err(|e| match e.status() {
+            // Placed but not created on its machine yet.
+            Some(404) => ApiError::not_found(format!(
+                "instance {index} of '{name}' is not on its machine yet; try again shortly"
+            )),
+            _ => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 format!("the machine did not answer: {e}"),
-            )
+            ),
         })?;
     lock(&app.cluster).event(
         "job",

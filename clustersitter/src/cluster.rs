@@ -461,9 +461,33 @@ impl Cluster {
                     "linked_job",
                     format!("no job named '{master}' (submit it first)"),
                 );
+            } else if let Some(chain) = self.link_cycle(spec) {
+                // Placement could place neither, and neither could be removed.
+                errors.push(
+                    "linked_job",
+                    format!("links would go round in a circle: {}", chain.join(" -> ")),
+                );
             }
         }
         errors.into_result(())
+    }
+
+    /// The chain of links from `spec` back to itself, if following its
+    /// `linked_job` through the current jobs leads there.
+    fn link_cycle(&self, spec: &JobSpec) -> Option<Vec<String>> {
+        let mut chain = vec![spec.name().to_string()];
+        let mut next = spec.linked_job.clone();
+        while let Some(master) = next {
+            chain.push(master.clone());
+            if master == spec.name() {
+                return Some(chain);
+            }
+            if chain.len() > self.state.jobs.len() + 1 {
+                return None;
+            }
+            next = self.state.jobs.get(&master)?.spec.linked_job.clone();
+        }
+        None
     }
 
     /// Creates or replaces a job; answers created, updated or unchanged. A

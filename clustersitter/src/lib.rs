@@ -160,8 +160,7 @@ fn load_job_files(
             .map_err(|e| ClusterError::Jobs(e.to_string()))?;
         jobs.extend(parsed);
     }
-    // Masters before the jobs linked to them.
-    jobs.sort_by_key(|j| j.linked_job.is_some());
+    cerebro_types::job::order_masters_first(&mut jobs);
     Ok(jobs)
 }
 

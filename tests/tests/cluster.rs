@@ -260,6 +260,23 @@ fn a_linked_job_follows_its_master_and_restarts_when_it_is_updated() {
             .all(|i| !sidecar_pids.contains(&i["pid"]))
             .then_some(())
     });
+    // Linking the master to its own follower would leave neither placeable.
+    let mut looped = job("master", "506", 1.5, json!({"zone-a": {"cpu": 2}}));
+    looped["linked_job"] = json!("sidecar");
+    let (code, reply) = cluster.put_job(&looped);
+    assert_eq!(code, 400, "{reply}");
+    assert_eq!(reply["errors"][0]["field"], "linked_job", "{reply}");
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains("master -> sidecar -> master"),
+        "{reply}"
+    );
+    assert!(
+        cluster.job("master")["spec"]["linked_job"].is_null(),
+        "nothing was applied"
+    );
     let (code, reply) = cluster.request("DELETE", "/api/v1/jobs/master", None);
     assert_eq!(code, 409, "a master with linked jobs stays: {reply}");
 }

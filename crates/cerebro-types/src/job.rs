@@ -189,6 +189,69 @@ fn validate_dns_name(name: &str) -> Result<(), String> {
 }
 
 /// The task name of instance `slot` of `job` on a machine.
+/// Orders a batch of jobs so that every job comes after the job it links to
+/// when that is in the batch too, however long the chain (the order within
+/// a depth is kept). A cycle keeps its members at a bounded depth; the
+/// cluster refuses it.
+pub fn order_masters_first(jobs: &mut [JobSpec]) {
+    let master_of: std::collections::HashMap<String, Option<String>> = jobs
+        .iter()
+        .map(|j| (j.name().to_string(), j.linked_job.clone()))
+        .collect();
+    let depth = |job: &JobSpec| {
+        let mut depth = 0;
+        let mut next = job.linked_job.clone();
+        while let Some(master) = next {
+            if depth >= master_of.len() {
+                break;
+            }
+            match master_of.get(&master) {
+                Some(link) => {
+                    depth += 1;
+                    next = link.clone();
+                }
+                None => break,
+            }
+        }
+        depth
+    };
+    jobs.sort_by_cached_key(depth);
+}
+
 pub fn instance_task_name(job: &str, slot: u32) -> String {
     format!("{job}#{slot}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(name: &str, linked: Option<&str>) -> JobSpec {
+        serde_json::from_value(serde_json::json!({
+            "deployment_layout": {},
+            "linked_job": linked,
+            "task_configuration": {"name": name, "command": "true"},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn every_job_comes_after_its_master_however_long_the_chain() {
+        let mut jobs = vec![
+            job("c", Some("b")),
+            job("b", Some("a")),
+            job("x", Some("elsewhere")),
+            job("a", None),
+        ];
+        order_masters_first(&mut jobs);
+        let names: Vec<&str> = jobs.iter().map(JobSpec::name).collect();
+        assert_eq!(names, ["x", "a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_cycle_in_the_batch_still_ends() {
+        let mut jobs = vec![job("a", Some("b")), job("b", Some("a"))];
+        order_masters_first(&mut jobs);
+        assert_eq!(jobs.len(), 2);
+    }
 }
