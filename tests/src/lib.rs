@@ -364,3 +364,47 @@ pub fn job(name: &str, marker: &str, cpu: f64, layout: Value) -> Value {
         "task_configuration": {"name": name, "command": format!("sleep {marker}"), "cpu": cpu, "mem": 20, "ensure_alive": true, "stop_timeout": 2},
     })
 }
+
+/// A copy of the checked-in state files under `testdata/NAME` (written by
+/// an older version of the daemons), in a fresh temp dir a test may change.
+pub fn fixture_dir(name: &str) -> tempfile::TempDir {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata")
+        .join(name);
+    let dir = tempfile::tempdir().unwrap();
+    for entry in
+        std::fs::read_dir(&source).unwrap_or_else(|e| panic!("fixture {}: {e}", source.display()))
+    {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+/// Fails unless everything `old` holds is still in `new` with the same
+/// value: every object key (recursively), every array element in order, so
+/// a newer type may add fields but never drop or change what an old file said.
+pub fn assert_nothing_lost(old: &Value, new: &Value, at: &str) {
+    match (old, new) {
+        (Value::Object(old), Value::Object(new)) => {
+            for (key, value) in old {
+                let inner = format!("{at}.{key}");
+                let kept = new
+                    .get(key)
+                    .unwrap_or_else(|| panic!("{inner} was lost: it held {value}"));
+                assert_nothing_lost(value, kept, &inner);
+            }
+        }
+        (Value::Array(old), Value::Array(new)) => {
+            assert_eq!(old.len(), new.len(), "{at}: element count changed");
+            for (i, (old, new)) in old.iter().zip(new).enumerate() {
+                assert_nothing_lost(old, new, &format!("{at}[{i}]"));
+            }
+        }
+        // Numbers compare by value: 32 and 32.0 are the same megabytes.
+        (Value::Number(old), Value::Number(new)) => {
+            assert_eq!(old.as_f64(), new.as_f64(), "{at} changed");
+        }
+        _ => assert_eq!(old, new, "{at} changed"),
+    }
+}
