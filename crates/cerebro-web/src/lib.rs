@@ -9,6 +9,7 @@ pub mod event_log;
 pub mod fs;
 pub mod html;
 pub mod logging;
+pub mod metrics;
 pub mod process;
 
 pub use auth::{load_token, require_token, Token, TokenError};
