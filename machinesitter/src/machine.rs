@@ -3,7 +3,7 @@
 //! runs and makes idempotent moves until they match.
 
 use crate::config::MachineConfig;
-use crate::sitter::{self, TaskPaths};
+use crate::sitter::{self, TaskDir};
 use crate::state::{self, Loaded, PersistedState, Runtime, TaskRecord, STATE_VERSION};
 use cerebro_types::machine::{MachineStatus, Resources, SitterView, TaskUsage, TaskView, Vitals};
 use cerebro_types::time::now_ms;
@@ -50,7 +50,7 @@ pub struct TaskEntry {
 impl TaskEntry {
     pub fn secret(&mut self, state_dir: &std::path::Path) -> Option<String> {
         if self.secret.is_none() {
-            self.secret = sitter::read_secret(&TaskPaths::new(state_dir, &self.record.dir_name))
+            self.secret = sitter::read_secret(&TaskDir::new(state_dir, &self.record.dir_name))
                 .filter(|s| !s.is_empty());
         }
         self.secret.clone()
@@ -217,7 +217,7 @@ pub fn load(config: Arc<MachineConfig>) -> std::io::Result<Machine> {
         Loaded::Read(persisted) => {
             for (name, mut record) in persisted.tasks {
                 if let Some(runtime) = record.runtime.take() {
-                    let paths = TaskPaths::new(&config.state_dir, &record.dir_name);
+                    let paths = TaskDir::new(&config.state_dir, &record.dir_name);
                     let token = paths.token().display().to_string();
                     if sitter::is_alive(runtime.pid, runtime.start_ticks)
                         && sitter::cmdline(runtime.pid).contains(&token)
@@ -374,7 +374,7 @@ impl Reconciler {
         let mut events = Vec::new();
         let now = Instant::now();
         for (name, entry) in machine.tasks.iter_mut() {
-            let paths = TaskPaths::new(&config.state_dir, &entry.record.dir_name);
+            let paths = TaskDir::new(&config.state_dir, &entry.record.dir_name);
             if let Some(runtime) = &entry.record.runtime {
                 if !sitter::is_alive(runtime.pid, runtime.start_ticks) {
                     sitter::clean_leftovers(runtime);
@@ -480,7 +480,7 @@ impl Reconciler {
         for name in removed {
             if let Some(entry) = machine.tasks.remove(&name) {
                 let _ = std::fs::remove_dir_all(
-                    TaskPaths::new(&config.state_dir, &entry.record.dir_name).dir,
+                    TaskDir::new(&config.state_dir, &entry.record.dir_name).dir,
                 );
                 events.push((name, "removed".into()));
                 changed = true;

@@ -10,6 +10,7 @@ use axum::http::header;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
+use cerebro_host::logs::ReadChunkError;
 use cerebro_types::time::{format_rfc3339_ms, now_ms};
 use cerebro_types::{
     normalize_signal_name, EventKind, LogChunk, LogFileInfo, LogStream, TaskStatus,
@@ -21,10 +22,6 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
-
-/// Most bytes one log request returns.
-const MAX_LOG_BYTES: u64 = 4 * 1024 * 1024;
-const DEFAULT_TAIL_LINES: usize = 100;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -96,51 +93,15 @@ fn find_log<'a>(state: &'a AppState, stream: &str) -> Result<&'a LogLocation, Ap
         })
 }
 
-fn number<T: std::str::FromStr>(
-    query: &HashMap<String, String>,
-    field: &str,
-) -> Result<Option<T>, ApiError> {
-    query
-        .get(field)
-        .map(|v| {
-            v.parse().map_err(|_| {
-                ApiError::bad_field(field, format!("'{v}' is not a non-negative number"))
-            })
-        })
-        .transpose()
-}
-
-/// `?tail=N` for the last N lines, `?offset=B[&limit=L]` to follow from byte B; any other
-/// parameter is refused. Shared with the machinesitter, which serves the same files.
-pub fn read_chunk(
+/// A log read, its errors as API errors: a bad parameter is a 400 naming it.
+fn read_chunk(
     location: &LogLocation,
     query: &HashMap<String, String>,
 ) -> Result<LogChunk, ApiError> {
-    let tail: Option<usize> = number(query, "tail")?;
-    let offset: Option<u64> = number(query, "offset")?;
-    let limit = number::<u64>(query, "limit")?
-        .unwrap_or(MAX_LOG_BYTES)
-        .min(MAX_LOG_BYTES);
-    if let Some(unknown) = query
-        .keys()
-        .find(|k| !["tail", "offset", "limit"].contains(&k.as_str()))
-    {
-        return Err(ApiError::bad_field(
-            unknown.clone(),
-            "unknown parameter (tail, offset, limit)",
-        ));
-    }
-    let result = match (tail, offset) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_field(
-                "offset",
-                "give either tail or offset, not both",
-            ))
-        }
-        (_, Some(offset)) => location.read_from(offset, limit),
-        (tail, None) => location.tail(tail.unwrap_or(DEFAULT_TAIL_LINES), limit),
-    };
-    result.map_err(|e| ApiError::internal(format!("cannot read log: {e}")))
+    cerebro_host::logs::read_chunk(location, query).map_err(|error| match error {
+        ReadChunkError::BadField { field, message } => ApiError::bad_field(field, message),
+        ReadChunkError::Io(e) => ApiError::internal(format!("cannot read log: {e}")),
+    })
 }
 
 async fn read_log(

@@ -2,12 +2,12 @@
 //! limits planned for it. See `supervisor` for the loop that owns the
 //! workload and `cgroup`/`proctree` for the two enforcement backends.
 
-pub mod cgroup;
 pub mod cli;
 pub mod http;
 pub mod logs;
-pub mod proctree;
 pub mod supervisor;
+
+pub use cerebro_host::{cgroup, proctree};
 
 use cli::SitterConfig;
 use std::sync::Arc;
