@@ -133,7 +133,9 @@ async fn put_task(
                 "task '{name}' is being deleted; try again shortly"
             )));
         }
-        machine.check_fits(&spec).map_err(ApiError::conflict)?;
+        machine
+            .check_fits(&spec)
+            .map_err(|e| ApiError::conflict(e.to_string()))?;
         let (code, result) = match machine.tasks.get_mut(&name) {
             Some(entry) if entry.record.spec == spec => (StatusCode::OK, "unchanged"),
             Some(entry) => {
