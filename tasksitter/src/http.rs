@@ -1,9 +1,9 @@
 //! The tasksitter's HTTP side: JSON status, logs and control under /api/v1,
 //! HTML pages for people, Prometheus metrics. It only reads the status the
-//! supervisor publishes and sends it commands; it never touches the workload.
+//! supervisor publishes and sends it requests; it never touches the workload.
 
 use crate::logs::LogLocation;
-use crate::supervisor::{Command, CommandReply, SharedStatus};
+use crate::supervisor::{ReplyTo, Request, SharedStatus};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Clone)]
 pub struct AppState {
     pub status: SharedStatus,
-    pub commands: mpsc::Sender<(Command, CommandReply)>,
+    pub requests: mpsc::Sender<(Request, ReplyTo)>,
     pub logs: Arc<Vec<LogLocation>>,
 }
 
@@ -39,9 +39,9 @@ pub fn router(state: AppState, token: Option<Token>) -> Router {
         .route("/api/v1/status", get(status_json))
         .route("/api/v1/logs", get(list_logs))
         .route("/api/v1/logs/{stream}", get(read_log))
-        .route("/api/v1/start", post(|s| control(s, Command::Start)))
-        .route("/api/v1/stop", post(|s| control(s, Command::Stop)))
-        .route("/api/v1/restart", post(|s| control(s, Command::Restart)))
+        .route("/api/v1/start", post(|s| control(s, Request::Start)))
+        .route("/api/v1/stop", post(|s| control(s, Request::Stop)))
+        .route("/api/v1/restart", post(|s| control(s, Request::Restart)))
         .route("/api/v1/signal", post(send_signal))
         // An authenticated no-op: a supervisor proves a tasksitter holds its secret.
         .route(
@@ -119,28 +119,28 @@ pub struct ControlReply {
     pub status: TaskStatus,
 }
 
-async fn ask(state: &AppState, command: Command) -> Result<Json<ControlReply>, ApiError> {
+async fn ask(state: &AppState, request: Request) -> Result<Json<ControlReply>, ApiError> {
     let (reply, answer) = oneshot::channel();
     state
-        .commands
-        .send((command, reply))
+        .requests
+        .send((request, reply))
         .await
         .map_err(|_| ApiError::conflict("the tasksitter is shutting down"))?;
     let result = answer
         .await
         .map_err(|_| ApiError::conflict("the tasksitter is shutting down"))?
-        .map_err(ApiError::conflict)?;
+        .map_err(|refused| ApiError::conflict(refused.to_string()))?;
     Ok(Json(ControlReply {
-        result,
+        result: result.to_string(),
         status: snapshot(state),
     }))
 }
 
 async fn control(
     State(state): State<AppState>,
-    command: Command,
+    request: Request,
 ) -> Result<Json<ControlReply>, ApiError> {
-    ask(&state, command).await
+    ask(&state, request).await
 }
 
 #[derive(Deserialize)]
@@ -167,7 +167,7 @@ async fn send_signal(
             ),
         )
     })?;
-    ask(&state, Command::Signal(name)).await
+    ask(&state, Request::Signal(name)).await
 }
 
 fn metrics_text(status: &TaskStatus) -> String {
