@@ -76,11 +76,13 @@ impl TaskDir {
 /// A spec file that cannot be read or is not a `TaskSpec`.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecFileError {
+    /// The file could not be read (missing, unreadable).
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The file is not a valid `TaskSpec`.
     #[error("{path}: {source}")]
     Parse {
         path: PathBuf,

@@ -39,12 +39,16 @@ pub fn backup_path(live: &Path, generation: u32) -> PathBuf {
 /// Where one stream's live log file is, if the stream is captured.
 #[derive(Debug, Clone)]
 pub struct LogLocation {
+    /// The stream it captures.
     pub stream: LogStream,
+    /// The live file; backups are `<path>.1` .. `<path>.<backups>`.
     pub path: PathBuf,
+    /// How many rotated backups are kept.
     pub backups: u32,
 }
 
 impl LogLocation {
+    /// `<dir>/<file stem of task_name>.<stream>.log`.
     pub fn new(dir: &Path, task_name: &str, stream: LogStream, backups: u32) -> Self {
         Self {
             stream,
@@ -152,8 +156,10 @@ fn line_start_of_tail(bytes: &[u8], lines: usize) -> usize {
 /// naming `field`), or the file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadChunkError {
+    /// Query parameter `field` is unknown or not a number.
     #[error("{field}: {message}")]
     BadField { field: String, message: String },
+    /// The file exists but could not be read.
     #[error("cannot read log: {0}")]
     Io(#[from] io::Error),
 }

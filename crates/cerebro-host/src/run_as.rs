@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 /// The user the workload runs as, resolved once at start.
 #[derive(Debug, Clone)]
 pub struct RunAs {
+    /// The user id to setuid to.
     pub uid: u32,
+    /// The primary group id to setgid to.
     pub gid: u32,
     /// Supplementary groups, the primary one included.
     pub groups: Vec<u32>,
@@ -26,7 +28,9 @@ pub struct RunAs {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct RunAsError {
+    /// `uid` or `gid`.
     pub field: &'static str,
+    /// What is wrong with it.
     pub message: String,
 }
 
