@@ -4,7 +4,7 @@
 //! the task's tasksitter directly so the answer reflects the action.
 
 use crate::machine::{lock, SharedMachine, TaskEntry};
-use crate::sitter::{self, TaskPaths};
+use crate::sitter::{self, TaskDir};
 use crate::state::TaskRecord;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -12,6 +12,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
+use cerebro_host::logs::{LogLocation, ReadChunkError};
 use cerebro_types::machine::{MachineStatus, TaskView};
 use cerebro_types::time::format_rfc3339_ms;
 use cerebro_types::{validate_task_name, LogChunk, LogStream, TaskSpec};
@@ -22,7 +23,6 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tasksitter::logs::LogLocation;
 use tokio::sync::Notify;
 
 #[derive(Clone)]
@@ -133,7 +133,9 @@ async fn put_task(
                 "task '{name}' is being deleted; try again shortly"
             )));
         }
-        machine.check_fits(&spec).map_err(ApiError::conflict)?;
+        machine
+            .check_fits(&spec)
+            .map_err(|e| ApiError::conflict(e.to_string()))?;
         let (code, result) = match machine.tasks.get_mut(&name) {
             Some(entry) if entry.record.spec == spec => (StatusCode::OK, "unchanged"),
             Some(entry) => {
@@ -279,6 +281,17 @@ async fn control(
     Ok((StatusCode::OK, Json(ActionReply { result })))
 }
 
+/// A log read, its errors as API errors: a bad parameter is a 400 naming it.
+fn read_chunk(
+    location: &LogLocation,
+    query: &HashMap<String, String>,
+) -> Result<LogChunk, ApiError> {
+    cerebro_host::logs::read_chunk(location, query).map_err(|error| match error {
+        ReadChunkError::BadField { field, message } => ApiError::bad_field(field, message),
+        ReadChunkError::Io(e) => ApiError::internal(format!("cannot read log: {e}")),
+    })
+}
+
 /// The task's own log file for `stream`; nothing from the request but the stream name chooses it.
 fn log_location(app: &AppState, name: &str, stream: &str) -> Result<LogLocation, ApiError> {
     let stream: LogStream = stream
@@ -286,7 +299,7 @@ fn log_location(app: &AppState, name: &str, stream: &str) -> Result<LogLocation,
         .map_err(|e: String| ApiError::bad_field("stream", e))?;
     let machine = lock(&app.machine);
     let entry = machine.tasks.get(name).ok_or_else(|| no_such_task(name))?;
-    let paths = TaskPaths::new(&machine.config.state_dir, &entry.record.dir_name);
+    let paths = TaskDir::new(&machine.config.state_dir, &entry.record.dir_name);
     Ok(LogLocation::new(
         &paths.logs,
         name,
@@ -301,7 +314,7 @@ async fn read_log(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<LogChunk>, ApiError> {
     let location = log_location(&app, &name, &stream)?;
-    tasksitter::http::read_chunk(&location, &query).map(Json)
+    read_chunk(&location, &query).map(Json)
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
@@ -550,7 +563,7 @@ async fn log_page(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Html<String>, ApiError> {
     let location = log_location(&app, &name, &stream)?;
-    let chunk = tasksitter::http::read_chunk(&location, &query)?;
+    let chunk = read_chunk(&location, &query)?;
     let body = format!(
         "<h1>{} — {}</h1><p>{}</p><pre class=\"log\">{}</pre>",
         task_link(&name),

@@ -6,11 +6,12 @@ pub mod api;
 pub mod config;
 pub mod machine;
 pub mod poller;
+pub mod reconcile;
 pub mod sitter;
 pub mod state;
 
 use config::{MachineConfig, OnExit};
-use machine::Reconciler;
+use reconcile::Reconciler;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;

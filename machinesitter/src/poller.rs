@@ -4,7 +4,7 @@
 //! reconciler so a slow or dead tasksitter never delays a restart.
 
 use crate::machine::{lock, SharedMachine, TaskEntry};
-use crate::sitter::TaskPaths;
+use crate::sitter::TaskDir;
 use cerebro_types::machine::Vitals;
 use cerebro_types::time::now_ms;
 use cerebro_types::{StateKind, TaskStatus};
@@ -96,7 +96,7 @@ impl Poller {
                     continue;
                 }
                 if runtime.address.is_none() {
-                    let paths = TaskPaths::new(&state_dir, &entry.record.dir_name);
+                    let paths = TaskDir::new(&state_dir, &entry.record.dir_name);
                     runtime.address = std::fs::read_to_string(paths.address())
                         .ok()
                         .filter(|a| !a.is_empty());

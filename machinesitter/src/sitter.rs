@@ -1,10 +1,13 @@
-//! Tasksitter processes as the machinesitter sees them: the flags a spec
-//! becomes, starting one in a session of its own, telling whether a pid is
-//! still the tasksitter we started, and cleaning what a dead one left.
+//! Tasksitter processes as the machinesitter sees them: checking a spec,
+//! starting one on its spec file in a session of its own, telling whether a
+//! pid is still the tasksitter we started, finding running ones again from
+//! their task directories, and cleaning what a dead one left.
 
 use crate::config::LimitsBackend;
 use crate::state::Runtime;
-use cerebro_types::{CpuAction, TaskSpec};
+pub use cerebro_host::layout::dir_name;
+pub use cerebro_host::TaskDir;
+use cerebro_types::TaskSpec;
 use cerebro_web::process::find_processes;
 pub use cerebro_web::process::{cmdline, is_alive, start_ticks};
 use std::os::unix::fs::PermissionsExt;
@@ -39,170 +42,26 @@ pub fn raise_open_file_limit() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Where a task's files live.
-#[derive(Debug, Clone)]
-pub struct TaskPaths {
-    pub dir: PathBuf,
-    pub logs: PathBuf,
-}
-
-impl TaskPaths {
-    pub fn new(state_dir: &Path, dir_name: &str) -> Self {
-        Self {
-            dir: state_dir.join("tasks").join(dir_name),
-            logs: state_dir.join("logs").join(dir_name),
-        }
-    }
-    pub fn token(&self) -> PathBuf {
-        self.dir.join("token")
-    }
-    pub fn address(&self) -> PathBuf {
-        self.dir.join("address")
-    }
-    pub fn sitter_log(&self) -> PathBuf {
-        self.dir.join("tasksitter.log")
-    }
-}
-
-/// A directory name for a task: a readable stem plus a hash of the full name,
-/// so different names never share files.
-pub fn dir_name(task_name: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in task_name.bytes() {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-    }
-    let stem: String = tasksitter::logs::file_stem(task_name)
-        .chars()
-        .take(48)
-        .collect();
-    format!("{stem}-{:08x}", hash as u32)
-}
-
-fn seconds(value: f64) -> String {
-    format!("{value}")
-}
-
-/// The tasksitter flags for `spec` (the inverse of the tasksitter's own flag parsing).
-pub fn spec_flags(spec: &TaskSpec) -> Vec<String> {
-    let mut args: Vec<String> = vec![
-        "--name".into(),
-        spec.name.clone(),
-        "--command".into(),
-        spec.command.clone(),
-        "--max-restarts".into(),
-        spec.max_restarts.to_string(),
-        "--stop-signal".into(),
-        spec.stop_signal.clone(),
-        "--stop-timeout".into(),
-        seconds(spec.stop_timeout),
-        "--cpu-window".into(),
-        seconds(spec.cpu_window),
-        "--backoff-initial".into(),
-        seconds(spec.backoff.initial_secs),
-        "--backoff-max".into(),
-        seconds(spec.backoff.max_secs),
-        "--healthy-after".into(),
-        seconds(spec.backoff.healthy_after_secs),
-        "--log-max-bytes".into(),
-        spec.log_rotation.max_bytes.to_string(),
-        "--log-backups".into(),
-        spec.log_rotation.backups.to_string(),
-    ];
-    for (flag, on) in [
-        ("--ensure-alive", spec.ensure_alive),
-        ("--restart", spec.restart),
-        ("--allow-exit", spec.allow_exit),
-        ("--no-auto-start", !spec.auto_start),
-    ] {
-        if on {
-            args.push(flag.into());
-        }
-    }
-    let mut option = |flag: &str, value: Option<String>| {
-        if let Some(value) = value {
-            args.push(flag.into());
-            args.push(value);
-        }
-    };
-    option("--cpu", spec.cpu.map(seconds));
-    option("--mem", spec.mem.map(seconds));
-    option("--time-limit", spec.time_limit.map(seconds));
-    option("--uid", spec.uid.as_ref().map(ToString::to_string));
-    option("--gid", spec.gid.as_ref().map(ToString::to_string));
-    option("--cwd", spec.cwd.clone());
-    option(
-        "--cpu-action",
-        spec.cpu_action.map(|a| match a {
-            CpuAction::Throttle => "throttle".to_string(),
-            CpuAction::Restart => "restart".to_string(),
-        }),
-    );
-    for (key, value) in &spec.env {
-        args.push("--env".into());
-        args.push(format!("{key}={value}"));
-    }
-    args
-}
-
-/// Maps a tasksitter flag back to the spec field it came from, for API errors.
-pub fn field_for_flag(flag: &str) -> String {
-    match flag {
-        "--backoff-initial" => "backoff.initial_secs".into(),
-        "--backoff-max" => "backoff.max_secs".into(),
-        "--healthy-after" => "backoff.healthy_after_secs".into(),
-        "--log-max-bytes" => "log_rotation.max_bytes".into(),
-        "--log-backups" => "log_rotation.backups".into(),
-        "--no-auto-start" => "auto_start".into(),
-        other => other.trim_start_matches("--").replace('-', "_"),
-    }
-}
-
-/// Checks a spec exactly as the tasksitter will when it starts (users,
-/// groups, working directory included); errors name spec fields.
+/// Checks a spec exactly as the tasksitter will when it starts:
+/// `TaskSpec::validate`, then the host check (users, groups, working
+/// directory). Every problem is reported, each naming its spec field.
 pub fn check_spec(spec: &TaskSpec) -> Result<(), cerebro_types::ValidationErrors> {
-    use clap::error::{ContextKind, ContextValue};
-    use clap::Parser;
-    if let Err(mut errors) = spec.validate() {
-        // The spec cannot become flags yet, but the machine-dependent checks still report.
-        if let Err((flag, message)) =
-            tasksitter::cli::resolve_run_as(spec.uid.as_ref(), spec.gid.as_ref())
-        {
-            errors.push(field_for_flag(&flag), message);
-        }
-        return Err(errors);
-    }
-    let mut argv = vec!["tasksitter".to_string()];
-    argv.extend(spec_flags(spec));
-    let mut errors = cerebro_types::ValidationErrors::default();
-    match tasksitter::cli::Cli::try_parse_from(&argv) {
-        Ok(cli) => {
-            if let Err(found) = cli.into_config() {
-                for error in found.errors {
-                    errors.push(field_for_flag(&error.field), error.message);
-                }
-            }
-        }
-        Err(error) => {
-            let flag = match error.get(ContextKind::InvalidArg) {
-                Some(ContextValue::String(arg)) => {
-                    arg.split_whitespace().next().unwrap_or("spec").to_string()
-                }
-                _ => "spec".to_string(),
-            };
-            let rendered = error.render().to_string();
-            let message = rendered
-                .lines()
-                .next()
-                .unwrap_or("invalid")
-                .trim_start_matches("error: ")
-                .to_string();
-            errors.push(field_for_flag(&flag), message);
-        }
+    let mut errors = spec.validate().err().unwrap_or_default();
+    if let Err(host) = cerebro_host::check_host(spec) {
+        errors.errors.extend(host.errors);
     }
     errors.into_result(())
 }
 
-pub fn read_secret(paths: &TaskPaths) -> Option<String> {
+/// Writes `spec` as the task's spec file, atomically: a tasksitter starting,
+/// or a machinesitter rediscovering, reads a whole spec or none.
+pub fn write_spec(paths: &TaskDir, spec: &TaskSpec) -> std::io::Result<()> {
+    let contents = cerebro_host::layout::spec_file_contents(spec).map_err(std::io::Error::other)?;
+    cerebro_web::fs::atomic_write_private(&paths.spec(), &contents)
+}
+
+/// The secret in the task's token file, if it has one.
+pub fn read_secret(paths: &TaskDir) -> Option<String> {
     std::fs::read_to_string(paths.token())
         .ok()
         .map(|s| s.trim().to_string())
@@ -212,7 +71,7 @@ pub fn read_secret(paths: &TaskPaths) -> Option<String> {
 pub fn spawn(
     bin: &Path,
     spec: &TaskSpec,
-    paths: &TaskPaths,
+    paths: &TaskDir,
     backend: LimitsBackend,
     run: bool,
 ) -> std::io::Result<(Child, Runtime)> {
@@ -225,14 +84,18 @@ pub fn spawn(
     }
     let _ = std::fs::remove_file(paths.address());
     let mut spec = spec.clone();
+    // The spec file carries whether the workload starts, so a rediscovered
+    // tasksitter tells whether its task was meant to run.
     spec.auto_start = run;
+    write_spec(paths, &spec)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(paths.sitter_log())?;
     let mut command = Command::new(bin);
     command
-        .args(spec_flags(&spec))
+        .arg("--spec-file")
+        .arg(paths.spec())
         .args([
             "--limits-backend",
             backend.as_flag(),
@@ -290,7 +153,7 @@ pub fn clean_leftovers(runtime: &Runtime) {
     for dir in &runtime.cgroup_paths {
         let dir = Path::new(dir);
         if dir.exists() {
-            let _ = tasksitter::cgroup::kill_members(&dir.join("cgroup.procs"));
+            let _ = cerebro_host::cgroup::kill_members(&dir.join("cgroup.procs"));
             let _ = std::fs::remove_dir(dir);
         }
     }
@@ -303,46 +166,41 @@ pub fn clean_leftovers(runtime: &Runtime) {
     }
 }
 
-/// Tasksitters still running from `state_dir`, recognised by the token file
-/// on their command line, with the spec their flags describe. Used when the
-/// state file was lost: the machine starts with what it can prove is running.
+/// Tasksitters still running from `state_dir`, found by the spec file on
+/// their command line and described by that file, and by their token file
+/// on the command line too. Used when the state file was lost: the machine
+/// starts with what it can prove is running. `/proc` serves only to find the
+/// process and its start time; what the task is comes from its directory.
 pub fn discover(state_dir: &Path) -> Vec<(String, Runtime, bool)> {
-    use clap::Parser;
-    let tasks_dir = state_dir.join("tasks");
+    let flag_value = |argv: &[String], flag: &str| {
+        let at = argv.iter().position(|a| a == flag)?;
+        argv.get(at + 1).map(PathBuf::from)
+    };
     let mut found = Vec::new();
-    for (pid, argv) in find_processes(|argv| argv.iter().any(|a| a == "--token-file")) {
-        let Some(token_index) = argv.iter().position(|a| a == "--token-file") else {
+    for (pid, argv) in find_processes(|argv| argv.iter().any(|a| a == "--spec-file")) {
+        let Some(spec_file) = flag_value(&argv, "--spec-file") else {
             continue;
         };
-        let Some(token) = argv.get(token_index + 1).map(PathBuf::from) else {
+        let Some((dir_name, paths)) = TaskDir::of_spec_file(state_dir, &spec_file) else {
             continue;
         };
-        let Some(dir) = token
-            .parent()
-            .filter(|d| d.parent() == Some(tasks_dir.as_path()))
-        else {
+        if flag_value(&argv, "--token-file").as_deref() != Some(paths.token().as_path()) {
             continue;
-        };
-        let Some(dir_name) = dir.file_name().and_then(|d| d.to_str()).map(String::from) else {
-            continue;
-        };
-        let Ok(cli) = tasksitter::cli::Cli::try_parse_from(&argv) else {
-            continue;
-        };
-        let run = !cli.no_auto_start;
-        let Ok(config) = cli.into_config() else {
+        }
+        let Ok(spec) = cerebro_host::layout::read_spec(&paths.spec()) else {
             continue;
         };
         let Some(start_ticks) = start_ticks(pid) else {
             continue;
         };
-        let address = std::fs::read_to_string(dir.join("address")).ok();
+        let run = spec.auto_start;
+        let address = std::fs::read_to_string(paths.address()).ok();
         found.push((
             dir_name,
             Runtime {
                 pid,
                 start_ticks,
-                spec: config.spec,
+                spec,
                 address,
                 workload_pid: None,
                 cgroup_paths: Vec::new(),
@@ -357,11 +215,10 @@ pub fn discover(state_dir: &Path) -> Vec<(String, Runtime, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cerebro_types::Principal;
-    use clap::Parser;
+    use cerebro_types::{CpuAction, Principal};
 
     #[test]
-    fn flags_round_trip_through_the_tasksitter_parser() {
+    fn specs_round_trip_through_the_spec_file() {
         let mut spec = TaskSpec::new("Portal Server", "/opt/code/run_portal_server --port 80");
         spec.cpu = Some(0.5);
         spec.mem = Some(1200.0);
@@ -375,13 +232,12 @@ mod tests {
         spec.stop_timeout = 2.5;
         spec.cpu_action = Some(CpuAction::Restart);
         spec.auto_start = false;
-        let mut argv = vec!["tasksitter".to_string()];
-        argv.extend(spec_flags(&spec));
-        let parsed = tasksitter::cli::Cli::try_parse_from(&argv)
-            .unwrap()
-            .into_config()
-            .unwrap();
-        assert_eq!(parsed.spec, spec);
+        let state = tempfile::tempdir().unwrap();
+        let paths = TaskDir::new(state.path(), &dir_name(&spec.name));
+        std::fs::create_dir_all(&paths.dir).unwrap();
+        write_spec(&paths, &spec).unwrap();
+        let parsed = cerebro_host::layout::read_spec(&paths.spec()).unwrap();
+        assert_eq!(parsed, spec);
     }
 
     #[test]

@@ -125,4 +125,27 @@ mod tests {
         );
         assert!(matches!(load(dir.path()), Loaded::Fresh));
     }
+
+    /// A version-1 file as the machinesitter wrote it before tasksitters were
+    /// started on spec files (and one older still, without the later
+    /// defaulted fields): it must keep loading.
+    #[test]
+    fn a_version_1_fixture_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/state-v1.json");
+        std::fs::copy(fixture, state_path(dir.path())).unwrap();
+        let Loaded::Read(state) = load(dir.path()) else {
+            panic!("the version 1 fixture must load")
+        };
+        assert_eq!(state.tasks.len(), 3);
+        let dash = &state.tasks["-dash-first"];
+        let runtime = dash.runtime.as_ref().unwrap();
+        assert_eq!((runtime.pid, runtime.start_ticks), (4242, 123456));
+        assert_eq!(runtime.spec, dash.spec);
+        assert_eq!(dash.spec.mem, Some(300.0));
+        assert_eq!(dash.sitter_starts, 3);
+        let old = state.tasks["old"].runtime.as_ref().unwrap();
+        assert!(old.cgroup_paths.is_empty() && old.stop_sent_ms.is_none());
+        assert_eq!(state.tasks["old"].sitter_starts, 0);
+    }
 }

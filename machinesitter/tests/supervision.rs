@@ -369,3 +369,18 @@ fn the_machinesitter_raises_its_open_file_limit_but_workloads_keep_theirs() {
         "a workload gets the limit the machinesitter was started with"
     );
 }
+
+#[test]
+fn task_names_that_start_with_dashes_run() {
+    let sitter = MachineSitter::start(&[]);
+    for (name, command) in [("-dash-first", "sleep 391"), ("--x", "sleep 392")] {
+        let (code, body) = sitter.put_task(name, spec(command));
+        assert_eq!(code, 201, "PUT {name}: {body}");
+    }
+    for (name, argv) in [("-dash-first", ["sleep", "391"]), ("--x", ["sleep", "392"])] {
+        let (_, workload) = sitter.wait_running(name);
+        assert_eq!(cmdline(workload), argv);
+        assert_eq!(sitter.task(name)["name"], name);
+    }
+    assert_eq!(sitter.tasksitters().len(), 2);
+}

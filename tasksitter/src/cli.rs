@@ -1,17 +1,21 @@
 //! Command-line flags, turned into a validated `SitterConfig` at the edge.
-//! Flag names follow the original tasksitter; the rest is what supervisord
-//! and systemd users expect.
+//! The task itself is a `TaskSpec`: read from `--spec-file` (as the
+//! machinesitter starts us) or built from the human flags, whose names
+//! follow the original tasksitter. The other flags say how this process
+//! runs (backend, HTTP, token, log directories), not what the task is.
 
-use cerebro_types::human::{parse_duration, parse_size};
+use cerebro_types::human::{parse_duration, parse_mem_mb, parse_size};
 use cerebro_types::{Backoff, CpuAction, LogRotation, Principal, TaskSpec, ValidationErrors};
 use cerebro_web::Token;
-use clap::{Parser, ValueEnum};
+use clap::{ArgGroup, CommandFactory, Parser, ValueEnum};
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use cerebro_host::RunAs;
+
+/// How the tasksitter enforces limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackendChoice {
     /// cgroups when this host offers them and they can be created, /proc polling otherwise.
@@ -22,6 +26,7 @@ pub enum BackendChoice {
     Poll,
 }
 
+/// `--cpu-action`, as `TaskSpec::cpu_action`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CpuActionArg {
     Throttle,
@@ -36,56 +41,74 @@ fn size_arg(text: &str) -> Result<u64, String> {
     parse_size(text)
 }
 
+fn mem_arg(text: &str) -> Result<f64, String> {
+    parse_mem_mb(text)
+}
+
 fn env_arg(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("'{text}' is not K=V"))
 }
 
+/// The flags. Each flag that sets a spec field has that field's path as its
+/// clap id (`backoff.initial_secs`), so an error about a field can name the
+/// flag without a second table; all of them belong to the group `spec`,
+/// which `--spec-file` excludes.
 #[derive(Debug, Parser)]
 #[command(
     name = "tasksitter",
     version,
     about = "Run one process and enforce the CPU, memory and lifetime limits planned for it",
     allow_negative_numbers = true,
+    group(ArgGroup::new("spec").multiple(true).conflicts_with("spec_file")),
     after_help = "Restart policy: --restart restarts after a limit violation, --ensure-alive after any exit.\n\
                   CPU: the default action is 'throttle' with the cgroup backend and 'restart' with the poll backend.\n\
                   Logs: appended across starts with a '--- start #N ---' marker line, rotated by size.\n\
                   Exit status: the workload's last status (its code, or 128+signal)."
 )]
 pub struct Cli {
+    /// Read the task (a JSON TaskSpec, as the machinesitter writes it) from
+    /// this file instead of the task flags below.
+    #[arg(long, value_name = "FILE")]
+    pub spec_file: Option<PathBuf>,
     /// Shell command to run (through /bin/sh -c).
-    #[arg(long)]
-    pub command: String,
+    #[arg(
+        long,
+        group = "spec",
+        required_unless_present = "spec_file",
+        allow_hyphen_values = true
+    )]
+    pub command: Option<String>,
     /// Task name, for logs, status and metrics (default: the command's first word).
-    #[arg(long)]
+    #[arg(long, group = "spec", allow_hyphen_values = true)]
     pub name: Option<String>,
     /// CPU limit in cores: 0.5 = half a core, 2 = two cores.
-    #[arg(long, value_name = "CORES")]
+    #[arg(long, group = "spec", value_name = "CORES")]
     pub cpu: Option<f64>,
-    /// Memory limit for the whole process tree, in MB.
-    #[arg(long, value_name = "MB")]
+    /// Memory limit for the whole process tree: MB, or a size (512M, 2G).
+    #[arg(long, group = "spec", value_name = "MB", value_parser = mem_arg)]
     pub mem: Option<f64>,
     /// Lifetime of each start (seconds, or 500ms, 5m, 2h).
-    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    #[arg(long, group = "spec", value_name = "DURATION", value_parser = duration_arg)]
     pub time_limit: Option<Duration>,
     /// Restart after any exit.
-    #[arg(long)]
+    #[arg(long, group = "spec")]
     pub ensure_alive: bool,
     /// Restart after a limit violation.
-    #[arg(long)]
+    #[arg(long, group = "spec")]
     pub restart: bool,
     /// With --ensure-alive, a clean exit (status 0) is final.
-    #[arg(long)]
+    #[arg(long, group = "spec")]
     pub allow_exit: bool,
     /// Consecutive restarts before giving up (-1 = unlimited; 2 = 3 runs in all).
-    #[arg(long, default_value_t = -1, value_name = "N")]
+    #[arg(long, group = "spec", default_value_t = -1, value_name = "N")]
     pub max_restarts: i64,
     /// Run as this user (name or number): setgid, initgroups, setuid; HOME and USER are set.
-    #[arg(long, value_name = "USER")]
+    #[arg(long, group = "spec", value_name = "USER")]
     pub uid: Option<Principal>,
     /// Run with this primary group (default: the user's).
-    #[arg(long, value_name = "GROUP")]
+    #[arg(long, group = "spec", value_name = "GROUP")]
     pub gid: Option<Principal>,
     /// Directory for the stdout log, or '-' to inherit the tasksitter's stdout.
     #[arg(long, default_value = "-", value_name = "DIR")]
@@ -94,37 +117,37 @@ pub struct Cli {
     #[arg(long, default_value = "-", value_name = "DIR")]
     pub stderr_location: String,
     /// Extra environment variable (repeatable).
-    #[arg(long = "env", value_name = "K=V", value_parser = env_arg)]
+    #[arg(long = "env", group = "spec", value_name = "K=V", value_parser = env_arg)]
     pub env: Vec<(String, String)>,
     /// Working directory of the workload.
-    #[arg(long)]
+    #[arg(long, group = "spec")]
     pub cwd: Option<PathBuf>,
     /// Signal sent to the process group to stop it.
-    #[arg(long, default_value = "TERM")]
+    #[arg(long, group = "spec", default_value = "TERM")]
     pub stop_signal: String,
     /// Grace period between the stop signal and SIGKILL.
-    #[arg(long, default_value = "10s", value_parser = duration_arg)]
+    #[arg(long, group = "spec", default_value = "10s", value_parser = duration_arg)]
     pub stop_timeout: Duration,
     /// Delay of the second consecutive restart; each further one doubles it (the first is immediate).
-    #[arg(long, default_value = "100ms", value_parser = duration_arg)]
+    #[arg(long, id = "backoff.initial_secs", group = "spec", default_value = "100ms", value_parser = duration_arg)]
     pub backoff_initial: Duration,
     /// Cap on the restart delay.
-    #[arg(long, default_value = "30s", value_parser = duration_arg)]
+    #[arg(long, id = "backoff.max_secs", group = "spec", default_value = "30s", value_parser = duration_arg)]
     pub backoff_max: Duration,
     /// A run this long is healthy: backoff and the --max-restarts count start over.
-    #[arg(long, default_value = "10s", value_parser = duration_arg)]
+    #[arg(long, id = "backoff.healthy_after_secs", group = "spec", default_value = "10s", value_parser = duration_arg)]
     pub healthy_after: Duration,
     /// Rotate a log file when it reaches this size (bytes, or 512K, 10M, 1G).
-    #[arg(long, default_value = "10M", value_parser = size_arg)]
+    #[arg(long, id = "log_rotation.max_bytes", group = "spec", default_value = "10M", value_parser = size_arg)]
     pub log_max_bytes: u64,
     /// Rotated log files to keep per stream.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, id = "log_rotation.backups", group = "spec", default_value_t = 5)]
     pub log_backups: u32,
     /// Over the CPU limit: throttle (cgroup quota) or restart (kill after a window of over-use).
-    #[arg(long, value_enum)]
+    #[arg(long, group = "spec", value_enum)]
     pub cpu_action: Option<CpuActionArg>,
     /// Window over which CPU use is averaged for --cpu-action restart.
-    #[arg(long, default_value = "5s", value_parser = duration_arg)]
+    #[arg(long, group = "spec", default_value = "5s", value_parser = duration_arg)]
     pub cpu_window: Duration,
     /// How limits are enforced.
     #[arg(long, value_enum, default_value = "auto")]
@@ -137,7 +160,7 @@ pub struct Cli {
     #[arg(long, default_value = "cerebro")]
     pub cgroup_parent: PathBuf,
     /// Start in state 'stopped' and wait for POST /api/v1/start.
-    #[arg(long)]
+    #[arg(long, group = "spec")]
     pub no_auto_start: bool,
     /// Keep running (and serving HTTP) after the workload ends for good, instead of exiting with its status.
     #[arg(long)]
@@ -162,16 +185,6 @@ pub struct Cli {
     pub insecure: bool,
 }
 
-/// The user the workload runs as, resolved once at start.
-#[derive(Debug, Clone)]
-pub struct RunAs {
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<u32>,
-    pub name: Option<String>,
-    pub home: Option<PathBuf>,
-}
-
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub addr: SocketAddr,
@@ -194,18 +207,6 @@ pub struct SitterConfig {
     pub linger: bool,
 }
 
-/// Maps a spec field to the flag that sets it, so errors name what the user typed.
-fn flag_for(field: &str) -> String {
-    let flag = match field {
-        "backoff.initial_secs" => "backoff-initial",
-        "backoff.max_secs" => "backoff-max",
-        "backoff.healthy_after_secs" => "healthy-after",
-        "log_rotation.max_bytes" => "log-max-bytes",
-        other => return format!("--{}", other.replace('_', "-")),
-    };
-    format!("--{flag}")
-}
-
 fn location(text: &str) -> Option<PathBuf> {
     (text != "-").then(|| PathBuf::from(text))
 }
@@ -220,14 +221,23 @@ fn default_name(command: &str) -> String {
         .to_string()
 }
 
+/// The flag that sets spec field `field`, read from the flag definitions
+/// (see [`Cli`]), so errors name what the user typed.
+fn flag_of(field: &str) -> String {
+    Cli::command()
+        .get_arguments()
+        .find(|arg| arg.get_id() == field)
+        .and_then(|arg| arg.get_long())
+        .map_or_else(|| field.to_string(), |long| format!("--{long}"))
+}
+
 impl Cli {
-    /// Validates every flag and resolves users and groups; all problems are reported together.
-    pub fn into_config(self) -> Result<SitterConfig, ValidationErrors> {
+    /// The spec the task flags describe.
+    fn flag_spec(&self) -> TaskSpec {
+        let command = self.command.clone().unwrap_or_default();
         let mut spec = TaskSpec::new(
-            self.name
-                .clone()
-                .unwrap_or_else(|| default_name(&self.command)),
-            self.command.clone(),
+            self.name.clone().unwrap_or_else(|| default_name(&command)),
+            command,
         );
         spec.allow_exit = self.allow_exit;
         spec.auto_start = !self.no_auto_start;
@@ -257,11 +267,36 @@ impl Cli {
             max_bytes: self.log_max_bytes,
             backups: self.log_backups,
         };
+        spec
+    }
 
-        let mut errors = spec.validate_with(&flag_for).err().unwrap_or_default();
-        if let Some(cwd) = &self.cwd {
-            if cwd.is_absolute() && !cwd.is_dir() {
-                errors.push("--cwd", format!("{} is not a directory", cwd.display()));
+    /// Validates the spec (`TaskSpec::validate`, then `cerebro_host::check_host`)
+    /// and every runtime flag; all problems are reported together. Errors
+    /// about the spec name its flag, or its field when it came from `--spec-file`.
+    pub fn into_config(self) -> Result<SitterConfig, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        let (spec, name_of): (Option<TaskSpec>, fn(&str) -> String) = match &self.spec_file {
+            Some(path) => match cerebro_host::layout::read_spec(path) {
+                Ok(spec) => (Some(spec), str::to_string),
+                Err(error) => {
+                    errors.push("--spec-file", error.to_string());
+                    (None, str::to_string)
+                }
+            },
+            None => (Some(self.flag_spec()), flag_of),
+        };
+        let mut run_as = None;
+        if let Some(spec) = &spec {
+            let found = spec.validate().err().into_iter();
+            let host = match cerebro_host::check_host(spec) {
+                Ok(resolved) => {
+                    run_as = resolved;
+                    None
+                }
+                Err(host) => Some(host),
+            };
+            for error in found.chain(host).flat_map(|e| e.errors) {
+                errors.push(name_of(&error.field), error.message);
             }
         }
         if self
@@ -270,11 +305,13 @@ impl Cli {
         {
             errors.push("--poll-interval", "must be at least 10ms");
         }
-        if self.cpu_action == Some(CpuActionArg::Throttle)
+        if spec
+            .as_ref()
+            .is_some_and(|s| s.cpu_action == Some(CpuAction::Throttle))
             && self.limits_backend == BackendChoice::Poll
         {
             errors.push(
-                "--cpu-action",
+                name_of("cpu_action"),
                 "throttle needs the cgroup backend; use restart with --limits-backend poll",
             );
         }
@@ -286,13 +323,6 @@ impl Cli {
         {
             errors.push("--cgroup-parent", "must be a relative path without '..'");
         }
-        let run_as = match resolve_run_as(self.uid.as_ref(), self.gid.as_ref()) {
-            Ok(run_as) => run_as,
-            Err((field, message)) => {
-                errors.push(field, message);
-                None
-            }
-        };
         let token = match cerebro_web::load_token(self.token_file.as_deref(), "CEREBRO_TOKEN") {
             Ok(token) => token,
             Err(error) => {
@@ -317,6 +347,9 @@ impl Cli {
                 ),
             );
         }
+        let Some(spec) = spec else {
+            return Err(errors);
+        };
         errors.into_result(SitterConfig {
             spec,
             stdout_dir: location(&self.stdout_location),
@@ -330,77 +363,6 @@ impl Cli {
             linger: self.linger,
         })
     }
-}
-
-fn resolve_group(group: &Principal) -> Result<u32, (String, String)> {
-    match group {
-        Principal::Id(id) => Ok(*id),
-        Principal::Name(name) => match nix::unistd::Group::from_name(name) {
-            Ok(Some(g)) => Ok(g.gid.as_raw()),
-            Ok(None) => Err(("--gid".into(), format!("unknown group '{name}'"))),
-            Err(e) => Err((
-                "--gid".into(),
-                format!("cannot look up group '{name}': {e}"),
-            )),
-        },
-    }
-}
-
-/// Resolves --uid/--gid to numbers and the user's supplementary groups.
-pub fn resolve_run_as(
-    uid: Option<&Principal>,
-    gid: Option<&Principal>,
-) -> Result<Option<RunAs>, (String, String)> {
-    let explicit_gid = gid.map(resolve_group).transpose()?;
-    let Some(uid) = uid else {
-        return Ok(explicit_gid.map(|gid| RunAs {
-            uid: nix::unistd::getuid().as_raw(),
-            gid,
-            groups: vec![gid],
-            name: None,
-            home: None,
-        }));
-    };
-    let lookup = match uid {
-        Principal::Id(id) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(*id)),
-        Principal::Name(name) => nix::unistd::User::from_name(name),
-    }
-    .map_err(|e| {
-        (
-            "--uid".to_string(),
-            format!("cannot look up user '{uid}': {e}"),
-        )
-    })?;
-    let user = match (lookup, uid) {
-        (Some(user), _) => user,
-        // A bare number without a passwd entry is still a valid uid.
-        (None, Principal::Id(id)) => {
-            let gid = explicit_gid.unwrap_or(*id);
-            return Ok(Some(RunAs {
-                uid: *id,
-                gid,
-                groups: vec![gid],
-                name: None,
-                home: None,
-            }));
-        }
-        (None, Principal::Name(name)) => {
-            return Err(("--uid".into(), format!("unknown user '{name}'")))
-        }
-    };
-    let gid = explicit_gid.unwrap_or(user.gid.as_raw());
-    let groups = CString::new(user.name.clone())
-        .ok()
-        .and_then(|cname| nix::unistd::getgrouplist(&cname, nix::unistd::Gid::from_raw(gid)).ok())
-        .map(|list| list.into_iter().map(|g| g.as_raw()).collect())
-        .unwrap_or_else(|| vec![gid]);
-    Ok(Some(RunAs {
-        uid: user.uid.as_raw(),
-        gid,
-        groups,
-        name: Some(user.name),
-        home: Some(user.dir),
-    }))
 }
 
 #[cfg(test)]
@@ -480,5 +442,65 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(errors.errors[0].field, "--cpu-action");
+    }
+
+    #[test]
+    fn names_and_commands_may_start_with_a_dash() {
+        let config = parse(&["--name", "-x", "--command", "-c true"]).unwrap();
+        assert_eq!(config.spec.name, "-x");
+        assert_eq!(config.spec.command, "-c true");
+        let config = parse(&["--name", "--x", "--command", "true"]).unwrap();
+        assert_eq!(config.spec.name, "--x");
+        assert_eq!(
+            parse(&["--name=-x", "--command", "true"])
+                .unwrap()
+                .spec
+                .name,
+            "-x"
+        );
+    }
+
+    #[test]
+    fn memory_takes_the_job_file_sizes() {
+        let mem = |text| {
+            parse(&["--command", "true", "--mem", text])
+                .unwrap()
+                .spec
+                .mem
+        };
+        assert_eq!(mem("300"), Some(300.0));
+        assert_eq!(mem("512M"), Some(512.0));
+        assert_eq!(mem("2G"), Some(2048.0));
+        assert!(Cli::try_parse_from(["tasksitter", "--command", "true", "--mem", "lots"]).is_err());
+    }
+
+    #[test]
+    fn errors_name_the_flag_of_a_renamed_field() {
+        let errors = parse(&["--command", "true", "--log-max-bytes", "10"]).unwrap_err();
+        assert_eq!(errors.errors[0].field, "--log-max-bytes");
+        assert_eq!(flag_of("backoff.initial_secs"), "--backoff-initial");
+        assert_eq!(flag_of("time_limit"), "--time-limit");
+    }
+
+    #[test]
+    fn a_spec_file_is_the_whole_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spec.json");
+        let mut spec = TaskSpec::new("--odd name", "sleep 1");
+        spec.mem = Some(64.0);
+        spec.auto_start = false;
+        std::fs::write(&path, serde_json::to_string(&spec).unwrap()).unwrap();
+        let file = path.to_str().unwrap();
+        assert_eq!(parse(&["--spec-file", file]).unwrap().spec, spec);
+        assert!(
+            Cli::try_parse_from(["tasksitter", "--spec-file", file, "--mem", "5"]).is_err(),
+            "task flags and a spec file exclude each other"
+        );
+        spec.mem = Some(-1.0);
+        std::fs::write(&path, serde_json::to_string(&spec).unwrap()).unwrap();
+        let errors = parse(&["--spec-file", file]).unwrap_err();
+        assert_eq!(errors.errors[0].field, "mem", "{errors}");
+        let errors = parse(&["--spec-file", "/no/such/spec.json"]).unwrap_err();
+        assert_eq!(errors.errors[0].field, "--spec-file", "{errors}");
     }
 }

@@ -1,15 +1,16 @@
 //! The tasksitter's HTTP side: JSON status, logs and control under /api/v1,
 //! HTML pages for people, Prometheus metrics. It only reads the status the
-//! supervisor publishes and sends it commands; it never touches the workload.
+//! supervisor publishes and sends it requests; it never touches the workload.
 
 use crate::logs::LogLocation;
-use crate::supervisor::{Command, CommandReply, SharedStatus};
+use crate::supervisor::{ReplyTo, Request, SharedStatus};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
+use cerebro_host::logs::ReadChunkError;
 use cerebro_types::time::{format_rfc3339_ms, now_ms};
 use cerebro_types::{
     normalize_signal_name, EventKind, LogChunk, LogFileInfo, LogStream, TaskStatus,
@@ -22,14 +23,10 @@ use std::fmt::Write;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
-/// Most bytes one log request returns.
-const MAX_LOG_BYTES: u64 = 4 * 1024 * 1024;
-const DEFAULT_TAIL_LINES: usize = 100;
-
 #[derive(Clone)]
 pub struct AppState {
     pub status: SharedStatus,
-    pub commands: mpsc::Sender<(Command, CommandReply)>,
+    pub requests: mpsc::Sender<(Request, ReplyTo)>,
     pub logs: Arc<Vec<LogLocation>>,
 }
 
@@ -42,9 +39,9 @@ pub fn router(state: AppState, token: Option<Token>) -> Router {
         .route("/api/v1/status", get(status_json))
         .route("/api/v1/logs", get(list_logs))
         .route("/api/v1/logs/{stream}", get(read_log))
-        .route("/api/v1/start", post(|s| control(s, Command::Start)))
-        .route("/api/v1/stop", post(|s| control(s, Command::Stop)))
-        .route("/api/v1/restart", post(|s| control(s, Command::Restart)))
+        .route("/api/v1/start", post(|s| control(s, Request::Start)))
+        .route("/api/v1/stop", post(|s| control(s, Request::Stop)))
+        .route("/api/v1/restart", post(|s| control(s, Request::Restart)))
         .route("/api/v1/signal", post(send_signal))
         // An authenticated no-op: a supervisor proves a tasksitter holds its secret.
         .route(
@@ -96,51 +93,15 @@ fn find_log<'a>(state: &'a AppState, stream: &str) -> Result<&'a LogLocation, Ap
         })
 }
 
-fn number<T: std::str::FromStr>(
-    query: &HashMap<String, String>,
-    field: &str,
-) -> Result<Option<T>, ApiError> {
-    query
-        .get(field)
-        .map(|v| {
-            v.parse().map_err(|_| {
-                ApiError::bad_field(field, format!("'{v}' is not a non-negative number"))
-            })
-        })
-        .transpose()
-}
-
-/// `?tail=N` for the last N lines, `?offset=B[&limit=L]` to follow from byte B; any other
-/// parameter is refused. Shared with the machinesitter, which serves the same files.
-pub fn read_chunk(
+/// A log read, its errors as API errors: a bad parameter is a 400 naming it.
+fn read_chunk(
     location: &LogLocation,
     query: &HashMap<String, String>,
 ) -> Result<LogChunk, ApiError> {
-    let tail: Option<usize> = number(query, "tail")?;
-    let offset: Option<u64> = number(query, "offset")?;
-    let limit = number::<u64>(query, "limit")?
-        .unwrap_or(MAX_LOG_BYTES)
-        .min(MAX_LOG_BYTES);
-    if let Some(unknown) = query
-        .keys()
-        .find(|k| !["tail", "offset", "limit"].contains(&k.as_str()))
-    {
-        return Err(ApiError::bad_field(
-            unknown.clone(),
-            "unknown parameter (tail, offset, limit)",
-        ));
-    }
-    let result = match (tail, offset) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_field(
-                "offset",
-                "give either tail or offset, not both",
-            ))
-        }
-        (_, Some(offset)) => location.read_from(offset, limit),
-        (tail, None) => location.tail(tail.unwrap_or(DEFAULT_TAIL_LINES), limit),
-    };
-    result.map_err(|e| ApiError::internal(format!("cannot read log: {e}")))
+    cerebro_host::logs::read_chunk(location, query).map_err(|error| match error {
+        ReadChunkError::BadField { field, message } => ApiError::bad_field(field, message),
+        ReadChunkError::Io(e) => ApiError::internal(format!("cannot read log: {e}")),
+    })
 }
 
 async fn read_log(
@@ -158,28 +119,28 @@ pub struct ControlReply {
     pub status: TaskStatus,
 }
 
-async fn ask(state: &AppState, command: Command) -> Result<Json<ControlReply>, ApiError> {
+async fn ask(state: &AppState, request: Request) -> Result<Json<ControlReply>, ApiError> {
     let (reply, answer) = oneshot::channel();
     state
-        .commands
-        .send((command, reply))
+        .requests
+        .send((request, reply))
         .await
         .map_err(|_| ApiError::conflict("the tasksitter is shutting down"))?;
     let result = answer
         .await
         .map_err(|_| ApiError::conflict("the tasksitter is shutting down"))?
-        .map_err(ApiError::conflict)?;
+        .map_err(|refused| ApiError::conflict(refused.to_string()))?;
     Ok(Json(ControlReply {
-        result,
+        result: result.to_string(),
         status: snapshot(state),
     }))
 }
 
 async fn control(
     State(state): State<AppState>,
-    command: Command,
+    request: Request,
 ) -> Result<Json<ControlReply>, ApiError> {
-    ask(&state, command).await
+    ask(&state, request).await
 }
 
 #[derive(Deserialize)]
@@ -206,7 +167,7 @@ async fn send_signal(
             ),
         )
     })?;
-    ask(&state, Command::Signal(name)).await
+    ask(&state, Request::Signal(name)).await
 }
 
 fn metrics_text(status: &TaskStatus) -> String {

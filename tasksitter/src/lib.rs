@@ -2,12 +2,12 @@
 //! limits planned for it. See `supervisor` for the loop that owns the
 //! workload and `cgroup`/`proctree` for the two enforcement backends.
 
-pub mod cgroup;
 pub mod cli;
 pub mod http;
 pub mod logs;
-pub mod proctree;
 pub mod supervisor;
+
+pub use cerebro_host::{cgroup, proctree};
 
 use cli::SitterConfig;
 use std::sync::Arc;
@@ -35,7 +35,7 @@ pub enum SitterError {
 pub async fn run(config: SitterConfig) -> Result<i32, SitterError> {
     let config = Arc::new(config);
     let supervisor = Supervisor::new(config.clone())?;
-    let (commands_tx, commands_rx) = tokio::sync::mpsc::channel(16);
+    let (requests_tx, requests_rx) = tokio::sync::mpsc::channel(16);
     if let Some(http) = &config.http {
         let listener = tokio::net::TcpListener::bind(http.addr)
             .await
@@ -51,7 +51,7 @@ pub async fn run(config: SitterConfig) -> Result<i32, SitterError> {
         tracing::info!(%bound, "serving HTTP");
         let state = http::AppState {
             status: supervisor.status(),
-            commands: commands_tx.clone(),
+            requests: requests_tx.clone(),
             logs: Arc::new(supervisor.log_locations()),
         };
         let app = http::router(state, config.token.clone());
@@ -61,5 +61,5 @@ pub async fn run(config: SitterConfig) -> Result<i32, SitterError> {
             }
         });
     }
-    Ok(supervisor.run(commands_rx).await?)
+    Ok(supervisor.run(requests_rx).await?)
 }

@@ -334,3 +334,35 @@ fn the_tree_keeps_its_grace_period_when_the_main_process_dies_first() {
         "the child was not SIGKILLed early"
     );
 }
+
+#[test]
+fn a_name_that_starts_with_a_dash_is_a_name() {
+    for (flags, stem) in [
+        (&["--name", "-x"][..], "-x"),
+        (&["--name=-x"][..], "-x"),
+        (&["--name", "--x"][..], "--x"),
+    ] {
+        let mut args = flags.to_vec();
+        args.extend(["--command", "echo dashed"]);
+        let (code, sitter) = run_to_end(&args);
+        assert_eq!(code, 0, "{flags:?}");
+        assert_eq!(count_lines(&sitter.log_path(stem, "stdout"), "dashed"), 1);
+    }
+}
+
+#[test]
+fn a_spec_file_runs_like_the_flags() {
+    let scratch = scratch_dir();
+    let spec = scratch.path().join("spec.json");
+    std::fs::write(
+        &spec,
+        r#"{"name": "-from-file", "command": "echo from file; exit 5", "mem": "64M"}"#,
+    )
+    .unwrap();
+    let (code, sitter) = run_to_end(&["--spec-file", spec.to_str().unwrap()]);
+    assert_eq!(code, 5);
+    assert_eq!(
+        count_lines(&sitter.log_path("-from-file", "stdout"), "from file"),
+        1
+    );
+}

@@ -60,6 +60,16 @@ pub fn parse_size(input: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// Parses a memory size in megabytes, as job files and `tasksitter --mem`
+/// take it: a bare number is megabytes (`512`, `-5` for validation to
+/// refuse), a suffixed size is converted (`512M`, `2G`, `1048576B`).
+pub fn parse_mem_mb(input: &str) -> Result<f64, String> {
+    match input.trim().parse::<f64>() {
+        Ok(n) => Ok(n),
+        Err(_) => parse_size(input).map(|bytes| bytes as f64 / (1024.0 * 1024.0)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +94,15 @@ mod tests {
         assert_eq!(parse_size("1g").unwrap(), 1 << 30);
         assert!(parse_size("ten").is_err());
         assert!(parse_size("5 apples").is_err());
+    }
+
+    #[test]
+    fn memory_in_megabytes() {
+        assert_eq!(parse_mem_mb("300").unwrap(), 300.0);
+        assert_eq!(parse_mem_mb("512M").unwrap(), 512.0);
+        assert_eq!(parse_mem_mb("2G").unwrap(), 2048.0);
+        assert_eq!(parse_mem_mb("-5").unwrap(), -5.0);
+        assert!(parse_mem_mb("lots").is_err());
     }
 }
 
@@ -111,21 +130,13 @@ pub mod serde_human {
         }
     }
 
-    fn megabytes(text: &str) -> Result<f64, String> {
-        // A bare number in text means megabytes, as a number does.
-        match text.trim().parse::<f64>() {
-            Ok(n) => Ok(n),
-            Err(_) => super::parse_size(text).map(|bytes| bytes as f64 / (1024.0 * 1024.0)),
-        }
-    }
-
     fn seconds(text: &str) -> Result<f64, String> {
         super::parse_duration(text).map(|d| d.as_secs_f64())
     }
 
     /// Megabytes: `512`, `"512"`, `"512M"`, `"2G"`.
     pub fn mem_mb<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
-        read(deserializer, megabytes)
+        read(deserializer, super::parse_mem_mb)
     }
 
     /// Seconds: `30`, `"30"`, `"500ms"`, `"5m"`.

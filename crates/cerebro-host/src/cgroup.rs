@@ -10,18 +10,23 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// A cgroup operation that failed, saying what was being done and where.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
+    /// `action` (e.g. "write") on `path` failed.
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
         path: PathBuf,
         source: io::Error,
     },
+    /// A cgroup file held something other than expected.
     #[error("cannot parse {path}: {detail}")]
     Parse { path: PathBuf, detail: String },
+    /// This host offers no cgroup hierarchy we can use.
     #[error("no usable cgroup hierarchy: {0}")]
     Unavailable(String),
+    /// Members kept appearing for about a second of SIGKILL rounds.
     #[error("cgroup {0} still has processes after repeated SIGKILL")]
     Unkillable(PathBuf),
 }
@@ -66,20 +71,29 @@ fn keyed_value(path: &Path, key: &str) -> Result<Option<u64>, CgroupError> {
 /// Usage of the whole cgroup at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CgroupSample {
+    /// CPU time used by every member since the cgroup was made, in ns.
     pub cpu_usage_ns: u64,
+    /// Memory charged to the cgroup, page cache excluded where the kernel allows, in bytes.
     pub rss_bytes: u64,
+    /// Times the kernel's OOM killer fired in the cgroup.
     pub oom_kills: u64,
     /// Highest memory charge seen, where the kernel keeps it.
     pub peak_bytes: Option<u64>,
 }
 
+/// One task's cgroup (a directory per v1 controller, or one v2 directory).
 pub trait Cgroup: Send + Sync {
+    /// Which version this is, for the status.
     fn kind(&self) -> LimitsBackendKind;
     /// The `cgroup.procs` files a process writes "0" into to join.
     fn procs_files(&self) -> Vec<PathBuf>;
+    /// Holds the members to `cores` of CPU time per wall-clock second.
     fn set_cpu_quota(&self, cores: f64) -> Result<(), CgroupError>;
+    /// Caps the members' memory at `bytes`; the kernel OOM-kills beyond it.
     fn set_memory_limit(&self, bytes: u64) -> Result<(), CgroupError>;
+    /// Current usage of every member together.
     fn sample(&self) -> Result<CgroupSample, CgroupError>;
+    /// The member processes now.
     fn pids(&self) -> Result<Vec<i32>, CgroupError>;
     /// SIGKILL every member, repeatedly until none is left.
     fn kill_all(&self) -> Result<(), CgroupError>;
@@ -167,8 +181,11 @@ pub struct CgroupV1 {
 /// Where the v1 controllers we need are mounted (they may share one mount).
 #[derive(Debug, Clone, PartialEq)]
 pub struct V1Mounts {
+    /// The `cpu` controller's mount.
     pub cpu: PathBuf,
+    /// The `cpuacct` controller's mount.
     pub cpuacct: PathBuf,
+    /// The `memory` controller's mount.
     pub memory: PathBuf,
 }
 
@@ -375,10 +392,12 @@ impl Cgroup for CgroupV2 {
 pub struct Hierarchies {
     /// A cgroup2 mount whose controllers include cpu and memory.
     pub v2: Option<PathBuf>,
+    /// The v1 mounts of cpu, cpuacct and memory, when all three exist.
     pub v1: Option<V1Mounts>,
 }
 
 impl Hierarchies {
+    /// The hierarchies this process sees, from /proc/self/mountinfo.
     pub fn discover() -> Self {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         Self::from_mountinfo(&mountinfo, Path::new("/"))

@@ -47,7 +47,9 @@ pub fn descendants(root: i32, excluded: &[i32]) -> Vec<i32> {
 /// CPU time and resident memory of one process.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProcUsage {
+    /// User plus system time, in clock ticks.
     pub cpu_ticks: u64,
+    /// Resident set, in pages.
     pub rss_pages: u64,
     /// Zombies have exited already: they hold no memory and run no code.
     pub zombie: bool,
@@ -70,6 +72,7 @@ pub fn parse_stat(text: &str) -> Option<ProcUsage> {
     })
 }
 
+/// Usage of process `pid`; `None` once it is gone.
 pub fn usage_of(pid: i32) -> Option<ProcUsage> {
     parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
@@ -77,11 +80,15 @@ pub fn usage_of(pid: i32) -> Option<ProcUsage> {
 /// Summed usage of a set of processes, in bytes and nanoseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TreeUsage {
+    /// CPU time used, in ns.
     pub cpu_ns: u64,
+    /// Resident memory, in bytes.
     pub rss_bytes: u64,
+    /// Processes counted, zombies not included.
     pub live_processes: u32,
 }
 
+/// Summed usage of `pids`; processes gone meanwhile count for nothing.
 pub fn tree_usage(pids: &[i32]) -> TreeUsage {
     let (page, ticks_per_sec) = host_units();
     let mut total = TreeUsage::default();

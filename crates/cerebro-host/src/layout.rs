@@ -1,0 +1,148 @@
+//! The task directory: the contract between a machinesitter and the
+//! tasksitters it starts. The machinesitter writes the spec file and the
+//! token before starting `tasksitter --spec-file <dir>/spec.json`; the
+//! tasksitter writes its address file once it listens. A machinesitter that
+//! lost its state file finds running tasks again from these files alone.
+
+use crate::logs::file_stem;
+use cerebro_types::TaskSpec;
+use std::path::{Path, PathBuf};
+
+/// The spec file's name inside a task directory.
+pub const SPEC_FILE: &str = "spec.json";
+/// The bearer token file's name inside a task directory.
+pub const TOKEN_FILE: &str = "token";
+/// The name of the file the tasksitter writes its bound `ip:port` to.
+pub const ADDRESS_FILE: &str = "address";
+/// The tasksitter's own stdout and stderr (not the workload's).
+pub const SITTER_LOG_FILE: &str = "tasksitter.log";
+
+/// Where one task's files live under a machinesitter's state directory:
+/// `<state>/tasks/<dir_name>/` (private: spec, token, address, the
+/// tasksitter's log) and `<state>/logs/<dir_name>/` (the workload's logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskDir {
+    /// The private directory: spec file, token, address file.
+    pub dir: PathBuf,
+    /// The directory of the workload's stdout and stderr logs.
+    pub logs: PathBuf,
+}
+
+impl TaskDir {
+    /// The directories of the task whose directory name is `dir_name` (see [`dir_name`]).
+    pub fn new(state_dir: &Path, dir_name: &str) -> Self {
+        Self {
+            dir: tasks_root(state_dir).join(dir_name),
+            logs: state_dir.join("logs").join(dir_name),
+        }
+    }
+
+    /// The JSON `TaskSpec` the tasksitter runs.
+    pub fn spec(&self) -> PathBuf {
+        self.dir.join(SPEC_FILE)
+    }
+
+    /// The secret the tasksitter requires on its mutating endpoints.
+    pub fn token(&self) -> PathBuf {
+        self.dir.join(TOKEN_FILE)
+    }
+
+    /// Where the tasksitter announces its HTTP address.
+    pub fn address(&self) -> PathBuf {
+        self.dir.join(ADDRESS_FILE)
+    }
+
+    /// The tasksitter's own output: usually why it exited, when it did.
+    pub fn sitter_log(&self) -> PathBuf {
+        self.dir.join(SITTER_LOG_FILE)
+    }
+
+    /// The task directory whose spec file is `spec_file`, if `spec_file` is
+    /// one directly under `<state_dir>/tasks/<dir_name>/`.
+    pub fn of_spec_file(state_dir: &Path, spec_file: &Path) -> Option<(String, TaskDir)> {
+        if spec_file.file_name()? != SPEC_FILE {
+            return None;
+        }
+        let dir = spec_file.parent()?;
+        if dir.parent()? != tasks_root(state_dir) {
+            return None;
+        }
+        let dir_name = dir.file_name()?.to_str()?.to_string();
+        let task_dir = TaskDir::new(state_dir, &dir_name);
+        Some((dir_name, task_dir))
+    }
+}
+
+/// A spec file that cannot be read or is not a `TaskSpec`.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecFileError {
+    /// The file could not be read (missing, unreadable).
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not a valid `TaskSpec`.
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+/// Reads a spec file (JSON `TaskSpec`, as the machinesitter writes it).
+pub fn read_spec(path: &Path) -> Result<TaskSpec, SpecFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SpecFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| SpecFileError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The bytes of a spec file for `spec`; written atomically by the machinesitter.
+pub fn spec_file_contents(spec: &TaskSpec) -> serde_json::Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec_pretty(spec)?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+fn tasks_root(state_dir: &Path) -> PathBuf {
+    state_dir.join("tasks")
+}
+
+/// A directory name for a task: a readable stem plus a hash of the full name,
+/// so different names never share files.
+pub fn dir_name(task_name: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in task_name.bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let stem: String = file_stem(task_name).chars().take(48).collect();
+    format!("{stem}-{:08x}", hash as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_names_are_distinct_and_safe() {
+        assert_ne!(dir_name("a b"), dir_name("a_b"));
+        assert!(dir_name("../../etc").starts_with("_.._etc-"));
+        assert!(!dir_name("x/y").contains('/'));
+        assert!(dir_name("-dash-first").starts_with("-dash-first-"));
+    }
+
+    #[test]
+    fn a_spec_file_names_its_task_dir() {
+        let state = Path::new("/var/lib/cerebro");
+        let task = TaskDir::new(state, "web-0123abcd");
+        let (name, found) = TaskDir::of_spec_file(state, &task.spec()).unwrap();
+        assert_eq!((name.as_str(), &found), ("web-0123abcd", &task));
+        assert!(TaskDir::of_spec_file(state, &task.token()).is_none());
+        assert!(TaskDir::of_spec_file(Path::new("/elsewhere"), &task.spec()).is_none());
+    }
+}

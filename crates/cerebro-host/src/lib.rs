@@ -1,0 +1,22 @@
+//! What a Cerebro task is on this host's OS, shared by the tasksitter (which
+//! lives in it) and the machinesitter (which sets it up and cleans after it):
+//!
+//! - `layout`: the task directory (spec file, token, address file, the
+//!   tasksitter's own log) and the directory-name rule;
+//! - `logs`: the workload's log file names and how a chunk of one is read;
+//! - `cgroup` and `proctree`: the two enforcement backends, and killing what
+//!   a cgroup still holds;
+//! - `run_as`: resolving the user and group a task runs as, and `check_host`,
+//!   the one check of a spec against this host (users, groups, working
+//!   directory) that both sitters make, its errors naming spec fields.
+//!
+//! Nothing here speaks HTTP or knows the supervisor's loop.
+
+pub mod cgroup;
+pub mod layout;
+pub mod logs;
+pub mod proctree;
+pub mod run_as;
+
+pub use layout::TaskDir;
+pub use run_as::{check_host, resolve_run_as, RunAs, RunAsError};
