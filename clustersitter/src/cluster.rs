@@ -60,6 +60,36 @@ impl AssignmentIndex<'_> {
 
 pub use cerebro_web::lock;
 
+/// What [`Cluster::upsert_job`] did to the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpsertOutcome {
+    Created,
+    Updated,
+    /// The job was already exactly so: nothing to persist.
+    Unchanged,
+}
+
+impl UpsertOutcome {
+    /// The word the events and the API use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpsertOutcome::Created => "created",
+            UpsertOutcome::Updated => "updated",
+            UpsertOutcome::Unchanged => "unchanged",
+        }
+    }
+}
+
+impl From<UpsertOutcome> for cerebro_types::cluster::JobResult {
+    fn from(outcome: UpsertOutcome) -> Self {
+        match outcome {
+            UpsertOutcome::Created => Self::Created,
+            UpsertOutcome::Updated => Self::Updated,
+            UpsertOutcome::Unchanged => Self::Unchanged,
+        }
+    }
+}
+
 impl Cluster {
     pub fn new(
         config: Arc<ClusterConfig>,
@@ -490,24 +520,24 @@ impl Cluster {
         None
     }
 
-    /// Creates or replaces a job; answers created, updated or unchanged. A
-    /// changed task configuration rolls out one machine at a time.
-    pub fn upsert_job(&mut self, spec: JobSpec) -> &'static str {
+    /// Creates or replaces a job. A changed task configuration rolls out
+    /// one machine at a time.
+    pub fn upsert_job(&mut self, spec: JobSpec) -> UpsertOutcome {
         let name = spec.name().to_string();
         let now = now_ms();
         let hosting = self.machines_hosting(&name);
         let min_healthy_ms = self.config.min_healthy.as_millis() as u64;
         let (result, rollout) = match self.state.jobs.get_mut(&name) {
-            Some(record) if record.spec == spec => ("unchanged", None),
+            Some(record) if record.spec == spec => (UpsertOutcome::Unchanged, None),
             Some(record) => {
                 let rolls = record.replace_spec(spec, &hosting, min_healthy_ms, now);
-                ("updated", rolls.then_some(record.generation))
+                (UpsertOutcome::Updated, rolls.then_some(record.generation))
             }
             None => {
                 self.state
                     .jobs
                     .insert(name.clone(), JobRecord::new(spec, now));
-                ("created", None)
+                (UpsertOutcome::Created, None)
             }
         };
         match rollout {
@@ -519,10 +549,196 @@ impl Cluster {
                     hosting.len()
                 ),
             ),
-            None if result != "unchanged" => self.event("job", &name, format!("config {result}")),
+            None if result != UpsertOutcome::Unchanged => {
+                self.event("job", &name, format!("config {}", result.as_str()))
+            }
             None => {}
         }
         result
+    }
+
+    /// The events kept, oldest first.
+    pub fn events(&self) -> &EventLog<ClusterEvent> {
+        &self.events
+    }
+
+    /// Job `name`, if it exists.
+    pub fn job(&self, name: &str) -> Option<&JobRecord> {
+        self.state.jobs.get(name)
+    }
+
+    /// Every job, sorted by name.
+    pub fn jobs(&self) -> impl Iterator<Item = (&String, &JobRecord)> {
+        self.state.jobs.iter()
+    }
+
+    /// Machine `id`, if the cluster has it.
+    pub fn machine(&self, id: &str) -> Option<&MachineRecord> {
+        self.state.machines.get(id)
+    }
+
+    /// Every machine, sorted by id.
+    pub fn machines(&self) -> impl Iterator<Item = &MachineRecord> {
+        self.state.machines.values()
+    }
+
+    /// Where every placed instance is, as the last placement left it.
+    pub fn assignments(&self) -> &[Assignment] {
+        &self.state.assignments
+    }
+
+    /// The idle machines kept per zone when no zone has its own limit.
+    pub fn idle_limit_default(&self) -> u32 {
+        self.state.idle_limit_default
+    }
+
+    /// The view of machine `id`, if the cluster has it.
+    pub fn view_of_machine(&self, id: &str) -> Option<MachineView> {
+        self.state.machines.get(id).map(|m| self.machine_view(m))
+    }
+
+    /// Records a start (`run`) or stop request for every instance of
+    /// `name`. `None`: no such job; `Some(changed)` otherwise.
+    pub fn request_run(&mut self, name: &str, run: bool) -> Option<bool> {
+        let job = self.state.jobs.get_mut(name)?;
+        if job.run_requested == Some(run) {
+            return Some(false);
+        }
+        job.run_requested = Some(run);
+        job.updated_ms = now_ms();
+        let message = if run {
+            "start requested: every instance runs"
+        } else {
+            "stop requested: every instance stops"
+        };
+        self.event("job", name, message);
+        Some(true)
+    }
+
+    /// The jobs linked to `name` (its followers), sorted.
+    pub fn followers_of(&self, name: &str) -> Vec<String> {
+        self.state
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.spec.linked_job.as_deref() == Some(name))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Removes job `name`; its instances stop at the next reconcile. The
+    /// caller checks that no job follows it.
+    pub fn remove_job(&mut self, name: &str) {
+        if self.state.jobs.remove(name).is_some() {
+            self.event("job", name, "removed; its instances stop");
+        }
+    }
+
+    /// Starts (or retargets) a rolling update of `name`; `None`: no such job.
+    pub fn start_rollout(
+        &mut self,
+        name: &str,
+        request: &cerebro_types::cluster::UpdateRequest,
+    ) -> Option<()> {
+        let hosting = self.machines_hosting(name);
+        let default_healthy = self.config.min_healthy;
+        let job = self.state.jobs.get_mut(name)?;
+        if request.version.is_some() {
+            job.version = request.version.clone();
+        }
+        job.begin_rollout(
+            &hosting,
+            request
+                .min_healthy_secs
+                .map_or(default_healthy.as_millis() as u64, |s| (s * 1000.0) as u64),
+            request.max_parallel.unwrap_or(1),
+            now_ms(),
+        );
+        let message = format!(
+            "rolling update to generation {}{} over {} machines",
+            job.generation,
+            request
+                .version
+                .as_ref()
+                .map(|v| format!(" (version {v})"))
+                .unwrap_or_default(),
+            hosting.len()
+        );
+        self.event("job", name, message);
+        Some(())
+    }
+
+    /// Notes that instance `index` of `name` was restarted by request.
+    pub fn instance_restarted(&mut self, name: &str, index: usize) {
+        self.event(
+            "job",
+            name,
+            format!("instance {index} restarted by request"),
+        );
+    }
+
+    /// Whether machine `id` was decommissioned by this cluster.
+    pub fn was_retired(&self, id: &str) -> bool {
+        self.state.was_retired(id)
+    }
+
+    /// Notes that a decommissioned machine registered again.
+    pub fn stale_machine_registered(&mut self, id: &str) {
+        self.event(
+            "machine",
+            id,
+            "registered after being decommissioned: removing its stale tasks",
+        );
+    }
+
+    /// A known machine registered at `address` with `capacity`; answers
+    /// whether anything changed that the reconciler must act on.
+    pub fn machine_registered(&mut self, id: &str, address: &str, capacity: Resources) -> bool {
+        let Some(machine) = self.state.machines.get_mut(id) else {
+            return false;
+        };
+        let moved = machine.address.as_deref() != Some(address);
+        let resized = machine.capacity != capacity;
+        machine.address = Some(address.to_string());
+        machine.capacity = capacity;
+        if moved {
+            self.event("machine", id, format!("registered at {address}"));
+        }
+        moved || resized
+    }
+
+    /// The lowest machine number free in `zone`.
+    pub fn free_number(&self, zone: &str) -> u32 {
+        self.state.free_number(zone)
+    }
+
+    /// An unknown machine joined by registering.
+    pub fn machine_joined(&mut self, record: MachineRecord) {
+        let id = record.id.clone();
+        let message = format!("joined at {}", record.address.as_deref().unwrap_or(""));
+        self.state.adopt_machine(record);
+        self.event("machine", &id, message);
+    }
+
+    /// Sets the idle limit of `zone`, or of every zone (clearing the
+    /// per-zone ones) when `None`.
+    pub fn set_idle_limit(&mut self, limit: u32, zone: Option<&str>) {
+        match zone {
+            Some(zone) => {
+                self.state
+                    .idle_limit_per_zone
+                    .insert(zone.to_string(), limit);
+                self.event("cluster", zone, format!("idle limit set to {limit}"));
+            }
+            None => {
+                self.state.idle_limit_default = limit;
+                self.state.idle_limit_per_zone.clear();
+                self.event(
+                    "cluster",
+                    "",
+                    format!("idle limit set to {limit} in every zone"),
+                );
+            }
+        }
     }
 
     /// The machines as placement sees them.

@@ -6,9 +6,12 @@
 pub mod api;
 pub mod cluster;
 pub mod config;
+mod http_error;
+pub mod ops;
 pub mod placement;
 pub mod provider;
 pub mod reconcile;
+pub mod session;
 pub mod store;
 pub mod ui;
 
@@ -104,19 +107,17 @@ pub async fn run(config: ClusterConfig) -> Result<(), ClusterError> {
         )
         .run(shutdown_rx.clone()),
     );
-    let app = api::router(
-        api::AppState {
-            cluster: cluster.clone(),
-            notify,
-            client: cerebro_web::HttpClient::new(Duration::from_secs(10), 2),
-            sessions: ui::Sessions::load(
-                &config.state_dir,
-                config.token.as_ref(),
-                config.ui_login_required,
-            ),
-        },
-        config.token.clone(),
+    let ops = ops::Ops {
+        cluster: cluster.clone(),
+        notify,
+        client: cerebro_web::HttpClient::new(Duration::from_secs(10), 2),
+    };
+    let sessions = session::Sessions::load(
+        &config.state_dir,
+        config.token.as_ref(),
+        config.ui_login_required,
     );
+    let app = router(ops, sessions, config.token.clone());
     let server = cerebro_web::daemon::spawn_server(listener, app, shutdown_rx);
     signals.wait().await;
     tracing::info!(on_exit = ?config.on_exit, "shutting down");
@@ -137,6 +138,16 @@ pub async fn run(config: ClusterConfig) -> Result<(), ClusterError> {
     }
     let _ = server.await;
     Ok(())
+}
+
+/// The whole HTTP surface: the JSON API (bearer token) and the pages
+/// (session cookie and CSRF token), two edges over the same operations.
+pub fn router(
+    ops: ops::Ops,
+    sessions: session::Sessions,
+    token: Option<cerebro_web::Token>,
+) -> axum::Router {
+    api::router(ops.clone(), token).merge(ui::router(ui::UiState { ops, sessions }))
 }
 
 /// Machinesitters of the local provider share the cluster's token file.

@@ -241,3 +241,75 @@ pub struct ClusterStatus {
     pub unplaced: Vec<Unplaced>,
     pub uptime_secs: u64,
 }
+
+/// What a job request did; serialized as the strings the API has always
+/// answered with (`created`, `updated`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobResult {
+    /// `PUT /jobs/{name}` for a new job (HTTP 201).
+    Created,
+    /// `PUT /jobs/{name}` that changed the job.
+    Updated,
+    /// `PUT /jobs/{name}` with the job as it already was.
+    Unchanged,
+    /// `DELETE /jobs/{name}`.
+    Deleted,
+    /// `POST /jobs/{name}/update`: a rolling update began.
+    Updating,
+    /// `POST /jobs/{name}/start`.
+    Starting,
+    /// `POST /jobs/{name}/stop`.
+    Stopping,
+    /// `POST /jobs/{name}/instances/{index}/restart`.
+    Restarting,
+}
+
+impl JobResult {
+    /// The wire string, for people.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobResult::Created => "created",
+            JobResult::Updated => "updated",
+            JobResult::Unchanged => "unchanged",
+            JobResult::Deleted => "deleted",
+            JobResult::Updating => "updating",
+            JobResult::Starting => "starting",
+            JobResult::Stopping => "stopping",
+            JobResult::Restarting => "restarting",
+        }
+    }
+}
+
+/// The body of every answer to a job request (`PUT`/`DELETE /jobs/{name}`,
+/// `/update`, `/start`, `/stop`, instance restart).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobReply {
+    pub result: JobResult,
+    /// The job after the request; absent when it is gone or not asked for.
+    pub job: Option<JobView>,
+}
+
+/// `POST /api/v1/plan`: the placement a batch of jobs would get, applying nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanReply {
+    /// The names of the jobs in the request body, in its order.
+    pub jobs: Vec<String>,
+    pub plan: Plan,
+}
+
+/// What a machine's registration did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegisterResult {
+    /// A machine the cluster knew: its address and capacity are updated.
+    Registered,
+    /// A machine the cluster did not know joined a served zone.
+    Joined,
+}
+
+/// The answer to `POST /api/v1/machines/register`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterReply {
+    pub result: RegisterResult,
+}
