@@ -507,7 +507,7 @@ fn run(cli: Cli) -> Result<()> {
                         i.index.to_string(),
                         i.zone.clone(),
                         i.machine.clone().unwrap_or_else(|| "-".into()),
-                        i.state.clone(),
+                        i.state.to_string(),
                         i.pid.map_or("-".into(), |p| p.to_string()),
                         format!("{:.2}", i.cpu_cores),
                         format!("{:.1}", i.rss_bytes as f64 / (1024.0 * 1024.0)),
@@ -570,8 +570,8 @@ fn run(cli: Cli) -> Result<()> {
                 .map(|e| {
                     vec![
                         cerebro_types::time::format_rfc3339_ms(e.at_ms),
-                        e.kind.clone(),
-                        e.subject.clone(),
+                        e.kind.category().to_string(),
+                        e.subject.name().to_string(),
                         e.message.clone(),
                     ]
                 })

@@ -324,7 +324,7 @@ async fn metrics(State(ops): State<Ops>) -> Response {
             "cerebro_machine_up{{cluster=\"{name}\",machine=\"{}\",zone=\"{}\"}} {}",
             label(&machine.id),
             label(&machine.zone),
-            u8::from(machine.state == MachineState::Ready)
+            u8::from(machine.state() == MachineState::Ready)
         );
     }
     (

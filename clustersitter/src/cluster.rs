@@ -6,8 +6,8 @@ use crate::config::ClusterConfig;
 use crate::placement::PlacementMachine;
 use crate::store::{self, ClusterState, JobRecord, MachineRecord};
 use cerebro_types::cluster::{
-    Assignment, ClusterEvent, ClusterStatus, InstanceKey, InstanceView, JobView, MachineState,
-    MachineView, Plan, RolloutView, ZoneStatus,
+    Assignment, ClusterEvent, ClusterEventKind, ClusterStatus, InstanceKey, InstanceState,
+    InstanceView, JobView, MachineState, MachineView, Plan, RolloutView, ZoneStatus,
 };
 use cerebro_types::job::instance_task_name;
 use cerebro_types::job::JobSpec;
@@ -108,13 +108,16 @@ impl Cluster {
         }
     }
 
-    pub fn event(&mut self, kind: &str, subject: &str, message: impl Into<String>) {
+    /// Records (and journals) an event about `subject`, a job name,
+    /// machine id or zone as `kind` says ([`ClusterEventKind::subject_kind`]).
+    pub fn event(&mut self, kind: ClusterEventKind, subject: &str, message: impl Into<String>) {
         let message = message.into();
-        tracing::info!(kind, subject, "{message}");
+        tracing::info!(kind = kind.name(), subject, "{message}");
+        let subject = kind.subject_kind().with(subject.to_string());
         self.events.push(ClusterEvent {
             at_ms: now_ms(),
-            kind: kind.into(),
-            subject: subject.into(),
+            kind,
+            subject,
             message,
         });
     }
@@ -264,7 +267,7 @@ impl Cluster {
             slot: key.slot,
             task_name,
             machine,
-            state: report.map_or_else(|| "pending".to_string(), |s| s.state.kind().to_string()),
+            state: report.map_or(InstanceState::Pending, |s| s.state.kind().into()),
             pid: report.and_then(|s| s.pid),
             restarts: report.map_or(0, |s| s.restarts),
             violations: report.map_or(0, |s| {
@@ -344,7 +347,10 @@ impl Cluster {
             created_ms: record.created_ms,
             updated_ms: record.updated_ms,
             desired_instances: instances.len(),
-            running_instances: instances.iter().filter(|i| i.state == "running").count(),
+            running_instances: instances
+                .iter()
+                .filter(|i| i.state == InstanceState::Running)
+                .count(),
             instances,
             rollout,
             run_requested: record.run_requested,
@@ -396,7 +402,7 @@ impl Cluster {
             provider: self.provider_kind.to_string(),
             provider_id: record.provider_id.clone(),
             address: record.address.clone(),
-            state: record.state,
+            state: record.state(),
             capacity: record.capacity,
             reserved: assigned.reserved_on(&record.id),
             created_ms: record.created_ms,
@@ -425,7 +431,7 @@ impl Cluster {
                 .state
                 .machines
                 .values()
-                .filter(|m| m.zone == *zone && m.state != MachineState::Decommissioning)
+                .filter(|m| m.zone == *zone && m.state() != MachineState::Decommissioning)
                 .collect();
             let mut capacity = Resources {
                 cpu: 0.0,
@@ -542,7 +548,7 @@ impl Cluster {
         };
         match rollout {
             Some(generation) => self.event(
-                "job",
+                ClusterEventKind::JobUpdated,
                 &name,
                 format!(
                     "config updated: rolling update to generation {generation} over {} machines",
@@ -550,7 +556,12 @@ impl Cluster {
                 ),
             ),
             None if result != UpsertOutcome::Unchanged => {
-                self.event("job", &name, format!("config {}", result.as_str()))
+                let kind = if result == UpsertOutcome::Created {
+                    ClusterEventKind::JobCreated
+                } else {
+                    ClusterEventKind::JobUpdated
+                };
+                self.event(kind, &name, format!("config {}", result.as_str()))
             }
             None => {}
         }
@@ -611,7 +622,7 @@ impl Cluster {
         } else {
             "stop requested: every instance stops"
         };
-        self.event("job", name, message);
+        self.event(ClusterEventKind::JobRunRequested, name, message);
         Some(true)
     }
 
@@ -629,7 +640,11 @@ impl Cluster {
     /// caller checks that no job follows it.
     pub fn remove_job(&mut self, name: &str) {
         if self.state.jobs.remove(name).is_some() {
-            self.event("job", name, "removed; its instances stop");
+            self.event(
+                ClusterEventKind::JobRemoved,
+                name,
+                "removed; its instances stop",
+            );
         }
     }
 
@@ -663,14 +678,14 @@ impl Cluster {
                 .unwrap_or_default(),
             hosting.len()
         );
-        self.event("job", name, message);
+        self.event(ClusterEventKind::RolloutStarted, name, message);
         Some(())
     }
 
     /// Notes that instance `index` of `name` was restarted by request.
     pub fn instance_restarted(&mut self, name: &str, index: usize) {
         self.event(
-            "job",
+            ClusterEventKind::InstanceRestarted,
             name,
             format!("instance {index} restarted by request"),
         );
@@ -684,7 +699,7 @@ impl Cluster {
     /// Notes that a decommissioned machine registered again.
     pub fn stale_machine_registered(&mut self, id: &str) {
         self.event(
-            "machine",
+            ClusterEventKind::MachineStaleRegistered,
             id,
             "registered after being decommissioned: removing its stale tasks",
         );
@@ -701,7 +716,11 @@ impl Cluster {
         machine.address = Some(address.to_string());
         machine.capacity = capacity;
         if moved {
-            self.event("machine", id, format!("registered at {address}"));
+            self.event(
+                ClusterEventKind::MachineRegistered,
+                id,
+                format!("registered at {address}"),
+            );
         }
         moved || resized
     }
@@ -716,7 +735,7 @@ impl Cluster {
         let id = record.id.clone();
         let message = format!("joined at {}", record.address.as_deref().unwrap_or(""));
         self.state.adopt_machine(record);
-        self.event("machine", &id, message);
+        self.event(ClusterEventKind::MachineJoined, &id, message);
     }
 
     /// Sets the idle limit of `zone`, or of every zone (clearing the
@@ -727,13 +746,17 @@ impl Cluster {
                 self.state
                     .idle_limit_per_zone
                     .insert(zone.to_string(), limit);
-                self.event("cluster", zone, format!("idle limit set to {limit}"));
+                self.event(
+                    ClusterEventKind::IdleLimitSet,
+                    zone,
+                    format!("idle limit set to {limit}"),
+                );
             }
             None => {
                 self.state.idle_limit_default = limit;
                 self.state.idle_limit_per_zone.clear();
                 self.event(
-                    "cluster",
+                    ClusterEventKind::IdleLimitSet,
                     "",
                     format!("idle limit set to {limit} in every zone"),
                 );
@@ -750,7 +773,7 @@ impl Cluster {
                 id: m.id.clone(),
                 zone: m.zone.clone(),
                 capacity: m.capacity,
-                state: m.state,
+                state: m.state(),
                 number: m.number,
             })
             .collect()

@@ -15,7 +15,7 @@ pub mod session;
 pub mod store;
 pub mod ui;
 
-use cerebro_types::cluster::MachineState;
+use cerebro_types::cluster::{ClusterEventKind, MachineState};
 use cluster::{lock, Cluster};
 use config::{ClusterConfig, OnExit, ProviderKind};
 use provider::{LocalProvider, MachineProvider};
@@ -192,7 +192,7 @@ fn restore(config: Arc<ClusterConfig>, provider_kind: &'static str) -> Cluster {
     let mut cluster = Cluster::new(config.clone(), state, provider_kind);
     if let Some(problem) = problem {
         tracing::error!("{problem}");
-        cluster.event("cluster", "", problem);
+        cluster.event(ClusterEventKind::StateFileUnreadable, "", problem);
     }
     // The config's idle limits hold at every start; the API changes them
     // until the next one.
@@ -207,7 +207,7 @@ fn restore(config: Arc<ClusterConfig>, provider_kind: &'static str) -> Cluster {
             state.idle_limit_default = limit;
             state.idle_limit_per_zone = config.idle_limit_per_zone.clone();
             cluster.event(
-                "cluster",
+                ClusterEventKind::IdleLimitSet,
                 "",
                 format!("idle limits from the config: {limit} per zone"),
             );
@@ -222,7 +222,11 @@ fn restore(config: Arc<ClusterConfig>, provider_kind: &'static str) -> Cluster {
         .collect();
     for name in dropped {
         cluster.state.jobs.remove(&name);
-        cluster.event("job", &name, "not persistent: dropped at restart");
+        cluster.event(
+            ClusterEventKind::JobDropped,
+            &name,
+            "not persistent: dropped at restart",
+        );
     }
     cluster
 }
@@ -234,7 +238,11 @@ async fn recover_machines(cluster: &mut Cluster, provider: &dyn MachineProvider)
     let found = match provider.discover().await {
         Ok(found) => found,
         Err(error) => {
-            cluster.event("provider", "", format!("cannot list machines: {error}"));
+            cluster.event(
+                ClusterEventKind::ProviderListFailed,
+                "",
+                format!("cannot list machines: {error}"),
+            );
             return;
         }
     };
@@ -253,12 +261,16 @@ async fn recover_machines(cluster: &mut Cluster, provider: &dyn MachineProvider)
                     continue;
                 };
                 let number = cluster.state.free_number(&machine.zone);
-                cluster.state.adopt_machine(MachineRecord {
-                    provider_id: Some(machine.provider_id.clone()),
-                    address: machine.address.clone(),
-                    ..MachineRecord::new(&machine.machine_id, &machine.zone, number, *size)
-                });
-                cluster.event("machine", &machine.machine_id, "found running; adopted");
+                let mut record =
+                    MachineRecord::new(&machine.machine_id, &machine.zone, number, *size);
+                record.provider_id = Some(machine.provider_id.clone());
+                record.address = machine.address.clone();
+                cluster.state.adopt_machine(record);
+                cluster.event(
+                    ClusterEventKind::MachineAdopted,
+                    &machine.machine_id,
+                    "found running; adopted",
+                );
             }
         }
     }
@@ -266,16 +278,16 @@ async fn recover_machines(cluster: &mut Cluster, provider: &dyn MachineProvider)
         .state
         .machines
         .values()
-        .filter(|m| m.provider_id.is_some() || m.state == MachineState::Provisioning)
+        .filter(|m| m.provider_id.is_some() || m.state() == MachineState::Provisioning)
         .filter(|m| !found.iter().any(|f| f.machine_id == m.id))
         .map(|m| m.id.clone())
         .collect();
     for id in vanished {
         if let Some(machine) = cluster.state.machines.get_mut(&id) {
-            machine.state = MachineState::Decommissioning;
+            machine.move_to(MachineState::Decommissioning);
         }
         cluster.event(
-            "machine",
+            ClusterEventKind::MachineVanished,
             &id,
             "gone while the clustersitter was down: decommissioning",
         );
@@ -298,7 +310,11 @@ async fn terminate_all(cluster: &Arc<Mutex<Cluster>>, provider: &dyn MachineProv
             Ok(()) => {
                 let mut cluster = lock(cluster);
                 cluster.state.machines.remove(&id);
-                cluster.event("machine", &id, "terminated at exit");
+                cluster.event(
+                    ClusterEventKind::MachineTerminated,
+                    &id,
+                    "terminated at exit",
+                );
             }
             Err(error) => tracing::error!(machine = %id, %error, "cannot terminate"),
         }

@@ -382,10 +382,10 @@ impl Ops {
                     ));
                 };
                 let number = cluster.free_number(&zone);
-                cluster.machine_joined(MachineRecord {
-                    address: Some(request.address.clone()),
-                    ..MachineRecord::new(&request.machine_id, &zone, number, request.capacity)
-                });
+                let mut record =
+                    MachineRecord::new(&request.machine_id, &zone, number, request.capacity);
+                record.address = Some(request.address.clone());
+                cluster.machine_joined(record);
                 persist(&cluster)?;
                 RegisterResult::Joined
             }

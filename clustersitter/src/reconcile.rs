@@ -8,7 +8,7 @@ use crate::cluster::{lock, MachineReport, SharedCluster};
 use crate::placement::{place, PlacementInput};
 use crate::provider::{MachineProvider, NewMachine};
 use crate::store::MachineRecord;
-use cerebro_types::cluster::MachineState;
+use cerebro_types::cluster::{ClusterEventKind, MachineState};
 use cerebro_types::job::instance_task_name;
 use cerebro_types::machine::{MachineStatus, TaskView};
 use cerebro_types::time::now_ms;
@@ -99,7 +99,7 @@ impl Reconciler {
             .state
             .machines
             .values()
-            .filter(|m| m.state != MachineState::Decommissioning)
+            .filter(|m| m.state() != MachineState::Decommissioning)
             .filter_map(|m| Some((m.id.clone(), m.address.clone()?)))
             .collect();
         let mut polls = tokio::task::JoinSet::new();
@@ -135,9 +135,14 @@ impl Reconciler {
             }
             match tasks {
                 Ok(tasks) => {
-                    if machine.state != MachineState::Ready {
-                        events.push((id.clone(), format!("reachable at {address}; ready")));
-                        machine.state = MachineState::Ready;
+                    if machine.state() != MachineState::Ready
+                        && machine.move_to(MachineState::Ready)
+                    {
+                        events.push((
+                            id.clone(),
+                            ClusterEventKind::MachineReady,
+                            format!("reachable at {address}; ready"),
+                        ));
                         changed = true;
                     }
                     machine.missed_polls = 0;
@@ -159,11 +164,14 @@ impl Reconciler {
                 }
                 Err(error) => {
                     machine.missed_polls += 1;
-                    if machine.state == MachineState::Ready && machine.missed_polls >= threshold {
-                        machine.state = MachineState::Unreachable;
+                    if machine.state() == MachineState::Ready
+                        && machine.missed_polls >= threshold
+                        && machine.move_to(MachineState::Unreachable)
+                    {
                         changed = true;
                         events.push((
                             id.clone(),
+                            ClusterEventKind::MachineUnreachable,
                             format!(
                                 "unreachable: missed {} polls ({error})",
                                 machine.missed_polls
@@ -176,20 +184,21 @@ impl Reconciler {
         // A machine that never came up is as good as unreachable.
         for machine in cluster.state.machines.values_mut() {
             let waited = Duration::from_millis(now.saturating_sub(machine.created_ms));
-            if machine.state == MachineState::Provisioning
+            if machine.state() == MachineState::Provisioning
                 && machine.last_seen_ms.is_none()
                 && waited > PROVISION_TIMEOUT
+                && machine.move_to(MachineState::Unreachable)
             {
-                machine.state = MachineState::Unreachable;
                 changed = true;
                 events.push((
                     machine.id.clone(),
+                    ClusterEventKind::MachineNeverCameUp,
                     format!("did not come up within {PROVISION_TIMEOUT:?} of being provisioned"),
                 ));
             }
         }
-        for (machine, message) in events {
-            cluster.event("machine", &machine, message);
+        for (machine, kind, message) in events {
+            cluster.event(kind, &machine, message);
         }
         if changed {
             persist(cluster);
@@ -203,7 +212,7 @@ impl Reconciler {
             .state
             .machines
             .values()
-            .filter(|m| m.state == MachineState::Unreachable)
+            .filter(|m| m.state() == MachineState::Unreachable)
             .map(|m| (m.id.clone(), m.provider_id.clone()))
             .collect();
         for (id, provider_id) in unreachable {
@@ -217,9 +226,9 @@ impl Reconciler {
             };
             let mut cluster = lock(&self.cluster);
             if let Some(machine) = cluster.state.machines.get_mut(&id) {
-                machine.state = MachineState::Decommissioning;
+                machine.move_to(MachineState::Decommissioning);
                 cluster.event(
-                    "machine",
+                    ClusterEventKind::MachineLost,
                     &id,
                     format!("{verdict}: decommissioning it and rescheduling its instances"),
                 );
@@ -252,12 +261,13 @@ impl Reconciler {
                 .iter()
                 .map(|a| (a.key.clone(), a.machine.clone()))
                 .collect();
-            let mut events: Vec<(String, String)> = Vec::new();
+            let mut events: Vec<(String, ClusterEventKind, String)> = Vec::new();
             for assignment in &plan.assignments {
                 match before.get(&assignment.key) {
                     Some(machine) if *machine == assignment.machine => {}
                     Some(machine) => events.push((
                         assignment.key.job.clone(),
+                        ClusterEventKind::InstanceMoved,
                         format!(
                             "instance {} moves from {machine} to {}",
                             assignment.key.slot, assignment.machine
@@ -265,6 +275,7 @@ impl Reconciler {
                     )),
                     None => events.push((
                         assignment.key.job.clone(),
+                        ClusterEventKind::InstancePlaced,
                         format!(
                             "instance {} in {} placed on {}",
                             assignment.key.slot, assignment.key.zone, assignment.machine
@@ -274,8 +285,8 @@ impl Reconciler {
             }
             let changed = plan.assignments != cluster.state.assignments;
             cluster.state.assignments = plan.assignments.clone();
-            for (job, message) in events {
-                cluster.event("job", &job, message);
+            for (job, kind, message) in events {
+                cluster.event(kind, &job, message);
             }
             let now = Instant::now();
             let mut requests = Vec::new();
@@ -301,7 +312,7 @@ impl Reconciler {
                     .map(|k| instance_task_name(&k.job, k.slot))
                     .collect();
                 cluster.event(
-                    "machine",
+                    ClusterEventKind::MachineProvisioning,
                     &id,
                     format!(
                         "provisioning in {} ({} cores, {} MB) for {}",
@@ -334,12 +345,16 @@ impl Reconciler {
                     if let Some(machine) = cluster.state.machines.get_mut(&request.id) {
                         machine.provider_id = Some(provider_id.clone());
                     }
-                    cluster.event("machine", &request.id, format!("started ({provider_id})"));
+                    cluster.event(
+                        ClusterEventKind::MachineStarted,
+                        &request.id,
+                        format!("started ({provider_id})"),
+                    );
                 }
                 Err(error) => {
                     cluster.state.machines.remove(&request.id);
                     cluster.event(
-                        "provider",
+                        ClusterEventKind::ProvisionFailed,
                         &request.id,
                         format!("cannot provision: {error}"),
                     );
@@ -409,6 +424,7 @@ impl Reconciler {
                 job.end_rollout();
                 events.push((
                     name.clone(),
+                    ClusterEventKind::RolloutComplete,
                     format!(
                         "update to generation {} complete",
                         rollout.target_generation
@@ -426,14 +442,15 @@ impl Reconciler {
                 }
                 events.push((
                     name.clone(),
+                    ClusterEventKind::RolloutStep,
                     format!("rolling update: restarting the instances on {machine}"),
                 ));
                 changed = true;
             }
             job.forget_unused_configurations();
         }
-        for (job, message) in events {
-            cluster.event("job", &job, message);
+        for (job, kind, message) in events {
+            cluster.event(kind, &job, message);
         }
         if changed {
             persist(cluster);
@@ -461,7 +478,7 @@ impl Reconciler {
                 .state
                 .machines
                 .values()
-                .filter(|m| m.state == MachineState::Ready && m.missed_polls == 0)
+                .filter(|m| m.state() == MachineState::Ready && m.missed_polls == 0)
             {
                 let Some(address) = machine.address.clone() else {
                     continue;
@@ -514,21 +531,29 @@ impl Reconciler {
             let token = token.clone();
             calls.spawn(async move {
                 // Per call: (task, what happened, whether it failed).
-                let mut outcomes: Vec<(String, String, bool)> = Vec::new();
+                let mut outcomes: Vec<(String, ClusterEventKind, String, bool)> = Vec::new();
                 for spec in &item.put {
                     let url = format!(
                         "http://{}/api/v1/tasks/{}",
                         item.address,
                         encode_path_segment(&spec.name)
                     );
-                    let (message, failed) = match client
+                    let (kind, message, failed) = match client
                         .put_json::<_, serde_json::Value>(&url, token.as_deref(), spec)
                         .await
                     {
-                        Ok(_) => (format!("runs {}", spec.name), false),
-                        Err(error) => (format!("PUT {}: {error}", spec.name), true),
+                        Ok(_) => (
+                            ClusterEventKind::TaskPut,
+                            format!("runs {}", spec.name),
+                            false,
+                        ),
+                        Err(error) => (
+                            ClusterEventKind::TaskCallFailed,
+                            format!("PUT {}: {error}", spec.name),
+                            true,
+                        ),
                     };
-                    outcomes.push((spec.name.clone(), message, failed));
+                    outcomes.push((spec.name.clone(), kind, message, failed));
                 }
                 for name in &item.delete {
                     let url = format!(
@@ -536,17 +561,27 @@ impl Reconciler {
                         item.address,
                         encode_path_segment(name)
                     );
-                    let (message, failed) = match client
+                    let (kind, message, failed) = match client
                         .delete_json::<serde_json::Value>(&url, token.as_deref())
                         .await
                     {
-                        Ok(_) => (format!("removed {name}"), false),
-                        Err(error) if error.status() == Some(404) => {
-                            (format!("removed {name}"), false)
-                        }
-                        Err(error) => (format!("DELETE {name}: {error}"), true),
+                        Ok(_) => (
+                            ClusterEventKind::TaskRemoved,
+                            format!("removed {name}"),
+                            false,
+                        ),
+                        Err(error) if error.status() == Some(404) => (
+                            ClusterEventKind::TaskRemoved,
+                            format!("removed {name}"),
+                            false,
+                        ),
+                        Err(error) => (
+                            ClusterEventKind::TaskCallFailed,
+                            format!("DELETE {name}: {error}"),
+                            true,
+                        ),
                     };
-                    outcomes.push((name.clone(), message, failed));
+                    outcomes.push((name.clone(), kind, message, failed));
                 }
                 (item.machine, outcomes)
             });
@@ -554,7 +589,7 @@ impl Reconciler {
         let results = calls.join_all().await;
         let mut cluster = lock(&self.cluster);
         for (machine, outcomes) in results {
-            for (task, message, failed) in outcomes {
+            for (task, kind, message, failed) in outcomes {
                 let key = (machine.clone(), task);
                 if failed {
                     if self.sync_failures.get(&key) == Some(&message) {
@@ -564,7 +599,7 @@ impl Reconciler {
                 } else {
                     self.sync_failures.remove(&key);
                 }
-                cluster.event("machine", &machine, message);
+                cluster.event(kind, &machine, message);
             }
         }
         let machines = &cluster.state.machines;
@@ -585,7 +620,7 @@ impl Reconciler {
         let mut idle_by_zone: BTreeMap<String, Vec<(u32, String)>> = BTreeMap::new();
         let mut changed = false;
         for machine in cluster.state.machines.values() {
-            if machine.state == MachineState::Ready && !busy.contains(machine.id.as_str()) {
+            if machine.state() == MachineState::Ready && !busy.contains(machine.id.as_str()) {
                 idle_by_zone
                     .entry(machine.zone.clone())
                     .or_default()
@@ -599,17 +634,18 @@ impl Reconciler {
             idle.sort();
             for (_, id) in idle.into_iter().skip(limit) {
                 if let Some(machine) = cluster.state.machines.get_mut(&id) {
-                    machine.state = MachineState::Decommissioning;
+                    machine.move_to(MachineState::Decommissioning);
                     changed = true;
                     events.push((
                         id,
+                        ClusterEventKind::MachineIdleRetired,
                         format!("idle beyond the limit of {limit} in {zone}: decommissioning"),
                     ));
                 }
             }
         }
-        for (machine, message) in events {
-            cluster.event("machine", &machine, message);
+        for (machine, kind, message) in events {
+            cluster.event(kind, &machine, message);
         }
         if changed {
             persist(cluster);
@@ -623,7 +659,7 @@ impl Reconciler {
             .state
             .machines
             .values()
-            .filter(|m| m.state == MachineState::Decommissioning)
+            .filter(|m| m.state() == MachineState::Decommissioning)
             .map(|m| (m.id.clone(), m.provider_id.clone()))
             .collect();
         for (id, provider_id) in targets {
@@ -645,12 +681,12 @@ impl Reconciler {
                             cluster.state.machines.remove(&id);
                             cluster.reports.remove(&id);
                             cluster.state.retire_machine(&id);
-                            cluster.event("machine", &id, "terminated");
+                            cluster.event(ClusterEventKind::MachineTerminated, &id, "terminated");
                             persist(&cluster);
                         }
                         Err(error) => {
                             cluster.event(
-                                "provider",
+                                ClusterEventKind::TerminateFailed,
                                 &id,
                                 format!("cannot terminate yet: {error}"),
                             );
@@ -675,7 +711,7 @@ fn task_changes(
     machine: &str,
     before: &MachineReport,
     after: &MachineReport,
-) -> Vec<(String, String)> {
+) -> Vec<(String, ClusterEventKind, String)> {
     let mut changes = Vec::new();
     for (name, task) in &after.tasks {
         let (Some(now), Some(then)) = (
@@ -692,6 +728,7 @@ fn task_changes(
             if is > was {
                 changes.push((
                     machine.to_string(),
+                    ClusterEventKind::TaskViolation,
                     format!("{name} violated its {kind} limit"),
                 ));
             }
@@ -699,6 +736,7 @@ fn task_changes(
         if now.restarts > then.restarts {
             changes.push((
                 machine.to_string(),
+                ClusterEventKind::TaskRestarted,
                 format!("{name} restarted (restart {})", now.restarts),
             ));
         }

@@ -6,7 +6,9 @@ use crate::cluster::{lock, Cluster};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use cerebro_types::cluster::{InstanceView, MachineState, RunMode};
+use cerebro_types::cluster::{
+    EventSubject, InstanceState, InstanceView, MachineState, RunMode, Severity,
+};
 use cerebro_types::time::{format_rfc3339_ms, now_ms};
 use cerebro_web::html::{
     bar, encode_path_segment, escape, format_bytes, key_values, page_with_header, state_pill,
@@ -87,7 +89,7 @@ fn instance_rows(viewer: &Viewer, instances: &[InstanceView], with_job: bool) ->
             i.index,
             escape(&i.zone),
             i.machine.as_deref().map_or("—".into(), machine_link),
-            state_pill(&i.state),
+            state_pill(i.state.as_str()),
             i.pid.map_or("—".into(), |p| p.to_string()),
             uptime(i.started_at_ms),
             i.restarts,
@@ -102,37 +104,23 @@ fn instance_rows(viewer: &Viewer, instances: &[InstanceView], with_job: bool) ->
     out
 }
 
-/// Events that mean something went wrong.
-fn is_failure(message: &str) -> bool {
-    [
-        "unreachable",
-        "died",
-        "violat",
-        "cannot",
-        // A lost machine's instances move; an idle one's decommissioning is routine.
-        "rescheduling",
-        "gone",
-    ]
-    .iter()
-    .any(|word| message.contains(word))
-}
-
-fn events_table(cluster: &Cluster, subject: Option<&str>, limit: usize) -> String {
+/// The newest `limit` events, of `subject` only when given.
+fn events_table(cluster: &Cluster, subject: Option<&EventSubject>, limit: usize) -> String {
     let mut out =
         String::from("<table><tr><th>When</th><th>Kind</th><th>Subject</th><th>What</th></tr>");
     for event in cluster
-        .events
+        .events()
         .iter()
         .rev()
-        .filter(|e| subject.is_none_or(|s| e.subject == s))
+        .filter(|e| subject.is_none_or(|s| e.subject == *s))
         .take(limit)
     {
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             format_rfc3339_ms(event.at_ms),
-            escape(&event.kind),
-            escape(&event.subject),
+            escape(event.kind.category()),
+            escape(event.subject.name()),
             escape(&event.message)
         );
     }
@@ -150,13 +138,13 @@ pub(super) async fn overview(State(app): State<UiState>, headers: HeaderMap) -> 
         let status = cluster.status_with(&views);
         let mut by_state: HashMap<MachineState, usize> = HashMap::new();
         for machine in cluster.state.machines.values() {
-            *by_state.entry(machine.state).or_default() += 1;
+            *by_state.entry(machine.state()).or_default() += 1;
         }
         let hour_ago = now_ms().saturating_sub(3_600_000);
         let failures = cluster
             .events
             .iter()
-            .filter(|e| e.at_ms >= hour_ago && is_failure(&e.message))
+            .filter(|e| e.at_ms >= hour_ago && e.kind.severity() == Severity::Failure)
             .count();
         let machines_line = MachineState::ALL
             .iter()
@@ -205,8 +193,14 @@ pub(super) async fn overview(State(app): State<UiState>, headers: HeaderMap) -> 
             for zone in zone_names {
                 let in_zone: Vec<&InstanceView> =
                     view.instances.iter().filter(|i| &i.zone == zone).collect();
-                let running = in_zone.iter().filter(|i| i.state == "running").count();
-                let pending = in_zone.iter().filter(|i| i.state == "pending").count();
+                let running = in_zone
+                    .iter()
+                    .filter(|i| i.state == InstanceState::Running)
+                    .count();
+                let pending = in_zone
+                    .iter()
+                    .filter(|i| i.state == InstanceState::Pending)
+                    .count();
                 zones.push(format!(
                     "{} {} / {running} / {pending}",
                     escape(zone),
@@ -378,7 +372,7 @@ pub(super) async fn job_page(
             instance_rows(&viewer, &view.instances, false),
             escape(&task),
             escape(&options),
-            events_table(&cluster, Some(&name), 20)
+            events_table(&cluster, Some(&EventSubject::Job(name.clone())), 20)
         )
     };
     render(&viewer, &name, body)
@@ -466,7 +460,7 @@ pub(super) async fn machine_page(
             escape(&id),
             key_values(&rows),
             instance_rows(&viewer, &view.instances, true),
-            events_table(&cluster, Some(&id), 20)
+            events_table(&cluster, Some(&EventSubject::Machine(id.clone())), 20)
         )
     };
     render(&viewer, &format!("machine {id}"), body)
