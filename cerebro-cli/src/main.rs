@@ -1,7 +1,9 @@
 //! `cerebro`: drive a Cerebro cluster from a laptop.
 
 use anyhow::{anyhow, bail, Context, Result};
-use cerebro_types::cluster::{ClusterEvent, ClusterStatus, JobView, MachineView, RunMode};
+use cerebro_types::cluster::{
+    ClusterEvent, ClusterStatus, JobReply, JobResult, JobView, MachineView, PlanReply, RunMode,
+};
 use cerebro_types::job::JobSpec;
 use cerebro_types::job_file::parse_jobs;
 use cerebro_types::LogChunk;
@@ -288,33 +290,29 @@ fn run(cli: Cli) -> Result<()> {
         Command::Updatejobcfg { files, dry_run } => {
             let jobs = load_job_files(&files)?;
             if dry_run {
-                let reply: Value = api.post("/api/v1/plan", &jobs)?;
+                let reply: PlanReply = api.post("/api/v1/plan", &jobs)?;
                 if cli.json {
                     return print_json(&reply);
                 }
                 let mut rows = Vec::new();
-                for a in reply["plan"]["assignments"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                {
+                for a in &reply.plan.assignments {
                     rows.push(vec![
-                        a["key"]["job"].as_str().unwrap_or("").to_string(),
-                        a["key"]["zone"].as_str().unwrap_or("").to_string(),
-                        a["key"]["slot"].to_string(),
-                        a["machine"].as_str().unwrap_or("").to_string(),
+                        a.key.job.clone(),
+                        a.key.zone.clone(),
+                        a.key.slot.to_string(),
+                        a.machine.clone(),
                     ]);
                 }
-                for u in reply["plan"]["unplaced"].as_array().into_iter().flatten() {
+                for u in &reply.plan.unplaced {
                     rows.push(vec![
-                        u["key"]["job"].as_str().unwrap_or("").to_string(),
-                        u["key"]["zone"].as_str().unwrap_or("").to_string(),
-                        u["key"]["slot"].to_string(),
-                        format!("({})", u["reason"].as_str().unwrap_or("")),
+                        u.key.job.clone(),
+                        u.key.zone.clone(),
+                        u.key.slot.to_string(),
+                        format!("({})", u.reason),
                     ]);
                 }
                 print_table(&["JOB", "ZONE", "SLOT", "MACHINE"], &rows);
-                let new_machines = reply["plan"]["provision"].as_array().map_or(0, Vec::len);
+                let new_machines = reply.plan.provision.len();
                 println!(
                     "dry run: nothing applied; {new_machines} new machine(s) would be provisioned"
                 );
@@ -323,20 +321,21 @@ fn run(cli: Cli) -> Result<()> {
             let mut rows = Vec::new();
             let mut replies = Vec::new();
             for job in &jobs {
-                let reply: Value = api.put(&job_path(job.name()), job)?;
-                let result = reply["result"].as_str().unwrap_or("");
-                let rollout = &reply["job"]["rollout"];
+                let reply: JobReply = api.put(&job_path(job.name()), job)?;
+                let rollout = reply.job.as_ref().and_then(|j| j.rollout.as_ref());
                 rows.push(vec![
                     job.name().to_string(),
-                    if result == "updated" && !rollout.is_null() {
-                        format!(
+                    match rollout {
+                        Some(rollout) if reply.result == JobResult::Updated => format!(
                             "updated, rolling to generation {}",
-                            rollout["target_generation"]
-                        )
-                    } else {
-                        result.to_string()
+                            rollout.target_generation
+                        ),
+                        _ => reply.result.as_str().to_string(),
                     },
-                    reply["job"]["desired_instances"].to_string(),
+                    reply
+                        .job
+                        .as_ref()
+                        .map_or("-".into(), |j| j.desired_instances.to_string()),
                 ]);
                 replies.push(reply);
             }
@@ -352,13 +351,13 @@ fn run(cli: Cli) -> Result<()> {
             max_parallel,
         } => {
             let body = json!({"version": version, "min_healthy_secs": min_healthy, "max_parallel": max_parallel});
-            let reply: Value = api.post(&format!("{}/update", job_path(&name)), &body)?;
+            let reply: JobReply = api.post(&format!("{}/update", job_path(&name)), &body)?;
             if cli.json {
                 return print_json(&reply);
             }
             println!(
                 "{name}: rolling update to generation {} started",
-                reply["job"]["generation"]
+                reply.job.map_or("-".into(), |j| j.generation.to_string())
             );
         }
         Command::Startjob { name } => run_job(&api, cli.json, &name, true)?,
