@@ -1,11 +1,10 @@
 //! `cerebro`: drive a Cerebro cluster from a laptop.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use cerebro_types::cluster::{
     ClusterEvent, ClusterStatus, JobReply, JobResult, JobView, MachineView, PlanReply, RunMode,
 };
 use cerebro_types::job::JobSpec;
-use cerebro_types::job_file::parse_jobs;
 use cerebro_types::LogChunk;
 use cerebro_web::html::encode_path_segment;
 use cerebro_web::{ClientError, HttpClient};
@@ -237,21 +236,13 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
 }
 
 fn load_job_files(files: &[PathBuf]) -> Result<Vec<JobSpec>> {
-    let mut jobs = Vec::new();
-    let mut problems = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
-        match parse_jobs(&text, &file.display().to_string()) {
-            Ok(parsed) => jobs.extend(parsed),
-            Err(error) => problems.push(error.to_string()),
+    use cerebro_types::job_file::LoadJobsError;
+    cerebro_types::job_file::load_job_files(files).or_else(|error| match error {
+        LoadJobsError::Read { path, source } => {
+            Err(anyhow::Error::new(source).context(format!("cannot read {}", path.display())))
         }
-    }
-    if !problems.is_empty() {
-        bail!("{}", problems.join("\n"));
-    }
-    cerebro_types::job::order_masters_first(&mut jobs);
-    Ok(jobs)
+        LoadJobsError::Parse(_) => bail!("{error}"),
+    })
 }
 
 fn job_path(name: &str) -> String {

@@ -9,8 +9,7 @@ use cerebro_types::cluster::{
     Assignment, ClusterEvent, ClusterEventKind, ClusterStatus, InstanceKey, InstanceState,
     InstanceView, JobView, MachineState, MachineView, Plan, RolloutView, ZoneStatus,
 };
-use cerebro_types::job::instance_task_name;
-use cerebro_types::job::JobSpec;
+use cerebro_types::job::{instance_task_name, link_of, walk_links, ChainEnd, JobSpec, Link};
 use cerebro_types::machine::{MachineStatus, Resources, TaskView};
 use cerebro_types::time::now_ms;
 use cerebro_types::{TaskSpec, ValidationErrors};
@@ -511,19 +510,24 @@ impl Cluster {
     /// The chain of links from `spec` back to itself, if following its
     /// `linked_job` through the current jobs leads there.
     fn link_cycle(&self, spec: &JobSpec) -> Option<Vec<String>> {
-        let mut chain = vec![spec.name().to_string()];
-        let mut next = spec.linked_job.clone();
-        while let Some(master) = next {
-            chain.push(master.clone());
-            if master == spec.name() {
-                return Some(chain);
+        let chain = walk_links(spec.name(), |name| {
+            if name == spec.name() {
+                return link_of(spec.linked_job.as_deref());
             }
-            if chain.len() > self.state.jobs.len() + 1 {
-                return None;
+            match self.state.jobs.get(name) {
+                Some(job) => link_of(job.spec.linked_job.as_deref()),
+                None => Link::Missing,
             }
-            next = self.state.jobs.get(&master)?.spec.linked_job.clone();
+        });
+        match chain.end {
+            // Only a circle through `spec` is this update's doing.
+            ChainEnd::Cycle { at: 0 } => {
+                let mut names: Vec<String> = chain.path.iter().map(|n| n.to_string()).collect();
+                names.push(spec.name().to_string());
+                Some(names)
+            }
+            _ => None,
         }
-        None
     }
 
     /// Creates or replaces a job. A changed task configuration rolls out

@@ -38,8 +38,15 @@ pub enum ClusterError {
     },
     #[error("provider: {0}")]
     Provider(#[from] provider::ProviderError),
-    #[error("{0}")]
-    Jobs(String),
+    /// The `--job` files could not be loaded.
+    #[error(transparent)]
+    JobFiles(#[from] cerebro_types::job_file::LoadJobsError),
+    /// A `--job` file's job does not fit this cluster.
+    #[error("job '{name}': {errors}")]
+    Job {
+        name: String,
+        errors: cerebro_types::ValidationErrors,
+    },
     #[error("cannot install signal handlers: {0}")]
     Signal(std::io::Error),
     #[error(transparent)]
@@ -54,7 +61,7 @@ pub async fn run(config: ClusterConfig) -> Result<(), ClusterError> {
         source,
     };
     std::fs::create_dir_all(&config.state_dir).map_err(state_error)?;
-    let jobs_at_start = load_job_files(&config.jobs)?;
+    let jobs_at_start = cerebro_types::job_file::load_job_files(&config.jobs)?;
     let provider: Arc<dyn MachineProvider> = match config.provider.kind {
         ProviderKind::Local => Arc::new(LocalProvider::new(
             config.provider.clone(),
@@ -84,7 +91,7 @@ pub async fn run(config: ClusterConfig) -> Result<(), ClusterError> {
     for job in jobs_at_start {
         let name = job.name().to_string();
         if let Err(errors) = cluster.check_job(&job) {
-            return Err(ClusterError::Jobs(format!("job '{name}': {errors}")));
+            return Err(ClusterError::Job { name, errors });
         }
         cluster.upsert_job(job);
     }
@@ -158,21 +165,6 @@ fn token_file_for_machines(config: &ClusterConfig) -> std::io::Result<Option<std
     let path = std::path::absolute(config.state_dir.join("machine-token"))?;
     cerebro_web::fs::atomic_write_private(&path, token.expose().as_bytes())?;
     Ok(Some(path))
-}
-
-fn load_job_files(
-    paths: &[std::path::PathBuf],
-) -> Result<Vec<cerebro_types::job::JobSpec>, ClusterError> {
-    let mut jobs = Vec::new();
-    for path in paths {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ClusterError::Jobs(format!("{}: cannot read: {e}", path.display())))?;
-        let parsed = cerebro_types::job_file::parse_jobs(&text, &path.display().to_string())
-            .map_err(|e| ClusterError::Jobs(e.to_string()))?;
-        jobs.extend(parsed);
-    }
-    cerebro_types::job::order_masters_first(&mut jobs);
-    Ok(jobs)
 }
 
 /// The persisted state, without the jobs that asked not to survive a restart.
@@ -346,8 +338,8 @@ pub fn main_entry() -> std::process::ExitCode {
     };
     match runtime.block_on(run(config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(ClusterError::Jobs(message)) => {
-            eprintln!("clustersitter: error: {message}");
+        Err(error @ (ClusterError::JobFiles(_) | ClusterError::Job { .. })) => {
+            eprintln!("clustersitter: error: {error}");
             std::process::ExitCode::from(2)
         }
         Err(error) => {

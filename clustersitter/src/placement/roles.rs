@@ -2,6 +2,7 @@
 //! decided once from the links between jobs.
 
 use super::*;
+use cerebro_types::job::{link_of, walk_links, ChainEnd, Link};
 
 /// How a job takes part in placement, decided once from the link graph.
 #[derive(Debug, Clone)]
@@ -19,58 +20,33 @@ pub(super) enum Role {
 /// cycle. Each job has at most one link, so every walk ends; positions on
 /// the current walk detect cycles without revisiting.
 pub(super) fn resolve_roles(jobs: &[&JobSpec], job_by_name: &HashMap<&str, usize>) -> Vec<Role> {
-    #[derive(Clone, Copy)]
-    enum WalkEnd<'n> {
-        Known(usize),
-        Master,
-        MissingMaster(&'n str),
-        Cycle(usize),
-    }
-
     let mut roles: Vec<Option<Role>> = vec![None; jobs.len()];
-    let mut position_on_walk: Vec<Option<usize>> = vec![None; jobs.len()];
     for start in 0..jobs.len() {
         if roles[start].is_some() {
             continue;
         }
-        let mut path: Vec<usize> = Vec::new();
-        let mut current = start;
-        let end = loop {
-            if roles[current].is_some() {
-                break WalkEnd::Known(current);
-            }
-            if let Some(position) = position_on_walk[current] {
-                break WalkEnd::Cycle(position);
-            }
-            position_on_walk[current] = Some(path.len());
-            path.push(current);
-            match jobs[current].linked_job.as_deref() {
-                None => break WalkEnd::Master,
-                Some(master) => match job_by_name.get(master) {
-                    Some(&index) => current = index,
-                    None => break WalkEnd::MissingMaster(master),
-                },
-            }
-        };
-        for &job in &path {
-            position_on_walk[job] = None;
-        }
+        let chain = walk_links(jobs[start].name(), |name| match job_by_name.get(name) {
+            Some(&job) if roles[job].is_some() => Link::Known,
+            Some(&job) => link_of(jobs[job].linked_job.as_deref()),
+            None => Link::Missing,
+        });
+        let path: Vec<usize> = chain.path.iter().map(|name| job_by_name[name]).collect();
 
         // `path` runs from `start` towards the master; resolve it backwards.
         let mut resolved_below = path.len();
-        match end {
-            WalkEnd::Known(_) => {}
-            WalkEnd::Master => {
+        match chain.end {
+            ChainEnd::Known(_) => {}
+            ChainEnd::Master => {
                 resolved_below -= 1;
                 roles[path[resolved_below]] = Some(Role::Master);
             }
-            WalkEnd::MissingMaster(master) => {
+            ChainEnd::Missing(master) => {
                 resolved_below -= 1;
                 roles[path[resolved_below]] = Some(Role::Broken {
                     reason: format!("linked job '{master}' does not exist"),
                 });
             }
-            WalkEnd::Cycle(first) => {
+            ChainEnd::Cycle { at: first } => {
                 let mut members: Vec<usize> = path[first..].to_vec();
                 let smallest = members
                     .iter()
@@ -91,8 +67,8 @@ pub(super) fn resolve_roles(jobs: &[&JobSpec], job_by_name: &HashMap<&str, usize
         }
         for position in (0..resolved_below).rev() {
             let job = path[position];
-            let master = match end {
-                WalkEnd::Known(known) if position + 1 == path.len() => known,
+            let master = match chain.end {
+                ChainEnd::Known(known) if position + 1 == path.len() => job_by_name[known],
                 _ => path[position + 1],
             };
             let role = match &roles[master] {
