@@ -11,17 +11,16 @@ pub mod ops;
 pub mod placement;
 pub mod provider;
 pub mod reconcile;
+mod recovery;
 pub mod session;
 pub mod store;
 pub mod ui;
 
-use cerebro_types::cluster::{ClusterEventKind, MachineState};
-use cluster::{lock, Cluster};
+use cluster::lock;
 use config::{ClusterConfig, OnExit, ProviderKind};
 use provider::{LocalProvider, MachineProvider};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use store::{ClusterState, MachineRecord};
 use tokio::sync::Notify;
 
 #[derive(Debug, thiserror::Error)]
@@ -86,8 +85,8 @@ pub async fn run(config: ClusterConfig) -> Result<(), ClusterError> {
     };
     let cluster_url = format!("http://{reachable}");
 
-    let mut cluster = restore(config.clone(), provider.kind());
-    recover_machines(&mut cluster, provider.as_ref()).await;
+    let mut cluster = recovery::restore(config.clone(), provider.kind());
+    recovery::recover_machines(&mut cluster, provider.as_ref()).await;
     for job in jobs_at_start {
         let name = job.name().to_string();
         if let Err(errors) = cluster.check_job(&job) {
@@ -131,7 +130,7 @@ pub async fn run(config: ClusterConfig) -> Result<(), ClusterError> {
     let _ = shutdown_tx.send(true);
     let reconciler = reconciler.await.ok();
     if config.on_exit == OnExit::Stop {
-        terminate_all(&cluster, provider.as_ref()).await;
+        recovery::terminate_all(&cluster, provider.as_ref()).await;
     }
     // Let in-flight terminations finish their bookkeeping.
     if let Some(reconciler) = reconciler {
@@ -165,153 +164,6 @@ fn token_file_for_machines(config: &ClusterConfig) -> std::io::Result<Option<std
     let path = std::path::absolute(config.state_dir.join("machine-token"))?;
     cerebro_web::fs::atomic_write_private(&path, token.expose().as_bytes())?;
     Ok(Some(path))
-}
-
-/// The persisted state, without the jobs that asked not to survive a restart.
-fn restore(config: Arc<ClusterConfig>, provider_kind: &'static str) -> Cluster {
-    let fresh = || ClusterState::new(1, std::collections::BTreeMap::new());
-    let (state, problem) = match store::load(&config.state_dir) {
-        cerebro_web::fs::StateFile::Fresh => (fresh(), None),
-        cerebro_web::fs::StateFile::Read(state) => (state, None),
-        cerebro_web::fs::StateFile::Corrupt { moved_to, error } => (
-            fresh(),
-            Some(format!(
-                "state file unreadable ({error}); kept as {}; machines are recovered from the provider",
-                moved_to.display()
-            )),
-        ),
-    };
-    let mut cluster = Cluster::new(config.clone(), state, provider_kind);
-    if let Some(problem) = problem {
-        tracing::error!("{problem}");
-        cluster.event(ClusterEventKind::StateFileUnreadable, "", problem);
-    }
-    // The config's idle limits hold at every start; the API changes them
-    // until the next one.
-    if config.idle_limit.is_some() || !config.idle_limit_per_zone.is_empty() {
-        let limit = config
-            .idle_limit
-            .unwrap_or(cluster.state.idle_limit_default);
-        let state = &mut cluster.state;
-        if state.idle_limit_default != limit
-            || state.idle_limit_per_zone != config.idle_limit_per_zone
-        {
-            state.idle_limit_default = limit;
-            state.idle_limit_per_zone = config.idle_limit_per_zone.clone();
-            cluster.event(
-                ClusterEventKind::IdleLimitSet,
-                "",
-                format!("idle limits from the config: {limit} per zone"),
-            );
-        }
-    }
-    let dropped: Vec<String> = cluster
-        .state
-        .jobs
-        .iter()
-        .filter(|(_, job)| !job.spec.persistent)
-        .map(|(name, _)| name.clone())
-        .collect();
-    for name in dropped {
-        cluster.state.jobs.remove(&name);
-        cluster.event(
-            ClusterEventKind::JobDropped,
-            &name,
-            "not persistent: dropped at restart",
-        );
-    }
-    cluster
-}
-
-/// Matches persisted machines with what the provider still runs: running
-/// ones are adopted (never provisioned again), vanished ones are
-/// decommissioned so their instances move, unknown ones of this cluster join.
-async fn recover_machines(cluster: &mut Cluster, provider: &dyn MachineProvider) {
-    let found = match provider.discover().await {
-        Ok(found) => found,
-        Err(error) => {
-            cluster.event(
-                ClusterEventKind::ProviderListFailed,
-                "",
-                format!("cannot list machines: {error}"),
-            );
-            return;
-        }
-    };
-    let zones = cluster.config.zones();
-    for machine in &found {
-        match cluster.state.machines.get_mut(&machine.machine_id) {
-            Some(record) => {
-                record.provider_id = Some(machine.provider_id.clone());
-                if machine.address.is_some() {
-                    record.address = machine.address.clone();
-                }
-                record.missed_polls = 0;
-            }
-            None => {
-                let Some(size) = zones.get(&machine.zone) else {
-                    continue;
-                };
-                let number = cluster.state.free_number(&machine.zone);
-                let mut record =
-                    MachineRecord::new(&machine.machine_id, &machine.zone, number, *size);
-                record.provider_id = Some(machine.provider_id.clone());
-                record.address = machine.address.clone();
-                cluster.state.adopt_machine(record);
-                cluster.event(
-                    ClusterEventKind::MachineAdopted,
-                    &machine.machine_id,
-                    "found running; adopted",
-                );
-            }
-        }
-    }
-    let vanished: Vec<String> = cluster
-        .state
-        .machines
-        .values()
-        .filter(|m| m.provider_id.is_some() || m.state() == MachineState::Provisioning)
-        .filter(|m| !found.iter().any(|f| f.machine_id == m.id))
-        .map(|m| m.id.clone())
-        .collect();
-    for id in vanished {
-        if let Some(machine) = cluster.state.machines.get_mut(&id) {
-            machine.move_to(MachineState::Decommissioning);
-        }
-        cluster.event(
-            ClusterEventKind::MachineVanished,
-            &id,
-            "gone while the clustersitter was down: decommissioning",
-        );
-    }
-}
-
-/// `--on-exit stop`: terminate every machine before exiting.
-async fn terminate_all(cluster: &Arc<Mutex<Cluster>>, provider: &dyn MachineProvider) {
-    let machines: Vec<(String, Option<String>)> = lock(cluster)
-        .state
-        .machines
-        .values()
-        .map(|m| (m.id.clone(), m.provider_id.clone()))
-        .collect();
-    for (id, provider_id) in machines {
-        match provider
-            .terminate(&id, provider_id.as_deref().unwrap_or_default())
-            .await
-        {
-            Ok(()) => {
-                let mut cluster = lock(cluster);
-                cluster.state.machines.remove(&id);
-                cluster.event(
-                    ClusterEventKind::MachineTerminated,
-                    &id,
-                    "terminated at exit",
-                );
-            }
-            Err(error) => tracing::error!(machine = %id, %error, "cannot terminate"),
-        }
-    }
-    lock(cluster).state.assignments.clear();
 }
 
 /// The whole `main` of `clustersitter` and `cerebrod`: parse, validate, run.

@@ -248,7 +248,7 @@ impl Ops {
     pub async fn restart_instance(&self, name: &str, index: usize) -> Result<(), OpError> {
         let (address, task) = self.locate_instance(name, index)?;
         let token = lock(&self.cluster)
-            .config
+            .config()
             .token
             .as_ref()
             .map(|t| t.expose().to_string());
@@ -324,7 +324,7 @@ impl Ops {
         }
         let specs: Vec<JobSpec> = all.into_values().collect();
         let machines = cluster.placement_machines();
-        let zones = cluster.config.zones();
+        let zones = cluster.config().zones();
         Ok(place(&PlacementInput {
             jobs: &specs,
             machines: &machines,
@@ -346,7 +346,7 @@ impl Ops {
             let mut cluster = lock(&self.cluster);
             if cluster.was_retired(&request.machine_id) {
                 let token = cluster
-                    .config
+                    .config()
                     .token
                     .as_ref()
                     .map(|t| t.expose().to_string());
@@ -358,7 +358,7 @@ impl Ops {
                 ));
                 return Err(OpError::Decommissioned(request.machine_id.clone()));
             }
-            let zones = cluster.config.zones();
+            let zones = cluster.config().zones();
             if cluster.machine(&request.machine_id).is_some() {
                 let changed = cluster.machine_registered(
                     &request.machine_id,
@@ -399,7 +399,7 @@ impl Ops {
         let status = {
             let mut cluster = lock(&self.cluster);
             if let Some(zone) = &request.zone {
-                if !cluster.config.zones().contains_key(zone) {
+                if !cluster.config().zones().contains_key(zone) {
                     return Err(OpError::field(
                         "zone",
                         format!("'{zone}' is not a zone of this cluster"),

@@ -26,7 +26,7 @@ pub(super) struct LoginForm {
 }
 
 pub(super) async fn login(State(app): State<UiState>, Form(form): Form<LoginForm>) -> Response {
-    let accepted = match &lock(&app.ops.cluster).config.token {
+    let accepted = match &lock(&app.ops.cluster).config().token {
         Some(token) => token.matches(form.token.trim()),
         // A cluster without a token lets anyone act through the API too.
         None => true,

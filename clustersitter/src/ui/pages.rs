@@ -137,12 +137,12 @@ pub(super) async fn overview(State(app): State<UiState>, headers: HeaderMap) -> 
         let views = cluster.job_views();
         let status = cluster.status_with(&views);
         let mut by_state: HashMap<MachineState, usize> = HashMap::new();
-        for machine in cluster.state.machines.values() {
+        for machine in cluster.machines() {
             *by_state.entry(machine.state()).or_default() += 1;
         }
         let hour_ago = now_ms().saturating_sub(3_600_000);
         let failures = cluster
-            .events
+            .events()
             .iter()
             .filter(|e| e.at_ms >= hour_ago && e.kind.severity() == Severity::Failure)
             .count();
@@ -261,7 +261,7 @@ pub(super) async fn overview(State(app): State<UiState>, headers: HeaderMap) -> 
             format!(
                 r#"<h2>Idle machines</h2><form method="post" action="/ui/idle-limit"><input type="hidden" name="csrf" value="{}">Keep <input name="limit" type="number" min="0" value="{}" style="width:5em"> idle machines per zone <button type="submit">Set</button></form>"#,
                 escape(csrf),
-                cluster.state.idle_limit_default
+                cluster.idle_limit_default()
             )
         });
         format!(r#"<div id="live" data-refresh="{REFRESH_MS}">{body}</div>{idle_form}"#)
@@ -279,7 +279,7 @@ pub(super) async fn job_page(
     };
     let body = {
         let cluster = lock(&app.ops.cluster);
-        let Some(record) = cluster.state.jobs.get(&name) else {
+        let Some(record) = cluster.job(&name) else {
             return not_found(&viewer, &format!("no job named '{name}'"));
         };
         let view = cluster.job_view(&name, record);
@@ -388,7 +388,7 @@ pub(super) async fn machine_page(
     };
     let body = {
         let cluster = lock(&app.ops.cluster);
-        let Some(machine) = cluster.state.machines.get(&id) else {
+        let Some(machine) = cluster.machine(&id) else {
             return not_found(&viewer, &format!("no machine '{id}'"));
         };
         let view = cluster.machine_view(machine);

@@ -18,6 +18,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+mod jobs;
+mod machines;
+mod views;
+
+pub use machines::PollAnswer;
+
 const MAX_EVENTS: usize = 1000;
 
 /// What one machine answered at the last successful poll.
@@ -27,35 +33,22 @@ pub struct MachineReport {
     pub status: Option<MachineStatus>,
 }
 
+/// The one owner of the cluster's state: jobs, machines and assignments
+/// change only through its methods (here and in `jobs.rs`,
+/// `machines.rs`), which also record the events.
 pub struct Cluster {
-    pub config: Arc<ClusterConfig>,
-    pub state: ClusterState,
-    pub reports: BTreeMap<String, MachineReport>,
+    config: Arc<ClusterConfig>,
+    state: ClusterState,
+    reports: BTreeMap<String, MachineReport>,
     /// Journaled under the state dir, so the history outlives a restart.
-    pub events: EventLog<ClusterEvent>,
+    events: EventLog<ClusterEvent>,
     /// The last placement, for what could not be placed.
-    pub plan: Plan,
-    pub started: Instant,
+    plan: Plan,
+    started: Instant,
     provider_kind: &'static str,
 }
 
 pub type SharedCluster = Arc<Mutex<Cluster>>;
-
-#[derive(Default)]
-struct AssignmentIndex<'a> {
-    machine_of: HashMap<&'a InstanceKey, &'a str>,
-    /// Machines with at least one assignment, and what they reserve.
-    reserved: HashMap<&'a str, Resources>,
-}
-
-impl AssignmentIndex<'_> {
-    fn reserved_on(&self, machine: &str) -> Resources {
-        self.reserved.get(machine).copied().unwrap_or(Resources {
-            cpu: 0.0,
-            mem_mb: 0.0,
-        })
-    }
-}
 
 pub use cerebro_web::lock;
 
@@ -171,191 +164,6 @@ impl Cluster {
         }
         Some(spec)
     }
-
-    /// Every instance the jobs want, placed or not, in a stable order: a
-    /// job's own layout says what it wants even before placement has run;
-    /// a linked job wants what placement gave it.
-    fn instance_keys(&self, job: &str) -> Vec<InstanceKey> {
-        let from_layout: Vec<InstanceKey> = self
-            .state
-            .jobs
-            .get(job)
-            .filter(|record| record.spec.linked_job.is_none())
-            .map(|record| {
-                record
-                    .spec
-                    .deployment_layout
-                    .iter()
-                    .flat_map(|(zone, layout)| {
-                        (0..layout.cpu).map(|slot| InstanceKey {
-                            job: job.to_string(),
-                            zone: zone.clone(),
-                            slot,
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut keys: Vec<InstanceKey> = self
-            .state
-            .assignments
-            .iter()
-            .filter(|a| a.key.job == job)
-            .map(|a| a.key.clone())
-            .chain(
-                self.plan
-                    .unplaced
-                    .iter()
-                    .filter(|u| u.key.job == job && !u.key.zone.is_empty())
-                    .map(|u| u.key.clone()),
-            )
-            .chain(from_layout)
-            .collect();
-        keys.sort();
-        keys.dedup();
-        keys
-    }
-
-    /// Which machine holds each instance and what each machine reserves,
-    /// computed once per view rather than by a scan per instance.
-    fn assignment_index(&self) -> AssignmentIndex<'_> {
-        let mut index = AssignmentIndex::default();
-        for assignment in &self.state.assignments {
-            index
-                .machine_of
-                .insert(&assignment.key, assignment.machine.as_str());
-            if let Some(job) = self.state.jobs.get(&assignment.key.job) {
-                let need = job.spec.need_in(&assignment.key.zone);
-                let reserved =
-                    index
-                        .reserved
-                        .entry(assignment.machine.as_str())
-                        .or_insert(Resources {
-                            cpu: 0.0,
-                            mem_mb: 0.0,
-                        });
-                reserved.cpu += need.cpu;
-                reserved.mem_mb += need.mem_mb;
-            }
-        }
-        index
-    }
-
-    fn instance_view(
-        &self,
-        assigned: &AssignmentIndex,
-        index: usize,
-        key: &InstanceKey,
-    ) -> InstanceView {
-        let machine = assigned.machine_of.get(key).map(|m| m.to_string());
-        let task_name = instance_task_name(&key.job, key.slot);
-        let report = machine
-            .as_ref()
-            .and_then(|m| self.reports.get(m))
-            .and_then(|r| r.tasks.get(&task_name))
-            .and_then(|t| t.status.as_ref());
-        let generation = self.state.jobs.get(&key.job).map_or(0, |j| {
-            machine
-                .as_ref()
-                .map_or(j.generation, |m| j.generation_on(m))
-        });
-        InstanceView {
-            index,
-            job: key.job.clone(),
-            zone: key.zone.clone(),
-            slot: key.slot,
-            task_name,
-            machine,
-            state: report.map_or(InstanceState::Pending, |s| s.state.kind().into()),
-            pid: report.and_then(|s| s.pid),
-            restarts: report.map_or(0, |s| s.restarts),
-            violations: report.map_or(0, |s| {
-                s.violations.memory + s.violations.cpu + s.violations.time
-            }),
-            cpu_cores: report.map_or(0.0, |s| s.cpu_cores),
-            rss_bytes: report.map_or(0, |s| s.rss_bytes),
-            started_at_ms: report.and_then(|s| s.started_at_ms),
-            generation,
-        }
-    }
-
-    pub fn instances_of(&self, job: &str) -> Vec<InstanceView> {
-        self.instances_with(&self.assignment_index(), job)
-    }
-
-    fn instances_with(&self, assigned: &AssignmentIndex, job: &str) -> Vec<InstanceView> {
-        self.instance_keys(job)
-            .iter()
-            .enumerate()
-            .map(|(i, key)| self.instance_view(assigned, i, key))
-            .collect()
-    }
-
-    /// The view of job `name`, if it exists.
-    pub fn view_of_job(&self, name: &str) -> Option<JobView> {
-        self.state
-            .jobs
-            .get(name)
-            .map(|record| self.job_view(name, record))
-    }
-
-    /// Every job's view, sorted by name.
-    pub fn job_views(&self) -> Vec<JobView> {
-        let assigned = self.assignment_index();
-        self.state
-            .jobs
-            .iter()
-            .map(|(name, record)| self.job_view_with(&assigned, name, record))
-            .collect()
-    }
-
-    pub fn job_view(&self, name: &str, record: &JobRecord) -> JobView {
-        self.job_view_with(&self.assignment_index(), name, record)
-    }
-
-    fn job_view_with(&self, assigned: &AssignmentIndex, name: &str, record: &JobRecord) -> JobView {
-        let instances = self.instances_with(assigned, name);
-        let rollout = record.rollout.as_ref().map(|r| {
-            let hosting = self.machines_hosting(name);
-            RolloutView {
-                target_generation: r.target_generation,
-                machines_done: hosting
-                    .iter()
-                    .filter(|m| record.generation_on(m) >= r.target_generation)
-                    .cloned()
-                    .collect(),
-                machines_left: hosting
-                    .iter()
-                    .filter(|m| record.generation_on(m) < r.target_generation)
-                    .cloned()
-                    .collect(),
-                // The machine switched most recently.
-                current: r
-                    .switched
-                    .iter()
-                    .max_by_key(|(_, at)| **at)
-                    .map(|(machine, _)| machine.clone()),
-                started_ms: r.started_ms,
-            }
-        });
-        JobView {
-            name: name.to_string(),
-            spec: record.spec.clone(),
-            version: record.version.clone(),
-            generation: record.generation,
-            created_ms: record.created_ms,
-            updated_ms: record.updated_ms,
-            desired_instances: instances.len(),
-            running_instances: instances
-                .iter()
-                .filter(|i| i.state == InstanceState::Running)
-                .count(),
-            instances,
-            rollout,
-            run_requested: record.run_requested,
-        }
-    }
-
     /// Machines with at least one instance of `job`, sorted.
     pub fn machines_hosting(&self, job: &str) -> Vec<String> {
         let mut machines: Vec<String> = self
@@ -369,110 +177,6 @@ impl Cluster {
         machines.dedup();
         machines
     }
-
-    pub fn machine_view(&self, record: &MachineRecord) -> MachineView {
-        self.machine_view_with(&self.assignment_index(), record)
-    }
-
-    /// Every machine's view, sorted by id.
-    pub fn machine_views(&self) -> Vec<MachineView> {
-        let assigned = self.assignment_index();
-        self.state
-            .machines
-            .values()
-            .map(|record| self.machine_view_with(&assigned, record))
-            .collect()
-    }
-
-    fn machine_view_with(&self, assigned: &AssignmentIndex, record: &MachineRecord) -> MachineView {
-        // Instance numbers are positions in each job's list, computed once per job.
-        let mut keys_of_job: BTreeMap<&str, Vec<InstanceKey>> = BTreeMap::new();
-        let mut instances = Vec::new();
-        for assignment in self.assignments_on(&record.id) {
-            let keys = keys_of_job
-                .entry(assignment.key.job.as_str())
-                .or_insert_with(|| self.instance_keys(&assignment.key.job));
-            let index = keys.iter().position(|k| *k == assignment.key).unwrap_or(0);
-            instances.push(self.instance_view(assigned, index, &assignment.key));
-        }
-        MachineView {
-            id: record.id.clone(),
-            zone: record.zone.clone(),
-            provider: self.provider_kind.to_string(),
-            provider_id: record.provider_id.clone(),
-            address: record.address.clone(),
-            state: record.state(),
-            capacity: record.capacity,
-            reserved: assigned.reserved_on(&record.id),
-            created_ms: record.created_ms,
-            last_seen_ms: record.last_seen_ms,
-            missed_polls: record.missed_polls,
-            instances,
-            vitals: self
-                .reports
-                .get(&record.id)
-                .and_then(|r| r.status.as_ref())
-                .map(|s| s.vitals.clone()),
-        }
-    }
-
-    pub fn status(&self) -> ClusterStatus {
-        self.status_with(&self.job_views())
-    }
-
-    /// The status from job views the caller already has.
-    pub fn status_with(&self, jobs: &[JobView]) -> ClusterStatus {
-        let assigned = self.assignment_index();
-        let zones = self.config.zones();
-        let mut zone_status = Vec::new();
-        for zone in zones.keys() {
-            let machines: Vec<&MachineRecord> = self
-                .state
-                .machines
-                .values()
-                .filter(|m| m.zone == *zone && m.state() != MachineState::Decommissioning)
-                .collect();
-            let mut capacity = Resources {
-                cpu: 0.0,
-                mem_mb: 0.0,
-            };
-            let mut reserved = Resources {
-                cpu: 0.0,
-                mem_mb: 0.0,
-            };
-            let mut idle = 0;
-            for machine in &machines {
-                capacity.cpu += machine.capacity.cpu;
-                capacity.mem_mb += machine.capacity.mem_mb;
-                let r = assigned.reserved_on(&machine.id);
-                reserved.cpu += r.cpu;
-                reserved.mem_mb += r.mem_mb;
-                if !assigned.reserved.contains_key(machine.id.as_str()) {
-                    idle += 1;
-                }
-            }
-            zone_status.push(ZoneStatus {
-                zone: zone.clone(),
-                machines: machines.len(),
-                idle_machines: idle,
-                idle_limit: self.state.idle_limit(zone),
-                capacity,
-                reserved,
-            });
-        }
-        ClusterStatus {
-            cluster: self.config.cluster_name.clone(),
-            provider: self.provider_kind.to_string(),
-            zones: zone_status,
-            jobs: jobs.len(),
-            machines: self.state.machines.len(),
-            desired_instances: jobs.iter().map(|j| j.desired_instances).sum(),
-            running_instances: jobs.iter().map(|j| j.running_instances).sum(),
-            unplaced: self.plan.unplaced.clone(),
-            uptime_secs: self.started.elapsed().as_secs(),
-        }
-    }
-
     /// Checks that need the cluster: zones served, the linked master exists.
     pub fn check_job(&self, spec: &JobSpec) -> Result<(), ValidationErrors> {
         let mut errors = ValidationErrors::default();
@@ -570,6 +274,16 @@ impl Cluster {
             None => {}
         }
         result
+    }
+
+    /// The cluster's configuration (fixed while it runs).
+    pub fn config(&self) -> &Arc<ClusterConfig> {
+        &self.config
+    }
+
+    /// What machine `id` answered at its last successful poll.
+    pub fn report(&self, id: &str) -> Option<&MachineReport> {
+        self.reports.get(id)
     }
 
     /// The events kept, oldest first.
@@ -765,6 +479,40 @@ impl Cluster {
                     format!("idle limit set to {limit} in every zone"),
                 );
             }
+        }
+    }
+
+    /// Sets the idle limits the config names at start (`limit` in every
+    /// zone without its own in `per_zone`), with an event when they change.
+    pub fn set_idle_limits_from_config(&mut self, limit: u32, per_zone: &BTreeMap<String, u32>) {
+        let state = &mut self.state;
+        if state.idle_limit_default != limit || state.idle_limit_per_zone != *per_zone {
+            state.idle_limit_default = limit;
+            state.idle_limit_per_zone = per_zone.clone();
+            self.event(
+                ClusterEventKind::IdleLimitSet,
+                "",
+                format!("idle limits from the config: {limit} per zone"),
+            );
+        }
+    }
+
+    /// Drops the jobs that are not persistent (at a restart).
+    pub fn drop_non_persistent_jobs(&mut self) {
+        let dropped: Vec<String> = self
+            .state
+            .jobs
+            .iter()
+            .filter(|(_, job)| !job.spec.persistent)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in dropped {
+            self.state.jobs.remove(&name);
+            self.event(
+                ClusterEventKind::JobDropped,
+                &name,
+                "not persistent: dropped at restart",
+            );
         }
     }
 

@@ -1,0 +1,303 @@
+//! What the API and pages show of the cluster: job, instance and machine
+//! views and the status, computed from the state under the lock.
+
+use super::*;
+
+/// Nothing reserved, nothing free: the start of a sum.
+/// (`Resources` has no `Default`, and it is not this crate's type.)
+const NO_RESOURCES: Resources = Resources {
+    cpu: 0.0,
+    mem_mb: 0.0,
+};
+
+#[derive(Default)]
+struct AssignmentIndex<'a> {
+    machine_of: HashMap<&'a InstanceKey, &'a str>,
+    /// Machines with at least one assignment, and what they reserve.
+    reserved: HashMap<&'a str, Resources>,
+}
+
+impl AssignmentIndex<'_> {
+    fn reserved_on(&self, machine: &str) -> Resources {
+        self.reserved.get(machine).copied().unwrap_or(NO_RESOURCES)
+    }
+}
+
+impl Cluster {
+    /// Every instance the jobs want, placed or not, in a stable order: a
+    /// job's own layout says what it wants even before placement has run;
+    /// a linked job wants what placement gave it.
+    fn instance_keys(&self, job: &str) -> Vec<InstanceKey> {
+        let from_layout: Vec<InstanceKey> = self
+            .state
+            .jobs
+            .get(job)
+            .filter(|record| record.spec.linked_job.is_none())
+            .map(|record| {
+                record
+                    .spec
+                    .deployment_layout
+                    .iter()
+                    .flat_map(|(zone, layout)| {
+                        (0..layout.cpu).map(|slot| InstanceKey {
+                            job: job.to_string(),
+                            zone: zone.clone(),
+                            slot,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut keys: Vec<InstanceKey> = self
+            .state
+            .assignments
+            .iter()
+            .filter(|a| a.key.job == job)
+            .map(|a| a.key.clone())
+            .chain(
+                self.plan
+                    .unplaced
+                    .iter()
+                    .filter(|u| u.key.job == job && !u.key.zone.is_empty())
+                    .map(|u| u.key.clone()),
+            )
+            .chain(from_layout)
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// Which machine holds each instance and what each machine reserves,
+    /// computed once per view rather than by a scan per instance.
+    fn assignment_index(&self) -> AssignmentIndex<'_> {
+        let mut index = AssignmentIndex::default();
+        for assignment in &self.state.assignments {
+            index
+                .machine_of
+                .insert(&assignment.key, assignment.machine.as_str());
+            if let Some(job) = self.state.jobs.get(&assignment.key.job) {
+                let need = job.spec.need_in(&assignment.key.zone);
+                let reserved = index
+                    .reserved
+                    .entry(assignment.machine.as_str())
+                    .or_insert(NO_RESOURCES);
+                reserved.cpu += need.cpu;
+                reserved.mem_mb += need.mem_mb;
+            }
+        }
+        index
+    }
+
+    fn instance_view(
+        &self,
+        assigned: &AssignmentIndex,
+        index: usize,
+        key: &InstanceKey,
+    ) -> InstanceView {
+        let machine = assigned.machine_of.get(key).map(|m| m.to_string());
+        let task_name = instance_task_name(&key.job, key.slot);
+        let report = machine
+            .as_ref()
+            .and_then(|m| self.reports.get(m))
+            .and_then(|r| r.tasks.get(&task_name))
+            .and_then(|t| t.status.as_ref());
+        let generation = self.state.jobs.get(&key.job).map_or(0, |j| {
+            machine
+                .as_ref()
+                .map_or(j.generation, |m| j.generation_on(m))
+        });
+        InstanceView {
+            index,
+            job: key.job.clone(),
+            zone: key.zone.clone(),
+            slot: key.slot,
+            task_name,
+            machine,
+            state: report.map_or(InstanceState::Pending, |s| s.state.kind().into()),
+            pid: report.and_then(|s| s.pid),
+            restarts: report.map_or(0, |s| s.restarts),
+            violations: report.map_or(0, |s| {
+                s.violations.memory + s.violations.cpu + s.violations.time
+            }),
+            cpu_cores: report.map_or(0.0, |s| s.cpu_cores),
+            rss_bytes: report.map_or(0, |s| s.rss_bytes),
+            started_at_ms: report.and_then(|s| s.started_at_ms),
+            generation,
+        }
+    }
+
+    pub fn instances_of(&self, job: &str) -> Vec<InstanceView> {
+        self.instances_with(&self.assignment_index(), job)
+    }
+
+    fn instances_with(&self, assigned: &AssignmentIndex, job: &str) -> Vec<InstanceView> {
+        self.instance_keys(job)
+            .iter()
+            .enumerate()
+            .map(|(i, key)| self.instance_view(assigned, i, key))
+            .collect()
+    }
+
+    /// The view of job `name`, if it exists.
+    pub fn view_of_job(&self, name: &str) -> Option<JobView> {
+        self.state
+            .jobs
+            .get(name)
+            .map(|record| self.job_view(name, record))
+    }
+
+    /// Every job's view, sorted by name.
+    pub fn job_views(&self) -> Vec<JobView> {
+        let assigned = self.assignment_index();
+        self.state
+            .jobs
+            .iter()
+            .map(|(name, record)| self.job_view_with(&assigned, name, record))
+            .collect()
+    }
+
+    pub fn job_view(&self, name: &str, record: &JobRecord) -> JobView {
+        self.job_view_with(&self.assignment_index(), name, record)
+    }
+
+    fn job_view_with(&self, assigned: &AssignmentIndex, name: &str, record: &JobRecord) -> JobView {
+        let instances = self.instances_with(assigned, name);
+        let rollout = record.rollout.as_ref().map(|r| {
+            let hosting = self.machines_hosting(name);
+            RolloutView {
+                target_generation: r.target_generation,
+                machines_done: hosting
+                    .iter()
+                    .filter(|m| record.generation_on(m) >= r.target_generation)
+                    .cloned()
+                    .collect(),
+                machines_left: hosting
+                    .iter()
+                    .filter(|m| record.generation_on(m) < r.target_generation)
+                    .cloned()
+                    .collect(),
+                // The machine switched most recently.
+                current: r
+                    .switched
+                    .iter()
+                    .max_by_key(|(_, at)| **at)
+                    .map(|(machine, _)| machine.clone()),
+                started_ms: r.started_ms,
+            }
+        });
+        JobView {
+            name: name.to_string(),
+            spec: record.spec.clone(),
+            version: record.version.clone(),
+            generation: record.generation,
+            created_ms: record.created_ms,
+            updated_ms: record.updated_ms,
+            desired_instances: instances.len(),
+            running_instances: instances
+                .iter()
+                .filter(|i| i.state == InstanceState::Running)
+                .count(),
+            instances,
+            rollout,
+            run_requested: record.run_requested,
+        }
+    }
+    /// The view of one machine record.
+    pub fn machine_view(&self, record: &MachineRecord) -> MachineView {
+        self.machine_view_with(&self.assignment_index(), record)
+    }
+
+    /// Every machine's view, sorted by id.
+    pub fn machine_views(&self) -> Vec<MachineView> {
+        let assigned = self.assignment_index();
+        self.state
+            .machines
+            .values()
+            .map(|record| self.machine_view_with(&assigned, record))
+            .collect()
+    }
+
+    fn machine_view_with(&self, assigned: &AssignmentIndex, record: &MachineRecord) -> MachineView {
+        // Instance numbers are positions in each job's list, computed once per job.
+        let mut keys_of_job: BTreeMap<&str, Vec<InstanceKey>> = BTreeMap::new();
+        let mut instances = Vec::new();
+        for assignment in self.assignments_on(&record.id) {
+            let keys = keys_of_job
+                .entry(assignment.key.job.as_str())
+                .or_insert_with(|| self.instance_keys(&assignment.key.job));
+            let index = keys.iter().position(|k| *k == assignment.key).unwrap_or(0);
+            instances.push(self.instance_view(assigned, index, &assignment.key));
+        }
+        MachineView {
+            id: record.id.clone(),
+            zone: record.zone.clone(),
+            provider: self.provider_kind.to_string(),
+            provider_id: record.provider_id.clone(),
+            address: record.address.clone(),
+            state: record.state(),
+            capacity: record.capacity,
+            reserved: assigned.reserved_on(&record.id),
+            created_ms: record.created_ms,
+            last_seen_ms: record.last_seen_ms,
+            missed_polls: record.missed_polls,
+            instances,
+            vitals: self
+                .reports
+                .get(&record.id)
+                .and_then(|r| r.status.as_ref())
+                .map(|s| s.vitals.clone()),
+        }
+    }
+
+    pub fn status(&self) -> ClusterStatus {
+        self.status_with(&self.job_views())
+    }
+
+    /// The status from job views the caller already has.
+    pub fn status_with(&self, jobs: &[JobView]) -> ClusterStatus {
+        let assigned = self.assignment_index();
+        let zones = self.config.zones();
+        let mut zone_status = Vec::new();
+        for zone in zones.keys() {
+            let machines: Vec<&MachineRecord> = self
+                .state
+                .machines
+                .values()
+                .filter(|m| m.zone == *zone && m.state() != MachineState::Decommissioning)
+                .collect();
+            let mut capacity = NO_RESOURCES;
+            let mut reserved = NO_RESOURCES;
+            let mut idle = 0;
+            for machine in &machines {
+                capacity.cpu += machine.capacity.cpu;
+                capacity.mem_mb += machine.capacity.mem_mb;
+                let r = assigned.reserved_on(&machine.id);
+                reserved.cpu += r.cpu;
+                reserved.mem_mb += r.mem_mb;
+                if !assigned.reserved.contains_key(machine.id.as_str()) {
+                    idle += 1;
+                }
+            }
+            zone_status.push(ZoneStatus {
+                zone: zone.clone(),
+                machines: machines.len(),
+                idle_machines: idle,
+                idle_limit: self.state.idle_limit(zone),
+                capacity,
+                reserved,
+            });
+        }
+        ClusterStatus {
+            cluster: self.config.cluster_name.clone(),
+            provider: self.provider_kind.to_string(),
+            zones: zone_status,
+            jobs: jobs.len(),
+            machines: self.state.machines.len(),
+            desired_instances: jobs.iter().map(|j| j.desired_instances).sum(),
+            running_instances: jobs.iter().map(|j| j.running_instances).sum(),
+            unplaced: self.plan.unplaced.clone(),
+            uptime_secs: self.started.elapsed().as_secs(),
+        }
+    }
+}
