@@ -25,15 +25,19 @@ pub enum OpError {
     /// The input is wrong; every problem is listed.
     #[error("{0}")]
     Invalid(ValidationErrors),
+    /// No job by this name.
     #[error("no job named '{0}'")]
     NoSuchJob(String),
+    /// No machine by this id.
     #[error("no machine '{0}'")]
     NoSuchMachine(String),
     /// `count` instances exist, numbered from 0.
     #[error("job '{job}' has {count} instances (0 to {})", count.saturating_sub(1))]
     NoSuchInstance { job: String, count: usize },
+    /// The instance has no machine yet.
     #[error("instance {index} of '{job}' is not placed yet")]
     NotPlaced { job: String, index: usize },
+    /// The instance's machine (by id) has not registered an address yet.
     #[error("machine {0} has no address yet")]
     NoAddress(String),
     /// Placed, but its machine has not created the task yet.
@@ -42,13 +46,16 @@ pub enum OpError {
     /// The machine does not run the task (by task name) yet.
     #[error("the machine does not run {0} yet")]
     TaskNotOnMachine(String),
+    /// Other jobs (`followers`) link to the job, so it cannot go first.
     #[error("jobs linked to '{job}' must be removed first: {}", followers.join(", "))]
     HasFollowers { job: String, followers: Vec<String> },
+    /// The machine (by id) registering was decommissioned by this cluster.
     #[error("machine '{0}' was decommissioned")]
     Decommissioned(String),
     /// The machine did not answer, or answered with an error.
     #[error("the machine did not answer: {0}")]
     MachineUnreachable(cerebro_web::client::ClientError),
+    /// The change was made in memory but could not be saved.
     #[error("cannot persist the cluster state: {0}")]
     Persist(std::io::Error),
 }
@@ -72,14 +79,19 @@ impl From<ValidationErrors> for OpError {
 /// a client for the few calls that reach a machine. Cheap to clone.
 #[derive(Clone)]
 pub struct Ops {
+    /// The cluster, behind its one lock.
     pub cluster: SharedCluster,
+    /// Wakes the reconciler after a change.
     pub notify: Arc<Notify>,
+    /// For the calls that reach a machine (restart, logs, stale tasks).
     pub client: HttpClient,
 }
 
 /// What `put_job` did, and the job afterwards.
 pub struct PutJob {
+    /// Created, updated or unchanged.
     pub outcome: UpsertOutcome,
+    /// The job as it is now.
     pub view: Option<JobView>,
 }
 

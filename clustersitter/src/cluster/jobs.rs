@@ -52,6 +52,10 @@ impl Cluster {
         self.plan = plan;
     }
 
+    /// Rolling updates at `now` (ms): switches the next machines'
+    /// instances to the target generation once those switched before have
+    /// run healthy for the job's minimum time, and ends finished updates.
+    /// Answers whether anything changed.
     pub fn advance_rollouts(&mut self, now: u64) -> bool {
         let cluster = self;
         let mut events = Vec::new();

@@ -83,6 +83,8 @@ impl From<UpsertOutcome> for cerebro_types::cluster::JobResult {
 }
 
 impl Cluster {
+    /// The cluster over `state` (as loaded), its events journaled in the
+    /// config's state dir.
     pub fn new(
         config: Arc<ClusterConfig>,
         state: ClusterState,
@@ -114,6 +116,10 @@ impl Cluster {
         });
     }
 
+    /// Saves the persisted part (`state.json`) atomically.
+    ///
+    /// # Errors
+    /// The write's I/O error; the state in memory stays as it is.
     pub fn persist(&self) -> std::io::Result<()> {
         store::save(&self.config.state_dir, &self.state)
     }

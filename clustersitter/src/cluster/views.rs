@@ -127,6 +127,7 @@ impl Cluster {
         }
     }
 
+    /// Every instance of `job`, placed or not, numbered in a stable order.
     pub fn instances_of(&self, job: &str) -> Vec<InstanceView> {
         self.instances_with(&self.assignment_index(), job)
     }
@@ -157,6 +158,7 @@ impl Cluster {
             .collect()
     }
 
+    /// The view of job `name`, whose record is `record`.
     pub fn job_view(&self, name: &str, record: &JobRecord) -> JobView {
         self.job_view_with(&self.assignment_index(), name, record)
     }
@@ -250,6 +252,7 @@ impl Cluster {
         }
     }
 
+    /// The cluster's status now.
     pub fn status(&self) -> ClusterStatus {
         self.status_with(&self.job_views())
     }

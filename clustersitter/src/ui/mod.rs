@@ -21,7 +21,9 @@ const REFRESH_MS: u32 = 3000;
 /// What the pages and actions work with: the cluster's operations and the logins.
 #[derive(Clone)]
 pub struct UiState {
+    /// The cluster's operations, shared with the JSON API.
     pub ops: Ops,
+    /// Who is logged in.
     pub sessions: Sessions,
 }
 
