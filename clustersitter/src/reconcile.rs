@@ -4,7 +4,7 @@
 //! tasks, and retire idle machines. Every call to a machine is idempotent
 //! (PUT a task, DELETE a task), so a lost or repeated call converges.
 
-use crate::cluster::{lock, SharedCluster};
+use crate::cluster::{lock, PollAnswer, SharedCluster};
 use crate::placement::{place, PlacementInput};
 use crate::provider::{MachineProvider, NewMachine};
 use cerebro_types::cluster::{ClusterEventKind, MachineState};
@@ -112,7 +112,12 @@ impl Reconciler {
                         .ok(),
                     Err(_) => None,
                 };
-                (id, address, tasks, status)
+                PollAnswer {
+                    machine: id,
+                    address,
+                    tasks,
+                    status,
+                }
             });
         }
         let answers = polls.join_all().await;

@@ -8,14 +8,17 @@ use cerebro_types::cluster::ProvisionRequest;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-/// One machine's answer to a poll: its id, the address asked, its tasks
-/// (or why not) and its status when the tasks came.
-pub type PollAnswer = (
-    String,
-    String,
-    Result<Vec<TaskView>, cerebro_web::ClientError>,
-    Option<MachineStatus>,
-);
+/// One machine's answer to a poll.
+pub struct PollAnswer {
+    /// The machine's id.
+    pub machine: String,
+    /// The address asked; an answer from an address the machine has left is ignored.
+    pub address: String,
+    /// Its tasks, or why they could not be had.
+    pub tasks: Result<Vec<TaskView>, cerebro_web::ClientError>,
+    /// Its status, asked only when the tasks came.
+    pub status: Option<MachineStatus>,
+}
 
 impl Cluster {
     /// Records what the machines answered to one round of polls at `now`
@@ -32,7 +35,13 @@ impl Cluster {
         let threshold = self.config.failure_threshold;
         let mut events = Vec::new();
         let mut changed = false;
-        for (id, address, tasks, status) in answers {
+        for PollAnswer {
+            machine: id,
+            address,
+            tasks,
+            status,
+        } in answers
+        {
             let Some(machine) = self.state.machines.get_mut(&id) else {
                 continue;
             };
