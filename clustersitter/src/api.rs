@@ -21,8 +21,9 @@ use cerebro_web::{parse_json_body, require_token, ApiError, Token};
 use std::collections::HashMap;
 use std::fmt::Write;
 
-/// The API's routes over `ops`; every one needs the bearer `token` when
-/// the cluster has one (reads too: `require_token` decides).
+/// The API's routes over `ops`. When the cluster has a `token`, every
+/// request that changes something (not GET/HEAD/OPTIONS) must carry it as
+/// a bearer token.
 pub fn router(ops: Ops, token: Option<Token>) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/overview") }))
