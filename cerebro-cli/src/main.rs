@@ -1,9 +1,10 @@
 //! `cerebro`: drive a Cerebro cluster from a laptop.
 
-use anyhow::{anyhow, bail, Context, Result};
-use cerebro_types::cluster::{ClusterEvent, ClusterStatus, JobView, MachineView, RunMode};
+use anyhow::{anyhow, bail, Result};
+use cerebro_types::cluster::{
+    ClusterEvent, ClusterStatus, JobReply, JobResult, JobView, MachineView, PlanReply, RunMode,
+};
 use cerebro_types::job::JobSpec;
-use cerebro_types::job_file::parse_jobs;
 use cerebro_types::LogChunk;
 use cerebro_web::html::encode_path_segment;
 use cerebro_web::{ClientError, HttpClient};
@@ -235,21 +236,13 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
 }
 
 fn load_job_files(files: &[PathBuf]) -> Result<Vec<JobSpec>> {
-    let mut jobs = Vec::new();
-    let mut problems = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
-        match parse_jobs(&text, &file.display().to_string()) {
-            Ok(parsed) => jobs.extend(parsed),
-            Err(error) => problems.push(error.to_string()),
+    use cerebro_types::job_file::LoadJobsError;
+    cerebro_types::job_file::load_job_files(files).or_else(|error| match error {
+        LoadJobsError::Read { path, source } => {
+            Err(anyhow::Error::new(source).context(format!("cannot read {}", path.display())))
         }
-    }
-    if !problems.is_empty() {
-        bail!("{}", problems.join("\n"));
-    }
-    cerebro_types::job::order_masters_first(&mut jobs);
-    Ok(jobs)
+        LoadJobsError::Parse(_) => bail!("{error}"),
+    })
 }
 
 fn job_path(name: &str) -> String {
@@ -288,33 +281,29 @@ fn run(cli: Cli) -> Result<()> {
         Command::Updatejobcfg { files, dry_run } => {
             let jobs = load_job_files(&files)?;
             if dry_run {
-                let reply: Value = api.post("/api/v1/plan", &jobs)?;
+                let reply: PlanReply = api.post("/api/v1/plan", &jobs)?;
                 if cli.json {
                     return print_json(&reply);
                 }
                 let mut rows = Vec::new();
-                for a in reply["plan"]["assignments"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                {
+                for a in &reply.plan.assignments {
                     rows.push(vec![
-                        a["key"]["job"].as_str().unwrap_or("").to_string(),
-                        a["key"]["zone"].as_str().unwrap_or("").to_string(),
-                        a["key"]["slot"].to_string(),
-                        a["machine"].as_str().unwrap_or("").to_string(),
+                        a.key.job.clone(),
+                        a.key.zone.clone(),
+                        a.key.slot.to_string(),
+                        a.machine.clone(),
                     ]);
                 }
-                for u in reply["plan"]["unplaced"].as_array().into_iter().flatten() {
+                for u in &reply.plan.unplaced {
                     rows.push(vec![
-                        u["key"]["job"].as_str().unwrap_or("").to_string(),
-                        u["key"]["zone"].as_str().unwrap_or("").to_string(),
-                        u["key"]["slot"].to_string(),
-                        format!("({})", u["reason"].as_str().unwrap_or("")),
+                        u.key.job.clone(),
+                        u.key.zone.clone(),
+                        u.key.slot.to_string(),
+                        format!("({})", u.reason),
                     ]);
                 }
                 print_table(&["JOB", "ZONE", "SLOT", "MACHINE"], &rows);
-                let new_machines = reply["plan"]["provision"].as_array().map_or(0, Vec::len);
+                let new_machines = reply.plan.provision.len();
                 println!(
                     "dry run: nothing applied; {new_machines} new machine(s) would be provisioned"
                 );
@@ -323,20 +312,21 @@ fn run(cli: Cli) -> Result<()> {
             let mut rows = Vec::new();
             let mut replies = Vec::new();
             for job in &jobs {
-                let reply: Value = api.put(&job_path(job.name()), job)?;
-                let result = reply["result"].as_str().unwrap_or("");
-                let rollout = &reply["job"]["rollout"];
+                let reply: JobReply = api.put(&job_path(job.name()), job)?;
+                let rollout = reply.job.as_ref().and_then(|j| j.rollout.as_ref());
                 rows.push(vec![
                     job.name().to_string(),
-                    if result == "updated" && !rollout.is_null() {
-                        format!(
+                    match rollout {
+                        Some(rollout) if reply.result == JobResult::Updated => format!(
                             "updated, rolling to generation {}",
-                            rollout["target_generation"]
-                        )
-                    } else {
-                        result.to_string()
+                            rollout.target_generation
+                        ),
+                        _ => reply.result.as_str().to_string(),
                     },
-                    reply["job"]["desired_instances"].to_string(),
+                    reply
+                        .job
+                        .as_ref()
+                        .map_or("-".into(), |j| j.desired_instances.to_string()),
                 ]);
                 replies.push(reply);
             }
@@ -352,13 +342,13 @@ fn run(cli: Cli) -> Result<()> {
             max_parallel,
         } => {
             let body = json!({"version": version, "min_healthy_secs": min_healthy, "max_parallel": max_parallel});
-            let reply: Value = api.post(&format!("{}/update", job_path(&name)), &body)?;
+            let reply: JobReply = api.post(&format!("{}/update", job_path(&name)), &body)?;
             if cli.json {
                 return print_json(&reply);
             }
             println!(
                 "{name}: rolling update to generation {} started",
-                reply["job"]["generation"]
+                reply.job.map_or("-".into(), |j| j.generation.to_string())
             );
         }
         Command::Startjob { name } => run_job(&api, cli.json, &name, true)?,
@@ -507,7 +497,7 @@ fn run(cli: Cli) -> Result<()> {
                         i.index.to_string(),
                         i.zone.clone(),
                         i.machine.clone().unwrap_or_else(|| "-".into()),
-                        i.state.clone(),
+                        i.state.to_string(),
                         i.pid.map_or("-".into(), |p| p.to_string()),
                         format!("{:.2}", i.cpu_cores),
                         format!("{:.1}", i.rss_bytes as f64 / (1024.0 * 1024.0)),
@@ -570,8 +560,8 @@ fn run(cli: Cli) -> Result<()> {
                 .map(|e| {
                     vec![
                         cerebro_types::time::format_rfc3339_ms(e.at_ms),
-                        e.kind.clone(),
-                        e.subject.clone(),
+                        e.kind.category().to_string(),
+                        e.subject.name().to_string(),
                         e.message.clone(),
                     ]
                 })

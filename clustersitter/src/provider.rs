@@ -18,8 +18,19 @@ pub enum ProviderError {
     Limit(usize),
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("{0}")]
-    Other(String),
+    /// The local provider needs a machinesitter binary and found none.
+    #[error(
+        "no machinesitter beside the clustersitter or on PATH (set provider.machinesitter_bin)"
+    )]
+    NoMachinesitter,
+    /// A machine id that would not be one directory under the machines dir.
+    #[error("machine id '{0}' is not a plain name")]
+    BadMachineId(String),
+    #[error("machine {0} is already running")]
+    AlreadyRunning(String),
+    /// Termination left processes of the machine alive.
+    #[error("processes of machine {0} survive SIGKILL")]
+    Survivors(String),
 }
 
 /// What the clustersitter asks for: a machine with this id in this zone.
@@ -83,12 +94,7 @@ impl LocalProvider {
     ) -> Result<Self, ProviderError> {
         let machinesitter_bin = match &config.machinesitter_bin {
             Some(bin) => bin.clone(),
-            None => default_machinesitter().ok_or_else(|| {
-                ProviderError::Other(
-                    "no machinesitter beside the clustersitter or on PATH (set provider.machinesitter_bin)"
-                        .into(),
-                )
-            })?,
+            None => default_machinesitter().ok_or(ProviderError::NoMachinesitter)?,
         };
         let machines_dir = std::path::absolute(state_dir.join("machines"))?;
         std::fs::create_dir_all(&machines_dir)?;
@@ -106,9 +112,7 @@ impl LocalProvider {
         let mut components = std::path::Path::new(machine_id).components();
         match (components.next(), components.next()) {
             (Some(std::path::Component::Normal(_)), None) => Ok(self.machines_dir.join(machine_id)),
-            _ => Err(ProviderError::Other(format!(
-                "machine id '{machine_id}' is not a plain name"
-            ))),
+            _ => Err(ProviderError::BadMachineId(machine_id.to_string())),
         }
     }
 
@@ -152,10 +156,7 @@ impl MachineProvider for LocalProvider {
         }
         let running = self.running();
         if running.iter().any(|(_, id)| *id == machine.id) {
-            return Err(ProviderError::Other(format!(
-                "machine {} is already running",
-                machine.id
-            )));
+            return Err(ProviderError::AlreadyRunning(machine.id.clone()));
         }
         if running.len() >= self.config.max_machines {
             return Err(ProviderError::Limit(self.config.max_machines));
@@ -262,9 +263,7 @@ impl MachineProvider for LocalProvider {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if !leftovers().is_empty() {
-            return Err(ProviderError::Other(format!(
-                "processes of machine {machine_id} survive SIGKILL"
-            )));
+            return Err(ProviderError::Survivors(machine_id.to_string()));
         }
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),

@@ -4,12 +4,10 @@
 //! tasks, and retire idle machines. Every call to a machine is idempotent
 //! (PUT a task, DELETE a task), so a lost or repeated call converges.
 
-use crate::cluster::{lock, MachineReport, SharedCluster};
+use crate::cluster::{lock, PollAnswer, SharedCluster};
 use crate::placement::{place, PlacementInput};
 use crate::provider::{MachineProvider, NewMachine};
-use crate::store::MachineRecord;
-use cerebro_types::cluster::MachineState;
-use cerebro_types::job::instance_task_name;
+use cerebro_types::cluster::{ClusterEventKind, MachineState};
 use cerebro_types::machine::{MachineStatus, TaskView};
 use cerebro_types::time::now_ms;
 use cerebro_types::TaskSpec;
@@ -56,7 +54,7 @@ impl Reconciler {
         notify: Arc<Notify>,
         cluster_url: String,
     ) -> Self {
-        let poll_interval = lock(&cluster).config.poll_interval;
+        let poll_interval = lock(&cluster).config().poll_interval;
         let poll_timeout = poll_interval.clamp(Duration::from_millis(500), Duration::from_secs(5));
         Self {
             cluster,
@@ -72,7 +70,7 @@ impl Reconciler {
     }
 
     pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
-        let poll_interval = lock(&self.cluster).config.poll_interval;
+        let poll_interval = lock(&self.cluster).config().poll_interval;
         loop {
             self.tick().await;
             tokio::select! {
@@ -96,10 +94,8 @@ impl Reconciler {
     /// Asks every machine for its tasks and status, concurrently.
     async fn poll(&mut self) {
         let targets: Vec<(String, String)> = lock(&self.cluster)
-            .state
-            .machines
-            .values()
-            .filter(|m| m.state != MachineState::Decommissioning)
+            .machines()
+            .filter(|m| m.state() != MachineState::Decommissioning)
             .filter_map(|m| Some((m.id.clone(), m.address.clone()?)))
             .collect();
         let mut polls = tokio::task::JoinSet::new();
@@ -116,83 +112,18 @@ impl Reconciler {
                         .ok(),
                     Err(_) => None,
                 };
-                (id, address, tasks, status)
+                PollAnswer {
+                    machine: id,
+                    address,
+                    tasks,
+                    status,
+                }
             });
         }
         let answers = polls.join_all().await;
-        let mut guard = lock(&self.cluster);
-        let cluster = &mut *guard;
-        let threshold = cluster.config.failure_threshold;
-        let now = now_ms();
-        let mut events = Vec::new();
-        let mut changed = false;
-        for (id, address, tasks, status) in answers {
-            let Some(machine) = cluster.state.machines.get_mut(&id) else {
-                continue;
-            };
-            if machine.address.as_deref() != Some(address.as_str()) {
-                continue;
-            }
-            match tasks {
-                Ok(tasks) => {
-                    if machine.state != MachineState::Ready {
-                        events.push((id.clone(), format!("reachable at {address}; ready")));
-                        machine.state = MachineState::Ready;
-                        changed = true;
-                    }
-                    machine.missed_polls = 0;
-                    machine.last_seen_ms = Some(now);
-                    if let Some(status) = &status {
-                        if status.capacity != machine.capacity {
-                            machine.capacity = status.capacity;
-                            changed = true;
-                        }
-                    }
-                    let report = MachineReport {
-                        tasks: tasks.into_iter().map(|t| (t.name.clone(), t)).collect(),
-                        status,
-                    };
-                    if let Some(previous) = cluster.reports.get(&id) {
-                        events.extend(task_changes(&id, previous, &report));
-                    }
-                    cluster.reports.insert(id, report);
-                }
-                Err(error) => {
-                    machine.missed_polls += 1;
-                    if machine.state == MachineState::Ready && machine.missed_polls >= threshold {
-                        machine.state = MachineState::Unreachable;
-                        changed = true;
-                        events.push((
-                            id.clone(),
-                            format!(
-                                "unreachable: missed {} polls ({error})",
-                                machine.missed_polls
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
-        // A machine that never came up is as good as unreachable.
-        for machine in cluster.state.machines.values_mut() {
-            let waited = Duration::from_millis(now.saturating_sub(machine.created_ms));
-            if machine.state == MachineState::Provisioning
-                && machine.last_seen_ms.is_none()
-                && waited > PROVISION_TIMEOUT
-            {
-                machine.state = MachineState::Unreachable;
-                changed = true;
-                events.push((
-                    machine.id.clone(),
-                    format!("did not come up within {PROVISION_TIMEOUT:?} of being provisioned"),
-                ));
-            }
-        }
-        for (machine, message) in events {
-            cluster.event("machine", &machine, message);
-        }
-        if changed {
-            persist(cluster);
+        let mut cluster = lock(&self.cluster);
+        if cluster.record_polls(answers, now_ms(), PROVISION_TIMEOUT) {
+            persist(&cluster);
         }
     }
 
@@ -200,10 +131,8 @@ impl Reconciler {
     /// decommission them either way; placement moves their instances.
     async fn handle_failures(&mut self) {
         let unreachable: Vec<(String, Option<String>)> = lock(&self.cluster)
-            .state
-            .machines
-            .values()
-            .filter(|m| m.state == MachineState::Unreachable)
+            .machines()
+            .filter(|m| m.state() == MachineState::Unreachable)
             .map(|m| (m.id.clone(), m.provider_id.clone()))
             .collect();
         for (id, provider_id) in unreachable {
@@ -216,13 +145,7 @@ impl Reconciler {
                 },
             };
             let mut cluster = lock(&self.cluster);
-            if let Some(machine) = cluster.state.machines.get_mut(&id) {
-                machine.state = MachineState::Decommissioning;
-                cluster.event(
-                    "machine",
-                    &id,
-                    format!("{verdict}: decommissioning it and rescheduling its instances"),
-                );
+            if cluster.decommission_lost(&id, &verdict) {
                 persist(&cluster);
             }
         }
@@ -232,51 +155,13 @@ impl Reconciler {
         let requests = {
             let mut guard = lock(&self.cluster);
             let cluster = &mut *guard;
-            let jobs: Vec<_> = cluster
-                .state
-                .jobs
-                .values()
-                .map(|j| j.spec.clone())
-                .collect();
-            let machines = cluster.placement_machines();
-            let zones = cluster.config.zones();
             let plan = place(&PlacementInput {
-                jobs: &jobs,
-                machines: &machines,
-                previous: &cluster.state.assignments,
-                zone_machine_size: &zones,
+                jobs: &cluster.job_specs(),
+                machines: &cluster.placement_machines(),
+                previous: cluster.assignments(),
+                zone_machine_size: &cluster.config().zones(),
             });
-            let before: BTreeMap<_, _> = cluster
-                .state
-                .assignments
-                .iter()
-                .map(|a| (a.key.clone(), a.machine.clone()))
-                .collect();
-            let mut events: Vec<(String, String)> = Vec::new();
-            for assignment in &plan.assignments {
-                match before.get(&assignment.key) {
-                    Some(machine) if *machine == assignment.machine => {}
-                    Some(machine) => events.push((
-                        assignment.key.job.clone(),
-                        format!(
-                            "instance {} moves from {machine} to {}",
-                            assignment.key.slot, assignment.machine
-                        ),
-                    )),
-                    None => events.push((
-                        assignment.key.job.clone(),
-                        format!(
-                            "instance {} in {} placed on {}",
-                            assignment.key.slot, assignment.key.zone, assignment.machine
-                        ),
-                    )),
-                }
-            }
-            let changed = plan.assignments != cluster.state.assignments;
-            cluster.state.assignments = plan.assignments.clone();
-            for (job, message) in events {
-                cluster.event("job", &job, message);
-            }
+            let changed = cluster.apply_assignments(&plan.assignments);
             let now = Instant::now();
             let mut requests = Vec::new();
             for request in &plan.provision {
@@ -287,30 +172,7 @@ impl Reconciler {
                 {
                     continue;
                 }
-                let seq = cluster.state.next_machine_seq;
-                cluster.state.next_machine_seq += 1;
-                let id = format!("{}-{seq}", request.zone);
-                let number = cluster.state.free_number(&request.zone);
-                cluster.state.machines.insert(
-                    id.clone(),
-                    MachineRecord::new(&id, &request.zone, number, request.size),
-                );
-                let for_whom: Vec<String> = request
-                    .for_instances
-                    .iter()
-                    .map(|k| instance_task_name(&k.job, k.slot))
-                    .collect();
-                cluster.event(
-                    "machine",
-                    &id,
-                    format!(
-                        "provisioning in {} ({} cores, {} MB) for {}",
-                        request.zone,
-                        request.size.cpu,
-                        request.size.mem_mb,
-                        for_whom.join(", ")
-                    ),
-                );
+                let id = cluster.add_provisioning_machine(request);
                 requests.push(NewMachine {
                     id,
                     zone: request.zone.clone(),
@@ -318,7 +180,7 @@ impl Reconciler {
                     cluster_url: self.cluster_url.clone(),
                 });
             }
-            cluster.plan = plan;
+            cluster.set_plan(plan);
             // Recorded before the provider is asked: a crash in between
             // finds the record and never provisions the slot twice.
             if changed || !requests.is_empty() {
@@ -330,19 +192,9 @@ impl Reconciler {
             let result = self.provider.provision(&request).await;
             let mut cluster = lock(&self.cluster);
             match result {
-                Ok(provider_id) => {
-                    if let Some(machine) = cluster.state.machines.get_mut(&request.id) {
-                        machine.provider_id = Some(provider_id.clone());
-                    }
-                    cluster.event("machine", &request.id, format!("started ({provider_id})"));
-                }
+                Ok(provider_id) => cluster.machine_provisioned(&request.id, &provider_id),
                 Err(error) => {
-                    cluster.state.machines.remove(&request.id);
-                    cluster.event(
-                        "provider",
-                        &request.id,
-                        format!("cannot provision: {error}"),
-                    );
+                    cluster.provision_failed(&request.id, &error.to_string());
                     self.provision_not_before
                         .insert(request.zone.clone(), Instant::now() + PROVISION_RETRY);
                 }
@@ -355,88 +207,9 @@ impl Reconciler {
     /// generation once the previous machines' instances have run healthy
     /// for the job's minimum time.
     fn advance_rollouts(&mut self) {
-        let mut guard = lock(&self.cluster);
-        let cluster = &mut *guard;
-        let now = now_ms();
-        let mut events = Vec::new();
-        let mut changed = false;
-        let names: Vec<String> = cluster.state.jobs.keys().cloned().collect();
-        for name in names {
-            let hosting = cluster.machines_hosting(&name);
-            let Some(job) = cluster.state.jobs.get(&name) else {
-                continue;
-            };
-            let Some(rollout) = job.rollout.clone() else {
-                continue;
-            };
-            let healthy = |machine: &str| -> bool {
-                let Some(switched_at) = rollout.switched.get(machine) else {
-                    return true;
-                };
-                let Some(report) = cluster.reports.get(machine) else {
-                    return false;
-                };
-                cluster
-                    .assignments_on(machine)
-                    .filter(|a| a.key.job == name)
-                    .all(|a| {
-                        let task = report
-                            .tasks
-                            .get(&instance_task_name(&a.key.job, a.key.slot));
-                        let status = task.and_then(|t| t.status.as_ref());
-                        status.is_some_and(|s| {
-                            s.state.kind() == cerebro_types::StateKind::Running
-                                && s.started_at_ms.is_some_and(|started| {
-                                    started >= *switched_at
-                                        && now.saturating_sub(started) >= rollout.min_healthy_ms
-                                })
-                        })
-                    })
-            };
-            let in_flight = hosting
-                .iter()
-                .filter(|m| rollout.switched.contains_key(*m) && !healthy(m))
-                .count();
-            let left: Vec<String> = hosting
-                .iter()
-                .filter(|m| job.generation_on(m) < rollout.target_generation)
-                .cloned()
-                .collect();
-            let Some(job) = cluster.state.jobs.get_mut(&name) else {
-                continue;
-            };
-            if left.is_empty() && in_flight == 0 {
-                job.end_rollout();
-                events.push((
-                    name.clone(),
-                    format!(
-                        "update to generation {} complete",
-                        rollout.target_generation
-                    ),
-                ));
-                changed = true;
-                continue;
-            }
-            let slots = rollout.max_parallel.saturating_sub(in_flight);
-            for machine in left.into_iter().take(slots) {
-                job.machine_generation
-                    .insert(machine.clone(), rollout.target_generation);
-                if let Some(r) = job.rollout.as_mut() {
-                    r.switched.insert(machine.clone(), now);
-                }
-                events.push((
-                    name.clone(),
-                    format!("rolling update: restarting the instances on {machine}"),
-                ));
-                changed = true;
-            }
-            job.forget_unused_configurations();
-        }
-        for (job, message) in events {
-            cluster.event("job", &job, message);
-        }
-        if changed {
-            persist(cluster);
+        let mut cluster = lock(&self.cluster);
+        if cluster.advance_rollouts(now_ms()) {
+            persist(&cluster);
         }
     }
 
@@ -447,7 +220,7 @@ impl Reconciler {
             // Grouped once: scanning every assignment per machine would be quadratic each tick.
             let mut by_machine: BTreeMap<&str, Vec<&cerebro_types::cluster::Assignment>> =
                 BTreeMap::new();
-            for assignment in &cluster.state.assignments {
+            for assignment in cluster.assignments() {
                 by_machine
                     .entry(assignment.machine.as_str())
                     .or_default()
@@ -458,15 +231,13 @@ impl Reconciler {
             // not is stale, and calls to it would only wait for timeouts. A
             // decommissioning machine's tasks go with it when it is terminated.
             for machine in cluster
-                .state
-                .machines
-                .values()
-                .filter(|m| m.state == MachineState::Ready && m.missed_polls == 0)
+                .machines()
+                .filter(|m| m.state() == MachineState::Ready && m.missed_polls == 0)
             {
                 let Some(address) = machine.address.clone() else {
                     continue;
                 };
-                let Some(report) = cluster.reports.get(&machine.id) else {
+                let Some(report) = cluster.report(&machine.id) else {
                     continue;
                 };
                 let desired: BTreeMap<String, TaskSpec> = by_machine
@@ -504,7 +275,7 @@ impl Reconciler {
             work
         };
         let token = lock(&self.cluster)
-            .config
+            .config()
             .token
             .as_ref()
             .map(|t| t.expose().to_string());
@@ -514,21 +285,29 @@ impl Reconciler {
             let token = token.clone();
             calls.spawn(async move {
                 // Per call: (task, what happened, whether it failed).
-                let mut outcomes: Vec<(String, String, bool)> = Vec::new();
+                let mut outcomes: Vec<(String, ClusterEventKind, String, bool)> = Vec::new();
                 for spec in &item.put {
                     let url = format!(
                         "http://{}/api/v1/tasks/{}",
                         item.address,
                         encode_path_segment(&spec.name)
                     );
-                    let (message, failed) = match client
+                    let (kind, message, failed) = match client
                         .put_json::<_, serde_json::Value>(&url, token.as_deref(), spec)
                         .await
                     {
-                        Ok(_) => (format!("runs {}", spec.name), false),
-                        Err(error) => (format!("PUT {}: {error}", spec.name), true),
+                        Ok(_) => (
+                            ClusterEventKind::TaskPut,
+                            format!("runs {}", spec.name),
+                            false,
+                        ),
+                        Err(error) => (
+                            ClusterEventKind::TaskCallFailed,
+                            format!("PUT {}: {error}", spec.name),
+                            true,
+                        ),
                     };
-                    outcomes.push((spec.name.clone(), message, failed));
+                    outcomes.push((spec.name.clone(), kind, message, failed));
                 }
                 for name in &item.delete {
                     let url = format!(
@@ -536,17 +315,27 @@ impl Reconciler {
                         item.address,
                         encode_path_segment(name)
                     );
-                    let (message, failed) = match client
+                    let (kind, message, failed) = match client
                         .delete_json::<serde_json::Value>(&url, token.as_deref())
                         .await
                     {
-                        Ok(_) => (format!("removed {name}"), false),
-                        Err(error) if error.status() == Some(404) => {
-                            (format!("removed {name}"), false)
-                        }
-                        Err(error) => (format!("DELETE {name}: {error}"), true),
+                        Ok(_) => (
+                            ClusterEventKind::TaskRemoved,
+                            format!("removed {name}"),
+                            false,
+                        ),
+                        Err(error) if error.status() == Some(404) => (
+                            ClusterEventKind::TaskRemoved,
+                            format!("removed {name}"),
+                            false,
+                        ),
+                        Err(error) => (
+                            ClusterEventKind::TaskCallFailed,
+                            format!("DELETE {name}: {error}"),
+                            true,
+                        ),
                     };
-                    outcomes.push((name.clone(), message, failed));
+                    outcomes.push((name.clone(), kind, message, failed));
                 }
                 (item.machine, outcomes)
             });
@@ -554,7 +343,7 @@ impl Reconciler {
         let results = calls.join_all().await;
         let mut cluster = lock(&self.cluster);
         for (machine, outcomes) in results {
-            for (task, message, failed) in outcomes {
+            for (task, kind, message, failed) in outcomes {
                 let key = (machine.clone(), task);
                 if failed {
                     if self.sync_failures.get(&key) == Some(&message) {
@@ -564,55 +353,18 @@ impl Reconciler {
                 } else {
                     self.sync_failures.remove(&key);
                 }
-                cluster.event("machine", &machine, message);
+                cluster.event(kind, &machine, message);
             }
         }
-        let machines = &cluster.state.machines;
         self.sync_failures
-            .retain(|(machine, _), _| machines.contains_key(machine));
+            .retain(|(machine, _), _| cluster.machine(machine).is_some());
     }
 
     /// Keeps at most the zone's idle limit of machines without instances.
     fn retire_idle(&mut self) {
-        let mut guard = lock(&self.cluster);
-        let cluster = &mut *guard;
-        let busy: BTreeSet<&str> = cluster
-            .state
-            .assignments
-            .iter()
-            .map(|a| a.machine.as_str())
-            .collect();
-        let mut idle_by_zone: BTreeMap<String, Vec<(u32, String)>> = BTreeMap::new();
-        let mut changed = false;
-        for machine in cluster.state.machines.values() {
-            if machine.state == MachineState::Ready && !busy.contains(machine.id.as_str()) {
-                idle_by_zone
-                    .entry(machine.zone.clone())
-                    .or_default()
-                    .push((machine.number, machine.id.clone()));
-            }
-        }
-        let mut events = Vec::new();
-        for (zone, mut idle) in idle_by_zone {
-            let limit = cluster.state.idle_limit(&zone) as usize;
-            // Keep the lowest-numbered machines; retire the newest.
-            idle.sort();
-            for (_, id) in idle.into_iter().skip(limit) {
-                if let Some(machine) = cluster.state.machines.get_mut(&id) {
-                    machine.state = MachineState::Decommissioning;
-                    changed = true;
-                    events.push((
-                        id,
-                        format!("idle beyond the limit of {limit} in {zone}: decommissioning"),
-                    ));
-                }
-            }
-        }
-        for (machine, message) in events {
-            cluster.event("machine", &machine, message);
-        }
-        if changed {
-            persist(cluster);
+        let mut cluster = lock(&self.cluster);
+        if cluster.retire_idle() {
+            persist(&cluster);
         }
     }
 
@@ -620,10 +372,8 @@ impl Reconciler {
     /// in flight per machine; a failure is retried on a later tick.
     fn terminate_decommissioning(&mut self) {
         let targets: Vec<(String, Option<String>)> = lock(&self.cluster)
-            .state
-            .machines
-            .values()
-            .filter(|m| m.state == MachineState::Decommissioning)
+            .machines()
+            .filter(|m| m.state() == MachineState::Decommissioning)
             .map(|m| (m.id.clone(), m.provider_id.clone()))
             .collect();
         for (id, provider_id) in targets {
@@ -642,15 +392,12 @@ impl Reconciler {
                     let mut cluster = lock(&cluster);
                     match result {
                         Ok(()) => {
-                            cluster.state.machines.remove(&id);
-                            cluster.reports.remove(&id);
-                            cluster.state.retire_machine(&id);
-                            cluster.event("machine", &id, "terminated");
+                            cluster.machine_terminated(&id);
                             persist(&cluster);
                         }
                         Err(error) => {
                             cluster.event(
-                                "provider",
+                                ClusterEventKind::TerminateFailed,
                                 &id,
                                 format!("cannot terminate yet: {error}"),
                             );
@@ -667,43 +414,6 @@ impl Reconciler {
     pub fn terminations_in_flight(&self) -> bool {
         !lock(&self.terminating).is_empty()
     }
-}
-
-/// What happened to a machine's tasks between two polls that a person
-/// should see: restarts and limit violations.
-fn task_changes(
-    machine: &str,
-    before: &MachineReport,
-    after: &MachineReport,
-) -> Vec<(String, String)> {
-    let mut changes = Vec::new();
-    for (name, task) in &after.tasks {
-        let (Some(now), Some(then)) = (
-            task.status.as_ref(),
-            before.tasks.get(name).and_then(|t| t.status.as_ref()),
-        ) else {
-            continue;
-        };
-        for (kind, was, is) in [
-            ("memory", then.violations.memory, now.violations.memory),
-            ("CPU", then.violations.cpu, now.violations.cpu),
-            ("time", then.violations.time, now.violations.time),
-        ] {
-            if is > was {
-                changes.push((
-                    machine.to_string(),
-                    format!("{name} violated its {kind} limit"),
-                ));
-            }
-        }
-        if now.restarts > then.restarts {
-            changes.push((
-                machine.to_string(),
-                format!("{name} restarted (restart {})", now.restarts),
-            ));
-        }
-    }
-    changes
 }
 
 fn persist(cluster: &crate::cluster::Cluster) {

@@ -162,7 +162,8 @@ pub struct MachineRecord {
     pub provider_id: Option<String>,
     pub address: Option<String>,
     pub capacity: Resources,
-    pub state: MachineState,
+    /// Changed only by [`MachineRecord::move_to`], through the transition table.
+    state: MachineState,
     pub created_ms: u64,
     pub last_seen_ms: Option<u64>,
     pub missed_polls: u32,
@@ -182,6 +183,24 @@ impl MachineRecord {
             created_ms: cerebro_types::time::now_ms(),
             last_seen_ms: None,
             missed_polls: 0,
+        }
+    }
+
+    /// Where the machine is in its life.
+    pub fn state(&self) -> MachineState {
+        self.state
+    }
+
+    /// Moves the machine to `to` if [`cerebro_types::cluster::MACHINE_TRANSITIONS`]
+    /// allows it, and answers whether it did; a refused move changes
+    /// nothing and is logged (it would be a bug in the caller).
+    pub fn move_to(&mut self, to: MachineState) -> bool {
+        match self.state.transition(to) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(machine = %self.id, "{error}");
+                false
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::job::{JobSpec, Need};
 use crate::machine::{Resources, Vitals};
+use crate::task::StateKind;
 use serde::{Deserialize, Serialize};
 
 /// Where one instance of a job lives: the key is (job, zone, slot).
@@ -79,6 +80,44 @@ impl MachineState {
     pub fn accepts_instances(self) -> bool {
         matches!(self, MachineState::Provisioning | MachineState::Ready)
     }
+
+    /// Moves to `to` if [`MACHINE_TRANSITIONS`] allows it; staying in the
+    /// same state is always allowed (and changes nothing).
+    ///
+    /// # Errors
+    /// [`IllegalMachineTransition`] when the table does not have the move;
+    /// the state is left as it was.
+    pub fn transition(&mut self, to: MachineState) -> Result<(), IllegalMachineTransition> {
+        if *self == to || MACHINE_TRANSITIONS.contains(&(*self, to)) {
+            *self = to;
+            Ok(())
+        } else {
+            Err(IllegalMachineTransition { from: *self, to })
+        }
+    }
+}
+
+/// Every move a machine's state may make. Decommissioning is the end: a
+/// machine being terminated never becomes ready again.
+pub const MACHINE_TRANSITIONS: &[(MachineState, MachineState)] = {
+    use MachineState::*;
+    &[
+        (Provisioning, Ready),
+        (Provisioning, Unreachable),
+        (Provisioning, Decommissioning),
+        (Ready, Unreachable),
+        (Ready, Decommissioning),
+        (Unreachable, Ready),
+        (Unreachable, Decommissioning),
+    ]
+};
+
+/// A machine state change [`MACHINE_TRANSITIONS`] does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a machine cannot go from {} to {}", from.as_str(), to.as_str())]
+pub struct IllegalMachineTransition {
+    pub from: MachineState,
+    pub to: MachineState,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,7 +147,7 @@ pub struct InstanceView {
     pub task_name: String,
     pub machine: Option<String>,
     /// The task's state as its machine last reported it; `pending` until placed and started.
-    pub state: String,
+    pub state: InstanceState,
     pub pid: Option<u32>,
     pub restarts: u64,
     /// Limit violations (memory, cpu, time) since the task was created.
@@ -118,6 +157,60 @@ pub struct InstanceView {
     pub started_at_ms: Option<u64>,
     /// The job generation this instance runs.
     pub generation: u64,
+}
+
+/// An instance's state as the API shows it: its task's state, or
+/// `pending` while it has no task to report. Serialized as the lowercase
+/// word (`running`, `pending`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    /// Not placed, or placed and not reported by its machine yet.
+    Pending,
+    Stopped,
+    Running,
+    Stopping,
+    Backoff,
+    Exited,
+    Fatal,
+    /// A word this version does not know (from a newer clustersitter).
+    #[serde(other)]
+    Unknown,
+}
+
+impl InstanceState {
+    /// The word the API and the pages use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Stopped => "stopped",
+            InstanceState::Running => "running",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Backoff => "backoff",
+            InstanceState::Exited => "exited",
+            InstanceState::Fatal => "fatal",
+            InstanceState::Unknown => "unknown",
+        }
+    }
+}
+
+impl From<StateKind> for InstanceState {
+    fn from(kind: StateKind) -> Self {
+        match kind {
+            StateKind::Stopped => InstanceState::Stopped,
+            StateKind::Running => InstanceState::Running,
+            StateKind::Stopping => InstanceState::Stopping,
+            StateKind::Backoff => InstanceState::Backoff,
+            StateKind::Exited => InstanceState::Exited,
+            StateKind::Fatal => InstanceState::Fatal,
+        }
+    }
+}
+
+impl std::fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,13 +303,393 @@ pub struct RegisterRequest {
     pub zone: Option<String>,
 }
 
+/// Something that happened in the cluster, for people: the API's
+/// `/events`, the pages and the journal (`events.jsonl`) all hold these.
+///
+/// On the wire (one JSON object, also one journal line): `at_ms`, `kind`
+/// (the category: `job`, `machine`, `provider`, `cluster`, as always),
+/// `event` (the typed kind, e.g. `machine_unreachable`), `severity`,
+/// `subject` (a job name, machine id or zone; `""` for none) and
+/// `message`. Lines written before `event` existed still load: their kind
+/// is [`ClusterEventKind::Unknown`] and the subject's type follows from the
+/// category.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "WireEvent", into = "WireEvent")]
 pub struct ClusterEvent {
     pub at_ms: u64,
-    /// job, machine, provider, cluster
-    pub kind: String,
-    pub subject: String,
+    pub kind: ClusterEventKind,
+    pub subject: EventSubject,
     pub message: String,
+}
+
+/// How much an event matters to whoever watches the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Routine: placements, updates, machines coming and going on purpose.
+    Info,
+    /// Worth a look, not a failure by itself.
+    Warning,
+    /// Something went wrong: a machine lost, a limit violated, a call refused.
+    Failure,
+}
+
+impl Severity {
+    /// The wire word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Failure => "failure",
+        }
+    }
+
+    /// The severity named `word`, if this version knows it.
+    pub fn from_word(word: &str) -> Option<Self> {
+        [Severity::Info, Severity::Warning, Severity::Failure]
+            .into_iter()
+            .find(|s| s.as_str() == word)
+    }
+}
+
+/// What an event is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EventSubject {
+    /// The cluster as a whole.
+    None,
+    Job(String),
+    Machine(String),
+    Zone(String),
+}
+
+impl EventSubject {
+    /// The name as the wire and the pages show it (`""` for none).
+    pub fn name(&self) -> &str {
+        match self {
+            EventSubject::None => "",
+            EventSubject::Job(name) | EventSubject::Machine(name) | EventSubject::Zone(name) => {
+                name
+            }
+        }
+    }
+
+    /// Whether this is job `name`.
+    pub fn is_job(&self, name: &str) -> bool {
+        matches!(self, EventSubject::Job(n) if n == name)
+    }
+
+    /// Whether this is machine `id`.
+    pub fn is_machine(&self, id: &str) -> bool {
+        matches!(self, EventSubject::Machine(m) if m == id)
+    }
+}
+
+/// Which kind of thing an event kind is about; with the wire's subject
+/// name it makes the [`EventSubject`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectKind {
+    None,
+    Job,
+    Machine,
+    Zone,
+}
+
+impl SubjectKind {
+    /// The subject named `name` (none when `name` is empty).
+    pub fn with(self, name: String) -> EventSubject {
+        if name.is_empty() {
+            return EventSubject::None;
+        }
+        match self {
+            SubjectKind::None => EventSubject::None,
+            SubjectKind::Job => EventSubject::Job(name),
+            SubjectKind::Machine => EventSubject::Machine(name),
+            SubjectKind::Zone => EventSubject::Zone(name),
+        }
+    }
+}
+
+/// Every kind of event the clustersitter records. The wire name
+/// (`event`) is [`ClusterEventKind::name`]; the category (`kind`),
+/// severity and subject follow from the kind.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClusterEventKind {
+    /// A job was submitted for the first time.
+    JobCreated,
+    /// A job's config changed (a task change rolls out).
+    JobUpdated,
+    /// A job that is not persistent was dropped at a restart.
+    JobDropped,
+    JobRemoved,
+    /// A start or stop of every instance was requested.
+    JobRunRequested,
+    /// A rolling update began (by request).
+    RolloutStarted,
+    /// A rolling update moved on to another machine.
+    RolloutStep,
+    RolloutComplete,
+    InstancePlaced,
+    InstanceMoved,
+    /// An instance was restarted by request.
+    InstanceRestarted,
+    /// The clustersitter asked the provider for a machine.
+    MachineProvisioning,
+    /// The provider started the machine.
+    MachineStarted,
+    /// The machine answered a poll and is ready.
+    MachineReady,
+    /// The machine missed the failure threshold of polls.
+    MachineUnreachable,
+    /// A provisioned machine never answered.
+    MachineNeverCameUp,
+    /// An unreachable machine is decommissioned; its instances move.
+    MachineLost,
+    /// A machine vanished while the clustersitter was down.
+    MachineVanished,
+    /// A machine found running at start was adopted.
+    MachineAdopted,
+    /// A known machine registered at a new address.
+    MachineRegistered,
+    /// An unknown machine joined by registering.
+    MachineJoined,
+    /// A decommissioned machine registered again; its tasks are removed.
+    MachineStaleRegistered,
+    /// An idle machine beyond the zone's limit is decommissioned.
+    MachineIdleRetired,
+    MachineTerminated,
+    /// A machine now runs a task (its spec was put).
+    TaskPut,
+    TaskRemoved,
+    /// A call to put or remove a task failed.
+    TaskCallFailed,
+    /// A task violated one of its limits.
+    TaskViolation,
+    /// A task restarted (by its own policy).
+    TaskRestarted,
+    /// The provider could not list its machines.
+    ProviderListFailed,
+    ProvisionFailed,
+    TerminateFailed,
+    /// The idle limit changed (by request or the config).
+    IdleLimitSet,
+    /// The state file could not be read; machines come from the provider.
+    StateFileUnreadable,
+    /// A kind this version does not know: a journal line written before
+    /// kinds were typed (`name` empty) or by a newer clustersitter.
+    Unknown {
+        /// The wire category (`kind`).
+        category: String,
+        /// The wire kind (`event`); empty for an old line.
+        name: String,
+        /// As the line said; `info` when it did not say.
+        severity: Severity,
+    },
+}
+
+impl ClusterEventKind {
+    /// Every known kind, for lookups by wire name.
+    pub const KNOWN: [ClusterEventKind; 34] = {
+        use ClusterEventKind::*;
+        [
+            JobCreated,
+            JobUpdated,
+            JobDropped,
+            JobRemoved,
+            JobRunRequested,
+            RolloutStarted,
+            RolloutStep,
+            RolloutComplete,
+            InstancePlaced,
+            InstanceMoved,
+            InstanceRestarted,
+            MachineProvisioning,
+            MachineStarted,
+            MachineReady,
+            MachineUnreachable,
+            MachineNeverCameUp,
+            MachineLost,
+            MachineVanished,
+            MachineAdopted,
+            MachineRegistered,
+            MachineJoined,
+            MachineStaleRegistered,
+            MachineIdleRetired,
+            MachineTerminated,
+            TaskPut,
+            TaskRemoved,
+            TaskCallFailed,
+            TaskViolation,
+            TaskRestarted,
+            ProviderListFailed,
+            ProvisionFailed,
+            TerminateFailed,
+            IdleLimitSet,
+            StateFileUnreadable,
+        ]
+    };
+
+    /// The wire name (`event`).
+    pub fn name(&self) -> &str {
+        use ClusterEventKind::*;
+        match self {
+            JobCreated => "job_created",
+            JobUpdated => "job_updated",
+            JobDropped => "job_dropped",
+            JobRemoved => "job_removed",
+            JobRunRequested => "job_run_requested",
+            RolloutStarted => "rollout_started",
+            RolloutStep => "rollout_step",
+            RolloutComplete => "rollout_complete",
+            InstancePlaced => "instance_placed",
+            InstanceMoved => "instance_moved",
+            InstanceRestarted => "instance_restarted",
+            MachineProvisioning => "machine_provisioning",
+            MachineStarted => "machine_started",
+            MachineReady => "machine_ready",
+            MachineUnreachable => "machine_unreachable",
+            MachineNeverCameUp => "machine_never_came_up",
+            MachineLost => "machine_lost",
+            MachineVanished => "machine_vanished",
+            MachineAdopted => "machine_adopted",
+            MachineRegistered => "machine_registered",
+            MachineJoined => "machine_joined",
+            MachineStaleRegistered => "machine_stale_registered",
+            MachineIdleRetired => "machine_idle_retired",
+            MachineTerminated => "machine_terminated",
+            TaskPut => "task_put",
+            TaskRemoved => "task_removed",
+            TaskCallFailed => "task_call_failed",
+            TaskViolation => "task_violation",
+            TaskRestarted => "task_restarted",
+            ProviderListFailed => "provider_list_failed",
+            ProvisionFailed => "provision_failed",
+            TerminateFailed => "terminate_failed",
+            IdleLimitSet => "idle_limit_set",
+            StateFileUnreadable => "state_file_unreadable",
+            Unknown { name, .. } => name,
+        }
+    }
+
+    /// The category the wire has always called `kind`: `job`, `machine`,
+    /// `provider` or `cluster`.
+    pub fn category(&self) -> &str {
+        use ClusterEventKind::*;
+        match self {
+            JobCreated | JobUpdated | JobDropped | JobRemoved | JobRunRequested
+            | RolloutStarted | RolloutStep | RolloutComplete | InstancePlaced | InstanceMoved
+            | InstanceRestarted => "job",
+            MachineProvisioning
+            | MachineStarted
+            | MachineReady
+            | MachineUnreachable
+            | MachineNeverCameUp
+            | MachineLost
+            | MachineVanished
+            | MachineAdopted
+            | MachineRegistered
+            | MachineJoined
+            | MachineStaleRegistered
+            | MachineIdleRetired
+            | MachineTerminated
+            | TaskPut
+            | TaskRemoved
+            | TaskCallFailed
+            | TaskViolation
+            | TaskRestarted => "machine",
+            ProviderListFailed | ProvisionFailed | TerminateFailed => "provider",
+            IdleLimitSet | StateFileUnreadable => "cluster",
+            Unknown { category, .. } => category,
+        }
+    }
+
+    /// How much it matters; the UI counts and marks failures.
+    pub fn severity(&self) -> Severity {
+        use ClusterEventKind::*;
+        match self {
+            MachineUnreachable | MachineLost | MachineVanished | TaskCallFailed | TaskViolation
+            | ProviderListFailed | ProvisionFailed | TerminateFailed | StateFileUnreadable => {
+                Severity::Failure
+            }
+            MachineNeverCameUp | MachineStaleRegistered | TaskRestarted => Severity::Warning,
+            Unknown { severity, .. } => *severity,
+            _ => Severity::Info,
+        }
+    }
+
+    /// What the subject names.
+    pub fn subject_kind(&self) -> SubjectKind {
+        use ClusterEventKind::*;
+        match self {
+            ProviderListFailed | StateFileUnreadable => SubjectKind::None,
+            IdleLimitSet => SubjectKind::Zone,
+            Unknown { category, .. } => match category.as_str() {
+                "job" => SubjectKind::Job,
+                // Provider events name the machine they were about.
+                "machine" | "provider" => SubjectKind::Machine,
+                // The only named cluster subject ever written: a zone's idle limit.
+                "cluster" => SubjectKind::Zone,
+                _ => SubjectKind::None,
+            },
+            kind if kind.category() == "job" => SubjectKind::Job,
+            _ => SubjectKind::Machine,
+        }
+    }
+
+    /// The kind with wire name `name` in `category`; an unknown one is kept as it was.
+    pub fn from_wire(category: &str, name: &str, severity: Option<Severity>) -> Self {
+        Self::KNOWN
+            .iter()
+            .find(|k| k.name() == name)
+            .cloned()
+            .unwrap_or_else(|| ClusterEventKind::Unknown {
+                category: category.to_string(),
+                name: name.to_string(),
+                severity: severity.unwrap_or(Severity::Info),
+            })
+    }
+}
+
+/// [`ClusterEvent`] as JSON. `event` and `severity` are newer than the
+/// rest, so lines without them load too.
+#[derive(Serialize, Deserialize)]
+struct WireEvent {
+    at_ms: u64,
+    kind: String,
+    #[serde(default)]
+    event: String,
+    /// A word, not a [`Severity`]: one this version does not know must not
+    /// cost the line.
+    #[serde(default)]
+    severity: Option<String>,
+    subject: String,
+    message: String,
+}
+
+impl From<WireEvent> for ClusterEvent {
+    fn from(wire: WireEvent) -> Self {
+        let severity = wire.severity.as_deref().and_then(Severity::from_word);
+        let kind = ClusterEventKind::from_wire(&wire.kind, &wire.event, severity);
+        let subject = kind.subject_kind().with(wire.subject);
+        ClusterEvent {
+            at_ms: wire.at_ms,
+            kind,
+            subject,
+            message: wire.message,
+        }
+    }
+}
+
+impl From<ClusterEvent> for WireEvent {
+    fn from(event: ClusterEvent) -> Self {
+        WireEvent {
+            at_ms: event.at_ms,
+            kind: event.kind.category().to_string(),
+            event: event.kind.name().to_string(),
+            severity: Some(event.kind.severity().as_str().to_string()),
+            subject: event.subject.name().to_string(),
+            message: event.message,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -240,4 +713,232 @@ pub struct ClusterStatus {
     pub running_instances: usize,
     pub unplaced: Vec<Unplaced>,
     pub uptime_secs: u64,
+}
+
+/// What a job request did; serialized as the strings the API has always
+/// answered with (`created`, `updated`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobResult {
+    /// `PUT /jobs/{name}` for a new job (HTTP 201).
+    Created,
+    /// `PUT /jobs/{name}` that changed the job.
+    Updated,
+    /// `PUT /jobs/{name}` with the job as it already was.
+    Unchanged,
+    /// `DELETE /jobs/{name}`.
+    Deleted,
+    /// `POST /jobs/{name}/update`: a rolling update began.
+    Updating,
+    /// `POST /jobs/{name}/start`.
+    Starting,
+    /// `POST /jobs/{name}/stop`.
+    Stopping,
+    /// `POST /jobs/{name}/instances/{index}/restart`.
+    Restarting,
+}
+
+impl JobResult {
+    /// The wire string, for people.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobResult::Created => "created",
+            JobResult::Updated => "updated",
+            JobResult::Unchanged => "unchanged",
+            JobResult::Deleted => "deleted",
+            JobResult::Updating => "updating",
+            JobResult::Starting => "starting",
+            JobResult::Stopping => "stopping",
+            JobResult::Restarting => "restarting",
+        }
+    }
+}
+
+/// The body of every answer to a job request (`PUT`/`DELETE /jobs/{name}`,
+/// `/update`, `/start`, `/stop`, instance restart).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobReply {
+    pub result: JobResult,
+    /// The job after the request; absent when it is gone or not asked for.
+    pub job: Option<JobView>,
+}
+
+/// `POST /api/v1/plan`: the placement a batch of jobs would get, applying nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanReply {
+    /// The names of the jobs in the request body, in its order.
+    pub jobs: Vec<String>,
+    pub plan: Plan,
+}
+
+/// What a machine's registration did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegisterResult {
+    /// A machine the cluster knew: its address and capacity are updated.
+    Registered,
+    /// A machine the cluster did not know joined a served zone.
+    Joined,
+}
+
+/// The answer to `POST /api/v1/machines/register`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterReply {
+    pub result: RegisterResult,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decommissioning_machine_never_becomes_ready_again() {
+        for to in MachineState::ALL {
+            let mut state = MachineState::Decommissioning;
+            let result = state.transition(to);
+            if to == MachineState::Decommissioning {
+                assert_eq!(result, Ok(()));
+            } else {
+                assert_eq!(
+                    result,
+                    Err(IllegalMachineTransition {
+                        from: MachineState::Decommissioning,
+                        to
+                    })
+                );
+                assert_eq!(state, MachineState::Decommissioning);
+            }
+        }
+    }
+
+    #[test]
+    fn the_machine_table_allows_the_moves_the_cluster_makes() {
+        use MachineState::*;
+        for (from, to) in [
+            (Provisioning, Ready),
+            (Provisioning, Unreachable),
+            (Ready, Unreachable),
+            (Unreachable, Ready),
+            (Unreachable, Decommissioning),
+            (Ready, Decommissioning),
+            (Provisioning, Decommissioning),
+        ] {
+            let mut state = from;
+            assert_eq!(state.transition(to), Ok(()), "{from:?} -> {to:?}");
+            assert_eq!(state, to);
+        }
+        let mut state = Ready;
+        assert!(state.transition(Provisioning).is_err());
+        assert_eq!(state, Ready);
+    }
+
+    #[test]
+    fn every_known_event_kind_round_trips_by_name() {
+        for kind in ClusterEventKind::KNOWN {
+            let event = ClusterEvent {
+                at_ms: 5,
+                kind: kind.clone(),
+                subject: kind.subject_kind().with("x".into()),
+                message: "m".into(),
+            };
+            let line = serde_json::to_string(&event).unwrap();
+            let back: ClusterEvent = serde_json::from_str(&line).unwrap();
+            assert_eq!(back, event, "{line}");
+        }
+    }
+
+    #[test]
+    fn old_journal_lines_load_with_a_typed_subject() {
+        let old = [
+            (
+                r#"{"at_ms":1,"kind":"job","subject":"local-a-1","message":"config created"}"#,
+                EventSubject::Job("local-a-1".into()),
+            ),
+            (
+                r#"{"at_ms":2,"kind":"machine","subject":"local-a-1","message":"unreachable: missed 3 polls"}"#,
+                EventSubject::Machine("local-a-1".into()),
+            ),
+            (
+                r#"{"at_ms":3,"kind":"provider","subject":"local-a-2","message":"cannot provision: no"}"#,
+                EventSubject::Machine("local-a-2".into()),
+            ),
+            (
+                r#"{"at_ms":4,"kind":"cluster","subject":"","message":"idle limit set to 1 in every zone"}"#,
+                EventSubject::None,
+            ),
+            (
+                r#"{"at_ms":5,"kind":"cluster","subject":"zone-a","message":"idle limit set to 2"}"#,
+                EventSubject::Zone("zone-a".into()),
+            ),
+        ];
+        for (line, subject) in old {
+            let event: ClusterEvent = serde_json::from_str(line).unwrap();
+            assert_eq!(event.subject, subject, "{line}");
+            assert!(matches!(event.kind, ClusterEventKind::Unknown { .. }));
+            // Written back, the category and subject are what they were.
+            let again = serde_json::to_value(&event).unwrap();
+            let was: serde_json::Value = serde_json::from_str(line).unwrap();
+            for field in ["at_ms", "kind", "subject", "message"] {
+                assert_eq!(again[field], was[field], "{line}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_kind_from_a_newer_file_is_kept() {
+        let line = r#"{"at_ms":1,"kind":"dns","event":"dns_failed","severity":"failure","subject":"a","message":"m","extra":1}"#;
+        let stranger = r#"{"at_ms":1,"kind":"job","event":"job_paused","severity":"dire","subject":"a","message":"m"}"#;
+        let event: ClusterEvent = serde_json::from_str(stranger).unwrap();
+        assert_eq!(event.kind.severity(), Severity::Info);
+        assert!(event.subject.is_job("a"));
+        let event: ClusterEvent = serde_json::from_str(line).unwrap();
+        assert_eq!(event.kind.name(), "dns_failed");
+        assert_eq!(event.kind.category(), "dns");
+        assert_eq!(event.kind.severity(), Severity::Failure);
+    }
+
+    #[test]
+    fn the_subject_of_a_job_is_not_a_machine_of_the_same_name() {
+        let job: ClusterEvent = serde_json::from_str(
+            r#"{"at_ms":1,"kind":"job","event":"job_created","subject":"local-a-1","message":""}"#,
+        )
+        .unwrap();
+        assert!(job.subject.is_job("local-a-1"));
+        assert!(!job.subject.is_machine("local-a-1"));
+    }
+
+    #[test]
+    fn instance_states_keep_their_words() {
+        for (state, word) in [
+            (InstanceState::Pending, "\"pending\""),
+            (InstanceState::Running, "\"running\""),
+            (InstanceState::Backoff, "\"backoff\""),
+        ] {
+            assert_eq!(serde_json::to_string(&state).unwrap(), word);
+            assert_eq!(serde_json::from_str::<InstanceState>(word).unwrap(), state);
+        }
+        assert_eq!(
+            serde_json::from_str::<InstanceState>("\"hibernating\"").unwrap(),
+            InstanceState::Unknown
+        );
+        for kind in [StateKind::Running, StateKind::Fatal, StateKind::Stopped] {
+            assert_eq!(InstanceState::from(kind).as_str(), kind.to_string());
+        }
+    }
+
+    #[test]
+    fn job_results_keep_their_words() {
+        assert_eq!(
+            serde_json::to_string(&JobResult::Created).unwrap(),
+            "\"created\""
+        );
+        assert_eq!(
+            serde_json::to_string(&JobResult::Unchanged).unwrap(),
+            "\"unchanged\""
+        );
+        assert_eq!(
+            serde_json::to_string(&RegisterResult::Joined).unwrap(),
+            "\"joined\""
+        );
+    }
 }

@@ -188,7 +188,75 @@ fn validate_dns_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// The task name of instance `slot` of `job` on a machine.
+/// What a walk along links learns about one job, from the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link<'a> {
+    /// The job links to this master.
+    To(&'a str),
+    /// The job has no link: it is a master.
+    Master,
+    /// There is no such job.
+    Missing,
+    /// The caller already knows where this job's chain ends; stop here.
+    Known,
+}
+
+/// How a walk along `linked_job` links ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainEnd<'a> {
+    /// The last job on the path is a master.
+    Master,
+    /// The last job on the path links to this job, which does not exist.
+    Missing(&'a str),
+    /// The last job on the path links back to `path[at]`: the jobs from
+    /// `at` on go round in a circle.
+    Cycle { at: usize },
+    /// The last job on the path (if any) links to this job, which the
+    /// caller already knew.
+    Known(&'a str),
+}
+
+/// The jobs met following links from one job, that job first (a job
+/// already known to the caller is not on it), and how the walk ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkChain<'a> {
+    pub path: Vec<&'a str>,
+    pub end: ChainEnd<'a>,
+}
+
+/// Follows `linked_job` links from `start`, asking `step` about each job.
+/// The one cycle rule of Cerebro: a job met twice on one walk closes a
+/// cycle. Each job has at most one link, so every walk ends, after at most
+/// one step per job.
+pub fn walk_links<'a>(start: &'a str, mut step: impl FnMut(&str) -> Link<'a>) -> LinkChain<'a> {
+    let mut path: Vec<&'a str> = Vec::new();
+    let mut position: std::collections::HashMap<&'a str, usize> = std::collections::HashMap::new();
+    let mut current = start;
+    let end = loop {
+        if let Some(&at) = position.get(current) {
+            break ChainEnd::Cycle { at };
+        }
+        let link = step(current);
+        match link {
+            Link::Known => break ChainEnd::Known(current),
+            Link::Missing => break ChainEnd::Missing(current),
+            Link::Master | Link::To(_) => {}
+        }
+        position.insert(current, path.len());
+        path.push(current);
+        match link {
+            Link::To(master) => current = master,
+            _ => break ChainEnd::Master,
+        }
+    };
+    LinkChain { path, end }
+}
+
+/// What `step` of [`walk_links`] answers for a job with this link.
+pub fn link_of(linked_job: Option<&str>) -> Link<'_> {
+    linked_job.map_or(Link::Master, Link::To)
+}
+
 /// Orders a batch of jobs so that every job comes after the job it links to
 /// when that is in the batch too, however long the chain (the order within
 /// a depth is kept). A cycle keeps its members at a bounded depth; the
@@ -199,25 +267,18 @@ pub fn order_masters_first(jobs: &mut [JobSpec]) {
         .map(|j| (j.name().to_string(), j.linked_job.clone()))
         .collect();
     let depth = |job: &JobSpec| {
-        let mut depth = 0;
-        let mut next = job.linked_job.clone();
-        while let Some(master) = next {
-            if depth >= master_of.len() {
-                break;
-            }
-            match master_of.get(&master) {
-                Some(link) => {
-                    depth += 1;
-                    next = link.clone();
-                }
-                None => break,
-            }
-        }
-        depth
+        let chain = walk_links(job.name(), |name| match master_of.get(name) {
+            Some(link) => link_of(link.as_deref()),
+            None => Link::Missing,
+        });
+        // The links followed to jobs of the batch.
+        chain.path.len().saturating_sub(1)
     };
     jobs.sort_by_cached_key(depth);
 }
 
+/// The task name of instance `slot` of `job`, as machines know it
+/// (`JOB#SLOT`). The only place that spells this form.
 pub fn instance_task_name(job: &str, slot: u32) -> String {
     format!("{job}#{slot}")
 }
@@ -246,6 +307,35 @@ mod tests {
         order_masters_first(&mut jobs);
         let names: Vec<&str> = jobs.iter().map(JobSpec::name).collect();
         assert_eq!(names, ["x", "a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_walk_names_the_cycle_it_closes() {
+        let links = [("a", "b"), ("b", "c"), ("c", "b")];
+        let step = |name: &str| match links.iter().find(|(n, _)| *n == name) {
+            Some((_, to)) => Link::To(to),
+            None => Link::Missing,
+        };
+        let chain = walk_links("a", step);
+        assert_eq!(chain.path, ["a", "b", "c"]);
+        assert_eq!(chain.end, ChainEnd::Cycle { at: 1 });
+        let chain = walk_links("x", step);
+        assert!(chain.path.is_empty());
+        assert_eq!(chain.end, ChainEnd::Missing("x"));
+    }
+
+    #[test]
+    fn a_walk_stops_at_a_known_job_or_a_master() {
+        let chain = walk_links("c", |name| match name {
+            "c" => Link::To("b"),
+            "b" => Link::To("a"),
+            _ => Link::Known,
+        });
+        assert_eq!(chain.path, ["c", "b"]);
+        assert_eq!(chain.end, ChainEnd::Known("a"));
+        let chain = walk_links("m", |_| Link::Master);
+        assert_eq!(chain.path, ["m"]);
+        assert_eq!(chain.end, ChainEnd::Master);
     }
 
     #[test]

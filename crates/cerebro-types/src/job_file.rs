@@ -199,6 +199,46 @@ pub fn parse_jobs(text: &str, source: &str) -> Result<Vec<JobSpec>, JobFileError
 /// Reads one job from a JSON value that has no text behind it: deserialized
 /// naming the offending field, then validated. The tests use it to check
 /// how fields are named without writing job text for each case.
+/// Why [`load_job_files`] could not load the jobs.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadJobsError {
+    /// A file could not be read; nothing after it was tried.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// Files that do not parse, every problem of every file, one per line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Parse(Vec<JobFileError>),
+}
+
+/// The jobs of every file in `paths`, masters before the jobs linked to
+/// them ([`crate::job::order_masters_first`]). Every file is parsed before
+/// any error is returned, so all problems are reported together.
+pub fn load_job_files(
+    paths: &[impl AsRef<std::path::Path>],
+) -> Result<Vec<JobSpec>, LoadJobsError> {
+    let mut jobs = Vec::new();
+    let mut problems = Vec::new();
+    for path in paths {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| LoadJobsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        match parse_jobs(&text, &path.display().to_string()) {
+            Ok(parsed) => jobs.extend(parsed),
+            Err(error) => problems.push(error),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(LoadJobsError::Parse(problems));
+    }
+    crate::job::order_masters_first(&mut jobs);
+    Ok(jobs)
+}
+
 #[cfg(test)]
 fn parse_job_value(value: Value) -> Result<JobSpec, ValidationErrors> {
     let job = serde_path_to_error::deserialize::<_, JobSpec>(value).map_err(|error| {

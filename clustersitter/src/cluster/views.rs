@@ -1,46 +1,14 @@
-//! The cluster's shared state (behind one lock, never held across
-//! `.await`): the persisted part, what machines last reported, and events;
-//! plus the views the API serves and the task spec of each instance.
+//! What the API and pages show of the cluster: job, instance and machine
+//! views and the status, computed from the state under the lock.
 
-use crate::config::ClusterConfig;
-use crate::placement::PlacementMachine;
-use crate::store::{self, ClusterState, JobRecord, MachineRecord};
-use cerebro_types::cluster::{
-    Assignment, ClusterEvent, ClusterStatus, InstanceKey, InstanceView, JobView, MachineState,
-    MachineView, Plan, RolloutView, ZoneStatus,
+use super::*;
+
+/// Nothing reserved, nothing free: the start of a sum.
+/// (`Resources` has no `Default`, and it is not this crate's type.)
+const NO_RESOURCES: Resources = Resources {
+    cpu: 0.0,
+    mem_mb: 0.0,
 };
-use cerebro_types::job::instance_task_name;
-use cerebro_types::job::JobSpec;
-use cerebro_types::machine::{MachineStatus, Resources, TaskView};
-use cerebro_types::time::now_ms;
-use cerebro_types::{TaskSpec, ValidationErrors};
-use cerebro_web::event_log::EventLog;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
-
-const MAX_EVENTS: usize = 1000;
-
-/// What one machine answered at the last successful poll.
-#[derive(Debug, Clone, Default)]
-pub struct MachineReport {
-    pub tasks: BTreeMap<String, TaskView>,
-    pub status: Option<MachineStatus>,
-}
-
-pub struct Cluster {
-    pub config: Arc<ClusterConfig>,
-    pub state: ClusterState,
-    pub reports: BTreeMap<String, MachineReport>,
-    /// Journaled under the state dir, so the history outlives a restart.
-    pub events: EventLog<ClusterEvent>,
-    /// The last placement, for what could not be placed.
-    pub plan: Plan,
-    pub started: Instant,
-    provider_kind: &'static str,
-}
-
-pub type SharedCluster = Arc<Mutex<Cluster>>;
 
 #[derive(Default)]
 struct AssignmentIndex<'a> {
@@ -51,95 +19,11 @@ struct AssignmentIndex<'a> {
 
 impl AssignmentIndex<'_> {
     fn reserved_on(&self, machine: &str) -> Resources {
-        self.reserved.get(machine).copied().unwrap_or(Resources {
-            cpu: 0.0,
-            mem_mb: 0.0,
-        })
+        self.reserved.get(machine).copied().unwrap_or(NO_RESOURCES)
     }
 }
 
-pub use cerebro_web::lock;
-
 impl Cluster {
-    pub fn new(
-        config: Arc<ClusterConfig>,
-        state: ClusterState,
-        provider_kind: &'static str,
-    ) -> Self {
-        let events = EventLog::journaled(config.state_dir.join("events.jsonl"), MAX_EVENTS);
-        Self {
-            config,
-            state,
-            reports: BTreeMap::new(),
-            events,
-            plan: Plan::default(),
-            started: Instant::now(),
-            provider_kind,
-        }
-    }
-
-    pub fn event(&mut self, kind: &str, subject: &str, message: impl Into<String>) {
-        let message = message.into();
-        tracing::info!(kind, subject, "{message}");
-        self.events.push(ClusterEvent {
-            at_ms: now_ms(),
-            kind: kind.into(),
-            subject: subject.into(),
-            message,
-        });
-    }
-
-    pub fn persist(&self) -> std::io::Result<()> {
-        store::save(&self.config.state_dir, &self.state)
-    }
-
-    /// Assignments on `machine`.
-    pub fn assignments_on<'a>(&'a self, machine: &'a str) -> impl Iterator<Item = &'a Assignment> {
-        self.state
-            .assignments
-            .iter()
-            .filter(move |a| a.machine == machine)
-    }
-
-    /// The task spec instance `key` runs on `machine`: the job's
-    /// task_configuration under the instance's task name, plus the
-    /// environment that tells it who it is. Generations live in the
-    /// environment so that an update is a spec change the machine applies.
-    pub fn instance_spec(&self, key: &InstanceKey, machine: &str) -> Option<TaskSpec> {
-        let job = self.state.jobs.get(&key.job)?;
-        let mut spec = job.task_configuration_on(machine).clone();
-        spec.name = instance_task_name(&key.job, key.slot);
-        if let Some(run) = job.run_requested {
-            spec.auto_start = run;
-        }
-        let env = &mut spec.env;
-        env.insert("CEREBRO_JOB".into(), key.job.clone());
-        env.insert("CEREBRO_INSTANCE".into(), key.slot.to_string());
-        env.insert("CEREBRO_ZONE".into(), key.zone.clone());
-        env.insert("CEREBRO_MACHINE".into(), machine.to_string());
-        env.insert("CEREBRO_CLUSTER".into(), self.config.cluster_name.clone());
-        env.insert(
-            "CEREBRO_JOB_GENERATION".into(),
-            job.generation_on(machine).to_string(),
-        );
-        if let Some(version) = &job.version {
-            env.insert("CEREBRO_JOB_VERSION".into(), version.clone());
-        }
-        if let Some(master) = job
-            .spec
-            .linked_job
-            .as_ref()
-            .and_then(|m| self.state.jobs.get(m))
-        {
-            // A linked job restarts whenever its master is updated on this machine.
-            env.insert(
-                "CEREBRO_LINKED_GENERATION".into(),
-                master.generation_on(machine).to_string(),
-            );
-        }
-        Some(spec)
-    }
-
     /// Every instance the jobs want, placed or not, in a stable order: a
     /// job's own layout says what it wants even before placement has run;
     /// a linked job wants what placement gave it.
@@ -194,14 +78,10 @@ impl Cluster {
                 .insert(&assignment.key, assignment.machine.as_str());
             if let Some(job) = self.state.jobs.get(&assignment.key.job) {
                 let need = job.spec.need_in(&assignment.key.zone);
-                let reserved =
-                    index
-                        .reserved
-                        .entry(assignment.machine.as_str())
-                        .or_insert(Resources {
-                            cpu: 0.0,
-                            mem_mb: 0.0,
-                        });
+                let reserved = index
+                    .reserved
+                    .entry(assignment.machine.as_str())
+                    .or_insert(NO_RESOURCES);
                 reserved.cpu += need.cpu;
                 reserved.mem_mb += need.mem_mb;
             }
@@ -234,7 +114,7 @@ impl Cluster {
             slot: key.slot,
             task_name,
             machine,
-            state: report.map_or_else(|| "pending".to_string(), |s| s.state.kind().to_string()),
+            state: report.map_or(InstanceState::Pending, |s| s.state.kind().into()),
             pid: report.and_then(|s| s.pid),
             restarts: report.map_or(0, |s| s.restarts),
             violations: report.map_or(0, |s| {
@@ -247,6 +127,7 @@ impl Cluster {
         }
     }
 
+    /// Every instance of `job`, placed or not, numbered in a stable order.
     pub fn instances_of(&self, job: &str) -> Vec<InstanceView> {
         self.instances_with(&self.assignment_index(), job)
     }
@@ -277,6 +158,7 @@ impl Cluster {
             .collect()
     }
 
+    /// The view of job `name`, whose record is `record`.
     pub fn job_view(&self, name: &str, record: &JobRecord) -> JobView {
         self.job_view_with(&self.assignment_index(), name, record)
     }
@@ -314,27 +196,16 @@ impl Cluster {
             created_ms: record.created_ms,
             updated_ms: record.updated_ms,
             desired_instances: instances.len(),
-            running_instances: instances.iter().filter(|i| i.state == "running").count(),
+            running_instances: instances
+                .iter()
+                .filter(|i| i.state == InstanceState::Running)
+                .count(),
             instances,
             rollout,
             run_requested: record.run_requested,
         }
     }
-
-    /// Machines with at least one instance of `job`, sorted.
-    pub fn machines_hosting(&self, job: &str) -> Vec<String> {
-        let mut machines: Vec<String> = self
-            .state
-            .assignments
-            .iter()
-            .filter(|a| a.key.job == job)
-            .map(|a| a.machine.clone())
-            .collect();
-        machines.sort();
-        machines.dedup();
-        machines
-    }
-
+    /// The view of one machine record.
     pub fn machine_view(&self, record: &MachineRecord) -> MachineView {
         self.machine_view_with(&self.assignment_index(), record)
     }
@@ -366,7 +237,7 @@ impl Cluster {
             provider: self.provider_kind.to_string(),
             provider_id: record.provider_id.clone(),
             address: record.address.clone(),
-            state: record.state,
+            state: record.state(),
             capacity: record.capacity,
             reserved: assigned.reserved_on(&record.id),
             created_ms: record.created_ms,
@@ -381,6 +252,7 @@ impl Cluster {
         }
     }
 
+    /// The cluster's status now.
     pub fn status(&self) -> ClusterStatus {
         self.status_with(&self.job_views())
     }
@@ -395,16 +267,10 @@ impl Cluster {
                 .state
                 .machines
                 .values()
-                .filter(|m| m.zone == *zone && m.state != MachineState::Decommissioning)
+                .filter(|m| m.zone == *zone && m.state() != MachineState::Decommissioning)
                 .collect();
-            let mut capacity = Resources {
-                cpu: 0.0,
-                mem_mb: 0.0,
-            };
-            let mut reserved = Resources {
-                cpu: 0.0,
-                mem_mb: 0.0,
-            };
+            let mut capacity = NO_RESOURCES;
+            let mut reserved = NO_RESOURCES;
             let mut idle = 0;
             for machine in &machines {
                 capacity.cpu += machine.capacity.cpu;
@@ -436,107 +302,5 @@ impl Cluster {
             unplaced: self.plan.unplaced.clone(),
             uptime_secs: self.started.elapsed().as_secs(),
         }
-    }
-
-    /// Checks that need the cluster: zones served, the linked master exists.
-    pub fn check_job(&self, spec: &JobSpec) -> Result<(), ValidationErrors> {
-        let mut errors = ValidationErrors::default();
-        let zones = self.config.zones();
-        let served: Vec<&str> = zones.keys().map(String::as_str).collect();
-        for zone in spec.deployment_layout.keys() {
-            if !zones.contains_key(zone) {
-                errors.push(
-                    format!("deployment_layout.{zone}"),
-                    format!(
-                        "zone '{zone}' is not served by cluster '{}' (it serves: {})",
-                        self.config.cluster_name,
-                        served.join(", ")
-                    ),
-                );
-            }
-        }
-        if let Some(master) = &spec.linked_job {
-            if !self.state.jobs.contains_key(master) {
-                errors.push(
-                    "linked_job",
-                    format!("no job named '{master}' (submit it first)"),
-                );
-            } else if let Some(chain) = self.link_cycle(spec) {
-                // Placement could place neither, and neither could be removed.
-                errors.push(
-                    "linked_job",
-                    format!("links would go round in a circle: {}", chain.join(" -> ")),
-                );
-            }
-        }
-        errors.into_result(())
-    }
-
-    /// The chain of links from `spec` back to itself, if following its
-    /// `linked_job` through the current jobs leads there.
-    fn link_cycle(&self, spec: &JobSpec) -> Option<Vec<String>> {
-        let mut chain = vec![spec.name().to_string()];
-        let mut next = spec.linked_job.clone();
-        while let Some(master) = next {
-            chain.push(master.clone());
-            if master == spec.name() {
-                return Some(chain);
-            }
-            if chain.len() > self.state.jobs.len() + 1 {
-                return None;
-            }
-            next = self.state.jobs.get(&master)?.spec.linked_job.clone();
-        }
-        None
-    }
-
-    /// Creates or replaces a job; answers created, updated or unchanged. A
-    /// changed task configuration rolls out one machine at a time.
-    pub fn upsert_job(&mut self, spec: JobSpec) -> &'static str {
-        let name = spec.name().to_string();
-        let now = now_ms();
-        let hosting = self.machines_hosting(&name);
-        let min_healthy_ms = self.config.min_healthy.as_millis() as u64;
-        let (result, rollout) = match self.state.jobs.get_mut(&name) {
-            Some(record) if record.spec == spec => ("unchanged", None),
-            Some(record) => {
-                let rolls = record.replace_spec(spec, &hosting, min_healthy_ms, now);
-                ("updated", rolls.then_some(record.generation))
-            }
-            None => {
-                self.state
-                    .jobs
-                    .insert(name.clone(), JobRecord::new(spec, now));
-                ("created", None)
-            }
-        };
-        match rollout {
-            Some(generation) => self.event(
-                "job",
-                &name,
-                format!(
-                    "config updated: rolling update to generation {generation} over {} machines",
-                    hosting.len()
-                ),
-            ),
-            None if result != "unchanged" => self.event("job", &name, format!("config {result}")),
-            None => {}
-        }
-        result
-    }
-
-    /// The machines as placement sees them.
-    pub fn placement_machines(&self) -> Vec<PlacementMachine> {
-        self.state
-            .machines
-            .values()
-            .map(|m| PlacementMachine {
-                id: m.id.clone(),
-                zone: m.zone.clone(),
-                capacity: m.capacity,
-                state: m.state,
-                number: m.number,
-            })
-            .collect()
     }
 }

@@ -1,232 +1,21 @@
-//! The web UI: server-rendered pages (every asset embedded), refreshed in
-//! place by a small script, with actions behind a login that exchanges the
-//! cluster token for an HttpOnly session cookie; every form carries the
-//! session's CSRF token. Every value from jobs, tasks and logs is escaped.
+//! The pages: overview, job, machine and log, each rendered whole on the
+//! server and refreshed in place.
 
-use crate::api::{self, AppState};
+use super::{render, UiState, Viewer, NAV, REFRESH_MS};
 use crate::cluster::{lock, Cluster};
-use axum::extract::{Form, Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
-use axum::Router;
-use cerebro_types::cluster::{InstanceView, MachineState, RunMode, UpdateRequest};
+use cerebro_types::cluster::{
+    EventSubject, InstanceState, InstanceView, MachineState, RunMode, Severity,
+};
 use cerebro_types::time::{format_rfc3339_ms, now_ms};
 use cerebro_web::html::{
     bar, encode_path_segment, escape, format_bytes, key_values, page_with_header, state_pill,
 };
-use cerebro_web::Token;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-const NAV: &[(&str, &str)] = &[("/overview", "Overview"), ("/metrics", "Metrics")];
-const SESSION_COOKIE: &str = "cerebro_session";
-const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
-const MAX_SESSIONS: usize = 1000;
-/// How often pages refresh their data in place, in milliseconds.
-const REFRESH_MS: u32 = 3000;
-
-#[derive(Clone, Serialize, Deserialize)]
-struct Session {
-    csrf: String,
-    created_ms: u64,
-}
-
-impl Session {
-    fn is_live(&self) -> bool {
-        now_ms().saturating_sub(self.created_ms) < SESSION_LIFETIME.as_millis() as u64
-    }
-}
-
-/// What `ui-sessions.json` holds: the sessions, and a digest of the token
-/// they were granted with, so that changing the token logs everyone out.
-#[derive(Serialize, Deserialize)]
-struct SavedSessions {
-    token_digest: u64,
-    sessions: HashMap<String, Session>,
-}
-
-/// Logged-in browsers, by session id, saved (mode 0600) in the state dir
-/// so that a clustersitter restart logs nobody out.
-#[derive(Clone)]
-pub struct Sessions {
-    live: Arc<Mutex<HashMap<String, Session>>>,
-    file: PathBuf,
-    token_digest: u64,
-    /// `ui_login_required`: pages need a session too.
-    login_required: bool,
-}
-
-/// Tells one token from another; a change of token must not be missed, and
-/// the token itself is random and long, so the digest gives nothing away.
-/// (A new Rust release may hash differently: that logs everyone out once.)
-fn token_digest(token: Option<&Token>) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    token.map(|t| t.expose()).hash(&mut hasher);
-    hasher.finish()
-}
-
-impl Sessions {
-    /// The live sessions saved in `state_dir` for this same token.
-    pub fn load(state_dir: &std::path::Path, token: Option<&Token>, login_required: bool) -> Self {
-        let file = state_dir.join("ui-sessions.json");
-        let token_digest = token_digest(token);
-        let saved: HashMap<String, Session> = std::fs::read(&file)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<SavedSessions>(&bytes).ok())
-            .filter(|saved| saved.token_digest == token_digest)
-            .map(|saved| saved.sessions)
-            .unwrap_or_default();
-        let live = saved.into_iter().filter(|(_, s)| s.is_live()).collect();
-        Self {
-            live: Arc::new(Mutex::new(live)),
-            file,
-            token_digest,
-            login_required,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        cerebro_web::lock(&self.live)
-    }
-
-    /// The CSRF token of the request's live session, if it has one.
-    fn csrf_for(&self, headers: &HeaderMap) -> Option<String> {
-        let id = session_cookie(headers)?;
-        let mut sessions = self.lock();
-        sessions.retain(|_, s| s.is_live());
-        sessions.get(&id).map(|s| s.csrf.clone())
-    }
-
-    fn insert(&self, id: String, session: Session) {
-        let mut sessions = self.lock();
-        sessions.retain(|_, s| s.is_live());
-        // Logins are cheap for whoever has the token (or anyone, with no
-        // token): the oldest session goes rather than the file growing.
-        if sessions.len() >= MAX_SESSIONS {
-            if let Some(oldest) = sessions
-                .iter()
-                .min_by_key(|(_, s)| s.created_ms)
-                .map(|(id, _)| id.clone())
-            {
-                sessions.remove(&oldest);
-            }
-        }
-        sessions.insert(id, session);
-        self.save(&sessions);
-    }
-
-    fn remove(&self, id: &str) {
-        let mut sessions = self.lock();
-        if sessions.remove(id).is_some() {
-            self.save(&sessions);
-        }
-    }
-
-    /// Best effort: a session that is not saved only lasts until a restart.
-    fn save(&self, sessions: &HashMap<String, Session>) {
-        let saved = SavedSessions {
-            token_digest: self.token_digest,
-            sessions: sessions.clone(),
-        };
-        let written = serde_json::to_vec(&saved)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| cerebro_web::fs::atomic_write_private(&self.file, &bytes));
-        if let Err(error) = written {
-            tracing::warn!(path = %self.file.display(), %error, "cannot save the UI sessions");
-        }
-    }
-}
-
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.to_string())
-}
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/overview", get(overview))
-        .route("/jobs/{name}", get(job_page))
-        .route("/machines/{id}", get(machine_page))
-        .route("/logs/{name}/{index}/{stream}", get(log_page))
-        .route("/login", get(login_page).post(login))
-        .route("/logout", post(logout))
-        .route("/ui/jobs/{name}/update", post(update_action))
-        .route("/ui/jobs/{name}/remove", post(remove_action))
-        .route(
-            "/ui/jobs/{name}/start",
-            post(|app, headers, name, form| start_or_stop_action(app, headers, name, form, true)),
-        )
-        .route(
-            "/ui/jobs/{name}/stop",
-            post(|app, headers, name, form| start_or_stop_action(app, headers, name, form, false)),
-        )
-        .route(
-            "/ui/jobs/{name}/instances/{index}/restart",
-            post(restart_action),
-        )
-        .route("/ui/idle-limit", post(idle_limit_action))
-}
-
-/// Who is looking: the CSRF token when logged in.
-struct Viewer {
-    csrf: Option<String>,
-}
-
-impl Viewer {
-    fn of(app: &AppState, headers: &HeaderMap) -> Self {
-        Self {
-            csrf: app.sessions.csrf_for(headers),
-        }
-    }
-
-    /// The viewer of a page, checked before the page does any work: pages
-    /// are readable without a session unless `--ui-login-required`, and
-    /// then a visitor learns nothing, not even which jobs exist. `None`:
-    /// send them to the login page.
-    fn of_page(app: &AppState, headers: &HeaderMap) -> Option<Self> {
-        let viewer = Self::of(app, headers);
-        (viewer.csrf.is_some() || !app.sessions.login_required).then_some(viewer)
-    }
-
-    fn header(&self) -> String {
-        match &self.csrf {
-            Some(csrf) => format!(
-                r#"<form class="inline" method="post" action="/logout"><input type="hidden" name="csrf" value="{}"><button type="submit">Log out</button></form>"#,
-                escape(csrf)
-            ),
-            None => r#"<a href="/login">Log in</a>"#.to_string(),
-        }
-    }
-
-    /// A one-button form posting to `action`, shown only to logged-in viewers.
-    fn button(&self, action: &str, label: &str, class: &str) -> String {
-        match &self.csrf {
-            Some(csrf) => format!(
-                r#"<form class="inline" method="post" action="{}"><input type="hidden" name="csrf" value="{}"><button type="submit" class="{class}">{}</button></form>"#,
-                escape(action),
-                escape(csrf),
-                escape(label)
-            ),
-            None => String::new(),
-        }
-    }
-}
-
-fn render(viewer: &Viewer, title: &str, body: String) -> Response {
-    Html(page_with_header(title, NAV, &viewer.header(), &body)).into_response()
-}
 
 fn not_found(viewer: &Viewer, message: &str) -> Response {
     let body = format!(
@@ -300,7 +89,7 @@ fn instance_rows(viewer: &Viewer, instances: &[InstanceView], with_job: bool) ->
             i.index,
             escape(&i.zone),
             i.machine.as_deref().map_or("—".into(), machine_link),
-            state_pill(&i.state),
+            state_pill(i.state.as_str()),
             i.pid.map_or("—".into(), |p| p.to_string()),
             uptime(i.started_at_ms),
             i.restarts,
@@ -315,37 +104,23 @@ fn instance_rows(viewer: &Viewer, instances: &[InstanceView], with_job: bool) ->
     out
 }
 
-/// Events that mean something went wrong.
-fn is_failure(message: &str) -> bool {
-    [
-        "unreachable",
-        "died",
-        "violat",
-        "cannot",
-        // A lost machine's instances move; an idle one's decommissioning is routine.
-        "rescheduling",
-        "gone",
-    ]
-    .iter()
-    .any(|word| message.contains(word))
-}
-
-fn events_table(cluster: &Cluster, subject: Option<&str>, limit: usize) -> String {
+/// The newest `limit` events, of `subject` only when given.
+fn events_table(cluster: &Cluster, subject: Option<&EventSubject>, limit: usize) -> String {
     let mut out =
         String::from("<table><tr><th>When</th><th>Kind</th><th>Subject</th><th>What</th></tr>");
     for event in cluster
-        .events
+        .events()
         .iter()
         .rev()
-        .filter(|e| subject.is_none_or(|s| e.subject == s))
+        .filter(|e| subject.is_none_or(|s| e.subject == *s))
         .take(limit)
     {
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             format_rfc3339_ms(event.at_ms),
-            escape(&event.kind),
-            escape(&event.subject),
+            escape(event.kind.category()),
+            escape(event.subject.name()),
             escape(&event.message)
         );
     }
@@ -353,23 +128,23 @@ fn events_table(cluster: &Cluster, subject: Option<&str>, limit: usize) -> Strin
     out
 }
 
-pub async fn overview(State(app): State<AppState>, headers: HeaderMap) -> Response {
+pub(super) async fn overview(State(app): State<UiState>, headers: HeaderMap) -> Response {
     let Some(viewer) = Viewer::of_page(&app, &headers) else {
         return Redirect::to("/login").into_response();
     };
     let body = {
-        let cluster = lock(&app.cluster);
+        let cluster = lock(&app.ops.cluster);
         let views = cluster.job_views();
         let status = cluster.status_with(&views);
         let mut by_state: HashMap<MachineState, usize> = HashMap::new();
-        for machine in cluster.state.machines.values() {
-            *by_state.entry(machine.state).or_default() += 1;
+        for machine in cluster.machines() {
+            *by_state.entry(machine.state()).or_default() += 1;
         }
         let hour_ago = now_ms().saturating_sub(3_600_000);
         let failures = cluster
-            .events
+            .events()
             .iter()
-            .filter(|e| e.at_ms >= hour_ago && is_failure(&e.message))
+            .filter(|e| e.at_ms >= hour_ago && e.kind.severity() == Severity::Failure)
             .count();
         let machines_line = MachineState::ALL
             .iter()
@@ -418,8 +193,14 @@ pub async fn overview(State(app): State<AppState>, headers: HeaderMap) -> Respon
             for zone in zone_names {
                 let in_zone: Vec<&InstanceView> =
                     view.instances.iter().filter(|i| &i.zone == zone).collect();
-                let running = in_zone.iter().filter(|i| i.state == "running").count();
-                let pending = in_zone.iter().filter(|i| i.state == "pending").count();
+                let running = in_zone
+                    .iter()
+                    .filter(|i| i.state == InstanceState::Running)
+                    .count();
+                let pending = in_zone
+                    .iter()
+                    .filter(|i| i.state == InstanceState::Pending)
+                    .count();
                 zones.push(format!(
                     "{} {} / {running} / {pending}",
                     escape(zone),
@@ -480,7 +261,7 @@ pub async fn overview(State(app): State<AppState>, headers: HeaderMap) -> Respon
             format!(
                 r#"<h2>Idle machines</h2><form method="post" action="/ui/idle-limit"><input type="hidden" name="csrf" value="{}">Keep <input name="limit" type="number" min="0" value="{}" style="width:5em"> idle machines per zone <button type="submit">Set</button></form>"#,
                 escape(csrf),
-                cluster.state.idle_limit_default
+                cluster.idle_limit_default()
             )
         });
         format!(r#"<div id="live" data-refresh="{REFRESH_MS}">{body}</div>{idle_form}"#)
@@ -488,8 +269,8 @@ pub async fn overview(State(app): State<AppState>, headers: HeaderMap) -> Respon
     render(&viewer, "overview", body)
 }
 
-async fn job_page(
-    State(app): State<AppState>,
+pub(super) async fn job_page(
+    State(app): State<UiState>,
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
@@ -497,8 +278,8 @@ async fn job_page(
         return Redirect::to("/login").into_response();
     };
     let body = {
-        let cluster = lock(&app.cluster);
-        let Some(record) = cluster.state.jobs.get(&name) else {
+        let cluster = lock(&app.ops.cluster);
+        let Some(record) = cluster.job(&name) else {
             return not_found(&viewer, &format!("no job named '{name}'"));
         };
         let view = cluster.job_view(&name, record);
@@ -591,14 +372,14 @@ async fn job_page(
             instance_rows(&viewer, &view.instances, false),
             escape(&task),
             escape(&options),
-            events_table(&cluster, Some(&name), 20)
+            events_table(&cluster, Some(&EventSubject::Job(name.clone())), 20)
         )
     };
     render(&viewer, &name, body)
 }
 
-async fn machine_page(
-    State(app): State<AppState>,
+pub(super) async fn machine_page(
+    State(app): State<UiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
@@ -606,8 +387,8 @@ async fn machine_page(
         return Redirect::to("/login").into_response();
     };
     let body = {
-        let cluster = lock(&app.cluster);
-        let Some(machine) = cluster.state.machines.get(&id) else {
+        let cluster = lock(&app.ops.cluster);
+        let Some(machine) = cluster.machine(&id) else {
             return not_found(&viewer, &format!("no machine '{id}'"));
         };
         let view = cluster.machine_view(machine);
@@ -679,7 +460,7 @@ async fn machine_page(
             escape(&id),
             key_values(&rows),
             instance_rows(&viewer, &view.instances, true),
-            events_table(&cluster, Some(&id), 20)
+            events_table(&cluster, Some(&EventSubject::Machine(id.clone())), 20)
         )
     };
     render(&viewer, &format!("machine {id}"), body)
@@ -709,12 +490,12 @@ const LOG_SCRIPT: &str = r#"
 "#;
 
 #[derive(Deserialize)]
-struct LogQuery {
+pub(super) struct LogQuery {
     lines: Option<u64>,
 }
 
-async fn log_page(
-    State(app): State<AppState>,
+pub(super) async fn log_page(
+    State(app): State<UiState>,
     headers: HeaderMap,
     Path((name, index, stream)): Path<(String, usize, String)>,
     Query(query): Query<LogQuery>,
@@ -726,7 +507,10 @@ async fn log_page(
         return (StatusCode::BAD_REQUEST, "stream must be stdout or stderr").into_response();
     }
     let lines = query.lines.unwrap_or(200).clamp(1, 10_000);
-    let chunk = api::read_instance_log(&app, &name, index, &stream, &[("tail", lines)]).await;
+    let chunk = app
+        .ops
+        .read_instance_log(&name, index, &stream, &[("tail", lines)])
+        .await;
     let api_url = format!(
         "/api/v1/jobs/{}/instances/{index}/logs/{stream}",
         encode_path_segment(&name)
@@ -756,192 +540,8 @@ async fn log_page(
         Err(error) => format!(
             r#"<h1>{} #{index} — {stream}</h1><div class="notice">{}</div>"#,
             job_link(&name),
-            escape(&error.body.error)
+            escape(&error.to_string())
         ),
     };
     render(&viewer, &format!("{name} #{index} {stream}"), body)
-}
-
-async fn login_page(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    let viewer = Viewer::of(&app, &headers);
-    let body = r#"<h1>Log in</h1><div class="card"><form method="post" action="/login"><p>The cluster token (the contents of the clustersitter's token file) lets this browser act: update, remove, restart, set the idle limit.</p><input type="password" name="token" autocomplete="current-password" autofocus style="width:28em"> <button type="submit">Log in</button></form></div>"#;
-    Html(page_with_header("log in", NAV, &viewer.header(), body)).into_response()
-}
-
-#[derive(Deserialize)]
-struct LoginForm {
-    token: String,
-}
-
-async fn login(State(app): State<AppState>, Form(form): Form<LoginForm>) -> Response {
-    let accepted = match &lock(&app.cluster).config.token {
-        Some(token) => token.matches(form.token.trim()),
-        // A cluster without a token lets anyone act through the API too.
-        None => true,
-    };
-    if !accepted {
-        let body = r#"<h1>Log in</h1><div class="notice">That is not the cluster's token.</div><p><a href="/login">Try again</a></p>"#;
-        return (
-            StatusCode::UNAUTHORIZED,
-            Html(page_with_header("log in", NAV, "", body)),
-        )
-            .into_response();
-    }
-    let (Ok(id), Ok(csrf)) = (
-        cerebro_web::auth::random_secret(),
-        cerebro_web::auth::random_secret(),
-    ) else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response();
-    };
-    app.sessions.insert(
-        id.clone(),
-        Session {
-            csrf,
-            created_ms: now_ms(),
-        },
-    );
-    let cookie = format!(
-        "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        SESSION_LIFETIME.as_secs()
-    );
-    ([(header::SET_COOKIE, cookie)], Redirect::to("/overview")).into_response()
-}
-
-#[derive(Deserialize)]
-struct ActionForm {
-    csrf: String,
-    #[serde(default)]
-    limit: Option<u32>,
-}
-
-/// Actions need a live session and its CSRF token; anything else is refused with 403.
-fn authorize(app: &AppState, headers: &HeaderMap, form: &ActionForm) -> Result<(), &'static str> {
-    match app.sessions.csrf_for(headers) {
-        Some(csrf) if cerebro_web::auth::Token::new(&csrf).is_ok_and(|t| t.matches(&form.csrf)) => {
-            Ok(())
-        }
-        Some(_) => Err("the form is stale (CSRF token mismatch); reload the page and try again"),
-        None => Err("log in with the cluster token to act"),
-    }
-}
-
-fn refused(message: &str) -> Response {
-    let body = format!(
-        r#"<h1>Not allowed</h1><div class="notice">{}</div><p><a href="/login">Log in</a></p>"#,
-        escape(message)
-    );
-    (
-        StatusCode::FORBIDDEN,
-        Html(page_with_header("not allowed", NAV, "", &body)),
-    )
-        .into_response()
-}
-
-fn done(result: Result<(), cerebro_web::ApiError>, back: &str) -> Response {
-    match result {
-        Ok(()) => Redirect::to(back).into_response(),
-        Err(error) => {
-            let body = format!(
-                r#"<h1>That did not work</h1><div class="notice">{}</div><p><a href="{}">Back</a></p>"#,
-                escape(&error.body.error),
-                escape(back)
-            );
-            (
-                error.status,
-                Html(page_with_header("error", NAV, "", &body)),
-            )
-                .into_response()
-        }
-    }
-}
-
-async fn logout(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    Form(form): Form<ActionForm>,
-) -> Response {
-    if authorize(&app, &headers, &form).is_ok() {
-        if let Some(id) = session_cookie(&headers) {
-            app.sessions.remove(&id);
-        }
-    }
-    let cookie = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
-    ([(header::SET_COOKIE, cookie)], Redirect::to("/overview")).into_response()
-}
-
-async fn update_action(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    Form(form): Form<ActionForm>,
-) -> Response {
-    if let Err(why) = authorize(&app, &headers, &form) {
-        return refused(why);
-    }
-    let result = api::start_rollout(&app, &name, &UpdateRequest::default()).map(|_| ());
-    done(result, &format!("/jobs/{}", encode_path_segment(&name)))
-}
-
-async fn remove_action(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    Form(form): Form<ActionForm>,
-) -> Response {
-    if let Err(why) = authorize(&app, &headers, &form) {
-        return refused(why);
-    }
-    done(api::remove_job(&app, &name), "/overview")
-}
-
-/// "Start all" (`run`) and "Stop all".
-async fn start_or_stop_action(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    Form(form): Form<ActionForm>,
-    run: bool,
-) -> Response {
-    if let Err(why) = authorize(&app, &headers, &form) {
-        return refused(why);
-    }
-    let result = api::request_run(&app, &name, run).map(|_| ());
-    done(result, &format!("/jobs/{}", encode_path_segment(&name)))
-}
-
-async fn restart_action(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    Path((name, index)): Path<(String, usize)>,
-    Form(form): Form<ActionForm>,
-) -> Response {
-    if let Err(why) = authorize(&app, &headers, &form) {
-        return refused(why);
-    }
-    let result = api::restart_instance(&app, &name, index).await;
-    done(result, &format!("/jobs/{}", encode_path_segment(&name)))
-}
-
-async fn idle_limit_action(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    Form(form): Form<ActionForm>,
-) -> Response {
-    if let Err(why) = authorize(&app, &headers, &form) {
-        return refused(why);
-    }
-    let Some(limit) = form.limit else {
-        return done(
-            Err(cerebro_web::ApiError::bad_field(
-                "limit",
-                "a number is needed",
-            )),
-            "/overview",
-        );
-    };
-    let request = cerebro_types::cluster::IdleLimitRequest { limit, zone: None };
-    done(
-        api::apply_idle_limit(&app, &request).map(|_| ()),
-        "/overview",
-    )
 }

@@ -1,0 +1,142 @@
+//! Placement's results and rolling updates as the cluster records them.
+
+use super::*;
+
+impl Cluster {
+    /// Every job's spec, as placement takes them.
+    pub fn job_specs(&self) -> Vec<JobSpec> {
+        self.state.jobs.values().map(|j| j.spec.clone()).collect()
+    }
+
+    /// Takes placement's `assignments` as the cluster's, with an event for
+    /// each instance placed or moved. Answers whether any changed.
+    pub fn apply_assignments(&mut self, assignments: &[Assignment]) -> bool {
+        let before: BTreeMap<_, _> = self
+            .state
+            .assignments
+            .iter()
+            .map(|a| (a.key.clone(), a.machine.clone()))
+            .collect();
+        let mut events: Vec<(String, ClusterEventKind, String)> = Vec::new();
+        for assignment in assignments {
+            match before.get(&assignment.key) {
+                Some(machine) if *machine == assignment.machine => {}
+                Some(machine) => events.push((
+                    assignment.key.job.clone(),
+                    ClusterEventKind::InstanceMoved,
+                    format!(
+                        "instance {} moves from {machine} to {}",
+                        assignment.key.slot, assignment.machine
+                    ),
+                )),
+                None => events.push((
+                    assignment.key.job.clone(),
+                    ClusterEventKind::InstancePlaced,
+                    format!(
+                        "instance {} in {} placed on {}",
+                        assignment.key.slot, assignment.key.zone, assignment.machine
+                    ),
+                )),
+            }
+        }
+        let changed = assignments != self.state.assignments.as_slice();
+        self.state.assignments = assignments.to_vec();
+        for (job, kind, message) in events {
+            self.event(kind, &job, message);
+        }
+        changed
+    }
+
+    /// Keeps the last placement, for what it could not place.
+    pub fn set_plan(&mut self, plan: Plan) {
+        self.plan = plan;
+    }
+
+    /// Rolling updates at `now` (ms): switches the next machines'
+    /// instances to the target generation once those switched before have
+    /// run healthy for the job's minimum time, and ends finished updates.
+    /// Answers whether anything changed.
+    pub fn advance_rollouts(&mut self, now: u64) -> bool {
+        let cluster = self;
+        let mut events = Vec::new();
+        let mut changed = false;
+        let names: Vec<String> = cluster.state.jobs.keys().cloned().collect();
+        for name in names {
+            let hosting = cluster.machines_hosting(&name);
+            let Some(job) = cluster.state.jobs.get(&name) else {
+                continue;
+            };
+            let Some(rollout) = job.rollout.clone() else {
+                continue;
+            };
+            let healthy = |machine: &str| -> bool {
+                let Some(switched_at) = rollout.switched.get(machine) else {
+                    return true;
+                };
+                let Some(report) = cluster.reports.get(machine) else {
+                    return false;
+                };
+                cluster
+                    .assignments_on(machine)
+                    .filter(|a| a.key.job == name)
+                    .all(|a| {
+                        let task = report
+                            .tasks
+                            .get(&instance_task_name(&a.key.job, a.key.slot));
+                        let status = task.and_then(|t| t.status.as_ref());
+                        status.is_some_and(|s| {
+                            s.state.kind() == cerebro_types::StateKind::Running
+                                && s.started_at_ms.is_some_and(|started| {
+                                    started >= *switched_at
+                                        && now.saturating_sub(started) >= rollout.min_healthy_ms
+                                })
+                        })
+                    })
+            };
+            let in_flight = hosting
+                .iter()
+                .filter(|m| rollout.switched.contains_key(*m) && !healthy(m))
+                .count();
+            let left: Vec<String> = hosting
+                .iter()
+                .filter(|m| job.generation_on(m) < rollout.target_generation)
+                .cloned()
+                .collect();
+            let Some(job) = cluster.state.jobs.get_mut(&name) else {
+                continue;
+            };
+            if left.is_empty() && in_flight == 0 {
+                job.end_rollout();
+                events.push((
+                    name.clone(),
+                    ClusterEventKind::RolloutComplete,
+                    format!(
+                        "update to generation {} complete",
+                        rollout.target_generation
+                    ),
+                ));
+                changed = true;
+                continue;
+            }
+            let slots = rollout.max_parallel.saturating_sub(in_flight);
+            for machine in left.into_iter().take(slots) {
+                job.machine_generation
+                    .insert(machine.clone(), rollout.target_generation);
+                if let Some(r) = job.rollout.as_mut() {
+                    r.switched.insert(machine.clone(), now);
+                }
+                events.push((
+                    name.clone(),
+                    ClusterEventKind::RolloutStep,
+                    format!("rolling update: restarting the instances on {machine}"),
+                ));
+                changed = true;
+            }
+            job.forget_unused_configurations();
+        }
+        for (job, kind, message) in events {
+            cluster.event(kind, &job, message);
+        }
+        changed
+    }
+}

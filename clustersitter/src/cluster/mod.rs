@@ -1,0 +1,539 @@
+//! The cluster's shared state (behind one lock, never held across
+//! `.await`): the persisted part, what machines last reported, and events;
+//! plus the views the API serves and the task spec of each instance.
+
+use crate::config::ClusterConfig;
+use crate::placement::PlacementMachine;
+use crate::store::{self, ClusterState, JobRecord, MachineRecord};
+use cerebro_types::cluster::{
+    Assignment, ClusterEvent, ClusterEventKind, ClusterStatus, InstanceKey, InstanceState,
+    InstanceView, JobView, MachineState, MachineView, Plan, RolloutView, ZoneStatus,
+};
+use cerebro_types::job::{instance_task_name, link_of, walk_links, ChainEnd, JobSpec, Link};
+use cerebro_types::machine::{MachineStatus, Resources, TaskView};
+use cerebro_types::time::now_ms;
+use cerebro_types::{TaskSpec, ValidationErrors};
+use cerebro_web::event_log::EventLog;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+mod jobs;
+mod machines;
+mod views;
+
+pub use machines::PollAnswer;
+
+const MAX_EVENTS: usize = 1000;
+
+/// What one machine answered at the last successful poll.
+#[derive(Debug, Clone, Default)]
+pub struct MachineReport {
+    pub tasks: BTreeMap<String, TaskView>,
+    pub status: Option<MachineStatus>,
+}
+
+/// The one owner of the cluster's state: jobs, machines and assignments
+/// change only through its methods (here and in `jobs.rs`,
+/// `machines.rs`), which also record the events.
+pub struct Cluster {
+    config: Arc<ClusterConfig>,
+    state: ClusterState,
+    reports: BTreeMap<String, MachineReport>,
+    /// Journaled under the state dir, so the history outlives a restart.
+    events: EventLog<ClusterEvent>,
+    /// The last placement, for what could not be placed.
+    plan: Plan,
+    started: Instant,
+    provider_kind: &'static str,
+}
+
+pub type SharedCluster = Arc<Mutex<Cluster>>;
+
+pub use cerebro_web::lock;
+
+/// What [`Cluster::upsert_job`] did to the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpsertOutcome {
+    Created,
+    Updated,
+    /// The job was already exactly so: nothing to persist.
+    Unchanged,
+}
+
+impl UpsertOutcome {
+    /// The word the events and the API use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpsertOutcome::Created => "created",
+            UpsertOutcome::Updated => "updated",
+            UpsertOutcome::Unchanged => "unchanged",
+        }
+    }
+}
+
+impl From<UpsertOutcome> for cerebro_types::cluster::JobResult {
+    fn from(outcome: UpsertOutcome) -> Self {
+        match outcome {
+            UpsertOutcome::Created => Self::Created,
+            UpsertOutcome::Updated => Self::Updated,
+            UpsertOutcome::Unchanged => Self::Unchanged,
+        }
+    }
+}
+
+impl Cluster {
+    /// The cluster over `state` (as loaded), its events journaled in the
+    /// config's state dir.
+    pub fn new(
+        config: Arc<ClusterConfig>,
+        state: ClusterState,
+        provider_kind: &'static str,
+    ) -> Self {
+        let events = EventLog::journaled(config.state_dir.join("events.jsonl"), MAX_EVENTS);
+        Self {
+            config,
+            state,
+            reports: BTreeMap::new(),
+            events,
+            plan: Plan::default(),
+            started: Instant::now(),
+            provider_kind,
+        }
+    }
+
+    /// Records (and journals) an event about `subject`, a job name,
+    /// machine id or zone as `kind` says ([`ClusterEventKind::subject_kind`]).
+    pub fn event(&mut self, kind: ClusterEventKind, subject: &str, message: impl Into<String>) {
+        let message = message.into();
+        tracing::info!(kind = kind.name(), subject, "{message}");
+        let subject = kind.subject_kind().with(subject.to_string());
+        self.events.push(ClusterEvent {
+            at_ms: now_ms(),
+            kind,
+            subject,
+            message,
+        });
+    }
+
+    /// Saves the persisted part (`state.json`) atomically.
+    ///
+    /// # Errors
+    /// The write's I/O error; the state in memory stays as it is.
+    pub fn persist(&self) -> std::io::Result<()> {
+        store::save(&self.config.state_dir, &self.state)
+    }
+
+    /// Assignments on `machine`.
+    pub fn assignments_on<'a>(&'a self, machine: &'a str) -> impl Iterator<Item = &'a Assignment> {
+        self.state
+            .assignments
+            .iter()
+            .filter(move |a| a.machine == machine)
+    }
+
+    /// The task spec instance `key` runs on `machine`: the job's
+    /// task_configuration under the instance's task name, plus the
+    /// environment that tells it who it is. Generations live in the
+    /// environment so that an update is a spec change the machine applies.
+    pub fn instance_spec(&self, key: &InstanceKey, machine: &str) -> Option<TaskSpec> {
+        let job = self.state.jobs.get(&key.job)?;
+        let mut spec = job.task_configuration_on(machine).clone();
+        spec.name = instance_task_name(&key.job, key.slot);
+        if let Some(run) = job.run_requested {
+            spec.auto_start = run;
+        }
+        let env = &mut spec.env;
+        env.insert("CEREBRO_JOB".into(), key.job.clone());
+        env.insert("CEREBRO_INSTANCE".into(), key.slot.to_string());
+        env.insert("CEREBRO_ZONE".into(), key.zone.clone());
+        env.insert("CEREBRO_MACHINE".into(), machine.to_string());
+        env.insert("CEREBRO_CLUSTER".into(), self.config.cluster_name.clone());
+        env.insert(
+            "CEREBRO_JOB_GENERATION".into(),
+            job.generation_on(machine).to_string(),
+        );
+        if let Some(version) = &job.version {
+            env.insert("CEREBRO_JOB_VERSION".into(), version.clone());
+        }
+        if let Some(master) = job
+            .spec
+            .linked_job
+            .as_ref()
+            .and_then(|m| self.state.jobs.get(m))
+        {
+            // A linked job restarts whenever its master is updated on this machine.
+            env.insert(
+                "CEREBRO_LINKED_GENERATION".into(),
+                master.generation_on(machine).to_string(),
+            );
+        }
+        Some(spec)
+    }
+    /// Machines with at least one instance of `job`, sorted.
+    pub fn machines_hosting(&self, job: &str) -> Vec<String> {
+        let mut machines: Vec<String> = self
+            .state
+            .assignments
+            .iter()
+            .filter(|a| a.key.job == job)
+            .map(|a| a.machine.clone())
+            .collect();
+        machines.sort();
+        machines.dedup();
+        machines
+    }
+    /// Checks that need the cluster: zones served, the linked master exists.
+    pub fn check_job(&self, spec: &JobSpec) -> Result<(), ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        let zones = self.config.zones();
+        let served: Vec<&str> = zones.keys().map(String::as_str).collect();
+        for zone in spec.deployment_layout.keys() {
+            if !zones.contains_key(zone) {
+                errors.push(
+                    format!("deployment_layout.{zone}"),
+                    format!(
+                        "zone '{zone}' is not served by cluster '{}' (it serves: {})",
+                        self.config.cluster_name,
+                        served.join(", ")
+                    ),
+                );
+            }
+        }
+        if let Some(master) = &spec.linked_job {
+            if !self.state.jobs.contains_key(master) {
+                errors.push(
+                    "linked_job",
+                    format!("no job named '{master}' (submit it first)"),
+                );
+            } else if let Some(chain) = self.link_cycle(spec) {
+                // Placement could place neither, and neither could be removed.
+                errors.push(
+                    "linked_job",
+                    format!("links would go round in a circle: {}", chain.join(" -> ")),
+                );
+            }
+        }
+        errors.into_result(())
+    }
+
+    /// The chain of links from `spec` back to itself, if following its
+    /// `linked_job` through the current jobs leads there.
+    fn link_cycle(&self, spec: &JobSpec) -> Option<Vec<String>> {
+        let chain = walk_links(spec.name(), |name| {
+            if name == spec.name() {
+                return link_of(spec.linked_job.as_deref());
+            }
+            match self.state.jobs.get(name) {
+                Some(job) => link_of(job.spec.linked_job.as_deref()),
+                None => Link::Missing,
+            }
+        });
+        match chain.end {
+            // Only a circle through `spec` is this update's doing.
+            ChainEnd::Cycle { at: 0 } => {
+                let mut names: Vec<String> = chain.path.iter().map(|n| n.to_string()).collect();
+                names.push(spec.name().to_string());
+                Some(names)
+            }
+            _ => None,
+        }
+    }
+
+    /// Creates or replaces a job. A changed task configuration rolls out
+    /// one machine at a time.
+    pub fn upsert_job(&mut self, spec: JobSpec) -> UpsertOutcome {
+        let name = spec.name().to_string();
+        let now = now_ms();
+        let hosting = self.machines_hosting(&name);
+        let min_healthy_ms = self.config.min_healthy.as_millis() as u64;
+        let (result, rollout) = match self.state.jobs.get_mut(&name) {
+            Some(record) if record.spec == spec => (UpsertOutcome::Unchanged, None),
+            Some(record) => {
+                let rolls = record.replace_spec(spec, &hosting, min_healthy_ms, now);
+                (UpsertOutcome::Updated, rolls.then_some(record.generation))
+            }
+            None => {
+                self.state
+                    .jobs
+                    .insert(name.clone(), JobRecord::new(spec, now));
+                (UpsertOutcome::Created, None)
+            }
+        };
+        match rollout {
+            Some(generation) => self.event(
+                ClusterEventKind::JobUpdated,
+                &name,
+                format!(
+                    "config updated: rolling update to generation {generation} over {} machines",
+                    hosting.len()
+                ),
+            ),
+            None if result != UpsertOutcome::Unchanged => {
+                let kind = if result == UpsertOutcome::Created {
+                    ClusterEventKind::JobCreated
+                } else {
+                    ClusterEventKind::JobUpdated
+                };
+                self.event(kind, &name, format!("config {}", result.as_str()))
+            }
+            None => {}
+        }
+        result
+    }
+
+    /// The cluster's configuration (fixed while it runs).
+    pub fn config(&self) -> &Arc<ClusterConfig> {
+        &self.config
+    }
+
+    /// What machine `id` answered at its last successful poll.
+    pub fn report(&self, id: &str) -> Option<&MachineReport> {
+        self.reports.get(id)
+    }
+
+    /// The events kept, oldest first.
+    pub fn events(&self) -> &EventLog<ClusterEvent> {
+        &self.events
+    }
+
+    /// Job `name`, if it exists.
+    pub fn job(&self, name: &str) -> Option<&JobRecord> {
+        self.state.jobs.get(name)
+    }
+
+    /// Every job, sorted by name.
+    pub fn jobs(&self) -> impl Iterator<Item = (&String, &JobRecord)> {
+        self.state.jobs.iter()
+    }
+
+    /// Machine `id`, if the cluster has it.
+    pub fn machine(&self, id: &str) -> Option<&MachineRecord> {
+        self.state.machines.get(id)
+    }
+
+    /// Every machine, sorted by id.
+    pub fn machines(&self) -> impl Iterator<Item = &MachineRecord> {
+        self.state.machines.values()
+    }
+
+    /// Where every placed instance is, as the last placement left it.
+    pub fn assignments(&self) -> &[Assignment] {
+        &self.state.assignments
+    }
+
+    /// The idle machines kept per zone when no zone has its own limit.
+    pub fn idle_limit_default(&self) -> u32 {
+        self.state.idle_limit_default
+    }
+
+    /// The view of machine `id`, if the cluster has it.
+    pub fn view_of_machine(&self, id: &str) -> Option<MachineView> {
+        self.state.machines.get(id).map(|m| self.machine_view(m))
+    }
+
+    /// Records a start (`run`) or stop request for every instance of
+    /// `name`. `None`: no such job; `Some(changed)` otherwise.
+    pub fn request_run(&mut self, name: &str, run: bool) -> Option<bool> {
+        let job = self.state.jobs.get_mut(name)?;
+        if job.run_requested == Some(run) {
+            return Some(false);
+        }
+        job.run_requested = Some(run);
+        job.updated_ms = now_ms();
+        let message = if run {
+            "start requested: every instance runs"
+        } else {
+            "stop requested: every instance stops"
+        };
+        self.event(ClusterEventKind::JobRunRequested, name, message);
+        Some(true)
+    }
+
+    /// The jobs linked to `name` (its followers), sorted.
+    pub fn followers_of(&self, name: &str) -> Vec<String> {
+        self.state
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.spec.linked_job.as_deref() == Some(name))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Removes job `name`; its instances stop at the next reconcile. The
+    /// caller checks that no job follows it.
+    pub fn remove_job(&mut self, name: &str) {
+        if self.state.jobs.remove(name).is_some() {
+            self.event(
+                ClusterEventKind::JobRemoved,
+                name,
+                "removed; its instances stop",
+            );
+        }
+    }
+
+    /// Starts (or retargets) a rolling update of `name`; `None`: no such job.
+    pub fn start_rollout(
+        &mut self,
+        name: &str,
+        request: &cerebro_types::cluster::UpdateRequest,
+    ) -> Option<()> {
+        let hosting = self.machines_hosting(name);
+        let default_healthy = self.config.min_healthy;
+        let job = self.state.jobs.get_mut(name)?;
+        if request.version.is_some() {
+            job.version = request.version.clone();
+        }
+        job.begin_rollout(
+            &hosting,
+            request
+                .min_healthy_secs
+                .map_or(default_healthy.as_millis() as u64, |s| (s * 1000.0) as u64),
+            request.max_parallel.unwrap_or(1),
+            now_ms(),
+        );
+        let message = format!(
+            "rolling update to generation {}{} over {} machines",
+            job.generation,
+            request
+                .version
+                .as_ref()
+                .map(|v| format!(" (version {v})"))
+                .unwrap_or_default(),
+            hosting.len()
+        );
+        self.event(ClusterEventKind::RolloutStarted, name, message);
+        Some(())
+    }
+
+    /// Notes that instance `index` of `name` was restarted by request.
+    pub fn instance_restarted(&mut self, name: &str, index: usize) {
+        self.event(
+            ClusterEventKind::InstanceRestarted,
+            name,
+            format!("instance {index} restarted by request"),
+        );
+    }
+
+    /// Whether machine `id` was decommissioned by this cluster.
+    pub fn was_retired(&self, id: &str) -> bool {
+        self.state.was_retired(id)
+    }
+
+    /// Notes that a decommissioned machine registered again.
+    pub fn stale_machine_registered(&mut self, id: &str) {
+        self.event(
+            ClusterEventKind::MachineStaleRegistered,
+            id,
+            "registered after being decommissioned: removing its stale tasks",
+        );
+    }
+
+    /// A known machine registered at `address` with `capacity`; answers
+    /// whether anything changed that the reconciler must act on.
+    pub fn machine_registered(&mut self, id: &str, address: &str, capacity: Resources) -> bool {
+        let Some(machine) = self.state.machines.get_mut(id) else {
+            return false;
+        };
+        let moved = machine.address.as_deref() != Some(address);
+        let resized = machine.capacity != capacity;
+        machine.address = Some(address.to_string());
+        machine.capacity = capacity;
+        if moved {
+            self.event(
+                ClusterEventKind::MachineRegistered,
+                id,
+                format!("registered at {address}"),
+            );
+        }
+        moved || resized
+    }
+
+    /// The lowest machine number free in `zone`.
+    pub fn free_number(&self, zone: &str) -> u32 {
+        self.state.free_number(zone)
+    }
+
+    /// An unknown machine joined by registering.
+    pub fn machine_joined(&mut self, record: MachineRecord) {
+        let id = record.id.clone();
+        let message = format!("joined at {}", record.address.as_deref().unwrap_or(""));
+        self.state.adopt_machine(record);
+        self.event(ClusterEventKind::MachineJoined, &id, message);
+    }
+
+    /// Sets the idle limit of `zone`, or of every zone (clearing the
+    /// per-zone ones) when `None`.
+    pub fn set_idle_limit(&mut self, limit: u32, zone: Option<&str>) {
+        match zone {
+            Some(zone) => {
+                self.state
+                    .idle_limit_per_zone
+                    .insert(zone.to_string(), limit);
+                self.event(
+                    ClusterEventKind::IdleLimitSet,
+                    zone,
+                    format!("idle limit set to {limit}"),
+                );
+            }
+            None => {
+                self.state.idle_limit_default = limit;
+                self.state.idle_limit_per_zone.clear();
+                self.event(
+                    ClusterEventKind::IdleLimitSet,
+                    "",
+                    format!("idle limit set to {limit} in every zone"),
+                );
+            }
+        }
+    }
+
+    /// Sets the idle limits the config names at start (`limit` in every
+    /// zone without its own in `per_zone`), with an event when they change.
+    pub fn set_idle_limits_from_config(&mut self, limit: u32, per_zone: &BTreeMap<String, u32>) {
+        let state = &mut self.state;
+        if state.idle_limit_default != limit || state.idle_limit_per_zone != *per_zone {
+            state.idle_limit_default = limit;
+            state.idle_limit_per_zone = per_zone.clone();
+            self.event(
+                ClusterEventKind::IdleLimitSet,
+                "",
+                format!("idle limits from the config: {limit} per zone"),
+            );
+        }
+    }
+
+    /// Drops the jobs that are not persistent (at a restart).
+    pub fn drop_non_persistent_jobs(&mut self) {
+        let dropped: Vec<String> = self
+            .state
+            .jobs
+            .iter()
+            .filter(|(_, job)| !job.spec.persistent)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in dropped {
+            self.state.jobs.remove(&name);
+            self.event(
+                ClusterEventKind::JobDropped,
+                &name,
+                "not persistent: dropped at restart",
+            );
+        }
+    }
+
+    /// The machines as placement sees them.
+    pub fn placement_machines(&self) -> Vec<PlacementMachine> {
+        self.state
+            .machines
+            .values()
+            .map(|m| PlacementMachine {
+                id: m.id.clone(),
+                zone: m.zone.clone(),
+                capacity: m.capacity,
+                state: m.state(),
+                number: m.number,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,445 @@
+//! The cluster's operations, one room for both edges: the JSON API
+//! (`api.rs`) and the web UI (`ui/`) call these and map [`OpError`] to
+//! their own answers. An operation validates, changes the desired state
+//! under the lock, persists it and wakes the reconciler; only the instance
+//! operations (restart, logs) talk to a machine.
+
+use crate::cluster::{lock, SharedCluster, UpsertOutcome};
+use crate::placement::{place, PlacementInput};
+use crate::store::MachineRecord;
+use cerebro_types::cluster::{
+    ClusterEvent, ClusterStatus, IdleLimitRequest, JobView, MachineView, Plan, RegisterRequest,
+    RegisterResult, UpdateRequest,
+};
+use cerebro_types::job::{instance_task_name, JobSpec};
+use cerebro_types::{LogChunk, ValidationErrors};
+use cerebro_web::html::encode_path_segment;
+use cerebro_web::HttpClient;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// Why an operation was refused or failed. Each edge decides what a kind
+/// of failure looks like to its users (HTTP status, page).
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// The input is wrong; every problem is listed.
+    #[error("{0}")]
+    Invalid(ValidationErrors),
+    /// No job by this name.
+    #[error("no job named '{0}'")]
+    NoSuchJob(String),
+    /// No machine by this id.
+    #[error("no machine '{0}'")]
+    NoSuchMachine(String),
+    /// `count` instances exist, numbered from 0.
+    #[error("job '{job}' has {count} instances (0 to {})", count.saturating_sub(1))]
+    NoSuchInstance { job: String, count: usize },
+    /// The instance has no machine yet.
+    #[error("instance {index} of '{job}' is not placed yet")]
+    NotPlaced { job: String, index: usize },
+    /// The instance's machine (by id) has not registered an address yet.
+    #[error("machine {0} has no address yet")]
+    NoAddress(String),
+    /// Placed, but its machine has not created the task yet.
+    #[error("instance {index} of '{job}' is not on its machine yet; try again shortly")]
+    NotOnMachineYet { job: String, index: usize },
+    /// The machine does not run the task (by task name) yet.
+    #[error("the machine does not run {0} yet")]
+    TaskNotOnMachine(String),
+    /// Other jobs (`followers`) link to the job, so it cannot go first.
+    #[error("jobs linked to '{job}' must be removed first: {}", followers.join(", "))]
+    HasFollowers { job: String, followers: Vec<String> },
+    /// The machine (by id) registering was decommissioned by this cluster.
+    #[error("machine '{0}' was decommissioned")]
+    Decommissioned(String),
+    /// The machine did not answer, or answered with an error.
+    #[error("the machine did not answer: {0}")]
+    MachineUnreachable(cerebro_web::client::ClientError),
+    /// The change was made in memory but could not be saved.
+    #[error("cannot persist the cluster state: {0}")]
+    Persist(std::io::Error),
+}
+
+impl OpError {
+    /// A refusal naming one field of the input.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut errors = ValidationErrors::default();
+        errors.push(field, message);
+        OpError::Invalid(errors)
+    }
+}
+
+impl From<ValidationErrors> for OpError {
+    fn from(errors: ValidationErrors) -> Self {
+        OpError::Invalid(errors)
+    }
+}
+
+/// The service both edges share: the cluster, the reconciler's wake-up and
+/// a client for the few calls that reach a machine. Cheap to clone.
+#[derive(Clone)]
+pub struct Ops {
+    /// The cluster, behind its one lock.
+    pub cluster: SharedCluster,
+    /// Wakes the reconciler after a change.
+    pub notify: Arc<Notify>,
+    /// For the calls that reach a machine (restart, logs, stale tasks).
+    pub client: HttpClient,
+}
+
+/// What `put_job` did, and the job afterwards.
+pub struct PutJob {
+    /// Created, updated or unchanged.
+    pub outcome: UpsertOutcome,
+    /// The job as it is now.
+    pub view: Option<JobView>,
+}
+
+/// Only these log query keys reach the machine, re-encoded from parsed numbers.
+pub const LOG_QUERY_KEYS: &[&str] = &["tail", "offset", "limit"];
+
+fn persist(cluster: &crate::cluster::Cluster) -> Result<(), OpError> {
+    cluster.persist().map_err(OpError::Persist)
+}
+
+impl Ops {
+    /// The cluster's status now.
+    pub fn status(&self) -> ClusterStatus {
+        lock(&self.cluster).status()
+    }
+
+    /// The newest `limit` events, newest first.
+    pub fn events(&self, limit: usize) -> Vec<ClusterEvent> {
+        lock(&self.cluster)
+            .events()
+            .iter()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Every job, sorted by name.
+    pub fn jobs(&self) -> Vec<JobView> {
+        lock(&self.cluster).job_views()
+    }
+
+    /// One job.
+    pub fn job(&self, name: &str) -> Result<JobView, OpError> {
+        lock(&self.cluster)
+            .view_of_job(name)
+            .ok_or_else(|| OpError::NoSuchJob(name.to_string()))
+    }
+
+    /// Every machine, sorted by id.
+    pub fn machines(&self) -> Vec<MachineView> {
+        lock(&self.cluster).machine_views()
+    }
+
+    /// One machine.
+    pub fn machine(&self, id: &str) -> Result<MachineView, OpError> {
+        lock(&self.cluster)
+            .view_of_machine(id)
+            .ok_or_else(|| OpError::NoSuchMachine(id.to_string()))
+    }
+
+    /// Creates or replaces a job after the checks that need the cluster.
+    pub fn put_job(&self, job: JobSpec) -> Result<PutJob, OpError> {
+        let name = job.name().to_string();
+        let put = {
+            let mut cluster = lock(&self.cluster);
+            cluster.check_job(&job)?;
+            let outcome = cluster.upsert_job(job);
+            if outcome != UpsertOutcome::Unchanged {
+                persist(&cluster)?;
+            }
+            PutJob {
+                outcome,
+                view: cluster.view_of_job(&name),
+            }
+        };
+        self.notify.notify_one();
+        Ok(put)
+    }
+
+    /// Starts (`run`) or stops every instance of `name`, now and wherever
+    /// instances are placed later, whatever `auto_start` says; the machines
+    /// apply it as a spec change.
+    pub fn request_run(&self, name: &str, run: bool) -> Result<Option<JobView>, OpError> {
+        let view = {
+            let mut cluster = lock(&self.cluster);
+            let changed = cluster
+                .request_run(name, run)
+                .ok_or_else(|| OpError::NoSuchJob(name.to_string()))?;
+            if changed {
+                persist(&cluster)?;
+            }
+            cluster.view_of_job(name)
+        };
+        self.notify.notify_one();
+        Ok(view)
+    }
+
+    /// Removes a job unless others are linked to it; its instances stop.
+    pub fn remove_job(&self, name: &str) -> Result<(), OpError> {
+        {
+            let mut cluster = lock(&self.cluster);
+            if cluster.job(name).is_none() {
+                return Err(OpError::NoSuchJob(name.to_string()));
+            }
+            let followers = cluster.followers_of(name);
+            if !followers.is_empty() {
+                return Err(OpError::HasFollowers {
+                    job: name.to_string(),
+                    followers,
+                });
+            }
+            cluster.remove_job(name);
+            persist(&cluster)?;
+        }
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// Starts (or retargets) a rolling update of `name`: instances restart
+    /// one machine at a time (`max_parallel`), each machine's instances
+    /// running healthy for `min_healthy_secs` before the next machine goes.
+    pub fn start_rollout(
+        &self,
+        name: &str,
+        request: &UpdateRequest,
+    ) -> Result<Option<JobView>, OpError> {
+        if let Some(secs) = request.min_healthy_secs {
+            if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
+                return Err(OpError::field(
+                    "min_healthy_secs",
+                    "must be 0 to 86400 seconds",
+                ));
+            }
+        }
+        if request.max_parallel == Some(0) {
+            return Err(OpError::field("max_parallel", "must be at least 1"));
+        }
+        let view = {
+            let mut cluster = lock(&self.cluster);
+            cluster
+                .start_rollout(name, request)
+                .ok_or_else(|| OpError::NoSuchJob(name.to_string()))?;
+            persist(&cluster)?;
+            cluster.view_of_job(name)
+        };
+        self.notify.notify_one();
+        Ok(view)
+    }
+
+    /// The machine address and task name of instance `index` of `name`.
+    pub fn locate_instance(&self, name: &str, index: usize) -> Result<(String, String), OpError> {
+        let cluster = lock(&self.cluster);
+        if cluster.job(name).is_none() {
+            return Err(OpError::NoSuchJob(name.to_string()));
+        }
+        let instances = cluster.instances_of(name);
+        let instance = instances
+            .get(index)
+            .ok_or_else(|| OpError::NoSuchInstance {
+                job: name.to_string(),
+                count: instances.len(),
+            })?;
+        let machine = instance.machine.clone().ok_or_else(|| OpError::NotPlaced {
+            job: name.to_string(),
+            index,
+        })?;
+        let address = cluster
+            .machine(&machine)
+            .and_then(|m| m.address.clone())
+            .ok_or(OpError::NoAddress(machine))?;
+        Ok((address, instance_task_name(&instance.job, instance.slot)))
+    }
+
+    /// Restarts one instance through its machine (its spec is unchanged).
+    pub async fn restart_instance(&self, name: &str, index: usize) -> Result<(), OpError> {
+        let (address, task) = self.locate_instance(name, index)?;
+        let token = lock(&self.cluster)
+            .config()
+            .token
+            .as_ref()
+            .map(|t| t.expose().to_string());
+        let url = format!(
+            "http://{address}/api/v1/tasks/{}/restart",
+            encode_path_segment(&task)
+        );
+        self.client
+            .post_json::<(), serde_json::Value>(&url, token.as_deref(), None)
+            .await
+            .map_err(|e| match e.status() {
+                // Placed but not created on its machine yet.
+                Some(404) => OpError::NotOnMachineYet {
+                    job: name.to_string(),
+                    index,
+                },
+                _ => OpError::MachineUnreachable(e),
+            })?;
+        lock(&self.cluster).instance_restarted(name, index);
+        Ok(())
+    }
+
+    /// Reads an instance's log (`stream`: stdout or stderr) through its
+    /// machine; `params` are validated numbers under [`LOG_QUERY_KEYS`].
+    pub async fn read_instance_log(
+        &self,
+        name: &str,
+        index: usize,
+        stream: &str,
+        params: &[(&str, u64)],
+    ) -> Result<LogChunk, OpError> {
+        if stream != "stdout" && stream != "stderr" {
+            return Err(OpError::field("stream", "must be stdout or stderr"));
+        }
+        let (address, task) = self.locate_instance(name, index)?;
+        let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let url = format!(
+            "http://{address}/api/v1/tasks/{}/logs/{stream}?{}",
+            encode_path_segment(&task),
+            query.join("&")
+        );
+        self.client
+            .get_json::<LogChunk>(&url, None)
+            .await
+            .map_err(|e| match e.status() {
+                Some(404) => OpError::TaskNotOnMachine(task),
+                _ => OpError::MachineUnreachable(e),
+            })
+    }
+
+    /// Dry run: the placement these jobs would get with the current ones,
+    /// applying nothing. A linked master may be in the same batch.
+    pub fn plan(&self, jobs: &[JobSpec]) -> Result<Plan, OpError> {
+        let cluster = lock(&self.cluster);
+        let mut all: std::collections::BTreeMap<String, JobSpec> = cluster
+            .jobs()
+            .map(|(name, record)| (name.clone(), record.spec.clone()))
+            .collect();
+        for job in jobs {
+            cluster.check_job(job).or_else(|errors| {
+                let only_missing_master = errors.errors.iter().all(|e| e.field == "linked_job")
+                    && job
+                        .linked_job
+                        .as_ref()
+                        .is_some_and(|m| jobs.iter().any(|j| j.name() == m));
+                if only_missing_master {
+                    Ok(())
+                } else {
+                    Err(errors)
+                }
+            })?;
+            all.insert(job.name().to_string(), job.clone());
+        }
+        let specs: Vec<JobSpec> = all.into_values().collect();
+        let machines = cluster.placement_machines();
+        let zones = cluster.config().zones();
+        Ok(place(&PlacementInput {
+            jobs: &specs,
+            machines: &machines,
+            previous: cluster.assignments(),
+            zone_machine_size: &zones,
+        }))
+    }
+
+    /// A machinesitter announces itself: known machines get their address
+    /// updated; a machine this cluster decommissioned is told so and its
+    /// stale tasks are removed; an unknown machine in a served zone joins.
+    pub fn register(&self, request: &RegisterRequest) -> Result<RegisterResult, OpError> {
+        cerebro_types::job::validate_machine_id(&request.machine_id)
+            .map_err(|message| OpError::field("machine_id", message))?;
+        if request.address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(OpError::field("address", "must be IP:PORT"));
+        }
+        let result = {
+            let mut cluster = lock(&self.cluster);
+            if cluster.was_retired(&request.machine_id) {
+                let token = cluster
+                    .config()
+                    .token
+                    .as_ref()
+                    .map(|t| t.expose().to_string());
+                cluster.stale_machine_registered(&request.machine_id);
+                tokio::spawn(remove_all_tasks(
+                    self.client.clone(),
+                    request.address.clone(),
+                    token,
+                ));
+                return Err(OpError::Decommissioned(request.machine_id.clone()));
+            }
+            let zones = cluster.config().zones();
+            if cluster.machine(&request.machine_id).is_some() {
+                let changed = cluster.machine_registered(
+                    &request.machine_id,
+                    &request.address,
+                    request.capacity,
+                );
+                if !changed {
+                    // The periodic re-registration: nothing for the reconciler to do.
+                    return Ok(RegisterResult::Registered);
+                }
+                persist(&cluster)?;
+                RegisterResult::Registered
+            } else {
+                let Some(zone) = request.zone.clone().filter(|z| zones.contains_key(z)) else {
+                    return Err(OpError::field(
+                        "zone",
+                        format!(
+                            "an unknown machine must name one of this cluster's zones ({})",
+                            zones.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                };
+                let number = cluster.free_number(&zone);
+                let mut record =
+                    MachineRecord::new(&request.machine_id, &zone, number, request.capacity);
+                record.address = Some(request.address.clone());
+                cluster.machine_joined(record);
+                persist(&cluster)?;
+                RegisterResult::Joined
+            }
+        };
+        self.notify.notify_one();
+        Ok(result)
+    }
+
+    /// Sets the idle limit of one zone, or of every zone.
+    pub fn apply_idle_limit(&self, request: &IdleLimitRequest) -> Result<ClusterStatus, OpError> {
+        let status = {
+            let mut cluster = lock(&self.cluster);
+            if let Some(zone) = &request.zone {
+                if !cluster.config().zones().contains_key(zone) {
+                    return Err(OpError::field(
+                        "zone",
+                        format!("'{zone}' is not a zone of this cluster"),
+                    ));
+                }
+            }
+            cluster.set_idle_limit(request.limit, request.zone.as_deref());
+            persist(&cluster)?;
+            cluster.status()
+        };
+        self.notify.notify_one();
+        Ok(status)
+    }
+}
+
+/// Empties a machine that registered after being decommissioned; best effort.
+async fn remove_all_tasks(client: HttpClient, address: String, token: Option<String>) {
+    let url = format!("http://{address}/api/v1/tasks");
+    let Ok(tasks) = client
+        .get_json::<Vec<cerebro_types::machine::TaskView>>(&url, None)
+        .await
+    else {
+        return;
+    };
+    for task in tasks {
+        let url = format!("{url}/{}", encode_path_segment(&task.name));
+        let _ = client
+            .delete_json::<serde_json::Value>(&url, token.as_deref())
+            .await;
+    }
+}

@@ -1,0 +1,94 @@
+//! Placement: which machine runs each job instance, which machines to ask
+//! the provider for, and what cannot be placed. A pure function of its input
+//! (no I/O, no clock, no randomness), so the same cluster state always gives
+//! the same plan and the reconciler can call it as often as it likes.
+//!
+//! The order of work:
+//! 1. keep every previous assignment that is still wanted, still on a usable
+//!    machine and still fits, so nothing moves without need;
+//! 2. give every job linked to a master an instance on each machine already
+//!    running that master;
+//! 3. place the remaining master instances, spreading each job across the
+//!    machines of its zone before doubling up, and bringing the linked jobs
+//!    along whenever a master lands on a machine new to it;
+//! 4. pack what fits nowhere into new machines of the zone's default size.
+//!
+//! Where each part lives: `planner.rs` holds the [`Planner`] and steps 1-3;
+//! `roles.rs` decides from the link graph which jobs are masters and which
+//! follow; `pool.rs` is the index that finds a machine with room fast;
+//! `provision.rs` is step 4.
+
+use cerebro_types::cluster::{
+    Assignment, InstanceKey, MachineState, Plan, ProvisionRequest, Unplaced,
+};
+use cerebro_types::job::{JobSpec, Need};
+use cerebro_types::machine::Resources;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+mod planner;
+mod pool;
+mod provision;
+mod roles;
+#[cfg(test)]
+mod tests;
+
+use planner::Planner;
+use pool::ZonePool;
+use roles::{resolve_roles, Role};
+
+/// Sums of floats drift; an instance that fits exactly must still fit.
+const EPSILON: f64 = 1e-9;
+
+/// A machine as placement sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlacementMachine {
+    pub id: String,
+    pub zone: String,
+    pub capacity: Resources,
+    pub state: MachineState,
+    /// Stable per-zone ordinal of the machine (1, 2, ...); linked-job instances use it as their slot.
+    pub number: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PlacementInput<'a> {
+    /// Already validated individually.
+    pub jobs: &'a [JobSpec],
+    pub machines: &'a [PlacementMachine],
+    /// The current assignments; kept where still valid so nothing moves without need.
+    pub previous: &'a [Assignment],
+    /// Zones this cluster serves, with the size of a new machine there.
+    pub zone_machine_size: &'a BTreeMap<String, Resources>,
+}
+
+/// Places every instance of every job; see the module documentation.
+/// The result is sorted (assignments and unplaced by key, provision requests
+/// by zone, then by the instances they are for) and does not depend on the
+/// order of the input slices.
+pub fn place(input: &PlacementInput) -> Plan {
+    let mut planner = Planner::new(input);
+    planner.keep_previous_masters();
+    planner.keep_and_add_followers();
+    planner.place_new_masters();
+    planner.plan_provisioning();
+    planner.into_plan()
+}
+
+const NO_NEED: Need = Need {
+    cpu: 0.0,
+    mem_mb: 0.0,
+};
+
+fn add_needs(a: Need, b: Need) -> Need {
+    Need {
+        cpu: a.cpu + b.cpu,
+        mem_mb: a.mem_mb + b.mem_mb,
+    }
+}
+
+/// Whether `extra` still fits on top of `reserved` within `capacity`: the
+/// one capacity rule of placement, with [`EPSILON`] of slack.
+fn fits_within(reserved: Need, extra: Need, capacity: Resources) -> bool {
+    reserved.cpu + extra.cpu <= capacity.cpu + EPSILON
+        && reserved.mem_mb + extra.mem_mb <= capacity.mem_mb + EPSILON
+}

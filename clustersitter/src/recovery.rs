@@ -1,0 +1,90 @@
+//! Startup and exit: the persisted state restored (without the jobs that
+//! asked not to survive a restart), machines matched with what the
+//! provider still runs, and, with `--on-exit stop`, every machine
+//! terminated.
+
+use crate::cluster::{lock, Cluster};
+use crate::config::ClusterConfig;
+use crate::provider::MachineProvider;
+use crate::store::{self, ClusterState};
+use cerebro_types::cluster::{ClusterEventKind, MachineState};
+use std::sync::{Arc, Mutex};
+
+/// The persisted state, without the jobs that asked not to survive a
+/// restart, and with the config's idle limits. An unreadable state file is
+/// kept aside and the cluster starts empty (machines come back from the
+/// provider).
+pub(crate) fn restore(config: Arc<ClusterConfig>, provider_kind: &'static str) -> Cluster {
+    let fresh = || ClusterState::new(1, std::collections::BTreeMap::new());
+    let (state, problem) = match store::load(&config.state_dir) {
+        cerebro_web::fs::StateFile::Fresh => (fresh(), None),
+        cerebro_web::fs::StateFile::Read(state) => (state, None),
+        cerebro_web::fs::StateFile::Corrupt { moved_to, error } => (
+            fresh(),
+            Some(format!(
+                "state file unreadable ({error}); kept as {}; machines are recovered from the provider",
+                moved_to.display()
+            )),
+        ),
+    };
+    let mut cluster = Cluster::new(config.clone(), state, provider_kind);
+    if let Some(problem) = problem {
+        tracing::error!("{problem}");
+        cluster.event(ClusterEventKind::StateFileUnreadable, "", problem);
+    }
+    // The config's idle limits hold at every start; the API changes them
+    // until the next one.
+    if config.idle_limit.is_some() || !config.idle_limit_per_zone.is_empty() {
+        let limit = config.idle_limit.unwrap_or(cluster.idle_limit_default());
+        cluster.set_idle_limits_from_config(limit, &config.idle_limit_per_zone);
+    }
+    cluster.drop_non_persistent_jobs();
+    cluster
+}
+
+/// Matches persisted machines with what the provider still runs: running
+/// ones are adopted (never provisioned again), vanished ones are
+/// decommissioned so their instances move, unknown ones of this cluster join.
+pub(crate) async fn recover_machines(cluster: &mut Cluster, provider: &dyn MachineProvider) {
+    let found = match provider.discover().await {
+        Ok(found) => found,
+        Err(error) => {
+            cluster.event(
+                ClusterEventKind::ProviderListFailed,
+                "",
+                format!("cannot list machines: {error}"),
+            );
+            return;
+        }
+    };
+    for machine in &found {
+        cluster.machine_found(machine);
+    }
+    let vanished: Vec<String> = cluster
+        .machines()
+        .filter(|m| m.provider_id.is_some() || m.state() == MachineState::Provisioning)
+        .filter(|m| !found.iter().any(|f| f.machine_id == m.id))
+        .map(|m| m.id.clone())
+        .collect();
+    for id in vanished {
+        cluster.machine_vanished(&id);
+    }
+}
+
+/// `--on-exit stop`: terminate every machine before exiting.
+pub(crate) async fn terminate_all(cluster: &Arc<Mutex<Cluster>>, provider: &dyn MachineProvider) {
+    let machines: Vec<(String, Option<String>)> = lock(cluster)
+        .machines()
+        .map(|m| (m.id.clone(), m.provider_id.clone()))
+        .collect();
+    for (id, provider_id) in machines {
+        match provider
+            .terminate(&id, provider_id.as_deref().unwrap_or_default())
+            .await
+        {
+            Ok(()) => lock(cluster).machine_terminated_at_exit(&id),
+            Err(error) => tracing::error!(machine = %id, %error, "cannot terminate"),
+        }
+    }
+    lock(cluster).clear_assignments();
+}

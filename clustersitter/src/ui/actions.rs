@@ -1,0 +1,197 @@
+//! What a logged-in browser can do: log in and out, and the form posts
+//! (update, remove, start, stop, restart, idle limit), each checked against
+//! the session's CSRF token and done through the cluster's operations.
+
+use super::{UiState, Viewer, NAV};
+use crate::cluster::lock;
+use crate::ops::OpError;
+use crate::session::{session_cookie, Session, SESSION_COOKIE, SESSION_LIFETIME};
+use axum::extract::{Form, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use cerebro_types::cluster::UpdateRequest;
+use cerebro_types::time::now_ms;
+use cerebro_web::html::{encode_path_segment, escape, page_with_header};
+use serde::Deserialize;
+
+pub(super) async fn login_page(State(app): State<UiState>, headers: HeaderMap) -> Response {
+    let viewer = Viewer::of(&app, &headers);
+    let body = r#"<h1>Log in</h1><div class="card"><form method="post" action="/login"><p>The cluster token (the contents of the clustersitter's token file) lets this browser act: update, remove, restart, set the idle limit.</p><input type="password" name="token" autocomplete="current-password" autofocus style="width:28em"> <button type="submit">Log in</button></form></div>"#;
+    Html(page_with_header("log in", NAV, &viewer.header(), body)).into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct LoginForm {
+    token: String,
+}
+
+pub(super) async fn login(State(app): State<UiState>, Form(form): Form<LoginForm>) -> Response {
+    let accepted = match &lock(&app.ops.cluster).config().token {
+        Some(token) => token.matches(form.token.trim()),
+        // A cluster without a token lets anyone act through the API too.
+        None => true,
+    };
+    if !accepted {
+        let body = r#"<h1>Log in</h1><div class="notice">That is not the cluster's token.</div><p><a href="/login">Try again</a></p>"#;
+        return (
+            StatusCode::UNAUTHORIZED,
+            Html(page_with_header("log in", NAV, "", body)),
+        )
+            .into_response();
+    }
+    let (Ok(id), Ok(csrf)) = (
+        cerebro_web::auth::random_secret(),
+        cerebro_web::auth::random_secret(),
+    ) else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response();
+    };
+    app.sessions.insert(
+        id.clone(),
+        Session {
+            csrf,
+            created_ms: now_ms(),
+        },
+    );
+    let cookie = format!(
+        "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        SESSION_LIFETIME.as_secs()
+    );
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/overview")).into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct ActionForm {
+    csrf: String,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// Actions need a live session and its CSRF token; anything else is refused with 403.
+fn authorize(app: &UiState, headers: &HeaderMap, form: &ActionForm) -> Result<(), &'static str> {
+    match app.sessions.csrf_for(headers) {
+        Some(csrf) if cerebro_web::auth::Token::new(&csrf).is_ok_and(|t| t.matches(&form.csrf)) => {
+            Ok(())
+        }
+        Some(_) => Err("the form is stale (CSRF token mismatch); reload the page and try again"),
+        None => Err("log in with the cluster token to act"),
+    }
+}
+
+fn refused(message: &str) -> Response {
+    let body = format!(
+        r#"<h1>Not allowed</h1><div class="notice">{}</div><p><a href="/login">Log in</a></p>"#,
+        escape(message)
+    );
+    (
+        StatusCode::FORBIDDEN,
+        Html(page_with_header("not allowed", NAV, "", &body)),
+    )
+        .into_response()
+}
+
+fn done(result: Result<(), OpError>, back: &str) -> Response {
+    match result {
+        Ok(()) => Redirect::to(back).into_response(),
+        Err(error) => {
+            let error = cerebro_web::ApiError::from(error);
+            let body = format!(
+                r#"<h1>That did not work</h1><div class="notice">{}</div><p><a href="{}">Back</a></p>"#,
+                escape(&error.body.error),
+                escape(back)
+            );
+            (
+                error.status,
+                Html(page_with_header("error", NAV, "", &body)),
+            )
+                .into_response()
+        }
+    }
+}
+
+pub(super) async fn logout(
+    State(app): State<UiState>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if authorize(&app, &headers, &form).is_ok() {
+        if let Some(id) = session_cookie(&headers) {
+            app.sessions.remove(&id);
+        }
+    }
+    let cookie = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/overview")).into_response()
+}
+
+pub(super) async fn update_action(
+    State(app): State<UiState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Err(why) = authorize(&app, &headers, &form) {
+        return refused(why);
+    }
+    let result = app
+        .ops
+        .start_rollout(&name, &UpdateRequest::default())
+        .map(|_| ());
+    done(result, &format!("/jobs/{}", encode_path_segment(&name)))
+}
+
+pub(super) async fn remove_action(
+    State(app): State<UiState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Err(why) = authorize(&app, &headers, &form) {
+        return refused(why);
+    }
+    done(app.ops.remove_job(&name), "/overview")
+}
+
+/// "Start all" (`run`) and "Stop all".
+pub(super) async fn start_or_stop_action(
+    State(app): State<UiState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<ActionForm>,
+    run: bool,
+) -> Response {
+    if let Err(why) = authorize(&app, &headers, &form) {
+        return refused(why);
+    }
+    let result = app.ops.request_run(&name, run).map(|_| ());
+    done(result, &format!("/jobs/{}", encode_path_segment(&name)))
+}
+
+pub(super) async fn restart_action(
+    State(app): State<UiState>,
+    headers: HeaderMap,
+    Path((name, index)): Path<(String, usize)>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Err(why) = authorize(&app, &headers, &form) {
+        return refused(why);
+    }
+    let result = app.ops.restart_instance(&name, index).await;
+    done(result, &format!("/jobs/{}", encode_path_segment(&name)))
+}
+
+pub(super) async fn idle_limit_action(
+    State(app): State<UiState>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Err(why) = authorize(&app, &headers, &form) {
+        return refused(why);
+    }
+    let Some(limit) = form.limit else {
+        return done(
+            Err(OpError::field("limit", "a number is needed")),
+            "/overview",
+        );
+    };
+    let request = cerebro_types::cluster::IdleLimitRequest { limit, zone: None };
+    done(app.ops.apply_idle_limit(&request).map(|_| ()), "/overview")
+}
