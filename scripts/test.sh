@@ -32,6 +32,9 @@ grep -qE ' - cgroup2? ' /proc/self/mountinfo || fail "no cgroup hierarchy is mou
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The tests start the real binaries of other packages, which `cargo test`
+# does not build; they are built here rather than from inside a test.
+cargo build --workspace --bins
 cargo test --workspace
 # Benchmarks are not tests; the smoke run keeps every one of them building and running.
 scripts/bench.sh all --smoke

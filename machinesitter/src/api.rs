@@ -8,17 +8,22 @@ use crate::sitter::{self, TaskDir};
 use crate::state::TaskRecord;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Html;
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
+use cerebro_client::{HttpClient, TaskClient};
 use cerebro_host::logs::{LogLocation, ReadChunkError};
-use cerebro_types::machine::{MachineStatus, TaskView};
+use cerebro_types::machine::{
+    ActionReply, ActionResult, MachineEvent, MachineStatus, PutReply, PutResult, TaskView,
+};
+use cerebro_types::task_api::TaskAction;
 use cerebro_types::time::format_rfc3339_ms;
+use cerebro_types::url::encode_path_segment;
 use cerebro_types::{validate_task_name, LogChunk, LogStream, TaskSpec};
-use cerebro_web::html::{encode_path_segment, escape, format_bytes, key_values, page, state_pill};
-use cerebro_web::{require_token, ApiError, HttpClient, Token};
-use serde::{Deserialize, Serialize};
+use cerebro_web::html::{escape, format_bytes, key_values, page, state_pill};
+use cerebro_web::metrics::{Exposition, MetricKind};
+use cerebro_web::{require_token, ApiError, Token};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
@@ -59,7 +64,7 @@ async fn status(State(app): State<AppState>) -> Json<MachineStatus> {
     Json(lock(&app.machine).status())
 }
 
-async fn events(State(app): State<AppState>) -> Json<Vec<crate::machine::MachineEvent>> {
+async fn events(State(app): State<AppState>) -> Json<Vec<MachineEvent>> {
     Json(lock(&app.machine).events.iter().rev().cloned().collect())
 }
 
@@ -83,13 +88,6 @@ async fn get_task(
         .get(&name)
         .map(|e| Json(e.view(&name)))
         .ok_or_else(|| no_such_task(&name))
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PutReply {
-    /// created, updated or unchanged.
-    pub result: String,
-    pub task: TaskView,
 }
 
 /// Parses a task spec body, naming the field (and line and column) of any error.
@@ -137,11 +135,11 @@ async fn put_task(
             .check_fits(&spec)
             .map_err(|e| ApiError::conflict(e.to_string()))?;
         let (code, result) = match machine.tasks.get_mut(&name) {
-            Some(entry) if entry.record.spec == spec => (StatusCode::OK, "unchanged"),
+            Some(entry) if entry.record.spec == spec => (StatusCode::OK, PutResult::Unchanged),
             Some(entry) => {
                 entry.record.run_requested = spec.auto_start;
                 entry.record.spec = spec;
-                (StatusCode::OK, "updated")
+                (StatusCode::OK, PutResult::Updated)
             }
             None => {
                 let record = TaskRecord {
@@ -153,10 +151,10 @@ async fn put_task(
                     sitter_starts: 0,
                 };
                 machine.tasks.insert(name.clone(), TaskEntry::new(record));
-                (StatusCode::CREATED, "created")
+                (StatusCode::CREATED, PutResult::Created)
             }
         };
-        if result != "unchanged" {
+        if result != PutResult::Unchanged {
             machine.event(&name, format!("spec {result}"));
             machine
                 .persist()
@@ -165,18 +163,7 @@ async fn put_task(
         (code, result, machine.tasks[&name].view(&name))
     };
     app.notify.notify_one();
-    Ok((
-        code,
-        Json(PutReply {
-            result: result.into(),
-            task: view,
-        }),
-    ))
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ActionReply {
-    pub result: String,
+    Ok((code, Json(PutReply { result, task: view })))
 }
 
 /// Marks the task for removal; waits (bounded by its stop timeout) until it is gone.
@@ -205,7 +192,7 @@ async fn delete_task(
             return Ok((
                 StatusCode::OK,
                 Json(ActionReply {
-                    result: "deleted".into(),
+                    result: ActionResult::Deleted,
                 }),
             ));
         }
@@ -214,7 +201,7 @@ async fn delete_task(
     Ok((
         StatusCode::ACCEPTED,
         Json(ActionReply {
-            result: "deleting".into(),
+            result: ActionResult::Deleting,
         }),
     ))
 }
@@ -224,11 +211,7 @@ async fn control(
     State(app): State<AppState>,
     Path((name, action)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<ActionReply>), ApiError> {
-    if !["start", "stop", "restart"].contains(&action.as_str()) {
-        return Err(ApiError::not_found(format!(
-            "unknown action '{action}' (start, stop, restart)"
-        )));
-    }
+    let action: TaskAction = action.parse().map_err(ApiError::not_found)?;
     let (address, secret) = {
         let mut machine = lock(&app.machine);
         let state_dir = machine.config.state_dir.clone();
@@ -241,7 +224,7 @@ async fn control(
                 "task '{name}' is being deleted"
             )));
         }
-        entry.record.run_requested = action != "stop";
+        entry.record.run_requested = action != TaskAction::Stop;
         let address = entry
             .record
             .runtime
@@ -259,14 +242,12 @@ async fn control(
         return Ok((
             StatusCode::ACCEPTED,
             Json(ActionReply {
-                result: format!("{action} recorded; the tasksitter is starting"),
+                result: ActionResult::Recorded(action),
             }),
         ));
     };
-    let url = format!("http://{address}/api/v1/{action}");
-    let reply: serde_json::Value = app
-        .client
-        .post_json::<(), serde_json::Value>(&url, secret.as_deref(), None)
+    let reply = TaskClient::new(app.client.clone(), &address, secret)
+        .control(action)
         .await
         .map_err(|e| {
             ApiError::new(
@@ -274,10 +255,7 @@ async fn control(
                 format!("the tasksitter did not answer: {e}"),
             )
         })?;
-    let result = reply["result"]
-        .as_str()
-        .unwrap_or(action.as_str())
-        .to_string();
+    let result = ActionResult::Done(reply.result);
     Ok((StatusCode::OK, Json(ActionReply { result })))
 }
 
@@ -317,16 +295,14 @@ async fn read_log(
     read_chunk(&location, &query).map(Json)
 }
 
-async fn metrics(State(app): State<AppState>) -> Response {
+/// The machine's gauges, then one family per task metric with a sample per
+/// task, every sample labelled with the machine's id.
+async fn metrics(State(app): State<AppState>) -> Exposition {
+    use MetricKind::{Counter, Gauge};
     let machine = lock(&app.machine);
     let status = machine.status();
-    let mut out = String::new();
-    let label = |s: &str| {
-        s.replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n")
-    };
-    let id = label(&status.machine_id);
+    let id = status.machine_id.as_str();
+    let mut out = Exposition::default();
     for (name, help, value) in [
         (
             "cerebro_machine_capacity_cpu_cores",
@@ -369,49 +345,45 @@ async fn metrics(State(app): State<AppState>) -> Response {
             status.tasks.len() as f64,
         ),
     ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{machine=\"{id}\"}} {value}"
-        );
+        out.single(name, Gauge, help, &[("machine", id)], value);
     }
-    for (metric, help) in [
-        ("cerebro_task_up", "1 while the workload runs"),
-        ("cerebro_task_cpu_cores", "cores used by the task's tree"),
+    type TaskMetric = fn(&TaskEntry) -> f64;
+    let per_task: [(&str, MetricKind, &str, TaskMetric); 5] = [
+        ("cerebro_task_up", Gauge, "1 while the workload runs", |e| {
+            f64::from(u8::from(e.status.as_ref().and_then(|s| s.pid).is_some()))
+        }),
+        (
+            "cerebro_task_cpu_cores",
+            Gauge,
+            "cores used by the task's tree",
+            |e| e.status.as_ref().map_or(0.0, |s| s.cpu_cores),
+        ),
         (
             "cerebro_task_rss_bytes",
+            Gauge,
             "resident memory of the task's tree",
+            |e| e.status.as_ref().map_or(0.0, |s| s.rss_bytes as f64),
         ),
-        ("cerebro_task_restarts_total", "restarts of the workload"),
+        (
+            "cerebro_task_restarts_total",
+            Counter,
+            "restarts of the workload",
+            |e| e.status.as_ref().map_or(0.0, |s| s.restarts as f64),
+        ),
         (
             "cerebro_task_sitter_starts_total",
+            Counter,
             "tasksitters started for the task",
+            |e| e.record.sitter_starts as f64,
         ),
-    ] {
-        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
+    ];
+    for (metric, kind, help, value) in per_task {
+        out.family(metric, kind, help);
         for (name, entry) in &machine.tasks {
-            let s = entry.status.as_ref();
-            let value = match metric {
-                "cerebro_task_up" => f64::from(u8::from(s.and_then(|s| s.pid).is_some())),
-                "cerebro_task_cpu_cores" => s.map_or(0.0, |s| s.cpu_cores),
-                "cerebro_task_rss_bytes" => s.map_or(0.0, |s| s.rss_bytes as f64),
-                "cerebro_task_restarts_total" => s.map_or(0.0, |s| s.restarts as f64),
-                _ => entry.record.sitter_starts as f64,
-            };
-            let _ = writeln!(
-                out,
-                "{metric}{{machine=\"{id}\",task=\"{}\"}} {value}",
-                label(name)
-            );
+            out.sample(metric, &[("machine", id), ("task", name)], value(entry));
         }
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
+    out
 }
 
 const NAV: &[(&str, &str)] = &[("/", "Machine"), ("/metrics", "Metrics")];

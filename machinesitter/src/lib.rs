@@ -79,7 +79,7 @@ pub async fn run(config: MachineConfig) -> Result<(), MachineError> {
         api::AppState {
             machine: machine.clone(),
             notify,
-            client: cerebro_web::HttpClient::new(Duration::from_secs(10), 1),
+            client: cerebro_client::HttpClient::new(Duration::from_secs(10), 1),
         },
         config.token.clone(),
     );
@@ -112,7 +112,7 @@ async fn register_with_cluster(
     advertised: String,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let client = cerebro_web::HttpClient::new(Duration::from_secs(5), 1);
+    let client = cerebro_client::HttpClient::new(Duration::from_secs(5), 1);
     let url = format!("{cluster_url}/api/v1/machines/register");
     let request = cerebro_types::cluster::RegisterRequest {
         machine_id: config.machine_id.clone(),

@@ -5,7 +5,9 @@
 use crate::config::MachineConfig;
 use crate::sitter::{self, TaskDir};
 use crate::state::{self, Loaded, PersistedState, TaskRecord, STATE_VERSION};
-use cerebro_types::machine::{MachineStatus, Resources, SitterView, TaskUsage, TaskView, Vitals};
+use cerebro_types::machine::{
+    MachineEvent, MachineStatus, Resources, SitterView, TaskUsage, TaskView, Vitals,
+};
 use cerebro_types::time::now_ms;
 use cerebro_types::{TaskSpec, TaskStatus};
 use cerebro_web::event_log::EventLog;
@@ -15,13 +17,6 @@ use std::time::Instant;
 use tokio::sync::Notify;
 
 const MAX_EVENTS: usize = 200;
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct MachineEvent {
-    pub at_ms: u64,
-    pub task: String,
-    pub message: String,
-}
 
 /// One task and what the machinesitter knows about it right now.
 pub struct TaskEntry {

@@ -5,10 +5,11 @@
 
 use crate::machine::{lock, SharedMachine, TaskEntry};
 use crate::sitter::TaskDir;
+use cerebro_client::{HttpClient, TaskClient};
 use cerebro_types::machine::Vitals;
+use cerebro_types::task_api::TaskAction;
 use cerebro_types::time::now_ms;
-use cerebro_types::{StateKind, TaskStatus};
-use cerebro_web::HttpClient;
+use cerebro_types::StateKind;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::time::{Duration, Instant};
@@ -22,8 +23,7 @@ const NEW_SITTER_CHECK: Duration = Duration::from_millis(50);
 struct PollTarget {
     name: String,
     pid: i32,
-    address: String,
-    secret: Option<String>,
+    client: TaskClient,
 }
 
 pub struct Poller {
@@ -105,8 +105,7 @@ impl Poller {
                     targets.push(PollTarget {
                         name: name.clone(),
                         pid: runtime.pid,
-                        address: address.clone(),
-                        secret,
+                        client: TaskClient::new(self.client.clone(), address, secret),
                     });
                 }
             }
@@ -118,12 +117,8 @@ impl Poller {
         // Concurrently, so one hung tasksitter delays no other task's status.
         let mut pings = tokio::task::JoinSet::new();
         for target in targets {
-            let client = self.client.clone();
             pings.spawn(async move {
-                let url = format!("http://{}/api/v1/ping", target.address);
-                let answer = client
-                    .post_json::<(), TaskStatus>(&url, target.secret.as_deref(), None)
-                    .await;
+                let answer = target.client.ping().await;
                 (target, answer)
             });
         }
@@ -157,11 +152,11 @@ impl Poller {
                         }
                         let kind = status.state.kind();
                         if entry.record.run_requested && kind == StateKind::Stopped {
-                            nudges.push((target.address.clone(), target.secret.clone(), "start"));
+                            nudges.push((target.client.clone(), TaskAction::Start));
                         } else if !entry.record.run_requested
                             && matches!(kind, StateKind::Running | StateKind::Backoff)
                         {
-                            nudges.push((target.address.clone(), target.secret.clone(), "stop"));
+                            nudges.push((target.client.clone(), TaskAction::Stop));
                         }
                         entry.status = Some(status);
                     }
@@ -192,14 +187,9 @@ impl Poller {
                 }
             }
         }
-        for (address, secret, action) in nudges {
-            let client = self.client.clone();
-            tokio::spawn(async move {
-                let url = format!("http://{address}/api/v1/{action}");
-                let _ = client
-                    .post_json::<(), serde_json::Value>(&url, secret.as_deref(), None)
-                    .await;
-            });
+        for (client, action) in nudges {
+            // Best effort: the next poll sees the state again and nudges again.
+            tokio::spawn(async move { client.control(action).await });
         }
     }
 

@@ -392,6 +392,16 @@ fn metrics_cover_the_machine_and_tasks() {
         text.contains("cerebro_task_sitter_starts_total{machine=\"m1\",task=\"svc \\\"a\\\"\"} 1"),
         "{text}"
     );
+    // Counts that only grow are counters, as their `_total` names say.
+    for counter in [
+        "cerebro_task_restarts_total",
+        "cerebro_task_sitter_starts_total",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {counter} counter")),
+            "{counter}: {text}"
+        );
+    }
 }
 
 #[test]

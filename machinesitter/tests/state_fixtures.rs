@@ -4,8 +4,8 @@
 //! load into today's types with nothing lost.
 
 use cerebro_tests::{assert_nothing_lost, fixture_dir};
+use cerebro_types::machine::MachineEvent;
 use cerebro_web::event_log::EventLog;
-use machinesitter::machine::MachineEvent;
 use machinesitter::state::{self, Loaded};
 use serde_json::Value;
 

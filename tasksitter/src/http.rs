@@ -6,18 +6,17 @@ use crate::logs::LogLocation;
 use crate::supervisor::{ReplyTo, Request, SharedStatus};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::header;
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, Redirect};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use cerebro_host::logs::ReadChunkError;
+use cerebro_types::task_api::{ControlReply, LogList, SignalRequest};
 use cerebro_types::time::{format_rfc3339_ms, now_ms};
-use cerebro_types::{
-    normalize_signal_name, EventKind, LogChunk, LogFileInfo, LogStream, TaskStatus,
-};
-use cerebro_web::html::{encode_path_segment, escape, format_bytes, key_values, page, state_pill};
+use cerebro_types::url::encode_path_segment;
+use cerebro_types::{normalize_signal_name, EventKind, LogChunk, LogStream, TaskStatus};
+use cerebro_web::html::{escape, format_bytes, key_values, page, state_pill};
+use cerebro_web::metrics::{Exposition, MetricKind};
 use cerebro_web::{require_token, ApiError, Token};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
@@ -65,11 +64,6 @@ async fn status_json(State(state): State<AppState>) -> Json<TaskStatus> {
     Json(snapshot(&state))
 }
 
-#[derive(Serialize, Deserialize)]
-pub struct LogList {
-    pub files: Vec<LogFileInfo>,
-}
-
 async fn list_logs(State(state): State<AppState>) -> Json<LogList> {
     Json(LogList {
         files: state.logs.iter().flat_map(LogLocation::files).collect(),
@@ -113,12 +107,6 @@ async fn read_log(
     read_chunk(location, &query).map(Json)
 }
 
-#[derive(Serialize, Deserialize)]
-pub struct ControlReply {
-    pub result: String,
-    pub status: TaskStatus,
-}
-
 async fn ask(state: &AppState, request: Request) -> Result<Json<ControlReply>, ApiError> {
     let (reply, answer) = oneshot::channel();
     state
@@ -131,7 +119,7 @@ async fn ask(state: &AppState, request: Request) -> Result<Json<ControlReply>, A
         .map_err(|_| ApiError::conflict("the tasksitter is shutting down"))?
         .map_err(|refused| ApiError::conflict(refused.to_string()))?;
     Ok(Json(ControlReply {
-        result: result.to_string(),
+        result,
         status: snapshot(state),
     }))
 }
@@ -141,12 +129,6 @@ async fn control(
     request: Request,
 ) -> Result<Json<ControlReply>, ApiError> {
     ask(&state, request).await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SignalRequest {
-    signal: String,
 }
 
 /// Body `{"signal": "HUP"}`; the signal goes to the workload's process group.
@@ -170,103 +152,81 @@ async fn send_signal(
     ask(&state, Request::Signal(name)).await
 }
 
-fn metrics_text(status: &TaskStatus) -> String {
-    let label = status
-        .name
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n");
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, extra: &str, value: f64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        let _ = writeln!(out, "{name}{{task=\"{label}\"{extra}}} {value}");
-    };
-    metric(
+/// The task's metrics, each sample labelled with the task's name.
+pub fn metrics_text(status: &TaskStatus) -> Exposition {
+    use MetricKind::{Counter, Gauge};
+    let task = [("task", status.name.as_str())];
+    let mut out = Exposition::default();
+    let up = f64::from(u8::from(status.pid.is_some()));
+    out.single(
         "cerebro_task_up",
-        "gauge",
+        Gauge,
         "1 while the workload runs",
-        "",
-        f64::from(u8::from(status.pid.is_some())),
+        &task,
+        up,
     );
-    metric(
-        "cerebro_task_cpu_cores",
-        "gauge",
-        "cores used by the tree",
-        "",
-        status.cpu_cores,
-    );
-    metric(
-        "cerebro_task_rss_bytes",
-        "gauge",
-        "resident memory of the tree",
-        "",
-        status.rss_bytes as f64,
-    );
-    metric(
-        "cerebro_task_processes",
-        "gauge",
-        "processes in the tree",
-        "",
-        f64::from(status.processes),
-    );
-    metric(
-        "cerebro_task_starts_total",
-        "counter",
-        "starts of the workload",
-        "",
-        status.starts as f64,
-    );
-    metric(
-        "cerebro_task_restarts_total",
-        "counter",
-        "restarts of the workload",
-        "",
-        status.restarts as f64,
-    );
+    for (name, kind, help, value) in [
+        (
+            "cerebro_task_cpu_cores",
+            Gauge,
+            "cores used by the tree",
+            status.cpu_cores,
+        ),
+        (
+            "cerebro_task_rss_bytes",
+            Gauge,
+            "resident memory of the tree",
+            status.rss_bytes as f64,
+        ),
+        (
+            "cerebro_task_processes",
+            Gauge,
+            "processes in the tree",
+            f64::from(status.processes),
+        ),
+        (
+            "cerebro_task_starts_total",
+            Counter,
+            "starts of the workload",
+            status.starts as f64,
+        ),
+        (
+            "cerebro_task_restarts_total",
+            Counter,
+            "restarts of the workload",
+            status.restarts as f64,
+        ),
+    ] {
+        out.single(name, kind, help, &task, value);
+    }
     if let Some(bytes) = status.limits.mem_bytes {
-        metric(
-            "cerebro_task_memory_limit_bytes",
-            "gauge",
-            "memory limit",
-            "",
-            bytes as f64,
-        );
+        let name = "cerebro_task_memory_limit_bytes";
+        out.single(name, Gauge, "memory limit", &task, bytes as f64);
     }
     if let Some(cores) = status.limits.cpu_cores {
-        metric(
+        out.single(
             "cerebro_task_cpu_limit_cores",
-            "gauge",
+            Gauge,
             "cpu limit",
-            "",
+            &task,
             cores,
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP cerebro_task_violations_total limit violations\n# TYPE cerebro_task_violations_total counter"
-    );
+    let violations = "cerebro_task_violations_total";
+    out.family(violations, Counter, "limit violations");
     for (kind, count) in [
         ("memory", status.violations.memory),
         ("cpu", status.violations.cpu),
         ("time", status.violations.time),
     ] {
-        let _ = writeln!(
-            out,
-            "cerebro_task_violations_total{{task=\"{label}\",kind=\"{kind}\"}} {count}"
-        );
+        let labels = [("task", status.name.as_str()), ("kind", kind)];
+        out.sample(violations, &labels, count as f64);
     }
     out
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        metrics_text(&snapshot(&state)),
-    )
-        .into_response()
+async fn metrics(State(state): State<AppState>) -> Exposition {
+    metrics_text(&snapshot(&state))
 }
 
 const NAV: &[(&str, &str)] = &[

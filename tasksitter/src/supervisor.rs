@@ -59,32 +59,8 @@ pub enum Request {
     Signal(&'static str),
 }
 
-/// What the supervisor did about a request; shown as the reply's `result`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
-    AlreadyRunning,
-    Started,
-    Stopping,
-    Stopped,
-    NotRunning,
-    Restarting,
-    /// The signal (its name without `SIG`) was sent.
-    Signalled(&'static str),
-}
-
-impl std::fmt::Display for Reply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Reply::AlreadyRunning => f.write_str("already running"),
-            Reply::Started => f.write_str("started"),
-            Reply::Stopping => f.write_str("stopping"),
-            Reply::Stopped => f.write_str("stopped"),
-            Reply::NotRunning => f.write_str("not running"),
-            Reply::Restarting => f.write_str("restarting"),
-            Reply::Signalled(name) => write!(f, "sent SIG{name}"),
-        }
-    }
-}
+/// What the supervisor did about a request; the reply's `result` on the wire.
+pub use cerebro_types::task_api::ControlResult;
 
 /// A request the task's state refuses (the API answers 409).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -100,7 +76,7 @@ pub enum RequestError {
 }
 
 /// Where the supervisor sends its answer to one request.
-pub type ReplyTo = oneshot::Sender<Result<Reply, RequestError>>;
+pub type ReplyTo = oneshot::Sender<Result<ControlResult, RequestError>>;
 
 /// The status the HTTP side reads; written only by the supervisor.
 pub type SharedStatus = Arc<Mutex<TaskStatus>>;
@@ -530,10 +506,10 @@ impl Supervisor {
 
     // ---- requests -------------------------------------------------------
 
-    fn on_request(&mut self, request: Request) -> Result<Reply, RequestError> {
+    fn on_request(&mut self, request: Request) -> Result<ControlResult, RequestError> {
         use cerebro_types::StateKind;
         match (request, self.state.kind()) {
-            (Request::Start, StateKind::Running) => Ok(Reply::AlreadyRunning),
+            (Request::Start, StateKind::Running) => Ok(ControlResult::AlreadyRunning),
             (Request::Start, StateKind::Stopping) => Err(RequestError::Stopping),
             (Request::Start, _) => {
                 if matches!(self.state, TaskState::Backoff { .. }) {
@@ -541,26 +517,26 @@ impl Supervisor {
                 }
                 self.restart_policy.reset();
                 self.start();
-                Ok(Reply::Started)
+                Ok(ControlResult::Started)
             }
             (Request::Stop, StateKind::Running) => {
                 self.begin_stop(StopReason::Requested);
-                Ok(Reply::Stopping)
+                Ok(ControlResult::Stopping)
             }
             (Request::Stop, StateKind::Backoff) => {
                 self.set_state(TaskState::Stopped);
-                Ok(Reply::Stopped)
+                Ok(ControlResult::Stopped)
             }
-            (Request::Stop, _) => Ok(Reply::NotRunning),
+            (Request::Stop, _) => Ok(ControlResult::NotRunning),
             (Request::Restart, StateKind::Running) => {
                 self.begin_stop(StopReason::Restart);
-                Ok(Reply::Restarting)
+                Ok(ControlResult::Restarting)
             }
             (Request::Restart, StateKind::Stopping) => Err(RequestError::Stopping),
             (Request::Restart, _) => {
                 self.restart_policy.reset();
                 self.start();
-                Ok(Reply::Started)
+                Ok(ControlResult::Started)
             }
             (Request::Signal(name), _) => {
                 let Some(run) = &self.run else {
@@ -572,7 +548,7 @@ impl Supervisor {
                 self.event(EventKind::Signalled {
                     signal: name.into(),
                 });
-                Ok(Reply::Signalled(name))
+                Ok(ControlResult::Signalled(name.to_string()))
             }
         }
     }

@@ -1,13 +1,12 @@
-//! Harness for the end-to-end tests: builds the real binaries once, boots a
-//! clustersitter with the local provider in a temp dir, and talks to it over
-//! HTTP and through the `cerebro` CLI. Dropping a cluster kills every process
-//! started under its temp dir (local machines live in their own sessions by
-//! design, so nothing else would).
+//! Harness for the end-to-end tests: finds the real binaries (built before
+//! the tests), boots a clustersitter with the local provider in a temp dir,
+//! and talks to it over HTTP and through the `cerebro` CLI. Dropping a
+//! cluster kills every process started under its temp dir (local machines
+//! live in their own sessions by design, so nothing else would).
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
@@ -26,34 +25,32 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Opt
     }
 }
 
-/// The directory holding the workspace's binaries, built once per test run.
+/// The binaries the tests start, which `cargo test` does not build for a
+/// test of another package.
+const WORKSPACE_BINARIES: [&str; 4] = ["tasksitter", "machinesitter", "clustersitter", "cerebro"];
+
+/// The directory holding the workspace's binaries: target/<profile>/, beside
+/// the test executable (target/<profile>/deps/<name>). They are built before
+/// the tests (`cargo build --workspace --bins`, as scripts/test.sh does), not
+/// from inside a test; one missing fails the test, naming that command.
 pub fn bin_dir() -> PathBuf {
-    static BUILD: Once = Once::new();
-    BUILD.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "-p",
-                "tasksitter",
-                "-p",
-                "machinesitter",
-                "-p",
-                "clustersitter",
-                "-p",
-                "cerebro-cli",
-                "--bins",
-            ])
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cannot build the binaries");
-    });
-    // The test binary is target/<profile>/deps/<name>; the binaries are in target/<profile>.
     let exe = std::env::current_exe().expect("test binary path");
-    exe.parent()
+    let dir = exe
+        .parent()
         .and_then(Path::parent)
         .expect("target dir")
-        .to_path_buf()
+        .to_path_buf();
+    let missing: Vec<&str> = WORKSPACE_BINARIES
+        .into_iter()
+        .filter(|name| !dir.join(name).is_file())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} missing from {}: run `cargo build --workspace --bins` before the tests (scripts/test.sh does)",
+        missing.join(", "),
+        dir.display()
+    );
+    dir
 }
 
 pub fn bin(name: &str) -> PathBuf {

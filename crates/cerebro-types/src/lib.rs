@@ -9,7 +9,9 @@ pub mod job_file;
 pub mod lenient;
 pub mod machine;
 pub mod task;
+pub mod task_api;
 pub mod time;
+pub mod url;
 
 pub use error::{FieldError, ValidationErrors};
 pub use task::*;

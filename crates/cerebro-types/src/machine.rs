@@ -1,6 +1,9 @@
-//! What a machinesitter reports: its tasks and the machine itself.
+//! What a machinesitter reports (its tasks and the machine itself) and the
+//! reply bodies of its API, as the machinesitter writes them and the
+//! `MachineClient` reads them.
 
 use crate::task::{TaskSpec, TaskStatus};
+use crate::task_api::{ControlResult, TaskAction};
 use serde::{Deserialize, Serialize};
 
 /// One task as the machinesitter sees it: the spec, whether it should run,
@@ -62,4 +65,150 @@ pub struct MachineStatus {
     pub overcommit: bool,
     pub vitals: Vitals,
     pub tasks: Vec<TaskUsage>,
+}
+
+/// One line of a machinesitter's history (`GET /api/v1/events`, newest
+/// first), also what its events journal holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineEvent {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    pub task: String,
+    pub message: String,
+}
+
+/// What a `PUT /api/v1/tasks/{name}` changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PutResult {
+    /// A new task (answered with 201).
+    Created,
+    /// The spec differs from the one held; it replaces it.
+    Updated,
+    /// The same spec again: nothing changed.
+    Unchanged,
+}
+
+impl PutResult {
+    /// `created`, `updated` or `unchanged`, as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PutResult::Created => "created",
+            PutResult::Updated => "updated",
+            PutResult::Unchanged => "unchanged",
+        }
+    }
+}
+
+impl std::fmt::Display for PutResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The reply to `PUT /api/v1/tasks/{name}`: what changed and the task now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PutReply {
+    pub result: PutResult,
+    pub task: TaskView,
+}
+
+/// What a machinesitter did with a delete or a control action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum ActionResult {
+    /// `DELETE`: the task and its tasksitter are gone (200).
+    Deleted,
+    /// `DELETE`: still stopping after the wait; it goes on (202).
+    Deleting,
+    /// A control action recorded while the task has no tasksitter listening
+    /// yet; it applies once one does (202).
+    Recorded(TaskAction),
+    /// A control action as the task's tasksitter answered it (200).
+    Done(ControlResult),
+}
+
+impl std::fmt::Display for ActionResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ActionResult::Deleted => f.write_str("deleted"),
+            ActionResult::Deleting => f.write_str("deleting"),
+            ActionResult::Recorded(action) => {
+                write!(f, "{action}{RECORDED_SUFFIX}")
+            }
+            ActionResult::Done(result) => result.fmt(f),
+        }
+    }
+}
+
+/// What follows the action's name in `ActionResult::Recorded`'s text.
+const RECORDED_SUFFIX: &str = " recorded; the tasksitter is starting";
+
+impl std::str::FromStr for ActionResult {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "deleted" => Ok(ActionResult::Deleted),
+            "deleting" => Ok(ActionResult::Deleting),
+            other => match other.strip_suffix(RECORDED_SUFFIX) {
+                Some(action) => action.parse().map(ActionResult::Recorded),
+                None => other.parse().map(ActionResult::Done),
+            },
+        }
+    }
+}
+
+impl From<ActionResult> for String {
+    fn from(result: ActionResult) -> String {
+        result.to_string()
+    }
+}
+
+impl TryFrom<String> for ActionResult {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+/// The reply to `DELETE /api/v1/tasks/{name}` and `POST /api/v1/tasks/{name}/{action}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionReply {
+    pub result: ActionResult,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_serialize_to_the_words_the_api_always_answered() {
+        for (result, word) in [
+            (PutResult::Created, "created"),
+            (PutResult::Updated, "updated"),
+            (PutResult::Unchanged, "unchanged"),
+        ] {
+            assert_eq!(
+                serde_json::to_string(&result).unwrap(),
+                format!("\"{word}\"")
+            );
+        }
+        for (result, word) in [
+            (ActionResult::Deleted, "deleted"),
+            (ActionResult::Deleting, "deleting"),
+            (
+                ActionResult::Recorded(TaskAction::Stop),
+                "stop recorded; the tasksitter is starting",
+            ),
+            (ActionResult::Done(ControlResult::Restarting), "restarting"),
+            (
+                ActionResult::Done(ControlResult::AlreadyRunning),
+                "already running",
+            ),
+        ] {
+            let json = serde_json::to_string(&result).unwrap();
+            assert_eq!(json, format!("\"{word}\""));
+            assert_eq!(serde_json::from_str::<ActionResult>(&json).unwrap(), result);
+        }
+    }
 }

@@ -402,9 +402,12 @@ pub struct Violation {
     pub by_kernel: bool,
 }
 
-/// Why a stop was initiated.
+/// Why a stop was initiated: `{"kind": "requested"}`, `{"kind": "restart"}`
+/// or `{"kind": "violation", "violation": {...}}`. Adjacently tagged because
+/// a `Violation` has a `kind` of its own: flattened beside the tag, the two
+/// `kind`s made a status that no reader could decode.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case", tag = "kind", content = "violation")]
 pub enum StopReason {
     /// Someone asked (API call or a signal to the tasksitter).
     Requested,
@@ -692,6 +695,31 @@ pub struct LogChunk {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_stop_for_a_violation_reads_back() {
+        let stopping = TaskState::Stopping {
+            pid: 7,
+            started_at_ms: 1,
+            kill_at_ms: 2,
+            reason: StopReason::Violation(Violation {
+                kind: ViolationKind::Memory,
+                measured: 3.0,
+                limit: 2.0,
+                by_kernel: false,
+            }),
+        };
+        let json = serde_json::to_value(&stopping).unwrap();
+        assert_eq!(json["reason"]["kind"], "violation");
+        assert_eq!(json["reason"]["violation"]["kind"], "memory");
+        assert_eq!(serde_json::from_value::<TaskState>(json).unwrap(), stopping);
+        for reason in [StopReason::Requested, StopReason::Restart] {
+            let json = serde_json::to_string(&reason).unwrap();
+            assert!(!json.contains("violation"), "{json}");
+            assert_eq!(serde_json::from_str::<StopReason>(&json).unwrap(), reason);
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -19,18 +19,9 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// Percent-encodes one URL path segment (task names may hold spaces and other characters).
-pub fn encode_path_segment(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for byte in segment.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            let _ = write!(out, "%{byte:02X}");
-        }
-    }
-    out
-}
+/// Shim: URL encoding moved to `cerebro_types::url`; the lead removes this
+/// re-export once the clustersitter and the CLI import it from there.
+pub use cerebro_types::url::encode_path_segment;
 
 const STYLE: &str = r#"
 :root { --bg:#f6f7f9; --fg:#1d232b; --muted:#667085; --card:#fff; --line:#e3e6ea; --accent:#2f6fde;

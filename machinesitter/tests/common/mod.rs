@@ -4,32 +4,26 @@
 //! state dir.
 #![allow(dead_code)]
 
+use cerebro_client::{HttpClient, MachineClient};
 #[allow(unused_imports)]
 pub use cerebro_tests::{
     cmdline, encode, kill_processes_under, process_gone, processes, spawn_listening, wait_for,
     Daemon,
 };
+use cerebro_types::machine::TaskView;
+use cerebro_types::StateKind;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Once;
 use std::time::Duration;
 
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The tasksitter binary beside the machinesitter, built if this test run did not build it.
+/// The tasksitter binary beside the machinesitter's; `cargo test -p
+/// machinesitter` does not build it, so it must have been built before (the
+/// harness says how when it is missing).
 pub fn tasksitter_bin() -> PathBuf {
-    static BUILD: Once = Once::new();
-    let bin = Path::new(env!("CARGO_BIN_EXE_machinesitter")).with_file_name("tasksitter");
-    BUILD.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "tasksitter", "--bin", "tasksitter"])
-            .status()
-            .expect("run cargo build for the tasksitter");
-        assert!(status.success(), "cannot build the tasksitter");
-    });
-    bin
+    cerebro_tests::bin_dir().join("tasksitter")
 }
 
 pub struct MachineSitter {
@@ -37,7 +31,11 @@ pub struct MachineSitter {
     pub state: tempfile::TempDir,
     pub args: Vec<String>,
     pub base_url: String,
+    /// For requests a test makes by hand (bad input, status codes).
     pub http: reqwest::blocking::Client,
+    /// For ordinary calls: the typed client the clustersitter would use.
+    pub client: MachineClient,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl Drop for MachineSitter {
@@ -56,6 +54,11 @@ impl MachineSitter {
             base_url: String::new(),
             http: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            client: MachineClient::new(test_http_client(), "127.0.0.1:0", None),
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
                 .build()
                 .unwrap(),
         };
@@ -84,6 +87,12 @@ impl MachineSitter {
             "the machinesitter",
         );
         self.base_url = format!("http://{address}");
+        self.client = MachineClient::new(test_http_client(), &address, None);
+    }
+
+    /// Runs a typed client call to completion.
+    pub fn call<T>(&self, call: impl std::future::Future<Output = T>) -> T {
+        self.runtime.block_on(call)
     }
 
     pub fn kill9(&mut self) {
@@ -137,26 +146,27 @@ impl MachineSitter {
         )
     }
 
+    /// The task as the typed client reads it.
+    pub fn task_view(&self, name: &str) -> TaskView {
+        self.call(self.client.task(name))
+            .unwrap_or_else(|e| panic!("GET task {name}: {e}"))
+    }
+
+    /// The task as JSON (read through the typed client, so it also checks
+    /// that the answer decodes as a `TaskView`).
     pub fn task(&self, name: &str) -> Value {
-        let (code, body) = self.request(
-            "GET",
-            &format!("/api/v1/tasks/{}", encode(name)),
-            None,
-            None,
-        );
-        assert_eq!(code, 200, "GET task {name}: {body}");
-        body
+        serde_json::to_value(self.task_view(name)).unwrap()
     }
 
     /// Waits until the task's workload runs, returning (tasksitter pid, workload pid).
     pub fn wait_running(&self, name: &str) -> (i32, i32) {
         wait_for(TIMEOUT, &format!("task '{name}' to run"), || {
-            let task = self.task(name);
-            let running = task["status"]["state"]["state"] == "running";
-            let sitter = task["tasksitter"]["pid"].as_i64()?;
-            let workload = task["status"]["pid"].as_i64()?;
-            (running && !task["tasksitter"]["retiring"].as_bool().unwrap_or(false))
-                .then_some((sitter as i32, workload as i32))
+            let task = self.task_view(name);
+            let status = task.status?;
+            let sitter = task.tasksitter?;
+            let workload = status.pid?;
+            (status.state.kind() == StateKind::Running && !sitter.retiring)
+                .then_some((sitter.pid, workload as i32))
         })
     }
 
@@ -173,4 +183,9 @@ impl MachineSitter {
 /// A spec that runs `command`, reserving little.
 pub fn spec(command: &str) -> Value {
     json!({"command": command, "cpu": 0.1, "mem": 50, "stop_timeout": 5})
+}
+
+/// The client the harnesses' typed calls go through: as patient as the raw one.
+pub fn test_http_client() -> HttpClient {
+    HttpClient::new(Duration::from_secs(30), 1)
 }

@@ -2,8 +2,10 @@
 //! `wait_for` with timeouts instead of sleeps, and the child killed on drop.
 #![allow(dead_code)]
 
+use cerebro_client::{HttpClient, TaskClient};
 #[allow(unused_imports)]
 pub use cerebro_tests::{process_gone, wait_for};
+use cerebro_types::TaskStatus;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -19,7 +21,12 @@ pub struct Sitter {
     pub child: Child,
     pub dir: tempfile::TempDir,
     pub base_url: Option<String>,
+    /// For requests a test makes by hand (bad input, status codes, pages).
     pub http: reqwest::blocking::Client,
+    /// For ordinary calls: the typed client the machinesitter uses (no
+    /// token; tests that need one pass it by hand).
+    pub client: Option<TaskClient>,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl Drop for Sitter {
@@ -85,6 +92,11 @@ impl Sitter {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap(),
+            client: None,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
         };
         if http {
             let address = wait_for(TIMEOUT, "the HTTP address file", || {
@@ -96,6 +108,8 @@ impl Sitter {
                     .filter(|s| !s.is_empty())
             });
             sitter.base_url = Some(format!("http://{address}"));
+            let http = HttpClient::new(Duration::from_secs(10), 1);
+            sitter.client = Some(TaskClient::new(http, &address, None));
         }
         sitter
     }
@@ -146,8 +160,26 @@ impl Sitter {
         (status, response.json().unwrap_or(Value::Null))
     }
 
+    /// Runs a typed client call to completion.
+    pub fn call<T>(&self, call: impl std::future::Future<Output = T>) -> T {
+        self.runtime.block_on(call)
+    }
+
+    /// The typed client; the tasksitter must have been started with HTTP.
+    pub fn client(&self) -> &TaskClient {
+        self.client.as_ref().expect("started with HTTP")
+    }
+
+    /// The status as the typed client reads it.
+    pub fn task_status(&self) -> TaskStatus {
+        self.call(self.client().status())
+            .unwrap_or_else(|e| panic!("GET status: {e}"))
+    }
+
+    /// The status as JSON (read through the typed client, so it also checks
+    /// that the answer decodes as a `TaskStatus`).
     pub fn status(&self) -> Value {
-        self.get_json("/api/v1/status")
+        serde_json::to_value(self.task_status()).unwrap()
     }
 
     /// Waits until the status satisfies `predicate`, returning it.

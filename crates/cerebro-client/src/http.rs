@@ -6,16 +6,21 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::time::Duration;
 
+/// Why a call failed, always naming the URL.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// No answer: refused, reset, or the timeout passed.
     #[error("{url}: {source}")]
     Transport { url: String, source: reqwest::Error },
+    /// An answer other than 2xx; `body` is what the server said (the
+    /// daemons' JSON error body).
     #[error("{url} answered {status}: {body}")]
     Status {
         url: String,
         status: u16,
         body: String,
     },
+    /// A 2xx answer whose body is not the expected type.
     #[error("{url}: cannot decode the answer: {source}")]
     Decode { url: String, source: reqwest::Error },
 }
@@ -30,6 +35,7 @@ impl ClientError {
     }
 }
 
+/// A connection pool with the call policy; cheap to clone (clones share the pool).
 #[derive(Clone, Debug)]
 pub struct HttpClient {
     inner: reqwest::Client,
@@ -114,6 +120,7 @@ impl HttpClient {
         }
     }
 
+    /// GET, decoding a JSON answer; retried, as GET is idempotent.
     pub async fn get_json<T: DeserializeOwned>(
         &self,
         url: &str,

@@ -1,0 +1,42 @@
+//! Typed HTTP clients for the Cerebro daemons, so that every URL of another
+//! daemon is built in one place and every body is a `cerebro-types` type:
+//!
+//! - `http`: `HttpClient`, the one wrapper with timeouts on every call,
+//!   bearer tokens, JSON both ways and retry with backoff for idempotent
+//!   calls; `ClientError` says which URL failed and how;
+//! - `task`: `TaskClient`, a tasksitter's API as the machinesitter uses it;
+//! - `machine`: `MachineClient`, a machinesitter's API as the clustersitter
+//!   and the tests use it.
+//!
+//! The `ClusterClient` (the clustersitter's API, for the CLI and the
+//! end-to-end tests) is added next, once the clustersitter's reply types
+//! have moved into `cerebro-types`.
+
+pub mod http;
+pub mod machine;
+pub mod task;
+
+pub use cerebro_types::url::encode_path_segment;
+pub use http::{ClientError, HttpClient};
+pub use machine::MachineClient;
+pub use task::TaskClient;
+
+/// The base URL of a daemon given as `host:port` (what address files and
+/// registrations hold) or as a full `http://` / `https://` URL; no trailing slash.
+pub fn base_url(address: &str) -> String {
+    let address = address.trim_end_matches('/');
+    if address.starts_with("http://") || address.starts_with("https://") {
+        address.to_string()
+    } else {
+        format!("http://{address}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_bare_address_gets_http() {
+        assert_eq!(super::base_url("127.0.0.1:4000"), "http://127.0.0.1:4000");
+        assert_eq!(super::base_url("https://m:1/"), "https://m:1");
+    }
+}
