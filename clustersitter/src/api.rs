@@ -6,8 +6,8 @@ use crate::cluster::lock;
 use crate::ops::{OpError, Ops, LOG_QUERY_KEYS};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::http::StatusCode;
+use axum::response::Redirect;
 use axum::routing::{get, post, put};
 use axum::{middleware, Json, Router};
 use cerebro_types::cluster::{
@@ -17,9 +17,9 @@ use cerebro_types::cluster::{
 use cerebro_types::job::JobSpec;
 use cerebro_types::job_file::parse_jobs;
 use cerebro_types::LogChunk;
+use cerebro_web::metrics::{Exposition, MetricKind};
 use cerebro_web::{parse_json_body, require_token, ApiError, Token};
 use std::collections::HashMap;
-use std::fmt::Write;
 
 /// The API's routes over `ops`. When the cluster has a `token`, every
 /// request that changes something (not GET/HEAD/OPTIONS) must carry it as
@@ -267,17 +267,14 @@ async fn set_idle_limit(
     Ok(Json(ops.apply_idle_limit(&request)?))
 }
 
-async fn metrics(State(ops): State<Ops>) -> Response {
+/// `/metrics`: the cluster's totals, each job's running instances and
+/// whether each machine is ready, read from the state at scrape time.
+async fn metrics(State(ops): State<Ops>) -> Exposition {
     let cluster = lock(&ops.cluster);
     let views = cluster.job_views();
     let status = cluster.status_with(&views);
-    let label = |s: &str| {
-        s.replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n")
-    };
-    let name = label(&status.cluster);
-    let mut out = String::new();
+    let name = status.cluster.as_str();
+    let mut out = Exposition::default();
     for (metric, help, value) in [
         ("cerebro_cluster_jobs", "jobs", status.jobs as f64),
         (
@@ -301,39 +298,100 @@ async fn metrics(State(ops): State<Ops>) -> Response {
             status.unplaced.len() as f64,
         ),
     ] {
-        let _ = writeln!(
-            out,
-            "# HELP {metric} {help}\n# TYPE {metric} gauge\n{metric}{{cluster=\"{name}\"}} {value}"
-        );
+        out.single(metric, MetricKind::Gauge, help, &[("cluster", name)], value);
     }
-    let _ = writeln!(out, "# HELP cerebro_job_instances_running instances of the job running\n# TYPE cerebro_job_instances_running gauge");
+    let running = "cerebro_job_instances_running";
+    out.family(running, MetricKind::Gauge, "instances of the job running");
     for view in &views {
-        let _ = writeln!(
-            out,
-            "cerebro_job_instances_running{{cluster=\"{name}\",job=\"{}\"}} {}",
-            label(&view.name),
-            view.running_instances
+        out.sample(
+            running,
+            &[("cluster", name), ("job", &view.name)],
+            view.running_instances as f64,
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP cerebro_machine_up 1 while the machine is ready\n# TYPE cerebro_machine_up gauge"
-    );
+    let up = "cerebro_machine_up";
+    out.family(up, MetricKind::Gauge, "1 while the machine is ready");
     for machine in cluster.machines() {
-        let _ = writeln!(
-            out,
-            "cerebro_machine_up{{cluster=\"{name}\",machine=\"{}\",zone=\"{}\"}} {}",
-            label(&machine.id),
-            label(&machine.zone),
-            u8::from(machine.state() == MachineState::Ready)
+        out.sample(
+            up,
+            &[
+                ("cluster", name),
+                ("machine", &machine.id),
+                ("zone", &machine.zone),
+            ],
+            f64::from(u8::from(machine.state() == MachineState::Ready)),
         );
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Cluster;
+    use crate::config::Cli;
+    use axum::response::IntoResponse;
+    use clap::Parser;
+    use std::sync::{Arc, Mutex};
+
+    /// The v1 fixture's cluster (three jobs, two machines), read by `/metrics`.
+    #[tokio::test]
+    async fn metrics_keep_their_lines() {
+        let fixture = cerebro_tests::fixture_dir("v1/clustersitter");
+        let dir = tempfile::tempdir().unwrap();
+        let config = Cli::try_parse_from([
+            "clustersitter",
+            "--cluster-name",
+            "test \"quoted\"",
+            "--state-dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        let cerebro_web::fs::StateFile::Read(state) = crate::store::load(fixture.path()) else {
+            panic!("the v1 fixture loads");
+        };
+        let cluster = Cluster::new(Arc::new(config), state, "local");
+        let ops = Ops {
+            cluster: Arc::new(Mutex::new(cluster)),
+            notify: Default::default(),
+            client: cerebro_web::HttpClient::new(std::time::Duration::from_secs(1), 1),
+        };
+        let response = metrics(State(ops)).await.into_response();
+        assert_eq!(
+            response.headers()[axum::http::header::CONTENT_TYPE],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        let expected = concat!(
+            "# HELP cerebro_cluster_jobs jobs\n# TYPE cerebro_cluster_jobs gauge\n",
+            "cerebro_cluster_jobs{cluster=\"test \\\"quoted\\\"\"} 3\n",
+            "# HELP cerebro_cluster_machines machines in any state\n",
+            "# TYPE cerebro_cluster_machines gauge\n",
+            "cerebro_cluster_machines{cluster=\"test \\\"quoted\\\"\"} 2\n",
+            "# HELP cerebro_cluster_instances_desired instances the jobs want\n",
+            "# TYPE cerebro_cluster_instances_desired gauge\n",
+            "cerebro_cluster_instances_desired{cluster=\"test \\\"quoted\\\"\"} 6\n",
+            "# HELP cerebro_cluster_instances_running instances running\n",
+            "# TYPE cerebro_cluster_instances_running gauge\n",
+            "cerebro_cluster_instances_running{cluster=\"test \\\"quoted\\\"\"} 0\n",
+            "# HELP cerebro_cluster_instances_unplaced instances without a machine\n",
+            "# TYPE cerebro_cluster_instances_unplaced gauge\n",
+            "cerebro_cluster_instances_unplaced{cluster=\"test \\\"quoted\\\"\"} 0\n",
+            "# HELP cerebro_job_instances_running instances of the job running\n",
+            "# TYPE cerebro_job_instances_running gauge\n",
+            "cerebro_job_instances_running{cluster=\"test \\\"quoted\\\"\",job=\"follower\"} 0\n",
+            "cerebro_job_instances_running{cluster=\"test \\\"quoted\\\"\",job=\"master\"} 0\n",
+            "cerebro_job_instances_running{cluster=\"test \\\"quoted\\\"\",job=\"transient job\"} 0\n",
+            "# HELP cerebro_machine_up 1 while the machine is ready\n",
+            "# TYPE cerebro_machine_up gauge\n",
+            "cerebro_machine_up{cluster=\"test \\\"quoted\\\"\",machine=\"local-a-1\",zone=\"local-a\"} 1\n",
+            "cerebro_machine_up{cluster=\"test \\\"quoted\\\"\",machine=\"local-b-3\",zone=\"local-b\"} 1\n",
+        );
+        assert_eq!(text, expected);
+    }
 }
