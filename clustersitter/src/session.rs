@@ -28,7 +28,12 @@ pub struct Session {
 
 impl Session {
     fn is_live(&self) -> bool {
-        now_ms().saturating_sub(self.created_ms) < SESSION_LIFETIME.as_millis() as u64
+        self.is_live_at(now_ms())
+    }
+
+    /// Younger than [`SESSION_LIFETIME`] at `now` (ms since the epoch).
+    fn is_live_at(&self, now: u64) -> bool {
+        now.saturating_sub(self.created_ms) < SESSION_LIFETIME.as_millis() as u64
     }
 }
 
@@ -63,6 +68,17 @@ fn token_digest(token: Option<&Token>) -> u64 {
 impl Sessions {
     /// The live sessions saved in `state_dir` for this same token.
     pub fn load(state_dir: &std::path::Path, token: Option<&Token>, login_required: bool) -> Self {
+        Self::load_at(state_dir, token, login_required, now_ms())
+    }
+
+    /// [`Sessions::load`] as if the time were `now` (ms since the epoch),
+    /// so that a test of a saved file does not depend on the wall clock.
+    fn load_at(
+        state_dir: &std::path::Path,
+        token: Option<&Token>,
+        login_required: bool,
+        now: u64,
+    ) -> Self {
         let file = state_dir.join("ui-sessions.json");
         let token_digest = token_digest(token);
         let saved: HashMap<String, Session> = std::fs::read(&file)
@@ -71,7 +87,10 @@ impl Sessions {
             .filter(|saved| saved.token_digest == token_digest)
             .map(|saved| saved.sessions)
             .unwrap_or_default();
-        let live = saved.into_iter().filter(|(_, s)| s.is_live()).collect();
+        let live = saved
+            .into_iter()
+            .filter(|(_, s)| s.is_live_at(now))
+            .collect();
         Self {
             live: Arc::new(Mutex::new(live)),
             file,
@@ -144,4 +163,59 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == SESSION_COOKIE)
         .map(|(_, value)| value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    const FIXTURE_TOKEN: &str = "fixture-token-0123456789";
+    const FIXTURE_SESSION: &str = "4dcc21922670fe8de35a22120debd3d94739e916abcb6a73";
+
+    fn fixture_created_ms(dir: &std::path::Path) -> u64 {
+        let saved: SavedSessions =
+            serde_json::from_slice(&std::fs::read(dir.join("ui-sessions.json")).unwrap()).unwrap();
+        saved.sessions[FIXTURE_SESSION].created_ms
+    }
+
+    /// `ui-sessions.json` as the first version wrote it loads into today's
+    /// type with every field kept.
+    #[test]
+    fn sessions_v1_load_with_nothing_lost() {
+        let dir = cerebro_tests::fixture_dir("v1/clustersitter");
+        let text = std::fs::read_to_string(dir.path().join("ui-sessions.json")).unwrap();
+        let old: Value = serde_json::from_str(&text).unwrap();
+        let saved: SavedSessions = serde_json::from_str(&text).unwrap();
+        cerebro_tests::assert_nothing_lost(
+            &old,
+            &serde_json::to_value(&saved).unwrap(),
+            "ui-sessions.json",
+        );
+    }
+
+    /// A restart within the lifetime, with the same token, keeps the login;
+    /// past the lifetime or with another token, it is gone.
+    #[test]
+    fn a_saved_session_is_accepted_within_its_lifetime() {
+        let dir = cerebro_tests::fixture_dir("v1/clustersitter");
+        let created = fixture_created_ms(dir.path());
+        let token = Token::new(FIXTURE_TOKEN).unwrap();
+        let lifetime = SESSION_LIFETIME.as_millis() as u64;
+
+        let sessions = Sessions::load_at(dir.path(), Some(&token), true, created + lifetime - 1);
+        let live = sessions.lock();
+        assert_eq!(live.len(), 1);
+        assert_eq!(
+            live[FIXTURE_SESSION].csrf,
+            "0ab6ab01ff57e20bb3209d883b0f49a3e7f93b9f9fd6bcc6"
+        );
+        drop(live);
+
+        let expired = Sessions::load_at(dir.path(), Some(&token), true, created + lifetime);
+        assert!(expired.lock().is_empty(), "a session lives 12 hours");
+        let other = Token::new("another-token-0123456789").unwrap();
+        let changed = Sessions::load_at(dir.path(), Some(&other), true, created + 1);
+        assert!(changed.lock().is_empty(), "a new token logs everyone out");
+    }
 }
