@@ -1,16 +1,13 @@
 //! `cerebro`: drive a Cerebro cluster from a laptop.
 
 use anyhow::{anyhow, bail, Result};
-use cerebro_types::cluster::{
-    ClusterEvent, ClusterStatus, JobReply, JobResult, JobView, MachineView, PlanReply, RunMode,
-};
+use cerebro_client::{ClientError, ClusterClient, HttpClient};
+use cerebro_types::cluster::{IdleLimitRequest, JobResult, RunMode, UpdateRequest};
 use cerebro_types::job::JobSpec;
-use cerebro_types::LogChunk;
-use cerebro_web::html::encode_path_segment;
-use cerebro_web::{ClientError, HttpClient};
+use cerebro_types::task_api::LogQuery;
+use cerebro_types::LogStream;
 use clap::{Parser, Subcommand};
-use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -98,18 +95,14 @@ enum Command {
     },
 }
 
+/// The cluster's API, called one request at a time: the CLI is synchronous
+/// and blocks on each answer.
 struct Api {
-    base: String,
-    token: Option<String>,
-    client: HttpClient,
+    client: ClusterClient,
     runtime: tokio::runtime::Runtime,
 }
 
 impl Api {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
     fn explain(&self, error: ClientError) -> anyhow::Error {
         match &error {
             ClientError::Status { status, body, .. } => {
@@ -120,40 +113,24 @@ impl Api {
                 anyhow!("the cluster answered {status}: {detail}")
             }
             ClientError::Transport { .. } => {
-                anyhow!("cannot reach the cluster at {}: {error}", self.base)
+                anyhow!(
+                    "cannot reach the cluster at {}: {error}",
+                    self.client.base()
+                )
             }
-            ClientError::Decode { .. } => anyhow!("unexpected answer from {}: {error}", self.base),
+            ClientError::Decode { .. } => {
+                anyhow!("unexpected answer from {}: {error}", self.client.base())
+            }
         }
     }
 
-    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let url = self.url(path);
+    /// Runs one call of the client to its answer.
+    fn call<'a, T, F>(&'a self, call: impl FnOnce(&'a ClusterClient) -> F) -> Result<T>
+    where
+        F: Future<Output = std::result::Result<T, ClientError>> + 'a,
+    {
         self.runtime
-            .block_on(self.client.get_json(&url, self.token.as_deref()))
-            .map_err(|e| self.explain(e))
-    }
-
-    fn put<T: DeserializeOwned>(&self, path: &str, body: &impl serde::Serialize) -> Result<T> {
-        let url = self.url(path);
-        self.runtime
-            .block_on(self.client.put_json(&url, self.token.as_deref(), body))
-            .map_err(|e| self.explain(e))
-    }
-
-    fn post<T: DeserializeOwned>(&self, path: &str, body: &impl serde::Serialize) -> Result<T> {
-        let url = self.url(path);
-        self.runtime
-            .block_on(
-                self.client
-                    .post_json(&url, self.token.as_deref(), Some(body)),
-            )
-            .map_err(|e| self.explain(e))
-    }
-
-    fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let url = self.url(path);
-        self.runtime
-            .block_on(self.client.delete_json(&url, self.token.as_deref()))
+            .block_on(call(&self.client))
             .map_err(|e| self.explain(e))
     }
 }
@@ -245,18 +222,18 @@ fn load_job_files(files: &[PathBuf]) -> Result<Vec<JobSpec>> {
     })
 }
 
-fn job_path(name: &str) -> String {
-    format!("/api/v1/jobs/{}", encode_path_segment(name))
-}
-
 /// `startjob` (`run`) or `stopjob`.
 fn run_job(api: &Api, json: bool, name: &str, run: bool) -> Result<()> {
-    let (action, done) = if run {
-        ("start", "starting: every instance runs")
+    let done = if run {
+        "starting: every instance runs"
     } else {
-        ("stop", "stopping: every instance stops; the job stays")
+        "stopping: every instance stops; the job stays"
     };
-    let reply: Value = api.post(&format!("{}/{action}", job_path(name)), &json!({}))?;
+    let reply = if run {
+        api.call(|c| c.start_job(name))?
+    } else {
+        api.call(|c| c.stop_job(name))?
+    };
     if json {
         return print_json(&reply);
     }
@@ -270,9 +247,11 @@ fn run(cli: Cli) -> Result<()> {
         Err(error) => bail!("{error}"),
     };
     let api = Api {
-        base: cluster_url(cli.cluster.as_deref())?,
-        token,
-        client: HttpClient::new(Duration::from_secs(30), 2),
+        client: ClusterClient::new(
+            HttpClient::new(Duration::from_secs(30), 2),
+            &cluster_url(cli.cluster.as_deref())?,
+            token,
+        ),
         runtime: tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?,
@@ -281,7 +260,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Updatejobcfg { files, dry_run } => {
             let jobs = load_job_files(&files)?;
             if dry_run {
-                let reply: PlanReply = api.post("/api/v1/plan", &jobs)?;
+                let reply = api.call(|c| c.plan(&jobs))?;
                 if cli.json {
                     return print_json(&reply);
                 }
@@ -312,7 +291,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut rows = Vec::new();
             let mut replies = Vec::new();
             for job in &jobs {
-                let reply: JobReply = api.put(&job_path(job.name()), job)?;
+                let reply = api.call(|c| c.put_job(job))?;
                 let rollout = reply.job.as_ref().and_then(|j| j.rollout.as_ref());
                 rows.push(vec![
                     job.name().to_string(),
@@ -341,8 +320,12 @@ fn run(cli: Cli) -> Result<()> {
             min_healthy,
             max_parallel,
         } => {
-            let body = json!({"version": version, "min_healthy_secs": min_healthy, "max_parallel": max_parallel});
-            let reply: JobReply = api.post(&format!("{}/update", job_path(&name)), &body)?;
+            let request = UpdateRequest {
+                version,
+                min_healthy_secs: min_healthy,
+                max_parallel,
+            };
+            let reply = api.call(|c| c.update_job(&name, &request))?;
             if cli.json {
                 return print_json(&reply);
             }
@@ -354,14 +337,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Startjob { name } => run_job(&api, cli.json, &name, true)?,
         Command::Stopjob { name } => run_job(&api, cli.json, &name, false)?,
         Command::Removejob { name } => {
-            let reply: Value = api.delete(&job_path(&name))?;
+            let reply = api.call(|c| c.remove_job(&name))?;
             if cli.json {
                 return print_json(&reply);
             }
             println!("{name}: removed; its instances stop");
         }
         Command::Listjobs => {
-            let jobs: Vec<JobView> = api.get("/api/v1/jobs")?;
+            let jobs = api.call(|c| c.jobs())?;
             if cli.json {
                 return print_json(&jobs);
             }
@@ -407,7 +390,7 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Listmachines => {
-            let machines: Vec<MachineView> = api.get("/api/v1/machines")?;
+            let machines = api.call(|c| c.machines())?;
             if cli.json {
                 return print_json(&machines);
             }
@@ -439,7 +422,7 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Status { job: None } => {
-            let status: ClusterStatus = api.get("/api/v1/status")?;
+            let status = api.call(|c| c.status())?;
             if cli.json {
                 return print_json(&status);
             }
@@ -474,7 +457,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Status { job: Some(name) } => {
-            let job: JobView = api.get(&job_path(&name))?;
+            let job = api.call(|c| c.job(&name))?;
             if cli.json {
                 return print_json(&job);
             }
@@ -519,9 +502,16 @@ fn run(cli: Cli) -> Result<()> {
             tail,
             follow,
         } => {
-            let stream = if stderr { "stderr" } else { "stdout" };
-            let base = format!("{}/instances/{instance}/logs/{stream}", job_path(&job));
-            let chunk: LogChunk = api.get(&format!("{base}?tail={tail}"))?;
+            let stream = if stderr {
+                LogStream::Stderr
+            } else {
+                LogStream::Stdout
+            };
+            let tail = LogQuery {
+                tail: Some(usize::try_from(tail).unwrap_or(usize::MAX)),
+                ..LogQuery::default()
+            };
+            let chunk = api.call(|c| c.instance_log(&job, instance, stream, &tail))?;
             if cli.json && !follow {
                 return print_json(&chunk);
             }
@@ -532,7 +522,11 @@ fn run(cli: Cli) -> Result<()> {
             let mut offset = chunk.next_offset;
             loop {
                 std::thread::sleep(Duration::from_millis(500));
-                let chunk: LogChunk = api.get(&format!("{base}?offset={offset}"))?;
+                let from = LogQuery {
+                    offset: Some(offset),
+                    ..LogQuery::default()
+                };
+                let chunk = api.call(|c| c.instance_log(&job, instance, stream, &from))?;
                 print!("{}", chunk.data);
                 use std::io::Write;
                 let _ = std::io::stdout().flush();
@@ -540,8 +534,11 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Updateidlelimit { limit, zone } => {
-            let status: ClusterStatus =
-                api.put("/api/v1/idle-limit", &json!({"limit": limit, "zone": zone}))?;
+            let request = IdleLimitRequest {
+                limit,
+                zone: zone.clone(),
+            };
+            let status = api.call(|c| c.set_idle_limit(&request))?;
             if cli.json {
                 return print_json(&status);
             }
@@ -551,7 +548,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Events { limit } => {
-            let events: Vec<ClusterEvent> = api.get(&format!("/api/v1/events?limit={limit}"))?;
+            let events = api.call(|c| c.events(Some(limit)))?;
             if cli.json {
                 return print_json(&events);
             }

@@ -6,17 +6,17 @@
 //!   calls; `ClientError` says which URL failed and how;
 //! - `task`: `TaskClient`, a tasksitter's API as the machinesitter uses it;
 //! - `machine`: `MachineClient`, a machinesitter's API as the clustersitter
-//!   and the tests use it.
-//!
-//! The `ClusterClient` (the clustersitter's API, for the CLI and the
-//! end-to-end tests) is added next, once the clustersitter's reply types
-//! have moved into `cerebro-types`.
+//!   and the tests use it;
+//! - `cluster`: `ClusterClient`, the clustersitter's API as the `cerebro`
+//!   CLI and the end-to-end tests use it.
 
+pub mod cluster;
 pub mod http;
 pub mod machine;
 pub mod task;
 
 pub use cerebro_types::url::encode_path_segment;
+pub use cluster::ClusterClient;
 pub use http::{ClientError, HttpClient};
 pub use machine::MachineClient;
 pub use task::TaskClient;

@@ -1,0 +1,231 @@
+//! `ClusterClient`: the clustersitter's HTTP API (`/api/v1/...`), as the
+//! `cerebro` CLI, machinesitters and the end-to-end tests use it.
+
+use crate::task::with_query;
+use crate::{base_url, encode_path_segment, ClientError, HttpClient};
+use cerebro_types::cluster::{
+    ClusterEvent, ClusterStatus, IdleLimitRequest, JobReply, JobView, MachineView, PlanReply,
+    RegisterReply, RegisterRequest, UpdateRequest,
+};
+use cerebro_types::job::JobSpec;
+use cerebro_types::task_api::LogQuery;
+use cerebro_types::{LogChunk, LogStream};
+
+/// A clustersitter's API at one address, with the cluster's token (sent on
+/// every call; the clustersitter asks for it on every change).
+/// Cheap to clone; clones share the connection pool.
+///
+/// Every method fails with [`ClientError`]: `Status` carries the
+/// clustersitter's JSON error body (`{"error": ..., "fields": ...}`), so a
+/// 400 names the fields at fault, a 404 the missing job, machine or
+/// instance, a 409 a conflict (linked jobs, an instance not placed yet).
+#[derive(Clone, Debug)]
+pub struct ClusterClient {
+    http: HttpClient,
+    base: String,
+    token: Option<String>,
+}
+
+impl ClusterClient {
+    /// `address` is `host:port` (as the clustersitter's address file holds
+    /// it) or a base URL such as `http://127.0.0.1:30000`; `token` is the
+    /// cluster's bearer token, if it has one.
+    pub fn new(http: HttpClient, address: &str, token: Option<String>) -> Self {
+        Self {
+            http,
+            base: base_url(address),
+            token,
+        }
+    }
+
+    /// The base URL this client talks to, without a trailing slash.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The URL of `path` (which starts with `/`) on this clustersitter.
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The URL of one job's resource, its name percent-encoded: `suffix`
+    /// is empty or starts with `/`.
+    fn job_url(&self, name: &str, suffix: &str) -> String {
+        self.url(&format!(
+            "/api/v1/jobs/{}{suffix}",
+            encode_path_segment(name)
+        ))
+    }
+
+    fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// `GET /api/v1/status`: the cluster at a glance (zones, counts, unplaced instances).
+    pub async fn status(&self) -> Result<ClusterStatus, ClientError> {
+        self.http
+            .get_json(&self.url("/api/v1/status"), self.token())
+            .await
+    }
+
+    /// `GET /api/v1/events?limit=N`, newest first; `None` takes the
+    /// server's default (200).
+    pub async fn events(&self, limit: Option<usize>) -> Result<Vec<ClusterEvent>, ClientError> {
+        let url = match limit {
+            Some(limit) => self.url(&format!("/api/v1/events?limit={limit}")),
+            None => self.url("/api/v1/events"),
+        };
+        self.http.get_json(&url, self.token()).await
+    }
+
+    /// `GET /api/v1/jobs`, by name.
+    pub async fn jobs(&self) -> Result<Vec<JobView>, ClientError> {
+        self.http
+            .get_json(&self.url("/api/v1/jobs"), self.token())
+            .await
+    }
+
+    /// `GET /api/v1/jobs/{name}`; a 404 when there is no such job.
+    pub async fn job(&self, name: &str) -> Result<JobView, ClientError> {
+        self.http
+            .get_json(&self.job_url(name, ""), self.token())
+            .await
+    }
+
+    /// `PUT /api/v1/jobs/{job.name}`: creates (HTTP 201, `created`) or
+    /// updates the job (`updated`, with a rollout when instances must
+    /// change, or `unchanged`). Idempotent, so retried.
+    pub async fn put_job(&self, job: &JobSpec) -> Result<JobReply, ClientError> {
+        self.http
+            .put_json(&self.job_url(job.name(), ""), self.token(), job)
+            .await
+    }
+
+    /// `DELETE /api/v1/jobs/{name}`: `deleted`; its instances stop. A 409
+    /// while other jobs link to it.
+    pub async fn remove_job(&self, name: &str) -> Result<JobReply, ClientError> {
+        self.http
+            .delete_json(&self.job_url(name, ""), self.token())
+            .await
+    }
+
+    /// `POST /api/v1/jobs/{name}/update`: a rolling update (`updating`).
+    pub async fn update_job(
+        &self,
+        name: &str,
+        request: &UpdateRequest,
+    ) -> Result<JobReply, ClientError> {
+        self.http
+            .post_json(&self.job_url(name, "/update"), self.token(), Some(request))
+            .await
+    }
+
+    /// `POST /api/v1/jobs/{name}/start`: every instance runs, whatever
+    /// `auto_start` says (`starting`).
+    pub async fn start_job(&self, name: &str) -> Result<JobReply, ClientError> {
+        self.http
+            .post_json::<(), _>(&self.job_url(name, "/start"), self.token(), None)
+            .await
+    }
+
+    /// `POST /api/v1/jobs/{name}/stop`: every instance stops; the job stays
+    /// (`stopping`).
+    pub async fn stop_job(&self, name: &str) -> Result<JobReply, ClientError> {
+        self.http
+            .post_json::<(), _>(&self.job_url(name, "/stop"), self.token(), None)
+            .await
+    }
+
+    /// `POST /api/v1/jobs/{name}/instances/{index}/restart` (`restarting`);
+    /// `index` counts from 0 in the job's instance list.
+    pub async fn restart_instance(
+        &self,
+        name: &str,
+        index: usize,
+    ) -> Result<JobReply, ClientError> {
+        let url = self.job_url(name, &format!("/instances/{index}/restart"));
+        self.http.post_json::<(), _>(&url, self.token(), None).await
+    }
+
+    /// `GET /api/v1/jobs/{name}/instances/{index}/logs/{stream}`: a chunk
+    /// of the instance's log, read from its machine.
+    pub async fn instance_log(
+        &self,
+        name: &str,
+        index: usize,
+        stream: LogStream,
+        query: &LogQuery,
+    ) -> Result<LogChunk, ClientError> {
+        let url = with_query(
+            self.job_url(
+                name,
+                &format!("/instances/{index}/logs/{}", stream.as_str()),
+            ),
+            query,
+        );
+        self.http.get_json(&url, self.token()).await
+    }
+
+    /// `POST /api/v1/plan`: where these jobs' instances would go, changing nothing.
+    pub async fn plan(&self, jobs: &[JobSpec]) -> Result<PlanReply, ClientError> {
+        self.http
+            .post_json(&self.url("/api/v1/plan"), self.token(), Some(&jobs))
+            .await
+    }
+
+    /// `GET /api/v1/machines`.
+    pub async fn machines(&self) -> Result<Vec<MachineView>, ClientError> {
+        self.http
+            .get_json(&self.url("/api/v1/machines"), self.token())
+            .await
+    }
+
+    /// `GET /api/v1/machines/{id}`; a 404 when there is no such machine.
+    pub async fn machine(&self, id: &str) -> Result<MachineView, ClientError> {
+        let url = self.url(&format!("/api/v1/machines/{}", encode_path_segment(id)));
+        self.http.get_json(&url, self.token()).await
+    }
+
+    /// `POST /api/v1/machines/register`: a machinesitter announces its
+    /// address and capacity; a 410 when the cluster decommissioned it.
+    pub async fn register(&self, request: &RegisterRequest) -> Result<RegisterReply, ClientError> {
+        self.http
+            .post_json(
+                &self.url("/api/v1/machines/register"),
+                self.token(),
+                Some(request),
+            )
+            .await
+    }
+
+    /// `PUT /api/v1/idle-limit`: idle machines kept per zone; answers the
+    /// status afterwards.
+    pub async fn set_idle_limit(
+        &self,
+        request: &IdleLimitRequest,
+    ) -> Result<ClusterStatus, ClientError> {
+        self.http
+            .put_json(&self.url("/api/v1/idle-limit"), self.token(), request)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn job_urls_encode_the_name() {
+        let client = ClusterClient::new(
+            HttpClient::new(Duration::from_secs(1), 1),
+            "127.0.0.1:30000",
+            None,
+        );
+        assert_eq!(
+            client.job_url("transient job", "/start"),
+            "http://127.0.0.1:30000/api/v1/jobs/transient%20job/start"
+        );
+        assert_eq!(client.base(), "http://127.0.0.1:30000");
+    }
+}
