@@ -16,6 +16,7 @@ use cerebro_types::cluster::{
 };
 use cerebro_types::job::JobSpec;
 use cerebro_types::job_file::parse_jobs;
+use cerebro_types::task_api::LogQuery;
 use cerebro_types::LogChunk;
 use cerebro_web::metrics::{Exposition, MetricKind};
 use cerebro_web::{parse_json_body, require_token, ApiError, Token};
@@ -206,7 +207,7 @@ async fn instance_logs(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<LogChunk>, ApiError> {
     let index = instance_index(&index)?;
-    let mut params = Vec::new();
+    let mut piece = LogQuery::default();
     for (key, value) in &query {
         let Some(key) = LOG_QUERY_KEYS.iter().find(|k| **k == key.as_str()) else {
             return Err(ApiError::bad_field(
@@ -217,11 +218,14 @@ async fn instance_logs(
         let number: u64 = value
             .parse()
             .map_err(|_| ApiError::bad_field(*key, "must be a whole number"))?;
-        params.push((*key, number));
+        match *key {
+            "tail" => piece.tail = Some(usize::try_from(number).unwrap_or(usize::MAX)),
+            "offset" => piece.offset = Some(number),
+            _ => piece.limit = Some(number),
+        }
     }
     Ok(Json(
-        ops.read_instance_log(&name, index, &stream, &params)
-            .await?,
+        ops.read_instance_log(&name, index, &stream, &piece).await?,
     ))
 }
 
@@ -356,7 +360,7 @@ mod tests {
         let ops = Ops {
             cluster: Arc::new(Mutex::new(cluster)),
             notify: Default::default(),
-            client: cerebro_web::HttpClient::new(std::time::Duration::from_secs(1), 1),
+            client: cerebro_client::HttpClient::new(std::time::Duration::from_secs(1), 1),
         };
         let response = metrics(State(ops)).await.into_response();
         assert_eq!(

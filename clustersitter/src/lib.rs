@@ -116,7 +116,7 @@ pub async fn run(config: ClusterConfig) -> Result<(), ClusterError> {
     let ops = ops::Ops {
         cluster: cluster.clone(),
         notify,
-        client: cerebro_web::HttpClient::new(Duration::from_secs(10), 2),
+        client: cerebro_client::HttpClient::new(Duration::from_secs(10), 2),
     };
     let sessions = session::Sessions::load(
         &config.state_dir,

@@ -7,14 +7,14 @@
 use crate::cluster::{lock, SharedCluster, UpsertOutcome};
 use crate::placement::{place, PlacementInput};
 use crate::store::MachineRecord;
+use cerebro_client::{ClientError, HttpClient, MachineClient};
 use cerebro_types::cluster::{
     ClusterEvent, ClusterStatus, IdleLimitRequest, JobView, MachineView, Plan, RegisterRequest,
     RegisterResult, UpdateRequest,
 };
 use cerebro_types::job::{instance_task_name, JobSpec};
-use cerebro_types::{LogChunk, ValidationErrors};
-use cerebro_web::html::encode_path_segment;
-use cerebro_web::HttpClient;
+use cerebro_types::task_api::{LogQuery, TaskAction};
+use cerebro_types::{LogChunk, LogStream, ValidationErrors};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -54,7 +54,7 @@ pub enum OpError {
     Decommissioned(String),
     /// The machine did not answer, or answered with an error.
     #[error("the machine did not answer: {0}")]
-    MachineUnreachable(cerebro_web::client::ClientError),
+    MachineUnreachable(ClientError),
     /// The change was made in memory but could not be saved.
     #[error("cannot persist the cluster state: {0}")]
     Persist(std::io::Error),
@@ -256,20 +256,21 @@ impl Ops {
         Ok((address, instance_task_name(&instance.job, instance.slot)))
     }
 
-    /// Restarts one instance through its machine (its spec is unchanged).
-    pub async fn restart_instance(&self, name: &str, index: usize) -> Result<(), OpError> {
-        let (address, task) = self.locate_instance(name, index)?;
+    /// The API of the machinesitter at `address`, with the cluster's token.
+    fn machine_client(&self, address: &str) -> MachineClient {
         let token = lock(&self.cluster)
             .config()
             .token
             .as_ref()
             .map(|t| t.expose().to_string());
-        let url = format!(
-            "http://{address}/api/v1/tasks/{}/restart",
-            encode_path_segment(&task)
-        );
-        self.client
-            .post_json::<(), serde_json::Value>(&url, token.as_deref(), None)
+        MachineClient::new(self.client.clone(), address, token)
+    }
+
+    /// Restarts one instance through its machine (its spec is unchanged).
+    pub async fn restart_instance(&self, name: &str, index: usize) -> Result<(), OpError> {
+        let (address, task) = self.locate_instance(name, index)?;
+        self.machine_client(&address)
+            .control(&task, TaskAction::Restart)
             .await
             .map_err(|e| match e.status() {
                 // Placed but not created on its machine yet.
@@ -284,26 +285,20 @@ impl Ops {
     }
 
     /// Reads an instance's log (`stream`: stdout or stderr) through its
-    /// machine; `params` are validated numbers under [`LOG_QUERY_KEYS`].
+    /// machine; `query` says which piece.
     pub async fn read_instance_log(
         &self,
         name: &str,
         index: usize,
         stream: &str,
-        params: &[(&str, u64)],
+        query: &LogQuery,
     ) -> Result<LogChunk, OpError> {
-        if stream != "stdout" && stream != "stderr" {
-            return Err(OpError::field("stream", "must be stdout or stderr"));
-        }
+        let stream: LogStream = stream
+            .parse()
+            .map_err(|_| OpError::field("stream", "must be stdout or stderr"))?;
         let (address, task) = self.locate_instance(name, index)?;
-        let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let url = format!(
-            "http://{address}/api/v1/tasks/{}/logs/{stream}?{}",
-            encode_path_segment(&task),
-            query.join("&")
-        );
-        self.client
-            .get_json::<LogChunk>(&url, None)
+        self.machine_client(&address)
+            .log_chunk(&task, stream, query)
             .await
             .map_err(|e| match e.status() {
                 Some(404) => OpError::TaskNotOnMachine(task),
@@ -363,11 +358,11 @@ impl Ops {
                     .as_ref()
                     .map(|t| t.expose().to_string());
                 cluster.stale_machine_registered(&request.machine_id);
-                tokio::spawn(remove_all_tasks(
+                tokio::spawn(remove_all_tasks(MachineClient::new(
                     self.client.clone(),
-                    request.address.clone(),
+                    &request.address,
                     token,
-                ));
+                )));
                 return Err(OpError::Decommissioned(request.machine_id.clone()));
             }
             let zones = cluster.config().zones();
@@ -428,18 +423,11 @@ impl Ops {
 }
 
 /// Empties a machine that registered after being decommissioned; best effort.
-async fn remove_all_tasks(client: HttpClient, address: String, token: Option<String>) {
-    let url = format!("http://{address}/api/v1/tasks");
-    let Ok(tasks) = client
-        .get_json::<Vec<cerebro_types::machine::TaskView>>(&url, None)
-        .await
-    else {
+async fn remove_all_tasks(machine: MachineClient) {
+    let Ok(tasks) = machine.tasks().await else {
         return;
     };
     for task in tasks {
-        let url = format!("{url}/{}", encode_path_segment(&task.name));
-        let _ = client
-            .delete_json::<serde_json::Value>(&url, token.as_deref())
-            .await;
+        let _ = machine.delete_task(&task.name).await;
     }
 }

@@ -7,12 +7,10 @@
 use crate::cluster::{lock, PollAnswer, SharedCluster};
 use crate::placement::{place, PlacementInput};
 use crate::provider::{MachineProvider, NewMachine};
+use cerebro_client::{HttpClient, MachineClient};
 use cerebro_types::cluster::{ClusterEventKind, MachineState};
-use cerebro_types::machine::{MachineStatus, TaskView};
 use cerebro_types::time::now_ms;
 use cerebro_types::TaskSpec;
-use cerebro_web::html::encode_path_segment;
-use cerebro_web::HttpClient;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -100,16 +98,12 @@ impl Reconciler {
             .collect();
         let mut polls = tokio::task::JoinSet::new();
         for (id, address) in targets {
-            let client = self.poll_client.clone();
+            // Polls read, and reads need no token.
+            let machine = MachineClient::new(self.poll_client.clone(), &address, None);
             polls.spawn(async move {
-                let tasks = client
-                    .get_json::<Vec<TaskView>>(&format!("http://{address}/api/v1/tasks"), None)
-                    .await;
+                let tasks = machine.tasks().await;
                 let status = match &tasks {
-                    Ok(_) => client
-                        .get_json::<MachineStatus>(&format!("http://{address}/api/v1/status"), None)
-                        .await
-                        .ok(),
+                    Ok(_) => machine.status().await.ok(),
                     Err(_) => None,
                 };
                 PollAnswer {
@@ -281,21 +275,12 @@ impl Reconciler {
             .map(|t| t.expose().to_string());
         let mut calls = tokio::task::JoinSet::new();
         for item in work {
-            let client = self.client.clone();
-            let token = token.clone();
+            let machine = MachineClient::new(self.client.clone(), &item.address, token.clone());
             calls.spawn(async move {
                 // Per call: (task, what happened, whether it failed).
                 let mut outcomes: Vec<(String, ClusterEventKind, String, bool)> = Vec::new();
                 for spec in &item.put {
-                    let url = format!(
-                        "http://{}/api/v1/tasks/{}",
-                        item.address,
-                        encode_path_segment(&spec.name)
-                    );
-                    let (kind, message, failed) = match client
-                        .put_json::<_, serde_json::Value>(&url, token.as_deref(), spec)
-                        .await
-                    {
+                    let (kind, message, failed) = match machine.put_task(spec).await {
                         Ok(_) => (
                             ClusterEventKind::TaskPut,
                             format!("runs {}", spec.name),
@@ -310,15 +295,7 @@ impl Reconciler {
                     outcomes.push((spec.name.clone(), kind, message, failed));
                 }
                 for name in &item.delete {
-                    let url = format!(
-                        "http://{}/api/v1/tasks/{}",
-                        item.address,
-                        encode_path_segment(name)
-                    );
-                    let (kind, message, failed) = match client
-                        .delete_json::<serde_json::Value>(&url, token.as_deref())
-                        .await
-                    {
+                    let (kind, message, failed) = match machine.delete_task(name).await {
                         Ok(_) => (
                             ClusterEventKind::TaskRemoved,
                             format!("removed {name}"),

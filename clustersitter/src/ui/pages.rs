@@ -509,7 +509,15 @@ pub(super) async fn log_page(
     let lines = query.lines.unwrap_or(200).clamp(1, 10_000);
     let chunk = app
         .ops
-        .read_instance_log(&name, index, &stream, &[("tail", lines)])
+        .read_instance_log(
+            &name,
+            index,
+            &stream,
+            &cerebro_types::task_api::LogQuery {
+                tail: Some(lines as usize),
+                ..Default::default()
+            },
+        )
         .await;
     let api_url = format!(
         "/api/v1/jobs/{}/instances/{index}/logs/{stream}",
