@@ -4,7 +4,10 @@
 //! cluster kills every process started under its temp dir (local machines
 //! live in their own sessions by design, so nothing else would).
 
+use cerebro_client::{ClientError, ClusterClient, HttpClient};
+use cerebro_types::cluster::{InstanceState, JobView, MachineView};
 use serde_json::Value;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -286,21 +289,74 @@ impl Cluster {
         )
     }
 
+    /// Runs one call of the typed client against this cluster, to its answer.
+    ///
+    /// Each call gets its own thread and runtime (and so its own client
+    /// pool): the harness is blocking, and some tests call it from inside
+    /// their own async runtime.
+    pub fn api<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        T: Send,
+        F: FnOnce(ClusterClient) -> Fut + Send,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a runtime for the client");
+                    runtime.block_on(async {
+                        let http = HttpClient::new(Duration::from_secs(30), 1);
+                        call(ClusterClient::new(http, &self.base_url, self.token.clone())).await
+                    })
+                })
+                .join()
+                .expect("the client's thread")
+        })
+    }
+
+    /// `GET /api/v1/jobs/{name}`, typed; fails the test on any error.
+    pub fn job_view(&self, name: &str) -> JobView {
+        self.api(|c| async move { c.job(name).await })
+            .unwrap_or_else(|e| panic!("job '{name}': {e}"))
+    }
+
+    /// Every job, typed.
+    pub fn jobs(&self) -> Vec<JobView> {
+        self.api(|c| async move { c.jobs().await })
+            .unwrap_or_else(|e| panic!("jobs: {e}"))
+    }
+
+    /// Every machine, typed.
+    pub fn machine_views(&self) -> Vec<MachineView> {
+        self.api(|c| async move { c.machines().await })
+            .unwrap_or_else(|e| panic!("machines: {e}"))
+    }
+
+    /// The job as JSON, for tests that check its fields by name; read
+    /// through the typed client, so it must also decode as a `JobView`.
     pub fn job(&self, name: &str) -> Value {
-        self.get(&format!("/api/v1/jobs/{}", encode(name)))
+        serde_json::to_value(self.job_view(name)).expect("a job view as JSON")
     }
 
     /// The instances of `name`, if there are `count` and every one runs: a
     /// probe for `wait_for`, so a caller waiting for more than that keeps
     /// one timeout.
     pub fn job_running(&self, name: &str, count: usize) -> Option<Vec<Value>> {
-        let job = self.job(name);
-        let instances = job["instances"].as_array()?.clone();
-        (instances.len() == count
-            && instances
+        let job = self.job_view(name);
+        (job.instances.len() == count
+            && job
+                .instances
                 .iter()
-                .all(|i| i["state"] == "running" && i["pid"].is_u64()))
-        .then_some(instances)
+                .all(|i| i.state == InstanceState::Running && i.pid.is_some()))
+        .then(|| {
+            job.instances
+                .iter()
+                .map(|i| serde_json::to_value(i).expect("an instance as JSON"))
+                .collect()
+        })
     }
 
     /// Waits until every desired instance of `name` runs; returns the instances.
@@ -312,8 +368,12 @@ impl Cluster {
         )
     }
 
+    /// Every machine as JSON, for tests that check fields by name.
     pub fn machines(&self) -> Vec<Value> {
-        self.get("/api/v1/machines").as_array().unwrap().clone()
+        self.machine_views()
+            .iter()
+            .map(|m| serde_json::to_value(m).expect("a machine view as JSON"))
+            .collect()
     }
 
     /// Runs the CLI against this cluster.

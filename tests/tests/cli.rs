@@ -164,7 +164,7 @@ fn a_broken_job_file_reports_file_line_and_column_and_sends_nothing() {
     );
     assert!(error.contains("task_configuration.mem"), "{error}");
     assert_eq!(error.trim().lines().count(), 1, "one clear line: {error}");
-    assert!(cluster.get("/api/v1/jobs").as_array().unwrap().is_empty());
+    assert!(cluster.jobs().is_empty());
 }
 
 #[test]
