@@ -52,8 +52,80 @@ pub enum ClusterError {
     AddressFile(#[from] cerebro_web::daemon::AddressFileError),
 }
 
-/// Runs the clustersitter until SIGTERM or SIGINT.
+/// Runs the clustersitter until SIGTERM or SIGINT: binds `config.addr`,
+/// then [`serve`]s on it.
+///
+/// # Errors
+/// As [`serve`], and [`ClusterError::Bind`] or [`ClusterError::Signal`]
+/// when the address or the signal handlers cannot be had.
 pub async fn run(config: ClusterConfig) -> Result<(), ClusterError> {
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .map_err(|source| ClusterError::Bind {
+            addr: config.addr.to_string(),
+            source,
+        })?;
+    // Before the address is announced: whoever reads it may signal at once.
+    let mut signals =
+        cerebro_web::daemon::ShutdownSignals::install().map_err(ClusterError::Signal)?;
+    serve(config, listener, async move { signals.wait().await }).await
+}
+
+/// The provider `config` names: for the local provider, machinesitter
+/// processes sharing the cluster's token file.
+///
+/// # Errors
+/// [`ClusterError::StateDir`] when the token file cannot be written,
+/// [`ClusterError::Provider`] when the provider cannot start (no
+/// machinesitter binary, say).
+pub fn provider_for(config: &ClusterConfig) -> Result<Arc<dyn MachineProvider>, ClusterError> {
+    let state_error = |source| ClusterError::StateDir {
+        path: config.state_dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&config.state_dir).map_err(state_error)?;
+    Ok(match config.provider.kind {
+        ProviderKind::Local => Arc::new(LocalProvider::new(
+            config.provider.clone(),
+            &config.state_dir,
+            token_file_for_machines(config).map_err(state_error)?,
+        )?),
+    })
+}
+
+/// Serves on `listener` (already bound: a test binds 127.0.0.1:0 itself)
+/// with the provider `config` names, until `shutdown` completes. See
+/// [`serve_with`].
+///
+/// # Errors
+/// As [`serve_with`], and [`provider_for`]'s.
+pub async fn serve(
+    config: ClusterConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ClusterError> {
+    let provider = provider_for(&config)?;
+    serve_with(config, provider, listener, shutdown).await
+}
+
+/// The clustersitter's whole life on an already-bound `listener`, with
+/// machines from `provider`: loads the `--job` files, restores the saved
+/// state, matches machines with what the provider still runs, writes
+/// `config.address_file` (when set) once ready, serves the API and pages
+/// and reconciles until `shutdown` completes; then stops serving,
+/// terminates every machine if `config.on_exit` says so, and saves the state.
+///
+/// # Errors
+/// [`ClusterError::JobFiles`] and [`ClusterError::Job`] for `--job` files
+/// that do not load or do not fit (config errors: nothing was started);
+/// [`ClusterError::StateDir`], [`ClusterError::Bind`] (the listener's
+/// address) and [`ClusterError::AddressFile`] when starting fails.
+pub async fn serve_with(
+    config: ClusterConfig,
+    provider: Arc<dyn MachineProvider>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ClusterError> {
     let config = Arc::new(config);
     let state_error = |source| ClusterError::StateDir {
         path: config.state_dir.display().to_string(),
@@ -61,19 +133,6 @@ pub async fn run(config: ClusterConfig) -> Result<(), ClusterError> {
     };
     std::fs::create_dir_all(&config.state_dir).map_err(state_error)?;
     let jobs_at_start = cerebro_types::job_file::load_job_files(&config.jobs)?;
-    let provider: Arc<dyn MachineProvider> = match config.provider.kind {
-        ProviderKind::Local => Arc::new(LocalProvider::new(
-            config.provider.clone(),
-            &config.state_dir,
-            token_file_for_machines(&config).map_err(state_error)?,
-        )?),
-    };
-    let listener = tokio::net::TcpListener::bind(config.addr)
-        .await
-        .map_err(|source| ClusterError::Bind {
-            addr: config.addr.to_string(),
-            source,
-        })?;
     let bound = listener.local_addr().map_err(|source| ClusterError::Bind {
         addr: config.addr.to_string(),
         source,
@@ -98,9 +157,6 @@ pub async fn run(config: ClusterConfig) -> Result<(), ClusterError> {
     let cluster = Arc::new(Mutex::new(cluster));
     let notify = Arc::new(Notify::new());
 
-    // Before the address is announced: whoever reads it may signal at once.
-    let mut signals =
-        cerebro_web::daemon::ShutdownSignals::install().map_err(ClusterError::Signal)?;
     cerebro_web::daemon::announce_address(config.address_file.as_deref(), bound)?;
     tracing::info!(%bound, cluster = %config.cluster_name, "clustersitter serving; overview at {cluster_url}/overview");
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -125,7 +181,7 @@ pub async fn run(config: ClusterConfig) -> Result<(), ClusterError> {
     );
     let app = router(ops, sessions, config.token.clone());
     let server = cerebro_web::daemon::spawn_server(listener, app, shutdown_rx);
-    signals.wait().await;
+    shutdown.await;
     tracing::info!(on_exit = ?config.on_exit, "shutting down");
     let _ = shutdown_tx.send(true);
     let reconciler = reconciler.await.ok();
