@@ -326,7 +326,7 @@ impl Supervisor {
 
     fn event(&mut self, kind: EventKind) {
         tracing::info!(task = %self.config.spec.name, event = ?kind);
-        let mut status = cerebro_web::lock(&self.status);
+        let mut status = cerebro_host::lock(&self.status);
         if status.events.len() >= MAX_EVENTS {
             status.events.remove(0);
         }
@@ -344,7 +344,7 @@ impl Supervisor {
     }
 
     fn publish(&self) {
-        let mut status = cerebro_web::lock(&self.status);
+        let mut status = cerebro_host::lock(&self.status);
         status.state = self.state.clone();
         status.pid = self.state.pid();
         status.started_at_ms = self.state.started_at_ms();
@@ -376,7 +376,7 @@ impl Supervisor {
             cerebro_types::time::format_rfc3339_ms(now_ms())
         );
         for log in [&self.stdout_log, &self.stderr_log].into_iter().flatten() {
-            if let Err(error) = cerebro_web::lock(log).write_all(marker.as_bytes()) {
+            if let Err(error) = cerebro_host::lock(log).write_all(marker.as_bytes()) {
                 tracing::warn!(%error, "cannot write the start marker");
             }
         }

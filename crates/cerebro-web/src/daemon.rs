@@ -293,8 +293,10 @@ pub fn announce_address(
     let Some(path) = path else {
         return Ok(());
     };
-    crate::fs::atomic_write(path, bound.to_string().as_bytes()).map_err(|source| AddressFileError {
-        path: path.display().to_string(),
-        source,
+    cerebro_host::fs::atomic_write(path, bound.to_string().as_bytes()).map_err(|source| {
+        AddressFileError {
+            path: path.display().to_string(),
+            source,
+        }
     })
 }
