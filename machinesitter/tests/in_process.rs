@@ -9,7 +9,7 @@ use cerebro_client::MachineClient;
 use cerebro_types::machine::{ActionResult, PutResult};
 use cerebro_types::task_api::{ControlResult, TaskAction};
 use cerebro_types::{StateKind, TaskSpec};
-use cerebro_web::daemon::shutdown_channel;
+use cerebro_web::daemon::{shutdown_channel, ShutdownHandle};
 use clap::Parser;
 use common::*;
 use machinesitter::config::Cli;
@@ -45,6 +45,44 @@ fn sleeper(name: &str, command: &str) -> TaskSpec {
     serde_json::from_value(spec).unwrap()
 }
 
+/// A machinesitter serving in this process on a fresh 127.0.0.1 port.
+struct InProcess {
+    client: MachineClient,
+    stop: ShutdownHandle,
+    daemon: tokio::task::JoinHandle<Result<(), machinesitter::MachineError>>,
+}
+
+impl InProcess {
+    /// Boots `machinesitter::serve` on `dir`'s state dir with `extra` flags.
+    async fn boot(dir: &std::path::Path, extra: &[&str]) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let (stop, shutdown) = shutdown_channel();
+        let daemon = tokio::spawn(machinesitter::serve(config(dir, extra), listener, shutdown));
+        let client = MachineClient::new(test_http_client(), &address, None);
+        Self {
+            client,
+            stop,
+            daemon,
+        }
+    }
+
+    /// Asks it to stop (by request, or by dropping the handle) and waits
+    /// until `serve` has returned, which must be Ok.
+    async fn stop(self, by_drop: bool) {
+        if by_drop {
+            drop(self.stop);
+        } else {
+            self.stop.request();
+        }
+        let stopped = tokio::time::timeout(TIMEOUT, self.daemon).await;
+        assert!(
+            matches!(stopped, Ok(Ok(Ok(())))),
+            "serve ends cleanly: {stopped:?}"
+        );
+    }
+}
+
 async fn wait_running(client: &MachineClient, name: &str) -> u32 {
     wait_for_async(&format!("task '{name}' to run"), || async {
         let status = client.task(name).await.ok()?.status?;
@@ -58,12 +96,8 @@ async fn wait_running(client: &MachineClient, name: &str) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_machinesitter_in_process_runs_a_task_and_stops_when_asked() {
     let dir = Cleanup(tempfile::tempdir().unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let (stop, shutdown) = shutdown_channel();
-    let config = config(dir.0.path(), &["--on-exit", "stop"]);
-    let daemon = tokio::spawn(machinesitter::serve(config, listener, shutdown));
-    let client = MachineClient::new(test_http_client(), &address, None);
+    let sitter = InProcess::boot(dir.0.path(), &["--on-exit", "stop"]).await;
+    let client = sitter.client.clone();
 
     let reply = client
         .put_task(&sleeper("napper", "sleep 611"))
@@ -97,17 +131,13 @@ async fn a_machinesitter_in_process_runs_a_task_and_stops_when_asked() {
         .iter()
         .any(|e| e.task == "napper" && e.message == "restart requested"));
 
-    stop.request();
-    let stopped = tokio::time::timeout(TIMEOUT, daemon).await;
-    assert!(
-        matches!(stopped, Ok(Ok(Ok(())))),
-        "serve ends cleanly: {stopped:?}"
-    );
+    sitter.stop(false).await;
     // --on-exit stop: the task's tasksitter and workload went with it.
-    let tasks_dir = dir.0.path().join("state").display().to_string();
+    let state_dir = dir.0.path().join("state");
     assert!(
-        processes_under(std::path::Path::new(&tasks_dir)).is_empty(),
-        "nothing left running under {tasks_dir}"
+        processes_under(&state_dir).is_empty(),
+        "nothing left running under {}",
+        state_dir.display()
     );
     assert!(client.status().await.is_err(), "no longer listening");
 }
@@ -117,47 +147,22 @@ async fn a_task_left_running_is_re_adopted_by_the_next_machinesitter_in_process(
     let dir = Cleanup(tempfile::tempdir().unwrap());
     let mut workload = None;
     for round in 0..2 {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let (stop, shutdown) = shutdown_channel();
-        let daemon = tokio::spawn(machinesitter::serve(
-            config(dir.0.path(), &[]),
-            listener,
-            shutdown,
-        ));
-        let client = MachineClient::new(test_http_client(), &address, None);
+        let sitter = InProcess::boot(dir.0.path(), &[]).await;
         if round == 0 {
-            client
-                .put_task(&sleeper("keeper", "sleep 612"))
-                .await
-                .unwrap();
+            let spec = sleeper("keeper", "sleep 612");
+            sitter.client.put_task(&spec).await.unwrap();
         }
-        let pid = wait_running(&client, "keeper").await;
+        let pid = wait_running(&sitter.client, "keeper").await;
         // The default --on-exit leave: the same workload runs on.
         assert_eq!(*workload.get_or_insert(pid), pid, "round {round}");
-        let view = client.task("keeper").await.unwrap();
+        let view = sitter.client.task("keeper").await.unwrap();
         assert_eq!(view.sitter_starts, 1, "re-adopted, not started again");
-        stop.request();
-        let stopped = tokio::time::timeout(TIMEOUT, daemon).await;
-        assert!(matches!(stopped, Ok(Ok(Ok(())))), "{stopped:?}");
+        sitter.stop(false).await;
     }
-    let deleted_by = {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let (stop, shutdown) = shutdown_channel();
-        let daemon = tokio::spawn(machinesitter::serve(
-            config(dir.0.path(), &[]),
-            listener,
-            shutdown,
-        ));
-        let client = MachineClient::new(test_http_client(), &address, None);
-        let reply = client.delete_task("keeper").await.unwrap();
-        // Dropping the handle asks for a stop, as a request would.
-        drop(stop);
-        let stopped = tokio::time::timeout(TIMEOUT, daemon).await;
-        assert!(matches!(stopped, Ok(Ok(Ok(())))), "{stopped:?}");
-        reply.result
-    };
-    assert_eq!(deleted_by, ActionResult::Deleted);
+    let sitter = InProcess::boot(dir.0.path(), &[]).await;
+    let reply = sitter.client.delete_task("keeper").await.unwrap();
+    assert_eq!(reply.result, ActionResult::Deleted);
+    // Dropping the handle asks for a stop, as a request would.
+    sitter.stop(true).await;
     assert!(process_gone(workload.unwrap() as i32));
 }

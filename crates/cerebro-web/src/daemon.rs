@@ -122,6 +122,8 @@ pub struct ShutdownSignals {
 }
 
 impl ShutdownSignals {
+    /// Installs the handlers; from now on SIGTERM and SIGINT no longer end
+    /// the process but wait here to be received.
     pub fn install() -> std::io::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
         Ok(Self {
@@ -154,7 +156,10 @@ impl ShutdownSignals {
 /// the bound address in (for a port-0 bind).
 #[derive(Debug, Clone)]
 pub struct Listen {
+    /// Port 0 picks a free port; the address file then tells which.
     pub addr: SocketAddr,
+    /// Written atomically with `host:port` once the daemon is listening
+    /// and handles its shutdown signals.
     pub address_file: Option<PathBuf>,
 }
 
@@ -164,14 +169,17 @@ pub enum Runtime {
     /// On the main thread only: the tasksitter's PR_SET_PDEATHSIG follows
     /// the thread that forks, which must live as long as the process.
     CurrentThread,
+    /// Tokio's default: one worker thread per core.
     MultiThread,
 }
 
 /// Why a daemon could not start, before its own `serve` ran (exit code 1).
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
+    /// The tokio runtime could not be built.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    /// The address is taken, not ours, or needs privileges.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -179,6 +187,7 @@ pub enum BootError {
     },
     #[error("cannot install signal handlers: {0}")]
     Signal(std::io::Error),
+    /// The address file could not be written.
     #[error(transparent)]
     AddressFile(#[from] AddressFileError),
 }
