@@ -10,32 +10,50 @@ pub mod reconcile;
 pub mod sitter;
 pub mod state;
 
+use cerebro_web::daemon::Shutdown;
 use config::{MachineConfig, OnExit};
 use reconcile::Reconciler;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// Why the machinesitter stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum MachineError {
+    /// The state dir cannot be created or its state file read.
     #[error("cannot use the state dir {path}: {source}")]
     StateDir {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    AddressFile(#[from] cerebro_web::daemon::AddressFileError),
-    #[error("cannot install signal handlers: {0}")]
-    Signal(std::io::Error),
+    /// The listener handed in has no local address.
+    #[error("cannot read the listening address: {0}")]
+    Listener(std::io::Error),
 }
 
-/// Runs the machinesitter until SIGTERM or SIGINT.
-pub async fn run(config: MachineConfig) -> Result<(), MachineError> {
+/// The machinesitter as `main` and the tests run it: `main` through
+/// `cerebro_web::daemon::Daemon` (binds `--bind`/`--port`, announces
+/// `--address-file`, turns SIGTERM/SIGINT into shutdown requests).
+pub const DAEMON: cerebro_web::daemon::Daemon<MachineConfig> = cerebro_web::daemon::Daemon {
+    program: "machinesitter",
+    runtime: cerebro_web::daemon::Runtime::MultiThread,
+    listen: |config| {
+        Some(cerebro_web::daemon::Listen {
+            addr: config.addr,
+            address_file: config.address_file.clone(),
+        })
+    },
+};
+
+/// Runs the machinesitter on `listener` (already bound, by `main` or a
+/// test) until `shutdown` is requested; then stops its loops (and, with
+/// `--on-exit stop`, every task), finishes in-flight requests and persists
+/// the task set. Errors: the state dir cannot be used.
+pub async fn serve(
+    config: MachineConfig,
+    listener: tokio::net::TcpListener,
+    mut shutdown: Shutdown,
+) -> Result<(), MachineError> {
     if let Err(error) = sitter::raise_open_file_limit() {
         tracing::warn!(%error, "cannot raise the open-file limit; many tasks may exhaust it");
     }
@@ -46,18 +64,7 @@ pub async fn run(config: MachineConfig) -> Result<(), MachineError> {
     })?;
     let machine = Arc::new(Mutex::new(machine));
     let notify = Arc::new(Notify::new());
-    let bind_error = |source| MachineError::Bind {
-        addr: config.addr.to_string(),
-        source,
-    };
-    let listener = tokio::net::TcpListener::bind(config.addr)
-        .await
-        .map_err(bind_error)?;
-    let bound = listener.local_addr().map_err(bind_error)?;
-    // Before the address is announced: whoever reads it may signal at once.
-    let mut signals =
-        cerebro_web::daemon::ShutdownSignals::install().map_err(MachineError::Signal)?;
-    cerebro_web::daemon::announce_address(config.address_file.as_deref(), bound)?;
+    let bound = listener.local_addr().map_err(MachineError::Listener)?;
     tracing::info!(%bound, machine = %config.machine_id, "machinesitter serving");
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let reconciler =
@@ -84,7 +91,7 @@ pub async fn run(config: MachineConfig) -> Result<(), MachineError> {
         config.token.clone(),
     );
     let server = cerebro_web::daemon::spawn_server(listener, app, shutdown_rx);
-    signals.wait().await;
+    shutdown.requested().await;
     tracing::info!(on_exit = ?config.on_exit, "shutting down");
     let _ = shutdown_tx.send(true);
     let _ = poller.await;

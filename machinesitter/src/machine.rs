@@ -109,7 +109,7 @@ pub struct Machine {
 
 pub type SharedMachine = Arc<Mutex<Machine>>;
 
-pub use cerebro_web::lock;
+pub use cerebro_host::lock;
 
 impl Machine {
     pub fn event(&mut self, task: &str, message: impl Into<String>) {

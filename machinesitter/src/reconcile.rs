@@ -41,7 +41,7 @@ impl Reconciler {
             notify,
             children: HashMap::new(),
             exit_watchers: HashMap::new(),
-            pidfds: cerebro_web::process::pidfds_supported(),
+            pidfds: cerebro_host::process::pidfds_supported(),
         }
     }
 
@@ -97,7 +97,7 @@ impl Reconciler {
             self.exit_watchers.entry((pid, ticks)).or_insert_with(|| {
                 let notify = self.notify.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = cerebro_web::process::exited(pid, ticks).await {
+                    if let Err(error) = cerebro_host::process::exited(pid, ticks).await {
                         tracing::warn!(pid, %error, "cannot watch the tasksitter's exit; the reconciler's safety tick will notice it");
                         return;
                     }

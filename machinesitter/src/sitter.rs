@@ -6,10 +6,10 @@
 use crate::config::LimitsBackend;
 use crate::state::Runtime;
 pub use cerebro_host::layout::dir_name;
+use cerebro_host::process::find_processes;
+pub use cerebro_host::process::{cmdline, is_alive, start_ticks};
 pub use cerebro_host::TaskDir;
 use cerebro_types::TaskSpec;
-use cerebro_web::process::find_processes;
-pub use cerebro_web::process::{cmdline, is_alive, start_ticks};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -57,7 +57,7 @@ pub fn check_spec(spec: &TaskSpec) -> Result<(), cerebro_types::ValidationErrors
 /// or a machinesitter rediscovering, reads a whole spec or none.
 pub fn write_spec(paths: &TaskDir, spec: &TaskSpec) -> std::io::Result<()> {
     let contents = cerebro_host::layout::spec_file_contents(spec).map_err(std::io::Error::other)?;
-    cerebro_web::fs::atomic_write_private(&paths.spec(), &contents)
+    cerebro_host::fs::atomic_write_private(&paths.spec(), &contents)
 }
 
 /// The secret in the task's token file, if it has one.
@@ -80,7 +80,7 @@ pub fn spawn(
     std::fs::create_dir_all(&paths.logs)?;
     if read_secret(paths).is_none_or(|s| s.is_empty()) {
         let secret = cerebro_web::auth::random_secret()?;
-        cerebro_web::fs::atomic_write_private(&paths.token(), secret.as_bytes())?;
+        cerebro_host::fs::atomic_write_private(&paths.token(), secret.as_bytes())?;
     }
     let _ = std::fs::remove_file(paths.address());
     let mut spec = spec.clone();

@@ -2,8 +2,8 @@
 //! with the atomic-write helper after every change, moved aside (never
 //! overwritten) when it cannot be read.
 
+use cerebro_host::fs::StateFile;
 use cerebro_types::TaskSpec;
-use cerebro_web::fs::StateFile;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -74,7 +74,7 @@ pub fn load(state_dir: &Path) -> Loaded {
             Err(format!("unknown state version {}", state.version))
         }
     };
-    match cerebro_web::fs::read_state_file(&state_path(state_dir), check) {
+    match cerebro_host::fs::read_state_file(&state_path(state_dir), check) {
         StateFile::Fresh => Loaded::Fresh,
         StateFile::Read(state) => Loaded::Read(state),
         StateFile::Corrupt { moved_to, error } => Loaded::Corrupt { moved_to, error },
@@ -83,7 +83,7 @@ pub fn load(state_dir: &Path) -> Loaded {
 
 pub fn save(state_dir: &Path, state: &PersistedState) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
-    cerebro_web::fs::atomic_write(&state_path(state_dir), &bytes)
+    cerebro_host::fs::atomic_write(&state_path(state_dir), &bytes)
 }
 
 #[cfg(test)]
@@ -128,11 +128,15 @@ mod tests {
 
     /// A version-1 file as the machinesitter wrote it before tasksitters were
     /// started on spec files (and one older still, without the later
-    /// defaulted fields): it must keep loading.
+    /// defaulted fields), kept in testdata/v1-older beside the current v1
+    /// files of testdata/v1: it must keep loading.
     #[test]
     fn a_version_1_fixture_still_loads() {
         let dir = tempfile::tempdir().unwrap();
-        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/state-v1.json");
+        let fixture = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../testdata/v1-older/machinesitter/state.json"
+        );
         std::fs::copy(fixture, state_path(dir.path())).unwrap();
         let Loaded::Read(state) = load(dir.path()) else {
             panic!("the version 1 fixture must load")

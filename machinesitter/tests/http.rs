@@ -445,3 +445,21 @@ fn restart_gives_a_new_workload_under_the_same_tasksitter() {
     assert!(process_gone(workload));
     assert_eq!(cmdline(new_workload), ["sleep", "410"]);
 }
+
+#[test]
+fn a_failure_after_the_flags_exits_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let state = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_machinesitter"))
+        .args(["--port", &port, "--bind", "127.0.0.1", "--state-dir"])
+        .arg(state.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("machinesitter: error: cannot listen on 127.0.0.1:"),
+        "{stderr}"
+    );
+}

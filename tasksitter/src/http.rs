@@ -53,7 +53,7 @@ pub fn router(state: AppState, token: Option<Token>) -> Router {
 
 /// The published status with the derived uptime filled in.
 fn snapshot(state: &AppState) -> TaskStatus {
-    let mut status = cerebro_web::lock(&state.status).clone();
+    let mut status = cerebro_host::lock(&state.status).clone();
     status.uptime_secs = status
         .started_at_ms
         .map(|started| now_ms().saturating_sub(started) as f64 / 1000.0);

@@ -9,6 +9,7 @@ pub mod supervisor;
 
 pub use cerebro_host::{cgroup, proctree};
 
+use cerebro_web::daemon::Shutdown;
 use cli::SitterConfig;
 use std::sync::Arc;
 use supervisor::{Supervisor, SupervisorError};
@@ -16,50 +17,57 @@ use supervisor::{Supervisor, SupervisorError};
 /// Hidden first argument that turns the binary into the cgroup guard.
 pub const GUARD_SUBCOMMAND: &str = "__cgroup-guard";
 
+/// Why the tasksitter stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum SitterError {
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    AddressFile(#[from] cerebro_web::daemon::AddressFileError),
 }
 
-/// Runs the tasksitter until the workload has ended for good (or it was told
-/// to stop); returns the status to exit with. Must run on a current-thread
-/// runtime on the main thread: PR_SET_PDEATHSIG follows the forking thread.
-pub async fn run(config: SitterConfig) -> Result<i32, SitterError> {
+/// The tasksitter as `main` runs it through `cerebro_web::daemon::Daemon`:
+/// on the main thread only (PR_SET_PDEATHSIG follows the forking thread),
+/// listening only with `--http-monitoring`.
+pub const DAEMON: cerebro_web::daemon::Daemon<SitterConfig> = cerebro_web::daemon::Daemon {
+    program: "tasksitter",
+    runtime: cerebro_web::daemon::Runtime::CurrentThread,
+    listen: |config| {
+        config
+            .http
+            .as_ref()
+            .map(|http| cerebro_web::daemon::Listen {
+                addr: http.addr,
+                address_file: http.address_file.clone(),
+            })
+    },
+};
+
+/// Runs the tasksitter until the workload has ended for good or a shutdown
+/// request has stopped it (a second request kills it at once); returns the
+/// status to exit with (the workload's, as a shell reports it). Serves HTTP
+/// on `listener` when given one. Must run on a current-thread runtime on
+/// the main thread: PR_SET_PDEATHSIG follows the forking thread.
+pub async fn serve(
+    config: SitterConfig,
+    listener: Option<tokio::net::TcpListener>,
+    shutdown: Shutdown,
+) -> Result<i32, SitterError> {
     let config = Arc::new(config);
     let supervisor = Supervisor::new(config.clone())?;
     let (requests_tx, requests_rx) = tokio::sync::mpsc::channel(16);
-    if let Some(http) = &config.http {
-        let listener = tokio::net::TcpListener::bind(http.addr)
-            .await
-            .map_err(|source| SitterError::Bind {
-                addr: http.addr.to_string(),
-                source,
-            })?;
-        let bound = listener.local_addr().map_err(|source| SitterError::Bind {
-            addr: http.addr.to_string(),
-            source,
-        })?;
-        cerebro_web::daemon::announce_address(http.address_file.as_deref(), bound)?;
-        tracing::info!(%bound, "serving HTTP");
+    if let Some(listener) = listener {
         let state = http::AppState {
             status: supervisor.status(),
             requests: requests_tx.clone(),
             logs: Arc::new(supervisor.log_locations()),
         };
         let app = http::router(state, config.token.clone());
+        // Not shut down gracefully: the process ends with the workload, and
+        // until then a supervisor may still want the final status.
         tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
                 tracing::error!(%error, "HTTP server stopped");
             }
         });
     }
-    Ok(supervisor.run(requests_rx).await?)
+    Ok(supervisor.run(requests_rx, shutdown).await?)
 }

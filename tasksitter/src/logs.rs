@@ -90,7 +90,7 @@ pub fn spawn_pump(
             match source.read(&mut buffer) {
                 Ok(0) => break,
                 Ok(n) => {
-                    let mut file = cerebro_web::lock(&log);
+                    let mut file = cerebro_host::lock(&log);
                     if let Err(error) = file.write_all(&buffer[..n]) {
                         tracing::warn!(%error, "cannot write log file");
                     }

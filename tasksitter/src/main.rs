@@ -1,11 +1,8 @@
 use std::path::PathBuf;
-use std::process::exit;
+use std::process::{exit, ExitCode};
 use tasksitter::cli::Cli;
 
-/// Exit status for bad flags and failures to start, as clap uses for usage errors.
-const USAGE_ERROR: i32 = cerebro_web::daemon::USAGE_ERROR as i32;
-
-fn main() {
+fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args
         .get(1)
@@ -14,33 +11,9 @@ fn main() {
         let dirs: Vec<PathBuf> = args[2..].iter().map(PathBuf::from).collect();
         exit(tasksitter::supervisor::guard_main(&dirs));
     }
-    cerebro_web::logging::init_tracing();
-    let cli: Cli = match cerebro_web::daemon::parse_flags("tasksitter") {
-        Ok(cli) => cli,
-        Err(_) => exit(USAGE_ERROR),
-    };
-    let config = match cli.into_config() {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("tasksitter: error: {errors}");
-            exit(USAGE_ERROR);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("tasksitter: error: cannot start the runtime: {error}");
-            exit(USAGE_ERROR);
-        }
-    };
-    match runtime.block_on(tasksitter::run(config)) {
-        Ok(code) => exit(code),
-        Err(error) => {
-            eprintln!("tasksitter: error: {error}");
-            exit(USAGE_ERROR);
-        }
-    }
+    tasksitter::DAEMON.main(Cli::into_config, |config, listener, shutdown| async move {
+        let code = tasksitter::serve(config, listener, shutdown).await?;
+        // A shell code is 0..=255; anything else would be a bug, reported as 1.
+        Ok::<_, tasksitter::SitterError>(u8::try_from(code).unwrap_or(1))
+    })
 }

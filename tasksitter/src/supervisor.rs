@@ -20,6 +20,7 @@ use cerebro_types::{
     normalize_signal_name, CpuAction, EventKind, ExitStatus, Limits, LimitsBackendKind, LogStream,
     StopReason, TaskEvent, TaskState, TaskStatus, Violation, ViolationCounts, ViolationKind,
 };
+use cerebro_web::daemon::Shutdown;
 use guard::{spawn_guard, Guard};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -269,13 +270,12 @@ impl Supervisor {
     pub async fn run(
         mut self,
         mut requests: mpsc::Receiver<(Request, ReplyTo)>,
+        mut shutdown: Shutdown,
     ) -> Result<i32, SupervisorError> {
         // Orphans of the workload are re-parented to us, so the tree stays whole and they get reaped.
         // SAFETY: prctl with integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         let mut sigchld = signal(SignalKind::child()).map_err(SupervisorError::Signal)?;
-        let mut sigterm = signal(SignalKind::terminate()).map_err(SupervisorError::Signal)?;
-        let mut sigint = signal(SignalKind::interrupt()).map_err(SupervisorError::Signal)?;
         let mut sighup = signal(SignalKind::hangup()).map_err(SupervisorError::Signal)?;
         let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(SupervisorError::Signal)?;
         let mut sigusr2 = signal(SignalKind::user_defined2()).map_err(SupervisorError::Signal)?;
@@ -299,8 +299,7 @@ impl Supervisor {
                 Some((request, reply)) = requests.recv() => {
                     let _ = reply.send(self.on_request(request));
                 }
-                _ = sigterm.recv() => self.on_shutdown_signal("TERM"),
-                _ = sigint.recv() => self.on_shutdown_signal("INT"),
+                _ = shutdown.requested() => self.on_shutdown_request(),
                 _ = sighup.recv() => self.forward("HUP"),
                 _ = sigusr1.recv() => self.forward("USR1"),
                 _ = sigusr2.recv() => self.forward("USR2"),
@@ -327,7 +326,7 @@ impl Supervisor {
 
     fn event(&mut self, kind: EventKind) {
         tracing::info!(task = %self.config.spec.name, event = ?kind);
-        let mut status = cerebro_web::lock(&self.status);
+        let mut status = cerebro_host::lock(&self.status);
         if status.events.len() >= MAX_EVENTS {
             status.events.remove(0);
         }
@@ -345,7 +344,7 @@ impl Supervisor {
     }
 
     fn publish(&self) {
-        let mut status = cerebro_web::lock(&self.status);
+        let mut status = cerebro_host::lock(&self.status);
         status.state = self.state.clone();
         status.pid = self.state.pid();
         status.started_at_ms = self.state.started_at_ms();
@@ -377,7 +376,7 @@ impl Supervisor {
             cerebro_types::time::format_rfc3339_ms(now_ms())
         );
         for log in [&self.stdout_log, &self.stderr_log].into_iter().flatten() {
-            if let Err(error) = cerebro_web::lock(log).write_all(marker.as_bytes()) {
+            if let Err(error) = cerebro_host::lock(log).write_all(marker.as_bytes()) {
                 tracing::warn!(%error, "cannot write the start marker");
             }
         }
@@ -557,13 +556,15 @@ impl Supervisor {
         let _ = self.on_request(Request::Signal(name));
     }
 
-    fn on_shutdown_signal(&mut self, name: &str) {
+    /// The first request (SIGTERM or SIGINT to the tasksitter) stops the
+    /// workload gracefully; a second one kills it at once.
+    fn on_shutdown_request(&mut self) {
         if self.shutting_down {
-            tracing::warn!(signal = name, "second signal: killing the workload now");
+            tracing::warn!("second shutdown request: killing the workload now");
             self.kill_tree(Signal::SIGKILL);
             return;
         }
-        tracing::info!(signal = name, "stopping the workload, then exiting");
+        tracing::info!("stopping the workload, then exiting");
         self.shutting_down = true;
         match self.state.kind() {
             cerebro_types::StateKind::Running => self.begin_stop(StopReason::Requested),

@@ -366,3 +366,23 @@ fn a_spec_file_runs_like_the_flags() {
         1
     );
 }
+
+#[test]
+fn a_failure_after_the_flags_exits_1_not_2() {
+    // The port is taken: the flags are fine, starting is not.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let output = Command::new(tasksitter_bin())
+        .args(["--command", "sleep 30", "--http-monitoring"])
+        .args(["--http-monitoring-port", &port])
+        .args(["--http-monitoring-bind", "127.0.0.1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("tasksitter: error: cannot listen on 127.0.0.1:"),
+        "{stderr}"
+    );
+}

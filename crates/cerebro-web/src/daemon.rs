@@ -1,11 +1,29 @@
-//! What every Cerebro daemon's `main` and `run` share: flags parsed into one
-//! clear line on error, the HTTP server with graceful shutdown, and the
-//! wait for SIGTERM or SIGINT.
+//! What every Cerebro daemon's `main` and `serve` share, written once:
+//!
+//! - `main`: flags → config → bind → signals → announce the address → the
+//!   daemon's `serve`, with one exit-code policy (`USAGE_ERROR`, 2, for bad
+//!   flags and configs; `RUNTIME_ERROR`, 1, for everything that fails later);
+//! - `Shutdown`, how a daemon's caller asks it to stop: `main` turns SIGTERM
+//!   and SIGINT into requests, a test calls `ShutdownHandle::request`, so a
+//!   daemon booted in-process stops without anyone signalling the test;
+//! - `spawn_server`, the HTTP server with graceful shutdown.
+//!
+//! A daemon's library exports `serve(config, listener, shutdown)`: it takes
+//! an already-bound listener, so a test binds 127.0.0.1:0 itself and knows
+//! the address before the daemon starts.
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use tokio::sync::watch;
 
 /// Exit status for bad flags and configs, as clap uses for usage errors.
 pub const USAGE_ERROR: u8 = 2;
+
+/// Exit status for a daemon that was configured right but failed while
+/// starting or running (cannot bind, cannot read its state, ...).
+pub const RUNTIME_ERROR: u8 = 1;
 
 /// Parses the command line; help and version print and exit 0, anything
 /// else wrong prints one line naming the program and returns exit code 2.
@@ -46,6 +64,56 @@ pub fn spawn_server(
     })
 }
 
+/// The caller's side of a daemon's shutdown. Dropping it counts as one
+/// request, so a test that forgets its handle does not leave a daemon running.
+#[derive(Debug)]
+pub struct ShutdownHandle(watch::Sender<u32>);
+
+/// The daemon's side of its shutdown: the first request begins an orderly
+/// stop; a daemon may treat a second as "now" (the tasksitter kills its
+/// workload at once, as it does for a second SIGTERM).
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    requests: watch::Receiver<u32>,
+    /// The handle was dropped and that was reported once.
+    closed_seen: bool,
+}
+
+/// A connected pair: the handle for whoever may stop the daemon, the
+/// `Shutdown` for the daemon.
+pub fn shutdown_channel() -> (ShutdownHandle, Shutdown) {
+    let (tx, rx) = watch::channel(0);
+    (
+        ShutdownHandle(tx),
+        Shutdown {
+            requests: rx,
+            closed_seen: false,
+        },
+    )
+}
+
+impl ShutdownHandle {
+    /// Asks the daemon (once more) to stop; returns at once.
+    pub fn request(&self) {
+        self.0.send_modify(|count| *count += 1);
+    }
+}
+
+impl Shutdown {
+    /// Waits for the next request not yet seen by this `Shutdown`.
+    /// Cancel-safe, so it can be one arm of a `select!` loop. Once the
+    /// handle is gone, that counts as one request and later calls never return.
+    pub async fn requested(&mut self) {
+        if self.requests.changed().await.is_ok() {
+            return;
+        }
+        if self.closed_seen {
+            std::future::pending::<()>().await;
+        }
+        self.closed_seen = true;
+    }
+}
+
 /// Handlers for SIGTERM and SIGINT, installed before the daemon starts work
 /// so that no signal in between is lost.
 pub struct ShutdownSignals {
@@ -54,6 +122,8 @@ pub struct ShutdownSignals {
 }
 
 impl ShutdownSignals {
+    /// Installs the handlers; from now on SIGTERM and SIGINT no longer end
+    /// the process but wait here to be received.
     pub fn install() -> std::io::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
         Ok(Self {
@@ -62,14 +132,157 @@ impl ShutdownSignals {
         })
     }
 
+    /// Waits for the next SIGTERM or SIGINT.
     pub async fn wait(&mut self) {
         tokio::select! {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}
         }
     }
+
+    /// Turns every SIGTERM and SIGINT from now on into a shutdown request.
+    pub fn forward_to(mut self, handle: ShutdownHandle) {
+        tokio::spawn(async move {
+            loop {
+                self.wait().await;
+                tracing::info!("shutdown signal received");
+                handle.request();
+            }
+        });
+    }
 }
 
+/// Where a daemon listens: the address to bind and the file to announce
+/// the bound address in (for a port-0 bind).
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// Port 0 picks a free port; the address file then tells which.
+    pub addr: SocketAddr,
+    /// Written atomically with `host:port` once the daemon is listening
+    /// and handles its shutdown signals.
+    pub address_file: Option<PathBuf>,
+}
+
+/// Which tokio runtime a daemon runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// On the main thread only: the tasksitter's PR_SET_PDEATHSIG follows
+    /// the thread that forks, which must live as long as the process.
+    CurrentThread,
+    /// Tokio's default: one worker thread per core.
+    MultiThread,
+}
+
+/// Why a daemon could not start, before its own `serve` ran (exit code 1).
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// The tokio runtime could not be built.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The address is taken, not ours, or needs privileges.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signal(std::io::Error),
+    /// The address file could not be written.
+    #[error(transparent)]
+    AddressFile(#[from] AddressFileError),
+}
+
+/// A daemon as `main` runs it.
+pub struct Daemon<C> {
+    /// The program name that starts every error line.
+    pub program: &'static str,
+    pub runtime: Runtime,
+    /// Where the config says to listen; `None` for no HTTP at all.
+    pub listen: fn(&C) -> Option<Listen>,
+}
+
+impl<C> Daemon<C> {
+    /// The whole life of a daemon process: parses `F` from the command line
+    /// and turns it into a config with `configure` (either failing is exit
+    /// 2, one line on stderr), binds, forwards SIGTERM/SIGINT as shutdown
+    /// requests, announces the bound address, then runs `serve`. `serve`'s
+    /// `Ok(code)` is the exit status; any error after the config is exit 1.
+    pub fn main<F, E, S, Fut, R>(
+        &self,
+        configure: impl FnOnce(F) -> Result<C, E>,
+        serve: S,
+    ) -> ExitCode
+    where
+        F: clap::Parser,
+        E: std::fmt::Display,
+        S: FnOnce(C, Option<tokio::net::TcpListener>, Shutdown) -> Fut,
+        Fut: Future<Output = Result<u8, R>>,
+        R: std::fmt::Display,
+    {
+        crate::logging::init_tracing();
+        let program = self.program;
+        let Ok(flags) = parse_flags::<F>(program) else {
+            return ExitCode::from(USAGE_ERROR);
+        };
+        let config = match configure(flags) {
+            Ok(config) => config,
+            Err(errors) => {
+                eprintln!("{program}: error: {errors}");
+                return ExitCode::from(USAGE_ERROR);
+            }
+        };
+        let runtime = match self.runtime {
+            Runtime::CurrentThread => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+            Runtime::MultiThread => tokio::runtime::Runtime::new(),
+        };
+        let listen = (self.listen)(&config);
+        let outcome = runtime.map_err(BootError::Runtime).and_then(|runtime| {
+            runtime.block_on(async move {
+                let (listener, shutdown) = boot(listen.as_ref()).await?;
+                Ok(serve(config, listener, shutdown).await)
+            })
+        });
+        let failure = match outcome {
+            Ok(Ok(code)) => return ExitCode::from(code),
+            Ok(Err(error)) => error.to_string(),
+            Err(error) => error.to_string(),
+        };
+        eprintln!("{program}: error: {failure}");
+        ExitCode::from(RUNTIME_ERROR)
+    }
+}
+
+/// Binds, turns the signals into shutdown requests, then announces the
+/// address: a reader of the address file may connect, or signal, at once.
+async fn boot(
+    listen: Option<&Listen>,
+) -> Result<(Option<tokio::net::TcpListener>, Shutdown), BootError> {
+    let (handle, shutdown) = shutdown_channel();
+    let Some(listen) = listen else {
+        ShutdownSignals::install()
+            .map_err(BootError::Signal)?
+            .forward_to(handle);
+        return Ok((None, shutdown));
+    };
+    let bind_error = |source| BootError::Bind {
+        addr: listen.addr,
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(listen.addr)
+        .await
+        .map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    ShutdownSignals::install()
+        .map_err(BootError::Signal)?
+        .forward_to(handle);
+    announce_address(listen.address_file.as_deref(), bound)?;
+    tracing::info!(%bound, "listening");
+    Ok((Some(listener), shutdown))
+}
+
+/// The address file could not be written.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write the address file {path}: {source}")]
 pub struct AddressFileError {
@@ -89,8 +302,10 @@ pub fn announce_address(
     let Some(path) = path else {
         return Ok(());
     };
-    crate::fs::atomic_write(path, bound.to_string().as_bytes()).map_err(|source| AddressFileError {
-        path: path.display().to_string(),
-        source,
+    cerebro_host::fs::atomic_write(path, bound.to_string().as_bytes()).map_err(|source| {
+        AddressFileError {
+            path: path.display().to_string(),
+            source,
+        }
     })
 }

@@ -8,7 +8,7 @@
 //! holds twice as many lines as are kept, it is rewritten atomically with
 //! the newest ones, so it stays bounded.
 
-use crate::fs::atomic_write;
+use cerebro_host::fs::atomic_write;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::VecDeque;

@@ -1,15 +1,15 @@
 //! HTTP glue shared by the Cerebro daemons, so each daemon stays thin and
-//! every one of them authenticates, reports errors and renders HTML the same way.
+//! every one of them authenticates, reports errors, exports metrics, boots
+//! and renders HTML the same way. Host plumbing (files, processes) lives in
+//! `cerebro-host`, HTTP clients in `cerebro-client`.
 
 pub mod auth;
 pub mod daemon;
 pub mod error;
 pub mod event_log;
-pub mod fs;
 pub mod html;
 pub mod logging;
 pub mod metrics;
-pub mod process;
 
 pub use auth::{load_token, require_token, Token, TokenError};
 // Shims for code not yet switched to `cerebro-client` (the clustersitter
@@ -21,10 +21,7 @@ pub mod client {
 }
 pub use error::{field_error, parse_json_body, ApiError};
 
-/// A mutex's guard even if a panicking holder poisoned it: the daemons keep
-/// plain data behind their locks, and going on beats stopping supervision.
-pub fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+/// Shims: host plumbing moved to `cerebro-host`; the lead removes these
+/// re-exports once the clustersitter, the CLI, the benches and the
+/// end-to-end harness import from there.
+pub use cerebro_host::{fs, lock, process};
