@@ -16,6 +16,7 @@ pub mod session;
 pub mod store;
 pub mod ui;
 
+use cerebro_web::daemon::{Shutdown, USAGE_ERROR};
 use cluster::lock;
 use config::{ClusterConfig, OnExit, ProviderKind};
 use provider::{LocalProvider, MachineProvider};
@@ -30,11 +31,9 @@ pub enum ClusterError {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    /// The listener handed in has no local address.
+    #[error("cannot read the listening address: {0}")]
+    Listener(std::io::Error),
     #[error("provider: {0}")]
     Provider(#[from] provider::ProviderError),
     /// The `--job` files could not be loaded.
@@ -46,30 +45,25 @@ pub enum ClusterError {
         name: String,
         errors: cerebro_types::ValidationErrors,
     },
-    #[error("cannot install signal handlers: {0}")]
-    Signal(std::io::Error),
     #[error(transparent)]
     AddressFile(#[from] cerebro_web::daemon::AddressFileError),
 }
 
-/// Runs the clustersitter until SIGTERM or SIGINT: binds `config.addr`,
-/// then [`serve`]s on it.
-///
-/// # Errors
-/// As [`serve`], and [`ClusterError::Bind`] or [`ClusterError::Signal`]
-/// when the address or the signal handlers cannot be had.
-pub async fn run(config: ClusterConfig) -> Result<(), ClusterError> {
-    let listener = tokio::net::TcpListener::bind(config.addr)
-        .await
-        .map_err(|source| ClusterError::Bind {
-            addr: config.addr.to_string(),
-            source,
-        })?;
-    // Before the address is announced: whoever reads it may signal at once.
-    let mut signals =
-        cerebro_web::daemon::ShutdownSignals::install().map_err(ClusterError::Signal)?;
-    serve(config, listener, async move { signals.wait().await }).await
-}
+/// The clustersitter as `main` runs it, through the one daemon bootstrap:
+/// binds `--bind`/`--port` and turns SIGTERM/SIGINT into shutdown
+/// requests. The address file is written by [`serve_with`] itself, once
+/// the saved state is restored and machines recovered, so that whoever
+/// reads it finds the cluster as it was.
+pub const DAEMON: cerebro_web::daemon::Daemon<ClusterConfig> = cerebro_web::daemon::Daemon {
+    program: "clustersitter",
+    runtime: cerebro_web::daemon::Runtime::MultiThread,
+    listen: |config| {
+        Some(cerebro_web::daemon::Listen {
+            addr: config.addr,
+            address_file: None,
+        })
+    },
+};
 
 /// The provider `config` names: for the local provider, machinesitter
 /// processes sharing the cluster's token file.
@@ -94,7 +88,7 @@ pub fn provider_for(config: &ClusterConfig) -> Result<Arc<dyn MachineProvider>, 
 }
 
 /// Serves on `listener` (already bound: a test binds 127.0.0.1:0 itself)
-/// with the provider `config` names, until `shutdown` completes. See
+/// with the provider `config` names, until `shutdown` is requested. See
 /// [`serve_with`].
 ///
 /// # Errors
@@ -102,7 +96,7 @@ pub fn provider_for(config: &ClusterConfig) -> Result<Arc<dyn MachineProvider>, 
 pub async fn serve(
     config: ClusterConfig,
     listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: Shutdown,
 ) -> Result<(), ClusterError> {
     let provider = provider_for(&config)?;
     serve_with(config, provider, listener, shutdown).await
@@ -112,19 +106,19 @@ pub async fn serve(
 /// machines from `provider`: loads the `--job` files, restores the saved
 /// state, matches machines with what the provider still runs, writes
 /// `config.address_file` (when set) once ready, serves the API and pages
-/// and reconciles until `shutdown` completes; then stops serving,
+/// and reconciles until `shutdown` is requested; then stops serving,
 /// terminates every machine if `config.on_exit` says so, and saves the state.
 ///
 /// # Errors
 /// [`ClusterError::JobFiles`] and [`ClusterError::Job`] for `--job` files
 /// that do not load or do not fit (config errors: nothing was started);
-/// [`ClusterError::StateDir`], [`ClusterError::Bind`] (the listener's
-/// address) and [`ClusterError::AddressFile`] when starting fails.
+/// [`ClusterError::StateDir`], [`ClusterError::Listener`] and
+/// [`ClusterError::AddressFile`] when starting fails.
 pub async fn serve_with(
     config: ClusterConfig,
     provider: Arc<dyn MachineProvider>,
     listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()>,
+    mut shutdown: Shutdown,
 ) -> Result<(), ClusterError> {
     let config = Arc::new(config);
     let state_error = |source| ClusterError::StateDir {
@@ -133,10 +127,7 @@ pub async fn serve_with(
     };
     std::fs::create_dir_all(&config.state_dir).map_err(state_error)?;
     let jobs_at_start = cerebro_types::job_file::load_job_files(&config.jobs)?;
-    let bound = listener.local_addr().map_err(|source| ClusterError::Bind {
-        addr: config.addr.to_string(),
-        source,
-    })?;
+    let bound = listener.local_addr().map_err(ClusterError::Listener)?;
     let reachable = if bound.ip().is_unspecified() {
         std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), bound.port())
     } else {
@@ -181,7 +172,7 @@ pub async fn serve_with(
     );
     let app = router(ops, sessions, config.token.clone());
     let server = cerebro_web::daemon::spawn_server(listener, app, shutdown_rx);
-    shutdown.await;
+    shutdown.requested().await;
     tracing::info!(on_exit = ?config.on_exit, "shutting down");
     let _ = shutdown_tx.send(true);
     let reconciler = reconciler.await.ok();
@@ -222,37 +213,23 @@ fn token_file_for_machines(config: &ClusterConfig) -> std::io::Result<Option<std
     Ok(Some(path))
 }
 
-/// The whole `main` of `clustersitter` and `cerebrod`: parse, validate, run.
-/// Bad flags or config exit 2; a failure while running exits 1.
+/// The whole `main` of `clustersitter` and `cerebrod`: parse, validate,
+/// bind, serve. Bad flags or config exit 2, and so do `--job` files that
+/// do not load or do not fit the cluster (a config error found once the
+/// cluster is known); a failure while running exits 1.
 pub fn main_entry() -> std::process::ExitCode {
-    cerebro_web::logging::init_tracing();
-    let cli: config::Cli = match cerebro_web::daemon::parse_flags("clustersitter") {
-        Ok(cli) => cli,
-        Err(code) => return code,
-    };
-    let config = match cli.into_config() {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("clustersitter: error: {error}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("clustersitter: error: cannot start the runtime: {error}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(config)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error @ (ClusterError::JobFiles(_) | ClusterError::Job { .. })) => {
-            eprintln!("clustersitter: error: {error}");
-            std::process::ExitCode::from(2)
-        }
-        Err(error) => {
-            eprintln!("clustersitter: error: {error}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    DAEMON.main(
+        config::Cli::into_config,
+        |config, listener, shutdown| async move {
+            let listener = listener.expect("the clustersitter always listens");
+            match serve(config, listener, shutdown).await {
+                Ok(()) => Ok(0),
+                Err(error @ (ClusterError::JobFiles(_) | ClusterError::Job { .. })) => {
+                    eprintln!("clustersitter: error: {error}");
+                    Ok(USAGE_ERROR)
+                }
+                Err(error) => Err(error),
+            }
+        },
+    )
 }

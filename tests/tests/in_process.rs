@@ -1,14 +1,25 @@
 //! A clustersitter booted in-process through `clustersitter::serve`: the
 //! test binds 127.0.0.1:0 itself, drives the cluster through
-//! `ClusterClient` and stops it through its shutdown future, not a signal.
-//! Its machines are real machinesitter processes (the local provider).
+//! `ClusterClient` and stops it through its shutdown handle, not a signal.
+//! Its machines are either machinesitters served in this process too (a
+//! test `MachineProvider` over `machinesitter::serve`), or real
+//! machinesitter processes (the local provider). Either way the tasks run
+//! under real tasksitter binaries.
 
+use async_trait::async_trait;
 use cerebro_client::{ClusterClient, HttpClient};
 use cerebro_tests::{bin, kill_processes_under, workloads, TIMEOUT};
 use cerebro_types::cluster::{InstanceState, JobResult};
+use cerebro_web::daemon::{shutdown_channel, ShutdownHandle};
 use clap::Parser;
+use clustersitter::provider::{FoundMachine, MachineProvider, NewMachine, ProviderError};
+use clustersitter::ClusterError;
+use std::collections::HashMap;
 use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::task::JoinHandle;
 
 /// Polls `probe` until it answers, failing the test after `TIMEOUT`.
 async fn eventually<T, Fut>(what: &str, mut probe: impl FnMut() -> Fut) -> T
@@ -27,8 +38,8 @@ where
     waited.unwrap_or_else(|_| panic!("timed out after {TIMEOUT:?} waiting for {what}"))
 }
 
-/// Kills what the local provider started under the test's dir, even when
-/// the test fails half-way.
+/// Kills what the test's machines started under its dir, even when the
+/// test fails half-way.
 struct Cleanup(tempfile::TempDir);
 
 impl Drop for Cleanup {
@@ -37,42 +48,122 @@ impl Drop for Cleanup {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_in_process_clustersitter_runs_a_job_and_stops_on_request() {
-    let dir = Cleanup(tempfile::tempdir().unwrap());
-    let config_path = dir.0.path().join("cluster.toml");
+type MachineTask = JoinHandle<Result<(), machinesitter::MachineError>>;
+
+/// "Provisions" a machine by serving a machinesitter in this process on a
+/// fresh 127.0.0.1 port; terminating it requests its shutdown (it runs
+/// with `--on-exit stop`, so its tasks stop with it).
+struct InProcessMachines {
+    dir: PathBuf,
+    running: Mutex<HashMap<String, (ShutdownHandle, MachineTask)>>,
+}
+
+#[async_trait]
+impl MachineProvider for InProcessMachines {
+    fn kind(&self) -> &'static str {
+        "in-process"
+    }
+
+    async fn provision(&self, machine: &NewMachine) -> Result<String, ProviderError> {
+        let state_dir = self.dir.join(&machine.id);
+        let (cpu, mem) = (
+            machine.size.cpu.to_string(),
+            (machine.size.mem_mb.ceil() as u64).to_string(),
+        );
+        let tasksitter = bin("tasksitter");
+        let config = machinesitter::config::Cli::try_parse_from([
+            "machinesitter",
+            "--state-dir",
+            state_dir.to_str().unwrap(),
+            "--machine-id",
+            &machine.id,
+            "--zone",
+            &machine.zone,
+            "--capacity-cpu",
+            &cpu,
+            "--capacity-mem",
+            &mem,
+            "--cluster-url",
+            &machine.cluster_url,
+            "--on-exit",
+            "stop",
+            "--tasksitter-bin",
+            tasksitter.to_str().unwrap(),
+        ])
+        .expect("machinesitter flags")
+        .into_config()
+        .expect("a machinesitter config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let (stop, shutdown) = shutdown_channel();
+        let task = tokio::spawn(machinesitter::serve(config, listener, shutdown));
+        let mut running = self.running.lock().unwrap();
+        running.insert(machine.id.clone(), (stop, task));
+        Ok(machine.id.clone())
+    }
+
+    async fn exists(&self, provider_id: &str) -> Result<bool, ProviderError> {
+        let running = self.running.lock().unwrap();
+        Ok(running
+            .get(provider_id)
+            .is_some_and(|(_, task)| !task.is_finished()))
+    }
+
+    async fn terminate(&self, machine_id: &str, _provider_id: &str) -> Result<(), ProviderError> {
+        let Some((stop, task)) = self.running.lock().unwrap().remove(machine_id) else {
+            return Ok(());
+        };
+        stop.request();
+        match tokio::time::timeout(TIMEOUT, task).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            _ => Err(ProviderError::Survivors(machine_id.to_string())),
+        }
+    }
+
+    async fn discover(&self) -> Result<Vec<FoundMachine>, ProviderError> {
+        Ok(Vec::new())
+    }
+}
+
+/// A one-zone cluster config with its state under `dir`; machines stop
+/// with the cluster.
+fn cluster_config(dir: &Path) -> clustersitter::config::ClusterConfig {
+    let config_path = dir.join("cluster.toml");
     std::fs::write(
         &config_path,
         format!(
             "cluster_name = \"in-process\"\nstate_dir = \"{}\"\npoll_interval = \"200ms\"\n\
              on_exit = \"stop\"\n[provider]\nkind = \"local\"\nzones = [\"zone-a\"]\n\
              machine_cpu = 2.0\nmachine_mem = 512.0\nmachinesitter_bin = \"{}\"\n",
-            dir.0.path().join("state").display(),
+            dir.join("state").display(),
             bin("machinesitter").display()
         ),
     )
     .unwrap();
-    let config = clustersitter::config::Cli::try_parse_from([
+    clustersitter::config::Cli::try_parse_from([
         "clustersitter",
         "--config",
         config_path.to_str().unwrap(),
     ])
     .unwrap()
     .into_config()
-    .unwrap();
+    .unwrap()
+}
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let cluster = tokio::spawn(clustersitter::serve(config, listener, async move {
-        let _ = stopped.await;
-    }));
-    let client = ClusterClient::new(HttpClient::new(Duration::from_secs(10), 3), &address, None);
-
-    let text = r#"{"persistent": true, "deployment_layout": {"zone-a": {"cpu": 2}},
-        "task_configuration": {"name": "inproc", "command": "sleep 901", "cpu": 0.5,
-        "mem": 20, "ensure_alive": true, "stop_timeout": 2}}"#;
-    let job = cerebro_types::job_file::parse_jobs(text, "inproc.json")
+/// Submits a two-instance `sleep MARKER` job, sees both instances run,
+/// stops the cluster through `stop` and sees its machines' workloads go.
+async fn run_a_job_then_stop(
+    address: &str,
+    marker: &str,
+    stop: ShutdownHandle,
+    cluster: JoinHandle<Result<(), ClusterError>>,
+) {
+    let client = ClusterClient::new(HttpClient::new(Duration::from_secs(10), 3), address, None);
+    let text = format!(
+        r#"{{"persistent": true, "deployment_layout": {{"zone-a": {{"cpu": 2}}}},
+        "task_configuration": {{"name": "inproc", "command": "sleep {marker}", "cpu": 0.5,
+        "mem": 20, "ensure_alive": true, "stop_timeout": 2}}}}"#
+    );
+    let job = cerebro_types::job_file::parse_jobs(&text, "inproc.json")
         .unwrap()
         .remove(0);
     let reply = client.put_job(&job).await.unwrap();
@@ -89,22 +180,57 @@ async fn an_in_process_clustersitter_runs_a_job_and_stops_on_request() {
     })
     .await;
     assert_eq!(running.running_instances, 2);
-    assert_eq!(workloads("901").len(), 2);
+    assert_eq!(workloads(marker).len(), 2);
     assert_eq!(client.machines().await.unwrap().len(), 1);
 
-    // The shutdown future ends the daemon; `on_exit = "stop"` ends its machines.
-    stop.send(()).unwrap();
+    // The shutdown request ends the daemon; `on_exit = "stop"` ends its machines.
+    stop.request();
     tokio::time::timeout(TIMEOUT, cluster)
         .await
         .expect("the clustersitter stops in time")
         .expect("the clustersitter's task")
         .expect("the clustersitter stops without an error");
     eventually("the workloads to stop with their machines", || async {
-        workloads("901").is_empty().then_some(())
+        workloads(marker).is_empty().then_some(())
     })
     .await;
     assert!(
         client.status().await.is_err(),
         "nothing listens after the shutdown"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_and_its_machines_in_process_run_a_job_and_stop_on_request() {
+    let dir = Cleanup(tempfile::tempdir().unwrap());
+    let config = cluster_config(dir.0.path());
+    let machines = Arc::new(InProcessMachines {
+        dir: dir.0.path().join("machines"),
+        running: Mutex::new(HashMap::new()),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (stop, shutdown) = shutdown_channel();
+    let cluster = tokio::spawn(clustersitter::serve_with(
+        config,
+        machines.clone(),
+        listener,
+        shutdown,
+    ));
+    run_a_job_then_stop(&address, "902", stop, cluster).await;
+    assert!(
+        machines.running.lock().unwrap().is_empty(),
+        "every in-process machine was terminated"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_cluster_with_local_machines_runs_a_job_and_stops_on_request() {
+    let dir = Cleanup(tempfile::tempdir().unwrap());
+    let config = cluster_config(dir.0.path());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (stop, shutdown) = shutdown_channel();
+    let cluster = tokio::spawn(clustersitter::serve(config, listener, shutdown));
+    run_a_job_then_stop(&address, "901", stop, cluster).await;
 }
