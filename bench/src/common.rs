@@ -161,7 +161,7 @@ pub fn wait_every<T>(
 }
 
 /// Live processes whose command line satisfies `matches`.
-pub use cerebro_web::process::find_pids as pids_matching;
+pub use cerebro_host::process::find_pids as pids_matching;
 
 /// Resident memory of `pid` in kB (VmRSS), 0 when gone.
 pub fn rss_kb(pid: i32) -> u64 {

@@ -13,7 +13,7 @@ use crate::common::{
 };
 use crate::peers::{Monit, Supervisord};
 use anyhow::{bail, Context, Result};
-use cerebro_web::process::{cmdline, is_alive, start_ticks};
+use cerebro_host::process::{cmdline, is_alive, start_ticks};
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::net::TcpStream;

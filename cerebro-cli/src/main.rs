@@ -107,7 +107,7 @@ impl Api {
         match &error {
             ClientError::Status { status, body, .. } => {
                 // The server's message already lists every field at fault.
-                let detail = serde_json::from_str::<cerebro_web::error::ErrorBody>(body)
+                let detail = serde_json::from_str::<cerebro_types::ErrorBody>(body)
                     .map(|b| b.error)
                     .unwrap_or_else(|_| body.clone());
                 anyhow!("the cluster answered {status}: {detail}")
@@ -164,7 +164,7 @@ fn remember_cluster(url: &str) {
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let _ = cerebro_web::fs::atomic_write(&path, text.as_bytes());
+    let _ = cerebro_host::fs::atomic_write(&path, text.as_bytes());
 }
 
 fn cluster_url(flag: Option<&str>) -> Result<String> {

@@ -353,7 +353,7 @@ mod tests {
         .unwrap()
         .into_config()
         .unwrap();
-        let cerebro_web::fs::StateFile::Read(state) = crate::store::load(fixture.path()) else {
+        let cerebro_host::fs::StateFile::Read(state) = crate::store::load(fixture.path()) else {
             panic!("the v1 fixture loads");
         };
         let cluster = Cluster::new(Arc::new(config), state, "local");

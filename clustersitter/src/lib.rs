@@ -209,7 +209,7 @@ fn token_file_for_machines(config: &ClusterConfig) -> std::io::Result<Option<std
         return Ok(None);
     };
     let path = std::path::absolute(config.state_dir.join("machine-token"))?;
-    cerebro_web::fs::atomic_write_private(&path, token.expose().as_bytes())?;
+    cerebro_host::fs::atomic_write_private(&path, token.expose().as_bytes())?;
     Ok(Some(path))
 }
 

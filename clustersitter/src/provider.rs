@@ -5,8 +5,8 @@
 
 use crate::config::ProviderConfig;
 use async_trait::async_trait;
+use cerebro_host::process::{find_processes, is_alive, start_ticks};
 use cerebro_types::machine::Resources;
-use cerebro_web::process::{find_processes, is_alive, start_ticks};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

@@ -17,9 +17,9 @@ use std::sync::{Arc, Mutex};
 pub(crate) fn restore(config: Arc<ClusterConfig>, provider_kind: &'static str) -> Cluster {
     let fresh = || ClusterState::new(1, std::collections::BTreeMap::new());
     let (state, problem) = match store::load(&config.state_dir) {
-        cerebro_web::fs::StateFile::Fresh => (fresh(), None),
-        cerebro_web::fs::StateFile::Read(state) => (state, None),
-        cerebro_web::fs::StateFile::Corrupt { moved_to, error } => (
+        cerebro_host::fs::StateFile::Fresh => (fresh(), None),
+        cerebro_host::fs::StateFile::Read(state) => (state, None),
+        cerebro_host::fs::StateFile::Corrupt { moved_to, error } => (
             fresh(),
             Some(format!(
                 "state file unreadable ({error}); kept as {}; machines are recovered from the provider",

@@ -100,7 +100,7 @@ impl Sessions {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        cerebro_web::lock(&self.live)
+        cerebro_host::lock(&self.live)
     }
 
     /// The CSRF token of the request's live session, if it has one.
@@ -146,7 +146,7 @@ impl Sessions {
         };
         let written = serde_json::to_vec(&saved)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| cerebro_web::fs::atomic_write_private(&self.file, &bytes));
+            .and_then(|bytes| cerebro_host::fs::atomic_write_private(&self.file, &bytes));
         if let Err(error) = written {
             tracing::warn!(path = %self.file.display(), %error, "cannot save the UI sessions");
         }

@@ -6,11 +6,11 @@
 //! goes wrong, and the atomic rename makes every write all-or-nothing
 //! without another dependency.
 
+use cerebro_host::fs::{atomic_write, read_state_file, StateFile};
 use cerebro_types::cluster::{Assignment, MachineState};
 use cerebro_types::job::JobSpec;
 use cerebro_types::machine::Resources;
 use cerebro_types::task::TaskSpec;
-use cerebro_web::fs::{atomic_write, read_state_file, StateFile};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};

@@ -5,10 +5,10 @@
 //! nothing lost. A change to a persisted type that breaks this breaks
 //! every running cluster's upgrade.
 
+use cerebro_host::fs::StateFile;
 use cerebro_tests::{assert_nothing_lost, fixture_dir};
 use cerebro_types::cluster::ClusterEvent;
 use cerebro_web::event_log::EventLog;
-use cerebro_web::fs::StateFile;
 use clustersitter::store;
 use serde_json::Value;
 

@@ -60,16 +60,16 @@ pub fn bin(name: &str) -> PathBuf {
     bin_dir().join(name)
 }
 
-pub use cerebro_web::process::cmdline;
+pub use cerebro_host::process::cmdline;
 
 /// True once `pid` has exited (a zombie counts as gone).
 pub fn process_gone(pid: i32) -> bool {
-    cerebro_web::process::start_ticks(pid)
-        .is_none_or(|ticks| !cerebro_web::process::is_alive(pid, ticks))
+    cerebro_host::process::start_ticks(pid)
+        .is_none_or(|ticks| !cerebro_host::process::is_alive(pid, ticks))
 }
 
 /// Live processes whose command line satisfies `matches`.
-pub use cerebro_web::process::find_pids as processes;
+pub use cerebro_host::process::find_pids as processes;
 
 pub fn kill(pid: i32, signal: i32) {
     // SAFETY: kill(2) on a process the test started.

@@ -15,7 +15,7 @@ pub struct PollAnswer {
     /// The address asked; an answer from an address the machine has left is ignored.
     pub address: String,
     /// Its tasks, or why they could not be had.
-    pub tasks: Result<Vec<TaskView>, cerebro_web::ClientError>,
+    pub tasks: Result<Vec<TaskView>, cerebro_client::ClientError>,
     /// Its status, asked only when the tasks came.
     pub status: Option<MachineStatus>,
 }

@@ -50,7 +50,7 @@ pub struct Cluster {
 
 pub type SharedCluster = Arc<Mutex<Cluster>>;
 
-pub use cerebro_web::lock;
+pub use cerebro_host::lock;
 
 /// What [`Cluster::upsert_job`] did to the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

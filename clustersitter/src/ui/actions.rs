@@ -11,7 +11,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use cerebro_types::cluster::UpdateRequest;
 use cerebro_types::time::now_ms;
-use cerebro_web::html::{encode_path_segment, escape, page_with_header};
+use cerebro_types::url::encode_path_segment;
+use cerebro_web::html::{escape, page_with_header};
 use serde::Deserialize;
 
 pub(super) async fn login_page(State(app): State<UiState>, headers: HeaderMap) -> Response {

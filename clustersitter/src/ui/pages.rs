@@ -10,9 +10,8 @@ use cerebro_types::cluster::{
     EventSubject, InstanceState, InstanceView, MachineState, RunMode, Severity,
 };
 use cerebro_types::time::{format_rfc3339_ms, now_ms};
-use cerebro_web::html::{
-    bar, encode_path_segment, escape, format_bytes, key_values, page_with_header, state_pill,
-};
+use cerebro_types::url::encode_path_segment;
+use cerebro_web::html::{bar, escape, format_bytes, key_values, page_with_header, state_pill};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::fmt::Write;

@@ -56,3 +56,16 @@ impl fmt::Display for ValidationErrors {
         f.write_str(&parts.join("; "))
     }
 }
+
+/// The body of every 4xx and 5xx answer of the three daemons' JSON APIs:
+/// `{"error": "...", "field": "...", "errors": [{"field", "message"}]}`,
+/// `field` naming the first offending field and `errors` all of them (both
+/// left out when the error is not about a field).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}

@@ -13,5 +13,5 @@ pub mod task_api;
 pub mod time;
 pub mod url;
 
-pub use error::{FieldError, ValidationErrors};
+pub use error::{ErrorBody, FieldError, ValidationErrors};
 pub use task::*;

@@ -19,10 +19,6 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// Shim: URL encoding moved to `cerebro_types::url`; the lead removes this
-/// re-export once the clustersitter and the CLI import it from there.
-pub use cerebro_types::url::encode_path_segment;
-
 const STYLE: &str = r#"
 :root { --bg:#f6f7f9; --fg:#1d232b; --muted:#667085; --card:#fff; --line:#e3e6ea; --accent:#2f6fde;
         --ok:#1f9d55; --warn:#c77c02; --bad:#d64545; }
@@ -172,13 +168,6 @@ mod tests {
         let html = page("<b>", &[("/a?b=<c>", "<nav>")], "");
         assert!(!html.contains("<b>"));
         assert!(!html.contains("<nav>"));
-    }
-
-    #[test]
-    fn encodes_path_segments() {
-        assert_eq!(encode_path_segment("Portal Server"), "Portal%20Server");
-        assert_eq!(encode_path_segment("a-b_c.d"), "a-b_c.d");
-        assert_eq!(encode_path_segment("../x"), "..%2Fx");
     }
 
     #[test]
