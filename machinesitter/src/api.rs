@@ -92,18 +92,10 @@ async fn get_task(
 
 /// Parses a task spec body, naming the field (and line and column) of any error.
 fn parse_spec(name: &str, body: &[u8]) -> Result<TaskSpec, ApiError> {
-    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_field(
-            "body",
-            format!("not JSON (line {}, column {}): {e}", e.line(), e.column()),
-        )
-    })?;
-    let object = value
-        .as_object_mut()
-        .ok_or_else(|| ApiError::bad_field("body", "expected a JSON object (a task spec)"))?;
+    let mut object = cerebro_web::parse_json_object(body)?;
     match object.get("name").and_then(|n| n.as_str()) {
         None => {
-            object.insert("name".into(), serde_json::Value::String(name.to_string()));
+            object.insert("name".into(), name.into());
         }
         Some(given) if given != name => {
             return Err(ApiError::bad_field(
@@ -113,7 +105,7 @@ fn parse_spec(name: &str, body: &[u8]) -> Result<TaskSpec, ApiError> {
         }
         Some(_) => {}
     }
-    serde_path_to_error::deserialize(value).map_err(cerebro_web::field_error)
+    cerebro_web::from_json_object(object)
 }
 
 async fn put_task(

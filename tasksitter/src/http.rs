@@ -136,9 +136,7 @@ async fn send_signal(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<Json<ControlReply>, ApiError> {
-    let request: SignalRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_field("signal", format!("expected {{\"signal\": \"NAME\"}}: {e}"))
-    })?;
+    let request: SignalRequest = cerebro_web::parse_json_body(&body)?;
     let name = normalize_signal_name(&request.signal).ok_or_else(|| {
         ApiError::bad_field(
             "signal",

@@ -12,4 +12,6 @@ pub mod logging;
 pub mod metrics;
 
 pub use auth::{load_token, require_token, Token, TokenError};
-pub use error::{field_error, parse_json_body, ApiError};
+pub use error::{
+    field_error, from_json_object, parse_json_body, parse_json_object, ApiError, StrictJson,
+};
