@@ -63,11 +63,7 @@ pub async fn serve(
         let app = http::router(state, config.token.clone());
         // Not shut down gracefully: the process ends with the workload, and
         // until then a supervisor may still want the final status.
-        tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).await {
-                tracing::error!(%error, "HTTP server stopped");
-            }
-        });
+        cerebro_web::daemon::spawn_server_until(listener, app, std::future::pending());
     }
     Ok(supervisor.run(requests_rx, shutdown).await?)
 }

@@ -211,3 +211,81 @@ async fn json_bodies_are_strict() {
         .await;
     assert_eq!(reply.status, 200, "{reply:?}");
 }
+
+/// Sends `raw` (a whole HTTP/1.1 request) to `url`'s host and reads the
+/// answer until the server closes: the status and the body.
+async fn raw_request(url: &str, raw: &[u8]) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(raw).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut answer))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+/// Every API error is the JSON error shape, whoever produced it: the
+/// router (404, 405), axum's extractors (a path that is not UTF-8, a body
+/// over the limit), the URI limit; a UI form without its CSRF token is 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_error_is_json() {
+    let cluster = InProcessCluster::start("", &["--insecure"], None).await;
+    let long = format!("/api/v1/jobs/{}", "a".repeat(10_000));
+    let huge = vec![b'{'; 3 << 20];
+    for (method, path, body, status) in [
+        ("GET", "/api/v1/jobs/%FF", None, 400),
+        (
+            "GET",
+            "/api/v1/jobs/a%FFb/instances/0/logs/stdout",
+            None,
+            400,
+        ),
+        ("GET", "/api/v1/nothing-here", None, 404),
+        ("GET", "/no/such/page", None, 404),
+        ("DELETE", "/api/v1/status", None, 405),
+        ("PATCH", "/api/v1/jobs/x", None, 405),
+        ("GET", long.as_str(), None, 414),
+        ("PUT", "/api/v1/idle-limit", Some(huge.as_slice()), 413),
+        (
+            "GET",
+            "/api/v1/jobs/x/instances/zero/logs/stdout",
+            None,
+            400,
+        ),
+        ("GET", "/api/v1/events?limit=-1", None, 400),
+    ] {
+        let reply = cluster.call(method, path, body).await;
+        let shown = &path[..path.len().min(80)];
+        assert_eq!(reply.status, status, "{method} {shown}: {reply:?}");
+        assert!(reply.is_error_body(), "{method} {shown}: {reply:?}");
+    }
+    // The raw bytes of a path that is not UTF-8 at all.
+    let (status, head, body) = raw_request(
+        &cluster.url,
+        b"GET /api/v1/jobs/\xff\xfe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    if status != 400 || !head.to_ascii_lowercase().contains("application/json") {
+        // hyper refuses such a request line itself, before any route.
+        assert_eq!(status, 400, "{head}\n{body}");
+    }
+    // A UI form without its CSRF field is refused as the README says.
+    let response = cluster
+        .http
+        .post(format!("{}/ui/idle-limit", cluster.url))
+        .form(&[("limit", "1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+}

@@ -62,6 +62,9 @@ pub(super) async fn login(State(app): State<UiState>, Form(form): Form<LoginForm
 
 #[derive(Deserialize)]
 pub(super) struct ActionForm {
+    /// Missing is refused by [`authorize`] as a 403, like a wrong one,
+    /// rather than by the form parser.
+    #[serde(default)]
     csrf: String,
     #[serde(default)]
     limit: Option<u32>,

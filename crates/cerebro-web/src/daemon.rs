@@ -51,10 +51,21 @@ pub fn spawn_server(
     app: axum::Router,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    spawn_server_until(listener, app, async move {
+        let _ = shutdown.changed().await;
+    })
+}
+
+/// Serves `app` until `stopped` completes (never, for
+/// `std::future::pending()`), then finishes in-flight requests. Every
+/// daemon serves through here, so every answer passes [`crate::edge`].
+pub fn spawn_server_until(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let app = app.layer(axum::middleware::from_fn(crate::edge::json_errors));
     tokio::spawn(async move {
-        let stopped = async move {
-            let _ = shutdown.changed().await;
-        };
         if let Err(error) = axum::serve(listener, app)
             .with_graceful_shutdown(stopped)
             .await

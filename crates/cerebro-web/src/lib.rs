@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod daemon;
+pub mod edge;
 pub mod error;
 pub mod event_log;
 pub mod html;
