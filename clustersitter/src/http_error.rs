@@ -18,7 +18,13 @@ impl From<OpError> for ApiError {
                 StatusCode::CONFLICT
             }
             OpError::Decommissioned(_) => StatusCode::GONE,
-            OpError::MachineUnreachable(_) => StatusCode::BAD_GATEWAY,
+            OpError::MachineRefused { status, body } => {
+                return ApiError {
+                    status: StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
+                    body: body.clone(),
+                }
+            }
+            OpError::MachineUnreachable { .. } => StatusCode::BAD_GATEWAY,
             OpError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, error.to_string())

@@ -52,9 +52,16 @@ pub enum OpError {
     /// The machine (by id) registering was decommissioned by this cluster.
     #[error("machine '{0}' was decommissioned")]
     Decommissioned(String),
-    /// The machine did not answer, or answered with an error.
-    #[error("the machine did not answer: {0}")]
-    MachineUnreachable(ClientError),
+    /// The machine refused the request as the caller put it (a 4xx):
+    /// `body` is the machine's own error, passed on to the caller.
+    #[error("{}", .body.error)]
+    MachineRefused {
+        status: u16,
+        body: cerebro_types::ErrorBody,
+    },
+    /// The machine (by id) did not answer, or failed; `reason` names no address.
+    #[error("machine '{machine}' did not answer: {reason}")]
+    MachineUnreachable { machine: String, reason: String },
     /// The change was made in memory but could not be saved.
     #[error("cannot persist the cluster state: {0}")]
     Persist(std::io::Error),
@@ -66,6 +73,20 @@ impl OpError {
         let mut errors = ValidationErrors::default();
         errors.push(field, message);
         OpError::Invalid(errors)
+    }
+}
+
+impl OpError {
+    /// A failed call to `machine`: its 4xx is the caller's, anything else
+    /// is the machine's failure.
+    fn from_machine(machine: &str, error: ClientError) -> Self {
+        match (error.status(), error.error_body()) {
+            (Some(status @ 400..=499), Some(body)) => OpError::MachineRefused { status, body },
+            _ => OpError::MachineUnreachable {
+                machine: machine.to_string(),
+                reason: error.reason(),
+            },
+        }
     }
 }
 
@@ -232,8 +253,12 @@ impl Ops {
         Ok(view)
     }
 
-    /// The machine address and task name of instance `index` of `name`.
-    pub fn locate_instance(&self, name: &str, index: usize) -> Result<(String, String), OpError> {
+    /// The machine id, machine address and task name of instance `index` of `name`.
+    pub fn locate_instance(
+        &self,
+        name: &str,
+        index: usize,
+    ) -> Result<(String, String, String), OpError> {
         let cluster = lock(&self.cluster);
         if cluster.job(name).is_none() {
             return Err(OpError::NoSuchJob(name.to_string()));
@@ -252,8 +277,9 @@ impl Ops {
         let address = cluster
             .machine(&machine)
             .and_then(|m| m.address.clone())
-            .ok_or(OpError::NoAddress(machine))?;
-        Ok((address, instance_task_name(&instance.job, instance.slot)))
+            .ok_or_else(|| OpError::NoAddress(machine.clone()))?;
+        let task = instance_task_name(&instance.job, instance.slot);
+        Ok((machine, address, task))
     }
 
     /// The API of the machinesitter at `address`, with the cluster's token.
@@ -268,7 +294,7 @@ impl Ops {
 
     /// Restarts one instance through its machine (its spec is unchanged).
     pub async fn restart_instance(&self, name: &str, index: usize) -> Result<(), OpError> {
-        let (address, task) = self.locate_instance(name, index)?;
+        let (machine, address, task) = self.locate_instance(name, index)?;
         self.machine_client(&address)
             .control(&task, TaskAction::Restart)
             .await
@@ -278,7 +304,7 @@ impl Ops {
                     job: name.to_string(),
                     index,
                 },
-                _ => OpError::MachineUnreachable(e),
+                _ => OpError::from_machine(&machine, e),
             })?;
         lock(&self.cluster).instance_restarted(name, index);
         Ok(())
@@ -296,13 +322,13 @@ impl Ops {
         let stream: LogStream = stream
             .parse()
             .map_err(|_| OpError::field("stream", "must be stdout or stderr"))?;
-        let (address, task) = self.locate_instance(name, index)?;
+        let (machine, address, task) = self.locate_instance(name, index)?;
         self.machine_client(&address)
             .log_chunk(&task, stream, query)
             .await
             .map_err(|e| match e.status() {
                 Some(404) => OpError::TaskNotOnMachine(task),
-                _ => OpError::MachineUnreachable(e),
+                _ => OpError::from_machine(&machine, e),
             })
     }
 

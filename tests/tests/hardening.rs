@@ -289,3 +289,98 @@ async fn every_api_error_is_json() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 403);
 }
+
+/// Waits until `probe` answers, failing the test after `TIMEOUT`.
+async fn eventually<T, Fut>(what: &str, mut probe: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    tokio::time::timeout(TIMEOUT, async {
+        loop {
+            if let Some(value) = probe().await {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out after {TIMEOUT:?} waiting for {what}"))
+}
+
+/// Point 7: a machine's 4xx reaches the caller as that 4xx with the
+/// machine's message; a machine that does not answer is a 502 naming the
+/// machine, never its URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machine_errors_pass_through_without_addresses() {
+    // A machine is never given up on here, so the dead one stays placed.
+    let cluster =
+        InProcessCluster::start("failure_threshold = 100000", &["--insecure"], None).await;
+    let job = r#"{"deployment_layout": {"zone-a": {"cpu": 1}},
+      "task_configuration": {"name": "ticker", "command": "sleep 4717", "cpu": 0.5, "mem": 20,
+      "ensure_alive": true, "stop_timeout": 1}}"#;
+    let reply = cluster
+        .call("PUT", "/api/v1/jobs/ticker", Some(job.as_bytes()))
+        .await;
+    assert_eq!(reply.status, 201, "{reply:?}");
+    let machine = eventually("the instance to run", || async {
+        let reply = cluster.call("GET", "/api/v1/jobs/ticker", None).await;
+        let instance = &reply.json["instances"][0];
+        (instance["state"] == "running")
+            .then(|| instance["machine"].as_str().map(str::to_string))
+            .flatten()
+    })
+    .await;
+    let logs = "/api/v1/jobs/ticker/instances/0/logs/stdout";
+    let reply = cluster.call("GET", &format!("{logs}?tail=1"), None).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+
+    let reply = cluster
+        .call("GET", &format!("{logs}?tail=1&offset=5"), None)
+        .await;
+    assert_eq!(
+        reply.status, 400,
+        "the machine's 400 is the caller's: {reply:?}"
+    );
+    assert!(reply.is_error_body(), "{reply:?}");
+    assert!(
+        !reply.text.contains("http://"),
+        "no internal address: {reply:?}"
+    );
+    assert!(
+        !reply.text.contains("127.0.0.1"),
+        "no internal address: {reply:?}"
+    );
+
+    // The machine goes away without a word: 502, naming it.
+    kill_processes_under(
+        &cluster
+            .dir
+            .path()
+            .join("state")
+            .join("machines")
+            .join(&machine),
+    );
+    let reply = cluster.call("GET", &format!("{logs}?tail=1"), None).await;
+    assert_eq!(reply.status, 502, "{reply:?}");
+    assert!(reply.is_error_body(), "{reply:?}");
+    assert!(
+        reply.json["error"].as_str().unwrap().contains(&machine),
+        "{reply:?}"
+    );
+    assert!(
+        !reply.text.contains("http://"),
+        "no internal address: {reply:?}"
+    );
+    assert!(
+        !reply.text.contains("127.0.0.1"),
+        "no internal address: {reply:?}"
+    );
+    let reply = cluster
+        .call("POST", "/api/v1/jobs/ticker/instances/0/restart", None)
+        .await;
+    assert_eq!(reply.status, 502, "{reply:?}");
+    assert!(
+        !reply.text.contains("127.0.0.1"),
+        "no internal address: {reply:?}"
+    );
+}

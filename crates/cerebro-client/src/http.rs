@@ -33,6 +33,33 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// The daemon's JSON error body, when it answered with one.
+    pub fn error_body(&self) -> Option<cerebro_types::ErrorBody> {
+        match self {
+            ClientError::Status { body, .. } => serde_json::from_str(body).ok(),
+            _ => None,
+        }
+    }
+
+    /// What went wrong, without the URL: for a caller that passes the
+    /// failure on to someone who must not learn internal addresses.
+    pub fn reason(&self) -> String {
+        match self {
+            ClientError::Transport { source, .. } if source.is_timeout() => {
+                "no answer in time".to_string()
+            }
+            ClientError::Transport { source, .. } if source.is_connect() => {
+                "cannot connect".to_string()
+            }
+            ClientError::Transport { .. } => "the connection failed".to_string(),
+            ClientError::Status { status, .. } => match self.error_body() {
+                Some(body) => format!("answered {status}: {}", body.error),
+                None => format!("answered {status}"),
+            },
+            ClientError::Decode { .. } => "answered with something unexpected".to_string(),
+        }
+    }
 }
 
 /// A connection pool with the call policy; cheap to clone (clones share the pool).
@@ -168,5 +195,32 @@ impl HttpClient {
     ) -> Result<T, ClientError> {
         self.with_retry(|| self.send(self.request(reqwest::Method::DELETE, url, token), url))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reason_never_names_the_url() {
+        let url = "http://127.0.0.1:4321/api/v1/tasks/x".to_string();
+        let status = ClientError::Status {
+            url: url.clone(),
+            status: 400,
+            body: r#"{"error":"offset: not both","field":"offset"}"#.into(),
+        };
+        assert_eq!(status.reason(), "answered 400: offset: not both");
+        assert_eq!(
+            status.error_body().unwrap().field.as_deref(),
+            Some("offset")
+        );
+        let plain = ClientError::Status {
+            url,
+            status: 503,
+            body: "busy at http://127.0.0.1:4321".into(),
+        };
+        assert_eq!(plain.reason(), "answered 503");
+        assert!(plain.error_body().is_none());
     }
 }
