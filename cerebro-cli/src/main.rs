@@ -24,7 +24,8 @@ struct Cli {
     /// The clustersitter's URL (also env CEREBRO_CLUSTER; remembered once given).
     #[arg(long, global = true)]
     cluster: Option<String>,
-    /// File holding the cluster's bearer token (else env CEREBRO_TOKEN).
+    /// File holding the cluster's bearer token (else env CEREBRO_TOKEN, else the token a
+    /// clustersitter on this host recorded for this URL in ~/.config/cerebro/tokens).
     #[arg(long, global = true)]
     token_file: Option<PathBuf>,
     /// Machine-readable JSON instead of tables.
@@ -242,16 +243,18 @@ fn run_job(api: &Api, json: bool, name: &str, run: bool) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let url = cluster_url(cli.cluster.as_deref())?;
     let token = match cerebro_web::load_token(cli.token_file.as_deref(), "CEREBRO_TOKEN") {
         Ok(token) => token.map(|t| t.expose().to_string()),
         Err(error) => bail!("{error}"),
-    };
+    }
+    // A clustersitter on this host that generated its token left it here.
+    .or_else(|| {
+        cerebro_client::token_store::default_dir()
+            .and_then(|dir| cerebro_client::token_store::read_for_url(&dir, &url))
+    });
     let api = Api {
-        client: ClusterClient::new(
-            HttpClient::new(Duration::from_secs(30), 2),
-            &cluster_url(cli.cluster.as_deref())?,
-            token,
-        ),
+        client: ClusterClient::new(HttpClient::new(Duration::from_secs(30), 2), &url, token),
         runtime: tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?,

@@ -59,7 +59,9 @@ pub struct Cli {
     /// What happens to machines when the clustersitter exits.
     #[arg(long, value_enum)]
     pub on_exit: Option<OnExit>,
-    /// Allow a non-loopback bind without a token.
+    /// Run without a token: anyone who reaches the port may change the
+    /// cluster (said on every page and in the log). Without it and without
+    /// a token, a token is generated at first start.
     #[arg(long)]
     pub insecure: bool,
     /// Web pages need a login too (by default they are readable without one; actions always need it).
@@ -95,6 +97,13 @@ pub struct FileConfig {
     /// Web pages need a login too.
     #[serde(default)]
     pub ui_login_required: bool,
+    /// Run without a token, open to anyone (as `--insecure`).
+    #[serde(default)]
+    pub insecure: bool,
+    /// Where a generated token is recorded for the `cerebro` CLI on this
+    /// host (default `~/.config/cerebro/tokens`, see
+    /// `cerebro_client::token_store`).
+    pub client_token_dir: Option<PathBuf>,
     #[serde(default)]
     pub jobs: Vec<PathBuf>,
     pub provider: Option<ProviderConfig>,
@@ -175,6 +184,15 @@ pub struct ClusterConfig {
     pub jobs: Vec<PathBuf>,
     pub provider: ProviderConfig,
     pub ui_login_required: bool,
+    /// No token on purpose: everything is open. Without a token and
+    /// without this, [`crate::resolve_token`] generates one.
+    pub insecure: bool,
+    /// Where a generated token is recorded for the CLI on this host;
+    /// `None`: nowhere.
+    pub client_token_dir: Option<PathBuf>,
+    /// The file of the token generated at first start (in the state dir),
+    /// once [`crate::resolve_token`] has loaded or made it.
+    pub generated_token_file: Option<PathBuf>,
 }
 
 impl ClusterConfig {
@@ -323,12 +341,7 @@ impl Cli {
             .bind
             .or(file.bind)
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        if !bind.is_loopback() && token.is_none() && !self.insecure {
-            errors.push(
-                "bind",
-                format!("{bind} is not a loopback address: give a token file (or CEREBRO_TOKEN), or --insecure"),
-            );
-        }
+        let insecure = self.insecure || file.insecure;
         let cluster_name = self
             .cluster_name
             .or(file.cluster_name)
@@ -351,6 +364,12 @@ impl Cli {
             on_exit: self.on_exit.or(file.on_exit).unwrap_or(OnExit::Leave),
             address_file: self.address_file,
             ui_login_required: self.ui_login_required || file.ui_login_required,
+            insecure,
+            client_token_dir: match file.client_token_dir {
+                Some(dir) => Some(config_dir.join(dir)),
+                None => cerebro_client::token_store::default_dir(),
+            },
+            generated_token_file: None,
             jobs,
             provider,
         };

@@ -20,6 +20,7 @@ use cerebro_web::daemon::{Shutdown, USAGE_ERROR};
 use cluster::lock;
 use config::{ClusterConfig, OnExit, ProviderKind};
 use provider::{LocalProvider, MachineProvider};
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -94,10 +95,12 @@ pub fn provider_for(config: &ClusterConfig) -> Result<Arc<dyn MachineProvider>, 
 /// # Errors
 /// As [`serve_with`], and [`provider_for`]'s.
 pub async fn serve(
-    config: ClusterConfig,
+    mut config: ClusterConfig,
     listener: tokio::net::TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), ClusterError> {
+    // Before the provider: its machines get the token too.
+    resolve_token(&mut config)?;
     let provider = provider_for(&config)?;
     serve_with(config, provider, listener, shutdown).await
 }
@@ -115,11 +118,12 @@ pub async fn serve(
 /// [`ClusterError::StateDir`], [`ClusterError::Listener`] and
 /// [`ClusterError::AddressFile`] when starting fails.
 pub async fn serve_with(
-    config: ClusterConfig,
+    mut config: ClusterConfig,
     provider: Arc<dyn MachineProvider>,
     listener: tokio::net::TcpListener,
     mut shutdown: Shutdown,
 ) -> Result<(), ClusterError> {
+    resolve_token(&mut config)?;
     let config = Arc::new(config);
     let state_error = |source| ClusterError::StateDir {
         path: config.state_dir.display().to_string(),
@@ -148,6 +152,10 @@ pub async fn serve_with(
     let cluster = Arc::new(Mutex::new(cluster));
     let notify = Arc::new(Notify::new());
 
+    if config.insecure && config.token.is_none() {
+        tracing::warn!("--insecure: no token, anyone who reaches {bound} can change this cluster");
+    }
+    record_token_for_cli(&config, reachable);
     cerebro_web::daemon::announce_address(config.address_file.as_deref(), bound)?;
     tracing::info!(%bound, cluster = %config.cluster_name, "clustersitter serving; overview at {cluster_url}/overview");
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -201,6 +209,72 @@ pub fn router(
     token: Option<cerebro_web::Token>,
 ) -> axum::Router {
     api::router(ops.clone(), token).merge(ui::router(ui::UiState { ops, sessions }))
+}
+
+/// The name of the generated token's file in the state dir.
+pub const GENERATED_TOKEN_FILE: &str = "cluster-token";
+
+/// Gives a cluster started without a token one, unless it runs
+/// `insecure`: the token generated at its first start (random, from the
+/// kernel), kept (mode 0600) in `cluster-token` in the state dir so that
+/// restarts, machines and logged-in browsers keep it. Does nothing when
+/// the config already has a token.
+///
+/// # Errors
+/// [`ClusterError::StateDir`] when the token cannot be read or written.
+pub fn resolve_token(config: &mut ClusterConfig) -> Result<(), ClusterError> {
+    if config.token.is_some() || config.insecure {
+        return Ok(());
+    }
+    let state_error = |source| ClusterError::StateDir {
+        path: config.state_dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&config.state_dir).map_err(state_error)?;
+    let path =
+        std::path::absolute(config.state_dir.join(GENERATED_TOKEN_FILE)).map_err(state_error)?;
+    let token = match cerebro_web::load_token(Some(&path), "") {
+        Ok(Some(token)) => token,
+        _ => {
+            let secret = cerebro_web::auth::random_secret().map_err(state_error)?;
+            cerebro_host::fs::atomic_write_private(&path, secret.as_bytes())
+                .map_err(state_error)?;
+            tracing::info!(path = %path.display(), "generated the cluster token");
+            cerebro_web::Token::new(&secret).map_err(|e| state_error(std::io::Error::other(e)))?
+        }
+    };
+    tracing::info!(path = %path.display(), "the cluster token (for --token-file, CEREBRO_TOKEN and the UI's login)");
+    config.token = Some(token);
+    config.generated_token_file = Some(path);
+    Ok(())
+}
+
+/// Leaves a generated token where the `cerebro` CLI on this host finds
+/// it for `reachable` (see `cerebro_client::token_store`); best effort, as
+/// the CLI can always be given the token file.
+fn record_token_for_cli(config: &ClusterConfig, reachable: std::net::SocketAddr) {
+    let (Some(token), Some(_), Some(dir)) = (
+        &config.token,
+        &config.generated_token_file,
+        &config.client_token_dir,
+    ) else {
+        return;
+    };
+    let path = dir.join(cerebro_client::token_store::file_name(
+        &reachable.ip().to_string(),
+        reachable.port(),
+    ));
+    let written = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .and_then(|()| cerebro_host::fs::atomic_write_private(&path, token.expose().as_bytes()));
+    match written {
+        Ok(()) => tracing::info!(path = %path.display(), "the cluster token for the cerebro CLI"),
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "cannot record the token for the CLI")
+        }
+    }
 }
 
 /// Machinesitters of the local provider share the cluster's token file.

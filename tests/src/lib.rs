@@ -185,7 +185,11 @@ pub struct ClusterOptions {
     pub machine_cpu: f64,
     pub machine_mem: f64,
     pub idle_limit: u32,
+    /// The cluster's token; `None`: the one it generates at first start
+    /// (read from its state dir), or none at all with `insecure`.
     pub token: Option<&'static str>,
+    /// Runs the cluster open (`insecure = true`): no token anywhere.
+    pub insecure: bool,
     pub toml_extra: String,
 }
 
@@ -197,6 +201,7 @@ impl Default for ClusterOptions {
             machine_mem: 512.0,
             idle_limit: 1,
             token: None,
+            insecure: false,
             toml_extra: String::new(),
         }
     }
@@ -215,6 +220,9 @@ impl Cluster {
         if let Some(token) = options.token {
             std::fs::write(dir.path().join("token"), token).unwrap();
             config.push_str("token_file = \"token\"\n");
+        }
+        if options.insecure {
+            config.push_str("insecure = true\n");
         }
         config.push_str(&format!(
             "[provider]\nkind = \"local\"\nzones = [{}]\nmachine_cpu = {}\nmachine_mem = {}\nmax_machines = 12\nmachinesitter_bin = \"{}\"\n",
@@ -243,16 +251,40 @@ impl Cluster {
         self.dir.path()
     }
 
-    /// Starts the clustersitter on this cluster's config and state.
+    /// Starts the clustersitter on this cluster's config and state. A
+    /// cluster started without a token (and not insecure) generated one in
+    /// its state dir; from then on the harness presents that one.
     pub fn boot(&mut self) {
         let mut command = Command::new(bin("clustersitter"));
-        command.arg("--config").arg(&self.config_path);
+        command
+            .arg("--config")
+            .arg(&self.config_path)
+            // Where it records a generated token for the CLI: the test's dir,
+            // as `cli` runs the CLI with the same config home.
+            .env("XDG_CONFIG_HOME", self.config_home())
+            .env_remove("CEREBRO_TOKEN");
         let address = self.daemon.start(
             &mut command,
             &self.dir.path().join("address"),
             "the clustersitter",
         );
         self.base_url = format!("http://{address}");
+        if self.token.is_none() {
+            self.token = std::fs::read_to_string(self.generated_token_file())
+                .ok()
+                .map(|t| t.trim().to_string());
+        }
+    }
+
+    /// The token a cluster started without one generated at first start.
+    pub fn generated_token_file(&self) -> PathBuf {
+        self.dir.path().join("state").join("cluster-token")
+    }
+
+    /// The config home (`XDG_CONFIG_HOME`) of this cluster's processes
+    /// and of the CLI the tests run.
+    pub fn config_home(&self) -> PathBuf {
+        self.dir.path().join("config")
     }
 
     pub fn kill9(&mut self) {
@@ -384,7 +416,7 @@ impl Cluster {
             .arg(&self.base_url)
             .args(args)
             // The CLI remembers its cluster; keep that inside the test's dir.
-            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("XDG_CONFIG_HOME", self.config_home())
             .env_remove("CEREBRO_CLUSTER");
         if let Some(token) = &self.token {
             command.env("CEREBRO_TOKEN", token);

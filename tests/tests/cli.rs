@@ -214,3 +214,73 @@ fn mutations_need_the_token() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The README walkthrough: a cluster started without a token generates
+/// one (0600 in its state dir), refuses an unauthenticated change with 401,
+/// and the CLI on the same host finds the token by itself.
+#[test]
+fn a_cluster_without_a_token_generates_one_the_cli_finds() {
+    use std::os::unix::fs::PermissionsExt;
+    let cluster = Cluster::start(ClusterOptions::default());
+    let generated = cluster.generated_token_file();
+    let mode = std::fs::metadata(&generated)
+        .unwrap_or_else(|e| panic!("{}: {e}", generated.display()))
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let token = std::fs::read_to_string(&generated).unwrap();
+    assert!(token.trim().len() >= 32, "a long random token: {token}");
+
+    let refused = reqwest::blocking::Client::new()
+        .put(format!("{}/api/v1/idle-limit", cluster.base_url))
+        .body(r#"{"limit": 3}"#)
+        .send()
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin("cerebro"))
+            .args(["--cluster", &cluster.base_url])
+            .args(args)
+            .env("XDG_CONFIG_HOME", cluster.config_home())
+            .env_remove("CEREBRO_TOKEN")
+            .env_remove("CEREBRO_CLUSTER")
+            .output()
+            .unwrap()
+    };
+    stdout(&run(&["updateidlelimit", "2"]));
+    stdout(&run(&["listjobs"]));
+    let status = cluster.get("/api/v1/status");
+    assert_eq!(status["zones"][0]["idle_limit"], 2, "{status}");
+    // Another user's config home has no token: refused.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(bin("cerebro"))
+        .args(["--cluster", &cluster.base_url, "updateidlelimit", "1"])
+        .env("XDG_CONFIG_HOME", elsewhere.path())
+        .env_remove("CEREBRO_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("401"));
+}
+
+/// `insecure = true` runs open, and says so on every page.
+#[test]
+fn an_insecure_cluster_is_open_and_says_so() {
+    let cluster = Cluster::start(ClusterOptions {
+        insecure: true,
+        ..Default::default()
+    });
+    assert!(cluster.token.is_none());
+    assert!(!cluster.generated_token_file().exists());
+    let (code, reply) = cluster.request("PUT", "/api/v1/idle-limit", Some(r#"{"limit": 2}"#));
+    assert_eq!(code, 200, "{reply}");
+    stdout(&cluster.cli(&["updateidlelimit", "1"]));
+    for page in ["/overview", "/login"] {
+        let html = reqwest::blocking::get(format!("{}{page}", cluster.base_url))
+            .unwrap()
+            .text()
+            .unwrap();
+        assert!(html.contains("--insecure"), "{page}: {html}");
+    }
+}

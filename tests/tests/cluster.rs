@@ -558,7 +558,9 @@ fn machines_register_join_and_a_replaced_machine_that_returns_loses_its_stale_ta
                 zone,
                 "--state-dir",
             ])
-            .arg(cluster.path().join(dir));
+            .arg(cluster.path().join(dir))
+            .arg("--token-file")
+            .arg(cluster.generated_token_file());
         if register {
             command.args(["--cluster-url", &cluster.base_url]);
         }
@@ -573,6 +575,7 @@ fn machines_register_join_and_a_replaced_machine_that_returns_loses_its_stale_ta
     let stale = json!({"command": "sleep 510", "cpu": 0.1, "mem": 10});
     let response = http
         .put(format!("http://{address}/api/v1/tasks/svc%230"))
+        .bearer_auth(cluster.token.as_deref().unwrap())
         .json(&stale)
         .send()
         .unwrap();

@@ -55,6 +55,8 @@ type MachineTask = JoinHandle<Result<(), machinesitter::MachineError>>;
 /// with `--on-exit stop`, so its tasks stop with it).
 struct InProcessMachines {
     dir: PathBuf,
+    /// The cluster's token file, which its machines present.
+    token_file: PathBuf,
     running: Mutex<HashMap<String, (ShutdownHandle, MachineTask)>>,
 }
 
@@ -89,6 +91,9 @@ impl MachineProvider for InProcessMachines {
             "stop",
             "--tasksitter-bin",
             tasksitter.to_str().unwrap(),
+            // The cluster's token: registering is a change the cluster guards.
+            "--token-file",
+            self.token_file.to_str().unwrap(),
         ])
         .expect("machinesitter flags")
         .into_config()
@@ -124,14 +129,18 @@ impl MachineProvider for InProcessMachines {
     }
 }
 
-/// A one-zone cluster config with its state under `dir`; machines stop
-/// with the cluster.
+/// The token of the clusters here, in `token` under their dir.
+const TOKEN: &str = "in-process-token";
+
+/// A one-zone cluster config with its state under `dir` and the token
+/// [`TOKEN`] in `dir/token`; machines stop with the cluster.
 fn cluster_config(dir: &Path) -> clustersitter::config::ClusterConfig {
     let config_path = dir.join("cluster.toml");
+    std::fs::write(dir.join("token"), TOKEN).unwrap();
     std::fs::write(
         &config_path,
         format!(
-            "cluster_name = \"in-process\"\nstate_dir = \"{}\"\npoll_interval = \"200ms\"\n\
+            "cluster_name = \"in-process\"\nstate_dir = \"{}\"\npoll_interval = \"200ms\"\ntoken_file = \"token\"\n\
              on_exit = \"stop\"\n[provider]\nkind = \"local\"\nzones = [\"zone-a\"]\n\
              machine_cpu = 2.0\nmachine_mem = 512.0\nmachinesitter_bin = \"{}\"\n",
             dir.join("state").display(),
@@ -157,7 +166,11 @@ async fn run_a_job_then_stop(
     stop: ShutdownHandle,
     cluster: JoinHandle<Result<(), ClusterError>>,
 ) {
-    let client = ClusterClient::new(HttpClient::new(Duration::from_secs(10), 3), address, None);
+    let client = ClusterClient::new(
+        HttpClient::new(Duration::from_secs(10), 3),
+        address,
+        Some(TOKEN.to_string()),
+    );
     let text = format!(
         r#"{{"persistent": true, "deployment_layout": {{"zone-a": {{"cpu": 2}}}},
         "task_configuration": {{"name": "inproc", "command": "sleep {marker}", "cpu": 0.5,
@@ -206,6 +219,7 @@ async fn a_cluster_and_its_machines_in_process_run_a_job_and_stop_on_request() {
     let config = cluster_config(dir.0.path());
     let machines = Arc::new(InProcessMachines {
         dir: dir.0.path().join("machines"),
+        token_file: dir.0.path().join("token"),
         running: Mutex::new(HashMap::new()),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

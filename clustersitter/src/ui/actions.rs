@@ -2,23 +2,23 @@
 //! (update, remove, start, stop, restart, idle limit), each checked against
 //! the session's CSRF token and done through the cluster's operations.
 
-use super::{UiState, Viewer, NAV};
+use super::{UiState, Viewer};
 use crate::cluster::lock;
 use crate::ops::OpError;
 use crate::session::{session_cookie, Session, SESSION_COOKIE, SESSION_LIFETIME};
 use axum::extract::{Form, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use cerebro_types::cluster::UpdateRequest;
 use cerebro_types::time::now_ms;
 use cerebro_types::url::encode_path_segment;
-use cerebro_web::html::{escape, page_with_header};
+use cerebro_web::html::escape;
 use serde::Deserialize;
 
 pub(super) async fn login_page(State(app): State<UiState>, headers: HeaderMap) -> Response {
     let viewer = Viewer::of(&app, &headers);
     let body = r#"<h1>Log in</h1><div class="card"><form method="post" action="/login"><p>The cluster token (the contents of the clustersitter's token file) lets this browser act: update, remove, restart, set the idle limit.</p><input type="password" name="token" autocomplete="current-password" autofocus style="width:28em"> <button type="submit">Log in</button></form></div>"#;
-    Html(page_with_header("log in", NAV, &viewer.header(), body)).into_response()
+    super::shell(viewer.open, "log in", &viewer.header(), body).into_response()
 }
 
 #[derive(Deserialize)]
@@ -36,7 +36,7 @@ pub(super) async fn login(State(app): State<UiState>, Form(form): Form<LoginForm
         let body = r#"<h1>Log in</h1><div class="notice">That is not the cluster's token.</div><p><a href="/login">Try again</a></p>"#;
         return (
             StatusCode::UNAUTHORIZED,
-            Html(page_with_header("log in", NAV, "", body)),
+            super::shell(super::is_open(&app), "log in", "", body),
         )
             .into_response();
     }
@@ -81,19 +81,19 @@ fn authorize(app: &UiState, headers: &HeaderMap, form: &ActionForm) -> Result<()
     }
 }
 
-fn refused(message: &str) -> Response {
+fn refused(app: &UiState, message: &str) -> Response {
     let body = format!(
         r#"<h1>Not allowed</h1><div class="notice">{}</div><p><a href="/login">Log in</a></p>"#,
         escape(message)
     );
     (
         StatusCode::FORBIDDEN,
-        Html(page_with_header("not allowed", NAV, "", &body)),
+        super::shell(super::is_open(app), "not allowed", "", &body),
     )
         .into_response()
 }
 
-fn done(result: Result<(), OpError>, back: &str) -> Response {
+fn done(app: &UiState, result: Result<(), OpError>, back: &str) -> Response {
     match result {
         Ok(()) => Redirect::to(back).into_response(),
         Err(error) => {
@@ -105,7 +105,7 @@ fn done(result: Result<(), OpError>, back: &str) -> Response {
             );
             (
                 error.status,
-                Html(page_with_header("error", NAV, "", &body)),
+                super::shell(super::is_open(app), "error", "", &body),
             )
                 .into_response()
         }
@@ -133,13 +133,17 @@ pub(super) async fn update_action(
     Form(form): Form<ActionForm>,
 ) -> Response {
     if let Err(why) = authorize(&app, &headers, &form) {
-        return refused(why);
+        return refused(&app, why);
     }
     let result = app
         .ops
         .start_rollout(&name, &UpdateRequest::default())
         .map(|_| ());
-    done(result, &format!("/jobs/{}", encode_path_segment(&name)))
+    done(
+        &app,
+        result,
+        &format!("/jobs/{}", encode_path_segment(&name)),
+    )
 }
 
 pub(super) async fn remove_action(
@@ -149,9 +153,9 @@ pub(super) async fn remove_action(
     Form(form): Form<ActionForm>,
 ) -> Response {
     if let Err(why) = authorize(&app, &headers, &form) {
-        return refused(why);
+        return refused(&app, why);
     }
-    done(app.ops.remove_job(&name), "/overview")
+    done(&app, app.ops.remove_job(&name), "/overview")
 }
 
 /// "Start all" (`run`) and "Stop all".
@@ -163,10 +167,14 @@ pub(super) async fn start_or_stop_action(
     run: bool,
 ) -> Response {
     if let Err(why) = authorize(&app, &headers, &form) {
-        return refused(why);
+        return refused(&app, why);
     }
     let result = app.ops.request_run(&name, run).map(|_| ());
-    done(result, &format!("/jobs/{}", encode_path_segment(&name)))
+    done(
+        &app,
+        result,
+        &format!("/jobs/{}", encode_path_segment(&name)),
+    )
 }
 
 pub(super) async fn restart_action(
@@ -176,10 +184,14 @@ pub(super) async fn restart_action(
     Form(form): Form<ActionForm>,
 ) -> Response {
     if let Err(why) = authorize(&app, &headers, &form) {
-        return refused(why);
+        return refused(&app, why);
     }
     let result = app.ops.restart_instance(&name, index).await;
-    done(result, &format!("/jobs/{}", encode_path_segment(&name)))
+    done(
+        &app,
+        result,
+        &format!("/jobs/{}", encode_path_segment(&name)),
+    )
 }
 
 pub(super) async fn idle_limit_action(
@@ -188,14 +200,19 @@ pub(super) async fn idle_limit_action(
     Form(form): Form<ActionForm>,
 ) -> Response {
     if let Err(why) = authorize(&app, &headers, &form) {
-        return refused(why);
+        return refused(&app, why);
     }
     let Some(limit) = form.limit else {
         return done(
+            &app,
             Err(OpError::field("limit", "a number is needed")),
             "/overview",
         );
     };
     let request = cerebro_types::cluster::IdleLimitRequest { limit, zone: None };
-    done(app.ops.apply_idle_limit(&request).map(|_| ()), "/overview")
+    done(
+        &app,
+        app.ops.apply_idle_limit(&request).map(|_| ()),
+        "/overview",
+    )
 }

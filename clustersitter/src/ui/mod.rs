@@ -62,12 +62,37 @@ pub fn router(state: UiState) -> Router {
 /// Who is looking: the CSRF token when logged in.
 struct Viewer {
     csrf: Option<String>,
+    /// The cluster runs without a token (`--insecure`).
+    open: bool,
+}
+
+/// Said at the top of every page of a cluster that runs without a token.
+const OPEN_BANNER: &str = r#"<div class="notice insecure"><b>Insecure:</b> this cluster runs with <code>--insecure</code> and no token: anyone who can reach it can change or remove its jobs.</div>"#;
+
+/// Whether the cluster runs without a token.
+fn is_open(app: &UiState) -> bool {
+    crate::cluster::lock(&app.ops.cluster)
+        .config()
+        .token
+        .is_none()
+}
+
+/// A page in the shared shell, with [`OPEN_BANNER`] first when `open`.
+fn shell(open: bool, title: &str, header_extra: &str, body: &str) -> Html<String> {
+    let banner = if open { OPEN_BANNER } else { "" };
+    Html(page_with_header(
+        title,
+        NAV,
+        header_extra,
+        &format!("{banner}{body}"),
+    ))
 }
 
 impl Viewer {
     fn of(app: &UiState, headers: &HeaderMap) -> Self {
         Self {
             csrf: app.sessions.csrf_for(headers),
+            open: is_open(app),
         }
     }
 
@@ -105,5 +130,5 @@ impl Viewer {
 }
 
 fn render(viewer: &Viewer, title: &str, body: String) -> Response {
-    Html(page_with_header(title, NAV, &viewer.header(), &body)).into_response()
+    shell(viewer.open, title, &viewer.header(), &body).into_response()
 }

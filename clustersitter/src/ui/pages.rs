@@ -1,17 +1,17 @@
 //! The pages: overview, job, machine and log, each rendered whole on the
 //! server and refreshed in place.
 
-use super::{render, UiState, Viewer, NAV, REFRESH_MS};
+use super::{render, UiState, Viewer, REFRESH_MS};
 use crate::cluster::{lock, Cluster};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use cerebro_types::cluster::{
     EventSubject, InstanceState, InstanceView, MachineState, RunMode, Severity,
 };
 use cerebro_types::time::{format_rfc3339_ms, now_ms};
 use cerebro_types::url::encode_path_segment;
-use cerebro_web::html::{bar, escape, format_bytes, key_values, page_with_header, state_pill};
+use cerebro_web::html::{bar, escape, format_bytes, key_values, state_pill};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -23,7 +23,7 @@ fn not_found(viewer: &Viewer, message: &str) -> Response {
     );
     (
         StatusCode::NOT_FOUND,
-        Html(page_with_header("not found", NAV, &viewer.header(), &body)),
+        super::shell(viewer.open, "not found", &viewer.header(), &body),
     )
         .into_response()
 }

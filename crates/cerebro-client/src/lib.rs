@@ -8,12 +8,15 @@
 //! - `machine`: `MachineClient`, a machinesitter's API as the clustersitter
 //!   and the tests use it;
 //! - `cluster`: `ClusterClient`, the clustersitter's API as the `cerebro`
-//!   CLI and the end-to-end tests use it.
+//!   CLI and the end-to-end tests use it;
+//! - `token_store`: where a clustersitter leaves its generated token for
+//!   the CLI on the same host.
 
 pub mod cluster;
 pub mod http;
 pub mod machine;
 pub mod task;
+pub mod token_store;
 
 pub use cerebro_types::url::encode_path_segment;
 pub use cluster::ClusterClient;
