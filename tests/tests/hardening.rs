@@ -384,3 +384,82 @@ async fn machine_errors_pass_through_without_addresses() {
         "no internal address: {reply:?}"
     );
 }
+
+/// Point 15: a burst of wrong tokens from one address is answered with
+/// 429 (JSON, `Retry-After`) past a threshold, for the bearer header and
+/// the UI's login alike; once the wait has passed the right token works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_authentication_is_rate_limited() {
+    let cluster = InProcessCluster::start("", &[], None).await;
+    let token = std::fs::read_to_string(cluster.dir.path().join("state/cluster-token"))
+        .expect("the generated token");
+    let put = |secret: String| {
+        let cluster = &cluster;
+        async move {
+            let response = cluster
+                .http
+                .put(format!("{}/api/v1/idle-limit", cluster.url))
+                .bearer_auth(secret)
+                .body(r#"{"limit": 0}"#)
+                .send()
+                .await
+                .unwrap();
+            let retry_after = response.headers().get("retry-after").cloned();
+            (Reply::of(response).await, retry_after)
+        }
+    };
+    let mut statuses = Vec::new();
+    for attempt in 0..50 {
+        let (reply, retry_after) = put(format!("wrong-{attempt}")).await;
+        assert!(reply.is_error_body(), "{reply:?}");
+        if reply.status == 429 {
+            let secs: u64 = retry_after
+                .expect("a 429 says when to retry")
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(secs >= 1, "{secs}");
+        }
+        statuses.push(reply.status);
+    }
+    assert_eq!(statuses[0], 401);
+    let first_429 = statuses.iter().position(|s| *s == 429);
+    assert!(
+        first_429.is_some_and(|at| at <= 20),
+        "429 after a threshold: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    // The login page goes through the same limit.
+    let login = cluster
+        .http
+        .post(format!("{}/login", cluster.url))
+        .form(&[("token", token.trim())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        login.status().as_u16(),
+        429,
+        "the UI login shares the limit"
+    );
+    // Once the wait has passed, the right token works.
+    eventually("the right token to be accepted again", || async {
+        let (reply, _) = put(token.trim().to_string()).await;
+        assert!(reply.status == 200 || reply.status == 429, "{reply:?}");
+        (reply.status == 200).then_some(())
+    })
+    .await;
+    // ... and logging in too.
+    let login = cluster
+        .http
+        .post(format!("{}/login", cluster.url))
+        .form(&[("token", token.trim())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 303, "logged in and sent on");
+}

@@ -26,13 +26,31 @@ pub(super) struct LoginForm {
     token: String,
 }
 
-pub(super) async fn login(State(app): State<UiState>, Form(form): Form<LoginForm>) -> Response {
-    let accepted = match &lock(&app.ops.cluster).config().token {
-        Some(token) => token.matches(form.token.trim()),
-        // A cluster without a token lets anyone act through the API too.
-        None => true,
+pub(super) async fn login(
+    State(app): State<UiState>,
+    extensions: axum::http::Extensions,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let token = lock(&app.ops.cluster).config().token.clone();
+    let checked = match token {
+        // The same check, and the same limit on wrong attempts, as the API's bearer token.
+        Some(token) => token.check(cerebro_web::auth::client_ip(&extensions), form.token.trim()),
+        // A cluster run --insecure lets anyone act through the API too.
+        None => Ok(()),
     };
-    if !accepted {
+    if let Err(cerebro_web::auth::AuthRefusal::TooMany { retry_after }) = checked {
+        let secs = cerebro_web::auth::retry_after_secs(retry_after);
+        let body = format!(
+            r#"<h1>Log in</h1><div class="notice">Too many wrong tokens from this address; try again in {secs} s.</div>"#
+        );
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, secs.to_string())],
+            super::shell(super::is_open(&app), "log in", "", &body),
+        )
+            .into_response();
+    }
+    if checked.is_err() {
         let body = r#"<h1>Log in</h1><div class="notice">That is not the cluster's token.</div><p><a href="/login">Try again</a></p>"#;
         return (
             StatusCode::UNAUTHORIZED,

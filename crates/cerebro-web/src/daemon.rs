@@ -66,7 +66,9 @@ pub fn spawn_server_until(
 ) -> tokio::task::JoinHandle<()> {
     let app = app.layer(axum::middleware::from_fn(crate::edge::json_errors));
     tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app)
+        // The client's address is what failed authentications are counted by.
+        let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        if let Err(error) = axum::serve(listener, service)
             .with_graceful_shutdown(stopped)
             .await
         {
