@@ -153,6 +153,27 @@ impl Sessions {
     }
 }
 
+/// The `Set-Cookie` value carrying session `id` for `max_age_secs` (0
+/// ends it): HttpOnly, SameSite=Strict, and `Secure` when `secure`.
+pub fn session_set_cookie(id: &str, max_age_secs: u64, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!(
+        "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_secs}{secure}"
+    )
+}
+
+/// Whether the browser reached us over TLS. The clustersitter serves
+/// plain HTTP itself (it has no TLS yet), so that is only so behind a
+/// TLS-terminating proxy that says `X-Forwarded-Proto: https`; a forged
+/// header only makes the cookie stricter. Native TLS would answer `true`
+/// here.
+pub fn served_over_tls(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+}
+
 /// The session id the request's cookie carries, if any.
 pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
@@ -181,6 +202,19 @@ mod tests {
 
     /// `ui-sessions.json` as the first version wrote it loads into today's
     /// type with every field kept.
+    #[test]
+    fn the_cookie_is_secure_over_tls() {
+        let mut headers = HeaderMap::new();
+        assert!(!served_over_tls(&headers));
+        let plain = session_set_cookie("abc", 60, served_over_tls(&headers));
+        assert_eq!(
+            plain,
+            "cerebro_session=abc; HttpOnly; SameSite=Strict; Path=/; Max-Age=60"
+        );
+        headers.insert("x-forwarded-proto", "https".parse().unwrap());
+        assert!(session_set_cookie("abc", 60, served_over_tls(&headers)).ends_with("; Secure"));
+    }
+
     #[test]
     fn sessions_v1_load_with_nothing_lost() {
         let dir = cerebro_tests::fixture_dir("v1/clustersitter");

@@ -463,3 +463,45 @@ async fn failed_authentication_is_rate_limited() {
         .unwrap();
     assert_eq!(login.status().as_u16(), 303, "logged in and sent on");
 }
+
+/// Point 16: the pages forbid inline scripts and framing (their script
+/// and stylesheet are served by the daemon), and carry none inline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_carry_the_security_headers_and_no_inline_code() {
+    let cluster = InProcessCluster::start("", &[], None).await;
+    for path in ["/overview", "/login", "/machines/none", "/api/v1/status"] {
+        let response = cluster
+            .http
+            .get(format!("{}{path}", cluster.url))
+            .send()
+            .await
+            .unwrap();
+        let headers = response.headers().clone();
+        let get = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_else(|| panic!("{path}: no {name}"))
+                .to_string()
+        };
+        let csp = get("content-security-policy");
+        assert!(csp.contains("script-src 'self'"), "{csp}");
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(get("x-frame-options"), "DENY");
+        assert_eq!(get("x-content-type-options"), "nosniff");
+        assert!(!get("referrer-policy").is_empty());
+        let body = response.text().await.unwrap();
+        if !path.starts_with("/api") {
+            assert!(!body.contains("<script>"), "{path}: {body}");
+            assert!(!body.contains("<style"), "{path}: {body}");
+            assert!(!body.contains("style=\""), "{path}: {body}");
+            assert!(!body.contains("onchange="), "{path}: {body}");
+            assert!(body.contains("/assets/cerebro.js"), "{path}: {body}");
+        }
+    }
+    for asset in ["/assets/cerebro.js", "/assets/cerebro.css"] {
+        let reply = cluster.call("GET", asset, None).await;
+        assert_eq!(reply.status, 200, "{asset}");
+    }
+}

@@ -5,7 +5,9 @@
 use super::{UiState, Viewer};
 use crate::cluster::lock;
 use crate::ops::OpError;
-use crate::session::{session_cookie, Session, SESSION_COOKIE, SESSION_LIFETIME};
+use crate::session::{
+    served_over_tls, session_cookie, session_set_cookie, Session, SESSION_LIFETIME,
+};
 use axum::extract::{Form, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -17,7 +19,7 @@ use serde::Deserialize;
 
 pub(super) async fn login_page(State(app): State<UiState>, headers: HeaderMap) -> Response {
     let viewer = Viewer::of(&app, &headers);
-    let body = r#"<h1>Log in</h1><div class="card"><form method="post" action="/login"><p>The cluster token (the contents of the clustersitter's token file) lets this browser act: update, remove, restart, set the idle limit.</p><input type="password" name="token" autocomplete="current-password" autofocus style="width:28em"> <button type="submit">Log in</button></form></div>"#;
+    let body = r#"<h1>Log in</h1><div class="card"><form method="post" action="/login"><p>The cluster token (the contents of the clustersitter's token file) lets this browser act: update, remove, restart, set the idle limit.</p><input type="password" name="token" autocomplete="current-password" autofocus class="wide"> <button type="submit">Log in</button></form></div>"#;
     super::shell(viewer.open, "log in", &viewer.header(), body).into_response()
 }
 
@@ -28,6 +30,7 @@ pub(super) struct LoginForm {
 
 pub(super) async fn login(
     State(app): State<UiState>,
+    headers: HeaderMap,
     extensions: axum::http::Extensions,
     Form(form): Form<LoginForm>,
 ) -> Response {
@@ -71,10 +74,7 @@ pub(super) async fn login(
             created_ms: now_ms(),
         },
     );
-    let cookie = format!(
-        "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        SESSION_LIFETIME.as_secs()
-    );
+    let cookie = session_set_cookie(&id, SESSION_LIFETIME.as_secs(), served_over_tls(&headers));
     ([(header::SET_COOKIE, cookie)], Redirect::to("/overview")).into_response()
 }
 
@@ -140,7 +140,7 @@ pub(super) async fn logout(
             app.sessions.remove(&id);
         }
     }
-    let cookie = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    let cookie = session_set_cookie("", 0, served_over_tls(&headers));
     ([(header::SET_COOKIE, cookie)], Redirect::to("/overview")).into_response()
 }
 

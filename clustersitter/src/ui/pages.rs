@@ -258,7 +258,7 @@ pub(super) async fn overview(State(app): State<UiState>, headers: HeaderMap) -> 
         // into it would be replaced every few seconds.
         let idle_form = viewer.csrf.as_ref().map_or(String::new(), |csrf| {
             format!(
-                r#"<h2>Idle machines</h2><form method="post" action="/ui/idle-limit"><input type="hidden" name="csrf" value="{}">Keep <input name="limit" type="number" min="0" value="{}" style="width:5em"> idle machines per zone <button type="submit">Set</button></form>"#,
+                r#"<h2>Idle machines</h2><form method="post" action="/ui/idle-limit"><input type="hidden" name="csrf" value="{}">Keep <input name="limit" type="number" min="0" value="{}" class="narrow"> idle machines per zone <button type="submit">Set</button></form>"#,
                 escape(csrf),
                 cluster.idle_limit_default()
             )
@@ -465,29 +465,6 @@ pub(super) async fn machine_page(
     render(&viewer, &format!("machine {id}"), body)
 }
 
-/// Follows new output by asking the clustersitter's log proxy for what
-/// comes after the last offset; text is added with `textContent`, never as HTML.
-const LOG_SCRIPT: &str = r#"
-(function () {
-  var pre = document.getElementById('log');
-  var url = pre.dataset.url, offset = Number(pre.dataset.offset);
-  function poll() {
-    fetch(url + '?offset=' + offset, {credentials: 'same-origin'}).then(function (r) { return r.ok ? r.json() : null; })
-      .then(function (chunk) {
-        if (chunk) {
-          if (chunk.data) {
-            var atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-            pre.appendChild(document.createTextNode(chunk.data));
-            if (atEnd) pre.scrollTop = pre.scrollHeight;
-          }
-          offset = chunk.next_offset;
-        }
-      }).catch(function () {}).then(function () { setTimeout(poll, 1000); });
-  }
-  setTimeout(poll, 1000);
-})();
-"#;
-
 #[derive(Deserialize)]
 pub(super) struct LogQuery {
     lines: Option<u64>,
@@ -537,7 +514,7 @@ pub(super) async fn log_page(
     };
     let body = match chunk {
         Ok(chunk) => format!(
-            r#"<h1>{} #{index} — {stream}</h1><form method="get">Show the last <select name="lines" onchange="this.form.submit()">{choices}</select> · <a href="/logs/{}/{index}/{other}">{other}</a> · following new output</form><pre class="log" id="log" data-url="{}" data-offset="{}">{}</pre><script>{LOG_SCRIPT}</script>"#,
+            r#"<h1>{} #{index} — {stream}</h1><form method="get">Show the last <select name="lines" data-autosubmit>{choices}</select> · <a href="/logs/{}/{index}/{other}">{other}</a> · following new output</form><pre class="log" id="log" data-url="{}" data-offset="{}">{}</pre>"#,
             job_link(&name),
             encode_path_segment(&name),
             escape(&api_url),

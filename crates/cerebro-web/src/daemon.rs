@@ -16,6 +16,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Exit status for bad flags and configs, as clap uses for usage errors.
@@ -45,6 +47,35 @@ pub fn parse_flags<C: clap::Parser>(program: &str) -> Result<C, ExitCode> {
     }
 }
 
+/// How the one server treats its connections.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// A request's head must arrive within this, from when the server
+    /// starts waiting for it: a client that sends half a head (or, on a
+    /// kept-alive connection, nothing) is disconnected.
+    pub header_read_timeout: Duration,
+    /// Longest wait for the next piece of a request's body: a body sent
+    /// slowly, or not at all, ends the request. (Answers are not bounded:
+    /// stopping a task may rightly take as long as its stop timeout.)
+    pub body_timeout: Duration,
+    /// Connections served at once; further clients wait in the kernel's
+    /// accept queue.
+    pub max_connections: usize,
+    /// In-flight requests get this long to finish after the shutdown request.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 512,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Serves `app` until `shutdown` changes, then finishes in-flight requests.
 pub fn spawn_server(
     listener: tokio::net::TcpListener,
@@ -57,24 +88,97 @@ pub fn spawn_server(
 }
 
 /// Serves `app` until `stopped` completes (never, for
-/// `std::future::pending()`), then finishes in-flight requests. Every
-/// daemon serves through here, so every answer passes [`crate::edge`].
+/// `std::future::pending()`), then finishes in-flight requests, with the
+/// default [`ServerLimits`].
 pub fn spawn_server_until(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     stopped: impl Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
-    let app = app.layer(axum::middleware::from_fn(crate::edge::json_errors));
-    tokio::spawn(async move {
-        // The client's address is what failed authentications are counted by.
-        let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        if let Err(error) = axum::serve(listener, service)
-            .with_graceful_shutdown(stopped)
-            .await
-        {
-            tracing::error!(%error, "HTTP server stopped");
-        }
-    })
+    spawn_server_with(listener, app, stopped, ServerLimits::default())
+}
+
+/// The one HTTP server of every daemon: adds the shared assets
+/// ([`crate::html::assets`]) and passes every answer through
+/// [`crate::edge`] (JSON errors, security headers);
+/// records each client's address (`ConnectInfo`, which failed
+/// authentications are counted by); and holds connections to `limits`.
+pub fn spawn_server_with(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    stopped: impl Future<Output = ()> + Send + 'static,
+    limits: ServerLimits,
+) -> tokio::task::JoinHandle<()> {
+    let app = app
+        .merge(crate::html::assets())
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            limits.body_timeout,
+        ))
+        .layer(axum::middleware::from_fn(crate::edge::json_errors))
+        .layer(axum::middleware::from_fn(crate::edge::security_headers));
+    tokio::spawn(serve_connections(listener, app, stopped, limits))
+}
+
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    stopped: impl Future<Output = ()> + Send + 'static,
+    limits: ServerLimits,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // Heads this large are refused (431) rather than buffered.
+        .max_buf_size(64 * 1024);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    tokio::pin!(stopped);
+    loop {
+        let slot = tokio::select! {
+            () = &mut stopped => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut stopped => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of descriptors and the like: wait rather than spin.
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let router = app.clone();
+        let service = hyper::service::service_fn(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                let mut router = router.clone();
+                tower_service::Service::call(&mut router, request)
+            },
+        );
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, %peer, "connection ended");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after the shutdown grace; leaving them");
+    }
 }
 
 /// The caller's side of a daemon's shutdown. Dropping it counts as one

@@ -1,7 +1,7 @@
 //! What every answer of every Cerebro daemon passes through on its way
 //! out, applied once by [`crate::daemon::spawn_server`] so that no daemon
 //! can forget it: the JSON error shape for every error that is not already
-//! JSON or a page, and a bound on the URI's length.
+//! JSON or a page, a bound on the URI's length, and the security headers.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -84,4 +84,27 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
         }
     }
     Response::from_parts(parts, Body::new(json_body))
+}
+
+/// No inline script or style, nothing from elsewhere, never in a frame:
+/// the pages load their one stylesheet and script from the daemon
+/// ([`crate::html::assets`]) and fetch only from it.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+    style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
+    base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+
+/// Middleware: the security headers on every answer (pages and API
+/// alike; they cost a JSON answer nothing).
+pub async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "same-origin"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
 }

@@ -1,5 +1,8 @@
 //! The HTML look shared by every Cerebro page: one escaping function, one
-//! page shell with embedded CSS (no CDN), small helpers for common pieces.
+//! page shell, small helpers for common pieces. The stylesheet and the one
+//! script are served by the daemon itself ([`assets`], no CDN) rather than
+//! inline, so that the Content-Security-Policy can refuse every inline
+//! script and style (see [`crate::edge`]).
 
 use std::fmt::Write;
 
@@ -51,24 +54,103 @@ button, .button { background:var(--accent); color:#fff; border:0; border-radius:
 button.danger { background:var(--bad); } form.inline { display:inline; margin:0; }
 input, select { font:inherit; padding:3px 6px; border:1px solid var(--line); border-radius:6px; }
 .notice { background:#fff7e6; border:1px solid #f0d9a8; padding:8px 12px; border-radius:8px; margin-bottom:12px; }
+.notice.insecure { background:#fde8e8; border-color:#f3b4b4; }
 header .who { margin-left:auto; }
+input.wide { width:28em; } input.narrow { width:5em; }
 "#;
 
-/// Keeps `<div id="live">` current: every few seconds the page is fetched
-/// again and only that element is swapped, so nothing reloads and scroll
-/// position and open forms elsewhere stay as they are.
-const LIVE_SCRIPT: &str = r#"
+/// Where every page finds the stylesheet and the script.
+pub const STYLESHEET_PATH: &str = "/assets/cerebro.css";
+/// See [`STYLESHEET_PATH`].
+pub const SCRIPT_PATH: &str = "/assets/cerebro.js";
+
+/// [`STYLE`] and the width classes `.w0` to `.w100` of [`bar`] (a style
+/// attribute would be inline style).
+fn stylesheet() -> &'static str {
+    static SHEET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SHEET.get_or_init(|| {
+        let mut sheet = String::from(STYLE);
+        for percent in 0..=100 {
+            let _ = writeln!(sheet, ".bar > span.w{percent} {{ width:{percent}%; }}");
+        }
+        sheet
+    })
+}
+
+/// The routes of the stylesheet and the script, which
+/// [`crate::daemon::spawn_server`] adds to every daemon.
+pub fn assets() -> axum::Router {
+    use axum::http::header;
+    use axum::routing::get;
+    const CACHE: &str = "max-age=300";
+    axum::Router::new()
+        .route(
+            STYLESHEET_PATH,
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+                        (header::CACHE_CONTROL, CACHE),
+                    ],
+                    stylesheet(),
+                )
+            }),
+        )
+        .route(
+            SCRIPT_PATH,
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                        (header::CACHE_CONTROL, CACHE),
+                    ],
+                    SCRIPT,
+                )
+            }),
+        )
+}
+
+/// The one script of every page:
+/// - keeps `<div id="live" data-refresh="MS">` current: every few seconds
+///   the page is fetched again and only that element is swapped, so
+///   nothing reloads and scroll position and open forms elsewhere stay;
+/// - follows a log: `<pre id="log" data-url="..." data-offset="N">` gets
+///   what the log's JSON API returns from that offset on, every second;
+/// - submits the form of a `<select data-autosubmit>` when it changes.
+const SCRIPT: &str = r#"
 (function () {
   var live = document.getElementById('live');
-  if (!live || !live.dataset.refresh) return;
-  setInterval(function () {
-    fetch(location.href, {credentials: 'same-origin'}).then(function (r) { return r.ok ? r.text() : null; })
-      .then(function (html) {
-        if (!html) return;
-        var fresh = new DOMParser().parseFromString(html, 'text/html').getElementById('live');
-        if (fresh) live.innerHTML = fresh.innerHTML;
-      }).catch(function () {});
-  }, Number(live.dataset.refresh));
+  if (live && live.dataset.refresh) {
+    setInterval(function () {
+      fetch(location.href, {credentials: 'same-origin'}).then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (html) {
+          if (!html) return;
+          var fresh = new DOMParser().parseFromString(html, 'text/html').getElementById('live');
+          if (fresh) live.innerHTML = fresh.innerHTML;
+        }).catch(function () {});
+    }, Number(live.dataset.refresh));
+  }
+  var pre = document.getElementById('log');
+  if (pre && pre.dataset.url) {
+    var url = pre.dataset.url, offset = Number(pre.dataset.offset);
+    var poll = function () {
+      fetch(url + '?offset=' + offset, {credentials: 'same-origin'}).then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (chunk) {
+          if (chunk) {
+            if (chunk.data) {
+              var atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+              pre.appendChild(document.createTextNode(chunk.data));
+              if (atEnd) pre.scrollTop = pre.scrollHeight;
+            }
+            offset = chunk.next_offset;
+          }
+        }).catch(function () {}).then(function () { setTimeout(poll, 1000); });
+    };
+    setTimeout(poll, 1000);
+  }
+  document.querySelectorAll('select[data-autosubmit]').forEach(function (select) {
+    select.addEventListener('change', function () { select.form.submit(); });
+  });
 })();
 "#;
 
@@ -91,9 +173,10 @@ pub fn page_with_header(
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title} · Cerebro</title><style>{STYLE}</style></head>\
+         <title>{title} · Cerebro</title><link rel=\"stylesheet\" href=\"{STYLESHEET_PATH}\">\
+         <script src=\"{SCRIPT_PATH}\" defer></script></head>\
          <body><header><span class=\"brand\">Cerebro</span>{links}<span class=\"who\">{header_extra}</span></header>\
-         <main>{body}</main><script>{LIVE_SCRIPT}</script></body></html>",
+         <main>{body}</main></body></html>",
         title = escape(title),
     )
 }
@@ -113,8 +196,8 @@ pub fn bar(used: f64, total: f64, label: &str) -> String {
         "bar"
     };
     format!(
-        r#"<span class="{class}" title="{label}"><span style="width:{:.1}%"></span></span> <span class="muted">{label}</span>"#,
-        fraction * 100.0,
+        r#"<span class="{class}" title="{label}"><span class="w{}"></span></span> <span class="muted">{label}</span>"#,
+        (fraction * 100.0).round() as u32,
         label = escape(label)
     )
 }
@@ -168,6 +251,16 @@ mod tests {
         let html = page("<b>", &[("/a?b=<c>", "<nav>")], "");
         assert!(!html.contains("<b>"));
         assert!(!html.contains("<nav>"));
+    }
+
+    #[test]
+    fn pages_carry_no_inline_script_or_style() {
+        let html = page("t", &[], &bar(1.0, 3.0, "1 of 3"));
+        assert!(!html.contains("<style"), "{html}");
+        assert!(!html.contains("style="), "{html}");
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains(r#"class="w33""#), "{html}");
+        assert!(stylesheet().contains(".bar > span.w33 { width:33%; }"));
     }
 
     #[test]
