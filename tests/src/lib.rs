@@ -432,6 +432,15 @@ impl Cluster {
     }
 }
 
+/// The `Content-Type` of an answer, `""` when it has none.
+pub fn content_type(headers: &reqwest::header::HeaderMap) -> String {
+    headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
 /// Percent-encodes a name for a URL path.
 pub fn encode(name: &str) -> String {
     name.bytes()

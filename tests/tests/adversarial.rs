@@ -148,6 +148,30 @@ struct Endpoint {
     takes_query: bool,
 }
 
+impl Endpoint {
+    fn new(method: &'static str, path: &'static str, sound: &'static str) -> Self {
+        Self {
+            method,
+            path,
+            sound,
+            body: None,
+            takes_query: false,
+        }
+    }
+
+    /// A sound body, whose fields the run replaces.
+    fn body(mut self, body: Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    /// The endpoint reads a query string.
+    fn query(mut self) -> Self {
+        self.takes_query = true;
+        self
+    }
+}
+
 /// What the run saw, for the final message.
 #[derive(Default)]
 struct Tally {
@@ -187,12 +211,7 @@ impl Target<'_> {
             .send()
             .unwrap_or_else(|e| panic!("{}: {method} {}: no answer: {e}", self.name, shown(path)));
         let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let content_type = content_type(response.headers());
         let text = response.text().unwrap_or_default();
         self.tally.sent += 1;
         *self.tally.by_status.entry(status).or_default() += 1;
@@ -380,92 +399,18 @@ fn the_clustersitter_survives_generated_garbage() {
         tally: Tally::default(),
     };
     let endpoints = [
-        Endpoint {
-            method: "PUT",
-            path: "/api/v1/idle-limit",
-            sound: "",
-            body: Some(json!({"limit": 0, "zone": "zone-a"})),
-            takes_query: false,
-        },
-        Endpoint {
-            method: "POST",
-            path: "/api/v1/jobs/{}/update",
-            sound: "adv",
-            body: Some(json!({"version": "v2", "min_healthy_secs": 1, "max_parallel": 1})),
-            takes_query: false,
-        },
-        Endpoint {
-            method: "PUT",
-            path: "/api/v1/jobs/{}",
-            sound: "adv",
-            body: Some(a_job("adv")),
-            takes_query: false,
-        },
-        Endpoint {
-            method: "POST",
-            path: "/api/v1/plan",
-            sound: "",
-            body: Some(a_job("adv-plan")),
-            takes_query: false,
-        },
-        Endpoint {
-            method: "POST",
-            path: "/api/v1/machines/register",
-            sound: "",
-            body: Some(
-                json!({"machine_id": "adv-1", "address": "127.0.0.1:9", "capacity": {"cpu": 1, "mem_mb": 64}, "zone": "zone-a"}),
-            ),
-            takes_query: false,
-        },
-        Endpoint {
-            method: "GET",
-            path: "/api/v1/jobs/{}",
-            sound: "adv",
-            body: None,
-            takes_query: false,
-        },
-        Endpoint {
-            method: "DELETE",
-            path: "/api/v1/jobs/{}",
-            sound: "no-such-job",
-            body: None,
-            takes_query: false,
-        },
-        Endpoint {
-            method: "POST",
-            path: "/api/v1/jobs/{}/stop",
-            sound: "no-such-job",
-            body: None,
-            takes_query: false,
-        },
-        Endpoint {
-            method: "GET",
-            path: "/api/v1/machines/{}",
-            sound: "none",
-            body: None,
-            takes_query: false,
-        },
-        Endpoint {
-            method: "POST",
-            path: "/api/v1/jobs/adv/instances/{}/restart",
-            sound: "0",
-            body: None,
-            takes_query: false,
-        },
-        Endpoint {
-            method: "GET",
-            path: "/api/v1/jobs/adv/instances/0/logs/{}",
-            sound: "stdout",
-            body: None,
-            takes_query: true,
-        },
-        Endpoint {
-            method: "GET",
-            path: "/api/v1/events",
-            sound: "",
-            body: None,
-            takes_query: true,
-        },
+        Endpoint::new("PUT", "/api/v1/idle-limit", "").body(json!({"limit": 0, "zone": "zone-a"})),
+        Endpoint::new("POST", "/api/v1/jobs/{}/update", "adv").body(json!({"version": "v2", "min_healthy_secs": 1, "max_parallel": 1})),
+        Endpoint::new("PUT", "/api/v1/jobs/{}", "adv").body(a_job("adv")),
+        Endpoint::new("POST", "/api/v1/plan", "").body(a_job("adv-plan")),
+        Endpoint::new("POST", "/api/v1/machines/register", "").body(json!({"machine_id": "adv-1", "address": "127.0.0.1:9", "capacity": {"cpu": 1, "mem_mb": 64}, "zone": "zone-a"})),
+        Endpoint::new("GET", "/api/v1/jobs/{}", "adv"),
+        Endpoint::new("DELETE", "/api/v1/jobs/{}", "no-such-job"),
+        Endpoint::new("POST", "/api/v1/jobs/{}/stop", "no-such-job"),
+        Endpoint::new("GET", "/api/v1/machines/{}", "none"),
+        Endpoint::new("POST", "/api/v1/jobs/adv/instances/{}/restart", "0"),
+        Endpoint::new("GET", "/api/v1/jobs/adv/instances/0/logs/{}", "stdout").query(),
+        Endpoint::new("GET", "/api/v1/events", "").query(),
     ];
     for endpoint in &endpoints {
         target.attack(endpoint);
@@ -512,48 +457,12 @@ fn the_machinesitter_survives_generated_garbage() {
     };
     let spec = json!({"command": "sleep 4244", "cpu": 0.1, "mem": 10, "auto_start": false, "restart": "never", "stop_timeout": 1});
     let endpoints = [
-        Endpoint {
-            method: "PUT",
-            path: "/api/v1/tasks/{}",
-            sound: "adv",
-            body: Some(spec),
-            takes_query: false,
-        },
-        Endpoint {
-            method: "GET",
-            path: "/api/v1/tasks/{}",
-            sound: "adv",
-            body: None,
-            takes_query: false,
-        },
-        Endpoint {
-            method: "POST",
-            path: "/api/v1/tasks/no-such-task/{}",
-            sound: "restart",
-            body: None,
-            takes_query: false,
-        },
-        Endpoint {
-            method: "POST",
-            path: "/api/v1/tasks/{}/restart",
-            sound: "no-such-task",
-            body: None,
-            takes_query: false,
-        },
-        Endpoint {
-            method: "DELETE",
-            path: "/api/v1/tasks/{}",
-            sound: "no-such-task",
-            body: None,
-            takes_query: false,
-        },
-        Endpoint {
-            method: "GET",
-            path: "/api/v1/tasks/adv/logs/{}",
-            sound: "stdout",
-            body: None,
-            takes_query: true,
-        },
+        Endpoint::new("PUT", "/api/v1/tasks/{}", "adv").body(spec),
+        Endpoint::new("GET", "/api/v1/tasks/{}", "adv"),
+        Endpoint::new("POST", "/api/v1/tasks/no-such-task/{}", "restart"),
+        Endpoint::new("POST", "/api/v1/tasks/{}/restart", "no-such-task"),
+        Endpoint::new("DELETE", "/api/v1/tasks/{}", "no-such-task"),
+        Endpoint::new("GET", "/api/v1/tasks/adv/logs/{}", "stdout").query(),
     ];
     for endpoint in &endpoints {
         target.attack(endpoint);
@@ -604,27 +513,9 @@ fn the_tasksitter_survives_generated_garbage() {
         tally: Tally::default(),
     };
     let endpoints = [
-        Endpoint {
-            method: "POST",
-            path: "/api/v1/signal",
-            sound: "",
-            body: Some(json!({"signal": "CONT"})),
-            takes_query: false,
-        },
-        Endpoint {
-            method: "GET",
-            path: "/api/v1/logs/{}",
-            sound: "stdout",
-            body: None,
-            takes_query: true,
-        },
-        Endpoint {
-            method: "POST",
-            path: "/api/v1/{}",
-            sound: "ping",
-            body: None,
-            takes_query: false,
-        },
+        Endpoint::new("POST", "/api/v1/signal", "").body(json!({"signal": "CONT"})),
+        Endpoint::new("GET", "/api/v1/logs/{}", "stdout").query(),
+        Endpoint::new("POST", "/api/v1/{}", "ping"),
     ];
     for endpoint in &endpoints {
         target.attack(endpoint);
