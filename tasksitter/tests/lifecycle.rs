@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use serde_json::json;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -290,6 +291,62 @@ fn bad_flags_give_one_clear_line_and_exit_2() {
         assert!(
             stderr.contains(expected),
             "{args:?}: expected '{expected}' in: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn specs_that_can_never_start_are_refused_by_flag_and_by_spec_file() {
+    // Past the spec's bound yet short enough to pass as one argument here.
+    let huge = format!("echo {}", "x".repeat(100 * 1024));
+    for (args, expected) in [
+        (&["--command", "true", "--cpu", "1e12"][..], "--cpu: "),
+        (&["--command", "true", "--mem", "1e15"][..], "--mem: "),
+        (
+            &["--command", "true", "--time-limit", "1000000000s"][..],
+            "--time-limit: ",
+        ),
+        (
+            &["--command", "true", "--stop-timeout", "1000000000s"][..],
+            "--stop-timeout: ",
+        ),
+        (
+            &["--command", "true", "--log-max-bytes", "0"][..],
+            "--log-max-bytes: ",
+        ),
+        (&["--command", &huge][..], "--command: "),
+    ] {
+        let (code, stderr) = bad_flags(args);
+        assert_eq!(code, 2, "{expected}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "expected '{expected}' in: {stderr}"
+        );
+    }
+    let scratch = scratch_dir();
+    let spec = scratch.path().join("spec.json");
+    for (body, field) in [
+        (json!({"name": "n", "command": "echo a\u{0}b"}), "command:"),
+        (
+            json!({"name": "n", "command": "true", "env": {"A": "v\u{0}"}}),
+            "env:",
+        ),
+        (
+            json!({"name": "n", "command": "true", "cwd": "/tmp\u{0}"}),
+            "cwd:",
+        ),
+        (json!({"name": "n", "command": "true", "cpu": 1e12}), "cpu:"),
+        (
+            json!({"name": "n", "command": format!("echo {}", "x".repeat(200 * 1024))}),
+            "command:",
+        ),
+    ] {
+        std::fs::write(&spec, body.to_string()).unwrap();
+        let (code, stderr) = bad_flags(&["--spec-file", spec.to_str().unwrap()]);
+        assert_eq!(code, 2, "{body}: {stderr}");
+        assert!(
+            stderr.contains(field),
+            "{body}: expected '{field}' in: {stderr}"
         );
     }
 }
