@@ -115,13 +115,16 @@ pub fn spawn(
         .stdout(log.try_clone()?)
         .stderr(log);
     let open_files = INHERITED_OPEN_FILES.get().copied();
-    // SAFETY: setsid and setrlimit are async-signal-safe; the closure
-    // touches only its own copy of the limit.
+    // SAFETY: setsid, setrlimit, close_range and fcntl are async-signal-safe;
+    // the closure touches only its own copy of the limit.
     unsafe {
         command.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // The tasksitter outlives us: a descriptor we inherited by
+            // accident would stay open in it, and in its workloads, for good.
+            cerebro_host::process::cloexec_above_stderr()?;
             if let Some(limit) = &open_files {
                 if libc::setrlimit(libc::RLIMIT_NOFILE, limit) != 0 {
                     return Err(std::io::Error::last_os_error());

@@ -384,3 +384,24 @@ fn task_names_that_start_with_dashes_run() {
     }
     assert_eq!(sitter.tasksitters().len(), 2);
 }
+
+#[path = "../../tasksitter/tests/common/fds.rs"]
+mod fds;
+
+#[test]
+fn stray_descriptors_reach_neither_tasksitters_nor_workloads() {
+    let mut sitter = MachineSitter::start(&[]);
+    sitter.kill9();
+    let marker = sitter.state.path().join("stray-pipe");
+    sitter.boot_prepared(|c| fds::inherit_stray_fds(c, &marker));
+    assert_eq!(sitter.put_task("fds", spec("sleep 60")).0, 201);
+    let (tasksitter, workload) = sitter.wait_running("fds");
+    let held = fds::open_fds(tasksitter);
+    assert!(
+        held.iter().all(|(_, target)| *target != marker),
+        "the tasksitter inherited the machinesitter's stray descriptors: {held:?}"
+    );
+    let fds = fds::open_fds(workload);
+    let numbers: Vec<i32> = fds.iter().map(|(fd, _)| *fd).collect();
+    assert_eq!(numbers, [0, 1, 2], "the workload inherited {fds:?}");
+}

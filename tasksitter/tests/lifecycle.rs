@@ -352,6 +352,20 @@ fn specs_that_can_never_start_are_refused_by_flag_and_by_spec_file() {
 }
 
 #[test]
+fn a_workload_gets_only_stdin_stdout_and_stderr() {
+    let scratch = scratch_dir();
+    let marker = scratch.path().join("stray-pipe");
+    let sitter = Sitter::start_http_prepared(&["--name", "fds", "--command", "sleep 60"], |c| {
+        inherit_stray_fds(c, &marker)
+    });
+    let status = sitter.wait_status("running", |s| state_of(s) == "running");
+    let pid = status["pid"].as_i64().unwrap() as i32;
+    let fds = open_fds(pid);
+    let numbers: Vec<i32> = fds.iter().map(|(fd, _)| *fd).collect();
+    assert_eq!(numbers, [0, 1, 2], "the workload inherited {fds:?}");
+}
+
+#[test]
 fn a_simple_command_is_the_workload_itself() {
     let sitter = Sitter::start_http(&["--name", "plain", "--command", "sleep 60"]);
     let status = sitter.wait_status("running", |s| state_of(s) == "running");
