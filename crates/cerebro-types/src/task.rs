@@ -779,18 +779,26 @@ pub struct LogFileInfo {
     pub generation: u32,
 }
 
-/// `GET /api/v1/logs/{stream}`: a piece of the live log file.
+/// `GET /api/v1/logs/{stream}`: a piece of a log stream. Offsets are byte
+/// positions in the whole stream (backups and live file), so following
+/// `next_offset` survives rotations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogChunk {
     pub stream: LogStream,
-    /// Byte offset of `data` in the live file.
+    /// Stream position of `data`'s first byte.
     pub offset: u64,
-    /// Pass as `offset` to get what comes next.
+    /// Pass as `offset` to get what comes next; `next_offset - offset` is
+    /// the length of `data` in bytes.
     pub next_offset: u64,
+    /// Size of the live file in bytes.
     pub size_bytes: u64,
-    /// True when the requested offset was past the end because the file was
-    /// rotated; reading then started again at 0.
+    /// True when the bytes from the requested offset on are gone (rotated
+    /// out past the last backup, or the log was started over); reading
+    /// went on from the oldest byte kept.
     pub rotated: bool,
+    /// The bytes read; a chunk ends on a UTF-8 character boundary, so
+    /// concatenated chunks reproduce the stream (bytes that are not UTF-8
+    /// read as U+FFFD).
     pub data: String,
 }
 
