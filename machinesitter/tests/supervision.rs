@@ -405,3 +405,36 @@ fn stray_descriptors_reach_neither_tasksitters_nor_workloads() {
     let numbers: Vec<i32> = fds.iter().map(|(fd, _)| *fd).collect();
     assert_eq!(numbers, [0, 1, 2], "the workload inherited {fds:?}");
 }
+
+/// The entries of `dir` (none when it does not exist).
+fn entries(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|list| list.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn deleting_a_task_removes_its_logs_and_its_task_dir() {
+    let sitter = MachineSitter::start(&[]);
+    sitter.put_task("chatty", spec("yes | head -c 300000; sleep 600"));
+    sitter.wait_running("chatty");
+    let logs = sitter.state_dir().join("logs");
+    let tasks = sitter.state_dir().join("tasks");
+    wait_for(TIMEOUT, "the log to fill", || {
+        let log = entries(&logs).first()?.join("chatty.stdout.log");
+        (std::fs::metadata(log).ok()?.len() >= 300_000).then_some(())
+    });
+    assert_eq!(entries(&tasks).len(), 1);
+    let (code, body) = sitter.request("DELETE", "/api/v1/tasks/chatty", None, None);
+    assert_eq!((code, body["result"].as_str()), (200, Some("deleted")));
+    assert_eq!(
+        entries(&logs),
+        Vec::<std::path::PathBuf>::new(),
+        "logs are gone"
+    );
+    assert_eq!(
+        entries(&tasks),
+        Vec::<std::path::PathBuf>::new(),
+        "the task dir is gone"
+    );
+}

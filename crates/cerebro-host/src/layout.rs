@@ -57,6 +57,23 @@ impl TaskDir {
         self.dir.join(SITTER_LOG_FILE)
     }
 
+    /// Removes the task's private directory and its workload's logs, for a
+    /// deleted task whose tasksitter is gone: nothing of a deleted task is
+    /// kept. Missing directories are fine; the first other error is returned
+    /// after both removals were tried.
+    pub fn remove(&self) -> std::io::Result<()> {
+        let mut result = Ok(());
+        for dir in [&self.dir, &self.logs] {
+            match std::fs::remove_dir_all(dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound && result.is_ok() => {
+                    result = Err(e)
+                }
+                _ => {}
+            }
+        }
+        result
+    }
+
     /// The task directory whose spec file is `spec_file`, if `spec_file` is
     /// one directly under `<state_dir>/tasks/<dir_name>/`.
     pub fn of_spec_file(state_dir: &Path, spec_file: &Path) -> Option<(String, TaskDir)> {
