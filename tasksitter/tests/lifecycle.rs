@@ -244,7 +244,24 @@ fn bad_flags(args: &[&str]) -> (i32, String) {
 
 #[test]
 fn bad_flags_give_one_clear_line_and_exit_2() {
+    // Past the spec's bound yet short enough to pass as one argument here.
+    let huge = format!("echo {}", "x".repeat(100 * 1024));
     for (args, expected) in [
+        (&["--command", "true", "--cpu", "1e12"][..], "--cpu: "),
+        (&["--command", "true", "--mem", "1e15"][..], "--mem: "),
+        (
+            &["--command", "true", "--time-limit", "1000000000s"][..],
+            "--time-limit: ",
+        ),
+        (
+            &["--command", "true", "--stop-timeout", "1000000000s"][..],
+            "--stop-timeout: ",
+        ),
+        (
+            &["--command", "true", "--log-max-bytes", "0"][..],
+            "--log-max-bytes: ",
+        ),
+        (&["--command", &huge][..], "--command: "),
         (
             &["--command", "true", "--mem", "-5"][..],
             "--mem: must be a positive number of MB, got -5",
@@ -281,48 +298,27 @@ fn bad_flags_give_one_clear_line_and_exit_2() {
             "unexpected argument '--bogus'",
         ),
     ] {
-        let (code, stderr) = bad_flags(args);
-        assert_eq!(code, 2, "{args:?}: {stderr}");
-        assert_eq!(
-            stderr.lines().count(),
-            1,
-            "{args:?} printed more than one line: {stderr}"
-        );
-        assert!(
-            stderr.contains(expected),
-            "{args:?}: expected '{expected}' in: {stderr}"
-        );
+        assert_refused(args, expected);
     }
 }
 
+/// `tasksitter ARGS` exits 2 with one line on stderr that contains `expected`.
+fn assert_refused(args: &[&str], expected: &str) {
+    let (code, stderr) = bad_flags(args);
+    assert_eq!(code, 2, "{args:?}: {stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "{args:?} printed more than one line: {stderr}"
+    );
+    assert!(
+        stderr.contains(expected),
+        "{args:?}: expected '{expected}' in: {stderr}"
+    );
+}
+
 #[test]
-fn specs_that_can_never_start_are_refused_by_flag_and_by_spec_file() {
-    // Past the spec's bound yet short enough to pass as one argument here.
-    let huge = format!("echo {}", "x".repeat(100 * 1024));
-    for (args, expected) in [
-        (&["--command", "true", "--cpu", "1e12"][..], "--cpu: "),
-        (&["--command", "true", "--mem", "1e15"][..], "--mem: "),
-        (
-            &["--command", "true", "--time-limit", "1000000000s"][..],
-            "--time-limit: ",
-        ),
-        (
-            &["--command", "true", "--stop-timeout", "1000000000s"][..],
-            "--stop-timeout: ",
-        ),
-        (
-            &["--command", "true", "--log-max-bytes", "0"][..],
-            "--log-max-bytes: ",
-        ),
-        (&["--command", &huge][..], "--command: "),
-    ] {
-        let (code, stderr) = bad_flags(args);
-        assert_eq!(code, 2, "{expected}: {stderr}");
-        assert!(
-            stderr.contains(expected),
-            "expected '{expected}' in: {stderr}"
-        );
-    }
+fn specs_that_can_never_start_are_refused_from_a_spec_file() {
     let scratch = scratch_dir();
     let spec = scratch.path().join("spec.json");
     for (body, field) in [
@@ -342,12 +338,7 @@ fn specs_that_can_never_start_are_refused_by_flag_and_by_spec_file() {
         ),
     ] {
         std::fs::write(&spec, body.to_string()).unwrap();
-        let (code, stderr) = bad_flags(&["--spec-file", spec.to_str().unwrap()]);
-        assert_eq!(code, 2, "{body}: {stderr}");
-        assert!(
-            stderr.contains(field),
-            "{body}: expected '{field}' in: {stderr}"
-        );
+        assert_refused(&["--spec-file", spec.to_str().unwrap()], field);
     }
 }
 
