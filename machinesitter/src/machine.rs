@@ -5,13 +5,14 @@
 use crate::config::MachineConfig;
 use crate::sitter::{self, TaskDir};
 use crate::state::{self, Loaded, PersistedState, TaskRecord, STATE_VERSION};
+use cerebro_host::layout::{self, DesiredState};
 use cerebro_types::machine::{
     MachineEvent, MachineStatus, Resources, SitterView, TaskUsage, TaskView, Vitals,
 };
 use cerebro_types::time::now_ms;
 use cerebro_types::{TaskSpec, TaskStatus};
 use cerebro_web::event_log::EventLog;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::Notify;
@@ -29,6 +30,9 @@ pub struct TaskEntry {
     /// The tasksitter's secret, read from its token file once: it never
     /// changes while the task exists.
     secret: Option<String>,
+    /// The desired state last written to the task directory, so that
+    /// `persist` writes the file only when it changes.
+    desired_written: Option<DesiredState>,
 }
 
 impl TaskEntry {
@@ -59,6 +63,16 @@ impl TaskEntry {
             quick_deaths: 0,
             secret: None,
             next_spawn_at: None,
+            desired_written: None,
+        }
+    }
+
+    /// What the machinesitter wants for this task, as kept in its directory.
+    fn desired(&self) -> DesiredState {
+        DesiredState {
+            spec: self.record.spec.clone(),
+            run_requested: self.record.run_requested,
+            deleting: self.record.deleting,
         }
     }
 
@@ -122,7 +136,19 @@ impl Machine {
         });
     }
 
-    pub fn persist(&self) -> std::io::Result<()> {
+    /// Writes every task's desired state that changed to its task
+    /// directory, then the task set to `state.json`, each atomically. The
+    /// task directories alone are enough to restore the task set if the
+    /// state file is lost.
+    pub fn persist(&mut self) -> std::io::Result<()> {
+        for entry in self.tasks.values_mut() {
+            let desired = entry.desired();
+            if entry.desired_written.as_ref() != Some(&desired) {
+                TaskDir::new(&self.config.state_dir, &entry.record.dir_name)
+                    .write_desired(&desired)?;
+                entry.desired_written = Some(desired);
+            }
+        }
         let state = PersistedState {
             version: STATE_VERSION,
             tasks: self
@@ -236,25 +262,6 @@ pub fn load(config: Arc<MachineConfig>) -> std::io::Result<Machine> {
         }
         Loaded::Corrupt { moved_to, error } => {
             tracing::error!(%error, moved_to = %moved_to.display(), "state file unreadable; moved aside");
-            for (dir_name, runtime, run) in sitter::discover(&config.state_dir) {
-                let name = runtime.spec.name.clone();
-                machine.event(
-                    &name,
-                    format!(
-                        "recovered running tasksitter pid {} from /proc",
-                        runtime.pid
-                    ),
-                );
-                let record = TaskRecord {
-                    spec: runtime.spec.clone(),
-                    dir_name,
-                    run_requested: run,
-                    deleting: false,
-                    runtime: Some(runtime),
-                    sitter_starts: 0,
-                };
-                machine.tasks.insert(name, TaskEntry::new(record));
-            }
             machine.event(
                 "",
                 format!(
@@ -264,6 +271,90 @@ pub fn load(config: Arc<MachineConfig>) -> std::io::Result<Machine> {
             );
         }
     }
+    recover_task_dirs(&mut machine);
     machine.persist()?;
     Ok(machine)
+}
+
+/// Restores the tasks whose directories the task set does not know (the
+/// state file was lost, emptied, corrupt, or older than they are) from
+/// what each directory keeps: the desired state (spec, run state,
+/// deletion) and, if it still runs, the tasksitter serving it, which is
+/// re-adopted. A task whose tasksitter is gone gets a new one, whose
+/// workload runs only if it was meant to. A directory nothing can be
+/// recovered from is left as it is and reported (event and log line).
+fn recover_task_dirs(machine: &mut Machine) {
+    let state_dir = machine.config.state_dir.clone();
+    let known: HashSet<String> = machine
+        .tasks
+        .values()
+        .map(|e| e.record.dir_name.clone())
+        .collect();
+    let mut running = sitter::discover(&state_dir);
+    for dir_name in layout::task_dir_names(&state_dir) {
+        if known.contains(&dir_name) {
+            continue;
+        }
+        let paths = TaskDir::new(&state_dir, &dir_name);
+        let runtime = running.remove(&dir_name);
+        let desired = paths
+            .read_desired()
+            .map_err(|e| e.to_string())
+            .and_then(|desired| {
+                let name = &desired.spec.name;
+                if sitter::dir_name(name) != dir_name {
+                    Err(format!("it holds task '{name}', which belongs elsewhere"))
+                } else if machine.tasks.contains_key(name) {
+                    Err(format!("task '{name}' is already known"))
+                } else {
+                    desired
+                        .spec
+                        .validate()
+                        .map(|()| desired)
+                        .map_err(|e| e.to_string())
+                }
+            });
+        let desired = match desired {
+            Ok(desired) => desired,
+            Err(why) => {
+                tracing::warn!(task_dir = %paths.dir.display(), "cannot recover: {why}");
+                machine.event(
+                    &dir_name,
+                    format!(
+                        "cannot recover the task in {} ({why}); left as it is{}",
+                        paths.dir.display(),
+                        runtime
+                            .map(|rt| format!(", its tasksitter pid {} still runs", rt.pid))
+                            .unwrap_or_default()
+                    ),
+                );
+                continue;
+            }
+        };
+        let name = desired.spec.name.clone();
+        let message = match &runtime {
+            Some(rt) => format!(
+                "recovered from its task dir; re-adopted tasksitter pid {}",
+                rt.pid
+            ),
+            None => format!(
+                "recovered from its task dir; its tasksitter is gone, starting a new one{}",
+                if desired.run_requested {
+                    ""
+                } else {
+                    " (the workload stays stopped)"
+                }
+            ),
+        };
+        machine.event(&name, message);
+        let record = TaskRecord {
+            spec: desired.spec,
+            dir_name,
+            run_requested: desired.run_requested,
+            deleting: desired.deleting,
+            runtime,
+            sitter_starts: 0,
+        };
+        machine.tasks.insert(name, TaskEntry::new(record));
+    }
 }

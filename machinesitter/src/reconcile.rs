@@ -236,10 +236,17 @@ impl Reconciler {
         }
         for name in removed {
             if let Some(entry) = machine.tasks.remove(&name) {
-                let _ = std::fs::remove_dir_all(
-                    TaskDir::new(&config.state_dir, &entry.record.dir_name).dir,
-                );
-                events.push((name, "removed".into()));
+                let paths = TaskDir::new(&config.state_dir, &entry.record.dir_name);
+                match paths.remove() {
+                    Ok(()) => events.push((name, "removed with its logs".into())),
+                    Err(error) => {
+                        tracing::warn!(task = %name, %error, "cannot remove the task's files");
+                        events.push((
+                            name,
+                            format!("removed; its files could not all be removed: {error}"),
+                        ));
+                    }
+                }
                 changed = true;
             }
         }

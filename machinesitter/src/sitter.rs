@@ -10,7 +10,7 @@ use cerebro_host::process::find_processes;
 pub use cerebro_host::process::{cmdline, is_alive, start_ticks};
 pub use cerebro_host::TaskDir;
 use cerebro_types::TaskSpec;
-use std::os::unix::fs::PermissionsExt;
+use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -75,9 +75,7 @@ pub fn spawn(
     backend: LimitsBackend,
     run: bool,
 ) -> std::io::Result<(Child, Runtime)> {
-    std::fs::create_dir_all(&paths.dir)?;
-    std::fs::set_permissions(&paths.dir, std::fs::Permissions::from_mode(0o700))?;
-    std::fs::create_dir_all(&paths.logs)?;
+    paths.create()?;
     if read_secret(paths).is_none_or(|s| s.is_empty()) {
         let secret = cerebro_web::auth::random_secret()?;
         cerebro_host::fs::atomic_write_private(&paths.token(), secret.as_bytes())?;
@@ -115,13 +113,16 @@ pub fn spawn(
         .stdout(log.try_clone()?)
         .stderr(log);
     let open_files = INHERITED_OPEN_FILES.get().copied();
-    // SAFETY: setsid and setrlimit are async-signal-safe; the closure
-    // touches only its own copy of the limit.
+    // SAFETY: setsid, setrlimit, close_range and fcntl are async-signal-safe;
+    // the closure touches only its own copy of the limit.
     unsafe {
         command.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // The tasksitter outlives us: a descriptor we inherited by
+            // accident would stay open in it, and in its workloads, for good.
+            cerebro_host::process::cloexec_above_stderr()?;
             if let Some(limit) = &open_files {
                 if libc::setrlimit(libc::RLIMIT_NOFILE, limit) != 0 {
                     return Err(std::io::Error::last_os_error());
@@ -166,17 +167,17 @@ pub fn clean_leftovers(runtime: &Runtime) {
     }
 }
 
-/// Tasksitters still running from `state_dir`, found by the spec file on
-/// their command line and described by that file, and by their token file
-/// on the command line too. Used when the state file was lost: the machine
-/// starts with what it can prove is running. `/proc` serves only to find the
-/// process and its start time; what the task is comes from its directory.
-pub fn discover(state_dir: &Path) -> Vec<(String, Runtime, bool)> {
+/// Tasksitters still running from `state_dir`, by task directory name,
+/// found by the spec file on their command line and described by that
+/// file, and by their token file on the command line too. `/proc` serves
+/// only to find the process and its start time; what the task is comes
+/// from its directory.
+pub fn discover(state_dir: &Path) -> HashMap<String, Runtime> {
     let flag_value = |argv: &[String], flag: &str| {
         let at = argv.iter().position(|a| a == flag)?;
         argv.get(at + 1).map(PathBuf::from)
     };
-    let mut found = Vec::new();
+    let mut found = HashMap::new();
     for (pid, argv) in find_processes(|argv| argv.iter().any(|a| a == "--spec-file")) {
         let Some(spec_file) = flag_value(&argv, "--spec-file") else {
             continue;
@@ -193,9 +194,8 @@ pub fn discover(state_dir: &Path) -> Vec<(String, Runtime, bool)> {
         let Some(start_ticks) = start_ticks(pid) else {
             continue;
         };
-        let run = spec.auto_start;
         let address = std::fs::read_to_string(paths.address()).ok();
-        found.push((
+        found.insert(
             dir_name,
             Runtime {
                 pid,
@@ -206,8 +206,7 @@ pub fn discover(state_dir: &Path) -> Vec<(String, Runtime, bool)> {
                 cgroup_paths: Vec::new(),
                 stop_sent_ms: None,
             },
-            run,
-        ));
+        );
     }
     found
 }

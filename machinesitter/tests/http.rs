@@ -88,6 +88,107 @@ fn bad_specs_are_refused_naming_the_field_and_change_nothing() {
 }
 
 #[test]
+fn specs_that_can_never_start_are_a_400_naming_the_field() {
+    let sitter = MachineSitter::start(&[]);
+    let huge = "x".repeat(200 * 1024);
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "nul in command",
+            json!({"command": "echo a\u{0}b", "cpu": 0.01}),
+            "command",
+        ),
+        (
+            "huge command",
+            json!({"command": format!("echo {huge}")}),
+            "command",
+        ),
+        (
+            "nul in env key",
+            json!({"command": "true", "env": {"A\u{0}B": "v"}}),
+            "env",
+        ),
+        (
+            "nul in env value",
+            json!({"command": "true", "env": {"A": "v\u{0}w"}}),
+            "env",
+        ),
+        (
+            "= in env key",
+            json!({"command": "true", "env": {"A=B": "v"}}),
+            "env",
+        ),
+        (
+            "empty env key",
+            json!({"command": "true", "env": {"": "v"}}),
+            "env",
+        ),
+        (
+            "nul in cwd",
+            json!({"command": "true", "cwd": "/tmp\u{0}x"}),
+            "cwd",
+        ),
+        (
+            "nul in uid",
+            json!({"command": "true", "uid": "ro\u{0}ot"}),
+            "uid",
+        ),
+        (
+            "nul in gid",
+            json!({"command": "true", "gid": "ro\u{0}ot"}),
+            "gid",
+        ),
+        ("absurd cpu", json!({"command": "true", "cpu": 1e12}), "cpu"),
+        ("absurd mem", json!({"command": "true", "mem": 1e15}), "mem"),
+        (
+            "infinite mem",
+            json!({"command": "true", "mem": "inf"}),
+            "mem",
+        ),
+        (
+            "absurd time limit",
+            json!({"command": "true", "time_limit": 1e300}),
+            "time_limit",
+        ),
+        (
+            "absurd stop timeout",
+            json!({"command": "true", "stop_timeout": 1e300}),
+            "stop_timeout",
+        ),
+        (
+            "absurd backoff",
+            json!({"command": "true", "backoff": {"max_secs": 1e300}}),
+            "backoff.max_secs",
+        ),
+        (
+            "zero log size",
+            json!({"command": "true", "log_rotation": {"max_bytes": 0}}),
+            "log_rotation.max_bytes",
+        ),
+        (
+            "absurd log backups",
+            json!({"command": "true", "log_rotation": {"backups": 4_000_000_000u32}}),
+            "log_rotation.backups",
+        ),
+    ];
+    for (what, body, field) in cases {
+        let (code, reply) =
+            sitter.request("PUT", "/api/v1/tasks/never", None, Some(&body.to_string()));
+        assert_eq!(code, 400, "{what}: {reply}");
+        assert!(
+            field_of(&reply) == field
+                || reply["errors"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|e| e["field"] == field),
+            "{what}: the error names '{field}': {reply}"
+        );
+    }
+    let (_, tasks) = sitter.request("GET", "/api/v1/tasks", None, None);
+    assert_eq!(tasks, json!([]), "nothing was accepted");
+}
+
+#[test]
 fn a_task_that_does_not_fit_is_refused_with_what_is_free() {
     let sitter = MachineSitter::start(&["--capacity-cpu", "1", "--capacity-mem", "100"]);
     let (code, _) = sitter.put_task(

@@ -384,3 +384,148 @@ fn task_names_that_start_with_dashes_run() {
     }
     assert_eq!(sitter.tasksitters().len(), 2);
 }
+
+#[path = "../../tasksitter/tests/common/fds.rs"]
+mod fds;
+
+#[test]
+fn stray_descriptors_reach_neither_tasksitters_nor_workloads() {
+    let mut sitter = MachineSitter::start(&[]);
+    sitter.kill9();
+    let marker = sitter.state.path().join("stray-pipe");
+    sitter.boot_prepared(|c| fds::inherit_stray_fds(c, &marker));
+    assert_eq!(sitter.put_task("fds", spec("sleep 60")).0, 201);
+    let (tasksitter, workload) = sitter.wait_running("fds");
+    let held = fds::open_fds(tasksitter);
+    assert!(
+        held.iter().all(|(_, target)| *target != marker),
+        "the tasksitter inherited the machinesitter's stray descriptors: {held:?}"
+    );
+    let fds = fds::open_fds(workload);
+    let numbers: Vec<i32> = fds.iter().map(|(fd, _)| *fd).collect();
+    assert_eq!(numbers, [0, 1, 2], "the workload inherited {fds:?}");
+}
+
+/// The entries of `dir` (none when it does not exist).
+fn entries(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|list| list.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn deleting_a_task_removes_its_logs_and_its_task_dir() {
+    let sitter = MachineSitter::start(&[]);
+    sitter.put_task("chatty", spec("yes | head -c 300000; sleep 600"));
+    sitter.wait_running("chatty");
+    let logs = sitter.state_dir().join("logs");
+    let tasks = sitter.state_dir().join("tasks");
+    wait_for(TIMEOUT, "the log to fill", || {
+        let log = entries(&logs).first()?.join("chatty.stdout.log");
+        (std::fs::metadata(log).ok()?.len() >= 300_000).then_some(())
+    });
+    assert_eq!(entries(&tasks).len(), 1);
+    let (code, body) = sitter.request("DELETE", "/api/v1/tasks/chatty", None, None);
+    assert_eq!((code, body["result"].as_str()), (200, Some("deleted")));
+    assert_eq!(
+        entries(&logs),
+        Vec::<std::path::PathBuf>::new(),
+        "logs are gone"
+    );
+    assert_eq!(
+        entries(&tasks),
+        Vec::<std::path::PathBuf>::new(),
+        "the task dir is gone"
+    );
+}
+
+/// Waits until the tasksitter of `name` reports its workload stopped.
+fn wait_stopped(sitter: &MachineSitter, name: &str) {
+    wait_for(TIMEOUT, &format!("task '{name}' to report stopped"), || {
+        let task = sitter.task(name);
+        (task["status"]["state"]["state"] == "stopped").then_some(())
+    });
+}
+
+#[test]
+fn a_stopped_task_stays_stopped_when_the_state_file_is_lost() {
+    let mut sitter = MachineSitter::start(&[]);
+    sitter.put_task("webby2", spec("sleep 391"));
+    sitter.wait_running("webby2");
+    let (code, _) = sitter.request("POST", "/api/v1/tasks/webby2/stop", None, None);
+    assert_eq!(code, 200);
+    wait_stopped(&sitter, "webby2");
+    let state_file = sitter.state_dir().join("state.json");
+    for lose in ["empty", "corrupt", "missing"] {
+        sitter.kill9();
+        match lose {
+            "empty" => std::fs::write(&state_file, b"").unwrap(),
+            "corrupt" => std::fs::write(&state_file, b"{\"version\": 1, \"tas").unwrap(),
+            _ => std::fs::remove_file(&state_file).unwrap(),
+        }
+        sitter.boot();
+        wait_stopped(&sitter, "webby2");
+        let task = sitter.task("webby2");
+        assert_eq!(task["run_requested"], false, "{lose}: {task}");
+        assert_eq!(
+            count_workloads("391"),
+            0,
+            "{lose}: the stopped task ran again"
+        );
+    }
+    // The recovered desired state drives the machinesitter: start still works.
+    let (code, _) = sitter.request("POST", "/api/v1/tasks/webby2/start", None, None);
+    assert_eq!(code, 200);
+    sitter.wait_running("webby2");
+}
+
+#[test]
+fn tasks_whose_tasksitters_died_too_are_restored_from_their_task_dirs() {
+    let mut sitter = MachineSitter::start(&[]);
+    sitter.put_task("runner", spec("sleep 392"));
+    sitter.put_task("idle", spec("sleep 393"));
+    let runner = sitter.wait_running("runner");
+    let idle = sitter.wait_running("idle");
+    sitter.request("POST", "/api/v1/tasks/idle/stop", None, None);
+    wait_stopped(&sitter, "idle");
+    sitter.kill9();
+    for pid in [runner.0, idle.0] {
+        // SAFETY: kill(2) on a tasksitter this test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    for pid in [runner.0, runner.1, idle.0] {
+        wait_for(TIMEOUT, "the tasksitters and workloads to die", || {
+            process_gone(pid).then_some(())
+        });
+    }
+    // A task dir nothing can be recovered from.
+    let broken = sitter.state_dir().join("tasks").join("broken-0000");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("spec.json"), b"{ not a spec").unwrap();
+    std::fs::write(sitter.state_dir().join("state.json"), b"").unwrap();
+    sitter.boot();
+
+    let again = sitter.wait_running("runner");
+    assert_ne!(again.0, runner.0, "a new tasksitter runs the task");
+    wait_stopped(&sitter, "idle");
+    assert_eq!(sitter.task("idle")["run_requested"], false);
+    assert_eq!(
+        count_workloads("393"),
+        0,
+        "the stopped task was not started"
+    );
+    assert_eq!(count_workloads("392"), 1);
+    let (_, events) = sitter.request("GET", "/api/v1/events", None, None);
+    let messages: Vec<String> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{} {}", e["task"], e["message"]))
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("broken-0000") && m.contains("cannot recover")),
+        "what could not be recovered is reported: {messages:#?}"
+    );
+}

@@ -372,11 +372,11 @@ impl Supervisor {
         self.starts += 1;
         let start_number = self.starts;
         let marker = format!(
-            "--- cerebro tasksitter: start #{start_number} at {} ---\n",
+            "--- cerebro tasksitter: start #{start_number} at {} ---",
             cerebro_types::time::format_rfc3339_ms(now_ms())
         );
         for log in [&self.stdout_log, &self.stderr_log].into_iter().flatten() {
-            if let Err(error) = cerebro_host::lock(log).write_all(marker.as_bytes()) {
+            if let Err(error) = cerebro_host::lock(log).annotate(&marker) {
                 tracing::warn!(%error, "cannot write the start marker");
             }
         }

@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use serde_json::json;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -243,7 +244,24 @@ fn bad_flags(args: &[&str]) -> (i32, String) {
 
 #[test]
 fn bad_flags_give_one_clear_line_and_exit_2() {
+    // Past the spec's bound yet short enough to pass as one argument here.
+    let huge = format!("echo {}", "x".repeat(100 * 1024));
     for (args, expected) in [
+        (&["--command", "true", "--cpu", "1e12"][..], "--cpu: "),
+        (&["--command", "true", "--mem", "1e15"][..], "--mem: "),
+        (
+            &["--command", "true", "--time-limit", "1000000000s"][..],
+            "--time-limit: ",
+        ),
+        (
+            &["--command", "true", "--stop-timeout", "1000000000s"][..],
+            "--stop-timeout: ",
+        ),
+        (
+            &["--command", "true", "--log-max-bytes", "0"][..],
+            "--log-max-bytes: ",
+        ),
+        (&["--command", &huge][..], "--command: "),
         (
             &["--command", "true", "--mem", "-5"][..],
             "--mem: must be a positive number of MB, got -5",
@@ -280,18 +298,62 @@ fn bad_flags_give_one_clear_line_and_exit_2() {
             "unexpected argument '--bogus'",
         ),
     ] {
-        let (code, stderr) = bad_flags(args);
-        assert_eq!(code, 2, "{args:?}: {stderr}");
-        assert_eq!(
-            stderr.lines().count(),
-            1,
-            "{args:?} printed more than one line: {stderr}"
-        );
-        assert!(
-            stderr.contains(expected),
-            "{args:?}: expected '{expected}' in: {stderr}"
-        );
+        assert_refused(args, expected);
     }
+}
+
+/// `tasksitter ARGS` exits 2 with one line on stderr that contains `expected`.
+fn assert_refused(args: &[&str], expected: &str) {
+    let (code, stderr) = bad_flags(args);
+    assert_eq!(code, 2, "{args:?}: {stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "{args:?} printed more than one line: {stderr}"
+    );
+    assert!(
+        stderr.contains(expected),
+        "{args:?}: expected '{expected}' in: {stderr}"
+    );
+}
+
+#[test]
+fn specs_that_can_never_start_are_refused_from_a_spec_file() {
+    let scratch = scratch_dir();
+    let spec = scratch.path().join("spec.json");
+    for (body, field) in [
+        (json!({"name": "n", "command": "echo a\u{0}b"}), "command:"),
+        (
+            json!({"name": "n", "command": "true", "env": {"A": "v\u{0}"}}),
+            "env:",
+        ),
+        (
+            json!({"name": "n", "command": "true", "cwd": "/tmp\u{0}"}),
+            "cwd:",
+        ),
+        (json!({"name": "n", "command": "true", "cpu": 1e12}), "cpu:"),
+        (
+            json!({"name": "n", "command": format!("echo {}", "x".repeat(200 * 1024))}),
+            "command:",
+        ),
+    ] {
+        std::fs::write(&spec, body.to_string()).unwrap();
+        assert_refused(&["--spec-file", spec.to_str().unwrap()], field);
+    }
+}
+
+#[test]
+fn a_workload_gets_only_stdin_stdout_and_stderr() {
+    let scratch = scratch_dir();
+    let marker = scratch.path().join("stray-pipe");
+    let sitter = Sitter::start_http_prepared(&["--name", "fds", "--command", "sleep 60"], |c| {
+        inherit_stray_fds(c, &marker)
+    });
+    let status = sitter.wait_status("running", |s| state_of(s) == "running");
+    let pid = status["pid"].as_i64().unwrap() as i32;
+    let fds = open_fds(pid);
+    let numbers: Vec<i32> = fds.iter().map(|(fd, _)| *fd).collect();
+    assert_eq!(numbers, [0, 1, 2], "the workload inherited {fds:?}");
 }
 
 #[test]

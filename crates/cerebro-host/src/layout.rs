@@ -1,11 +1,16 @@
 //! The task directory: the contract between a machinesitter and the
 //! tasksitters it starts. The machinesitter writes the spec file and the
 //! token before starting `tasksitter --spec-file <dir>/spec.json`; the
-//! tasksitter writes its address file once it listens. A machinesitter that
-//! lost its state file finds running tasks again from these files alone.
+//! tasksitter writes its address file once it listens. The machinesitter
+//! also keeps there what it wants for the task (`desired.json`: spec, run
+//! state, deletion), so that a machinesitter that lost its state file
+//! restores every task from these files alone, whether its tasksitter still
+//! runs or not.
 
 use crate::logs::file_stem;
 use cerebro_types::TaskSpec;
+use serde::{Deserialize, Serialize};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// The spec file's name inside a task directory.
@@ -16,6 +21,23 @@ pub const TOKEN_FILE: &str = "token";
 pub const ADDRESS_FILE: &str = "address";
 /// The tasksitter's own stdout and stderr (not the workload's).
 pub const SITTER_LOG_FILE: &str = "tasksitter.log";
+/// The machinesitter's desired state for the task ([`DesiredState`]).
+pub const DESIRED_FILE: &str = "desired.json";
+
+/// What the machinesitter wants for one task, written atomically to the
+/// task directory whenever it changes. It outlives the machinesitter's
+/// state file: recovery reads it back for a task the state file does not
+/// know, so a stopped task stays stopped and a deleted one stays deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredState {
+    /// The spec asked for (the spec file holds the one the tasksitter runs).
+    pub spec: TaskSpec,
+    /// Whether the workload should run.
+    pub run_requested: bool,
+    /// A delete was asked for: stop it and remove it.
+    pub deleting: bool,
+}
 
 /// Where one task's files live under a machinesitter's state directory:
 /// `<state>/tasks/<dir_name>/` (private: spec, token, address, the
@@ -57,6 +79,66 @@ impl TaskDir {
         self.dir.join(SITTER_LOG_FILE)
     }
 
+    /// The machinesitter's [`DesiredState`] for the task.
+    pub fn desired(&self) -> PathBuf {
+        self.dir.join(DESIRED_FILE)
+    }
+
+    /// Creates the private directory (mode 0700: it holds the token) and the
+    /// log directory.
+    pub fn create(&self) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::create_dir_all(&self.logs)
+    }
+
+    /// Writes `desired` atomically (a reader sees the old file or the new
+    /// one), creating the directories first.
+    pub fn write_desired(&self, desired: &DesiredState) -> std::io::Result<()> {
+        self.create()?;
+        let mut bytes = serde_json::to_vec_pretty(desired).map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+        crate::fs::atomic_write_private(&self.desired(), &bytes)
+    }
+
+    /// What the machinesitter last wanted for the task: the desired-state
+    /// file, or, for a directory written before that file existed, the
+    /// spec file (whose `auto_start` says whether the workload was to run).
+    pub fn read_desired(&self) -> Result<DesiredState, SpecFileError> {
+        let path = self.desired();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                serde_json::from_str(&text).map_err(|source| SpecFileError::Parse { path, source })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let spec = read_spec(&self.spec())?;
+                Ok(DesiredState {
+                    run_requested: spec.auto_start,
+                    spec,
+                    deleting: false,
+                })
+            }
+            Err(source) => Err(SpecFileError::Read { path, source }),
+        }
+    }
+
+    /// Removes the task's private directory and its workload's logs, for a
+    /// deleted task whose tasksitter is gone: nothing of a deleted task is
+    /// kept. Missing directories are fine; the first other error is returned
+    /// after both removals were tried.
+    pub fn remove(&self) -> std::io::Result<()> {
+        let mut result = Ok(());
+        for dir in [&self.dir, &self.logs] {
+            match std::fs::remove_dir_all(dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound && result.is_ok() => {
+                    result = Err(e)
+                }
+                _ => {}
+            }
+        }
+        result
+    }
+
     /// The task directory whose spec file is `spec_file`, if `spec_file` is
     /// one directly under `<state_dir>/tasks/<dir_name>/`.
     pub fn of_spec_file(state_dir: &Path, spec_file: &Path) -> Option<(String, TaskDir)> {
@@ -73,7 +155,7 @@ impl TaskDir {
     }
 }
 
-/// A spec file that cannot be read or is not a `TaskSpec`.
+/// A spec or desired-state file that cannot be read or does not parse.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecFileError {
     /// The file could not be read (missing, unreadable).
@@ -82,7 +164,7 @@ pub enum SpecFileError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// The file is not a valid `TaskSpec`.
+    /// The file is not what it should hold (a `TaskSpec`, a `DesiredState`).
     #[error("{path}: {source}")]
     Parse {
         path: PathBuf,
@@ -111,6 +193,21 @@ pub fn spec_file_contents(spec: &TaskSpec) -> serde_json::Result<Vec<u8>> {
 
 fn tasks_root(state_dir: &Path) -> PathBuf {
     state_dir.join("tasks")
+}
+
+/// The names of the task directories under `<state_dir>/tasks`, sorted.
+pub fn task_dir_names(state_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(tasks_root(state_dir))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 /// A directory name for a task: a readable stem plus a hash of the full name,

@@ -138,7 +138,7 @@ pub struct LogList {
 pub struct LogQuery {
     /// The last this many lines.
     pub tail: Option<usize>,
-    /// From this byte offset of the live file (a chunk's `next_offset`).
+    /// From this byte position in the stream (a chunk's `next_offset`).
     pub offset: Option<u64>,
     /// At most this many bytes.
     pub limit: Option<u64>,

@@ -72,6 +72,12 @@ impl MachineSitter {
 
     /// Starts the machinesitter process on the same state dir.
     pub fn boot(&mut self) {
+        self.boot_prepared(|_| {});
+    }
+
+    /// As `boot`, with `prepare` given the command before it spawns (to
+    /// hand the machinesitter extra descriptors, say).
+    pub fn boot_prepared(&mut self, prepare: impl FnOnce(&mut Command)) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_machinesitter"));
         if !self.args.iter().any(|a| a == "--tasksitter-bin") {
             command.arg("--tasksitter-bin").arg(tasksitter_bin());
@@ -81,6 +87,7 @@ impl MachineSitter {
             .arg(self.state_dir())
             .args(["--port", "0"])
             .args(&self.args);
+        prepare(&mut command);
         let address = self.daemon.start(
             &mut command,
             &self.state.path().join("address"),

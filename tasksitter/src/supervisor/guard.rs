@@ -17,13 +17,18 @@ pub(super) struct Guard {
 /// so a signal to the tasksitter's group does not reach it.
 pub(super) fn spawn_guard(dirs: &[std::path::PathBuf]) -> std::io::Result<Guard> {
     let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .arg(crate::GUARD_SUBCOMMAND)
         .args(dirs)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .process_group(0)
-        .spawn()?;
+        .process_group(0);
+    // SAFETY: cloexec_above_stderr makes only async-signal-safe calls.
+    unsafe {
+        command.pre_exec(cerebro_host::process::cloexec_above_stderr);
+    }
+    let mut child = command.spawn()?;
     let stdin = child.stdin.take();
     Ok(Guard { child, stdin })
 }

@@ -11,6 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+#[path = "fds.rs"]
+mod fds;
+#[allow(unused_imports)]
+pub use fds::*;
+
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn tasksitter_bin() -> &'static str {
@@ -60,6 +65,16 @@ impl Sitter {
     }
 
     fn start_with(args: &[&str], http: bool) -> Sitter {
+        Self::start_prepared(args, http, |_| {})
+    }
+
+    /// As `start_http`, with `prepare` given the command before it spawns
+    /// (to hand the tasksitter extra descriptors, say).
+    pub fn start_http_prepared(args: &[&str], prepare: impl FnOnce(&mut Command)) -> Sitter {
+        Self::start_prepared(args, true, prepare)
+    }
+
+    fn start_prepared(args: &[&str], http: bool, prepare: impl FnOnce(&mut Command)) -> Sitter {
         let dir = scratch_dir();
         let logs = dir.path().join("logs");
         let address_file = dir.path().join("address");
@@ -83,6 +98,7 @@ impl Sitter {
                 address_file.to_str().unwrap(),
             ]);
         }
+        prepare(&mut command);
         let child = command.spawn().expect("spawn tasksitter");
         let mut sitter = Sitter {
             child,
