@@ -119,8 +119,12 @@ async fn register_with_cluster(
     advertised: String,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let client = cerebro_client::HttpClient::new(Duration::from_secs(5), 1);
-    let url = format!("{cluster_url}/api/v1/machines/register");
+    let token = config.token.as_ref().map(|t| t.expose().to_string());
+    let cluster = cerebro_client::ClusterClient::new(
+        cerebro_client::HttpClient::new(Duration::from_secs(5), 1),
+        &cluster_url,
+        token,
+    );
     let request = cerebro_types::cluster::RegisterRequest {
         machine_id: config.machine_id.clone(),
         address: advertised,
@@ -131,13 +135,9 @@ async fn register_with_cluster(
         hostname: Some(config.hostname.clone()),
         zone: config.zone.clone(),
     };
-    let token = config.token.as_ref().map(|t| t.expose().to_string());
     let mut retry = Duration::from_millis(200);
     loop {
-        let wait = match client
-            .post_json::<_, serde_json::Value>(&url, token.as_deref(), Some(&request))
-            .await
-        {
+        let wait = match cluster.register(&request).await {
             Ok(_) => {
                 retry = Duration::from_millis(200);
                 REGISTER_EVERY
