@@ -181,6 +181,7 @@ fn timed_place(cluster: &Cluster, previous: &[Assignment]) -> (Plan, f64) {
         machines: &cluster.machines,
         previous,
         zone_machine_size: &cluster.zone_machine_size,
+        largest_machine: &cluster.zone_machine_size,
     };
     let started = Instant::now();
     let plan = place(&input);

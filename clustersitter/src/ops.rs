@@ -337,6 +337,7 @@ impl Ops {
             machines: &machines,
             previous: cluster.assignments(),
             zone_machine_size: &zones,
+            largest_machine: cluster.largest_machines(),
         }))
     }
 

@@ -65,6 +65,15 @@ pub trait MachineProvider: Send + Sync {
     async fn terminate(&self, machine_id: &str, provider_id: &str) -> Result<(), ProviderError>;
     /// Every machine of this cluster the provider can see.
     async fn discover(&self) -> Result<Vec<FoundMachine>, ProviderError>;
+    /// The largest machine (cores, MB) the provider can ever start in
+    /// `zone`; `None` when it does not serve the zone or cannot tell, and
+    /// the cluster then takes the config's machine size as the largest.
+    /// Jobs whose instances exceed it are refused at submission, and
+    /// placement never asks for a machine bigger than this.
+    fn largest_machine(&self, zone: &str) -> Option<Resources> {
+        let _ = zone;
+        None
+    }
 }
 
 /// Local machines: `machinesitter` processes in their own sessions, so they
@@ -148,6 +157,18 @@ fn default_machinesitter() -> Option<PathBuf> {
 impl MachineProvider for LocalProvider {
     fn kind(&self) -> &'static str {
         "local"
+    }
+
+    /// Every local machine has the configured size.
+    fn largest_machine(&self, zone: &str) -> Option<Resources> {
+        self.config
+            .zones
+            .iter()
+            .any(|z| z == zone)
+            .then_some(Resources {
+                cpu: self.config.machine_cpu,
+                mem_mb: self.config.machine_mem,
+            })
     }
 
     async fn provision(&self, machine: &NewMachine) -> Result<String, ProviderError> {

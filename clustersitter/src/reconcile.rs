@@ -154,6 +154,7 @@ impl Reconciler {
                 machines: &cluster.placement_machines(),
                 previous: cluster.assignments(),
                 zone_machine_size: &cluster.config().zones(),
+                largest_machine: cluster.largest_machines(),
             });
             let changed = cluster.apply_assignments(&plan.assignments);
             let now = Instant::now();

@@ -45,7 +45,10 @@ pub(crate) fn restore(config: Arc<ClusterConfig>, provider_kind: &'static str) -
 /// Matches persisted machines with what the provider still runs: running
 /// ones are adopted (never provisioned again), vanished ones are
 /// decommissioned so their instances move, unknown ones of this cluster join.
+/// The provider's largest machine per zone is learnt here too.
 pub(crate) async fn recover_machines(cluster: &mut Cluster, provider: &dyn MachineProvider) {
+    // Before anything is placed: no job may wait for a machine the provider cannot give.
+    cluster.learn_machine_sizes(provider);
     let found = match provider.discover().await {
         Ok(found) => found,
         Err(error) => {

@@ -46,6 +46,9 @@ pub struct Cluster {
     plan: Plan,
     started: Instant,
     provider_kind: &'static str,
+    /// The largest machine each served zone can have, as the provider
+    /// says (the config's machine size until it has said).
+    largest_machine: BTreeMap<String, Resources>,
 }
 
 pub type SharedCluster = Arc<Mutex<Cluster>>;
@@ -92,14 +95,30 @@ impl Cluster {
     ) -> Self {
         let events = EventLog::journaled(config.state_dir.join("events.jsonl"), MAX_EVENTS);
         Self {
-            config,
             state,
             reports: BTreeMap::new(),
             events,
             plan: Plan::default(),
             started: Instant::now(),
             provider_kind,
+            largest_machine: config.zones(),
+            config,
         }
+    }
+
+    /// Learns from `provider` the largest machine of each served zone; a
+    /// zone it cannot answer for keeps the config's machine size.
+    pub fn learn_machine_sizes(&mut self, provider: &dyn crate::provider::MachineProvider) {
+        for (zone, largest) in self.largest_machine.iter_mut() {
+            if let Some(size) = provider.largest_machine(zone) {
+                *largest = size;
+            }
+        }
+    }
+
+    /// The largest machine each served zone can have (zone → cores, MB).
+    pub fn largest_machines(&self) -> &BTreeMap<String, Resources> {
+        &self.largest_machine
     }
 
     /// Records (and journals) an event about `subject`, a job name,
@@ -200,6 +219,7 @@ impl Cluster {
                 );
             }
         }
+        self.check_fits_a_machine(spec, &mut errors);
         if let Some(master) = &spec.linked_job {
             if !self.state.jobs.contains_key(master) {
                 errors.push(
@@ -215,6 +235,49 @@ impl Cluster {
             }
         }
         errors.into_result(())
+    }
+
+    /// Refuses an instance that no machine its zone can ever have would
+    /// hold: it would wait forever and placement would ask for machines
+    /// for it. The field named is the one that makes it too big. A linked
+    /// job is checked in the zones of its master.
+    fn check_fits_a_machine(&self, spec: &JobSpec, errors: &mut ValidationErrors) {
+        let zones: Vec<&String> = match spec
+            .linked_job
+            .as_ref()
+            .and_then(|m| self.state.jobs.get(m))
+        {
+            Some(master) => master.spec.deployment_layout.keys().collect(),
+            None => spec.deployment_layout.keys().collect(),
+        };
+        for zone in zones {
+            let Some(largest) = self.largest_machine.get(zone) else {
+                continue;
+            };
+            let need = spec.need_in(zone);
+            let holds = format!(
+                "the largest machine zone '{zone}' can have holds {} cores and {} MB",
+                largest.cpu, largest.mem_mb
+            );
+            if need.cpu > largest.cpu {
+                errors.push(
+                    "task_configuration.cpu",
+                    format!("an instance needs {} cores but {holds}", need.cpu),
+                );
+            }
+            if need.mem_mb > largest.mem_mb {
+                let zone_mem = spec.deployment_layout.get(zone).and_then(|z| z.mem);
+                let field = if zone_mem.is_some_and(|m| m >= need.mem_mb) {
+                    format!("deployment_layout.{zone}.mem")
+                } else {
+                    "task_configuration.mem".to_string()
+                };
+                errors.push(
+                    field,
+                    format!("an instance needs {} MB but {holds}", need.mem_mb),
+                );
+            }
+        }
     }
 
     /// The chain of links from `spec` back to itself, if following its

@@ -1,0 +1,59 @@
+//! Nothing impossible gets in: jobs no machine of their zone can ever
+//! hold, rolling-update requests and machine registrations that make no
+//! sense are refused at the door with a 400 naming the field, and nothing
+//! is provisioned for them.
+
+use cerebro_tests::*;
+use serde_json::{json, Value};
+
+/// The first error's field and the whole body as text.
+fn refusal(reply: &Value) -> (String, String) {
+    (
+        reply["errors"][0]["field"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+        reply.to_string(),
+    )
+}
+
+#[test]
+fn a_job_no_machine_of_its_zone_can_hold_is_refused_and_nothing_is_provisioned() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let huge_task = r#"{"persistent": true, "deployment_layout": {"zone-a": {"cpu": 1}},
+        "task_configuration": {"name": "hugemem", "command": "sleep 601", "mem": 99999999999999999999999}}"#;
+    let (code, reply) = cluster.request("PUT", "/api/v1/jobs/hugemem", Some(huge_task));
+    assert_eq!(code, 400, "{reply}");
+    let (field, body) = refusal(&reply);
+    assert_eq!(field, "task_configuration.mem", "{body}");
+    assert!(body.contains("512"), "the largest machine is named: {body}");
+
+    let huge_zone_mem = json!({"persistent": true, "deployment_layout": {"zone-b": {"cpu": 1, "mem": 4096}},
+        "task_configuration": {"name": "zonemem", "command": "sleep 601", "mem": 20}});
+    let (code, reply) = cluster.put_job(&huge_zone_mem);
+    assert_eq!(code, 400, "{reply}");
+    assert_eq!(refusal(&reply).0, "deployment_layout.zone-b.mem", "{reply}");
+
+    let many_cores = job("cores", "601", 8.0, json!({"zone-a": {"cpu": 1}}));
+    let (code, reply) = cluster.put_job(&many_cores);
+    assert_eq!(code, 400, "{reply}");
+    let (field, body) = refusal(&reply);
+    assert_eq!(field, "task_configuration.cpu", "{body}");
+    assert!(body.contains("2 cores"), "{body}");
+
+    // The dry run refuses it the same way.
+    let (code, reply) = cluster.request("POST", "/api/v1/plan", Some(huge_task));
+    assert_eq!(code, 400, "{reply}");
+    assert_eq!(refusal(&reply).0, "task_configuration.mem", "{reply}");
+
+    // A job that fits is taken, so the cluster is alive and placing.
+    let (code, reply) = cluster.put_job(&job("fits", "602", 0.5, json!({"zone-a": {"cpu": 1}})));
+    assert_eq!(code, 201, "{reply}");
+    cluster.wait_job_running("fits", 1);
+    assert!(cluster.jobs().iter().all(|j| j.name != "hugemem"));
+    assert_eq!(
+        cluster.machines().len(),
+        1,
+        "one machine, for the job that fits"
+    );
+}
