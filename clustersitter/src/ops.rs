@@ -341,17 +341,26 @@ impl Ops {
         }))
     }
 
-    /// A machinesitter announces itself: known machines get their address
+    /// A machinesitter announces itself, after [`RegisterRequest::validate`]
+    /// and with its zone (if it names one) served here: known machines get their address
     /// updated; a machine this cluster decommissioned is told so and its
     /// stale tasks are removed; an unknown machine in a served zone joins.
     pub fn register(&self, request: &RegisterRequest) -> Result<RegisterResult, OpError> {
-        cerebro_types::job::validate_machine_id(&request.machine_id)
-            .map_err(|message| OpError::field("machine_id", message))?;
-        if request.address.parse::<std::net::SocketAddr>().is_err() {
-            return Err(OpError::field("address", "must be IP:PORT"));
-        }
+        request.validate()?;
         let result = {
             let mut cluster = lock(&self.cluster);
+            if let Some(zone) = &request.zone {
+                let zones = cluster.config().zones();
+                if !zones.contains_key(zone) {
+                    return Err(OpError::field(
+                        "zone",
+                        format!(
+                            "'{zone}' is not one of this cluster's zones ({})",
+                            zones.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+            }
             if cluster.was_retired(&request.machine_id) {
                 let token = cluster
                     .config()

@@ -57,3 +57,77 @@ fn a_job_no_machine_of_its_zone_can_hold_is_refused_and_nothing_is_provisioned()
         "one machine, for the job that fits"
     );
 }
+
+#[test]
+fn a_machine_registering_with_nonsense_is_refused_by_field() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let good = json!({"machine_id": "hand-1", "address": "127.0.0.1:9", "capacity": {"cpu": 1.0, "mem_mb": 512.0}, "zone": "zone-a"});
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "capacity.cpu",
+            json!({"cpu": -5.0, "mem_mb": 512.0}),
+            "negative cores",
+        ),
+        (
+            "capacity.cpu",
+            json!({"cpu": 0.0, "mem_mb": 512.0}),
+            "no cores",
+        ),
+        (
+            "capacity.mem_mb",
+            json!({"cpu": 1.0, "mem_mb": 1e308}),
+            "absurd memory",
+        ),
+        (
+            "capacity.mem_mb",
+            json!({"cpu": 1.0, "mem_mb": -5.0}),
+            "negative memory",
+        ),
+        (
+            "capacity.cpu",
+            json!({"cpu": 1e308, "mem_mb": 512.0}),
+            "absurd cores",
+        ),
+    ];
+    for (field, capacity, what) in cases {
+        let mut body = good.clone();
+        body["capacity"] = capacity;
+        let (code, reply) =
+            cluster.request("POST", "/api/v1/machines/register", Some(&body.to_string()));
+        assert_eq!(code, 400, "{what}: {reply}");
+        assert_eq!(refusal(&reply).0, field, "{what}: {reply}");
+    }
+    for address in [
+        "0.0.0.0:0",
+        "0.0.0.0:40000",
+        "127.0.0.1:0",
+        "[::]:40000",
+        "224.0.0.1:80",
+        "nonsense",
+    ] {
+        let mut body = good.clone();
+        body["address"] = json!(address);
+        let (code, reply) =
+            cluster.request("POST", "/api/v1/machines/register", Some(&body.to_string()));
+        assert_eq!(code, 400, "{address}: {reply}");
+        assert_eq!(refusal(&reply).0, "address", "{address}: {reply}");
+    }
+    let mut body = good.clone();
+    body["zone"] = json!("zone-z");
+    let (code, reply) =
+        cluster.request("POST", "/api/v1/machines/register", Some(&body.to_string()));
+    assert_eq!(code, 400, "{reply}");
+    assert_eq!(refusal(&reply).0, "zone", "{reply}");
+    assert!(cluster.machines().is_empty(), "nothing joined");
+
+    let (code, reply) =
+        cluster.request("POST", "/api/v1/machines/register", Some(&good.to_string()));
+    assert_eq!(code, 200, "a sane machine still joins: {reply}");
+    // Known now: a re-registration with nonsense is refused just the same.
+    let mut body = good.clone();
+    body["capacity"] = json!({"cpu": -5.0, "mem_mb": 512.0});
+    let (code, reply) =
+        cluster.request("POST", "/api/v1/machines/register", Some(&body.to_string()));
+    assert_eq!(code, 400, "{reply}");
+    assert_eq!(cluster.machines()[0]["capacity"]["cpu"], 1.0);
+}

@@ -62,7 +62,18 @@ impl Cluster {
                     }
                     machine.missed_polls = 0;
                     machine.last_seen_ms = Some(now);
+                    let mut sane = ValidationErrors::default();
                     if let Some(status) = &status {
+                        cerebro_types::cluster::validate_capacity(
+                            "capacity",
+                            status.capacity,
+                            &mut sane,
+                        );
+                    }
+                    if !sane.is_empty() {
+                        // What registration would refuse, a poll must not slip in.
+                        tracing::warn!(machine = %id, "ignoring the capacity it reports: {sane}");
+                    } else if let Some(status) = &status {
                         if status.capacity != machine.capacity {
                             machine.capacity = status.capacity;
                             changed = true;

@@ -4,6 +4,7 @@
 use crate::job::{JobSpec, Need};
 use crate::machine::{Resources, Vitals};
 use crate::task::StateKind;
+use crate::ValidationErrors;
 use serde::{Deserialize, Serialize};
 
 /// Where one instance of a job lives: the key is (job, zone, slot).
@@ -301,6 +302,78 @@ pub struct RegisterRequest {
     /// cluster that did not provision it.
     #[serde(default)]
     pub zone: Option<String>,
+}
+
+/// The most cores a machine may declare: more than any machine sold, so
+/// only a mistake or a lie exceeds it.
+pub const MAX_MACHINE_CPU: f64 = 4096.0;
+/// The most memory a machine may declare, in MB (64 TiB).
+pub const MAX_MACHINE_MEM_MB: f64 = 64.0 * 1024.0 * 1024.0;
+
+/// Checks a machine's declared capacity: each of `cpu` (cores) and
+/// `mem_mb` finite, above 0 and at most [`MAX_MACHINE_CPU`] /
+/// [`MAX_MACHINE_MEM_MB`]. Errors name `PREFIX.cpu` and `PREFIX.mem_mb`.
+pub fn validate_capacity(prefix: &str, capacity: Resources, errors: &mut ValidationErrors) {
+    for (name, value, max, unit) in [
+        ("cpu", capacity.cpu, MAX_MACHINE_CPU, "cores"),
+        ("mem_mb", capacity.mem_mb, MAX_MACHINE_MEM_MB, "MB"),
+    ] {
+        if !(value.is_finite() && value > 0.0 && value <= max) {
+            errors.push(
+                format!("{prefix}.{name}"),
+                format!("must be more than 0 and at most {max} {unit}"),
+            );
+        }
+    }
+}
+
+/// Checks that `address` is a concrete `IP:PORT` a cluster can call: not
+/// an unspecified (`0.0.0.0`, `::`), multicast or broadcast address, and
+/// not port 0. The error says what is wrong.
+pub fn validate_machine_address(address: &str) -> Result<std::net::SocketAddr, String> {
+    let parsed: std::net::SocketAddr = address
+        .parse()
+        .map_err(|_| format!("'{address}' is not IP:PORT"))?;
+    let ip = parsed.ip();
+    let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
+    if ip.is_unspecified() || ip.is_multicast() || broadcast {
+        return Err(format!(
+            "'{address}' is not an address a machine can be reached at"
+        ));
+    }
+    if parsed.port() == 0 {
+        return Err("port 0 is not a port a machine listens on".into());
+    }
+    Ok(parsed)
+}
+
+impl RegisterRequest {
+    /// Every check that needs no cluster: `machine_id` a plain name,
+    /// `address` concrete ([`validate_machine_address`]), `capacity`
+    /// sane ([`validate_capacity`]), `zone` (when given) a zone name and
+    /// `hostname` short and printable. Whether the zone is served is the
+    /// cluster's check.
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        if let Err(message) = crate::job::validate_machine_id(&self.machine_id) {
+            errors.push("machine_id", message);
+        }
+        if let Err(message) = validate_machine_address(&self.address) {
+            errors.push("address", message);
+        }
+        validate_capacity("capacity", self.capacity, &mut errors);
+        if let Some(zone) = &self.zone {
+            if let Err(message) = crate::job::validate_zone_name(zone) {
+                errors.push("zone", message);
+            }
+        }
+        if let Some(hostname) = &self.hostname {
+            if let Err(message) = crate::job::validate_env_text(hostname, 255) {
+                errors.push("hostname", message);
+            }
+        }
+        errors.into_result(())
+    }
 }
 
 /// Something that happened in the cluster, for people: the API's
@@ -790,6 +863,54 @@ pub struct RegisterReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_registration_is_checked_field_by_field() {
+        let good = RegisterRequest {
+            machine_id: "m-1".into(),
+            address: "127.0.0.1:40000".into(),
+            capacity: Resources {
+                cpu: 2.0,
+                mem_mb: 1024.0,
+            },
+            hostname: Some("box".into()),
+            zone: Some("zone-a".into()),
+        };
+        assert_eq!(good.validate(), Ok(()));
+        let fields = |request: RegisterRequest| -> Vec<String> {
+            request
+                .validate()
+                .unwrap_err()
+                .errors
+                .into_iter()
+                .map(|e| e.field)
+                .collect()
+        };
+        for (cpu, mem_mb) in [(-5.0, 1.0), (f64::NAN, 1.0), (1e308, 1.0), (0.0, 1.0)] {
+            let mut bad = good.clone();
+            bad.capacity = Resources { cpu, mem_mb };
+            assert_eq!(fields(bad), ["capacity.cpu"], "{cpu}");
+        }
+        let mut bad = good.clone();
+        bad.capacity.mem_mb = f64::INFINITY;
+        assert_eq!(fields(bad), ["capacity.mem_mb"]);
+        for address in [
+            "0.0.0.0:0",
+            "[::]:1",
+            "127.0.0.1:0",
+            "255.255.255.255:1",
+            "x:1",
+            "",
+        ] {
+            let mut bad = good.clone();
+            bad.address = address.into();
+            assert_eq!(fields(bad), ["address"], "{address}");
+        }
+        let mut bad = good.clone();
+        bad.hostname = Some("a\0b".into());
+        bad.zone = Some("../z".into());
+        assert_eq!(fields(bad), ["zone", "hostname"]);
+    }
 
     #[test]
     fn a_decommissioning_machine_never_becomes_ready_again() {

@@ -140,6 +140,20 @@ impl JobSpec {
     }
 }
 
+/// Checks text that ends up in an environment variable, a name or a
+/// file: at most `max_chars` characters and no control characters (NUL
+/// among them, which no environment or C string can hold). The error says
+/// which rule it broke.
+pub fn validate_env_text(value: &str, max_chars: usize) -> Result<(), String> {
+    if value.chars().count() > max_chars {
+        return Err(format!("must be at most {max_chars} characters"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err("must not contain control characters (NUL, newline, ...)".into());
+    }
+    Ok(())
+}
+
 /// Zone names: what clouds use (`aws-us-west-2a`, `local-a`).
 pub fn validate_zone_name(zone: &str) -> Result<(), String> {
     validate_identifier("zone", zone)
