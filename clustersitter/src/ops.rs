@@ -204,22 +204,13 @@ impl Ops {
     /// Starts (or retargets) a rolling update of `name`: instances restart
     /// one machine at a time (`max_parallel`), each machine's instances
     /// running healthy for `min_healthy_secs` before the next machine goes.
+    /// A request [`UpdateRequest::validate`] refuses changes nothing.
     pub fn start_rollout(
         &self,
         name: &str,
         request: &UpdateRequest,
     ) -> Result<Option<JobView>, OpError> {
-        if let Some(secs) = request.min_healthy_secs {
-            if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
-                return Err(OpError::field(
-                    "min_healthy_secs",
-                    "must be 0 to 86400 seconds",
-                ));
-            }
-        }
-        if request.max_parallel == Some(0) {
-            return Err(OpError::field("max_parallel", "must be at least 1"));
-        }
+        request.validate()?;
         let view = {
             let mut cluster = lock(&self.cluster);
             cluster

@@ -131,3 +131,87 @@ fn a_machine_registering_with_nonsense_is_refused_by_field() {
     assert_eq!(code, 400, "{reply}");
     assert_eq!(cluster.machines()[0]["capacity"]["cpu"], 1.0);
 }
+
+#[test]
+fn update_requests_and_job_strings_that_end_up_in_an_environment_are_bounded() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let (code, reply) = cluster.put_job(&job("ticker", "603", 0.5, json!({"zone-a": {"cpu": 1}})));
+    assert_eq!(code, 201, "{reply}");
+    // 2 MB is refused by the body limit already (413); a version well
+    // under that limit but far over the field's bound still is refused here.
+    let (code, reply) = cluster.request(
+        "POST",
+        "/api/v1/jobs/ticker/update",
+        Some(&json!({"version": "v".repeat(2 * 1024 * 1024)}).to_string()),
+    );
+    assert!(code == 400 || code == 413, "{code}: {reply}");
+    let huge = "v".repeat(10 * 1024);
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"version": huge}), "version"),
+        (json!({"version": "v\u{0}2"}), "version"),
+        (json!({"version": "v2\nINJECTED=1"}), "version"),
+        (json!({"version": ""}), "version"),
+        (json!({"max_parallel": 0}), "max_parallel"),
+        (json!({"max_parallel": 1_000_000}), "max_parallel"),
+        (json!({"min_healthy_secs": -1}), "min_healthy_secs"),
+        (json!({"min_healthy_secs": 1e300}), "min_healthy_secs"),
+    ];
+    for (body, field) in cases {
+        let (code, reply) = cluster.request(
+            "POST",
+            "/api/v1/jobs/ticker/update",
+            Some(&body.to_string()),
+        );
+        let short: String = reply.to_string().chars().take(300).collect();
+        assert_eq!(code, 400, "{field}: {short}");
+        assert_eq!(refusal(&reply).0, field, "{short}");
+    }
+    let view = cluster.job_view("ticker");
+    assert_eq!(view.generation, 1, "nothing refused changed the job");
+    assert_eq!(view.version, None);
+
+    let base = job("strings", "604", 0.5, json!({"zone-a": {"cpu": 1}}));
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "deployment_recipe",
+            json!("redis\u{0}"),
+            "deployment_recipe",
+        ),
+        (
+            "deployment_recipe",
+            json!("r".repeat(1000)),
+            "deployment_recipe",
+        ),
+        ("recipe_options", json!({"ke\u{0}y": "v"}), "recipe_options"),
+        (
+            "recipe_options",
+            json!({"k".repeat(1000): "v"}),
+            "recipe_options",
+        ),
+        (
+            "recipe_options",
+            json!({"port": "6379\u{0}"}),
+            "recipe_options.port",
+        ),
+        (
+            "recipe_options",
+            json!({"nested": {"deep": ["a\u{0}"]}}),
+            "recipe_options.nested",
+        ),
+        (
+            "recipe_options",
+            json!({"big": "x".repeat(100 * 1024)}),
+            "recipe_options.big",
+        ),
+        ("dns_basename", json!("a".repeat(300)), "dns_basename"),
+        ("linked_job", json!("mas\u{0}ter"), "linked_job"),
+    ];
+    for (key, value, field) in cases {
+        let mut body = base.clone();
+        body[key] = value;
+        let (code, reply) = cluster.put_job(&body);
+        assert_eq!(code, 400, "{field}: {reply}");
+        assert_eq!(refusal(&reply).0, field, "{reply}");
+    }
+    assert!(cluster.jobs().iter().all(|j| j.name != "strings"));
+}

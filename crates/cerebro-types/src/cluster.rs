@@ -279,6 +279,46 @@ pub struct UpdateRequest {
     pub max_parallel: Option<usize>,
 }
 
+/// The longest `version` an update may carry (it becomes `CEREBRO_JOB_VERSION`).
+pub const MAX_VERSION_CHARS: usize = 128;
+/// The longest `min_healthy_secs` of an update: one day.
+pub const MAX_MIN_HEALTHY_SECS: f64 = 86_400.0;
+/// The most machines an update may restart at a time.
+pub const MAX_PARALLEL: usize = 1000;
+
+impl UpdateRequest {
+    /// `version` 1 to [`MAX_VERSION_CHARS`] characters without control
+    /// characters (it goes into every instance's environment),
+    /// `min_healthy_secs` 0 to [`MAX_MIN_HEALTHY_SECS`], `max_parallel` 1
+    /// to [`MAX_PARALLEL`]. Errors name the request's keys.
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        if let Some(version) = &self.version {
+            if version.is_empty() {
+                errors.push(
+                    "version",
+                    "must not be empty (leave it out to keep the version)",
+                );
+            } else if let Err(message) = crate::job::validate_env_text(version, MAX_VERSION_CHARS) {
+                errors.push("version", message);
+            }
+        }
+        if let Some(secs) = self.min_healthy_secs {
+            if !secs.is_finite() || !(0.0..=MAX_MIN_HEALTHY_SECS).contains(&secs) {
+                errors.push("min_healthy_secs", "must be 0 to 86400 seconds");
+            }
+        }
+        match self.max_parallel {
+            Some(0) => errors.push("max_parallel", "must be at least 1"),
+            Some(n) if n > MAX_PARALLEL => {
+                errors.push("max_parallel", format!("must be at most {MAX_PARALLEL}"))
+            }
+            _ => {}
+        }
+        errors.into_result(())
+    }
+}
+
 /// `PUT /api/v1/idle-limit`: idle machines kept per zone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -863,6 +903,37 @@ pub struct RegisterReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_update_request_is_bounded() {
+        assert_eq!(UpdateRequest::default().validate(), Ok(()));
+        let ok = UpdateRequest {
+            version: Some("v".repeat(MAX_VERSION_CHARS)),
+            min_healthy_secs: Some(86_400.0),
+            max_parallel: Some(MAX_PARALLEL),
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        let bad = UpdateRequest {
+            version: Some("v".repeat(MAX_VERSION_CHARS + 1)),
+            min_healthy_secs: Some(f64::NAN),
+            max_parallel: Some(MAX_PARALLEL + 1),
+        };
+        let fields: Vec<String> = bad
+            .validate()
+            .unwrap_err()
+            .errors
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(fields, ["version", "min_healthy_secs", "max_parallel"]);
+        for version in ["", "a\0b", "v2\nX=1", "\u{7f}"] {
+            let bad = UpdateRequest {
+                version: Some(version.into()),
+                ..UpdateRequest::default()
+            };
+            assert!(bad.validate().is_err(), "{version:?}");
+        }
+    }
 
     #[test]
     fn a_registration_is_checked_field_by_field() {
