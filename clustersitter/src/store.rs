@@ -33,6 +33,12 @@ pub struct JobRecord {
     /// here runs `spec.task_configuration`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub superseded: BTreeMap<u64, TaskSpec>,
+    /// The version of older generations that machines still run while a
+    /// rolling update has not reached them (`None`: that generation had
+    /// no version); any generation not here runs `version`. Absent from
+    /// files written before it existed, which load with it empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub superseded_versions: BTreeMap<u64, Option<String>>,
     #[serde(default)]
     pub rollout: Option<Rollout>,
     /// `Some(true)` after a start request, `Some(false)` after a stop: it
@@ -52,6 +58,7 @@ impl JobRecord {
             generation: 1,
             machine_generation: BTreeMap::new(),
             superseded: BTreeMap::new(),
+            superseded_versions: BTreeMap::new(),
             rollout: None,
             run_requested: None,
             created_ms: now,
@@ -72,6 +79,31 @@ impl JobRecord {
         self.superseded
             .get(&self.generation_on(machine))
             .unwrap_or(&self.spec.task_configuration)
+    }
+
+    /// The version instances on `machine` run (`CEREBRO_JOB_VERSION`).
+    pub fn version_on(&self, machine: &str) -> Option<&str> {
+        match self.superseded_versions.get(&self.generation_on(machine)) {
+            Some(old) => old.as_deref(),
+            None => self.version.as_deref(),
+        }
+    }
+
+    /// Sets the job's version for the generation a rollout is about to
+    /// start; machines in `hosting` keep the version of what they run until
+    /// the rollout reaches them.
+    pub fn set_version(&mut self, version: Option<String>, hosting: &[String]) {
+        if version == self.version {
+            return;
+        }
+        for machine in hosting {
+            let running = self.generation_on(machine);
+            if !self.superseded_versions.contains_key(&running) {
+                self.superseded_versions
+                    .insert(running, self.version.clone());
+            }
+        }
+        self.version = version;
     }
 
     /// Starts a rolling update to a new generation over the machines in
@@ -133,12 +165,15 @@ impl JobRecord {
         let machine_generation = &self.machine_generation;
         self.superseded
             .retain(|generation, _| machine_generation.values().any(|g| g == generation));
+        self.superseded_versions
+            .retain(|generation, _| machine_generation.values().any(|g| g == generation));
     }
 
     pub fn end_rollout(&mut self) {
         self.rollout = None;
         self.machine_generation.clear();
         self.superseded.clear();
+        self.superseded_versions.clear();
     }
 }
 

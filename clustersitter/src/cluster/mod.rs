@@ -172,8 +172,10 @@ impl Cluster {
             "CEREBRO_JOB_GENERATION".into(),
             job.generation_on(machine).to_string(),
         );
-        if let Some(version) = &job.version {
-            env.insert("CEREBRO_JOB_VERSION".into(), version.clone());
+        // The version of the generation this machine runs: a rollout that
+        // has not reached it must not change its environment.
+        if let Some(version) = job.version_on(machine) {
+            env.insert("CEREBRO_JOB_VERSION".into(), version.to_string());
         }
         if let Some(master) = job
             .spec
@@ -445,7 +447,7 @@ impl Cluster {
         let default_healthy = self.config.min_healthy;
         let job = self.state.jobs.get_mut(name)?;
         if request.version.is_some() {
-            job.version = request.version.clone();
+            job.set_version(request.version.clone(), &hosting);
         }
         job.begin_rollout(
             &hosting,
