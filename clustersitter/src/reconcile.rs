@@ -255,7 +255,12 @@ impl Reconciler {
                 let delete: Vec<String> = report
                     .tasks
                     .iter()
-                    .filter(|(name, task)| !desired.contains_key(*name) && !task.deleting)
+                    .filter(|(name, task)| {
+                        !desired.contains_key(*name)
+                            && !task.deleting
+                            // An orphan is never removed: only a person knows what it is.
+                            && cluster.may_remove_task(name)
+                    })
                     .map(|(name, _)| name.clone())
                     .collect();
                 if !put.is_empty() || !delete.is_empty() {

@@ -257,6 +257,12 @@ pub struct ClusterState {
     /// stale tasks removed instead of being adopted.
     #[serde(default)]
     pub retired_machines: VecDeque<String>,
+    /// Jobs removed by request or dropped at a restart, newest last
+    /// (bounded): only their tasks, and those of jobs the cluster has, are
+    /// ever removed from a machine. A task of a job the cluster never knew
+    /// (its state was lost) is an orphan: kept running and reported.
+    #[serde(default)]
+    pub removed_jobs: VecDeque<String>,
 }
 
 /// How many decommissioned machine ids are remembered.
@@ -273,6 +279,7 @@ impl ClusterState {
             idle_limit_per_zone,
             next_machine_seq: 1,
             retired_machines: VecDeque::new(),
+            removed_jobs: VecDeque::new(),
         }
     }
 
@@ -284,6 +291,24 @@ impl ClusterState {
             self.retired_machines.pop_front();
         }
         self.retired_machines.push_back(id.to_string());
+    }
+
+    /// Remembers that job `name` was removed, so its tasks may go.
+    pub fn job_removed(&mut self, name: &str) {
+        if self.removed_jobs.iter().any(|n| n == name) {
+            return;
+        }
+        if self.removed_jobs.len() >= RETIRED_KEPT {
+            self.removed_jobs.pop_front();
+        }
+        self.removed_jobs.push_back(name.to_string());
+    }
+
+    /// Whether a machine's task named `task` may be removed: it belongs
+    /// to a job this cluster has or removed. Anything else is an orphan.
+    pub fn may_remove_task(&self, task: &str) -> bool {
+        let job = cerebro_types::job::job_of_task_name(task);
+        self.jobs.contains_key(job) || self.removed_jobs.iter().any(|n| n == job)
     }
 
     pub fn was_retired(&self, id: &str) -> bool {
@@ -327,7 +352,36 @@ pub fn state_path(state_dir: &Path) -> PathBuf {
     state_dir.join("cluster.json")
 }
 
+/// The second copy of the state, written before each replace of
+/// [`state_path`], so that one unreadable file loses nothing.
+pub fn previous_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("cluster.json.prev")
+}
+
+/// What [`load`] found.
+#[derive(Debug)]
+pub enum Loaded {
+    /// Neither file exists: a first start.
+    Fresh,
+    /// `cluster.json` was good.
+    Read(ClusterState),
+    /// `cluster.json` was unusable (`problem` says why and where it was
+    /// moved); the previous copy was good and is this state.
+    Recovered {
+        state: ClusterState,
+        problem: String,
+    },
+    /// No copy was usable (`problem` says why, for each).
+    Lost { problem: String },
+}
+
+/// Reads `cluster.json` alone (an unusable one is moved aside); see
+/// [`load_or_previous`] for what a start reads.
 pub fn load(state_dir: &Path) -> StateFile<ClusterState> {
+    read_one(&state_path(state_dir))
+}
+
+fn read_one(path: &Path) -> StateFile<ClusterState> {
     let check = |state: &ClusterState| {
         if state.version == STATE_VERSION {
             Ok(())
@@ -335,10 +389,45 @@ pub fn load(state_dir: &Path) -> StateFile<ClusterState> {
             Err(format!("unknown state version {}", state.version))
         }
     };
-    read_state_file(&state_path(state_dir), check)
+    read_state_file(path, check)
 }
 
+/// Reads the state: `cluster.json`, or its previous copy when that is
+/// unusable or missing. An unusable file is moved aside
+/// (`*.corrupt-MS`), never overwritten.
+pub fn load_or_previous(state_dir: &Path) -> Loaded {
+    let problem = match read_one(&state_path(state_dir)) {
+        StateFile::Read(state) => return Loaded::Read(state),
+        StateFile::Fresh => None,
+        StateFile::Corrupt { moved_to, error } => Some(format!(
+            "cluster.json unreadable ({error}); kept as {}",
+            moved_to.display()
+        )),
+    };
+    match (read_one(&previous_path(state_dir)), problem) {
+        (StateFile::Fresh, None) => Loaded::Fresh,
+        (StateFile::Fresh, Some(problem)) => Loaded::Lost {
+            problem: format!("{problem}; no previous copy"),
+        },
+        (StateFile::Read(state), problem) => Loaded::Recovered {
+            state,
+            problem: problem.unwrap_or_else(|| "cluster.json is missing".into()),
+        },
+        (StateFile::Corrupt { moved_to, error }, problem) => Loaded::Lost {
+            problem: format!(
+                "{}; its previous copy unreadable too ({error}); kept as {}",
+                problem.unwrap_or_else(|| "cluster.json is missing".into()),
+                moved_to.display()
+            ),
+        },
+    }
+}
+
+/// Writes the state atomically twice, the previous copy first: whatever
+/// happens to one file, the other holds the state (a crash between the
+/// two leaves the copy one change ahead, which is as good).
 pub fn save(state_dir: &Path, state: &ClusterState) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+    atomic_write(&previous_path(state_dir), &bytes)?;
     atomic_write(&state_path(state_dir), &bytes)
 }

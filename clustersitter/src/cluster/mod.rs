@@ -49,6 +49,9 @@ pub struct Cluster {
     /// The largest machine each served zone can have, as the provider
     /// says (the config's machine size until it has said).
     largest_machine: BTreeMap<String, Resources>,
+    /// Per machine, the tasks it runs for jobs this cluster does not
+    /// know, as of its last answer (see [`ClusterState::may_remove_task`]).
+    orphans: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 pub type SharedCluster = Arc<Mutex<Cluster>>;
@@ -102,6 +105,7 @@ impl Cluster {
             started: Instant::now(),
             provider_kind,
             largest_machine: config.zones(),
+            orphans: BTreeMap::new(),
             config,
         }
     }
@@ -429,6 +433,7 @@ impl Cluster {
     /// caller checks that no job follows it.
     pub fn remove_job(&mut self, name: &str) {
         if self.state.jobs.remove(name).is_some() {
+            self.state.job_removed(name);
             self.event(
                 ClusterEventKind::JobRemoved,
                 name,
@@ -579,12 +584,27 @@ impl Cluster {
             .collect();
         for name in dropped {
             self.state.jobs.remove(&name);
+            self.state.job_removed(&name);
             self.event(
                 ClusterEventKind::JobDropped,
                 &name,
                 "not persistent: dropped at restart",
             );
         }
+    }
+
+    /// Whether task `task` of a machine may be removed (its job is
+    /// known or was removed); anything else is an orphan, kept running.
+    pub fn may_remove_task(&self, task: &str) -> bool {
+        self.state.may_remove_task(task)
+    }
+
+    /// The orphan tasks machine `id` ran at its last answer, sorted.
+    pub fn orphans_on(&self, id: &str) -> Vec<String> {
+        self.orphans
+            .get(id)
+            .map(|tasks| tasks.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The machines as placement sees them.

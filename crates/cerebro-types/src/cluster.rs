@@ -136,6 +136,11 @@ pub struct MachineView {
     pub missed_polls: u32,
     pub instances: Vec<InstanceView>,
     pub vitals: Option<Vitals>,
+    /// Task names the machine runs for jobs this cluster does not know
+    /// (its state was lost): kept running, never removed by the cluster.
+    /// Absent from answers of older clustersitters.
+    #[serde(default)]
+    pub orphans: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -587,6 +592,17 @@ pub enum ClusterEventKind {
     IdleLimitSet,
     /// The state file could not be read; machines come from the provider.
     StateFileUnreadable,
+    /// The state file could not be read; its previous copy was taken.
+    StateRecovered,
+    /// A machine runs a task of a job this cluster does not know (its
+    /// state was lost): kept running and reported, never removed.
+    TaskOrphaned,
+    /// A lost machine was terminated and confirmed gone: its instances
+    /// may run elsewhere without running twice.
+    MachineFenced,
+    /// A lost machine could not be confirmed gone: its instances wait
+    /// rather than run twice.
+    FenceUnconfirmed,
     /// A kind this version does not know: a journal line written before
     /// kinds were typed (`name` empty) or by a newer clustersitter.
     Unknown {
@@ -601,7 +617,7 @@ pub enum ClusterEventKind {
 
 impl ClusterEventKind {
     /// Every known kind, for lookups by wire name.
-    pub const KNOWN: [ClusterEventKind; 34] = {
+    pub const KNOWN: [ClusterEventKind; 38] = {
         use ClusterEventKind::*;
         [
             JobCreated,
@@ -638,6 +654,10 @@ impl ClusterEventKind {
             TerminateFailed,
             IdleLimitSet,
             StateFileUnreadable,
+            StateRecovered,
+            TaskOrphaned,
+            MachineFenced,
+            FenceUnconfirmed,
         ]
     };
 
@@ -679,6 +699,10 @@ impl ClusterEventKind {
             TerminateFailed => "terminate_failed",
             IdleLimitSet => "idle_limit_set",
             StateFileUnreadable => "state_file_unreadable",
+            StateRecovered => "state_recovered",
+            TaskOrphaned => "task_orphaned",
+            MachineFenced => "machine_fenced",
+            FenceUnconfirmed => "fence_unconfirmed",
             Unknown { name, .. } => name,
         }
     }
@@ -708,9 +732,11 @@ impl ClusterEventKind {
             | TaskRemoved
             | TaskCallFailed
             | TaskViolation
-            | TaskRestarted => "machine",
-            ProviderListFailed | ProvisionFailed | TerminateFailed => "provider",
-            IdleLimitSet | StateFileUnreadable => "cluster",
+            | TaskRestarted
+            | TaskOrphaned
+            | MachineFenced => "machine",
+            ProviderListFailed | ProvisionFailed | TerminateFailed | FenceUnconfirmed => "provider",
+            IdleLimitSet | StateFileUnreadable | StateRecovered => "cluster",
             Unknown { category, .. } => category,
         }
     }
@@ -720,10 +746,13 @@ impl ClusterEventKind {
         use ClusterEventKind::*;
         match self {
             MachineUnreachable | MachineLost | MachineVanished | TaskCallFailed | TaskViolation
-            | ProviderListFailed | ProvisionFailed | TerminateFailed | StateFileUnreadable => {
-                Severity::Failure
-            }
-            MachineNeverCameUp | MachineStaleRegistered | TaskRestarted => Severity::Warning,
+            | ProviderListFailed | ProvisionFailed | TerminateFailed | StateFileUnreadable
+            | FenceUnconfirmed => Severity::Failure,
+            MachineNeverCameUp
+            | MachineStaleRegistered
+            | TaskRestarted
+            | StateRecovered
+            | TaskOrphaned => Severity::Warning,
             Unknown { severity, .. } => *severity,
             _ => Severity::Info,
         }
@@ -733,7 +762,7 @@ impl ClusterEventKind {
     pub fn subject_kind(&self) -> SubjectKind {
         use ClusterEventKind::*;
         match self {
-            ProviderListFailed | StateFileUnreadable => SubjectKind::None,
+            ProviderListFailed | StateFileUnreadable | StateRecovered => SubjectKind::None,
             IdleLimitSet => SubjectKind::Zone,
             Unknown { category, .. } => match category.as_str() {
                 "job" => SubjectKind::Job,

@@ -363,6 +363,15 @@ pub fn instance_task_name(job: &str, slot: u32) -> String {
     format!("{job}#{slot}")
 }
 
+/// The job a task name (`JOB#SLOT`, see [`instance_task_name`]) belongs
+/// to; a name not of that form is its own.
+pub fn job_of_task_name(task: &str) -> &str {
+    match task.rsplit_once('#') {
+        Some((job, slot)) if slot.parse::<u32>().is_ok() => job,
+        _ => task,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,6 +462,13 @@ mod tests {
                 "recipe_options.port"
             ]
         );
+    }
+
+    #[test]
+    fn a_task_name_names_its_job() {
+        assert_eq!(job_of_task_name(&instance_task_name("web", 3)), "web");
+        assert_eq!(job_of_task_name("hand-made"), "hand-made");
+        assert_eq!(job_of_task_name("a#b"), "a#b");
     }
 
     #[test]
