@@ -124,6 +124,7 @@ fn synthetic_cluster(machine_count: usize, instance_count: usize, seed: u64) -> 
             recipe_options: BTreeMap::new(),
             persistent: false,
             linked_job: None,
+            reschedule: Default::default(),
             task_configuration: task,
         });
     }

@@ -323,13 +323,15 @@ impl Ops {
         let specs: Vec<JobSpec> = all.into_values().collect();
         let machines = cluster.placement_machines();
         let zones = cluster.config().zones();
-        Ok(place(&PlacementInput {
+        let mut plan = place(&PlacementInput {
             jobs: &specs,
             machines: &machines,
             previous: cluster.assignments(),
             zone_machine_size: &zones,
             largest_machine: cluster.largest_machines(),
-        }))
+        });
+        cluster.hold_unfenced(&mut plan);
+        Ok(plan)
     }
 
     /// A machinesitter announces itself, after [`RegisterRequest::validate`]

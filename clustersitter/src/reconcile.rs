@@ -149,13 +149,14 @@ impl Reconciler {
         let requests = {
             let mut guard = lock(&self.cluster);
             let cluster = &mut *guard;
-            let plan = place(&PlacementInput {
+            let mut plan = place(&PlacementInput {
                 jobs: &cluster.job_specs(),
                 machines: &cluster.placement_machines(),
                 previous: cluster.assignments(),
                 zone_machine_size: &cluster.config().zones(),
                 largest_machine: cluster.largest_machines(),
             });
+            cluster.hold_unfenced(&mut plan);
             let changed = cluster.apply_assignments(&plan.assignments);
             let now = Instant::now();
             let mut requests = Vec::new();
@@ -352,7 +353,10 @@ impl Reconciler {
     }
 
     /// Terminates decommissioning machines in the background, one attempt
-    /// in flight per machine; a failure is retried on a later tick.
+    /// in flight per machine; a failure is retried on a later tick. For a
+    /// lost machine this is its fence: the instances held on it (see
+    /// [`crate::cluster::Cluster::hold_unfenced`]) move only once the
+    /// provider confirms it gone.
     fn terminate_decommissioning(&mut self) {
         let targets: Vec<(String, Option<String>)> = lock(&self.cluster)
             .machines()
@@ -373,10 +377,29 @@ impl Reconciler {
                     .await;
                 {
                     let mut cluster = lock(&cluster);
+                    let held = cluster.assignments_on(&id).count();
                     match result {
                         Ok(()) => {
+                            if held > 0 {
+                                cluster.event(
+                                    ClusterEventKind::MachineFenced,
+                                    &id,
+                                    format!(
+                                        "confirmed gone: its {held} instances run elsewhere now"
+                                    ),
+                                );
+                            }
                             cluster.machine_terminated(&id);
                             persist(&cluster);
+                        }
+                        Err(error) if held > 0 => {
+                            cluster.event(
+                                ClusterEventKind::FenceUnconfirmed,
+                                &id,
+                                format!(
+                                    "cannot confirm it is gone ({error}): its {held} instances wait rather than run twice; retrying"
+                                ),
+                            );
                         }
                         Err(error) => {
                             cluster.event(

@@ -176,7 +176,9 @@ impl Cluster {
         self.event(
             ClusterEventKind::MachineLost,
             id,
-            format!("{verdict}: decommissioning it and rescheduling its instances"),
+            format!(
+                "{verdict}: decommissioning it; its instances run elsewhere once the provider confirms it gone (at once for jobs with reschedule: immediately)"
+            ),
         );
         true
     }

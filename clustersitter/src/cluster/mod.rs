@@ -20,6 +20,8 @@ use std::time::Instant;
 
 mod jobs;
 mod machines;
+#[cfg(test)]
+mod tests;
 mod views;
 
 pub use machines::PollAnswer;

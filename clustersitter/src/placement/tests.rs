@@ -22,6 +22,7 @@ fn job(name: &str, zones: &[(&str, u32)], cpu: f64, mem_mb: f64) -> JobSpec {
         recipe_options: BTreeMap::new(),
         persistent: false,
         linked_job: None,
+        reschedule: Default::default(),
         task_configuration: task,
     }
 }

@@ -35,7 +35,33 @@ pub struct JobSpec {
     /// Run on every and only the machines that run this job, restarting when it is updated.
     #[serde(default)]
     pub linked_job: Option<String>,
+    /// When the instances of a machine that was lost run elsewhere (see
+    /// [`Reschedule`]); left out when it is the default, `after_fence`.
+    #[serde(default, skip_serializing_if = "Reschedule::is_default")]
+    pub reschedule: Reschedule,
     pub task_configuration: TaskSpec,
+}
+
+/// `reschedule`: what happens to the instances of a machine that stops
+/// answering.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reschedule {
+    /// They run elsewhere only once the provider has terminated the lost
+    /// machine and confirmed it gone, so an instance never runs twice;
+    /// while it cannot confirm, they wait.
+    #[default]
+    AfterFence,
+    /// They run elsewhere at once, while the lost machine may still run
+    /// them: availability over running exactly once.
+    Immediately,
+}
+
+impl Reschedule {
+    /// Whether this is the default (`after_fence`).
+    pub fn is_default(&self) -> bool {
+        *self == Reschedule::AfterFence
+    }
 }
 
 /// `deployment_layout.ZONE`: `cpu` is the number of instances in the zone
