@@ -5,7 +5,6 @@
 //! operations (restart, logs) talk to a machine.
 
 use crate::cluster::{lock, SharedCluster, UpsertOutcome};
-use crate::placement::{place, PlacementInput};
 use crate::store::MachineRecord;
 use cerebro_client::{ClientError, HttpClient, MachineClient};
 use cerebro_types::cluster::{
@@ -321,17 +320,7 @@ impl Ops {
             all.insert(job.name().to_string(), job.clone());
         }
         let specs: Vec<JobSpec> = all.into_values().collect();
-        let machines = cluster.placement_machines();
-        let zones = cluster.config().zones();
-        let mut plan = place(&PlacementInput {
-            jobs: &specs,
-            machines: &machines,
-            previous: cluster.assignments(),
-            zone_machine_size: &zones,
-            largest_machine: cluster.largest_machines(),
-        });
-        cluster.hold_unfenced(&mut plan);
-        Ok(plan)
+        Ok(cluster.plan_for(&specs))
     }
 
     /// A machinesitter announces itself, after [`RegisterRequest::validate`]

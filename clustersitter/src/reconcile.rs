@@ -5,7 +5,6 @@
 //! (PUT a task, DELETE a task), so a lost or repeated call converges.
 
 use crate::cluster::{lock, PollAnswer, SharedCluster};
-use crate::placement::{place, PlacementInput};
 use crate::provider::{MachineProvider, NewMachine};
 use cerebro_client::{HttpClient, MachineClient};
 use cerebro_types::cluster::{ClusterEventKind, MachineState};
@@ -149,14 +148,7 @@ impl Reconciler {
         let requests = {
             let mut guard = lock(&self.cluster);
             let cluster = &mut *guard;
-            let mut plan = place(&PlacementInput {
-                jobs: &cluster.job_specs(),
-                machines: &cluster.placement_machines(),
-                previous: cluster.assignments(),
-                zone_machine_size: &cluster.config().zones(),
-                largest_machine: cluster.largest_machines(),
-            });
-            cluster.hold_unfenced(&mut plan);
+            let plan = cluster.plan_for(&cluster.job_specs());
             let changed = cluster.apply_assignments(&plan.assignments);
             let now = Instant::now();
             let mut requests = Vec::new();

@@ -3,6 +3,7 @@
 //! unless the job chose `reschedule: "immediately"`.
 
 use cerebro_tests::*;
+mod common;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -31,14 +32,7 @@ fn a_lost_machine_is_fenced_before_its_instances_run_elsewhere() {
 
     // Only the machinesitter dies: its tasksitters and workloads live on.
     let dir = cluster.path().join("state").join("machines").join(&machine);
-    let machinesitters: Vec<i32> = processes_under(&dir)
-        .into_iter()
-        .filter(|pid| {
-            cmdline(*pid)
-                .first()
-                .is_some_and(|a| a.ends_with("machinesitter"))
-        })
-        .collect();
+    let machinesitters = common::machinesitters_under(&dir);
     assert_eq!(machinesitters.len(), 1);
     kill(machinesitters[0], libc::SIGKILL);
 

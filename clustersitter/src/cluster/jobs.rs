@@ -48,6 +48,21 @@ impl Cluster {
         changed
     }
 
+    /// Placement of `jobs` over the cluster's machines and current
+    /// assignments, lost machines' instances held until fenced
+    /// ([`Cluster::hold_unfenced`]). Applies nothing.
+    pub fn plan_for(&self, jobs: &[JobSpec]) -> Plan {
+        let mut plan = crate::placement::place(&crate::placement::PlacementInput {
+            jobs,
+            machines: &self.placement_machines(),
+            previous: self.assignments(),
+            zone_machine_size: &self.config.zones(),
+            largest_machine: self.largest_machines(),
+        });
+        self.hold_unfenced(&mut plan);
+        plan
+    }
+
     /// Holds on their machine the instances of a machine that was lost
     /// (unreachable or decommissioning, not yet confirmed gone by the
     /// provider): `plan` keeps their old assignments, and asks for no

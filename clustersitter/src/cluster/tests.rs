@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::config::Cli;
-use crate::placement::{place, PlacementInput};
 use cerebro_types::job::Reschedule;
 use clap::Parser;
 
@@ -21,15 +20,7 @@ fn fixture_cluster(dir: &std::path::Path) -> Cluster {
 }
 
 fn plan_of(cluster: &Cluster) -> Plan {
-    let mut plan = place(&PlacementInput {
-        jobs: &cluster.job_specs(),
-        machines: &cluster.placement_machines(),
-        previous: cluster.assignments(),
-        zone_machine_size: &cluster.config().zones(),
-        largest_machine: cluster.largest_machines(),
-    });
-    cluster.hold_unfenced(&mut plan);
-    plan
+    cluster.plan_for(&cluster.job_specs())
 }
 
 fn machine_of(plan: &Plan, job: &str, zone: &str, slot: u32) -> Option<String> {
