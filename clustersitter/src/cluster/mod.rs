@@ -246,9 +246,9 @@ impl Cluster {
     }
 
     /// Refuses an instance that no machine its zone can ever have would
-    /// hold: it would wait forever and placement would ask for machines
-    /// for it. The field named is the one that makes it too big. A linked
-    /// job is checked in the zones of its master.
+    /// hold, alone or (for a linked job, in its master's zones) beside its
+    /// master and the master's other followers: it would wait forever. The
+    /// field named is the one that makes it too big.
     fn check_fits_a_machine(&self, spec: &JobSpec, errors: &mut ValidationErrors) {
         let zones: Vec<&String> = match spec
             .linked_job
@@ -270,8 +270,35 @@ impl Cluster {
             if need.cpu > largest.cpu {
                 errors.push(
                     "task_configuration.cpu",
-                    format!("an instance needs {} cores but {holds}", need.cpu),
+                    format!("an instance needs {} cores but {holds}", rounded(need.cpu)),
                 );
+            }
+            let alone_fits = need.cpu <= largest.cpu && need.mem_mb <= largest.mem_mb;
+            if let (true, Some(master)) = (alone_fits, &spec.linked_job) {
+                // A follower runs beside its master and the master's other followers.
+                let beside = self
+                    .state
+                    .jobs
+                    .iter()
+                    .filter(|(name, job)| {
+                        *name == master
+                            || (job.spec.linked_job.as_ref() == Some(master)
+                                && name.as_str() != spec.name())
+                    })
+                    .map(|(_, job)| job.spec.need_in(zone));
+                let (cpu, mem_mb) = beside.fold((need.cpu, need.mem_mb), |(c, m), n| {
+                    (c + n.cpu, m + n.mem_mb)
+                });
+                if cpu > largest.cpu || mem_mb > largest.mem_mb {
+                    errors.push(
+                        "linked_job",
+                        format!(
+                            "beside '{master}' and the jobs linked to it an instance needs {} cores and {} MB but {holds}",
+                            rounded(cpu),
+                            rounded(mem_mb)
+                        ),
+                    );
+                }
             }
             if need.mem_mb > largest.mem_mb {
                 let zone_mem = spec.deployment_layout.get(zone).and_then(|z| z.mem);
@@ -282,7 +309,7 @@ impl Cluster {
                 };
                 errors.push(
                     field,
-                    format!("an instance needs {} MB but {holds}", need.mem_mb),
+                    format!("an instance needs {} MB but {holds}", rounded(need.mem_mb)),
                 );
             }
         }
@@ -623,4 +650,9 @@ impl Cluster {
             })
             .collect()
     }
+}
+
+/// Cores or MB for a message: sums of floats drift (0.35 + 1.8 is not 2.15).
+fn rounded(amount: f64) -> f64 {
+    (amount * 1000.0).round() / 1000.0
 }

@@ -119,3 +119,21 @@ fn the_state_survives_one_unreadable_copy() {
         store::Loaded::Fresh
     ));
 }
+
+#[test]
+fn a_linked_job_that_would_not_fit_beside_its_master_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = fixture_cluster(dir.path());
+    let linked = |cpu: f64| -> JobSpec {
+        serde_json::from_value(serde_json::json!({
+            "linked_job": "master",
+            "task_configuration": {"name": "sidecar", "command": "sleep 1", "cpu": cpu, "mem": 10},
+        }))
+        .unwrap()
+    };
+    // Alone it fits a 2-core machine; beside master (0.25) and follower (0.1) it cannot.
+    let errors = cluster.check_job(&linked(1.8)).unwrap_err();
+    assert_eq!(errors.errors[0].field, "linked_job", "{errors}");
+    assert!(errors.errors[0].message.contains("2.15 cores"), "{errors}");
+    assert_eq!(cluster.check_job(&linked(1.5)), Ok(()));
+}
