@@ -615,98 +615,70 @@ pub enum ClusterEventKind {
     },
 }
 
-impl ClusterEventKind {
-    /// Every known kind, for lookups by wire name.
-    pub const KNOWN: [ClusterEventKind; 38] = {
-        use ClusterEventKind::*;
-        [
-            JobCreated,
-            JobUpdated,
-            JobDropped,
-            JobRemoved,
-            JobRunRequested,
-            RolloutStarted,
-            RolloutStep,
-            RolloutComplete,
-            InstancePlaced,
-            InstanceMoved,
-            InstanceRestarted,
-            MachineProvisioning,
-            MachineStarted,
-            MachineReady,
-            MachineUnreachable,
-            MachineNeverCameUp,
-            MachineLost,
-            MachineVanished,
-            MachineAdopted,
-            MachineRegistered,
-            MachineJoined,
-            MachineStaleRegistered,
-            MachineIdleRetired,
-            MachineTerminated,
-            TaskPut,
-            TaskRemoved,
-            TaskCallFailed,
-            TaskViolation,
-            TaskRestarted,
-            ProviderListFailed,
-            ProvisionFailed,
-            TerminateFailed,
-            IdleLimitSet,
-            StateFileUnreadable,
-            StateRecovered,
-            TaskOrphaned,
-            MachineFenced,
-            FenceUnconfirmed,
-        ]
-    };
+/// The known kinds and their wire names, written once: the macro makes
+/// both [`ClusterEventKind::KNOWN`] and the name lookup from this table,
+/// and the lookup's `match` has no catch-all, so a kind added to the enum
+/// but not here does not compile (a kind missing from `KNOWN` would reload
+/// from the journal as `Unknown`).
+macro_rules! known_event_kinds {
+    ($($kind:ident => $name:literal,)*) => {
+        impl ClusterEventKind {
+            /// Every known kind, for lookups by wire name.
+            pub const KNOWN: &'static [ClusterEventKind] = &[$(ClusterEventKind::$kind),*];
 
-    /// The wire name (`event`).
-    pub fn name(&self) -> &str {
-        use ClusterEventKind::*;
-        match self {
-            JobCreated => "job_created",
-            JobUpdated => "job_updated",
-            JobDropped => "job_dropped",
-            JobRemoved => "job_removed",
-            JobRunRequested => "job_run_requested",
-            RolloutStarted => "rollout_started",
-            RolloutStep => "rollout_step",
-            RolloutComplete => "rollout_complete",
-            InstancePlaced => "instance_placed",
-            InstanceMoved => "instance_moved",
-            InstanceRestarted => "instance_restarted",
-            MachineProvisioning => "machine_provisioning",
-            MachineStarted => "machine_started",
-            MachineReady => "machine_ready",
-            MachineUnreachable => "machine_unreachable",
-            MachineNeverCameUp => "machine_never_came_up",
-            MachineLost => "machine_lost",
-            MachineVanished => "machine_vanished",
-            MachineAdopted => "machine_adopted",
-            MachineRegistered => "machine_registered",
-            MachineJoined => "machine_joined",
-            MachineStaleRegistered => "machine_stale_registered",
-            MachineIdleRetired => "machine_idle_retired",
-            MachineTerminated => "machine_terminated",
-            TaskPut => "task_put",
-            TaskRemoved => "task_removed",
-            TaskCallFailed => "task_call_failed",
-            TaskViolation => "task_violation",
-            TaskRestarted => "task_restarted",
-            ProviderListFailed => "provider_list_failed",
-            ProvisionFailed => "provision_failed",
-            TerminateFailed => "terminate_failed",
-            IdleLimitSet => "idle_limit_set",
-            StateFileUnreadable => "state_file_unreadable",
-            StateRecovered => "state_recovered",
-            TaskOrphaned => "task_orphaned",
-            MachineFenced => "machine_fenced",
-            FenceUnconfirmed => "fence_unconfirmed",
-            Unknown { name, .. } => name,
+            /// The wire name (`event`).
+            pub fn name(&self) -> &str {
+                match self {
+                    $(ClusterEventKind::$kind => $name,)*
+                    ClusterEventKind::Unknown { name, .. } => name,
+                }
+            }
         }
-    }
+    };
+}
 
+known_event_kinds! {
+    JobCreated => "job_created",
+    JobUpdated => "job_updated",
+    JobDropped => "job_dropped",
+    JobRemoved => "job_removed",
+    JobRunRequested => "job_run_requested",
+    RolloutStarted => "rollout_started",
+    RolloutStep => "rollout_step",
+    RolloutComplete => "rollout_complete",
+    InstancePlaced => "instance_placed",
+    InstanceMoved => "instance_moved",
+    InstanceRestarted => "instance_restarted",
+    MachineProvisioning => "machine_provisioning",
+    MachineStarted => "machine_started",
+    MachineReady => "machine_ready",
+    MachineUnreachable => "machine_unreachable",
+    MachineNeverCameUp => "machine_never_came_up",
+    MachineLost => "machine_lost",
+    MachineVanished => "machine_vanished",
+    MachineAdopted => "machine_adopted",
+    MachineRegistered => "machine_registered",
+    MachineJoined => "machine_joined",
+    MachineStaleRegistered => "machine_stale_registered",
+    MachineIdleRetired => "machine_idle_retired",
+    MachineTerminated => "machine_terminated",
+    TaskPut => "task_put",
+    TaskRemoved => "task_removed",
+    TaskCallFailed => "task_call_failed",
+    TaskViolation => "task_violation",
+    TaskRestarted => "task_restarted",
+    ProviderListFailed => "provider_list_failed",
+    ProvisionFailed => "provision_failed",
+    TerminateFailed => "terminate_failed",
+    IdleLimitSet => "idle_limit_set",
+    StateFileUnreadable => "state_file_unreadable",
+    StateRecovered => "state_recovered",
+    TaskOrphaned => "task_orphaned",
+    MachineFenced => "machine_fenced",
+    FenceUnconfirmed => "fence_unconfirmed",
+}
+
+impl ClusterEventKind {
     /// The category the wire has always called `kind`: `job`, `machine`,
     /// `provider` or `cluster`.
     pub fn category(&self) -> &str {
@@ -807,9 +779,37 @@ struct WireEvent {
     message: String,
 }
 
+/// The severity of a line journaled before kinds were typed: such a line
+/// has only its message, and the UI of that time counted it a failure by
+/// these words, so it keeps the weight it was shown with (read once, here,
+/// and never for a typed event).
+fn legacy_severity(message: &str) -> Severity {
+    const FAILURE_WORDS: [&str; 6] = [
+        "unreachable",
+        "died",
+        "violat",
+        "cannot",
+        "rescheduling",
+        "gone",
+    ];
+    if FAILURE_WORDS.iter().any(|word| message.contains(word)) {
+        Severity::Failure
+    } else {
+        Severity::Info
+    }
+}
+
 impl From<WireEvent> for ClusterEvent {
     fn from(wire: WireEvent) -> Self {
-        let severity = wire.severity.as_deref().and_then(Severity::from_word);
+        let severity = wire
+            .severity
+            .as_deref()
+            .and_then(Severity::from_word)
+            .or_else(|| {
+                wire.event
+                    .is_empty()
+                    .then(|| legacy_severity(&wire.message))
+            });
         let kind = ClusterEventKind::from_wire(&wire.kind, &wire.event, severity);
         let subject = kind.subject_kind().with(wire.subject);
         ClusterEvent {
@@ -1096,6 +1096,12 @@ mod tests {
             let event: ClusterEvent = serde_json::from_str(line).unwrap();
             assert_eq!(event.subject, subject, "{line}");
             assert!(matches!(event.kind, ClusterEventKind::Unknown { .. }));
+            let failed = line.contains("unreachable") || line.contains("cannot");
+            assert_eq!(
+                event.kind.severity() == Severity::Failure,
+                failed,
+                "an old line keeps the weight the UI gave it: {line}"
+            );
             // Written back, the category and subject are what they were.
             let again = serde_json::to_value(&event).unwrap();
             let was: serde_json::Value = serde_json::from_str(line).unwrap();
