@@ -305,18 +305,7 @@ impl Ops {
             .map(|(name, record)| (name.clone(), record.spec.clone()))
             .collect();
         for job in jobs {
-            cluster.check_job(job).or_else(|errors| {
-                let only_missing_master = errors.errors.iter().all(|e| e.field == "linked_job")
-                    && job
-                        .linked_job
-                        .as_ref()
-                        .is_some_and(|m| jobs.iter().any(|j| j.name() == m));
-                if only_missing_master {
-                    Ok(())
-                } else {
-                    Err(errors)
-                }
-            })?;
+            cluster.check_job_among(job, jobs)?;
             all.insert(job.name().to_string(), job.clone());
         }
         let specs: Vec<JobSpec> = all.into_values().collect();

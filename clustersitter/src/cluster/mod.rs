@@ -20,6 +20,33 @@ use std::time::Instant;
 
 mod jobs;
 mod machines;
+
+/// The chain of links from `spec` back to itself, if following its
+/// `linked_job` through the jobs `known` answers for leads there.
+fn link_cycle<'a>(
+    spec: &'a JobSpec,
+    known: &dyn Fn(&str) -> Option<&'a JobSpec>,
+) -> Option<Vec<String>> {
+    let chain = walk_links(spec.name(), |name| {
+        if name == spec.name() {
+            return link_of(spec.linked_job.as_deref());
+        }
+        match known(name) {
+            Some(job) => link_of(job.linked_job.as_deref()),
+            None => Link::Missing,
+        }
+    });
+    match chain.end {
+        // Only a circle through `spec` is this update's doing.
+        ChainEnd::Cycle { at: 0 } => {
+            let mut names: Vec<String> = chain.path.iter().map(|n| n.to_string()).collect();
+            names.push(spec.name().to_string());
+            Some(names)
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests;
 mod views;
@@ -210,8 +237,28 @@ impl Cluster {
         machines.dedup();
         machines
     }
-    /// Checks that need the cluster: zones served, the linked master exists.
+    /// Checks that need the cluster: zones served, the linked master exists
+    /// and no circle of links, an instance fits the zone's largest machine.
     pub fn check_job(&self, spec: &JobSpec) -> Result<(), ValidationErrors> {
+        self.check_job_among(spec, &[])
+    }
+
+    /// [`Cluster::check_job`] for one job of `batch`, a set submitted
+    /// together (the dry run's): a job of the batch counts as submitted,
+    /// and replaces the current job of its name, so a master may come in
+    /// the same batch and a circle through the batch is refused as it
+    /// would be job by job.
+    pub fn check_job_among(
+        &self,
+        spec: &JobSpec,
+        batch: &[JobSpec],
+    ) -> Result<(), ValidationErrors> {
+        let known = |name: &str| -> Option<&JobSpec> {
+            batch
+                .iter()
+                .find(|job| job.name() == name)
+                .or_else(|| self.state.jobs.get(name).map(|job| &job.spec))
+        };
         let mut errors = ValidationErrors::default();
         let zones = self.config.zones();
         let served: Vec<&str> = zones.keys().map(String::as_str).collect();
@@ -227,14 +274,14 @@ impl Cluster {
                 );
             }
         }
-        self.check_fits_a_machine(spec, &mut errors);
+        self.check_fits_a_machine(spec, &known, &mut errors);
         if let Some(master) = &spec.linked_job {
-            if !self.state.jobs.contains_key(master) {
+            if known(master).is_none() {
                 errors.push(
                     "linked_job",
                     format!("no job named '{master}' (submit it first)"),
                 );
-            } else if let Some(chain) = self.link_cycle(spec) {
+            } else if let Some(chain) = link_cycle(spec, &known) {
                 // Placement could place neither, and neither could be removed.
                 errors.push(
                     "linked_job",
@@ -249,13 +296,14 @@ impl Cluster {
     /// hold, alone or (for a linked job, in its master's zones) beside its
     /// master and the master's other followers: it would wait forever. The
     /// field named is the one that makes it too big.
-    fn check_fits_a_machine(&self, spec: &JobSpec, errors: &mut ValidationErrors) {
-        let zones: Vec<&String> = match spec
-            .linked_job
-            .as_ref()
-            .and_then(|m| self.state.jobs.get(m))
-        {
-            Some(master) => master.spec.deployment_layout.keys().collect(),
+    fn check_fits_a_machine<'a>(
+        &'a self,
+        spec: &JobSpec,
+        known: &dyn Fn(&str) -> Option<&'a JobSpec>,
+        errors: &mut ValidationErrors,
+    ) {
+        let zones: Vec<&String> = match spec.linked_job.as_deref().and_then(known) {
+            Some(master) => master.deployment_layout.keys().collect(),
             None => spec.deployment_layout.keys().collect(),
         };
         for zone in zones {
@@ -276,16 +324,13 @@ impl Cluster {
             let alone_fits = need.cpu <= largest.cpu && need.mem_mb <= largest.mem_mb;
             if let (true, Some(master)) = (alone_fits, &spec.linked_job) {
                 // A follower runs beside its master and the master's other followers.
-                let beside = self
-                    .state
-                    .jobs
-                    .iter()
-                    .filter(|(name, job)| {
-                        *name == master
-                            || (job.spec.linked_job.as_ref() == Some(master)
-                                && name.as_str() != spec.name())
-                    })
-                    .map(|(_, job)| job.spec.need_in(zone));
+                let followers = self.state.jobs.iter().filter(|(name, job)| {
+                    job.spec.linked_job.as_ref() == Some(master) && name.as_str() != spec.name()
+                });
+                let beside = known(master)
+                    .into_iter()
+                    .chain(followers.map(|(_, job)| &job.spec))
+                    .map(|job| job.need_in(zone));
                 let (cpu, mem_mb) = beside.fold((need.cpu, need.mem_mb), |(c, m), n| {
                     (c + n.cpu, m + n.mem_mb)
                 });
@@ -312,29 +357,6 @@ impl Cluster {
                     format!("an instance needs {} MB but {holds}", rounded(need.mem_mb)),
                 );
             }
-        }
-    }
-
-    /// The chain of links from `spec` back to itself, if following its
-    /// `linked_job` through the current jobs leads there.
-    fn link_cycle(&self, spec: &JobSpec) -> Option<Vec<String>> {
-        let chain = walk_links(spec.name(), |name| {
-            if name == spec.name() {
-                return link_of(spec.linked_job.as_deref());
-            }
-            match self.state.jobs.get(name) {
-                Some(job) => link_of(job.spec.linked_job.as_deref()),
-                None => Link::Missing,
-            }
-        });
-        match chain.end {
-            // Only a circle through `spec` is this update's doing.
-            ChainEnd::Cycle { at: 0 } => {
-                let mut names: Vec<String> = chain.path.iter().map(|n| n.to_string()).collect();
-                names.push(spec.name().to_string());
-                Some(names)
-            }
-            _ => None,
         }
     }
 

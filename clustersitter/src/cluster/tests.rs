@@ -137,3 +137,31 @@ fn a_linked_job_that_would_not_fit_beside_its_master_is_refused() {
     assert!(errors.errors[0].message.contains("2.15 cores"), "{errors}");
     assert_eq!(cluster.check_job(&linked(1.5)), Ok(()));
 }
+
+#[test]
+fn a_batch_may_bring_its_master_but_not_a_circle() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = fixture_cluster(dir.path());
+    let job = |name: &str, link: Option<&str>| -> JobSpec {
+        let mut value = serde_json::json!({
+            "deployment_layout": {"local-a": {"cpu": 1}},
+            "task_configuration": {"name": name, "command": "sleep 1", "cpu": 0.1, "mem": 10},
+        });
+        if let Some(link) = link {
+            value["linked_job"] = link.into();
+        }
+        serde_json::from_value(value).unwrap()
+    };
+    // The master comes in the same batch: that is how a dry run of two new files looks.
+    let batch = [job("web", None), job("sidecar", Some("web"))];
+    assert_eq!(cluster.check_job_among(&batch[1], &batch), Ok(()));
+    let alone = cluster.check_job(&batch[1]).unwrap_err();
+    assert_eq!(alone.errors[0].field, "linked_job", "{alone}");
+    // Two jobs of one batch linked to each other: refused, as job by job.
+    let circle = [job("a", Some("b")), job("b", Some("a"))];
+    let errors = cluster.check_job_among(&circle[0], &circle).unwrap_err();
+    assert!(
+        errors.errors[0].message.contains("circle"),
+        "a circle inside the batch is named: {errors}"
+    );
+}
