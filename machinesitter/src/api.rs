@@ -3,8 +3,8 @@
 //! persist it, and wake the reconciler; only start/stop/restart also call
 //! the task's tasksitter directly so the answer reflects the action.
 
-use crate::machine::{lock, SharedMachine, TaskEntry};
-use crate::sitter::{self, TaskDir};
+use crate::machine::{SharedMachine, TaskEntry};
+use crate::sitter;
 use crate::state::TaskRecord;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use cerebro_client::{HttpClient, TaskClient};
 use cerebro_host::logs::{LogLocation, ReadChunkError};
+use cerebro_host::{lock, TaskDir};
 use cerebro_types::machine::{
     ActionReply, ActionResult, MachineEvent, MachineStatus, PutReply, PutResult, TaskView,
 };
@@ -145,7 +146,7 @@ async fn put_task(
                 let record = TaskRecord {
                     run_requested: spec.auto_start,
                     spec,
-                    dir_name: sitter::dir_name(&name),
+                    dir_name: cerebro_host::layout::dir_name(&name),
                     deleting: false,
                     runtime: None,
                     sitter_starts: 0,

@@ -101,7 +101,7 @@ pub async fn serve(
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-    if let Err(error) = machine::lock(&machine).persist() {
+    if let Err(error) = cerebro_host::lock(&machine).persist() {
         tracing::error!(%error, "cannot persist the task set");
     }
     Ok(())

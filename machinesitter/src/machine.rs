@@ -3,9 +3,11 @@
 //! The loop that acts on it is in `reconcile`.
 
 use crate::config::MachineConfig;
-use crate::sitter::{self, TaskDir};
+use crate::sitter;
 use crate::state::{self, Loaded, PersistedState, TaskRecord, STATE_VERSION};
 use cerebro_host::layout::{self, DesiredState};
+use cerebro_host::process::{cmdline, is_alive};
+use cerebro_host::TaskDir;
 use cerebro_types::machine::{
     MachineEvent, MachineStatus, Resources, SitterView, TaskUsage, TaskView, Vitals,
 };
@@ -122,8 +124,6 @@ pub struct Machine {
 }
 
 pub type SharedMachine = Arc<Mutex<Machine>>;
-
-pub use cerebro_host::lock;
 
 impl Machine {
     pub fn event(&mut self, task: &str, message: impl Into<String>) {
@@ -247,8 +247,8 @@ pub fn load(config: Arc<MachineConfig>) -> std::io::Result<Machine> {
                 if let Some(runtime) = record.runtime.take() {
                     let paths = TaskDir::new(&config.state_dir, &record.dir_name);
                     let token = paths.token().display().to_string();
-                    if sitter::is_alive(runtime.pid, runtime.start_ticks)
-                        && sitter::cmdline(runtime.pid).contains(&token)
+                    if is_alive(runtime.pid, runtime.start_ticks)
+                        && cmdline(runtime.pid).contains(&token)
                     {
                         machine.event(&name, format!("re-adopted tasksitter pid {}", runtime.pid));
                         record.runtime = Some(runtime);
@@ -302,7 +302,7 @@ fn recover_task_dirs(machine: &mut Machine) {
             .map_err(|e| e.to_string())
             .and_then(|desired| {
                 let name = &desired.spec.name;
-                if sitter::dir_name(name) != dir_name {
+                if layout::dir_name(name) != dir_name {
                     Err(format!("it holds task '{name}', which belongs elsewhere"))
                 } else if machine.tasks.contains_key(name) {
                     Err(format!("task '{name}' is already known"))

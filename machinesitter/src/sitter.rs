@@ -5,10 +5,8 @@
 
 use crate::config::LimitsBackend;
 use crate::state::Runtime;
-pub use cerebro_host::layout::dir_name;
-use cerebro_host::process::find_processes;
-pub use cerebro_host::process::{cmdline, is_alive, start_ticks};
-pub use cerebro_host::TaskDir;
+use cerebro_host::process::{find_processes, start_ticks};
+use cerebro_host::TaskDir;
 use cerebro_types::TaskSpec;
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
@@ -214,6 +212,7 @@ pub fn discover(state_dir: &Path) -> HashMap<String, Runtime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cerebro_host::layout::dir_name;
     use cerebro_types::{CpuAction, Principal};
 
     #[test]

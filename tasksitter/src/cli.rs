@@ -4,6 +4,7 @@
 //! follow the original tasksitter. The other flags say how this process
 //! runs (backend, HTTP, token, log directories), not what the task is.
 
+use cerebro_host::RunAs;
 use cerebro_types::human::{parse_duration, parse_mem_mb, parse_size};
 use cerebro_types::{Backoff, CpuAction, LogRotation, Principal, TaskSpec, ValidationErrors};
 use cerebro_web::Token;
@@ -12,8 +13,6 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
-
-pub use cerebro_host::RunAs;
 
 /// How the tasksitter enforces limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -2,13 +2,13 @@
 //! HTML pages for people, Prometheus metrics. It only reads the status the
 //! supervisor publishes and sends it requests; it never touches the workload.
 
-use crate::logs::LogLocation;
 use crate::supervisor::{ReplyTo, Request, SharedStatus};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::{Html, Redirect};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
+use cerebro_host::logs::LogLocation;
 use cerebro_host::logs::ReadChunkError;
 use cerebro_types::task_api::{ControlReply, LogList, SignalRequest};
 use cerebro_types::time::{format_rfc3339_ms, now_ms};

@@ -7,8 +7,6 @@ pub mod http;
 pub mod logs;
 pub mod supervisor;
 
-pub use cerebro_host::{cgroup, proctree};
-
 use cerebro_web::daemon::Shutdown;
 use cli::SitterConfig;
 use std::sync::Arc;

@@ -12,9 +12,11 @@ mod usage;
 pub use guard::guard_main;
 pub use restart::{Decision, RestartTracker};
 
-use crate::cgroup::{Cgroup, Hierarchies};
 use crate::cli::{BackendChoice, SitterConfig};
-use crate::logs::{LogLocation, RotatingFile, SharedLog};
+use crate::logs::{RotatingFile, SharedLog};
+use cerebro_host::cgroup::{Cgroup, Hierarchies};
+use cerebro_host::logs::LogLocation;
+use cerebro_types::task_api::ControlResult;
 use cerebro_types::time::now_ms;
 use cerebro_types::{
     normalize_signal_name, CpuAction, EventKind, ExitStatus, Limits, LimitsBackendKind, LogStream,
@@ -60,9 +62,6 @@ pub enum Request {
     Signal(&'static str),
 }
 
-/// What the supervisor did about a request; the reply's `result` on the wire.
-pub use cerebro_types::task_api::ControlResult;
-
 /// A request the task's state refuses (the API answers 409).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
@@ -76,7 +75,8 @@ pub enum RequestError {
     Signal(nix::errno::Errno),
 }
 
-/// Where the supervisor sends its answer to one request.
+/// Where the supervisor sends its answer to one request: what it did (the
+/// reply's `result` on the wire) or why the task's state refuses it.
 pub type ReplyTo = oneshot::Sender<Result<ControlResult, RequestError>>;
 
 /// The status the HTTP side reads; written only by the supervisor.
@@ -229,7 +229,7 @@ impl Supervisor {
         }
         let relative = config.cgroup_parent.join(format!(
             "{}.{my_pid}",
-            crate::logs::file_stem(&config.spec.name)
+            cerebro_host::logs::file_stem(&config.spec.name)
         ));
         let created = Hierarchies::discover().create(&relative);
         match (created, config.backend) {
