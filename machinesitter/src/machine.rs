@@ -220,7 +220,7 @@ impl Machine {
                 .iter()
                 .map(|(name, entry)| TaskUsage {
                     name: name.clone(),
-                    state: entry.status.as_ref().map(|s| s.state.kind().to_string()),
+                    state: entry.status.as_ref().map(|s| s.state.kind()),
                     cpu_cores: entry.status.as_ref().map_or(0.0, |s| s.cpu_cores),
                     rss_bytes: entry.status.as_ref().map_or(0, |s| s.rss_bytes),
                 })
