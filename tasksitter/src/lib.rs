@@ -42,8 +42,11 @@ pub const DAEMON: cerebro_web::daemon::Daemon<SitterConfig> = cerebro_web::daemo
 /// Runs the tasksitter until the workload has ended for good or a shutdown
 /// request has stopped it (a second request kills it at once); returns the
 /// status to exit with (the workload's, as a shell reports it). Serves HTTP
-/// on `listener` when given one. Must run on a current-thread runtime on
-/// the main thread: PR_SET_PDEATHSIG follows the forking thread.
+/// on `listener` when given one, until the workload is done: the server
+/// then finishes its in-flight requests and stops before `serve` returns,
+/// so a caller that runs it in-process is left with nothing listening.
+/// Must run on a current-thread runtime on the main thread:
+/// PR_SET_PDEATHSIG follows the forking thread.
 pub async fn serve(
     config: SitterConfig,
     listener: Option<tokio::net::TcpListener>,
@@ -52,20 +55,34 @@ pub async fn serve(
     let config = Arc::new(config);
     let supervisor = Supervisor::new(config.clone())?;
     let (requests_tx, requests_rx) = tokio::sync::mpsc::channel(16);
-    if let Some(listener) = listener {
+    // The server stops once the supervisor is done, not at the shutdown
+    // request itself: while the workload stops, a machinesitter may still
+    // ask for its status.
+    let (server_stop, server_stopped) = tokio::sync::watch::channel(false);
+    let server = listener.map(|listener| {
         let state = http::AppState {
             status: supervisor.status(),
             requests: requests_tx.clone(),
             logs: Arc::new(supervisor.log_locations()),
         };
         let app = http::router(state, config.token.clone());
-        // Not shut down gracefully: the process ends with the workload, and
-        // until then a supervisor may still want the final status.
-        tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).await {
-                tracing::error!(%error, "HTTP server stopped");
-            }
-        });
+        cerebro_web::daemon::spawn_server(listener, app, server_stopped)
+    });
+    let outcome = supervisor.run(requests_rx, shutdown).await;
+    let _ = server_stop.send(true);
+    if let Some(mut server) = server {
+        // Bounded: a client that keeps its connection open must not keep
+        // the tasksitter from exiting with its workload's status.
+        if tokio::time::timeout(SERVER_DRAIN, &mut server)
+            .await
+            .is_err()
+        {
+            tracing::warn!("HTTP connections still open after {SERVER_DRAIN:?}; closing them");
+            server.abort();
+        }
     }
-    Ok(supervisor.run(requests_rx, shutdown).await?)
+    Ok(outcome?)
 }
+
+/// How long in-flight HTTP requests may take once the workload is done.
+const SERVER_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);

@@ -1,0 +1,64 @@
+//! The tasksitter booted inside the test (`tasksitter::serve` on a listener
+//! the test bound), stopped through its shutdown handle. Alone in its test
+//! binary: the supervisor reaps every child of the process (waitpid(-1)), so
+//! it must not share one with tests that wait for children of their own.
+
+mod common;
+
+use cerebro_client::{HttpClient, TaskClient};
+use cerebro_types::StateKind;
+use cerebro_web::daemon::shutdown_channel;
+use clap::Parser;
+use common::*;
+use std::time::Duration;
+use tasksitter::cli::Cli;
+
+#[tokio::test(flavor = "current_thread")]
+async fn serve_stops_its_http_server_when_it_returns() {
+    let dir = scratch_dir();
+    let address_file = dir.path().join("address");
+    let config = Cli::try_parse_from([
+        "tasksitter",
+        "--command",
+        "sleep 30",
+        "--limits-backend",
+        "poll",
+        "--http-monitoring",
+        "--http-address-file",
+        address_file.to_str().unwrap(),
+    ])
+    .unwrap()
+    .into_config()
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, shutdown) = shutdown_channel();
+    let client = TaskClient::new(
+        HttpClient::new(Duration::from_secs(10), 1),
+        &address.to_string(),
+        None,
+    );
+    let stopper = async {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            if let Ok(status) = client.status().await {
+                if status.state.kind() == StateKind::Running {
+                    break;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the workload never ran"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.request();
+    };
+    let (code, ()) = tokio::join!(tasksitter::serve(config, Some(listener), shutdown), stopper);
+    // SIGTERM from the stop: 128 + 15.
+    assert_eq!(code.unwrap(), 143);
+    assert!(
+        tokio::net::TcpStream::connect(address).await.is_err(),
+        "nothing listens on {address} once serve has returned"
+    );
+}
