@@ -564,3 +564,26 @@ fn a_failure_after_the_flags_exits_1() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_machinesitter_that_cannot_use_its_state_dir_leaves_no_address_file() {
+    let scratch = tempfile::tempdir().unwrap();
+    // A file where the state dir should be: binding works, loading does not.
+    let state_dir = scratch.path().join("state");
+    std::fs::write(&state_dir, b"not a directory").unwrap();
+    let address_file = scratch.path().join("address");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_machinesitter"))
+        .args(["--port", "0", "--bind", "127.0.0.1", "--state-dir"])
+        .arg(&state_dir)
+        .arg("--address-file")
+        .arg(&address_file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot use the state dir"), "{stderr}");
+    assert!(
+        !address_file.exists(),
+        "the address file is written only once the machinesitter is ready"
+    );
+}

@@ -18,13 +18,22 @@ pub const GUARD_SUBCOMMAND: &str = "__cgroup-guard";
 /// Why the tasksitter stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum SitterError {
+    /// The supervisor could not be set up or its loop failed.
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
+    /// The listener handed in has no local address.
+    #[error("cannot read the listening address: {0}")]
+    Listener(std::io::Error),
+    /// `--http-address-file` could not be written.
+    #[error(transparent)]
+    AddressFile(#[from] cerebro_web::daemon::AddressFileError),
 }
 
 /// The tasksitter as `main` runs it through `cerebro_web::daemon::Daemon`:
 /// on the main thread only (PR_SET_PDEATHSIG follows the forking thread),
-/// listening only with `--http-monitoring`.
+/// listening only with `--http-monitoring`. `serve` itself writes
+/// `--http-address-file` once the supervisor is set up, so a tasksitter
+/// that fails to start leaves no address file behind.
 pub const DAEMON: cerebro_web::daemon::Daemon<SitterConfig> = cerebro_web::daemon::Daemon {
     program: "tasksitter",
     runtime: cerebro_web::daemon::Runtime::CurrentThread,
@@ -34,7 +43,7 @@ pub const DAEMON: cerebro_web::daemon::Daemon<SitterConfig> = cerebro_web::daemo
             .as_ref()
             .map(|http| cerebro_web::daemon::Listen {
                 addr: http.addr,
-                address_file: http.address_file.clone(),
+                address_file: None,
             })
     },
 };
@@ -42,7 +51,8 @@ pub const DAEMON: cerebro_web::daemon::Daemon<SitterConfig> = cerebro_web::daemo
 /// Runs the tasksitter until the workload has ended for good or a shutdown
 /// request has stopped it (a second request kills it at once); returns the
 /// status to exit with (the workload's, as a shell reports it). Serves HTTP
-/// on `listener` when given one, until the workload is done: the server
+/// on `listener` when given one, announced in the config's address file
+/// once the supervisor is set up, until the workload is done: the server
 /// then finishes its in-flight requests and stops before `serve` returns,
 /// so a caller that runs it in-process is left with nothing listening.
 /// Must run on a current-thread runtime on the main thread:
@@ -66,8 +76,16 @@ pub async fn serve(
             logs: Arc::new(supervisor.log_locations()),
         };
         let app = http::router(state, config.token.clone());
-        cerebro_web::daemon::spawn_server(listener, app, server_stopped)
+        let bound = listener.local_addr().map_err(SitterError::Listener)?;
+        let address_file = config.http.as_ref().and_then(|h| h.address_file.as_deref());
+        cerebro_web::daemon::announce_address(address_file, bound)?;
+        Ok::<_, SitterError>(cerebro_web::daemon::spawn_server(
+            listener,
+            app,
+            server_stopped,
+        ))
     });
+    let server = server.transpose()?;
     let outcome = supervisor.run(requests_rx, shutdown).await;
     let _ = server_stop.send(true);
     if let Some(mut server) = server {

@@ -13,8 +13,27 @@ use common::*;
 use std::time::Duration;
 use tasksitter::cli::Cli;
 
+/// `wait_for` in an async test: polls `probe` every 20 ms until it yields
+/// a value, failing after `TIMEOUT` with `what`.
+async fn wait_for_async<T, Fut>(what: &str, mut probe: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {TIMEOUT:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "current_thread")]
-async fn serve_stops_its_http_server_when_it_returns() {
+async fn serve_announces_once_ready_and_stops_its_http_server_when_it_returns() {
     let dir = scratch_dir();
     let address_file = dir.path().join("address");
     let config = Cli::try_parse_from([
@@ -39,19 +58,16 @@ async fn serve_stops_its_http_server_when_it_returns() {
         None,
     );
     let stopper = async {
-        let deadline = tokio::time::Instant::now() + TIMEOUT;
-        loop {
-            if let Ok(status) = client.status().await {
-                if status.state.kind() == StateKind::Running {
-                    break;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the workload never ran"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let announced = wait_for_async("the address file", || async {
+            std::fs::read_to_string(&address_file).ok()
+        })
+        .await;
+        assert_eq!(announced, address.to_string());
+        wait_for_async("the workload to run", || async {
+            let status = client.status().await.ok()?;
+            (status.state.kind() == StateKind::Running).then_some(())
+        })
+        .await;
         stop.request();
     };
     let (code, ()) = tokio::join!(tasksitter::serve(config, Some(listener), shutdown), stopper);

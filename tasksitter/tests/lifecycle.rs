@@ -448,3 +448,34 @@ fn a_failure_after_the_flags_exits_1_not_2() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_tasksitter_that_fails_to_start_exits_1_and_leaves_no_address_file() {
+    let scratch = scratch_dir();
+    // The log directory cannot be created under a file: the flags are
+    // fine, setting up the supervisor is not.
+    let not_a_dir = scratch.path().join("file");
+    std::fs::write(&not_a_dir, b"").unwrap();
+    let logs = not_a_dir.join("logs");
+    let address_file = scratch.path().join("address");
+    let output = Command::new(tasksitter_bin())
+        .args(["--command", "sleep 30", "--limits-backend", "poll"])
+        .arg("--stdout-location")
+        .arg(&logs)
+        .args(["--http-monitoring", "--http-monitoring-port", "0"])
+        .arg("--http-address-file")
+        .arg(&address_file)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("tasksitter: error: cannot open log file"),
+        "{stderr}"
+    );
+    assert!(
+        !address_file.exists(),
+        "the address file is written only once the tasksitter is ready"
+    );
+}
