@@ -340,6 +340,16 @@ fn specs_that_can_never_start_are_refused_from_a_spec_file() {
         std::fs::write(&spec, body.to_string()).unwrap();
         assert_refused(&["--spec-file", spec.to_str().unwrap()], field);
     }
+    // A spec file that is not a spec at all is a configuration error too.
+    std::fs::write(&spec, b"{ not json").unwrap();
+    assert_refused(&["--spec-file", spec.to_str().unwrap()], "--spec-file: ");
+    std::fs::write(&spec, br#"{"name": "n", "command": "true", "bogus": 1}"#).unwrap();
+    assert_refused(&["--spec-file", spec.to_str().unwrap()], "bogus");
+    let missing = scratch.path().join("missing.json");
+    assert_refused(
+        &["--spec-file", missing.to_str().unwrap()],
+        "--spec-file: cannot read",
+    );
 }
 
 #[test]
