@@ -124,7 +124,8 @@ async fn put_task(
 ) -> Result<(StatusCode, Json<PutReply>), ApiError> {
     validate_task_name(&name).map_err(|m| ApiError::bad_field("name", m))?;
     let spec = parse_spec(&name, &body)?;
-    sitter::check_spec(&spec)?;
+    let backend = lock(&app.machine).config.limits_backend;
+    sitter::check_spec(&spec, backend)?;
     let (code, result, view) = {
         let mut machine = lock(&app.machine);
         if machine.tasks.get(&name).is_some_and(|e| e.record.deleting) {

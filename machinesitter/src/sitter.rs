@@ -3,10 +3,9 @@
 //! pid is still the tasksitter we started, finding running ones again from
 //! their task directories, and cleaning what a dead one left.
 
-use crate::config::LimitsBackend;
 use crate::state::Runtime;
 use cerebro_host::process::{find_processes, start_ticks};
-use cerebro_host::TaskDir;
+use cerebro_host::{BackendChoice, TaskDir};
 use cerebro_types::TaskSpec;
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
@@ -40,12 +39,16 @@ pub fn raise_open_file_limit() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Checks a spec exactly as the tasksitter will when it starts:
-/// `TaskSpec::validate`, then the host check (users, groups, working
-/// directory). Every problem is reported, each naming its spec field.
-pub fn check_spec(spec: &TaskSpec) -> Result<(), cerebro_types::ValidationErrors> {
+/// Checks a spec exactly as the tasksitter will when it starts under
+/// `backend`: `TaskSpec::validate`, then the host check (users, groups,
+/// working directory, what the backend can enforce). Every problem is
+/// reported, each naming its spec field.
+pub fn check_spec(
+    spec: &TaskSpec,
+    backend: BackendChoice,
+) -> Result<(), cerebro_types::ValidationErrors> {
     let mut errors = spec.validate().err().unwrap_or_default();
-    if let Err(host) = cerebro_host::check_host(spec) {
+    if let Err(host) = cerebro_host::check_host(spec, backend) {
         errors.errors.extend(host.errors);
     }
     errors.into_result(())
@@ -70,7 +73,7 @@ pub fn spawn(
     bin: &Path,
     spec: &TaskSpec,
     paths: &TaskDir,
-    backend: LimitsBackend,
+    backend: BackendChoice,
     run: bool,
 ) -> std::io::Result<(Child, Runtime)> {
     paths.create()?;
@@ -243,7 +246,7 @@ mod tests {
         let mut spec = TaskSpec::new("t", "true");
         spec.uid = Some(Principal::Name("no-such-user-x".into()));
         spec.backoff.initial_secs = -1.0;
-        let errors = check_spec(&spec).unwrap_err();
+        let errors = check_spec(&spec, BackendChoice::Auto).unwrap_err();
         let fields: Vec<&str> = errors.errors.iter().map(|e| e.field.as_str()).collect();
         assert!(
             fields.contains(&"uid") && fields.contains(&"backoff.initial_secs"),

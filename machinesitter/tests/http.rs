@@ -587,3 +587,29 @@ fn a_machinesitter_that_cannot_use_its_state_dir_leaves_no_address_file() {
         "the address file is written only once the machinesitter is ready"
     );
 }
+
+#[test]
+fn a_throttle_the_poll_backend_cannot_enforce_is_a_400_naming_cpu_action() {
+    let sitter = MachineSitter::start(&["--limits-backend", "poll"]);
+    let (code, body) = sitter.put_task(
+        "throttled",
+        json!({"command": "sleep 30", "cpu": 0.1, "cpu_action": "throttle"}),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(field_of(&body), "cpu_action", "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cgroup"),
+        "{body}"
+    );
+    let (code, _) = sitter.request("GET", "/api/v1/tasks/throttled", None, None);
+    assert_eq!(code, 404, "a refused spec changes nothing");
+    // Restart is what the poll backend can do.
+    let (code, body) = sitter.put_task(
+        "throttled",
+        json!({"command": "sleep 30", "cpu": 0.1, "cpu_action": "restart"}),
+    );
+    assert_eq!(code, 201, "{body}");
+}

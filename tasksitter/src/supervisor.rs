@@ -12,10 +12,11 @@ mod usage;
 pub use guard::guard_main;
 pub use restart::{Decision, RestartTracker};
 
-use crate::cli::{BackendChoice, SitterConfig};
+use crate::cli::SitterConfig;
 use crate::logs::{RotatingFile, SharedLog};
 use cerebro_host::cgroup::{Cgroup, Hierarchies};
 use cerebro_host::logs::LogLocation;
+use cerebro_host::BackendChoice;
 use cerebro_types::task_api::ControlResult;
 use cerebro_types::time::now_ms;
 use cerebro_types::{
