@@ -13,19 +13,18 @@ use axum::response::Html;
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use cerebro_client::{HttpClient, TaskClient};
-use cerebro_host::logs::{LogLocation, ReadChunkError};
+use cerebro_host::logs::{read_chunk, LogLocation};
 use cerebro_host::{lock, TaskDir};
 use cerebro_types::machine::{
     ActionReply, ActionResult, MachineEvent, MachineStatus, PutReply, PutResult, TaskView,
 };
-use cerebro_types::task_api::TaskAction;
+use cerebro_types::task_api::{LogQuery, TaskAction};
 use cerebro_types::time::format_rfc3339_ms;
 use cerebro_types::url::encode_path_segment;
 use cerebro_types::{validate_task_name, LogChunk, LogStream, TaskSpec};
 use cerebro_web::html::{escape, format_bytes, key_values, page, state_pill};
 use cerebro_web::metrics::{Exposition, MetricKind};
 use cerebro_web::{require_token, ApiError, Token};
-use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -261,17 +260,6 @@ async fn control(
     Ok((StatusCode::OK, Json(ActionReply { result })))
 }
 
-/// A log read, its errors as API errors: a bad parameter is a 400 naming it.
-fn read_chunk(
-    location: &LogLocation,
-    query: &HashMap<String, String>,
-) -> Result<LogChunk, ApiError> {
-    cerebro_host::logs::read_chunk(location, query).map_err(|error| match error {
-        ReadChunkError::BadField { field, message } => ApiError::bad_field(field, message),
-        ReadChunkError::Io(e) => ApiError::internal(format!("cannot read log: {e}")),
-    })
-}
-
 /// The task's own log file for `stream`; nothing from the request but the stream name chooses it.
 fn log_location(app: &AppState, name: &str, stream: &str) -> Result<LogLocation, ApiError> {
     let stream: LogStream = stream
@@ -291,10 +279,13 @@ fn log_location(app: &AppState, name: &str, stream: &str) -> Result<LogLocation,
 async fn read_log(
     State(app): State<AppState>,
     Path((name, stream)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<LogChunk>, ApiError> {
+    let query = LogQuery::from_pairs(&pairs)?;
     let location = log_location(&app, &name, &stream)?;
-    read_chunk(&location, &query).map(Json)
+    read_chunk(&location, &query)
+        .map(Json)
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// The machine's gauges, then one family per task metric with a sample per
@@ -534,10 +525,11 @@ async fn task_page(
 async fn log_page(
     State(app): State<AppState>,
     Path((name, stream)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Html<String>, ApiError> {
+    let query = LogQuery::from_pairs(&pairs)?;
     let location = log_location(&app, &name, &stream)?;
-    let chunk = read_chunk(&location, &query)?;
+    let chunk = read_chunk(&location, &query).map_err(|e| ApiError::internal(e.to_string()))?;
     let body = format!(
         "<h1>{} — {}</h1><p>{}</p><pre class=\"log\">{}</pre>",
         task_link(&name),

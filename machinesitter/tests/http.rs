@@ -360,11 +360,12 @@ fn log_requests_never_open_a_path_from_the_request() {
         let (code, body) = sitter.request("GET", path, None, None);
         assert_eq!(code, 404, "{path}: {body}");
     }
-    for query in [
-        "path=/etc/passwd",
-        "file=../state.json",
-        "tail=lots",
-        "offset=-1",
+    for (query, field) in [
+        ("path=/etc/passwd", "path"),
+        ("file=../state.json", "file"),
+        ("tail=lots", "tail"),
+        ("offset=-1", "offset"),
+        ("tail=1&offset=0", "offset"),
     ] {
         let (code, body) = sitter.request(
             "GET",
@@ -373,6 +374,7 @@ fn log_requests_never_open_a_path_from_the_request() {
             None,
         );
         assert_eq!(code, 400, "?{query}: {body}");
+        assert_eq!(field_of(&body), field, "?{query}: {body}");
     }
 }
 
