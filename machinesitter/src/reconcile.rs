@@ -134,9 +134,11 @@ impl Reconciler {
         let now = Instant::now();
         for (name, entry) in machine.tasks.iter_mut() {
             let paths = TaskDir::new(&config.state_dir, &entry.record.dir_name);
-            if let Some(runtime) = &entry.record.runtime {
+            if let Some(runtime) = entry.record.runtime.as_mut() {
                 if !is_alive(runtime.pid, runtime.start_ticks) {
-                    sitter::clean_leftovers(runtime);
+                    // Its record knows the last workload even if no poll saw it.
+                    sitter::refresh_from_record(&paths, runtime);
+                    sitter::clean_after(&paths, runtime);
                     if runtime.stop_sent_ms.is_none() {
                         // A tasksitter that served its status was healthy; killing it is
                         // not a crash loop. One that never answered is.

@@ -165,6 +165,11 @@ pub struct Cli {
     /// Write the bound HTTP address (ip:port) to this file once listening.
     #[arg(long)]
     pub http_address_file: Option<PathBuf>,
+    /// Keep this file (JSON: our pid and start time, HTTP address, the
+    /// workload's pid and cgroups) current, so a supervisor finds us again
+    /// and can clean up after us (the machinesitter passes <task dir>/runtime.json).
+    #[arg(long, value_name = "FILE")]
+    pub runtime_file: Option<PathBuf>,
     /// File holding the bearer token required by POST endpoints (else env CEREBRO_TOKEN).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
@@ -193,6 +198,8 @@ pub struct SitterConfig {
     pub http: Option<HttpConfig>,
     pub token: Option<Token>,
     pub linger: bool,
+    /// Where to keep our `RuntimeRecord` (`--runtime-file`).
+    pub runtime_file: Option<PathBuf>,
 }
 
 fn location(text: &str) -> Option<PathBuf> {
@@ -339,6 +346,7 @@ impl Cli {
             http,
             token,
             linger: self.linger,
+            runtime_file: self.runtime_file,
         })
     }
 }

@@ -63,7 +63,13 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<i32, SitterError> {
     let config = Arc::new(config);
-    let supervisor = Supervisor::new(config.clone())?;
+    let mut supervisor = Supervisor::new(config.clone())?;
+    let bound = listener
+        .as_ref()
+        .map(|l| l.local_addr().map_err(SitterError::Listener))
+        .transpose()?;
+    // Before the address file: whoever reads that may look for this at once.
+    supervisor.keep_runtime_record(bound)?;
     let (requests_tx, requests_rx) = tokio::sync::mpsc::channel(16);
     // The server stops once the supervisor is done, not at the shutdown
     // request itself: while the workload stops, a machinesitter may still
@@ -76,9 +82,10 @@ pub async fn serve(
             logs: Arc::new(supervisor.log_locations()),
         };
         let app = http::router(state, config.token.clone());
-        let bound = listener.local_addr().map_err(SitterError::Listener)?;
         let address_file = config.http.as_ref().and_then(|h| h.address_file.as_deref());
-        cerebro_web::daemon::announce_address(address_file, bound)?;
+        if let Some(bound) = bound {
+            cerebro_web::daemon::announce_address(address_file, bound)?;
+        }
         Ok::<_, SitterError>(cerebro_web::daemon::spawn_server(
             listener,
             app,

@@ -6,6 +6,7 @@
 mod common;
 
 use cerebro_client::{HttpClient, TaskClient};
+use cerebro_host::layout::RuntimeRecord;
 use cerebro_types::StateKind;
 use cerebro_web::daemon::shutdown_channel;
 use clap::Parser;
@@ -36,6 +37,7 @@ where
 async fn serve_announces_once_ready_and_stops_its_http_server_when_it_returns() {
     let dir = scratch_dir();
     let address_file = dir.path().join("address");
+    let runtime_file = dir.path().join("runtime.json");
     let config = Cli::try_parse_from([
         "tasksitter",
         "--command",
@@ -45,6 +47,8 @@ async fn serve_announces_once_ready_and_stops_its_http_server_when_it_returns() 
         "--http-monitoring",
         "--http-address-file",
         address_file.to_str().unwrap(),
+        "--runtime-file",
+        runtime_file.to_str().unwrap(),
     ])
     .unwrap()
     .into_config()
@@ -63,11 +67,20 @@ async fn serve_announces_once_ready_and_stops_its_http_server_when_it_returns() 
         })
         .await;
         assert_eq!(announced, address.to_string());
-        wait_for_async("the workload to run", || async {
+        let workload = wait_for_async("the workload to run", || async {
             let status = client.status().await.ok()?;
-            (status.state.kind() == StateKind::Running).then_some(())
+            (status.state.kind() == StateKind::Running).then_some(status.pid?)
         })
         .await;
+        // The runtime record says who serves the task and what it runs.
+        let record = RuntimeRecord::read(&runtime_file).unwrap();
+        assert_eq!(record.pid, std::process::id() as i32);
+        assert_eq!(
+            Some(record.start_ticks),
+            cerebro_host::process::start_ticks(record.pid)
+        );
+        assert_eq!(record.address, Some(address.to_string()));
+        assert_eq!(record.workload_pid, Some(workload));
         stop.request();
     };
     let (code, ()) = tokio::join!(tasksitter::serve(config, Some(listener), shutdown), stopper);
