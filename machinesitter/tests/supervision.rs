@@ -147,7 +147,7 @@ fn stop_start_and_delete() {
         process_gone(workload).then_some(())
     });
     wait_for(TIMEOUT, "the stopped state", || {
-        (sitter.task("job one")["status"]["state"]["state"] == "stopped").then_some(())
+        (sitter.task_state("job one") == Some(StateKind::Stopped)).then_some(())
     });
     assert!(!sitter.task("job one")["run_requested"].as_bool().unwrap());
 
@@ -230,8 +230,7 @@ fn a_stopped_task_stays_stopped_across_a_restart() {
     sitter.wait_exit();
     sitter.boot();
     wait_for(TIMEOUT, "the tasksitter to report the stopped task", || {
-        let task = sitter.task("idle");
-        (task["status"]["state"]["state"] == "stopped").then_some(())
+        (sitter.task_state("idle") == Some(StateKind::Stopped)).then_some(())
     });
     assert_eq!(count_workloads("371"), 0);
 }
@@ -442,8 +441,7 @@ fn deleting_a_task_removes_its_logs_and_its_task_dir() {
 /// Waits until the tasksitter of `name` reports its workload stopped.
 fn wait_stopped(sitter: &MachineSitter, name: &str) {
     wait_for(TIMEOUT, &format!("task '{name}' to report stopped"), || {
-        let task = sitter.task(name);
-        (task["status"]["state"]["state"] == "stopped").then_some(())
+        (sitter.task_state(name) == Some(StateKind::Stopped)).then_some(())
     });
 }
 

@@ -216,7 +216,9 @@ fn sigterm_stops_gracefully_and_a_second_signal_escalates() {
     ]);
     wait_for_log_line(&stubborn.log_path("stubborn", "stdout"), "ready");
     stubborn.signal(libc::SIGTERM);
-    stubborn.wait_status("the stop grace period", |s| state_of(s) == "stopping");
+    stubborn.wait_status("the stop grace period", |s| {
+        state_of(s) == StateKind::Stopping
+    });
     assert!(
         stubborn.child.try_wait().unwrap().is_none(),
         "waiting out its 120 s grace period"
@@ -359,7 +361,7 @@ fn a_workload_gets_only_stdin_stdout_and_stderr() {
     let sitter = Sitter::start_http_prepared(&["--name", "fds", "--command", "sleep 60"], |c| {
         inherit_stray_fds(c, &marker)
     });
-    let status = sitter.wait_status("running", |s| state_of(s) == "running");
+    let status = sitter.wait_status("running", |s| state_of(s) == StateKind::Running);
     let pid = status["pid"].as_i64().unwrap() as i32;
     let fds = open_fds(pid);
     let numbers: Vec<i32> = fds.iter().map(|(fd, _)| *fd).collect();
@@ -369,7 +371,7 @@ fn a_workload_gets_only_stdin_stdout_and_stderr() {
 #[test]
 fn a_simple_command_is_the_workload_itself() {
     let sitter = Sitter::start_http(&["--name", "plain", "--command", "sleep 60"]);
-    let status = sitter.wait_status("running", |s| state_of(s) == "running");
+    let status = sitter.wait_status("running", |s| state_of(s) == StateKind::Running);
     let pid = status["pid"].as_u64().unwrap();
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
     assert_eq!(
