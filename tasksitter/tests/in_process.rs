@@ -14,25 +14,6 @@ use common::*;
 use std::time::Duration;
 use tasksitter::cli::Cli;
 
-/// `wait_for` in an async test: polls `probe` every 20 ms until it yields
-/// a value, failing after `TIMEOUT` with `what`.
-async fn wait_for_async<T, Fut>(what: &str, mut probe: impl FnMut() -> Fut) -> T
-where
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {TIMEOUT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn serve_announces_once_ready_and_stops_its_http_server_when_it_returns() {
     let dir = scratch_dir();
@@ -56,22 +37,26 @@ async fn serve_announces_once_ready_and_stops_its_http_server_when_it_returns() 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, shutdown) = shutdown_channel();
-    let client = TaskClient::new(
-        HttpClient::new(Duration::from_secs(10), 1),
-        &address.to_string(),
-        None,
-    );
-    let stopper = async {
-        let announced = wait_for_async("the address file", || async {
+    // The checks run beside serve, on a thread of their own: serve needs
+    // this (the test's) thread. A failed check drops `stop`, which stops serve.
+    let checks = tokio::task::spawn_blocking(move || {
+        let client = TaskClient::new(
+            HttpClient::new(Duration::from_secs(10), 1),
+            &address.to_string(),
+            None,
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let announced = wait_for(TIMEOUT, "the address file", || {
             std::fs::read_to_string(&address_file).ok()
-        })
-        .await;
+        });
         assert_eq!(announced, address.to_string());
-        let workload = wait_for_async("the workload to run", || async {
-            let status = client.status().await.ok()?;
+        let workload = wait_for(TIMEOUT, "the workload to run", || {
+            let status = runtime.block_on(client.status()).ok()?;
             (status.state.kind() == StateKind::Running).then_some(status.pid?)
-        })
-        .await;
+        });
         // The runtime record says who serves the task and what it runs.
         let record = RuntimeRecord::read(&runtime_file).unwrap();
         assert_eq!(record.pid, std::process::id() as i32);
@@ -82,8 +67,9 @@ async fn serve_announces_once_ready_and_stops_its_http_server_when_it_returns() 
         assert_eq!(record.address, Some(address.to_string()));
         assert_eq!(record.workload_pid, Some(workload));
         stop.request();
-    };
-    let (code, ()) = tokio::join!(tasksitter::serve(config, Some(listener), shutdown), stopper);
+    });
+    let code = tasksitter::serve(config, Some(listener), shutdown).await;
+    checks.await.unwrap();
     // SIGTERM from the stop: 128 + 15.
     assert_eq!(code.unwrap(), 143);
     assert!(

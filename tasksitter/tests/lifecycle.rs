@@ -441,24 +441,34 @@ fn a_spec_file_runs_like_the_flags() {
     );
 }
 
-#[test]
-fn a_failure_after_the_flags_exits_1_not_2() {
-    // The port is taken: the flags are fine, starting is not.
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port().to_string();
+/// `tasksitter ARGS` fails as a runtime failure: exit 1, `expected` on stderr.
+fn assert_fails_at_start(args: &[&std::ffi::OsStr], expected: &str) {
     let output = Command::new(tasksitter_bin())
-        .args(["--command", "sleep 30", "--http-monitoring"])
-        .args(["--http-monitoring-port", &port])
-        .args(["--http-monitoring-bind", "127.0.0.1"])
+        .args(args)
         .stdin(Stdio::null())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("tasksitter: error: cannot listen on 127.0.0.1:"),
-        "{stderr}"
-    );
+    assert!(stderr.contains(expected), "{stderr}");
+}
+
+#[test]
+fn a_failure_after_the_flags_exits_1_not_2() {
+    // The port is taken: the flags are fine, starting is not.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let args = [
+        "--command",
+        "sleep 30",
+        "--http-monitoring",
+        "--http-monitoring-port",
+        &port,
+        "--http-monitoring-bind",
+        "127.0.0.1",
+    ];
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    assert_fails_at_start(&args, "tasksitter: error: cannot listen on 127.0.0.1:");
 }
 
 #[test]
@@ -470,22 +480,20 @@ fn a_tasksitter_that_fails_to_start_exits_1_and_leaves_no_address_file() {
     std::fs::write(&not_a_dir, b"").unwrap();
     let logs = not_a_dir.join("logs");
     let address_file = scratch.path().join("address");
-    let output = Command::new(tasksitter_bin())
-        .args(["--command", "sleep 30", "--limits-backend", "poll"])
-        .arg("--stdout-location")
-        .arg(&logs)
-        .args(["--http-monitoring", "--http-monitoring-port", "0"])
-        .arg("--http-address-file")
-        .arg(&address_file)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("tasksitter: error: cannot open log file"),
-        "{stderr}"
-    );
+    let args = [
+        "--command".as_ref(),
+        "sleep 30".as_ref(),
+        "--limits-backend".as_ref(),
+        "poll".as_ref(),
+        "--stdout-location".as_ref(),
+        logs.as_os_str(),
+        "--http-monitoring".as_ref(),
+        "--http-monitoring-port".as_ref(),
+        "0".as_ref(),
+        "--http-address-file".as_ref(),
+        address_file.as_os_str(),
+    ];
+    assert_fails_at_start(&args, "tasksitter: error: cannot open log file");
     assert!(
         !address_file.exists(),
         "the address file is written only once the tasksitter is ready"

@@ -67,14 +67,7 @@ impl RuntimeRecord {
 
     /// Reads the record at `path`.
     pub fn read(path: &Path) -> Result<Self, SpecFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecFileError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        serde_json::from_str(&text).map_err(|source| SpecFileError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })
+        read_json(path)
     }
 
     /// Whether the process that wrote it still runs: the same pid, started
@@ -245,6 +238,11 @@ pub enum SpecFileError {
 
 /// Reads a spec file (JSON `TaskSpec`, as the machinesitter writes it).
 pub fn read_spec(path: &Path) -> Result<TaskSpec, SpecFileError> {
+    read_json(path)
+}
+
+/// Reads one of the task directory's JSON files.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, SpecFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| SpecFileError::Read {
         path: path.to_path_buf(),
         source,
