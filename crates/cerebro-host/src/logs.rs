@@ -294,6 +294,7 @@ fn line_start_of_tail(bytes: &[u8], lines: usize) -> usize {
 pub struct ReadChunkError {
     /// The live file of the stream that was read.
     pub path: PathBuf,
+    /// Why it could not be read.
     #[source]
     pub source: io::Error,
 }
