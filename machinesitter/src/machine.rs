@@ -3,16 +3,18 @@
 //! The loop that acts on it is in `reconcile`.
 
 use crate::config::MachineConfig;
-use crate::sitter::{self, TaskDir};
+use crate::sitter;
 use crate::state::{self, Loaded, PersistedState, TaskRecord, STATE_VERSION};
 use cerebro_host::layout::{self, DesiredState};
+use cerebro_host::process::is_alive;
+use cerebro_host::TaskDir;
 use cerebro_types::machine::{
     MachineEvent, MachineStatus, Resources, SitterView, TaskUsage, TaskView, Vitals,
 };
 use cerebro_types::time::now_ms;
 use cerebro_types::{TaskSpec, TaskStatus};
 use cerebro_web::event_log::EventLog;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::Notify;
@@ -123,8 +125,6 @@ pub struct Machine {
 
 pub type SharedMachine = Arc<Mutex<Machine>>;
 
-pub use cerebro_host::lock;
-
 impl Machine {
     pub fn event(&mut self, task: &str, message: impl Into<String>) {
         let message = message.into();
@@ -220,7 +220,7 @@ impl Machine {
                 .iter()
                 .map(|(name, entry)| TaskUsage {
                     name: name.clone(),
-                    state: entry.status.as_ref().map(|s| s.state.kind().to_string()),
+                    state: entry.status.as_ref().map(|s| s.state.kind()),
                     cpu_cores: entry.status.as_ref().map_or(0.0, |s| s.cpu_cores),
                     rss_bytes: entry.status.as_ref().map_or(0, |s| s.rss_bytes),
                 })
@@ -230,7 +230,10 @@ impl Machine {
 }
 
 /// Loads the persisted task set and re-adopts every tasksitter still alive
-/// and provably ours (pid, start time, token file on its command line).
+/// and provably ours: the pid and kernel start time of the task's runtime
+/// record, or, for a tasksitter of an older release that writes none, of
+/// the state file's runtime record (the poller's ping with the task's
+/// secret proves the rest). What a dead one left is cleaned up.
 pub fn load(config: Arc<MachineConfig>) -> std::io::Result<Machine> {
     std::fs::create_dir_all(&config.state_dir)?;
     let mut machine = Machine {
@@ -240,23 +243,15 @@ pub fn load(config: Arc<MachineConfig>) -> std::io::Result<Machine> {
         sitter_started: Arc::new(Notify::new()),
         events: EventLog::journaled(config.state_dir.join("events.jsonl"), MAX_EVENTS),
     };
+    let mut found = sitter::discover(&config.state_dir);
     match state::load(&config.state_dir) {
         Loaded::Fresh => {}
         Loaded::Read(persisted) => {
             for (name, mut record) in persisted.tasks {
-                if let Some(runtime) = record.runtime.take() {
-                    let paths = TaskDir::new(&config.state_dir, &record.dir_name);
-                    let token = paths.token().display().to_string();
-                    if sitter::is_alive(runtime.pid, runtime.start_ticks)
-                        && sitter::cmdline(runtime.pid).contains(&token)
-                    {
-                        machine.event(&name, format!("re-adopted tasksitter pid {}", runtime.pid));
-                        record.runtime = Some(runtime);
-                    } else {
-                        sitter::clean_leftovers(&runtime);
-                        machine.event(&name, "its tasksitter is gone; starting a new one");
-                    }
-                }
+                let paths = TaskDir::new(&config.state_dir, &record.dir_name);
+                let known = record.runtime.take();
+                let found = found.remove(&record.dir_name);
+                record.runtime = readopt(&mut machine, &name, &paths, known, found);
                 machine.tasks.insert(name, TaskEntry::new(record));
             }
         }
@@ -271,9 +266,50 @@ pub fn load(config: Arc<MachineConfig>) -> std::io::Result<Machine> {
             );
         }
     }
-    recover_task_dirs(&mut machine);
+    recover_task_dirs(&mut machine, found);
     machine.persist()?;
     Ok(machine)
+}
+
+/// The tasksitter to keep for a task the state file knows: the one the
+/// state file names if it still runs (brought up to date from its runtime
+/// record), else the one the task's runtime record names if that runs (it
+/// was started after the state file was last written). Whatever a dead one
+/// left is cleaned up, and an event says what happened.
+fn readopt(
+    machine: &mut Machine,
+    name: &str,
+    paths: &TaskDir,
+    known: Option<state::Runtime>,
+    found: Option<sitter::Found>,
+) -> Option<state::Runtime> {
+    let (mut running, mut gone) = (None, Vec::new());
+    if let Some(mut runtime) = known {
+        sitter::refresh_from_record(paths, &mut runtime);
+        if is_alive(runtime.pid, runtime.start_ticks) {
+            running = Some(runtime);
+        } else {
+            gone.push(runtime);
+        }
+    }
+    match found {
+        Some(sitter::Found::Running(runtime)) if running.is_none() => running = Some(runtime),
+        Some(sitter::Found::Gone(runtime)) if !gone.iter().any(|g| g.pid == runtime.pid) => {
+            gone.push(runtime)
+        }
+        _ => {}
+    }
+    for runtime in &gone {
+        sitter::clean_after(paths, runtime);
+    }
+    match &running {
+        Some(runtime) => machine.event(name, format!("re-adopted tasksitter pid {}", runtime.pid)),
+        None if !gone.is_empty() => {
+            machine.event(name, "its tasksitter is gone; starting a new one")
+        }
+        None => {}
+    }
+    running
 }
 
 /// Restores the tasks whose directories the task set does not know (the
@@ -283,26 +319,40 @@ pub fn load(config: Arc<MachineConfig>) -> std::io::Result<Machine> {
 /// re-adopted. A task whose tasksitter is gone gets a new one, whose
 /// workload runs only if it was meant to. A directory nothing can be
 /// recovered from is left as it is and reported (event and log line).
-fn recover_task_dirs(machine: &mut Machine) {
+fn recover_task_dirs(machine: &mut Machine, mut running: HashMap<String, sitter::Found>) {
     let state_dir = machine.config.state_dir.clone();
     let known: HashSet<String> = machine
         .tasks
         .values()
         .map(|e| e.record.dir_name.clone())
         .collect();
-    let mut running = sitter::discover(&state_dir);
     for dir_name in layout::task_dir_names(&state_dir) {
         if known.contains(&dir_name) {
             continue;
         }
         let paths = TaskDir::new(&state_dir, &dir_name);
-        let runtime = running.remove(&dir_name);
+        let runtime = match running.remove(&dir_name) {
+            Some(sitter::Found::Running(runtime)) => Some(runtime),
+            Some(sitter::Found::Gone(runtime)) => {
+                // Nothing supervises what it left, whatever becomes of the task.
+                sitter::clean_after(&paths, &runtime);
+                machine.event(
+                    &dir_name,
+                    format!(
+                        "tasksitter pid {} of the task dir is gone; cleaned what it left",
+                        runtime.pid
+                    ),
+                );
+                None
+            }
+            None => None,
+        };
         let desired = paths
             .read_desired()
             .map_err(|e| e.to_string())
             .and_then(|desired| {
                 let name = &desired.spec.name;
-                if sitter::dir_name(name) != dir_name {
+                if layout::dir_name(name) != dir_name {
                     Err(format!("it holds task '{name}', which belongs elsewhere"))
                 } else if machine.tasks.contains_key(name) {
                     Err(format!("task '{name}' is already known"))

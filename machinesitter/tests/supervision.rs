@@ -147,7 +147,7 @@ fn stop_start_and_delete() {
         process_gone(workload).then_some(())
     });
     wait_for(TIMEOUT, "the stopped state", || {
-        (sitter.task("job one")["status"]["state"]["state"] == "stopped").then_some(())
+        (sitter.task_state("job one") == Some(StateKind::Stopped)).then_some(())
     });
     assert!(!sitter.task("job one")["run_requested"].as_bool().unwrap());
 
@@ -230,8 +230,7 @@ fn a_stopped_task_stays_stopped_across_a_restart() {
     sitter.wait_exit();
     sitter.boot();
     wait_for(TIMEOUT, "the tasksitter to report the stopped task", || {
-        let task = sitter.task("idle");
-        (task["status"]["state"]["state"] == "stopped").then_some(())
+        (sitter.task_state("idle") == Some(StateKind::Stopped)).then_some(())
     });
     assert_eq!(count_workloads("371"), 0);
 }
@@ -442,8 +441,7 @@ fn deleting_a_task_removes_its_logs_and_its_task_dir() {
 /// Waits until the tasksitter of `name` reports its workload stopped.
 fn wait_stopped(sitter: &MachineSitter, name: &str) {
     wait_for(TIMEOUT, &format!("task '{name}' to report stopped"), || {
-        let task = sitter.task(name);
-        (task["status"]["state"]["state"] == "stopped").then_some(())
+        (sitter.task_state(name) == Some(StateKind::Stopped)).then_some(())
     });
 }
 
@@ -528,4 +526,129 @@ fn tasks_whose_tasksitters_died_too_are_restored_from_their_task_dirs() {
             .any(|m| m.contains("broken-0000") && m.contains("cannot recover")),
         "what could not be recovered is reported: {messages:#?}"
     );
+}
+
+/// The task dir of `name` and its tasksitter's runtime record, once that
+/// names `workload` as the workload.
+fn runtime_record(
+    sitter: &MachineSitter,
+    name: &str,
+    workload: i32,
+) -> (cerebro_host::TaskDir, cerebro_host::layout::RuntimeRecord) {
+    let paths =
+        cerebro_host::TaskDir::new(&sitter.state_dir(), &cerebro_host::layout::dir_name(name));
+    let record = wait_for(TIMEOUT, "the runtime record to name the workload", || {
+        paths
+            .read_runtime()
+            .filter(|r| r.workload_pid == Some(workload as u32))
+    });
+    (paths, record)
+}
+
+#[test]
+fn a_lost_state_file_readopts_running_tasksitters_from_their_runtime_records() {
+    let mut sitter = MachineSitter::start(&["--limits-backend", "poll"]);
+    sitter.put_task("web", spec("sleep 394"));
+    let (sitter_pid, workload) = sitter.wait_running("web");
+    let (_, record) = runtime_record(&sitter, "web", workload);
+    assert_eq!(record.pid, sitter_pid);
+    assert_eq!(
+        record.address,
+        sitter.task_view("web").tasksitter.unwrap().address
+    );
+    assert!(record.cgroup_paths.is_empty(), "the poll backend has none");
+
+    sitter.kill9();
+    std::fs::remove_file(sitter.state_dir().join("state.json")).unwrap();
+    sitter.boot();
+
+    // The state file is written once the task set is loaded, before the
+    // address is announced: it already knows what only the record said.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sitter.state_dir().join("state.json")).unwrap())
+            .unwrap();
+    let runtime = &state["tasks"]["web"]["runtime"];
+    assert_eq!(runtime["pid"], sitter_pid, "{state}");
+    assert_eq!(runtime["workload_pid"], workload, "{state}");
+    assert_eq!(
+        sitter.wait_running("web"),
+        (sitter_pid, workload),
+        "the same tasksitter and workload, not restarted"
+    );
+    assert_eq!(sitter.tasksitters(), [sitter_pid]);
+    assert_eq!(count_workloads("394"), 1);
+}
+
+#[test]
+fn what_a_dead_tasksitter_left_is_killed_even_when_the_state_file_is_lost() {
+    // Polling: no cgroup guard cleans up, only the machinesitter can.
+    let mut sitter = MachineSitter::start(&["--limits-backend", "poll"]);
+    sitter.put_task("forker", spec("sleep 395 & sleep 396"));
+    let (sitter_pid, workload) = sitter.wait_running("forker");
+    runtime_record(&sitter, "forker", workload);
+    let leftover = wait_for(TIMEOUT, "the background sleep", || {
+        processes(|argv| argv == ["sleep", "395"])
+            .into_iter()
+            .find(|pid| process_group(*pid) == Some(workload))
+    });
+
+    sitter.kill9();
+    std::fs::remove_file(sitter.state_dir().join("state.json")).unwrap();
+    // SAFETY: kill(2) on a tasksitter this test started.
+    unsafe { libc::kill(sitter_pid, libc::SIGKILL) };
+    for pid in [sitter_pid, workload] {
+        wait_for(TIMEOUT, "the tasksitter and its workload to die", || {
+            process_gone(pid).then_some(())
+        });
+    }
+    assert!(
+        !process_gone(leftover),
+        "the background sleep outlives its tasksitter"
+    );
+    sitter.boot();
+
+    wait_for(TIMEOUT, "the leftover to be killed", || {
+        process_gone(leftover).then_some(())
+    });
+    let (new_sitter, new_workload) = sitter.wait_running("forker");
+    assert_ne!(new_sitter, sitter_pid, "a new tasksitter runs the task");
+    let left = processes(|argv| argv == ["sleep", "395"]);
+    assert!(
+        left.iter().all(|pid| process_group(*pid) != Some(workload)),
+        "nothing of the old workload's group is left: {left:?}"
+    );
+    // The harness kills tasksitters; with polling, nothing would kill this
+    // workload's background sleep after them.
+    // SAFETY: killpg(2) on the process group of a workload this test started.
+    unsafe { libc::killpg(new_workload, libc::SIGKILL) };
+}
+
+/// The process group of `pid` (/proc/PID/stat field 5), while it exists.
+fn process_group(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
+/// A tasksitter of the previous release writes no runtime record: the
+/// state file's runtime record (pid and start time) is enough to adopt it.
+#[test]
+fn a_tasksitter_without_a_runtime_record_is_readopted_from_the_state_file() {
+    let mut sitter = MachineSitter::start(&[]);
+    sitter.put_task("old", spec("sleep 397"));
+    let before = sitter.wait_running("old");
+    let (paths, _) = runtime_record(&sitter, "old", before.1);
+    sitter.kill9();
+    std::fs::remove_file(paths.runtime()).unwrap();
+    sitter.boot();
+    assert_eq!(sitter.wait_running("old"), before);
+    assert_eq!(
+        sitter.task("old")["sitter_starts"],
+        1,
+        "adopted, not restarted"
+    );
+    assert_eq!(count_workloads("397"), 1);
 }

@@ -3,7 +3,6 @@
 //! `cerebro_host::logs`, which the machinesitter reads too.
 
 use cerebro_host::logs::backup_path;
-pub use cerebro_host::logs::{file_stem, LogLocation};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
@@ -220,6 +219,7 @@ pub fn join_pumps(pumps: Vec<std::thread::JoinHandle<()>>, limit: std::time::Dur
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cerebro_host::logs::LogLocation;
     use cerebro_types::LogStream;
 
     #[test]

@@ -73,7 +73,7 @@ fn rotation_keeps_lines_whole_and_followers_lose_nothing() {
         "1",
         "--linger",
     ]);
-    sitter.wait_status("the second run to end", |s| state_of(s) == "fatal");
+    sitter.wait_status("the second run to end", |s| state_of(s) == StateKind::Fatal);
 
     let files = files_oldest_first(&sitter, "lines");
     assert!(files.len() >= 9, "the log rotated: {} files", files.len());

@@ -1,11 +1,14 @@
 //! The task directory: the contract between a machinesitter and the
 //! tasksitters it starts. The machinesitter writes the spec file and the
 //! token before starting `tasksitter --spec-file <dir>/spec.json`; the
-//! tasksitter writes its address file once it listens. The machinesitter
+//! tasksitter writes its address file once it listens, and its runtime
+//! record (`runtime.json`: its pid and start time, its address, its
+//! workload's pid and cgroups) whenever that changes. The machinesitter
 //! also keeps there what it wants for the task (`desired.json`: spec, run
 //! state, deletion), so that a machinesitter that lost its state file
 //! restores every task from these files alone, whether its tasksitter still
-//! runs or not.
+//! runs or not, and finds a running tasksitter again, or cleans what a dead
+//! one left, without looking at any process's command line.
 
 use crate::logs::file_stem;
 use cerebro_types::TaskSpec;
@@ -23,6 +26,56 @@ pub const ADDRESS_FILE: &str = "address";
 pub const SITTER_LOG_FILE: &str = "tasksitter.log";
 /// The machinesitter's desired state for the task ([`DesiredState`]).
 pub const DESIRED_FILE: &str = "desired.json";
+/// The tasksitter's runtime record ([`RuntimeRecord`]).
+pub const RUNTIME_FILE: &str = "runtime.json";
+
+/// What a running tasksitter says about itself, written atomically by the
+/// tasksitter (`--runtime-file`) at start and whenever a field changes.
+/// `pid` and `start_ticks` prove which process wrote it (a pid alone may
+/// have been reused); the workload's pid and cgroups are what must be
+/// killed should the tasksitter die without cleaning up.
+///
+/// Unknown fields are ignored, not refused: a tasksitter binary upgraded
+/// before its machinesitter may write more than the machinesitter knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeRecord {
+    /// The tasksitter's pid.
+    pub pid: i32,
+    /// The tasksitter's start time in clock ticks since boot
+    /// (`/proc/PID/stat` field 22).
+    pub start_ticks: u64,
+    /// Where its HTTP API listens (`ip:port`), when it serves one.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// The workload's pid (the leader of its process group) once it was
+    /// started; kept after it exits, for the leftovers of its group.
+    #[serde(default)]
+    pub workload_pid: Option<u32>,
+    /// The workload's cgroup directories (empty with the poll backend).
+    #[serde(default)]
+    pub cgroup_paths: Vec<String>,
+}
+
+impl RuntimeRecord {
+    /// Writes the record to `path` atomically: a reader sees the previous
+    /// record or this one, never a mix.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let mut bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+        crate::fs::atomic_write_private(path, &bytes)
+    }
+
+    /// Reads the record at `path`.
+    pub fn read(path: &Path) -> Result<Self, SpecFileError> {
+        read_json(path)
+    }
+
+    /// Whether the process that wrote it still runs: the same pid, started
+    /// at the same tick.
+    pub fn is_alive(&self) -> bool {
+        crate::process::is_alive(self.pid, self.start_ticks)
+    }
+}
 
 /// What the machinesitter wants for one task, written atomically to the
 /// task directory whenever it changes. It outlives the machinesitter's
@@ -82,6 +135,16 @@ impl TaskDir {
     /// The machinesitter's [`DesiredState`] for the task.
     pub fn desired(&self) -> PathBuf {
         self.dir.join(DESIRED_FILE)
+    }
+
+    /// The tasksitter's [`RuntimeRecord`].
+    pub fn runtime(&self) -> PathBuf {
+        self.dir.join(RUNTIME_FILE)
+    }
+
+    /// The tasksitter's runtime record, if it wrote one that can be read.
+    pub fn read_runtime(&self) -> Option<RuntimeRecord> {
+        RuntimeRecord::read(&self.runtime()).ok()
     }
 
     /// Creates the private directory (mode 0700: it holds the token) and the
@@ -155,7 +218,7 @@ impl TaskDir {
     }
 }
 
-/// A spec or desired-state file that cannot be read or does not parse.
+/// A spec, desired-state or runtime file that cannot be read or does not parse.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecFileError {
     /// The file could not be read (missing, unreadable).
@@ -164,7 +227,8 @@ pub enum SpecFileError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// The file is not what it should hold (a `TaskSpec`, a `DesiredState`).
+    /// The file is not what it should hold (a `TaskSpec`, a `DesiredState`,
+    /// a `RuntimeRecord`).
     #[error("{path}: {source}")]
     Parse {
         path: PathBuf,
@@ -174,6 +238,11 @@ pub enum SpecFileError {
 
 /// Reads a spec file (JSON `TaskSpec`, as the machinesitter writes it).
 pub fn read_spec(path: &Path) -> Result<TaskSpec, SpecFileError> {
+    read_json(path)
+}
+
+/// Reads one of the task directory's JSON files.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, SpecFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| SpecFileError::Read {
         path: path.to_path_buf(),
         source,
@@ -241,5 +310,44 @@ mod tests {
         assert_eq!((name.as_str(), &found), ("web-0123abcd", &task));
         assert!(TaskDir::of_spec_file(state, &task.token()).is_none());
         assert!(TaskDir::of_spec_file(Path::new("/elsewhere"), &task.spec()).is_none());
+    }
+
+    #[test]
+    fn a_runtime_record_round_trips_and_tells_its_writer_is_alive() {
+        let state = tempfile::tempdir().unwrap();
+        let task = TaskDir::new(state.path(), "web-0123abcd");
+        task.create().unwrap();
+        assert!(task.read_runtime().is_none());
+        let me = std::process::id() as i32;
+        let record = RuntimeRecord {
+            pid: me,
+            start_ticks: crate::process::start_ticks(me).unwrap(),
+            address: Some("127.0.0.1:4000".into()),
+            workload_pid: Some(77),
+            cgroup_paths: vec!["/sys/fs/cgroup/cerebro/web.1".into()],
+        };
+        record.write(&task.runtime()).unwrap();
+        let read = task.read_runtime().unwrap();
+        assert_eq!(read, record);
+        assert!(read.is_alive());
+        let reused = RuntimeRecord {
+            start_ticks: record.start_ticks + 1,
+            ..record
+        };
+        assert!(
+            !reused.is_alive(),
+            "same pid, another start: not the writer"
+        );
+        // A newer tasksitter's extra fields do not hide what we know.
+        std::fs::write(
+            task.runtime(),
+            r#"{"pid": 1, "start_ticks": 2, "later_field": true}"#,
+        )
+        .unwrap();
+        let read = task.read_runtime().unwrap();
+        assert_eq!(
+            (read.pid, read.start_ticks, read.workload_pid),
+            (1, 2, None)
+        );
     }
 }

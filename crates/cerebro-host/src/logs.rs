@@ -9,8 +9,8 @@
 //! offset therefore goes on in the backups when the live file rotated
 //! under it, and loses nothing the backups still hold.
 
+use cerebro_types::task_api::LogQuery;
 use cerebro_types::{LogChunk, LogFileInfo, LogStream};
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -288,62 +288,32 @@ fn line_start_of_tail(bytes: &[u8], lines: usize) -> usize {
     0
 }
 
-/// Why a log read failed: a bad query parameter (the caller answers 400
-/// naming `field`), or the file could not be read.
+/// A log file that could not be read (both sitters answer 500 with this).
 #[derive(Debug, thiserror::Error)]
-pub enum ReadChunkError {
-    /// Query parameter `field` is unknown or not a number.
-    #[error("{field}: {message}")]
-    BadField { field: String, message: String },
-    /// The file exists but could not be read.
-    #[error("cannot read log: {0}")]
-    Io(#[from] io::Error),
+#[error("cannot read log {path}: {source}")]
+pub struct ReadChunkError {
+    /// The live file of the stream that was read.
+    pub path: PathBuf,
+    /// Why it could not be read.
+    #[source]
+    pub source: io::Error,
 }
 
-fn bad(field: impl Into<String>, message: impl Into<String>) -> ReadChunkError {
-    ReadChunkError::BadField {
-        field: field.into(),
-        message: message.into(),
+/// Reads what `query` asks of a stream: `offset` (with at most `limit`
+/// bytes) to follow from a stream position, else the last `tail` lines
+/// (default [`DEFAULT_TAIL_LINES`]); `limit` is capped at [`MAX_LOG_BYTES`].
+/// The query is validated where it is parsed ([`LogQuery::from_pairs`]);
+/// should one with both `tail` and `offset` get here, `offset` wins. Both
+/// sitters serve the same files through this.
+pub fn read_chunk(location: &LogLocation, query: &LogQuery) -> Result<LogChunk, ReadChunkError> {
+    let limit = query.limit.unwrap_or(MAX_LOG_BYTES).min(MAX_LOG_BYTES);
+    match query.offset {
+        Some(offset) => location.read_from(offset, limit),
+        None => location.tail(query.tail.unwrap_or(DEFAULT_TAIL_LINES), limit),
     }
-}
-
-fn number<T: std::str::FromStr>(
-    query: &HashMap<String, String>,
-    field: &str,
-) -> Result<Option<T>, ReadChunkError> {
-    query
-        .get(field)
-        .map(|v| {
-            v.parse()
-                .map_err(|_| bad(field, format!("'{v}' is not a non-negative number")))
-        })
-        .transpose()
-}
-
-/// `?tail=N` for the last N lines, `?offset=B[&limit=L]` to follow from byte B; any other
-/// parameter is refused. Both sitters serve the same files through this.
-pub fn read_chunk(
-    location: &LogLocation,
-    query: &HashMap<String, String>,
-) -> Result<LogChunk, ReadChunkError> {
-    let tail: Option<usize> = number(query, "tail")?;
-    let offset: Option<u64> = number(query, "offset")?;
-    let limit = number::<u64>(query, "limit")?
-        .unwrap_or(MAX_LOG_BYTES)
-        .min(MAX_LOG_BYTES);
-    if let Some(unknown) = query
-        .keys()
-        .find(|k| !["tail", "offset", "limit"].contains(&k.as_str()))
-    {
-        return Err(bad(
-            unknown.clone(),
-            "unknown parameter (tail, offset, limit)",
-        ));
-    }
-    Ok(match (tail, offset) {
-        (Some(_), Some(_)) => return Err(bad("offset", "give either tail or offset, not both")),
-        (_, Some(offset)) => location.read_from(offset, limit)?,
-        (tail, None) => location.tail(tail.unwrap_or(DEFAULT_TAIL_LINES), limit)?,
+    .map_err(|source| ReadChunkError {
+        path: location.path.clone(),
+        source,
     })
 }
 

@@ -11,7 +11,7 @@ pub use cerebro_tests::{
     spawn_listening, wait_for, Daemon,
 };
 use cerebro_types::machine::TaskView;
-use cerebro_types::StateKind;
+pub use cerebro_types::StateKind;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Command;
@@ -157,6 +157,11 @@ impl MachineSitter {
     pub fn task_view(&self, name: &str) -> TaskView {
         self.call(self.client.task(name))
             .unwrap_or_else(|e| panic!("GET task {name}: {e}"))
+    }
+
+    /// The state its tasksitter last reported (`None` before it answered).
+    pub fn task_state(&self, name: &str) -> Option<StateKind> {
+        self.task_view(name).status.map(|s| s.state.kind())
     }
 
     /// The task as JSON (read through the typed client, so it also checks

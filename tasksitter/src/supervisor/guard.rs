@@ -51,7 +51,7 @@ pub fn guard_main(dirs: &[std::path::PathBuf]) -> i32 {
         if kill.exists() {
             let _ = std::fs::write(&kill, "1");
         }
-        if crate::cgroup::kill_members(&dir.join("cgroup.procs")).is_err() {
+        if cerebro_host::cgroup::kill_members(&dir.join("cgroup.procs")).is_err() {
             code = 1;
         }
     }

@@ -3,8 +3,8 @@
 //! its user before any user code runs.
 
 use super::{Backend, Supervisor};
-use crate::cli::RunAs;
 use crate::logs::spawn_pump;
+use cerebro_host::RunAs;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;

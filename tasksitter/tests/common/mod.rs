@@ -5,6 +5,8 @@
 use cerebro_client::{HttpClient, TaskClient};
 #[allow(unused_imports)]
 pub use cerebro_tests::{process_gone, wait_for};
+#[allow(unused_imports)]
+pub use cerebro_types::StateKind;
 use cerebro_types::TaskStatus;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -217,8 +219,13 @@ impl Sitter {
     }
 }
 
-pub fn state_of(status: &Value) -> &str {
-    status["state"]["state"].as_str().unwrap_or("")
+/// The state of a status the harness read through the typed client
+/// (`status()`, `wait_status`), as the typed `StateKind`.
+pub fn state_of(status: &Value) -> StateKind {
+    serde_json::from_value::<TaskStatus>(status.clone())
+        .expect("a status read through TaskClient")
+        .state
+        .kind()
 }
 
 pub fn count_lines(path: &Path, needle: &str) -> usize {
