@@ -20,8 +20,15 @@ fn refusal(reply: &Value) -> (String, String) {
 #[test]
 fn a_job_no_machine_of_its_zone_can_hold_is_refused_and_nothing_is_provisioned() {
     let cluster = Cluster::start(ClusterOptions::default());
-    let huge_task = r#"{"persistent": true, "deployment_layout": {"zone-a": {"cpu": 1}},
+    // The issue's reproduction: past any machine at all, TaskSpec's own bound refuses it.
+    let absurd = r#"{"persistent": true, "deployment_layout": {"zone-a": {"cpu": 1}},
         "task_configuration": {"name": "hugemem", "command": "sleep 601", "mem": 99999999999999999999999}}"#;
+    let (code, reply) = cluster.request("PUT", "/api/v1/jobs/hugemem", Some(absurd));
+    assert_eq!(code, 400, "{reply}");
+    assert_eq!(refusal(&reply).0, "task_configuration.mem", "{reply}");
+    // A size a machine could have, but not one of this zone's (512 MB).
+    let huge_task = r#"{"persistent": true, "deployment_layout": {"zone-a": {"cpu": 1}},
+        "task_configuration": {"name": "hugemem", "command": "sleep 601", "mem": 100000}}"#;
     let (code, reply) = cluster.request("PUT", "/api/v1/jobs/hugemem", Some(huge_task));
     assert_eq!(code, 400, "{reply}");
     let (field, body) = refusal(&reply);
