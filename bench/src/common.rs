@@ -160,9 +160,6 @@ pub fn wait_every<T>(
     }
 }
 
-/// Live processes whose command line satisfies `matches`.
-pub use cerebro_host::process::find_pids as pids_matching;
-
 /// Resident memory of `pid` in kB (VmRSS), 0 when gone.
 pub fn rss_kb(pid: i32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -229,7 +226,7 @@ pub fn spawn_guarded(command: &mut Command) -> Result<Guard> {
 
 /// Kills every process whose command line mentions `marker` (a bench temp dir).
 pub fn kill_marked(marker: &str) {
-    for pid in pids_matching(|argv| argv.iter().any(|a| a.contains(marker))) {
+    for pid in cerebro_host::process::find_pids(|argv| argv.iter().any(|a| a.contains(marker))) {
         // SAFETY: kill(2) on processes of this benchmark.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }

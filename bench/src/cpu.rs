@@ -3,11 +3,12 @@
 //! process seen (a tool that kills and restarts the spinner still counts).
 
 use crate::common::{
-    cerebro_bin, clock_ticks_per_sec, cpu_ticks, kill_marked, median_p95, pids_matching, ratio,
-    self_bin, spawn_guarded, Scale, Table,
+    cerebro_bin, clock_ticks_per_sec, cpu_ticks, kill_marked, median_p95, ratio, self_bin,
+    spawn_guarded, Scale, Table,
 };
 use crate::peers::{Monit, Supervisord};
 use anyhow::{bail, Result};
+use cerebro_host::process::find_pids;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
@@ -34,7 +35,7 @@ struct CpuUse {
 fn measure(tag: &str, window: Duration) -> CpuUse {
     let is_spinner =
         |argv: &[String]| argv.iter().any(|a| a == "spin") && argv.iter().any(|a| a == tag);
-    let mut last: HashMap<i32, u64> = pids_matching(is_spinner)
+    let mut last: HashMap<i32, u64> = find_pids(is_spinner)
         .into_iter()
         .map(|p| (p, cpu_ticks(p)))
         .collect();
@@ -44,7 +45,7 @@ fn measure(tag: &str, window: Duration) -> CpuUse {
     let started = Instant::now();
     while started.elapsed() < window {
         std::thread::sleep(Duration::from_millis(100));
-        for pid in pids_matching(is_spinner) {
+        for pid in find_pids(is_spinner) {
             let now = cpu_ticks(pid);
             let before = last.insert(pid, now).unwrap_or(0);
             used_ticks += now.saturating_sub(before);
@@ -116,7 +117,7 @@ fn one(tool: &str, window: Duration) -> Result<CpuUse> {
     };
     let tag = tag.display().to_string();
     crate::common::wait_until(Duration::from_secs(20), "the spinner to start", || {
-        (!pids_matching(|argv| argv.contains(&tag)).is_empty()).then_some(())
+        (!find_pids(|argv| argv.contains(&tag)).is_empty()).then_some(())
     })?;
     let used = measure(&tag, window);
     kill_marked(&dir.path().display().to_string());

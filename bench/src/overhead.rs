@@ -13,10 +13,10 @@ use crate::common::{
 };
 use crate::peers::{Monit, Supervisord};
 use anyhow::{bail, Context, Result};
+use cerebro_client::{HttpClient, MachineClient};
 use cerebro_host::process::{cmdline, is_alive, start_ticks};
+use cerebro_types::TaskSpec;
 use std::collections::{BTreeSet, HashMap};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -269,31 +269,22 @@ impl Drop for Setup {
     }
 }
 
-/// A minimal HTTP/1.1 PUT of a JSON body; the status code.
-fn http_put(addr: &str, path: &str, body: &str) -> Result<u16> {
-    let mut stream =
-        TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .with_context(|| format!("no answer to PUT {path}"))?;
-    let text = String::from_utf8_lossy(&response);
-    let status = text
-        .lines()
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1)?.parse::<u16>().ok())
-        .with_context(|| format!("not an HTTP answer to PUT {path}: {text:.200}"))?;
-    if !(200..300).contains(&status) {
-        bail!("PUT {path} answered {status}: {text:.300}");
+/// Puts `n` idle tasks on the machinesitter at `addr` through the typed
+/// client, as the clustersitter would.
+fn put_idle_tasks(addr: &str, n: usize) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let machine = MachineClient::new(HttpClient::new(Duration::from_secs(10), 1), addr, None);
+    for k in 0..n {
+        let mut spec = TaskSpec::new(format!("idle-{k}"), WORKLOAD.join(" "));
+        spec.cpu = Some(0.001);
+        spec.mem = Some(5.0);
+        runtime
+            .block_on(machine.put_task(&spec))
+            .with_context(|| format!("PUT task {}", spec.name))?;
     }
-    Ok(status)
+    Ok(())
 }
 
 /// Starts `tool` supervising `n` idle processes and waits until they all run.
@@ -333,13 +324,7 @@ fn start(tool: Tool, n: usize, scale: Scale) -> Result<Setup> {
                         .map(|_| addr.to_string())
                 },
             )?;
-            let body = format!(
-                r#"{{"command": "{}", "cpu": 0.001, "mem": 5}}"#,
-                WORKLOAD.join(" ")
-            );
-            for k in 0..n {
-                http_put(&addr, &format!("/api/v1/tasks/idle-{k}"), &body)?;
-            }
+            put_idle_tasks(&addr, n)?;
         }
         Tool::Supervisord => {
             let sections: String = (0..n)

@@ -124,6 +124,7 @@ fn synthetic_cluster(machine_count: usize, instance_count: usize, seed: u64) -> 
             recipe_options: BTreeMap::new(),
             persistent: false,
             linked_job: None,
+            reschedule: Default::default(),
             task_configuration: task,
         });
     }
@@ -181,6 +182,7 @@ fn timed_place(cluster: &Cluster, previous: &[Assignment]) -> (Plan, f64) {
         machines: &cluster.machines,
         previous,
         zone_machine_size: &cluster.zone_machine_size,
+        largest_machine: &cluster.zone_machine_size,
     };
     let started = Instant::now();
     let plan = place(&input);

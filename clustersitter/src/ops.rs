@@ -5,7 +5,6 @@
 //! operations (restart, logs) talk to a machine.
 
 use crate::cluster::{lock, SharedCluster, UpsertOutcome};
-use crate::placement::{place, PlacementInput};
 use crate::store::MachineRecord;
 use cerebro_client::{ClientError, HttpClient, MachineClient};
 use cerebro_types::cluster::{
@@ -225,22 +224,13 @@ impl Ops {
     /// Starts (or retargets) a rolling update of `name`: instances restart
     /// one machine at a time (`max_parallel`), each machine's instances
     /// running healthy for `min_healthy_secs` before the next machine goes.
+    /// A request [`UpdateRequest::validate`] refuses changes nothing.
     pub fn start_rollout(
         &self,
         name: &str,
         request: &UpdateRequest,
     ) -> Result<Option<JobView>, OpError> {
-        if let Some(secs) = request.min_healthy_secs {
-            if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
-                return Err(OpError::field(
-                    "min_healthy_secs",
-                    "must be 0 to 86400 seconds",
-                ));
-            }
-        }
-        if request.max_parallel == Some(0) {
-            return Err(OpError::field("max_parallel", "must be at least 1"));
-        }
+        request.validate()?;
         let view = {
             let mut cluster = lock(&self.cluster);
             cluster
@@ -341,42 +331,33 @@ impl Ops {
             .map(|(name, record)| (name.clone(), record.spec.clone()))
             .collect();
         for job in jobs {
-            cluster.check_job(job).or_else(|errors| {
-                let only_missing_master = errors.errors.iter().all(|e| e.field == "linked_job")
-                    && job
-                        .linked_job
-                        .as_ref()
-                        .is_some_and(|m| jobs.iter().any(|j| j.name() == m));
-                if only_missing_master {
-                    Ok(())
-                } else {
-                    Err(errors)
-                }
-            })?;
+            cluster.check_job_among(job, jobs)?;
             all.insert(job.name().to_string(), job.clone());
         }
         let specs: Vec<JobSpec> = all.into_values().collect();
-        let machines = cluster.placement_machines();
-        let zones = cluster.config().zones();
-        Ok(place(&PlacementInput {
-            jobs: &specs,
-            machines: &machines,
-            previous: cluster.assignments(),
-            zone_machine_size: &zones,
-        }))
+        Ok(cluster.plan_for(&specs))
     }
 
-    /// A machinesitter announces itself: known machines get their address
+    /// A machinesitter announces itself, after [`RegisterRequest::validate`]
+    /// and with its zone (if it names one) served here: known machines get their address
     /// updated; a machine this cluster decommissioned is told so and its
     /// stale tasks are removed; an unknown machine in a served zone joins.
     pub fn register(&self, request: &RegisterRequest) -> Result<RegisterResult, OpError> {
-        cerebro_types::job::validate_machine_id(&request.machine_id)
-            .map_err(|message| OpError::field("machine_id", message))?;
-        if request.address.parse::<std::net::SocketAddr>().is_err() {
-            return Err(OpError::field("address", "must be IP:PORT"));
-        }
+        request.validate()?;
         let result = {
             let mut cluster = lock(&self.cluster);
+            if let Some(zone) = &request.zone {
+                let zones = cluster.config().zones();
+                if !zones.contains_key(zone) {
+                    return Err(OpError::field(
+                        "zone",
+                        format!(
+                            "'{zone}' is not one of this cluster's zones ({})",
+                            zones.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+            }
             if cluster.was_retired(&request.machine_id) {
                 let token = cluster
                     .config()

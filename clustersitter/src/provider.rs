@@ -6,6 +6,7 @@
 use crate::config::ProviderConfig;
 use async_trait::async_trait;
 use cerebro_host::process::{find_processes, is_alive, start_ticks};
+use cerebro_host::proctree::descendants;
 use cerebro_types::machine::Resources;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -65,6 +66,15 @@ pub trait MachineProvider: Send + Sync {
     async fn terminate(&self, machine_id: &str, provider_id: &str) -> Result<(), ProviderError>;
     /// Every machine of this cluster the provider can see.
     async fn discover(&self) -> Result<Vec<FoundMachine>, ProviderError>;
+    /// The largest machine (cores, MB) the provider can ever start in
+    /// `zone`; `None` when it does not serve the zone or cannot tell, and
+    /// the cluster then takes the config's machine size as the largest.
+    /// Jobs whose instances exceed it are refused at submission, and
+    /// placement never asks for a machine bigger than this.
+    fn largest_machine(&self, zone: &str) -> Option<Resources> {
+        let _ = zone;
+        None
+    }
 }
 
 /// Local machines: `machinesitter` processes in their own sessions, so they
@@ -150,6 +160,18 @@ impl MachineProvider for LocalProvider {
         "local"
     }
 
+    /// Every local machine has the configured size.
+    fn largest_machine(&self, zone: &str) -> Option<Resources> {
+        self.config
+            .zones
+            .iter()
+            .any(|z| z == zone)
+            .then_some(Resources {
+                cpu: self.config.machine_cpu,
+                mem_mb: self.config.machine_mem,
+            })
+    }
+
     async fn provision(&self, machine: &NewMachine) -> Result<String, ProviderError> {
         if !self.config.zones.contains(&machine.zone) {
             return Err(ProviderError::UnknownZone(machine.zone.clone()));
@@ -215,54 +237,73 @@ impl MachineProvider for LocalProvider {
         Ok(parse_local_provider_id(provider_id).is_some_and(|(pid, ticks)| is_alive(pid, ticks)))
     }
 
+    /// The fence of a local machine: its machinesitter, every process
+    /// with an argument under its dir (its tasksitters) and every
+    /// descendant of those (the workloads) are stopped, and Ok only once
+    /// each of them, by pid and start time, is confirmed gone.
     async fn terminate(&self, machine_id: &str, provider_id: &str) -> Result<(), ProviderError> {
         // An id that names no directory of ours was never a local machine.
         let Ok(dir) = self.machine_dir(machine_id) else {
             return Ok(());
         };
-        let mut pids: Vec<i32> = self
+        let mut sitters: Vec<i32> = self
             .running()
             .into_iter()
             .filter(|(_, id)| id == machine_id)
             .map(|(pid, _)| pid)
             .collect();
         if let Some((pid, ticks)) = parse_local_provider_id(provider_id) {
-            if is_alive(pid, ticks) && !pids.contains(&pid) {
-                pids.push(pid);
+            if is_alive(pid, ticks) && !sitters.contains(&pid) {
+                sitters.push(pid);
             }
         }
-        // SIGTERM: it stops its tasks (--on-exit stop), then exits.
-        for pid in &pids {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(*pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
         let dir_arg = format!("{}/", dir.display());
-        let leftovers = || {
+        let dir_text = dir.display().to_string();
+        let members = || -> Vec<i32> {
             find_processes(|argv| {
                 argv.iter()
-                    .any(|a| a.starts_with(&dir_arg) || *a == dir.display().to_string())
+                    .any(|a| a.starts_with(&dir_arg) || *a == dir_text)
             })
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect()
         };
-        while Instant::now() < deadline && !leftovers().is_empty() {
+        // Workloads carry no argument under the dir: they are known as
+        // descendants, by identity, so a reused pid is never mistaken.
+        let mut doomed = Doomed::default();
+        doomed.take_in(&members());
+        doomed.take_in(&sitters);
+        let grace = if sitters.is_empty() {
+            // A machinesitter that died cannot stop its tasks: each
+            // tasksitter is asked to stop its workload itself.
+            for pid in members() {
+                signal(pid, nix::sys::signal::Signal::SIGTERM);
+            }
+            Duration::from_secs(10)
+        } else {
+            // SIGTERM: it stops its tasks (--on-exit stop), then exits.
+            for pid in &sitters {
+                signal(*pid, nix::sys::signal::Signal::SIGTERM);
+            }
+            Duration::from_secs(20)
+        };
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && !(members().is_empty() && doomed.all_gone()) {
+            doomed.take_in(&members());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        // Whatever is left (a stuck machinesitter, tasksitters of a machine
-        // whose machinesitter died) is killed; tasksitters take their
-        // workloads with them.
-        for (pid, _) in leftovers() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        // Whatever is left (a stuck machinesitter, a tasksitter that did
+        // not stop, a workload that outlived it) is killed.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && !leftovers().is_empty() {
+        loop {
+            doomed.take_in(&members());
+            doomed.kill_survivors();
+            if (members().is_empty() && doomed.all_gone()) || Instant::now() >= deadline {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if !leftovers().is_empty() {
+        if !(members().is_empty() && doomed.all_gone()) {
             return Err(ProviderError::Survivors(machine_id.to_string()));
         }
         match std::fs::remove_dir_all(&dir) {
@@ -293,5 +334,40 @@ impl MachineProvider for LocalProvider {
                 })
             })
             .collect())
+    }
+}
+
+fn signal(pid: i32, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+}
+
+/// Every process of a machine being terminated, by pid and start time.
+#[derive(Default)]
+struct Doomed(std::collections::BTreeMap<i32, u64>);
+
+impl Doomed {
+    /// Adds `roots` and all their descendants, as they are now.
+    fn take_in(&mut self, roots: &[i32]) {
+        for &root in roots {
+            let tree = std::iter::once(root).chain(descendants(root, &[]));
+            for pid in tree {
+                if let Some(ticks) = start_ticks(pid) {
+                    self.0.entry(pid).or_insert(ticks);
+                }
+            }
+        }
+    }
+
+    /// SIGKILLs each one still alive.
+    fn kill_survivors(&self) {
+        for (&pid, &ticks) in &self.0 {
+            if is_alive(pid, ticks) {
+                signal(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+
+    fn all_gone(&self) -> bool {
+        self.0.iter().all(|(&pid, &ticks)| !is_alive(pid, ticks))
     }
 }

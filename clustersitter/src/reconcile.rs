@@ -5,7 +5,6 @@
 //! (PUT a task, DELETE a task), so a lost or repeated call converges.
 
 use crate::cluster::{lock, PollAnswer, SharedCluster};
-use crate::placement::{place, PlacementInput};
 use crate::provider::{MachineProvider, NewMachine};
 use cerebro_client::{HttpClient, MachineClient};
 use cerebro_types::cluster::{ClusterEventKind, MachineState};
@@ -149,12 +148,7 @@ impl Reconciler {
         let requests = {
             let mut guard = lock(&self.cluster);
             let cluster = &mut *guard;
-            let plan = place(&PlacementInput {
-                jobs: &cluster.job_specs(),
-                machines: &cluster.placement_machines(),
-                previous: cluster.assignments(),
-                zone_machine_size: &cluster.config().zones(),
-            });
+            let plan = cluster.plan_for(&cluster.job_specs());
             let changed = cluster.apply_assignments(&plan.assignments);
             let now = Instant::now();
             let mut requests = Vec::new();
@@ -254,7 +248,12 @@ impl Reconciler {
                 let delete: Vec<String> = report
                     .tasks
                     .iter()
-                    .filter(|(name, task)| !desired.contains_key(*name) && !task.deleting)
+                    .filter(|(name, task)| {
+                        !desired.contains_key(*name)
+                            && !task.deleting
+                            // An orphan is never removed: only a person knows what it is.
+                            && cluster.may_remove_task(name)
+                    })
                     .map(|(name, _)| name.clone())
                     .collect();
                 if !put.is_empty() || !delete.is_empty() {
@@ -346,7 +345,10 @@ impl Reconciler {
     }
 
     /// Terminates decommissioning machines in the background, one attempt
-    /// in flight per machine; a failure is retried on a later tick.
+    /// in flight per machine; a failure is retried on a later tick. For a
+    /// lost machine this is its fence: the instances held on it (see
+    /// [`crate::cluster::Cluster::hold_unfenced`]) move only once the
+    /// provider confirms it gone.
     fn terminate_decommissioning(&mut self) {
         let targets: Vec<(String, Option<String>)> = lock(&self.cluster)
             .machines()
@@ -367,10 +369,29 @@ impl Reconciler {
                     .await;
                 {
                     let mut cluster = lock(&cluster);
+                    let held = cluster.assignments_on(&id).count();
                     match result {
                         Ok(()) => {
+                            if held > 0 {
+                                cluster.event(
+                                    ClusterEventKind::MachineFenced,
+                                    &id,
+                                    format!(
+                                        "confirmed gone: its {held} instances run elsewhere now"
+                                    ),
+                                );
+                            }
                             cluster.machine_terminated(&id);
                             persist(&cluster);
+                        }
+                        Err(error) if held > 0 => {
+                            cluster.event(
+                                ClusterEventKind::FenceUnconfirmed,
+                                &id,
+                                format!(
+                                    "cannot confirm it is gone ({error}): its {held} instances wait rather than run twice; retrying"
+                                ),
+                            );
                         }
                         Err(error) => {
                             cluster.event(

@@ -12,25 +12,35 @@ use std::sync::{Arc, Mutex};
 
 /// The persisted state, without the jobs that asked not to survive a
 /// restart, and with the config's idle limits. An unreadable state file is
-/// kept aside and the cluster starts empty (machines come back from the
-/// provider).
+/// kept aside and its previous copy taken (an event says so); with no good
+/// copy the cluster starts without jobs, machines come back from the
+/// provider and the tasks they run are kept as orphans.
 pub(crate) fn restore(config: Arc<ClusterConfig>, provider_kind: &'static str) -> Cluster {
     let fresh = || ClusterState::new(1, std::collections::BTreeMap::new());
-    let (state, problem) = match store::load(&config.state_dir) {
-        cerebro_host::fs::StateFile::Fresh => (fresh(), None),
-        cerebro_host::fs::StateFile::Read(state) => (state, None),
-        cerebro_host::fs::StateFile::Corrupt { moved_to, error } => (
+    let (state, notice) = match store::load_or_previous(&config.state_dir) {
+        store::Loaded::Fresh => (fresh(), None),
+        store::Loaded::Read(state) => (state, None),
+        store::Loaded::Recovered { state, problem } => (
+            state,
+            Some((
+                ClusterEventKind::StateRecovered,
+                format!("{problem}; recovered from the previous copy (cluster.json.prev)"),
+            )),
+        ),
+        store::Loaded::Lost { problem } => (
             fresh(),
-            Some(format!(
-                "state file unreadable ({error}); kept as {}; machines are recovered from the provider",
-                moved_to.display()
+            Some((
+                ClusterEventKind::StateFileUnreadable,
+                format!(
+                    "{problem}; jobs are lost; machines are recovered from the provider and the tasks they run are kept as orphans"
+                ),
             )),
         ),
     };
     let mut cluster = Cluster::new(config.clone(), state, provider_kind);
-    if let Some(problem) = problem {
-        tracing::error!("{problem}");
-        cluster.event(ClusterEventKind::StateFileUnreadable, "", problem);
+    if let Some((kind, message)) = notice {
+        tracing::error!("{message}");
+        cluster.event(kind, "", message);
     }
     // The config's idle limits hold at every start; the API changes them
     // until the next one.
@@ -45,7 +55,10 @@ pub(crate) fn restore(config: Arc<ClusterConfig>, provider_kind: &'static str) -
 /// Matches persisted machines with what the provider still runs: running
 /// ones are adopted (never provisioned again), vanished ones are
 /// decommissioned so their instances move, unknown ones of this cluster join.
+/// The provider's largest machine per zone is learnt here too.
 pub(crate) async fn recover_machines(cluster: &mut Cluster, provider: &dyn MachineProvider) {
+    // Before anything is placed: no job may wait for a machine the provider cannot give.
+    cluster.learn_machine_sizes(provider);
     let found = match provider.discover().await {
         Ok(found) => found,
         Err(error) => {

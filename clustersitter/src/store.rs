@@ -33,6 +33,12 @@ pub struct JobRecord {
     /// here runs `spec.task_configuration`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub superseded: BTreeMap<u64, TaskSpec>,
+    /// The version of older generations that machines still run while a
+    /// rolling update has not reached them (`None`: that generation had
+    /// no version); any generation not here runs `version`. Absent from
+    /// files written before it existed, which load with it empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub superseded_versions: BTreeMap<u64, Option<String>>,
     #[serde(default)]
     pub rollout: Option<Rollout>,
     /// `Some(true)` after a start request, `Some(false)` after a stop: it
@@ -52,6 +58,7 @@ impl JobRecord {
             generation: 1,
             machine_generation: BTreeMap::new(),
             superseded: BTreeMap::new(),
+            superseded_versions: BTreeMap::new(),
             rollout: None,
             run_requested: None,
             created_ms: now,
@@ -72,6 +79,31 @@ impl JobRecord {
         self.superseded
             .get(&self.generation_on(machine))
             .unwrap_or(&self.spec.task_configuration)
+    }
+
+    /// The version instances on `machine` run (`CEREBRO_JOB_VERSION`).
+    pub fn version_on(&self, machine: &str) -> Option<&str> {
+        match self.superseded_versions.get(&self.generation_on(machine)) {
+            Some(old) => old.as_deref(),
+            None => self.version.as_deref(),
+        }
+    }
+
+    /// Sets the job's version for the generation a rollout is about to
+    /// start; machines in `hosting` keep the version of what they run until
+    /// the rollout reaches them.
+    pub fn set_version(&mut self, version: Option<String>, hosting: &[String]) {
+        if version == self.version {
+            return;
+        }
+        for machine in hosting {
+            let running = self.generation_on(machine);
+            if !self.superseded_versions.contains_key(&running) {
+                self.superseded_versions
+                    .insert(running, self.version.clone());
+            }
+        }
+        self.version = version;
     }
 
     /// Starts a rolling update to a new generation over the machines in
@@ -133,12 +165,15 @@ impl JobRecord {
         let machine_generation = &self.machine_generation;
         self.superseded
             .retain(|generation, _| machine_generation.values().any(|g| g == generation));
+        self.superseded_versions
+            .retain(|generation, _| machine_generation.values().any(|g| g == generation));
     }
 
     pub fn end_rollout(&mut self) {
         self.rollout = None;
         self.machine_generation.clear();
         self.superseded.clear();
+        self.superseded_versions.clear();
     }
 }
 
@@ -222,6 +257,12 @@ pub struct ClusterState {
     /// stale tasks removed instead of being adopted.
     #[serde(default)]
     pub retired_machines: VecDeque<String>,
+    /// Jobs removed by request or dropped at a restart, newest last
+    /// (bounded): only their tasks, and those of jobs the cluster has, are
+    /// ever removed from a machine. A task of a job the cluster never knew
+    /// (its state was lost) is an orphan: kept running and reported.
+    #[serde(default)]
+    pub removed_jobs: VecDeque<String>,
 }
 
 /// How many decommissioned machine ids are remembered.
@@ -238,6 +279,7 @@ impl ClusterState {
             idle_limit_per_zone,
             next_machine_seq: 1,
             retired_machines: VecDeque::new(),
+            removed_jobs: VecDeque::new(),
         }
     }
 
@@ -249,6 +291,24 @@ impl ClusterState {
             self.retired_machines.pop_front();
         }
         self.retired_machines.push_back(id.to_string());
+    }
+
+    /// Remembers that job `name` was removed, so its tasks may go.
+    pub fn job_removed(&mut self, name: &str) {
+        if self.removed_jobs.iter().any(|n| n == name) {
+            return;
+        }
+        if self.removed_jobs.len() >= RETIRED_KEPT {
+            self.removed_jobs.pop_front();
+        }
+        self.removed_jobs.push_back(name.to_string());
+    }
+
+    /// Whether a machine's task named `task` may be removed: it belongs
+    /// to a job this cluster has or removed. Anything else is an orphan.
+    pub fn may_remove_task(&self, task: &str) -> bool {
+        let job = cerebro_types::job::job_of_task_name(task);
+        self.jobs.contains_key(job) || self.removed_jobs.iter().any(|n| n == job)
     }
 
     pub fn was_retired(&self, id: &str) -> bool {
@@ -292,7 +352,36 @@ pub fn state_path(state_dir: &Path) -> PathBuf {
     state_dir.join("cluster.json")
 }
 
+/// The second copy of the state, written before each replace of
+/// [`state_path`], so that one unreadable file loses nothing.
+pub fn previous_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("cluster.json.prev")
+}
+
+/// What [`load`] found.
+#[derive(Debug)]
+pub enum Loaded {
+    /// Neither file exists: a first start.
+    Fresh,
+    /// `cluster.json` was good.
+    Read(ClusterState),
+    /// `cluster.json` was unusable (`problem` says why and where it was
+    /// moved); the previous copy was good and is this state.
+    Recovered {
+        state: ClusterState,
+        problem: String,
+    },
+    /// No copy was usable (`problem` says why, for each).
+    Lost { problem: String },
+}
+
+/// Reads `cluster.json` alone (an unusable one is moved aside); see
+/// [`load_or_previous`] for what a start reads.
 pub fn load(state_dir: &Path) -> StateFile<ClusterState> {
+    read_one(&state_path(state_dir))
+}
+
+fn read_one(path: &Path) -> StateFile<ClusterState> {
     let check = |state: &ClusterState| {
         if state.version == STATE_VERSION {
             Ok(())
@@ -300,10 +389,45 @@ pub fn load(state_dir: &Path) -> StateFile<ClusterState> {
             Err(format!("unknown state version {}", state.version))
         }
     };
-    read_state_file(&state_path(state_dir), check)
+    read_state_file(path, check)
 }
 
+/// Reads the state: `cluster.json`, or its previous copy when that is
+/// unusable or missing. An unusable file is moved aside
+/// (`*.corrupt-MS`), never overwritten.
+pub fn load_or_previous(state_dir: &Path) -> Loaded {
+    let problem = match read_one(&state_path(state_dir)) {
+        StateFile::Read(state) => return Loaded::Read(state),
+        StateFile::Fresh => None,
+        StateFile::Corrupt { moved_to, error } => Some(format!(
+            "cluster.json unreadable ({error}); kept as {}",
+            moved_to.display()
+        )),
+    };
+    match (read_one(&previous_path(state_dir)), problem) {
+        (StateFile::Fresh, None) => Loaded::Fresh,
+        (StateFile::Fresh, Some(problem)) => Loaded::Lost {
+            problem: format!("{problem}; no previous copy"),
+        },
+        (StateFile::Read(state), problem) => Loaded::Recovered {
+            state,
+            problem: problem.unwrap_or_else(|| "cluster.json is missing".into()),
+        },
+        (StateFile::Corrupt { moved_to, error }, problem) => Loaded::Lost {
+            problem: format!(
+                "{}; its previous copy unreadable too ({error}); kept as {}",
+                problem.unwrap_or_else(|| "cluster.json is missing".into()),
+                moved_to.display()
+            ),
+        },
+    }
+}
+
+/// Writes the state atomically twice, the previous copy first: whatever
+/// happens to one file, the other holds the state (a crash between the
+/// two leaves the copy one change ahead, which is as good).
 pub fn save(state_dir: &Path, state: &ClusterState) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+    atomic_write(&previous_path(state_dir), &bytes)?;
     atomic_write(&state_path(state_dir), &bytes)
 }

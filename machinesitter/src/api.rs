@@ -3,8 +3,8 @@
 //! persist it, and wake the reconciler; only start/stop/restart also call
 //! the task's tasksitter directly so the answer reflects the action.
 
-use crate::machine::{lock, SharedMachine, TaskEntry};
-use crate::sitter::{self, TaskDir};
+use crate::machine::{SharedMachine, TaskEntry};
+use crate::sitter;
 use crate::state::TaskRecord;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -13,18 +13,18 @@ use axum::response::Html;
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use cerebro_client::{HttpClient, TaskClient};
-use cerebro_host::logs::{LogLocation, ReadChunkError};
+use cerebro_host::logs::{read_chunk, LogLocation};
+use cerebro_host::{lock, TaskDir};
 use cerebro_types::machine::{
     ActionReply, ActionResult, MachineEvent, MachineStatus, PutReply, PutResult, TaskView,
 };
-use cerebro_types::task_api::TaskAction;
+use cerebro_types::task_api::{LogQuery, TaskAction};
 use cerebro_types::time::format_rfc3339_ms;
 use cerebro_types::url::encode_path_segment;
 use cerebro_types::{validate_task_name, LogChunk, LogStream, TaskSpec};
 use cerebro_web::html::{escape, format_bytes, key_values, page, state_pill};
 use cerebro_web::metrics::{Exposition, MetricKind};
 use cerebro_web::{require_token, ApiError, Token};
-use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,7 +115,8 @@ async fn put_task(
 ) -> Result<(StatusCode, Json<PutReply>), ApiError> {
     validate_task_name(&name).map_err(|m| ApiError::bad_field("name", m))?;
     let spec = parse_spec(&name, &body)?;
-    sitter::check_spec(&spec)?;
+    let backend = lock(&app.machine).config.limits_backend;
+    sitter::check_spec(&spec, backend)?;
     let (code, result, view) = {
         let mut machine = lock(&app.machine);
         if machine.tasks.get(&name).is_some_and(|e| e.record.deleting) {
@@ -137,7 +138,7 @@ async fn put_task(
                 let record = TaskRecord {
                     run_requested: spec.auto_start,
                     spec,
-                    dir_name: sitter::dir_name(&name),
+                    dir_name: cerebro_host::layout::dir_name(&name),
                     deleting: false,
                     runtime: None,
                     sitter_starts: 0,
@@ -251,17 +252,6 @@ async fn control(
     Ok((StatusCode::OK, Json(ActionReply { result })))
 }
 
-/// A log read, its errors as API errors: a bad parameter is a 400 naming it.
-fn read_chunk(
-    location: &LogLocation,
-    query: &HashMap<String, String>,
-) -> Result<LogChunk, ApiError> {
-    cerebro_host::logs::read_chunk(location, query).map_err(|error| match error {
-        ReadChunkError::BadField { field, message } => ApiError::bad_field(field, message),
-        ReadChunkError::Io(e) => ApiError::internal(format!("cannot read log: {e}")),
-    })
-}
-
 /// The task's own log file for `stream`; nothing from the request but the stream name chooses it.
 fn log_location(app: &AppState, name: &str, stream: &str) -> Result<LogLocation, ApiError> {
     let stream: LogStream = stream
@@ -281,10 +271,13 @@ fn log_location(app: &AppState, name: &str, stream: &str) -> Result<LogLocation,
 async fn read_log(
     State(app): State<AppState>,
     Path((name, stream)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<LogChunk>, ApiError> {
+    let query = LogQuery::from_pairs(&pairs)?;
     let location = log_location(&app, &name, &stream)?;
-    read_chunk(&location, &query).map(Json)
+    read_chunk(&location, &query)
+        .map(Json)
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// The machine's gauges, then one family per task metric with a sample per
@@ -524,10 +517,11 @@ async fn task_page(
 async fn log_page(
     State(app): State<AppState>,
     Path((name, stream)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Html<String>, ApiError> {
+    let query = LogQuery::from_pairs(&pairs)?;
     let location = log_location(&app, &name, &stream)?;
-    let chunk = read_chunk(&location, &query)?;
+    let chunk = read_chunk(&location, &query).map_err(|e| ApiError::internal(e.to_string()))?;
     let body = format!(
         "<h1>{} — {}</h1><p>{}</p><pre class=\"log\">{}</pre>",
         task_link(&name),

@@ -1,5 +1,6 @@
 //! Flags of the machinesitter, validated into a `MachineConfig`.
 
+use cerebro_host::BackendChoice;
 use cerebro_types::ValidationErrors;
 use cerebro_web::Token;
 use clap::{Parser, ValueEnum};
@@ -12,23 +13,6 @@ pub enum OnExit {
     Leave,
     /// Stop every task gracefully before exiting.
     Stop,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LimitsBackend {
-    Auto,
-    Cgroup,
-    Poll,
-}
-
-impl LimitsBackend {
-    pub fn as_flag(self) -> &'static str {
-        match self {
-            LimitsBackend::Auto => "auto",
-            LimitsBackend::Cgroup => "cgroup",
-            LimitsBackend::Poll => "poll",
-        }
-    }
 }
 
 #[derive(Debug, Parser)]
@@ -78,7 +62,7 @@ pub struct Cli {
     pub tasksitter_bin: Option<PathBuf>,
     /// Limits backend the tasksitters use.
     #[arg(long, value_enum, default_value = "auto")]
-    pub limits_backend: LimitsBackend,
+    pub limits_backend: BackendChoice,
     /// File holding the bearer token for mutating requests (else env CEREBRO_TOKEN).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
@@ -101,7 +85,7 @@ pub struct MachineConfig {
     pub overcommit: bool,
     pub on_exit: OnExit,
     pub tasksitter_bin: PathBuf,
-    pub limits_backend: LimitsBackend,
+    pub limits_backend: BackendChoice,
     pub token: Option<Token>,
     pub address_file: Option<PathBuf>,
     pub cluster_url: Option<String>,

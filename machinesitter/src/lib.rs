@@ -29,18 +29,23 @@ pub enum MachineError {
     /// The listener handed in has no local address.
     #[error("cannot read the listening address: {0}")]
     Listener(std::io::Error),
+    /// `--address-file` could not be written.
+    #[error(transparent)]
+    AddressFile(#[from] cerebro_web::daemon::AddressFileError),
 }
 
 /// The machinesitter as `main` and the tests run it: `main` through
-/// `cerebro_web::daemon::Daemon` (binds `--bind`/`--port`, announces
-/// `--address-file`, turns SIGTERM/SIGINT into shutdown requests).
+/// `cerebro_web::daemon::Daemon` (binds `--bind`/`--port`, turns
+/// SIGTERM/SIGINT into shutdown requests). `serve` itself announces
+/// `--address-file`, once its state is loaded: an address file is never
+/// left behind by a machinesitter that failed to start.
 pub const DAEMON: cerebro_web::daemon::Daemon<MachineConfig> = cerebro_web::daemon::Daemon {
     program: "machinesitter",
     runtime: cerebro_web::daemon::Runtime::MultiThread,
     listen: |config| {
         Some(cerebro_web::daemon::Listen {
             addr: config.addr,
-            address_file: config.address_file.clone(),
+            address_file: None,
         })
     },
 };
@@ -48,7 +53,9 @@ pub const DAEMON: cerebro_web::daemon::Daemon<MachineConfig> = cerebro_web::daem
 /// Runs the machinesitter on `listener` (already bound, by `main` or a
 /// test) until `shutdown` is requested; then stops its loops (and, with
 /// `--on-exit stop`, every task), finishes in-flight requests and persists
-/// the task set. Errors: the state dir cannot be used.
+/// the task set. Writes `config.address_file` (when set) once it is ready:
+/// its task set loaded and its tasksitters re-adopted.
+/// Errors: the state dir cannot be used; the address file cannot be written.
 pub async fn serve(
     config: MachineConfig,
     listener: tokio::net::TcpListener,
@@ -65,6 +72,10 @@ pub async fn serve(
     let machine = Arc::new(Mutex::new(machine));
     let notify = Arc::new(Notify::new());
     let bound = listener.local_addr().map_err(MachineError::Listener)?;
+    // Ready: the task set is loaded and its tasksitters re-adopted. A
+    // request that arrives before the server below accepts it waits in the
+    // listener's backlog.
+    cerebro_web::daemon::announce_address(config.address_file.as_deref(), bound)?;
     tracing::info!(%bound, machine = %config.machine_id, "machinesitter serving");
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let reconciler =
@@ -101,7 +112,7 @@ pub async fn serve(
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-    if let Err(error) = machine::lock(&machine).persist() {
+    if let Err(error) = cerebro_host::lock(&machine).persist() {
         tracing::error!(%error, "cannot persist the task set");
     }
     Ok(())
@@ -119,8 +130,12 @@ async fn register_with_cluster(
     advertised: String,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let client = cerebro_client::HttpClient::new(Duration::from_secs(5), 1);
-    let url = format!("{cluster_url}/api/v1/machines/register");
+    let token = config.token.as_ref().map(|t| t.expose().to_string());
+    let cluster = cerebro_client::ClusterClient::new(
+        cerebro_client::HttpClient::new(Duration::from_secs(5), 1),
+        &cluster_url,
+        token,
+    );
     let request = cerebro_types::cluster::RegisterRequest {
         machine_id: config.machine_id.clone(),
         address: advertised,
@@ -131,13 +146,9 @@ async fn register_with_cluster(
         hostname: Some(config.hostname.clone()),
         zone: config.zone.clone(),
     };
-    let token = config.token.as_ref().map(|t| t.expose().to_string());
     let mut retry = Duration::from_millis(200);
     loop {
-        let wait = match client
-            .post_json::<_, serde_json::Value>(&url, token.as_deref(), Some(&request))
-            .await
-        {
+        let wait = match cluster.register(&request).await {
             Ok(_) => {
                 retry = Duration::from_millis(200);
                 REGISTER_EVERY

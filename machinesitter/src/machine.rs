@@ -3,15 +3,18 @@
 //! The loop that acts on it is in `reconcile`.
 
 use crate::config::MachineConfig;
-use crate::sitter::{self, TaskDir};
+use crate::sitter;
 use crate::state::{self, Loaded, PersistedState, TaskRecord, STATE_VERSION};
+use cerebro_host::layout::{self, DesiredState};
+use cerebro_host::process::is_alive;
+use cerebro_host::TaskDir;
 use cerebro_types::machine::{
     MachineEvent, MachineStatus, Resources, SitterView, TaskUsage, TaskView, Vitals,
 };
 use cerebro_types::time::now_ms;
 use cerebro_types::{TaskSpec, TaskStatus};
 use cerebro_web::event_log::EventLog;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::Notify;
@@ -29,6 +32,9 @@ pub struct TaskEntry {
     /// The tasksitter's secret, read from its token file once: it never
     /// changes while the task exists.
     secret: Option<String>,
+    /// The desired state last written to the task directory, so that
+    /// `persist` writes the file only when it changes.
+    desired_written: Option<DesiredState>,
 }
 
 impl TaskEntry {
@@ -59,6 +65,16 @@ impl TaskEntry {
             quick_deaths: 0,
             secret: None,
             next_spawn_at: None,
+            desired_written: None,
+        }
+    }
+
+    /// What the machinesitter wants for this task, as kept in its directory.
+    fn desired(&self) -> DesiredState {
+        DesiredState {
+            spec: self.record.spec.clone(),
+            run_requested: self.record.run_requested,
+            deleting: self.record.deleting,
         }
     }
 
@@ -109,8 +125,6 @@ pub struct Machine {
 
 pub type SharedMachine = Arc<Mutex<Machine>>;
 
-pub use cerebro_host::lock;
-
 impl Machine {
     pub fn event(&mut self, task: &str, message: impl Into<String>) {
         let message = message.into();
@@ -122,7 +136,19 @@ impl Machine {
         });
     }
 
-    pub fn persist(&self) -> std::io::Result<()> {
+    /// Writes every task's desired state that changed to its task
+    /// directory, then the task set to `state.json`, each atomically. The
+    /// task directories alone are enough to restore the task set if the
+    /// state file is lost.
+    pub fn persist(&mut self) -> std::io::Result<()> {
+        for entry in self.tasks.values_mut() {
+            let desired = entry.desired();
+            if entry.desired_written.as_ref() != Some(&desired) {
+                TaskDir::new(&self.config.state_dir, &entry.record.dir_name)
+                    .write_desired(&desired)?;
+                entry.desired_written = Some(desired);
+            }
+        }
         let state = PersistedState {
             version: STATE_VERSION,
             tasks: self
@@ -194,7 +220,7 @@ impl Machine {
                 .iter()
                 .map(|(name, entry)| TaskUsage {
                     name: name.clone(),
-                    state: entry.status.as_ref().map(|s| s.state.kind().to_string()),
+                    state: entry.status.as_ref().map(|s| s.state.kind()),
                     cpu_cores: entry.status.as_ref().map_or(0.0, |s| s.cpu_cores),
                     rss_bytes: entry.status.as_ref().map_or(0, |s| s.rss_bytes),
                 })
@@ -204,7 +230,10 @@ impl Machine {
 }
 
 /// Loads the persisted task set and re-adopts every tasksitter still alive
-/// and provably ours (pid, start time, token file on its command line).
+/// and provably ours: the pid and kernel start time of the task's runtime
+/// record, or, for a tasksitter of an older release that writes none, of
+/// the state file's runtime record (the poller's ping with the task's
+/// secret proves the rest). What a dead one left is cleaned up.
 pub fn load(config: Arc<MachineConfig>) -> std::io::Result<Machine> {
     std::fs::create_dir_all(&config.state_dir)?;
     let mut machine = Machine {
@@ -214,47 +243,20 @@ pub fn load(config: Arc<MachineConfig>) -> std::io::Result<Machine> {
         sitter_started: Arc::new(Notify::new()),
         events: EventLog::journaled(config.state_dir.join("events.jsonl"), MAX_EVENTS),
     };
+    let mut found = sitter::discover(&config.state_dir);
     match state::load(&config.state_dir) {
         Loaded::Fresh => {}
         Loaded::Read(persisted) => {
             for (name, mut record) in persisted.tasks {
-                if let Some(runtime) = record.runtime.take() {
-                    let paths = TaskDir::new(&config.state_dir, &record.dir_name);
-                    let token = paths.token().display().to_string();
-                    if sitter::is_alive(runtime.pid, runtime.start_ticks)
-                        && sitter::cmdline(runtime.pid).contains(&token)
-                    {
-                        machine.event(&name, format!("re-adopted tasksitter pid {}", runtime.pid));
-                        record.runtime = Some(runtime);
-                    } else {
-                        sitter::clean_leftovers(&runtime);
-                        machine.event(&name, "its tasksitter is gone; starting a new one");
-                    }
-                }
+                let paths = TaskDir::new(&config.state_dir, &record.dir_name);
+                let known = record.runtime.take();
+                let found = found.remove(&record.dir_name);
+                record.runtime = readopt(&mut machine, &name, &paths, known, found);
                 machine.tasks.insert(name, TaskEntry::new(record));
             }
         }
         Loaded::Corrupt { moved_to, error } => {
             tracing::error!(%error, moved_to = %moved_to.display(), "state file unreadable; moved aside");
-            for (dir_name, runtime, run) in sitter::discover(&config.state_dir) {
-                let name = runtime.spec.name.clone();
-                machine.event(
-                    &name,
-                    format!(
-                        "recovered running tasksitter pid {} from /proc",
-                        runtime.pid
-                    ),
-                );
-                let record = TaskRecord {
-                    spec: runtime.spec.clone(),
-                    dir_name,
-                    run_requested: run,
-                    deleting: false,
-                    runtime: Some(runtime),
-                    sitter_starts: 0,
-                };
-                machine.tasks.insert(name, TaskEntry::new(record));
-            }
             machine.event(
                 "",
                 format!(
@@ -264,6 +266,145 @@ pub fn load(config: Arc<MachineConfig>) -> std::io::Result<Machine> {
             );
         }
     }
+    recover_task_dirs(&mut machine, found);
     machine.persist()?;
     Ok(machine)
+}
+
+/// The tasksitter to keep for a task the state file knows: the one the
+/// state file names if it still runs (brought up to date from its runtime
+/// record), else the one the task's runtime record names if that runs (it
+/// was started after the state file was last written). Whatever a dead one
+/// left is cleaned up, and an event says what happened.
+fn readopt(
+    machine: &mut Machine,
+    name: &str,
+    paths: &TaskDir,
+    known: Option<state::Runtime>,
+    found: Option<sitter::Found>,
+) -> Option<state::Runtime> {
+    let (mut running, mut gone) = (None, Vec::new());
+    if let Some(mut runtime) = known {
+        sitter::refresh_from_record(paths, &mut runtime);
+        if is_alive(runtime.pid, runtime.start_ticks) {
+            running = Some(runtime);
+        } else {
+            gone.push(runtime);
+        }
+    }
+    match found {
+        Some(sitter::Found::Running(runtime)) if running.is_none() => running = Some(runtime),
+        Some(sitter::Found::Gone(runtime)) if !gone.iter().any(|g| g.pid == runtime.pid) => {
+            gone.push(runtime)
+        }
+        _ => {}
+    }
+    for runtime in &gone {
+        sitter::clean_after(paths, runtime);
+    }
+    match &running {
+        Some(runtime) => machine.event(name, format!("re-adopted tasksitter pid {}", runtime.pid)),
+        None if !gone.is_empty() => {
+            machine.event(name, "its tasksitter is gone; starting a new one")
+        }
+        None => {}
+    }
+    running
+}
+
+/// Restores the tasks whose directories the task set does not know (the
+/// state file was lost, emptied, corrupt, or older than they are) from
+/// what each directory keeps: the desired state (spec, run state,
+/// deletion) and, if it still runs, the tasksitter serving it, which is
+/// re-adopted. A task whose tasksitter is gone gets a new one, whose
+/// workload runs only if it was meant to. A directory nothing can be
+/// recovered from is left as it is and reported (event and log line).
+fn recover_task_dirs(machine: &mut Machine, mut running: HashMap<String, sitter::Found>) {
+    let state_dir = machine.config.state_dir.clone();
+    let known: HashSet<String> = machine
+        .tasks
+        .values()
+        .map(|e| e.record.dir_name.clone())
+        .collect();
+    for dir_name in layout::task_dir_names(&state_dir) {
+        if known.contains(&dir_name) {
+            continue;
+        }
+        let paths = TaskDir::new(&state_dir, &dir_name);
+        let runtime = match running.remove(&dir_name) {
+            Some(sitter::Found::Running(runtime)) => Some(runtime),
+            Some(sitter::Found::Gone(runtime)) => {
+                // Nothing supervises what it left, whatever becomes of the task.
+                sitter::clean_after(&paths, &runtime);
+                machine.event(
+                    &dir_name,
+                    format!(
+                        "tasksitter pid {} of the task dir is gone; cleaned what it left",
+                        runtime.pid
+                    ),
+                );
+                None
+            }
+            None => None,
+        };
+        let desired = paths
+            .read_desired()
+            .map_err(|e| e.to_string())
+            .and_then(|desired| {
+                let name = &desired.spec.name;
+                if layout::dir_name(name) != dir_name {
+                    Err(format!("it holds task '{name}', which belongs elsewhere"))
+                } else if machine.tasks.contains_key(name) {
+                    Err(format!("task '{name}' is already known"))
+                } else {
+                    desired
+                        .spec
+                        .validate()
+                        .map(|()| desired)
+                        .map_err(|e| e.to_string())
+                }
+            });
+        let desired = match desired {
+            Ok(desired) => desired,
+            Err(why) => {
+                tracing::warn!(task_dir = %paths.dir.display(), "cannot recover: {why}");
+                machine.event(
+                    &dir_name,
+                    format!(
+                        "cannot recover the task in {} ({why}); left as it is{}",
+                        paths.dir.display(),
+                        runtime
+                            .map(|rt| format!(", its tasksitter pid {} still runs", rt.pid))
+                            .unwrap_or_default()
+                    ),
+                );
+                continue;
+            }
+        };
+        let name = desired.spec.name.clone();
+        let message = match &runtime {
+            Some(rt) => format!(
+                "recovered from its task dir; re-adopted tasksitter pid {}",
+                rt.pid
+            ),
+            None => format!(
+                "recovered from its task dir; its tasksitter is gone, starting a new one{}",
+                if desired.run_requested {
+                    ""
+                } else {
+                    " (the workload stays stopped)"
+                }
+            ),
+        };
+        machine.event(&name, message);
+        let record = TaskRecord {
+            spec: desired.spec,
+            dir_name,
+            run_requested: desired.run_requested,
+            deleting: desired.deleting,
+            runtime,
+            sitter_starts: 0,
+        };
+        machine.tasks.insert(name, TaskEntry::new(record));
+    }
 }

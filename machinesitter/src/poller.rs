@@ -3,9 +3,9 @@
 //! was asked, and samples the machine's vitals. It runs beside the
 //! reconciler so a slow or dead tasksitter never delays a restart.
 
-use crate::machine::{lock, SharedMachine, TaskEntry};
-use crate::sitter::TaskDir;
+use crate::machine::{SharedMachine, TaskEntry};
 use cerebro_client::{HttpClient, TaskClient};
+use cerebro_host::{lock, TaskDir};
 use cerebro_types::machine::Vitals;
 use cerebro_types::task_api::TaskAction;
 use cerebro_types::time::now_ms;

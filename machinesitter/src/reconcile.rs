@@ -3,9 +3,11 @@
 //! idempotent moves until they match: start the missing, retire the replaced
 //! or deleted, clean after the dead.
 
-use crate::machine::{lock, SharedMachine};
-use crate::sitter::{self, TaskDir};
+use crate::machine::SharedMachine;
+use crate::sitter;
 use crate::state::Runtime;
+use cerebro_host::process::is_alive;
+use cerebro_host::{lock, TaskDir};
 use cerebro_types::time::now_ms;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -132,9 +134,11 @@ impl Reconciler {
         let now = Instant::now();
         for (name, entry) in machine.tasks.iter_mut() {
             let paths = TaskDir::new(&config.state_dir, &entry.record.dir_name);
-            if let Some(runtime) = &entry.record.runtime {
-                if !sitter::is_alive(runtime.pid, runtime.start_ticks) {
-                    sitter::clean_leftovers(runtime);
+            if let Some(runtime) = entry.record.runtime.as_mut() {
+                if !is_alive(runtime.pid, runtime.start_ticks) {
+                    // Its record knows the last workload even if no poll saw it.
+                    sitter::refresh_from_record(&paths, runtime);
+                    sitter::clean_after(&paths, runtime);
                     if runtime.stop_sent_ms.is_none() {
                         // A tasksitter that served its status was healthy; killing it is
                         // not a crash loop. One that never answered is.
@@ -236,10 +240,17 @@ impl Reconciler {
         }
         for name in removed {
             if let Some(entry) = machine.tasks.remove(&name) {
-                let _ = std::fs::remove_dir_all(
-                    TaskDir::new(&config.state_dir, &entry.record.dir_name).dir,
-                );
-                events.push((name, "removed".into()));
+                let paths = TaskDir::new(&config.state_dir, &entry.record.dir_name);
+                match paths.remove() {
+                    Ok(()) => events.push((name, "removed with its logs".into())),
+                    Err(error) => {
+                        tracing::warn!(task = %name, %error, "cannot remove the task's files");
+                        events.push((
+                            name,
+                            format!("removed; its files could not all be removed: {error}"),
+                        ));
+                    }
+                }
                 changed = true;
             }
         }
@@ -269,16 +280,12 @@ impl Reconciler {
             .map(|r| r.spec.stop_timeout)
             .fold(0.0, f64::max);
         let deadline = Instant::now() + Duration::from_secs_f64(longest + 5.0);
-        while Instant::now() < deadline
-            && runtimes
-                .iter()
-                .any(|r| sitter::is_alive(r.pid, r.start_ticks))
-        {
+        while Instant::now() < deadline && runtimes.iter().any(|r| is_alive(r.pid, r.start_ticks)) {
             self.reap();
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         for runtime in &runtimes {
-            if sitter::is_alive(runtime.pid, runtime.start_ticks) {
+            if is_alive(runtime.pid, runtime.start_ticks) {
                 let _ = kill(Pid::from_raw(runtime.pid), Signal::SIGKILL);
             }
             sitter::clean_leftovers(runtime);

@@ -1,18 +1,15 @@
 //! Tasksitter processes as the machinesitter sees them: checking a spec,
-//! starting one on its spec file in a session of its own, telling whether a
-//! pid is still the tasksitter we started, finding running ones again from
-//! their task directories, and cleaning what a dead one left.
+//! starting one on its spec file in a session of its own, finding running
+//! ones again from their task directories' runtime records, and cleaning
+//! what a dead one left.
 
-use crate::config::LimitsBackend;
 use crate::state::Runtime;
-pub use cerebro_host::layout::dir_name;
-use cerebro_host::process::find_processes;
-pub use cerebro_host::process::{cmdline, is_alive, start_ticks};
-pub use cerebro_host::TaskDir;
+use cerebro_host::process::start_ticks;
+use cerebro_host::{BackendChoice, TaskDir};
 use cerebro_types::TaskSpec;
-use std::os::unix::fs::PermissionsExt;
+use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 /// The open-file limit the machinesitter was started with. It raises its
@@ -42,12 +39,16 @@ pub fn raise_open_file_limit() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Checks a spec exactly as the tasksitter will when it starts:
-/// `TaskSpec::validate`, then the host check (users, groups, working
-/// directory). Every problem is reported, each naming its spec field.
-pub fn check_spec(spec: &TaskSpec) -> Result<(), cerebro_types::ValidationErrors> {
+/// Checks a spec exactly as the tasksitter will when it starts under
+/// `backend`: `TaskSpec::validate`, then the host check (users, groups,
+/// working directory, what the backend can enforce). Every problem is
+/// reported, each naming its spec field.
+pub fn check_spec(
+    spec: &TaskSpec,
+    backend: BackendChoice,
+) -> Result<(), cerebro_types::ValidationErrors> {
     let mut errors = spec.validate().err().unwrap_or_default();
-    if let Err(host) = cerebro_host::check_host(spec) {
+    if let Err(host) = cerebro_host::check_host(spec, backend) {
         errors.errors.extend(host.errors);
     }
     errors.into_result(())
@@ -72,17 +73,17 @@ pub fn spawn(
     bin: &Path,
     spec: &TaskSpec,
     paths: &TaskDir,
-    backend: LimitsBackend,
+    backend: BackendChoice,
     run: bool,
 ) -> std::io::Result<(Child, Runtime)> {
-    std::fs::create_dir_all(&paths.dir)?;
-    std::fs::set_permissions(&paths.dir, std::fs::Permissions::from_mode(0o700))?;
-    std::fs::create_dir_all(&paths.logs)?;
+    paths.create()?;
     if read_secret(paths).is_none_or(|s| s.is_empty()) {
         let secret = cerebro_web::auth::random_secret()?;
         cerebro_host::fs::atomic_write_private(&paths.token(), secret.as_bytes())?;
     }
+    // A previous tasksitter's files must not describe the new one.
     let _ = std::fs::remove_file(paths.address());
+    let _ = std::fs::remove_file(paths.runtime());
     let mut spec = spec.clone();
     // The spec file carries whether the workload starts, so a rediscovered
     // tasksitter tells whether its task was meant to run.
@@ -106,6 +107,8 @@ pub fn spawn(
         .arg(paths.address())
         .arg("--token-file")
         .arg(paths.token())
+        .arg("--runtime-file")
+        .arg(paths.runtime())
         .arg("--stdout-location")
         .arg(&paths.logs)
         .arg("--stderr-location")
@@ -115,13 +118,16 @@ pub fn spawn(
         .stdout(log.try_clone()?)
         .stderr(log);
     let open_files = INHERITED_OPEN_FILES.get().copied();
-    // SAFETY: setsid and setrlimit are async-signal-safe; the closure
-    // touches only its own copy of the limit.
+    // SAFETY: setsid, setrlimit, close_range and fcntl are async-signal-safe;
+    // the closure touches only its own copy of the limit.
     unsafe {
         command.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // The tasksitter outlives us: a descriptor we inherited by
+            // accident would stay open in it, and in its workloads, for good.
+            cerebro_host::process::cloexec_above_stderr()?;
             if let Some(limit) = &open_files {
                 if libc::setrlimit(libc::RLIMIT_NOFILE, limit) != 0 {
                     return Err(std::io::Error::last_os_error());
@@ -147,6 +153,20 @@ pub fn spawn(
     ))
 }
 
+/// Cleans after the dead tasksitter `runtime` of the task in `paths`:
+/// kills what its workload left ([`clean_leftovers`]) and removes its
+/// runtime record, which describes nothing any more (and whose pids may be
+/// reused by processes that are not ours).
+pub fn clean_after(paths: &TaskDir, runtime: &Runtime) {
+    clean_leftovers(runtime);
+    if paths
+        .read_runtime()
+        .is_some_and(|r| (r.pid, r.start_ticks) == (runtime.pid, runtime.start_ticks))
+    {
+        let _ = std::fs::remove_file(paths.runtime());
+    }
+}
+
 /// Kills what a dead tasksitter's workload left behind: its cgroup (the
 /// guard normally does this first) and its process group.
 pub fn clean_leftovers(runtime: &Runtime) {
@@ -166,55 +186,69 @@ pub fn clean_leftovers(runtime: &Runtime) {
     }
 }
 
-/// Tasksitters still running from `state_dir`, found by the spec file on
-/// their command line and described by that file, and by their token file
-/// on the command line too. Used when the state file was lost: the machine
-/// starts with what it can prove is running. `/proc` serves only to find the
-/// process and its start time; what the task is comes from its directory.
-pub fn discover(state_dir: &Path) -> Vec<(String, Runtime, bool)> {
-    let flag_value = |argv: &[String], flag: &str| {
-        let at = argv.iter().position(|a| a == flag)?;
-        argv.get(at + 1).map(PathBuf::from)
-    };
-    let mut found = Vec::new();
-    for (pid, argv) in find_processes(|argv| argv.iter().any(|a| a == "--spec-file")) {
-        let Some(spec_file) = flag_value(&argv, "--spec-file") else {
+/// What a task directory's runtime record says about its tasksitter.
+pub enum Found {
+    /// The tasksitter that wrote it still runs (same pid, same start time).
+    Running(Runtime),
+    /// It is gone; what its workload may have left is described here.
+    Gone(Runtime),
+}
+
+/// The tasksitters of `state_dir`'s task directories, by directory name:
+/// every directory with a runtime record and a spec file, the tasksitter
+/// alive or not. Identity is the record's pid and start time (the poller's
+/// ping with the task's secret proves the rest); the spec file says what
+/// the task is. No process's command line is read.
+pub fn discover(state_dir: &Path) -> HashMap<String, Found> {
+    let mut found = HashMap::new();
+    for dir_name in cerebro_host::layout::task_dir_names(state_dir) {
+        let paths = TaskDir::new(state_dir, &dir_name);
+        let Some(record) = paths.read_runtime() else {
             continue;
         };
-        let Some((dir_name, paths)) = TaskDir::of_spec_file(state_dir, &spec_file) else {
-            continue;
-        };
-        if flag_value(&argv, "--token-file").as_deref() != Some(paths.token().as_path()) {
-            continue;
-        }
         let Ok(spec) = cerebro_host::layout::read_spec(&paths.spec()) else {
             continue;
         };
-        let Some(start_ticks) = start_ticks(pid) else {
-            continue;
-        };
-        let run = spec.auto_start;
-        let address = std::fs::read_to_string(paths.address()).ok();
-        found.push((
+        let alive = record.is_alive();
+        let runtime = Runtime::from_record(record, spec);
+        found.insert(
             dir_name,
-            Runtime {
-                pid,
-                start_ticks,
-                spec,
-                address,
-                workload_pid: None,
-                cgroup_paths: Vec::new(),
-                stop_sent_ms: None,
+            if alive {
+                Found::Running(runtime)
+            } else {
+                Found::Gone(runtime)
             },
-            run,
-        ));
+        );
     }
     found
+}
+
+/// Brings `runtime` up to date from the task's runtime record, if that was
+/// written by the same tasksitter: the record changes with every workload
+/// start, the state file only when a poll noticed. Call it before cleaning
+/// up after a dead tasksitter, so the last workload is the one killed.
+pub fn refresh_from_record(paths: &TaskDir, runtime: &mut Runtime) {
+    let Some(record) = paths.read_runtime() else {
+        return;
+    };
+    if (record.pid, record.start_ticks) != (runtime.pid, runtime.start_ticks) {
+        return;
+    }
+    if record.address.is_some() {
+        runtime.address = record.address;
+    }
+    if record.workload_pid.is_some() {
+        runtime.workload_pid = record.workload_pid;
+    }
+    if !record.cgroup_paths.is_empty() {
+        runtime.cgroup_paths = record.cgroup_paths;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cerebro_host::layout::dir_name;
     use cerebro_types::{CpuAction, Principal};
 
     #[test]
@@ -245,7 +279,7 @@ mod tests {
         let mut spec = TaskSpec::new("t", "true");
         spec.uid = Some(Principal::Name("no-such-user-x".into()));
         spec.backoff.initial_secs = -1.0;
-        let errors = check_spec(&spec).unwrap_err();
+        let errors = check_spec(&spec, BackendChoice::Auto).unwrap_err();
         let fields: Vec<&str> = errors.errors.iter().map(|e| e.field.as_str()).collect();
         assert!(
             fields.contains(&"uid") && fields.contains(&"backoff.initial_secs"),

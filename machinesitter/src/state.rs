@@ -52,6 +52,21 @@ pub struct Runtime {
     pub stop_sent_ms: Option<u64>,
 }
 
+impl Runtime {
+    /// The tasksitter a runtime record describes, running `spec`.
+    pub fn from_record(record: cerebro_host::layout::RuntimeRecord, spec: TaskSpec) -> Self {
+        Self {
+            pid: record.pid,
+            start_ticks: record.start_ticks,
+            spec,
+            address: record.address,
+            workload_pid: record.workload_pid,
+            cgroup_paths: record.cgroup_paths,
+            stop_sent_ms: None,
+        }
+    }
+}
+
 pub enum Loaded {
     Fresh,
     Read(PersistedState),

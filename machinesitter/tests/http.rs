@@ -88,6 +88,107 @@ fn bad_specs_are_refused_naming_the_field_and_change_nothing() {
 }
 
 #[test]
+fn specs_that_can_never_start_are_a_400_naming_the_field() {
+    let sitter = MachineSitter::start(&[]);
+    let huge = "x".repeat(200 * 1024);
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "nul in command",
+            json!({"command": "echo a\u{0}b", "cpu": 0.01}),
+            "command",
+        ),
+        (
+            "huge command",
+            json!({"command": format!("echo {huge}")}),
+            "command",
+        ),
+        (
+            "nul in env key",
+            json!({"command": "true", "env": {"A\u{0}B": "v"}}),
+            "env",
+        ),
+        (
+            "nul in env value",
+            json!({"command": "true", "env": {"A": "v\u{0}w"}}),
+            "env",
+        ),
+        (
+            "= in env key",
+            json!({"command": "true", "env": {"A=B": "v"}}),
+            "env",
+        ),
+        (
+            "empty env key",
+            json!({"command": "true", "env": {"": "v"}}),
+            "env",
+        ),
+        (
+            "nul in cwd",
+            json!({"command": "true", "cwd": "/tmp\u{0}x"}),
+            "cwd",
+        ),
+        (
+            "nul in uid",
+            json!({"command": "true", "uid": "ro\u{0}ot"}),
+            "uid",
+        ),
+        (
+            "nul in gid",
+            json!({"command": "true", "gid": "ro\u{0}ot"}),
+            "gid",
+        ),
+        ("absurd cpu", json!({"command": "true", "cpu": 1e12}), "cpu"),
+        ("absurd mem", json!({"command": "true", "mem": 1e15}), "mem"),
+        (
+            "infinite mem",
+            json!({"command": "true", "mem": "inf"}),
+            "mem",
+        ),
+        (
+            "absurd time limit",
+            json!({"command": "true", "time_limit": 1e300}),
+            "time_limit",
+        ),
+        (
+            "absurd stop timeout",
+            json!({"command": "true", "stop_timeout": 1e300}),
+            "stop_timeout",
+        ),
+        (
+            "absurd backoff",
+            json!({"command": "true", "backoff": {"max_secs": 1e300}}),
+            "backoff.max_secs",
+        ),
+        (
+            "zero log size",
+            json!({"command": "true", "log_rotation": {"max_bytes": 0}}),
+            "log_rotation.max_bytes",
+        ),
+        (
+            "absurd log backups",
+            json!({"command": "true", "log_rotation": {"backups": 4_000_000_000u32}}),
+            "log_rotation.backups",
+        ),
+    ];
+    for (what, body, field) in cases {
+        let (code, reply) =
+            sitter.request("PUT", "/api/v1/tasks/never", None, Some(&body.to_string()));
+        assert_eq!(code, 400, "{what}: {reply}");
+        assert!(
+            field_of(&reply) == field
+                || reply["errors"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|e| e["field"] == field),
+            "{what}: the error names '{field}': {reply}"
+        );
+    }
+    let (_, tasks) = sitter.request("GET", "/api/v1/tasks", None, None);
+    assert_eq!(tasks, json!([]), "nothing was accepted");
+}
+
+#[test]
 fn a_task_that_does_not_fit_is_refused_with_what_is_free() {
     let sitter = MachineSitter::start(&["--capacity-cpu", "1", "--capacity-mem", "100"]);
     let (code, _) = sitter.put_task(
@@ -188,9 +289,13 @@ fn status_reports_the_machine_and_each_task() {
     assert!(vitals["uptime_secs"].as_u64().unwrap() > 0);
     assert_eq!(vitals["load_average"].as_array().unwrap().len(), 3);
 
-    let task = sitter.task("burner");
+    let view = sitter.task_view("burner");
+    assert_eq!(
+        view.status.as_ref().map(|s| s.state.kind()),
+        Some(StateKind::Running)
+    );
+    let task = serde_json::to_value(view).unwrap();
     let live = &task["status"];
-    assert_eq!(live["state"]["state"], "running");
     assert!(live["pid"].as_i64().is_some() && live["restarts"].as_u64().is_some());
     assert!(live["violations"].is_object() && live["limits"]["mem_bytes"] == 64 * 1024 * 1024);
 }
@@ -259,11 +364,12 @@ fn log_requests_never_open_a_path_from_the_request() {
         let (code, body) = sitter.request("GET", path, None, None);
         assert_eq!(code, 404, "{path}: {body}");
     }
-    for query in [
-        "path=/etc/passwd",
-        "file=../state.json",
-        "tail=lots",
-        "offset=-1",
+    for (query, field) in [
+        ("path=/etc/passwd", "path"),
+        ("file=../state.json", "file"),
+        ("tail=lots", "tail"),
+        ("offset=-1", "offset"),
+        ("tail=1&offset=0", "offset"),
     ] {
         let (code, body) = sitter.request(
             "GET",
@@ -272,6 +378,7 @@ fn log_requests_never_open_a_path_from_the_request() {
             None,
         );
         assert_eq!(code, 400, "?{query}: {body}");
+        assert_eq!(field_of(&body), field, "?{query}: {body}");
     }
 }
 
@@ -462,4 +569,53 @@ fn a_failure_after_the_flags_exits_1() {
         stderr.contains("machinesitter: error: cannot listen on 127.0.0.1:"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_machinesitter_that_cannot_use_its_state_dir_leaves_no_address_file() {
+    let scratch = tempfile::tempdir().unwrap();
+    // A file where the state dir should be: binding works, loading does not.
+    let state_dir = scratch.path().join("state");
+    std::fs::write(&state_dir, b"not a directory").unwrap();
+    let address_file = scratch.path().join("address");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_machinesitter"))
+        .args(["--port", "0", "--bind", "127.0.0.1", "--state-dir"])
+        .arg(&state_dir)
+        .arg("--address-file")
+        .arg(&address_file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot use the state dir"), "{stderr}");
+    assert!(
+        !address_file.exists(),
+        "the address file is written only once the machinesitter is ready"
+    );
+}
+
+#[test]
+fn a_throttle_the_poll_backend_cannot_enforce_is_a_400_naming_cpu_action() {
+    let sitter = MachineSitter::start(&["--limits-backend", "poll"]);
+    let (code, body) = sitter.put_task(
+        "throttled",
+        json!({"command": "sleep 30", "cpu": 0.1, "cpu_action": "throttle"}),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(field_of(&body), "cpu_action", "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cgroup"),
+        "{body}"
+    );
+    let (code, _) = sitter.request("GET", "/api/v1/tasks/throttled", None, None);
+    assert_eq!(code, 404, "a refused spec changes nothing");
+    // Restart is what the poll backend can do.
+    let (code, body) = sitter.put_task(
+        "throttled",
+        json!({"command": "sleep 30", "cpu": 0.1, "cpu_action": "restart"}),
+    );
+    assert_eq!(code, 201, "{body}");
 }

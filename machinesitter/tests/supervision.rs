@@ -147,7 +147,7 @@ fn stop_start_and_delete() {
         process_gone(workload).then_some(())
     });
     wait_for(TIMEOUT, "the stopped state", || {
-        (sitter.task("job one")["status"]["state"]["state"] == "stopped").then_some(())
+        (sitter.task_state("job one") == Some(StateKind::Stopped)).then_some(())
     });
     assert!(!sitter.task("job one")["run_requested"].as_bool().unwrap());
 
@@ -230,8 +230,7 @@ fn a_stopped_task_stays_stopped_across_a_restart() {
     sitter.wait_exit();
     sitter.boot();
     wait_for(TIMEOUT, "the tasksitter to report the stopped task", || {
-        let task = sitter.task("idle");
-        (task["status"]["state"]["state"] == "stopped").then_some(())
+        (sitter.task_state("idle") == Some(StateKind::Stopped)).then_some(())
     });
     assert_eq!(count_workloads("371"), 0);
 }
@@ -383,4 +382,273 @@ fn task_names_that_start_with_dashes_run() {
         assert_eq!(sitter.task(name)["name"], name);
     }
     assert_eq!(sitter.tasksitters().len(), 2);
+}
+
+#[path = "../../tasksitter/tests/common/fds.rs"]
+mod fds;
+
+#[test]
+fn stray_descriptors_reach_neither_tasksitters_nor_workloads() {
+    let mut sitter = MachineSitter::start(&[]);
+    sitter.kill9();
+    let marker = sitter.state.path().join("stray-pipe");
+    sitter.boot_prepared(|c| fds::inherit_stray_fds(c, &marker));
+    assert_eq!(sitter.put_task("fds", spec("sleep 60")).0, 201);
+    let (tasksitter, workload) = sitter.wait_running("fds");
+    let held = fds::open_fds(tasksitter);
+    assert!(
+        held.iter().all(|(_, target)| *target != marker),
+        "the tasksitter inherited the machinesitter's stray descriptors: {held:?}"
+    );
+    let fds = fds::open_fds(workload);
+    let numbers: Vec<i32> = fds.iter().map(|(fd, _)| *fd).collect();
+    assert_eq!(numbers, [0, 1, 2], "the workload inherited {fds:?}");
+}
+
+/// The entries of `dir` (none when it does not exist).
+fn entries(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|list| list.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn deleting_a_task_removes_its_logs_and_its_task_dir() {
+    let sitter = MachineSitter::start(&[]);
+    sitter.put_task("chatty", spec("yes | head -c 300000; sleep 600"));
+    sitter.wait_running("chatty");
+    let logs = sitter.state_dir().join("logs");
+    let tasks = sitter.state_dir().join("tasks");
+    wait_for(TIMEOUT, "the log to fill", || {
+        let log = entries(&logs).first()?.join("chatty.stdout.log");
+        (std::fs::metadata(log).ok()?.len() >= 300_000).then_some(())
+    });
+    assert_eq!(entries(&tasks).len(), 1);
+    let (code, body) = sitter.request("DELETE", "/api/v1/tasks/chatty", None, None);
+    assert_eq!((code, body["result"].as_str()), (200, Some("deleted")));
+    assert_eq!(
+        entries(&logs),
+        Vec::<std::path::PathBuf>::new(),
+        "logs are gone"
+    );
+    assert_eq!(
+        entries(&tasks),
+        Vec::<std::path::PathBuf>::new(),
+        "the task dir is gone"
+    );
+}
+
+/// Waits until the tasksitter of `name` reports its workload stopped.
+fn wait_stopped(sitter: &MachineSitter, name: &str) {
+    wait_for(TIMEOUT, &format!("task '{name}' to report stopped"), || {
+        (sitter.task_state(name) == Some(StateKind::Stopped)).then_some(())
+    });
+}
+
+#[test]
+fn a_stopped_task_stays_stopped_when_the_state_file_is_lost() {
+    let mut sitter = MachineSitter::start(&[]);
+    sitter.put_task("webby2", spec("sleep 391"));
+    sitter.wait_running("webby2");
+    let (code, _) = sitter.request("POST", "/api/v1/tasks/webby2/stop", None, None);
+    assert_eq!(code, 200);
+    wait_stopped(&sitter, "webby2");
+    let state_file = sitter.state_dir().join("state.json");
+    for lose in ["empty", "corrupt", "missing"] {
+        sitter.kill9();
+        match lose {
+            "empty" => std::fs::write(&state_file, b"").unwrap(),
+            "corrupt" => std::fs::write(&state_file, b"{\"version\": 1, \"tas").unwrap(),
+            _ => std::fs::remove_file(&state_file).unwrap(),
+        }
+        sitter.boot();
+        wait_stopped(&sitter, "webby2");
+        let task = sitter.task("webby2");
+        assert_eq!(task["run_requested"], false, "{lose}: {task}");
+        assert_eq!(
+            count_workloads("391"),
+            0,
+            "{lose}: the stopped task ran again"
+        );
+    }
+    // The recovered desired state drives the machinesitter: start still works.
+    let (code, _) = sitter.request("POST", "/api/v1/tasks/webby2/start", None, None);
+    assert_eq!(code, 200);
+    sitter.wait_running("webby2");
+}
+
+#[test]
+fn tasks_whose_tasksitters_died_too_are_restored_from_their_task_dirs() {
+    let mut sitter = MachineSitter::start(&[]);
+    sitter.put_task("runner", spec("sleep 392"));
+    sitter.put_task("idle", spec("sleep 393"));
+    let runner = sitter.wait_running("runner");
+    let idle = sitter.wait_running("idle");
+    sitter.request("POST", "/api/v1/tasks/idle/stop", None, None);
+    wait_stopped(&sitter, "idle");
+    sitter.kill9();
+    for pid in [runner.0, idle.0] {
+        // SAFETY: kill(2) on a tasksitter this test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    for pid in [runner.0, runner.1, idle.0] {
+        wait_for(TIMEOUT, "the tasksitters and workloads to die", || {
+            process_gone(pid).then_some(())
+        });
+    }
+    // A task dir nothing can be recovered from.
+    let broken = sitter.state_dir().join("tasks").join("broken-0000");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("spec.json"), b"{ not a spec").unwrap();
+    std::fs::write(sitter.state_dir().join("state.json"), b"").unwrap();
+    sitter.boot();
+
+    let again = sitter.wait_running("runner");
+    assert_ne!(again.0, runner.0, "a new tasksitter runs the task");
+    wait_stopped(&sitter, "idle");
+    assert_eq!(sitter.task("idle")["run_requested"], false);
+    assert_eq!(
+        count_workloads("393"),
+        0,
+        "the stopped task was not started"
+    );
+    assert_eq!(count_workloads("392"), 1);
+    let (_, events) = sitter.request("GET", "/api/v1/events", None, None);
+    let messages: Vec<String> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{} {}", e["task"], e["message"]))
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("broken-0000") && m.contains("cannot recover")),
+        "what could not be recovered is reported: {messages:#?}"
+    );
+}
+
+/// The task dir of `name` and its tasksitter's runtime record, once that
+/// names `workload` as the workload.
+fn runtime_record(
+    sitter: &MachineSitter,
+    name: &str,
+    workload: i32,
+) -> (cerebro_host::TaskDir, cerebro_host::layout::RuntimeRecord) {
+    let paths =
+        cerebro_host::TaskDir::new(&sitter.state_dir(), &cerebro_host::layout::dir_name(name));
+    let record = wait_for(TIMEOUT, "the runtime record to name the workload", || {
+        paths
+            .read_runtime()
+            .filter(|r| r.workload_pid == Some(workload as u32))
+    });
+    (paths, record)
+}
+
+#[test]
+fn a_lost_state_file_readopts_running_tasksitters_from_their_runtime_records() {
+    let mut sitter = MachineSitter::start(&["--limits-backend", "poll"]);
+    sitter.put_task("web", spec("sleep 394"));
+    let (sitter_pid, workload) = sitter.wait_running("web");
+    let (_, record) = runtime_record(&sitter, "web", workload);
+    assert_eq!(record.pid, sitter_pid);
+    assert_eq!(
+        record.address,
+        sitter.task_view("web").tasksitter.unwrap().address
+    );
+    assert!(record.cgroup_paths.is_empty(), "the poll backend has none");
+
+    sitter.kill9();
+    std::fs::remove_file(sitter.state_dir().join("state.json")).unwrap();
+    sitter.boot();
+
+    // The state file is written once the task set is loaded, before the
+    // address is announced: it already knows what only the record said.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sitter.state_dir().join("state.json")).unwrap())
+            .unwrap();
+    let runtime = &state["tasks"]["web"]["runtime"];
+    assert_eq!(runtime["pid"], sitter_pid, "{state}");
+    assert_eq!(runtime["workload_pid"], workload, "{state}");
+    assert_eq!(
+        sitter.wait_running("web"),
+        (sitter_pid, workload),
+        "the same tasksitter and workload, not restarted"
+    );
+    assert_eq!(sitter.tasksitters(), [sitter_pid]);
+    assert_eq!(count_workloads("394"), 1);
+}
+
+#[test]
+fn what_a_dead_tasksitter_left_is_killed_even_when_the_state_file_is_lost() {
+    // Polling: no cgroup guard cleans up, only the machinesitter can.
+    let mut sitter = MachineSitter::start(&["--limits-backend", "poll"]);
+    sitter.put_task("forker", spec("sleep 395 & sleep 396"));
+    let (sitter_pid, workload) = sitter.wait_running("forker");
+    runtime_record(&sitter, "forker", workload);
+    let leftover = wait_for(TIMEOUT, "the background sleep", || {
+        processes(|argv| argv == ["sleep", "395"])
+            .into_iter()
+            .find(|pid| process_group(*pid) == Some(workload))
+    });
+
+    sitter.kill9();
+    std::fs::remove_file(sitter.state_dir().join("state.json")).unwrap();
+    // SAFETY: kill(2) on a tasksitter this test started.
+    unsafe { libc::kill(sitter_pid, libc::SIGKILL) };
+    for pid in [sitter_pid, workload] {
+        wait_for(TIMEOUT, "the tasksitter and its workload to die", || {
+            process_gone(pid).then_some(())
+        });
+    }
+    assert!(
+        !process_gone(leftover),
+        "the background sleep outlives its tasksitter"
+    );
+    sitter.boot();
+
+    wait_for(TIMEOUT, "the leftover to be killed", || {
+        process_gone(leftover).then_some(())
+    });
+    let (new_sitter, new_workload) = sitter.wait_running("forker");
+    assert_ne!(new_sitter, sitter_pid, "a new tasksitter runs the task");
+    let left = processes(|argv| argv == ["sleep", "395"]);
+    assert!(
+        left.iter().all(|pid| process_group(*pid) != Some(workload)),
+        "nothing of the old workload's group is left: {left:?}"
+    );
+    // The harness kills tasksitters; with polling, nothing would kill this
+    // workload's background sleep after them.
+    // SAFETY: killpg(2) on the process group of a workload this test started.
+    unsafe { libc::killpg(new_workload, libc::SIGKILL) };
+}
+
+/// The process group of `pid` (/proc/PID/stat field 5), while it exists.
+fn process_group(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
+/// A tasksitter of the previous release writes no runtime record: the
+/// state file's runtime record (pid and start time) is enough to adopt it.
+#[test]
+fn a_tasksitter_without_a_runtime_record_is_readopted_from_the_state_file() {
+    let mut sitter = MachineSitter::start(&[]);
+    sitter.put_task("old", spec("sleep 397"));
+    let before = sitter.wait_running("old");
+    let (paths, _) = runtime_record(&sitter, "old", before.1);
+    sitter.kill9();
+    std::fs::remove_file(paths.runtime()).unwrap();
+    sitter.boot();
+    assert_eq!(sitter.wait_running("old"), before);
+    assert_eq!(
+        sitter.task("old")["sitter_starts"],
+        1,
+        "adopted, not restarted"
+    );
+    assert_eq!(count_workloads("397"), 1);
 }

@@ -4,6 +4,7 @@
 //! follow the original tasksitter. The other flags say how this process
 //! runs (backend, HTTP, token, log directories), not what the task is.
 
+use cerebro_host::{BackendChoice, RunAs};
 use cerebro_types::human::{parse_duration, parse_mem_mb, parse_size};
 use cerebro_types::{Backoff, CpuAction, LogRotation, Principal, TaskSpec, ValidationErrors};
 use cerebro_web::Token;
@@ -12,19 +13,6 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
-
-pub use cerebro_host::RunAs;
-
-/// How the tasksitter enforces limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BackendChoice {
-    /// cgroups when this host offers them and they can be created, /proc polling otherwise.
-    Auto,
-    /// cgroups or refuse to start.
-    Cgroup,
-    /// /proc polling only.
-    Poll,
-}
 
 /// `--cpu-action`, as `TaskSpec::cpu_action`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -177,6 +165,11 @@ pub struct Cli {
     /// Write the bound HTTP address (ip:port) to this file once listening.
     #[arg(long)]
     pub http_address_file: Option<PathBuf>,
+    /// Keep this file (JSON: our pid and start time, HTTP address, the
+    /// workload's pid and cgroups) current, so a supervisor finds us again
+    /// and can clean up after us (the machinesitter passes <task dir>/runtime.json).
+    #[arg(long, value_name = "FILE")]
+    pub runtime_file: Option<PathBuf>,
     /// File holding the bearer token required by POST endpoints (else env CEREBRO_TOKEN).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
@@ -205,6 +198,8 @@ pub struct SitterConfig {
     pub http: Option<HttpConfig>,
     pub token: Option<Token>,
     pub linger: bool,
+    /// Where to keep our `RuntimeRecord` (`--runtime-file`).
+    pub runtime_file: Option<PathBuf>,
 }
 
 fn location(text: &str) -> Option<PathBuf> {
@@ -288,7 +283,7 @@ impl Cli {
         let mut run_as = None;
         if let Some(spec) = &spec {
             let found = spec.validate().err().into_iter();
-            let host = match cerebro_host::check_host(spec) {
+            let host = match cerebro_host::check_host(spec, self.limits_backend) {
                 Ok(resolved) => {
                     run_as = resolved;
                     None
@@ -304,16 +299,6 @@ impl Cli {
             .is_some_and(|i| i < Duration::from_millis(10))
         {
             errors.push("--poll-interval", "must be at least 10ms");
-        }
-        if spec
-            .as_ref()
-            .is_some_and(|s| s.cpu_action == Some(CpuAction::Throttle))
-            && self.limits_backend == BackendChoice::Poll
-        {
-            errors.push(
-                name_of("cpu_action"),
-                "throttle needs the cgroup backend; use restart with --limits-backend poll",
-            );
         }
         if self.cgroup_parent.is_absolute()
             || self
@@ -361,6 +346,7 @@ impl Cli {
             http,
             token,
             linger: self.linger,
+            runtime_file: self.runtime_file,
         })
     }
 }

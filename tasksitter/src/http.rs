@@ -2,22 +2,21 @@
 //! HTML pages for people, Prometheus metrics. It only reads the status the
 //! supervisor publishes and sends it requests; it never touches the workload.
 
-use crate::logs::LogLocation;
 use crate::supervisor::{ReplyTo, Request, SharedStatus};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::{Html, Redirect};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
-use cerebro_host::logs::ReadChunkError;
-use cerebro_types::task_api::{ControlReply, LogList, SignalRequest};
+use cerebro_host::logs::read_chunk;
+use cerebro_host::logs::LogLocation;
+use cerebro_types::task_api::{ControlReply, LogList, LogQuery, SignalRequest};
 use cerebro_types::time::{format_rfc3339_ms, now_ms};
 use cerebro_types::url::encode_path_segment;
 use cerebro_types::{normalize_signal_name, EventKind, LogChunk, LogStream, TaskStatus};
 use cerebro_web::html::{escape, format_bytes, key_values, page, state_pill};
 use cerebro_web::metrics::{Exposition, MetricKind};
 use cerebro_web::{require_token, ApiError, Token};
-use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -87,24 +86,16 @@ fn find_log<'a>(state: &'a AppState, stream: &str) -> Result<&'a LogLocation, Ap
         })
 }
 
-/// A log read, its errors as API errors: a bad parameter is a 400 naming it.
-fn read_chunk(
-    location: &LogLocation,
-    query: &HashMap<String, String>,
-) -> Result<LogChunk, ApiError> {
-    cerebro_host::logs::read_chunk(location, query).map_err(|error| match error {
-        ReadChunkError::BadField { field, message } => ApiError::bad_field(field, message),
-        ReadChunkError::Io(e) => ApiError::internal(format!("cannot read log: {e}")),
-    })
-}
-
 async fn read_log(
     State(state): State<AppState>,
     Path(stream): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<LogChunk>, ApiError> {
+    let query = LogQuery::from_pairs(&pairs)?;
     let location = find_log(&state, &stream)?;
-    read_chunk(location, &query).map(Json)
+    read_chunk(location, &query)
+        .map(Json)
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 async fn ask(state: &AppState, request: Request) -> Result<Json<ControlReply>, ApiError> {
@@ -329,11 +320,16 @@ async fn stats_page(State(state): State<AppState>) -> Html<String> {
 
 async fn logs_page(
     State(state): State<AppState>,
-    Query(mut query): Query<HashMap<String, String>>,
+    Query(mut pairs): Query<Vec<(String, String)>>,
 ) -> Result<Html<String>, ApiError> {
-    let stream = query.remove("stream").unwrap_or_else(|| "stdout".into());
+    // `stream` picks the file; the rest is the log query.
+    let stream = match pairs.iter().position(|(key, _)| key == "stream") {
+        Some(at) => pairs.remove(at).1,
+        None => "stdout".into(),
+    };
+    let query = LogQuery::from_pairs(&pairs)?;
     let location = find_log(&state, &stream)?;
-    let chunk = read_chunk(location, &query)?;
+    let chunk = read_chunk(location, &query).map_err(|e| ApiError::internal(e.to_string()))?;
     let name = snapshot(&state).name;
     let mut files = String::from("<table><tr><th>File</th><th>Size</th></tr>");
     for file in location.files() {

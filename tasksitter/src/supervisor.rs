@@ -12,9 +12,13 @@ mod usage;
 pub use guard::guard_main;
 pub use restart::{Decision, RestartTracker};
 
-use crate::cgroup::{Cgroup, Hierarchies};
-use crate::cli::{BackendChoice, SitterConfig};
-use crate::logs::{LogLocation, RotatingFile, SharedLog};
+use crate::cli::SitterConfig;
+use crate::logs::{RotatingFile, SharedLog};
+use cerebro_host::cgroup::{Cgroup, Hierarchies};
+use cerebro_host::layout::RuntimeRecord;
+use cerebro_host::logs::LogLocation;
+use cerebro_host::BackendChoice;
+use cerebro_types::task_api::ControlResult;
 use cerebro_types::time::now_ms;
 use cerebro_types::{
     normalize_signal_name, CpuAction, EventKind, ExitStatus, Limits, LimitsBackendKind, LogStream,
@@ -26,6 +30,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,6 +53,11 @@ pub enum SupervisorError {
     Signal(std::io::Error),
     #[error("cannot start the cgroup guard: {0}")]
     Guard(std::io::Error),
+    #[error("cannot write the runtime file {path}: {source}")]
+    RuntimeFile {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// What the API asks of the supervisor.
@@ -59,9 +69,6 @@ pub enum Request {
     /// Send this signal (a `SIGNAL_NAMES` entry) to the workload's process group.
     Signal(&'static str),
 }
-
-/// What the supervisor did about a request; the reply's `result` on the wire.
-pub use cerebro_types::task_api::ControlResult;
 
 /// A request the task's state refuses (the API answers 409).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,7 +83,8 @@ pub enum RequestError {
     Signal(nix::errno::Errno),
 }
 
-/// Where the supervisor sends its answer to one request.
+/// Where the supervisor sends its answer to one request: what it did (the
+/// reply's `result` on the wire) or why the task's state refuses it.
 pub type ReplyTo = oneshot::Sender<Result<ControlResult, RequestError>>;
 
 /// The status the HTTP side reads; written only by the supervisor.
@@ -118,6 +126,8 @@ pub struct Supervisor {
     /// Set by SIGTERM/SIGINT: stop, then exit.
     shutting_down: bool,
     my_pid: i32,
+    /// `--runtime-file` and the record last written to it.
+    runtime_file: Option<(PathBuf, RuntimeRecord)>,
 }
 
 fn signal_named(name: &str) -> Option<Signal> {
@@ -220,7 +230,60 @@ impl Supervisor {
             oom_kills_seen: 0,
             shutting_down: false,
             my_pid,
+            runtime_file: None,
         })
+    }
+
+    /// Writes `--runtime-file` (if given) for the first time: our pid and
+    /// start time, `address`, our cgroups. From now on the record is
+    /// rewritten whenever the workload's pid changes.
+    pub fn keep_runtime_record(
+        &mut self,
+        address: Option<std::net::SocketAddr>,
+    ) -> Result<(), SupervisorError> {
+        let Some(path) = self.config.runtime_file.clone() else {
+            return Ok(());
+        };
+        let failed = |source| SupervisorError::RuntimeFile {
+            path: path.display().to_string(),
+            source,
+        };
+        let start_ticks = cerebro_host::process::start_ticks(self.my_pid)
+            .ok_or_else(|| failed(std::io::Error::other("cannot read /proc/self/stat")))?;
+        let record = RuntimeRecord {
+            pid: self.my_pid,
+            start_ticks,
+            address: address.map(|a| a.to_string()),
+            workload_pid: None,
+            cgroup_paths: cerebro_host::lock(&self.status).cgroup_paths.clone(),
+        };
+        record.write(&path).map_err(failed)?;
+        self.runtime_file = Some((path, record));
+        Ok(())
+    }
+
+    /// Rewrites the runtime record when the workload's pid changed (only
+    /// then: one atomic write per start). The last pid is kept after the
+    /// workload exits: its process group may hold leftovers.
+    fn record_runtime(&mut self) {
+        let Some((path, written)) = &mut self.runtime_file else {
+            return;
+        };
+        let workload_pid = self.state.pid().or(written.workload_pid);
+        if workload_pid == written.workload_pid {
+            return;
+        }
+        let record = RuntimeRecord {
+            workload_pid,
+            ..written.clone()
+        };
+        match record.write(path) {
+            Ok(()) => *written = record,
+            // Tried again at the next change; a supervisor still learns the pid from the status.
+            Err(error) => {
+                tracing::warn!(%error, path = %path.display(), "cannot write the runtime file")
+            }
+        }
     }
 
     fn choose_backend(config: &SitterConfig, my_pid: i32) -> Result<Backend, SupervisorError> {
@@ -229,7 +292,7 @@ impl Supervisor {
         }
         let relative = config.cgroup_parent.join(format!(
             "{}.{my_pid}",
-            crate::logs::file_stem(&config.spec.name)
+            cerebro_host::logs::file_stem(&config.spec.name)
         ));
         let created = Hierarchies::discover().create(&relative);
         match (created, config.backend) {
@@ -286,6 +349,7 @@ impl Supervisor {
             self.start();
         }
         self.publish();
+        self.record_runtime();
         loop {
             if let Some(code) = self.finished() {
                 self.shutdown();
@@ -305,6 +369,7 @@ impl Supervisor {
                 _ = sigusr2.recv() => self.forward("USR2"),
             }
             self.publish();
+            self.record_runtime();
         }
     }
 
@@ -372,11 +437,11 @@ impl Supervisor {
         self.starts += 1;
         let start_number = self.starts;
         let marker = format!(
-            "--- cerebro tasksitter: start #{start_number} at {} ---\n",
+            "--- cerebro tasksitter: start #{start_number} at {} ---",
             cerebro_types::time::format_rfc3339_ms(now_ms())
         );
         for log in [&self.stdout_log, &self.stderr_log].into_iter().flatten() {
-            if let Err(error) = cerebro_host::lock(log).write_all(marker.as_bytes()) {
+            if let Err(error) = cerebro_host::lock(log).annotate(&marker) {
                 tracing::warn!(%error, "cannot write the start marker");
             }
         }

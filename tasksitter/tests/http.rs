@@ -19,7 +19,7 @@ fn status_reports_every_field() {
         "1h",
     ]);
     let status = sitter.wait_status("a sample of the running task", |s| {
-        state_of(s) == "running"
+        state_of(s) == StateKind::Running
             && s["processes"].as_u64() > Some(0)
             && s["rss_bytes"].as_u64() > Some(0)
     });
@@ -176,7 +176,7 @@ fn control_endpoints_stop_start_restart_and_signal() {
 
     let (code, _) = sitter.post("/api/v1/stop", None, None);
     assert_eq!(code, 200);
-    let stopped = sitter.wait_status("stopped", |s| state_of(s) == "stopped");
+    let stopped = sitter.wait_status("stopped", |s| state_of(s) == StateKind::Stopped);
     assert!(stopped["pid"].is_null());
     assert_eq!(
         sitter.child.id(),
@@ -186,14 +186,14 @@ fn control_endpoints_stop_start_restart_and_signal() {
 
     let (code, body) = sitter.post("/api/v1/start", None, None);
     assert_eq!((code, body["result"].as_str()), (200, Some("started")));
-    let second = sitter.wait_status("running again", |s| state_of(s) == "running");
+    let second = sitter.wait_status("running again", |s| state_of(s) == StateKind::Running);
     let second_pid = second["pid"].as_u64().unwrap();
     assert_ne!(second_pid, first_pid);
 
     let (code, _) = sitter.post("/api/v1/restart", None, None);
     assert_eq!(code, 200);
     let third = sitter.wait_status("restarted", |s| {
-        state_of(s) == "running" && s["pid"].as_u64() != Some(second_pid)
+        state_of(s) == StateKind::Running && s["pid"].as_u64() != Some(second_pid)
     });
     assert_eq!(third["starts"], 3);
     assert_eq!(third["restarts"], 1);
@@ -212,7 +212,7 @@ fn posts_need_the_token() {
         "--token-file",
         token_file.to_str().unwrap(),
     ]);
-    sitter.wait_status("running", |s| state_of(s) == "running");
+    sitter.wait_status("running", |s| state_of(s) == StateKind::Running);
     let (code, body) = sitter.post("/api/v1/stop", None, None);
     assert_eq!(code, 401);
     assert!(body["error"].as_str().unwrap().contains("Bearer"), "{body}");
@@ -225,11 +225,11 @@ fn posts_need_the_token() {
     );
     assert_eq!(
         state_of(&sitter.status()),
-        "running",
+        StateKind::Running,
         "refused requests change nothing"
     );
     assert_eq!(sitter.post("/api/v1/stop", Some("let-me-in"), None).0, 200);
-    sitter.wait_status("stopped", |s| state_of(s) == "stopped");
+    sitter.wait_status("stopped", |s| state_of(s) == StateKind::Stopped);
 }
 
 #[test]
@@ -257,7 +257,7 @@ fn html_pages_escape_what_the_task_says() {
 #[test]
 fn metrics_are_prometheus_text() {
     let sitter = Sitter::start_http(&["--name", "metered", "--command", "sleep 60", "--mem", "64"]);
-    sitter.wait_status("running", |s| state_of(s) == "running");
+    sitter.wait_status("running", |s| state_of(s) == StateKind::Running);
     let (code, text) = sitter.get_text("/metrics");
     assert_eq!(code, 200);
     for line in [

@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use serde_json::json;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -215,7 +216,9 @@ fn sigterm_stops_gracefully_and_a_second_signal_escalates() {
     ]);
     wait_for_log_line(&stubborn.log_path("stubborn", "stdout"), "ready");
     stubborn.signal(libc::SIGTERM);
-    stubborn.wait_status("the stop grace period", |s| state_of(s) == "stopping");
+    stubborn.wait_status("the stop grace period", |s| {
+        state_of(s) == StateKind::Stopping
+    });
     assert!(
         stubborn.child.try_wait().unwrap().is_none(),
         "waiting out its 120 s grace period"
@@ -243,7 +246,24 @@ fn bad_flags(args: &[&str]) -> (i32, String) {
 
 #[test]
 fn bad_flags_give_one_clear_line_and_exit_2() {
+    // Past the spec's bound yet short enough to pass as one argument here.
+    let huge = format!("echo {}", "x".repeat(100 * 1024));
     for (args, expected) in [
+        (&["--command", "true", "--cpu", "1e12"][..], "--cpu: "),
+        (&["--command", "true", "--mem", "1e15"][..], "--mem: "),
+        (
+            &["--command", "true", "--time-limit", "1000000000s"][..],
+            "--time-limit: ",
+        ),
+        (
+            &["--command", "true", "--stop-timeout", "1000000000s"][..],
+            "--stop-timeout: ",
+        ),
+        (
+            &["--command", "true", "--log-max-bytes", "0"][..],
+            "--log-max-bytes: ",
+        ),
+        (&["--command", &huge][..], "--command: "),
         (
             &["--command", "true", "--mem", "-5"][..],
             "--mem: must be a positive number of MB, got -5",
@@ -280,24 +300,78 @@ fn bad_flags_give_one_clear_line_and_exit_2() {
             "unexpected argument '--bogus'",
         ),
     ] {
-        let (code, stderr) = bad_flags(args);
-        assert_eq!(code, 2, "{args:?}: {stderr}");
-        assert_eq!(
-            stderr.lines().count(),
-            1,
-            "{args:?} printed more than one line: {stderr}"
-        );
-        assert!(
-            stderr.contains(expected),
-            "{args:?}: expected '{expected}' in: {stderr}"
-        );
+        assert_refused(args, expected);
     }
+}
+
+/// `tasksitter ARGS` exits 2 with one line on stderr that contains `expected`.
+fn assert_refused(args: &[&str], expected: &str) {
+    let (code, stderr) = bad_flags(args);
+    assert_eq!(code, 2, "{args:?}: {stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "{args:?} printed more than one line: {stderr}"
+    );
+    assert!(
+        stderr.contains(expected),
+        "{args:?}: expected '{expected}' in: {stderr}"
+    );
+}
+
+#[test]
+fn specs_that_can_never_start_are_refused_from_a_spec_file() {
+    let scratch = scratch_dir();
+    let spec = scratch.path().join("spec.json");
+    for (body, field) in [
+        (json!({"name": "n", "command": "echo a\u{0}b"}), "command:"),
+        (
+            json!({"name": "n", "command": "true", "env": {"A": "v\u{0}"}}),
+            "env:",
+        ),
+        (
+            json!({"name": "n", "command": "true", "cwd": "/tmp\u{0}"}),
+            "cwd:",
+        ),
+        (json!({"name": "n", "command": "true", "cpu": 1e12}), "cpu:"),
+        (
+            json!({"name": "n", "command": format!("echo {}", "x".repeat(200 * 1024))}),
+            "command:",
+        ),
+    ] {
+        std::fs::write(&spec, body.to_string()).unwrap();
+        assert_refused(&["--spec-file", spec.to_str().unwrap()], field);
+    }
+    // A spec file that is not a spec at all is a configuration error too.
+    std::fs::write(&spec, b"{ not json").unwrap();
+    assert_refused(&["--spec-file", spec.to_str().unwrap()], "--spec-file: ");
+    std::fs::write(&spec, br#"{"name": "n", "command": "true", "bogus": 1}"#).unwrap();
+    assert_refused(&["--spec-file", spec.to_str().unwrap()], "bogus");
+    let missing = scratch.path().join("missing.json");
+    assert_refused(
+        &["--spec-file", missing.to_str().unwrap()],
+        "--spec-file: cannot read",
+    );
+}
+
+#[test]
+fn a_workload_gets_only_stdin_stdout_and_stderr() {
+    let scratch = scratch_dir();
+    let marker = scratch.path().join("stray-pipe");
+    let sitter = Sitter::start_http_prepared(&["--name", "fds", "--command", "sleep 60"], |c| {
+        inherit_stray_fds(c, &marker)
+    });
+    let status = sitter.wait_status("running", |s| state_of(s) == StateKind::Running);
+    let pid = status["pid"].as_i64().unwrap() as i32;
+    let fds = open_fds(pid);
+    let numbers: Vec<i32> = fds.iter().map(|(fd, _)| *fd).collect();
+    assert_eq!(numbers, [0, 1, 2], "the workload inherited {fds:?}");
 }
 
 #[test]
 fn a_simple_command_is_the_workload_itself() {
     let sitter = Sitter::start_http(&["--name", "plain", "--command", "sleep 60"]);
-    let status = sitter.wait_status("running", |s| state_of(s) == "running");
+    let status = sitter.wait_status("running", |s| state_of(s) == StateKind::Running);
     let pid = status["pid"].as_u64().unwrap();
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
     assert_eq!(
@@ -367,22 +441,61 @@ fn a_spec_file_runs_like_the_flags() {
     );
 }
 
-#[test]
-fn a_failure_after_the_flags_exits_1_not_2() {
-    // The port is taken: the flags are fine, starting is not.
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port().to_string();
+/// `tasksitter ARGS` fails as a runtime failure: exit 1, `expected` on stderr.
+fn assert_fails_at_start(args: &[&std::ffi::OsStr], expected: &str) {
     let output = Command::new(tasksitter_bin())
-        .args(["--command", "sleep 30", "--http-monitoring"])
-        .args(["--http-monitoring-port", &port])
-        .args(["--http-monitoring-bind", "127.0.0.1"])
+        .args(args)
         .stdin(Stdio::null())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(expected), "{stderr}");
+}
+
+#[test]
+fn a_failure_after_the_flags_exits_1_not_2() {
+    // The port is taken: the flags are fine, starting is not.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let args = [
+        "--command",
+        "sleep 30",
+        "--http-monitoring",
+        "--http-monitoring-port",
+        &port,
+        "--http-monitoring-bind",
+        "127.0.0.1",
+    ];
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    assert_fails_at_start(&args, "tasksitter: error: cannot listen on 127.0.0.1:");
+}
+
+#[test]
+fn a_tasksitter_that_fails_to_start_exits_1_and_leaves_no_address_file() {
+    let scratch = scratch_dir();
+    // The log directory cannot be created under a file: the flags are
+    // fine, setting up the supervisor is not.
+    let not_a_dir = scratch.path().join("file");
+    std::fs::write(&not_a_dir, b"").unwrap();
+    let logs = not_a_dir.join("logs");
+    let address_file = scratch.path().join("address");
+    let args = [
+        "--command".as_ref(),
+        "sleep 30".as_ref(),
+        "--limits-backend".as_ref(),
+        "poll".as_ref(),
+        "--stdout-location".as_ref(),
+        logs.as_os_str(),
+        "--http-monitoring".as_ref(),
+        "--http-monitoring-port".as_ref(),
+        "0".as_ref(),
+        "--http-address-file".as_ref(),
+        address_file.as_os_str(),
+    ];
+    assert_fails_at_start(&args, "tasksitter: error: cannot open log file");
     assert!(
-        stderr.contains("tasksitter: error: cannot listen on 127.0.0.1:"),
-        "{stderr}"
+        !address_file.exists(),
+        "the address file is written only once the tasksitter is ready"
     );
 }

@@ -27,7 +27,7 @@ fn memory_hog_killed_and_restarted(backend: &str) -> serde_json::Value {
         "--linger",
     ]);
     let status = sitter.wait_status("two memory violations and giving up", |s| {
-        state_of(s) == "fatal"
+        state_of(s) == StateKind::Fatal
     });
     assert_eq!(status["violations"]["memory"], 2, "{status:#}");
     assert_eq!(
@@ -91,7 +91,7 @@ fn kernel_oom_kill_is_reported_as_a_memory_violation() {
         "5s",
         "--linger",
     ]);
-    let status = sitter.wait_status("the hog to be killed", |s| state_of(s) == "exited");
+    let status = sitter.wait_status("the hog to be killed", |s| state_of(s) == StateKind::Exited);
     assert_eq!(status["violations"]["memory"], 1, "{status:#}");
     let violation = status["events"]
         .as_array()
@@ -119,7 +119,7 @@ fn cpu_spinner_is_held_to_its_quota_with_cgroups() {
         "--limits-backend",
         "cgroup",
     ]);
-    let status = sitter.wait_status("the spinner to run", |s| state_of(s) == "running");
+    let status = sitter.wait_status("the spinner to run", |s| state_of(s) == StateKind::Running);
     assert_eq!(
         status["limits"]["cpu_action"], "throttle",
         "throttle is the default under cgroups"
@@ -153,7 +153,11 @@ fn cpu_spinner_is_held_to_its_quota_with_cgroups() {
         "the spinner should still run (used {used:.3} cores)"
     );
     let status = sitter.status();
-    assert_eq!(state_of(&status), "running", "throttled, not killed");
+    assert_eq!(
+        state_of(&status),
+        StateKind::Running,
+        "throttled, not killed"
+    );
     assert_eq!(status["violations"]["cpu"], 0);
 }
 
@@ -174,7 +178,9 @@ fn cpu_spinner_is_killed_by_the_poll_backend() {
         "2s",
         "--linger",
     ]);
-    let status = sitter.wait_status("the spinner to be stopped", |s| state_of(s) == "exited");
+    let status = sitter.wait_status("the spinner to be stopped", |s| {
+        state_of(s) == StateKind::Exited
+    });
     assert_eq!(
         status["limits"]["cpu_action"], "restart",
         "restart is the default without cgroups"
@@ -224,7 +230,7 @@ fn time_limit_escalates_to_sigkill_after_the_grace_period() {
         "--linger",
     ]);
     let status = sitter.wait_status("the stubborn task to be killed", |s| {
-        state_of(s) == "exited"
+        state_of(s) == StateKind::Exited
     });
     assert_eq!(status["violations"]["time"], 1);
     assert_eq!(

@@ -2,6 +2,7 @@
 //! provider, real machinesitters, tasksitters and workloads.
 
 use cerebro_tests::*;
+mod common;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -184,14 +185,7 @@ fn kill9_of_the_clustersitter_loses_nothing_and_duplicates_nothing() {
     wait_for(TIMEOUT, "the dropped job's instance to stop", || {
         workloads("504").is_empty().then_some(())
     });
-    let machinesitters: Vec<i32> = processes_under(cluster.path())
-        .into_iter()
-        .filter(|pid| {
-            cmdline(*pid)
-                .first()
-                .is_some_and(|a| a.ends_with("machinesitter"))
-        })
-        .collect();
+    let machinesitters = common::machinesitters_under(cluster.path());
     assert_eq!(
         machinesitters.len(),
         machines_after.len(),

@@ -1,6 +1,7 @@
 //! Placement's results and rolling updates as the cluster records them.
 
 use super::*;
+use cerebro_types::job::Reschedule;
 
 impl Cluster {
     /// Every job's spec, as placement takes them.
@@ -45,6 +46,63 @@ impl Cluster {
             self.event(kind, &job, message);
         }
         changed
+    }
+
+    /// Placement of `jobs` over the cluster's machines and current
+    /// assignments, lost machines' instances held until fenced
+    /// ([`Cluster::hold_unfenced`]). Applies nothing.
+    pub fn plan_for(&self, jobs: &[JobSpec]) -> Plan {
+        let mut plan = crate::placement::place(&crate::placement::PlacementInput {
+            jobs,
+            machines: &self.placement_machines(),
+            previous: self.assignments(),
+            zone_machine_size: &self.config.zones(),
+            largest_machine: self.largest_machines(),
+        });
+        self.hold_unfenced(&mut plan);
+        plan
+    }
+
+    /// Holds on their machine the instances of a machine that was lost
+    /// (unreachable or decommissioning, not yet confirmed gone by the
+    /// provider): `plan` keeps their old assignments, and asks for no
+    /// machine for them, unless their job says `reschedule: immediately`.
+    /// They are placed anew once the machine is terminated and removed, so
+    /// an instance never runs on two machines at once. Answers how many
+    /// are held.
+    pub fn hold_unfenced(&self, plan: &mut Plan) -> usize {
+        let held: Vec<Assignment> = self
+            .state
+            .assignments
+            .iter()
+            .filter(|a| {
+                let lost = self
+                    .state
+                    .machines
+                    .get(&a.machine)
+                    .is_some_and(|m| !m.state().accepts_instances());
+                let waits = self
+                    .state
+                    .jobs
+                    .get(&a.key.job)
+                    .is_some_and(|j| j.spec.reschedule == Reschedule::AfterFence);
+                lost && waits
+            })
+            .cloned()
+            .collect();
+        if held.is_empty() {
+            return 0;
+        }
+        let keys: std::collections::HashSet<&InstanceKey> = held.iter().map(|a| &a.key).collect();
+        plan.assignments.retain(|a| !keys.contains(&a.key));
+        plan.assignments.extend(held.iter().cloned());
+        plan.assignments.sort_by(|a, b| a.key.cmp(&b.key));
+        for request in &mut plan.provision {
+            request.for_instances.retain(|k| !keys.contains(k));
+        }
+        plan.provision.retain(|r| !r.for_instances.is_empty());
+        plan.unplaced.retain(|u| !keys.contains(&u.key));
+        held.len()
     }
 
     /// Keeps the last placement, for what it could not place.

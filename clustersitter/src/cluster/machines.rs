@@ -35,6 +35,7 @@ impl Cluster {
         let threshold = self.config.failure_threshold;
         let mut events = Vec::new();
         let mut changed = false;
+        let mut answered = Vec::new();
         for PollAnswer {
             machine: id,
             address,
@@ -62,7 +63,18 @@ impl Cluster {
                     }
                     machine.missed_polls = 0;
                     machine.last_seen_ms = Some(now);
+                    let mut sane = ValidationErrors::default();
                     if let Some(status) = &status {
+                        cerebro_types::cluster::validate_capacity(
+                            "capacity",
+                            status.capacity,
+                            &mut sane,
+                        );
+                    }
+                    if !sane.is_empty() {
+                        // What registration would refuse, a poll must not slip in.
+                        tracing::warn!(machine = %id, "ignoring the capacity it reports: {sane}");
+                    } else if let Some(status) = &status {
                         if status.capacity != machine.capacity {
                             machine.capacity = status.capacity;
                             changed = true;
@@ -75,7 +87,8 @@ impl Cluster {
                     if let Some(previous) = self.reports.get(&id) {
                         events.extend(task_changes(&id, previous, &report));
                     }
-                    self.reports.insert(id, report);
+                    self.reports.insert(id.clone(), report);
+                    answered.push(id);
                 }
                 Err(error) => {
                     machine.missed_polls += 1;
@@ -95,6 +108,9 @@ impl Cluster {
                     }
                 }
             }
+        }
+        for id in answered {
+            events.extend(self.note_orphans(&id));
         }
         // A machine that never came up is as good as unreachable.
         for machine in self.state.machines.values_mut() {
@@ -118,6 +134,37 @@ impl Cluster {
         changed
     }
 
+    /// Notes the tasks machine `id` reported for jobs the cluster does
+    /// not know; answers an event for each newly seen one.
+    fn note_orphans(&mut self, id: &str) -> Vec<(String, ClusterEventKind, String)> {
+        let Some(report) = self.reports.get(id) else {
+            return Vec::new();
+        };
+        let now: BTreeSet<String> = report
+            .tasks
+            .keys()
+            .filter(|task| !self.state.may_remove_task(task))
+            .cloned()
+            .collect();
+        let before = self.orphans.remove(id).unwrap_or_default();
+        let events = now
+            .difference(&before)
+            .map(|task| {
+                (
+                    id.to_string(),
+                    ClusterEventKind::TaskOrphaned,
+                    format!(
+                        "runs {task}, of a job this cluster does not know (its state was lost?): left running"
+                    ),
+                )
+            })
+            .collect();
+        if !now.is_empty() {
+            self.orphans.insert(id.to_string(), now);
+        }
+        events
+    }
+
     /// Decommissions machine `id`, which stopped answering (`verdict`
     /// says what the provider thinks); placement moves its instances.
     /// Answers whether the machine is still there.
@@ -129,7 +176,9 @@ impl Cluster {
         self.event(
             ClusterEventKind::MachineLost,
             id,
-            format!("{verdict}: decommissioning it and rescheduling its instances"),
+            format!(
+                "{verdict}: decommissioning it; its instances run elsewhere once the provider confirms it gone (at once for jobs with reschedule: immediately)"
+            ),
         );
         true
     }
@@ -192,6 +241,7 @@ impl Cluster {
     pub fn machine_terminated(&mut self, id: &str) {
         self.state.machines.remove(id);
         self.reports.remove(id);
+        self.orphans.remove(id);
         self.state.retire_machine(id);
         self.event(ClusterEventKind::MachineTerminated, id, "terminated");
     }
@@ -212,11 +262,13 @@ impl Cluster {
     /// limit; answers whether any was.
     pub fn retire_idle(&mut self) -> bool {
         let cluster = self;
+        // A machine running orphans is not idle: retiring it would kill them.
         let busy: BTreeSet<&str> = cluster
             .state
             .assignments
             .iter()
             .map(|a| a.machine.as_str())
+            .chain(cluster.orphans.keys().map(String::as_str))
             .collect();
         let mut idle_by_zone: BTreeMap<String, Vec<(u32, String)>> = BTreeMap::new();
         let mut changed = false;

@@ -20,6 +20,35 @@ use std::time::Instant;
 
 mod jobs;
 mod machines;
+
+/// The chain of links from `spec` back to itself, if following its
+/// `linked_job` through the jobs `known` answers for leads there.
+fn link_cycle<'a>(
+    spec: &'a JobSpec,
+    known: &dyn Fn(&str) -> Option<&'a JobSpec>,
+) -> Option<Vec<String>> {
+    let chain = walk_links(spec.name(), |name| {
+        if name == spec.name() {
+            return link_of(spec.linked_job.as_deref());
+        }
+        match known(name) {
+            Some(job) => link_of(job.linked_job.as_deref()),
+            None => Link::Missing,
+        }
+    });
+    match chain.end {
+        // Only a circle through `spec` is this update's doing.
+        ChainEnd::Cycle { at: 0 } => {
+            let mut names: Vec<String> = chain.path.iter().map(|n| n.to_string()).collect();
+            names.push(spec.name().to_string());
+            Some(names)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;
 mod views;
 
 pub use machines::PollAnswer;
@@ -46,6 +75,12 @@ pub struct Cluster {
     plan: Plan,
     started: Instant,
     provider_kind: &'static str,
+    /// The largest machine each served zone can have, as the provider
+    /// says (the config's machine size until it has said).
+    largest_machine: BTreeMap<String, Resources>,
+    /// Per machine, the tasks it runs for jobs this cluster does not
+    /// know, as of its last answer (see [`ClusterState::may_remove_task`]).
+    orphans: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 pub type SharedCluster = Arc<Mutex<Cluster>>;
@@ -92,14 +127,31 @@ impl Cluster {
     ) -> Self {
         let events = EventLog::journaled(config.state_dir.join("events.jsonl"), MAX_EVENTS);
         Self {
-            config,
             state,
             reports: BTreeMap::new(),
             events,
             plan: Plan::default(),
             started: Instant::now(),
             provider_kind,
+            largest_machine: config.zones(),
+            orphans: BTreeMap::new(),
+            config,
         }
+    }
+
+    /// Learns from `provider` the largest machine of each served zone; a
+    /// zone it cannot answer for keeps the config's machine size.
+    pub fn learn_machine_sizes(&mut self, provider: &dyn crate::provider::MachineProvider) {
+        for (zone, largest) in self.largest_machine.iter_mut() {
+            if let Some(size) = provider.largest_machine(zone) {
+                *largest = size;
+            }
+        }
+    }
+
+    /// The largest machine each served zone can have (zone → cores, MB).
+    pub fn largest_machines(&self) -> &BTreeMap<String, Resources> {
+        &self.largest_machine
     }
 
     /// Records (and journals) an event about `subject`, a job name,
@@ -153,8 +205,10 @@ impl Cluster {
             "CEREBRO_JOB_GENERATION".into(),
             job.generation_on(machine).to_string(),
         );
-        if let Some(version) = &job.version {
-            env.insert("CEREBRO_JOB_VERSION".into(), version.clone());
+        // The version of the generation this machine runs: a rollout that
+        // has not reached it must not change its environment.
+        if let Some(version) = job.version_on(machine) {
+            env.insert("CEREBRO_JOB_VERSION".into(), version.to_string());
         }
         if let Some(master) = job
             .spec
@@ -183,8 +237,28 @@ impl Cluster {
         machines.dedup();
         machines
     }
-    /// Checks that need the cluster: zones served, the linked master exists.
+    /// Checks that need the cluster: zones served, the linked master exists
+    /// and no circle of links, an instance fits the zone's largest machine.
     pub fn check_job(&self, spec: &JobSpec) -> Result<(), ValidationErrors> {
+        self.check_job_among(spec, &[])
+    }
+
+    /// [`Cluster::check_job`] for one job of `batch`, a set submitted
+    /// together (the dry run's): a job of the batch counts as submitted,
+    /// and replaces the current job of its name, so a master may come in
+    /// the same batch and a circle through the batch is refused as it
+    /// would be job by job.
+    pub fn check_job_among(
+        &self,
+        spec: &JobSpec,
+        batch: &[JobSpec],
+    ) -> Result<(), ValidationErrors> {
+        let known = |name: &str| -> Option<&JobSpec> {
+            batch
+                .iter()
+                .find(|job| job.name() == name)
+                .or_else(|| self.state.jobs.get(name).map(|job| &job.spec))
+        };
         let mut errors = ValidationErrors::default();
         let zones = self.config.zones();
         let served: Vec<&str> = zones.keys().map(String::as_str).collect();
@@ -200,13 +274,14 @@ impl Cluster {
                 );
             }
         }
+        self.check_fits_a_machine(spec, &known, &mut errors);
         if let Some(master) = &spec.linked_job {
-            if !self.state.jobs.contains_key(master) {
+            if known(master).is_none() {
                 errors.push(
                     "linked_job",
                     format!("no job named '{master}' (submit it first)"),
                 );
-            } else if let Some(chain) = self.link_cycle(spec) {
+            } else if let Some(chain) = link_cycle(spec, &known) {
                 // Placement could place neither, and neither could be removed.
                 errors.push(
                     "linked_job",
@@ -217,26 +292,71 @@ impl Cluster {
         errors.into_result(())
     }
 
-    /// The chain of links from `spec` back to itself, if following its
-    /// `linked_job` through the current jobs leads there.
-    fn link_cycle(&self, spec: &JobSpec) -> Option<Vec<String>> {
-        let chain = walk_links(spec.name(), |name| {
-            if name == spec.name() {
-                return link_of(spec.linked_job.as_deref());
+    /// Refuses an instance that no machine its zone can ever have would
+    /// hold, alone or (for a linked job, in its master's zones) beside its
+    /// master and the master's other followers: it would wait forever. The
+    /// field named is the one that makes it too big.
+    fn check_fits_a_machine<'a>(
+        &'a self,
+        spec: &JobSpec,
+        known: &dyn Fn(&str) -> Option<&'a JobSpec>,
+        errors: &mut ValidationErrors,
+    ) {
+        let zones: Vec<&String> = match spec.linked_job.as_deref().and_then(known) {
+            Some(master) => master.deployment_layout.keys().collect(),
+            None => spec.deployment_layout.keys().collect(),
+        };
+        for zone in zones {
+            let Some(largest) = self.largest_machine.get(zone) else {
+                continue;
+            };
+            let need = spec.need_in(zone);
+            let holds = format!(
+                "the largest machine zone '{zone}' can have holds {} cores and {} MB",
+                largest.cpu, largest.mem_mb
+            );
+            if need.cpu > largest.cpu {
+                errors.push(
+                    "task_configuration.cpu",
+                    format!("an instance needs {} cores but {holds}", rounded(need.cpu)),
+                );
             }
-            match self.state.jobs.get(name) {
-                Some(job) => link_of(job.spec.linked_job.as_deref()),
-                None => Link::Missing,
+            let alone_fits = need.cpu <= largest.cpu && need.mem_mb <= largest.mem_mb;
+            if let (true, Some(master)) = (alone_fits, &spec.linked_job) {
+                // A follower runs beside its master and the master's other followers.
+                let followers = self.state.jobs.iter().filter(|(name, job)| {
+                    job.spec.linked_job.as_ref() == Some(master) && name.as_str() != spec.name()
+                });
+                let beside = known(master)
+                    .into_iter()
+                    .chain(followers.map(|(_, job)| &job.spec))
+                    .map(|job| job.need_in(zone));
+                let (cpu, mem_mb) = beside.fold((need.cpu, need.mem_mb), |(c, m), n| {
+                    (c + n.cpu, m + n.mem_mb)
+                });
+                if cpu > largest.cpu || mem_mb > largest.mem_mb {
+                    errors.push(
+                        "linked_job",
+                        format!(
+                            "beside '{master}' and the jobs linked to it an instance needs {} cores and {} MB but {holds}",
+                            rounded(cpu),
+                            rounded(mem_mb)
+                        ),
+                    );
+                }
             }
-        });
-        match chain.end {
-            // Only a circle through `spec` is this update's doing.
-            ChainEnd::Cycle { at: 0 } => {
-                let mut names: Vec<String> = chain.path.iter().map(|n| n.to_string()).collect();
-                names.push(spec.name().to_string());
-                Some(names)
+            if need.mem_mb > largest.mem_mb {
+                let zone_mem = spec.deployment_layout.get(zone).and_then(|z| z.mem);
+                let field = if zone_mem.is_some_and(|m| m >= need.mem_mb) {
+                    format!("deployment_layout.{zone}.mem")
+                } else {
+                    "task_configuration.mem".to_string()
+                };
+                errors.push(
+                    field,
+                    format!("an instance needs {} MB but {holds}", rounded(need.mem_mb)),
+                );
             }
-            _ => None,
         }
     }
 
@@ -364,6 +484,7 @@ impl Cluster {
     /// caller checks that no job follows it.
     pub fn remove_job(&mut self, name: &str) {
         if self.state.jobs.remove(name).is_some() {
+            self.state.job_removed(name);
             self.event(
                 ClusterEventKind::JobRemoved,
                 name,
@@ -382,7 +503,7 @@ impl Cluster {
         let default_healthy = self.config.min_healthy;
         let job = self.state.jobs.get_mut(name)?;
         if request.version.is_some() {
-            job.version = request.version.clone();
+            job.set_version(request.version.clone(), &hosting);
         }
         job.begin_rollout(
             &hosting,
@@ -514,12 +635,27 @@ impl Cluster {
             .collect();
         for name in dropped {
             self.state.jobs.remove(&name);
+            self.state.job_removed(&name);
             self.event(
                 ClusterEventKind::JobDropped,
                 &name,
                 "not persistent: dropped at restart",
             );
         }
+    }
+
+    /// Whether task `task` of a machine may be removed (its job is
+    /// known or was removed); anything else is an orphan, kept running.
+    pub fn may_remove_task(&self, task: &str) -> bool {
+        self.state.may_remove_task(task)
+    }
+
+    /// The orphan tasks machine `id` ran at its last answer, sorted.
+    pub fn orphans_on(&self, id: &str) -> Vec<String> {
+        self.orphans
+            .get(id)
+            .map(|tasks| tasks.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The machines as placement sees them.
@@ -536,4 +672,9 @@ impl Cluster {
             })
             .collect()
     }
+}
+
+/// Cores or MB for a message: sums of floats drift (0.35 + 1.8 is not 2.15).
+fn rounded(amount: f64) -> f64 {
+    (amount * 1000.0).round() / 1000.0
 }

@@ -244,6 +244,7 @@ impl Cluster {
             last_seen_ms: record.last_seen_ms,
             missed_polls: record.missed_polls,
             instances,
+            orphans: self.orphans_on(&record.id),
             vitals: self
                 .reports
                 .get(&record.id)

@@ -11,7 +11,9 @@
 //! 3. place the remaining master instances, spreading each job across the
 //!    machines of its zone before doubling up, and bringing the linked jobs
 //!    along whenever a master lands on a machine new to it;
-//! 4. pack what fits nowhere into new machines of the zone's default size.
+//! 4. pack what fits nowhere into new machines of the zone's default size
+//!    (an instance bigger than that gets a machine of its own, up to the
+//!    zone's largest machine; one bigger still stays unplaced).
 //!
 //! Where each part lives: `planner.rs` holds the [`Planner`] and steps 1-3;
 //! `roles.rs` decides from the link graph which jobs are masters and which
@@ -59,6 +61,11 @@ pub struct PlacementInput<'a> {
     pub previous: &'a [Assignment],
     /// Zones this cluster serves, with the size of a new machine there.
     pub zone_machine_size: &'a BTreeMap<String, Resources>,
+    /// The largest machine the provider can start in each zone (cores,
+    /// MB); a zone not listed has none larger than its new machine size.
+    /// An instance bigger than this stays unplaced: no machine is ever
+    /// asked for that could not hold what it is asked for.
+    pub largest_machine: &'a BTreeMap<String, Resources>,
 }
 
 /// Places every instance of every job; see the module documentation.

@@ -31,6 +31,8 @@ pub(super) struct PlannedMachine<'a> {
 pub(super) struct ServedZone<'a> {
     pub(super) name: &'a str,
     pub(super) new_machine_size: Resources,
+    /// No machine of the zone is larger than this.
+    pub(super) largest: Resources,
 }
 
 /// A master instance that fits on no existing machine.
@@ -73,6 +75,7 @@ impl<'a> Planner<'a> {
             .map(|(name, size)| ServedZone {
                 name: name.as_str(),
                 new_machine_size: *size,
+                largest: input.largest_machine.get(name).copied().unwrap_or(*size),
             })
             .collect();
         let zone_by_name = zones

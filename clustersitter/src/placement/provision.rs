@@ -44,20 +44,27 @@ impl Planner<'_> {
     }
 
     pub(super) fn pack_group(
-        &self,
+        &mut self,
         job: usize,
         zone: usize,
         slots: &[u32],
         bins: &mut Vec<NewMachine>,
     ) {
         let size = self.zones[zone].new_machine_size;
+        let largest = self.zones[zone].largest;
         let need = self.need(job, zone);
         let first_need = self.need_with_followers(job, zone);
         if !fits_within(NO_NEED, first_need, size) {
+            if !fits_within(NO_NEED, first_need, largest) {
+                // Asking for a machine anyway would be asked again every
+                // tick, each new machine as useless as the last.
+                self.too_big_for_any_machine(job, zone, slots, first_need, largest);
+                return;
+            }
             // Too big for the default size: a machine of its own, just big enough.
             let own_size = Resources {
-                cpu: size.cpu.max(first_need.cpu),
-                mem_mb: size.mem_mb.max(first_need.mem_mb),
+                cpu: size.cpu.min(largest.cpu).max(first_need.cpu),
+                mem_mb: size.mem_mb.min(largest.mem_mb).max(first_need.mem_mb),
             };
             for &slot in slots {
                 bins.push(NewMachine {
@@ -111,8 +118,55 @@ impl Planner<'_> {
         }
     }
 
+    /// Leaves `slots` of `job` unplaced: with its followers it needs
+    /// `need`, more than `largest`, the biggest machine of the zone.
+    fn too_big_for_any_machine(
+        &mut self,
+        job: usize,
+        zone: usize,
+        slots: &[u32],
+        need: Need,
+        largest: Resources,
+    ) {
+        let zone_name = self.zones[zone].name;
+        let reason = format!(
+            "needs {} cores and {} MB (with its linked jobs); no machine of {zone_name} is that big (largest: {} cores, {} MB)",
+            need.cpu, need.mem_mb, largest.cpu, largest.mem_mb
+        );
+        for &slot in slots {
+            self.unplaced.push(Unplaced {
+                key: InstanceKey {
+                    job: self.jobs[job].name().to_string(),
+                    zone: zone_name.to_string(),
+                    slot,
+                },
+                need: self.need(job, zone),
+                reason: reason.clone(),
+            });
+        }
+    }
+
+    /// Asks for `bin` as a new machine, unless it could not hold what it
+    /// is for or the zone cannot have it: then its instances stay unplaced
+    /// rather than a useless machine be asked for on every tick.
     pub(super) fn request_machine(&mut self, zone: usize, bin: NewMachine) {
         let zone_name = self.zones[zone].name;
+        let largest = self.zones[zone].largest;
+        let holds = fits_within(NO_NEED, bin.reserved, bin.size)
+            && fits_within(
+                NO_NEED,
+                Need {
+                    cpu: bin.size.cpu,
+                    mem_mb: bin.size.mem_mb,
+                },
+                largest,
+            );
+        if !holds {
+            for (job, slot) in bin.instances {
+                self.too_big_for_any_machine(job, zone, &[slot], bin.reserved, largest);
+            }
+            return;
+        }
         let reason = format!("waiting for a new machine in {zone_name}");
         let mut for_instances = Vec::with_capacity(bin.instances.len());
         for (job, slot) in bin.instances {

@@ -22,6 +22,7 @@ fn job(name: &str, zones: &[(&str, u32)], cpu: f64, mem_mb: f64) -> JobSpec {
         recipe_options: BTreeMap::new(),
         persistent: false,
         linked_job: None,
+        reschedule: Default::default(),
         task_configuration: task,
     }
 }
@@ -77,6 +78,21 @@ fn two_zones() -> BTreeMap<String, Resources> {
     sizes(&[("local-a", 4.0, 8192.0), ("local-b", 4.0, 8192.0)])
 }
 
+/// A provider that can start machines far bigger than the default size
+/// in every zone, so oversized instances get machines of their own.
+fn roomy(zones: &BTreeMap<String, Resources>) -> BTreeMap<String, Resources> {
+    zones
+        .keys()
+        .map(|zone| {
+            let size = Resources {
+                cpu: 1024.0,
+                mem_mb: 1024.0 * 1024.0 * 1024.0,
+            };
+            (zone.clone(), size)
+        })
+        .collect()
+}
+
 fn run(
     jobs: &[JobSpec],
     machines: &[PlacementMachine],
@@ -88,6 +104,7 @@ fn run(
         machines,
         previous,
         zone_machine_size,
+        largest_machine: &roomy(zone_machine_size),
     });
     assert_capacity_respected(&plan, jobs, machines);
     assert_plan_consistent(&plan, machines);
@@ -922,6 +939,7 @@ fn machines_sharing_a_number_do_not_duplicate_follower_keys() {
         machines: &all,
         previous: &[],
         zone_machine_size: &zones,
+        largest_machine: &roomy(&zones),
     });
     assert_capacity_respected(&plan, &jobs, &all);
     assert!(plan.assignments.windows(2).all(|w| w[0].key < w[1].key));
@@ -979,6 +997,7 @@ fn two_thousand_machines_and_twenty_thousand_instances_are_placed_and_then_kept(
         machines: &all,
         previous: &[],
         zone_machine_size: &zones,
+        largest_machine: &roomy(&zones),
     });
     assert_capacity_respected(&plan, &jobs, &all);
     let masters = plan
@@ -994,6 +1013,7 @@ fn two_thousand_machines_and_twenty_thousand_instances_are_placed_and_then_kept(
         machines: &all,
         previous: &plan.assignments,
         zone_machine_size: &zones,
+        largest_machine: &roomy(&zones),
     });
     assert_eq!(again, plan);
 }
@@ -1059,4 +1079,75 @@ fn zone_pool_takes_what_a_linear_scan_would_take() {
             }
         }
     }
+}
+
+#[test]
+fn no_machine_is_asked_for_that_could_not_hold_its_instance() {
+    let jobs = vec![
+        job("hugemem", &[("local-a", 1)], 1.0, 1e23),
+        job("cores", &[("local-b", 2)], 64.0, 100.0),
+        job("bigger", &[("local-a", 1)], 6.0, 9000.0),
+        job("small", &[("local-a", 1)], 1.0, 100.0),
+    ];
+    let zones = two_zones();
+    let largest = sizes(&[("local-a", 8.0, 16384.0), ("local-b", 8.0, 16384.0)]);
+    let plan = place(&PlacementInput {
+        jobs: &jobs,
+        machines: &[],
+        previous: &[],
+        zone_machine_size: &zones,
+        largest_machine: &largest,
+    });
+    for request in &plan.provision {
+        assert!(
+            request.size.cpu <= 8.0 && request.size.mem_mb <= 16384.0,
+            "never larger than the zone's largest machine: {request:?}"
+        );
+        for key in &request.for_instances {
+            let need = jobs
+                .iter()
+                .find(|j| j.name() == key.job)
+                .unwrap()
+                .need_in(&key.zone);
+            assert!(
+                need.cpu <= request.size.cpu && need.mem_mb <= request.size.mem_mb,
+                "{key:?} fits the machine asked for it: {request:?}"
+            );
+        }
+    }
+    for job in ["hugemem", "cores"] {
+        assert!(
+            plan.provision
+                .iter()
+                .all(|p| p.for_instances.iter().all(|k| k.job != job)),
+            "nothing is provisioned for {job}"
+        );
+        let unplaced = unplaced_of(&plan, job);
+        assert!(!unplaced.is_empty(), "{job} is reported unplaced");
+        assert!(
+            unplaced
+                .iter()
+                .all(|u| u.reason.contains("largest: 8 cores, 16384 MB")),
+            "{unplaced:?}"
+        );
+    }
+    // Bigger than the default size but within the largest: a machine of its own.
+    let bigger: Vec<_> = plan
+        .provision
+        .iter()
+        .filter(|p| p.for_instances.iter().any(|k| k.job == "bigger"))
+        .collect();
+    assert_eq!(bigger.len(), 1);
+    assert_eq!(
+        bigger[0].size,
+        Resources {
+            cpu: 6.0,
+            mem_mb: 9000.0
+        }
+    );
+    assert_eq!(
+        unplaced_of(&plan, "small").len(),
+        1,
+        "waiting for its new machine"
+    );
 }

@@ -8,7 +8,8 @@
 //!   a cgroup still holds;
 //! - `run_as`: resolving the user and group a task runs as, and `check_host`,
 //!   the one check of a spec against this host (users, groups, working
-//!   directory) that both sitters make, its errors naming spec fields.
+//!   directory, what the limits backend can enforce) that both sitters
+//!   make, its errors naming spec fields.
 //!
 //! - `fs`: atomic writes (temp file, fsync, rename, fsync dir) and state
 //!   files that are moved aside, never overwritten, when unreadable;
@@ -28,7 +29,7 @@ pub mod proctree;
 pub mod run_as;
 
 pub use layout::TaskDir;
-pub use run_as::{check_host, resolve_run_as, RunAs, RunAsError};
+pub use run_as::{check_host, resolve_run_as, BackendChoice, RunAs, RunAsError};
 
 /// A mutex's guard even if a panicking holder poisoned it: the daemons keep
 /// plain data behind their locks, and going on beats stopping supervision.

@@ -2,6 +2,46 @@
 //! remember (pid, kernel start time) and check both before trusting or
 //! signalling a process they did not just start.
 
+/// Marks every descriptor above stderr close-on-exec, so the program exec'd
+/// next gets exactly stdin, stdout and stderr: a descriptor its parent
+/// inherited by accident (a deploy script's pipe) would otherwise stay open
+/// for as long as the workload runs, and its reader would never see EOF.
+/// Marked, not closed, because std's `Command` still reports a failed exec
+/// through a pipe of its own. Meant for `pre_exec`: it makes only
+/// async-signal-safe system calls. Errors are the kernel's (`fcntl`).
+pub fn cloexec_above_stderr() -> std::io::Result<()> {
+    // SAFETY: close_range only changes descriptor flags; no memory is passed.
+    let marked = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if marked == 0 {
+        return Ok(());
+    }
+    // Before Linux 5.11: one fcntl per possible descriptor, up to the limit.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let highest = limit.rlim_cur.min(1 << 20) as i32;
+    for fd in 3..highest {
+        // SAFETY: fcntl on a descriptor number; EBADF for a closed one is expected.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags >= 0 && unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// (state letter, start time in clock ticks since boot) from /proc/PID/stat.
 fn stat_of(pid: i32) -> Option<(String, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -1,11 +1,11 @@
 //! The user a task runs as, and the one check of a spec against this host.
 //! `TaskSpec::validate` says whether a spec makes sense anywhere;
 //! [`check_host`] says whether it can run here (its users and groups exist,
-//! its working directory is one). The machinesitter calls both before it
-//! accepts a task, the tasksitter before it starts one, so neither accepts
-//! what the other would refuse.
+//! its working directory is one, the limits backend can do what it asks).
+//! The machinesitter calls both before it accepts a task, the tasksitter
+//! before it starts one, so neither accepts what the other would refuse.
 
-use cerebro_types::{Principal, TaskSpec, ValidationErrors};
+use cerebro_types::{CpuAction, Principal, TaskSpec, ValidationErrors};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
@@ -104,12 +104,46 @@ pub fn resolve_run_as(
     }))
 }
 
-/// Checks `spec` against this host: its user and group resolve, its
-/// working directory exists. Errors name spec fields (`uid`, `gid`, `cwd`);
+/// How a tasksitter enforces limits: `--limits-backend` of both the
+/// tasksitter and the machinesitter (which hands it to its tasksitters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// cgroups when this host offers them and they can be created, /proc polling otherwise.
+    Auto,
+    /// cgroups or refuse to start.
+    Cgroup,
+    /// /proc polling only.
+    Poll,
+}
+
+impl BackendChoice {
+    /// The `--limits-backend` value that selects it.
+    pub fn as_flag(self) -> &'static str {
+        match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Cgroup => "cgroup",
+            BackendChoice::Poll => "poll",
+        }
+    }
+}
+
+/// Checks `spec` against this host and the limits backend it will run
+/// under: its user and group resolve, its working directory exists, and a
+/// CPU throttle is not asked of the poll backend (only a cgroup quota can
+/// throttle). Errors name spec fields (`uid`, `gid`, `cwd`, `cpu_action`);
 /// a relative `cwd` is left to `TaskSpec::validate`. Returns the resolved
 /// user to run as.
-pub fn check_host(spec: &TaskSpec) -> Result<Option<RunAs>, ValidationErrors> {
+pub fn check_host(
+    spec: &TaskSpec,
+    backend: BackendChoice,
+) -> Result<Option<RunAs>, ValidationErrors> {
     let mut errors = ValidationErrors::default();
+    if spec.cpu_action == Some(CpuAction::Throttle) && backend == BackendChoice::Poll {
+        errors.push(
+            "cpu_action",
+            "throttle needs the cgroup backend; use restart with --limits-backend poll",
+        );
+    }
     if let Some(cwd) = spec.cwd.as_deref().map(Path::new) {
         if cwd.is_absolute() && !cwd.is_dir() {
             errors.push("cwd", format!("{} is not a directory", cwd.display()));
@@ -134,9 +168,10 @@ mod tests {
         let mut spec = TaskSpec::new("t", "true");
         spec.uid = Some(Principal::Name("no-such-user-cerebro".into()));
         spec.cwd = Some("/no/such/dir/cerebro".into());
-        let errors = check_host(&spec).unwrap_err();
+        spec.cpu_action = Some(CpuAction::Throttle);
+        let errors = check_host(&spec, BackendChoice::Poll).unwrap_err();
         let fields: Vec<&str> = errors.errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["cwd", "uid"], "{errors}");
+        assert_eq!(fields, ["cpu_action", "cwd", "uid"], "{errors}");
         assert!(errors
             .to_string()
             .contains("unknown user 'no-such-user-cerebro'"));
@@ -146,7 +181,7 @@ mod tests {
     fn nobody_resolves_with_home() {
         let mut spec = TaskSpec::new("t", "true");
         spec.uid = Some(Principal::Name("nobody".into()));
-        let run_as = check_host(&spec).unwrap().unwrap();
+        let run_as = check_host(&spec, BackendChoice::Auto).unwrap().unwrap();
         assert_eq!(run_as.uid, 65534);
         assert_eq!(run_as.name.as_deref(), Some("nobody"));
     }

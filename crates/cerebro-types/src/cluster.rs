@@ -4,6 +4,7 @@
 use crate::job::{JobSpec, Need};
 use crate::machine::{Resources, Vitals};
 use crate::task::StateKind;
+use crate::ValidationErrors;
 use serde::{Deserialize, Serialize};
 
 /// Where one instance of a job lives: the key is (job, zone, slot).
@@ -135,6 +136,11 @@ pub struct MachineView {
     pub missed_polls: u32,
     pub instances: Vec<InstanceView>,
     pub vitals: Option<Vitals>,
+    /// Task names the machine runs for jobs this cluster does not know
+    /// (its state was lost): kept running, never removed by the cluster.
+    /// Absent from answers of older clustersitters.
+    #[serde(default)]
+    pub orphans: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -278,6 +284,46 @@ pub struct UpdateRequest {
     pub max_parallel: Option<usize>,
 }
 
+/// The longest `version` an update may carry (it becomes `CEREBRO_JOB_VERSION`).
+pub const MAX_VERSION_CHARS: usize = 128;
+/// The longest `min_healthy_secs` of an update: one day.
+pub const MAX_MIN_HEALTHY_SECS: f64 = 86_400.0;
+/// The most machines an update may restart at a time.
+pub const MAX_PARALLEL: usize = 1000;
+
+impl UpdateRequest {
+    /// `version` 1 to [`MAX_VERSION_CHARS`] characters without control
+    /// characters (it goes into every instance's environment),
+    /// `min_healthy_secs` 0 to [`MAX_MIN_HEALTHY_SECS`], `max_parallel` 1
+    /// to [`MAX_PARALLEL`]. Errors name the request's keys.
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        if let Some(version) = &self.version {
+            if version.is_empty() {
+                errors.push(
+                    "version",
+                    "must not be empty (leave it out to keep the version)",
+                );
+            } else if let Err(message) = crate::job::validate_env_text(version, MAX_VERSION_CHARS) {
+                errors.push("version", message);
+            }
+        }
+        if let Some(secs) = self.min_healthy_secs {
+            if !secs.is_finite() || !(0.0..=MAX_MIN_HEALTHY_SECS).contains(&secs) {
+                errors.push("min_healthy_secs", "must be 0 to 86400 seconds");
+            }
+        }
+        match self.max_parallel {
+            Some(0) => errors.push("max_parallel", "must be at least 1"),
+            Some(n) if n > MAX_PARALLEL => {
+                errors.push("max_parallel", format!("must be at most {MAX_PARALLEL}"))
+            }
+            _ => {}
+        }
+        errors.into_result(())
+    }
+}
+
 /// `PUT /api/v1/idle-limit`: idle machines kept per zone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -301,6 +347,78 @@ pub struct RegisterRequest {
     /// cluster that did not provision it.
     #[serde(default)]
     pub zone: Option<String>,
+}
+
+/// The most cores a machine may declare: more than any machine sold, so
+/// only a mistake or a lie exceeds it.
+pub const MAX_MACHINE_CPU: f64 = 4096.0;
+/// The most memory a machine may declare, in MB (64 TiB).
+pub const MAX_MACHINE_MEM_MB: f64 = 64.0 * 1024.0 * 1024.0;
+
+/// Checks a machine's declared capacity: each of `cpu` (cores) and
+/// `mem_mb` finite, above 0 and at most [`MAX_MACHINE_CPU`] /
+/// [`MAX_MACHINE_MEM_MB`]. Errors name `PREFIX.cpu` and `PREFIX.mem_mb`.
+pub fn validate_capacity(prefix: &str, capacity: Resources, errors: &mut ValidationErrors) {
+    for (name, value, max, unit) in [
+        ("cpu", capacity.cpu, MAX_MACHINE_CPU, "cores"),
+        ("mem_mb", capacity.mem_mb, MAX_MACHINE_MEM_MB, "MB"),
+    ] {
+        if !(value.is_finite() && value > 0.0 && value <= max) {
+            errors.push(
+                format!("{prefix}.{name}"),
+                format!("must be more than 0 and at most {max} {unit}"),
+            );
+        }
+    }
+}
+
+/// Checks that `address` is a concrete `IP:PORT` a cluster can call: not
+/// an unspecified (`0.0.0.0`, `::`), multicast or broadcast address, and
+/// not port 0. The error says what is wrong.
+pub fn validate_machine_address(address: &str) -> Result<std::net::SocketAddr, String> {
+    let parsed: std::net::SocketAddr = address
+        .parse()
+        .map_err(|_| format!("'{address}' is not IP:PORT"))?;
+    let ip = parsed.ip();
+    let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
+    if ip.is_unspecified() || ip.is_multicast() || broadcast {
+        return Err(format!(
+            "'{address}' is not an address a machine can be reached at"
+        ));
+    }
+    if parsed.port() == 0 {
+        return Err("port 0 is not a port a machine listens on".into());
+    }
+    Ok(parsed)
+}
+
+impl RegisterRequest {
+    /// Every check that needs no cluster: `machine_id` a plain name,
+    /// `address` concrete ([`validate_machine_address`]), `capacity`
+    /// sane ([`validate_capacity`]), `zone` (when given) a zone name and
+    /// `hostname` short and printable. Whether the zone is served is the
+    /// cluster's check.
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        if let Err(message) = crate::job::validate_machine_id(&self.machine_id) {
+            errors.push("machine_id", message);
+        }
+        if let Err(message) = validate_machine_address(&self.address) {
+            errors.push("address", message);
+        }
+        validate_capacity("capacity", self.capacity, &mut errors);
+        if let Some(zone) = &self.zone {
+            if let Err(message) = crate::job::validate_zone_name(zone) {
+                errors.push("zone", message);
+            }
+        }
+        if let Some(hostname) = &self.hostname {
+            if let Err(message) = crate::job::validate_env_text(hostname, 255) {
+                errors.push("hostname", message);
+            }
+        }
+        errors.into_result(())
+    }
 }
 
 /// Something that happened in the cluster, for people: the API's
@@ -474,6 +592,17 @@ pub enum ClusterEventKind {
     IdleLimitSet,
     /// The state file could not be read; machines come from the provider.
     StateFileUnreadable,
+    /// The state file could not be read; its previous copy was taken.
+    StateRecovered,
+    /// A machine runs a task of a job this cluster does not know (its
+    /// state was lost): kept running and reported, never removed.
+    TaskOrphaned,
+    /// A lost machine was terminated and confirmed gone: its instances
+    /// may run elsewhere without running twice.
+    MachineFenced,
+    /// A lost machine could not be confirmed gone: its instances wait
+    /// rather than run twice.
+    FenceUnconfirmed,
     /// A kind this version does not know: a journal line written before
     /// kinds were typed (`name` empty) or by a newer clustersitter.
     Unknown {
@@ -486,90 +615,70 @@ pub enum ClusterEventKind {
     },
 }
 
-impl ClusterEventKind {
-    /// Every known kind, for lookups by wire name.
-    pub const KNOWN: [ClusterEventKind; 34] = {
-        use ClusterEventKind::*;
-        [
-            JobCreated,
-            JobUpdated,
-            JobDropped,
-            JobRemoved,
-            JobRunRequested,
-            RolloutStarted,
-            RolloutStep,
-            RolloutComplete,
-            InstancePlaced,
-            InstanceMoved,
-            InstanceRestarted,
-            MachineProvisioning,
-            MachineStarted,
-            MachineReady,
-            MachineUnreachable,
-            MachineNeverCameUp,
-            MachineLost,
-            MachineVanished,
-            MachineAdopted,
-            MachineRegistered,
-            MachineJoined,
-            MachineStaleRegistered,
-            MachineIdleRetired,
-            MachineTerminated,
-            TaskPut,
-            TaskRemoved,
-            TaskCallFailed,
-            TaskViolation,
-            TaskRestarted,
-            ProviderListFailed,
-            ProvisionFailed,
-            TerminateFailed,
-            IdleLimitSet,
-            StateFileUnreadable,
-        ]
-    };
+/// The known kinds and their wire names, written once: the macro makes
+/// both [`ClusterEventKind::KNOWN`] and the name lookup from this table,
+/// and the lookup's `match` has no catch-all, so a kind added to the enum
+/// but not here does not compile (a kind missing from `KNOWN` would reload
+/// from the journal as `Unknown`).
+macro_rules! known_event_kinds {
+    ($($kind:ident => $name:literal,)*) => {
+        impl ClusterEventKind {
+            /// Every known kind, for lookups by wire name.
+            pub const KNOWN: &'static [ClusterEventKind] = &[$(ClusterEventKind::$kind),*];
 
-    /// The wire name (`event`).
-    pub fn name(&self) -> &str {
-        use ClusterEventKind::*;
-        match self {
-            JobCreated => "job_created",
-            JobUpdated => "job_updated",
-            JobDropped => "job_dropped",
-            JobRemoved => "job_removed",
-            JobRunRequested => "job_run_requested",
-            RolloutStarted => "rollout_started",
-            RolloutStep => "rollout_step",
-            RolloutComplete => "rollout_complete",
-            InstancePlaced => "instance_placed",
-            InstanceMoved => "instance_moved",
-            InstanceRestarted => "instance_restarted",
-            MachineProvisioning => "machine_provisioning",
-            MachineStarted => "machine_started",
-            MachineReady => "machine_ready",
-            MachineUnreachable => "machine_unreachable",
-            MachineNeverCameUp => "machine_never_came_up",
-            MachineLost => "machine_lost",
-            MachineVanished => "machine_vanished",
-            MachineAdopted => "machine_adopted",
-            MachineRegistered => "machine_registered",
-            MachineJoined => "machine_joined",
-            MachineStaleRegistered => "machine_stale_registered",
-            MachineIdleRetired => "machine_idle_retired",
-            MachineTerminated => "machine_terminated",
-            TaskPut => "task_put",
-            TaskRemoved => "task_removed",
-            TaskCallFailed => "task_call_failed",
-            TaskViolation => "task_violation",
-            TaskRestarted => "task_restarted",
-            ProviderListFailed => "provider_list_failed",
-            ProvisionFailed => "provision_failed",
-            TerminateFailed => "terminate_failed",
-            IdleLimitSet => "idle_limit_set",
-            StateFileUnreadable => "state_file_unreadable",
-            Unknown { name, .. } => name,
+            /// The wire name (`event`).
+            pub fn name(&self) -> &str {
+                match self {
+                    $(ClusterEventKind::$kind => $name,)*
+                    ClusterEventKind::Unknown { name, .. } => name,
+                }
+            }
         }
-    }
+    };
+}
 
+known_event_kinds! {
+    JobCreated => "job_created",
+    JobUpdated => "job_updated",
+    JobDropped => "job_dropped",
+    JobRemoved => "job_removed",
+    JobRunRequested => "job_run_requested",
+    RolloutStarted => "rollout_started",
+    RolloutStep => "rollout_step",
+    RolloutComplete => "rollout_complete",
+    InstancePlaced => "instance_placed",
+    InstanceMoved => "instance_moved",
+    InstanceRestarted => "instance_restarted",
+    MachineProvisioning => "machine_provisioning",
+    MachineStarted => "machine_started",
+    MachineReady => "machine_ready",
+    MachineUnreachable => "machine_unreachable",
+    MachineNeverCameUp => "machine_never_came_up",
+    MachineLost => "machine_lost",
+    MachineVanished => "machine_vanished",
+    MachineAdopted => "machine_adopted",
+    MachineRegistered => "machine_registered",
+    MachineJoined => "machine_joined",
+    MachineStaleRegistered => "machine_stale_registered",
+    MachineIdleRetired => "machine_idle_retired",
+    MachineTerminated => "machine_terminated",
+    TaskPut => "task_put",
+    TaskRemoved => "task_removed",
+    TaskCallFailed => "task_call_failed",
+    TaskViolation => "task_violation",
+    TaskRestarted => "task_restarted",
+    ProviderListFailed => "provider_list_failed",
+    ProvisionFailed => "provision_failed",
+    TerminateFailed => "terminate_failed",
+    IdleLimitSet => "idle_limit_set",
+    StateFileUnreadable => "state_file_unreadable",
+    StateRecovered => "state_recovered",
+    TaskOrphaned => "task_orphaned",
+    MachineFenced => "machine_fenced",
+    FenceUnconfirmed => "fence_unconfirmed",
+}
+
+impl ClusterEventKind {
     /// The category the wire has always called `kind`: `job`, `machine`,
     /// `provider` or `cluster`.
     pub fn category(&self) -> &str {
@@ -595,9 +704,11 @@ impl ClusterEventKind {
             | TaskRemoved
             | TaskCallFailed
             | TaskViolation
-            | TaskRestarted => "machine",
-            ProviderListFailed | ProvisionFailed | TerminateFailed => "provider",
-            IdleLimitSet | StateFileUnreadable => "cluster",
+            | TaskRestarted
+            | TaskOrphaned
+            | MachineFenced => "machine",
+            ProviderListFailed | ProvisionFailed | TerminateFailed | FenceUnconfirmed => "provider",
+            IdleLimitSet | StateFileUnreadable | StateRecovered => "cluster",
             Unknown { category, .. } => category,
         }
     }
@@ -607,10 +718,13 @@ impl ClusterEventKind {
         use ClusterEventKind::*;
         match self {
             MachineUnreachable | MachineLost | MachineVanished | TaskCallFailed | TaskViolation
-            | ProviderListFailed | ProvisionFailed | TerminateFailed | StateFileUnreadable => {
-                Severity::Failure
-            }
-            MachineNeverCameUp | MachineStaleRegistered | TaskRestarted => Severity::Warning,
+            | ProviderListFailed | ProvisionFailed | TerminateFailed | StateFileUnreadable
+            | FenceUnconfirmed => Severity::Failure,
+            MachineNeverCameUp
+            | MachineStaleRegistered
+            | TaskRestarted
+            | StateRecovered
+            | TaskOrphaned => Severity::Warning,
             Unknown { severity, .. } => *severity,
             _ => Severity::Info,
         }
@@ -620,7 +734,7 @@ impl ClusterEventKind {
     pub fn subject_kind(&self) -> SubjectKind {
         use ClusterEventKind::*;
         match self {
-            ProviderListFailed | StateFileUnreadable => SubjectKind::None,
+            ProviderListFailed | StateFileUnreadable | StateRecovered => SubjectKind::None,
             IdleLimitSet => SubjectKind::Zone,
             Unknown { category, .. } => match category.as_str() {
                 "job" => SubjectKind::Job,
@@ -665,9 +779,37 @@ struct WireEvent {
     message: String,
 }
 
+/// The severity of a line journaled before kinds were typed: such a line
+/// has only its message, and the UI of that time counted it a failure by
+/// these words, so it keeps the weight it was shown with (read once, here,
+/// and never for a typed event).
+fn legacy_severity(message: &str) -> Severity {
+    const FAILURE_WORDS: [&str; 6] = [
+        "unreachable",
+        "died",
+        "violat",
+        "cannot",
+        "rescheduling",
+        "gone",
+    ];
+    if FAILURE_WORDS.iter().any(|word| message.contains(word)) {
+        Severity::Failure
+    } else {
+        Severity::Info
+    }
+}
+
 impl From<WireEvent> for ClusterEvent {
     fn from(wire: WireEvent) -> Self {
-        let severity = wire.severity.as_deref().and_then(Severity::from_word);
+        let severity = wire
+            .severity
+            .as_deref()
+            .and_then(Severity::from_word)
+            .or_else(|| {
+                wire.event
+                    .is_empty()
+                    .then(|| legacy_severity(&wire.message))
+            });
         let kind = ClusterEventKind::from_wire(&wire.kind, &wire.event, severity);
         let subject = kind.subject_kind().with(wire.subject);
         ClusterEvent {
@@ -792,6 +934,85 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_update_request_is_bounded() {
+        assert_eq!(UpdateRequest::default().validate(), Ok(()));
+        let ok = UpdateRequest {
+            version: Some("v".repeat(MAX_VERSION_CHARS)),
+            min_healthy_secs: Some(86_400.0),
+            max_parallel: Some(MAX_PARALLEL),
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        let bad = UpdateRequest {
+            version: Some("v".repeat(MAX_VERSION_CHARS + 1)),
+            min_healthy_secs: Some(f64::NAN),
+            max_parallel: Some(MAX_PARALLEL + 1),
+        };
+        let fields: Vec<String> = bad
+            .validate()
+            .unwrap_err()
+            .errors
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(fields, ["version", "min_healthy_secs", "max_parallel"]);
+        for version in ["", "a\0b", "v2\nX=1", "\u{7f}"] {
+            let bad = UpdateRequest {
+                version: Some(version.into()),
+                ..UpdateRequest::default()
+            };
+            assert!(bad.validate().is_err(), "{version:?}");
+        }
+    }
+
+    #[test]
+    fn a_registration_is_checked_field_by_field() {
+        let good = RegisterRequest {
+            machine_id: "m-1".into(),
+            address: "127.0.0.1:40000".into(),
+            capacity: Resources {
+                cpu: 2.0,
+                mem_mb: 1024.0,
+            },
+            hostname: Some("box".into()),
+            zone: Some("zone-a".into()),
+        };
+        assert_eq!(good.validate(), Ok(()));
+        let fields = |request: RegisterRequest| -> Vec<String> {
+            request
+                .validate()
+                .unwrap_err()
+                .errors
+                .into_iter()
+                .map(|e| e.field)
+                .collect()
+        };
+        for (cpu, mem_mb) in [(-5.0, 1.0), (f64::NAN, 1.0), (1e308, 1.0), (0.0, 1.0)] {
+            let mut bad = good.clone();
+            bad.capacity = Resources { cpu, mem_mb };
+            assert_eq!(fields(bad), ["capacity.cpu"], "{cpu}");
+        }
+        let mut bad = good.clone();
+        bad.capacity.mem_mb = f64::INFINITY;
+        assert_eq!(fields(bad), ["capacity.mem_mb"]);
+        for address in [
+            "0.0.0.0:0",
+            "[::]:1",
+            "127.0.0.1:0",
+            "255.255.255.255:1",
+            "x:1",
+            "",
+        ] {
+            let mut bad = good.clone();
+            bad.address = address.into();
+            assert_eq!(fields(bad), ["address"], "{address}");
+        }
+        let mut bad = good.clone();
+        bad.hostname = Some("a\0b".into());
+        bad.zone = Some("../z".into());
+        assert_eq!(fields(bad), ["zone", "hostname"]);
+    }
+
+    #[test]
     fn a_decommissioning_machine_never_becomes_ready_again() {
         for to in MachineState::ALL {
             let mut state = MachineState::Decommissioning;
@@ -875,6 +1096,12 @@ mod tests {
             let event: ClusterEvent = serde_json::from_str(line).unwrap();
             assert_eq!(event.subject, subject, "{line}");
             assert!(matches!(event.kind, ClusterEventKind::Unknown { .. }));
+            let failed = line.contains("unreachable") || line.contains("cannot");
+            assert_eq!(
+                event.kind.severity() == Severity::Failure,
+                failed,
+                "an old line keeps the weight the UI gave it: {line}"
+            );
             // Written back, the category and subject are what they were.
             let again = serde_json::to_value(&event).unwrap();
             let was: serde_json::Value = serde_json::from_str(line).unwrap();

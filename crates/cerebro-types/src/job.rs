@@ -35,7 +35,33 @@ pub struct JobSpec {
     /// Run on every and only the machines that run this job, restarting when it is updated.
     #[serde(default)]
     pub linked_job: Option<String>,
+    /// When the instances of a machine that was lost run elsewhere (see
+    /// [`Reschedule`]); left out when it is the default, `after_fence`.
+    #[serde(default, skip_serializing_if = "Reschedule::is_default")]
+    pub reschedule: Reschedule,
     pub task_configuration: TaskSpec,
+}
+
+/// `reschedule`: what happens to the instances of a machine that stops
+/// answering.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reschedule {
+    /// They run elsewhere only once the provider has terminated the lost
+    /// machine and confirmed it gone, so an instance never runs twice;
+    /// while it cannot confirm, they wait.
+    #[default]
+    AfterFence,
+    /// They run elsewhere at once, while the lost machine may still run
+    /// them: availability over running exactly once.
+    Immediately,
+}
+
+impl Reschedule {
+    /// Whether this is the default (`after_fence`).
+    pub fn is_default(&self) -> bool {
+        *self == Reschedule::AfterFence
+    }
 }
 
 /// `deployment_layout.ZONE`: `cpu` is the number of instances in the zone
@@ -131,6 +157,12 @@ impl JobSpec {
                 }
             }
         }
+        self.validate_recipe(&mut errors);
+        if let Some(master) = &self.linked_job {
+            if let Err(message) = validate_env_text(master, MAX_JOB_NAME_CHARS) {
+                errors.push("linked_job", message);
+            }
+        }
         if let Some(basename) = &self.dns_basename {
             if let Err(message) = validate_dns_name(basename) {
                 errors.push("dns_basename", message);
@@ -138,6 +170,80 @@ impl JobSpec {
         }
         errors.into_result(())
     }
+}
+
+impl JobSpec {
+    /// `deployment_recipe` and `recipe_options` reach the recipe as names
+    /// and environment values: bounded, and never a NUL (which no
+    /// environment holds); a key, being a name, also has no control
+    /// characters. An option's value may be any JSON, at most
+    /// [`MAX_RECIPE_OPTION_BYTES`] serialized.
+    fn validate_recipe(&self, errors: &mut ValidationErrors) {
+        if let Some(recipe) = &self.deployment_recipe {
+            if let Err(message) = validate_env_text(recipe, MAX_RECIPE_NAME_CHARS) {
+                errors.push("deployment_recipe", message);
+            }
+        }
+        if self.recipe_options.len() > MAX_RECIPE_OPTIONS {
+            errors.push(
+                "recipe_options",
+                format!("at most {MAX_RECIPE_OPTIONS} options"),
+            );
+        }
+        for (key, value) in &self.recipe_options {
+            if key.is_empty() {
+                errors.push("recipe_options", "an option's name must not be empty");
+                continue;
+            }
+            if let Err(message) = validate_env_text(key, MAX_RECIPE_NAME_CHARS) {
+                errors.push("recipe_options", format!("option name: {message}"));
+                continue;
+            }
+            let field = format!("recipe_options.{key}");
+            let size = serde_json::to_string(value).map_or(usize::MAX, |t| t.len());
+            if size > MAX_RECIPE_OPTION_BYTES {
+                errors.push(
+                    field,
+                    format!("must be at most {MAX_RECIPE_OPTION_BYTES} bytes of JSON"),
+                );
+            } else if json_has_nul(value) {
+                errors.push(field, "must not contain a NUL character");
+            }
+        }
+    }
+}
+
+/// The longest recipe name or recipe option name.
+pub const MAX_RECIPE_NAME_CHARS: usize = 128;
+/// The most recipe options a job may have.
+pub const MAX_RECIPE_OPTIONS: usize = 256;
+/// The largest value of one recipe option, as JSON text.
+pub const MAX_RECIPE_OPTION_BYTES: usize = 16 * 1024;
+
+/// Whether any string (key or value) anywhere in `value` holds a NUL.
+fn json_has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(json_has_nul),
+        serde_json::Value::Object(map) => {
+            map.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v))
+        }
+        _ => false,
+    }
+}
+
+/// Checks text that ends up in an environment variable, a name or a
+/// file: at most `max_chars` characters and no control characters (NUL
+/// among them, which no environment or C string can hold). The error says
+/// which rule it broke.
+pub fn validate_env_text(value: &str, max_chars: usize) -> Result<(), String> {
+    if value.chars().count() > max_chars {
+        return Err(format!("must be at most {max_chars} characters"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err("must not contain control characters (NUL, newline, ...)".into());
+    }
+    Ok(())
 }
 
 /// Zone names: what clouds use (`aws-us-west-2a`, `local-a`).
@@ -283,6 +389,15 @@ pub fn instance_task_name(job: &str, slot: u32) -> String {
     format!("{job}#{slot}")
 }
 
+/// The job a task name (`JOB#SLOT`, see [`instance_task_name`]) belongs
+/// to; a name not of that form is its own.
+pub fn job_of_task_name(task: &str) -> &str {
+    match task.rsplit_once('#') {
+        Some((job, slot)) if slot.parse::<u32>().is_ok() => job,
+        _ => task,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,6 +451,50 @@ mod tests {
         let chain = walk_links("m", |_| Link::Master);
         assert_eq!(chain.path, ["m"]);
         assert_eq!(chain.end, ChainEnd::Master);
+    }
+
+    #[test]
+    fn recipe_strings_are_bounded_and_never_hold_a_nul() {
+        let mut spec = job("j", None);
+        spec.deployment_layout
+            .insert("z".into(), ZoneLayout { cpu: 1, mem: None });
+        assert_eq!(spec.validate(), Ok(()));
+        let fields = |spec: &JobSpec| -> Vec<String> {
+            spec.validate().map_or_else(
+                |e| e.errors.into_iter().map(|e| e.field).collect(),
+                |_| vec![],
+            )
+        };
+        let mut bad = spec.clone();
+        bad.deployment_recipe = Some("redis\n".into());
+        bad.linked_job = Some("m\0".into());
+        assert_eq!(fields(&bad), ["deployment_recipe", "linked_job"]);
+        let mut bad = spec.clone();
+        bad.recipe_options
+            .insert("port".into(), serde_json::json!({"a": ["x\0"]}));
+        bad.recipe_options
+            .insert("k\0".into(), serde_json::json!(1));
+        bad.recipe_options.insert(
+            "big".into(),
+            serde_json::json!("x".repeat(MAX_RECIPE_OPTION_BYTES)),
+        );
+        bad.recipe_options
+            .insert("text".into(), serde_json::json!("two\nlines are fine"));
+        assert_eq!(
+            fields(&bad),
+            [
+                "recipe_options.big",
+                "recipe_options",
+                "recipe_options.port"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_task_name_names_its_job() {
+        assert_eq!(job_of_task_name(&instance_task_name("web", 3)), "web");
+        assert_eq!(job_of_task_name("hand-made"), "hand-made");
+        assert_eq!(job_of_task_name("a#b"), "a#b");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! reply bodies of its API, as the machinesitter writes them and the
 //! `MachineClient` reads them.
 
-use crate::task::{TaskSpec, TaskStatus};
+use crate::task::{StateKind, TaskSpec, TaskStatus};
 use crate::task_api::{ControlResult, TaskAction};
 use serde::{Deserialize, Serialize};
 
@@ -47,11 +47,16 @@ pub struct Vitals {
     pub uptime_secs: u64,
 }
 
+/// One task's line in the machine's status: what its tasksitter last reported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskUsage {
     pub name: String,
-    pub state: Option<String>,
+    /// The workload's state (`"running"`, `"stopped"`, ...); `None` until
+    /// its tasksitter has answered a status poll.
+    pub state: Option<StateKind>,
+    /// Cores used, averaged over the last second.
     pub cpu_cores: f64,
+    /// Resident memory of the workload's tree.
     pub rss_bytes: u64,
 }
 
@@ -210,5 +215,26 @@ mod tests {
             assert_eq!(json, format!("\"{word}\""));
             assert_eq!(serde_json::from_str::<ActionResult>(&json).unwrap(), result);
         }
+    }
+
+    /// A task's state in the machine status is typed, and on the wire the
+    /// same string it always was (`"state": "running"`, or null before the
+    /// first poll).
+    #[test]
+    fn task_usage_states_keep_their_words() {
+        let usage = TaskUsage {
+            name: "web".into(),
+            state: Some(StateKind::Running),
+            cpu_cores: 0.5,
+            rss_bytes: 1024,
+        };
+        let json = serde_json::to_value(&usage).unwrap();
+        assert_eq!(json["state"], "running");
+        assert_eq!(serde_json::from_value::<TaskUsage>(json).unwrap(), usage);
+        let unpolled = r#"{"name": "web", "state": null, "cpu_cores": 0.0, "rss_bytes": 0}"#;
+        assert_eq!(
+            serde_json::from_str::<TaskUsage>(unpolled).unwrap().state,
+            None
+        );
     }
 }

@@ -7,7 +7,44 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// Longest task name, in characters.
 pub const MAX_TASK_NAME_CHARS: usize = 128;
+
+/// Longest `command`, in bytes. The kernel refuses any one argument or
+/// environment string of 128 KiB or more (`MAX_ARG_STRLEN`), and the command
+/// reaches `exec` as one (`sh -c COMMAND`); half of that leaves room for
+/// what the shell and the tasksitter add.
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+/// Longest `env` entry, counted as the kernel sees it (`KEY=VALUE`), in bytes;
+/// the same margin below `MAX_ARG_STRLEN` as [`MAX_COMMAND_BYTES`].
+pub const MAX_ENV_ENTRY_BYTES: usize = 64 * 1024;
+/// Most bytes `command` and `env` may take together (each string with its
+/// terminating NUL). `exec` fails with "argument list too long" once
+/// arguments and environment pass `ARG_MAX` (a quarter of the stack limit,
+/// 2 MiB by default); the workload also inherits the tasksitter's own
+/// environment, so a spec gets an eighth of that.
+pub const MAX_COMMAND_AND_ENV_BYTES: usize = 256 * 1024;
+/// Longest `cwd`, in bytes: `PATH_MAX` (4096) less the terminating NUL.
+pub const MAX_CWD_BYTES: usize = 4095;
+/// Longest user or group name in `uid`/`gid`, in bytes.
+pub const MAX_PRINCIPAL_NAME_BYTES: usize = 256;
+/// Most cores a `cpu` limit may ask for: more than any machine has.
+pub const MAX_CPU_CORES: f64 = 4096.0;
+/// Most megabytes a `mem` limit may ask for: 2^30 MB (1 PiB), more memory
+/// than any machine has, and small enough that the limit in bytes fits a u64.
+pub const MAX_MEM_MB: f64 = (1u64 << 30) as f64;
+/// Longest `time_limit`, in seconds: ten years.
+pub const MAX_TIME_LIMIT_SECS: f64 = 10.0 * 366.0 * 86_400.0;
+/// Longest wait a spec may set, in seconds (one day): `stop_timeout`,
+/// `cpu_window` and the `backoff` durations. Longer waits are typos, and a
+/// stop that waits longer than this for its grace period never ends in practice.
+pub const MAX_WAIT_SECS: f64 = 86_400.0;
+/// Smallest `log_rotation.max_bytes`.
+pub const MIN_LOG_FILE_BYTES: u64 = 1024;
+/// Largest `log_rotation.max_bytes`: 1 TiB.
+pub const MAX_LOG_FILE_BYTES: u64 = 1 << 40;
+/// Most `log_rotation.backups` kept per stream.
+pub const MAX_LOG_BACKUPS: u32 = 1000;
 
 /// Checks a task name: free text of 1..=128 characters without `/` or
 /// control characters (the seed's example task is called "Portal Server").
@@ -25,6 +62,20 @@ pub fn validate_task_name(name: &str) -> Result<(), String> {
         return Err("must not contain control characters".into());
     }
     Ok(())
+}
+
+/// Reports, through `report`, why `text` cannot reach the kernel as one C
+/// string: a NUL byte inside it, or more than `max_bytes` bytes.
+fn check_exec_string(text: &str, max_bytes: usize, report: &mut dyn FnMut(String)) {
+    if text.contains('\0') {
+        report("must not contain a NUL byte".into());
+    }
+    if text.len() > max_bytes {
+        report(format!(
+            "is {} bytes, at most {max_bytes} are allowed",
+            text.len()
+        ));
+    }
 }
 
 /// A user or group given by name or by number, as the seed's configs do (`"uid": 0`).
@@ -242,26 +293,33 @@ impl TaskSpec {
         if self.command.trim().is_empty() {
             errors.push(field("command"), "must not be empty");
         }
+        check_exec_string(&self.command, MAX_COMMAND_BYTES, &mut |m| {
+            errors.push(field("command"), m)
+        });
         if self.max_restarts < -1 {
             errors.push(
                 field("max_restarts"),
                 "must be -1 (unlimited) or a count >= 0",
             );
         }
-        let positive =
-            |value: Option<f64>, name: &str, what: &str, errors: &mut ValidationErrors| {
-                if let Some(v) = value {
-                    if !(v.is_finite() && v > 0.0) {
-                        errors.push(
-                            field(name),
-                            format!("must be a positive number of {what}, got {v}"),
-                        );
-                    }
+        let mut bounded = |value: Option<f64>, name: &str, unit: &str, max: f64| {
+            if let Some(v) = value {
+                if !(v.is_finite() && v > 0.0 && v <= max) {
+                    errors.push(
+                        field(name),
+                        format!("must be a positive number of {unit}, got {v} (at most {max})"),
+                    );
                 }
-            };
-        positive(self.cpu, "cpu", "cores", &mut errors);
-        positive(self.mem, "mem", "MB", &mut errors);
-        positive(self.time_limit, "time_limit", "seconds", &mut errors);
+            }
+        };
+        bounded(self.cpu, "cpu", "cores", MAX_CPU_CORES);
+        bounded(self.mem, "mem", "MB", MAX_MEM_MB);
+        bounded(
+            self.time_limit,
+            "time_limit",
+            "seconds",
+            MAX_TIME_LIMIT_SECS,
+        );
         if normalize_signal_name(&self.stop_signal).is_none() {
             errors.push(
                 field("stop_signal"),
@@ -272,46 +330,89 @@ impl TaskSpec {
                 ),
             );
         }
-        let non_negative = |value: f64, name: &str, errors: &mut ValidationErrors| {
-            if !(value.is_finite() && value >= 0.0) {
+        let mut wait = |value: f64, name: &str| {
+            if !(value.is_finite() && (0.0..=MAX_WAIT_SECS).contains(&value)) {
                 errors.push(
                     field(name),
-                    format!("must be a number of seconds >= 0, got {value}"),
+                    format!("must be a number of seconds from 0 to {MAX_WAIT_SECS}, got {value}"),
                 );
             }
         };
-        non_negative(self.stop_timeout, "stop_timeout", &mut errors);
-        non_negative(
-            self.backoff.initial_secs,
-            "backoff.initial_secs",
-            &mut errors,
-        );
-        non_negative(self.backoff.max_secs, "backoff.max_secs", &mut errors);
-        non_negative(
+        wait(self.stop_timeout, "stop_timeout");
+        wait(self.backoff.initial_secs, "backoff.initial_secs");
+        wait(self.backoff.max_secs, "backoff.max_secs");
+        wait(
             self.backoff.healthy_after_secs,
             "backoff.healthy_after_secs",
-            &mut errors,
         );
-        if !(self.cpu_window.is_finite() && self.cpu_window > 0.0) {
-            errors.push(field("cpu_window"), "must be a positive number of seconds");
-        }
-        if self.log_rotation.max_bytes < 1024 {
+        if !(self.cpu_window.is_finite()
+            && self.cpu_window > 0.0
+            && self.cpu_window <= MAX_WAIT_SECS)
+        {
             errors.push(
-                field("log_rotation.max_bytes"),
-                "must be at least 1024 bytes",
+                field("cpu_window"),
+                format!("must be a positive number of seconds up to {MAX_WAIT_SECS}"),
             );
         }
-        for key in self.env.keys() {
+        if !(MIN_LOG_FILE_BYTES..=MAX_LOG_FILE_BYTES).contains(&self.log_rotation.max_bytes) {
+            errors.push(
+                field("log_rotation.max_bytes"),
+                format!("must be from {MIN_LOG_FILE_BYTES} to {MAX_LOG_FILE_BYTES} bytes"),
+            );
+        }
+        if self.log_rotation.backups > MAX_LOG_BACKUPS {
+            errors.push(
+                field("log_rotation.backups"),
+                format!("must be at most {MAX_LOG_BACKUPS}"),
+            );
+        }
+        // What exec copies onto the new process's stack: argv's strings and
+        // the environment's, each NUL-terminated.
+        let mut exec_bytes = self.command.len() + 1;
+        for (key, value) in &self.env {
             if key.is_empty() || key.contains('=') || key.contains('\0') {
                 errors.push(
                     field("env"),
-                    format!("'{key}' is not a valid variable name"),
+                    format!("{key:?} is not a valid variable name"),
                 );
             }
+            if value.contains('\0') {
+                errors.push(
+                    field("env"),
+                    format!("the value of {key:?} contains a NUL byte"),
+                );
+            }
+            let entry = key.len() + 1 + value.len();
+            if entry > MAX_ENV_ENTRY_BYTES {
+                errors.push(
+                    field("env"),
+                    format!("{key:?}: KEY=VALUE is {entry} bytes, at most {MAX_ENV_ENTRY_BYTES}"),
+                );
+            }
+            exec_bytes += entry + 1;
+        }
+        if exec_bytes > MAX_COMMAND_AND_ENV_BYTES {
+            errors.push(
+                field("env"),
+                format!(
+                    "command and env take {exec_bytes} bytes, at most {MAX_COMMAND_AND_ENV_BYTES}"
+                ),
+            );
         }
         if let Some(cwd) = &self.cwd {
             if !cwd.starts_with('/') {
                 errors.push(field("cwd"), "must be an absolute path");
+            }
+            check_exec_string(cwd, MAX_CWD_BYTES, &mut |m| errors.push(field("cwd"), m));
+        }
+        for (name, principal) in [("uid", &self.uid), ("gid", &self.gid)] {
+            if let Some(Principal::Name(text)) = principal {
+                if text.is_empty() {
+                    errors.push(field(name), "must not be empty");
+                }
+                check_exec_string(text, MAX_PRINCIPAL_NAME_BYTES, &mut |m| {
+                    errors.push(field(name), m)
+                });
             }
         }
         errors.into_result(())
@@ -678,18 +779,26 @@ pub struct LogFileInfo {
     pub generation: u32,
 }
 
-/// `GET /api/v1/logs/{stream}`: a piece of the live log file.
+/// `GET /api/v1/logs/{stream}`: a piece of a log stream. Offsets are byte
+/// positions in the whole stream (backups and live file), so following
+/// `next_offset` survives rotations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogChunk {
     pub stream: LogStream,
-    /// Byte offset of `data` in the live file.
+    /// Stream position of `data`'s first byte.
     pub offset: u64,
-    /// Pass as `offset` to get what comes next.
+    /// Pass as `offset` to get what comes next; `next_offset - offset` is
+    /// the length of `data` in bytes.
     pub next_offset: u64,
+    /// Size of the live file in bytes.
     pub size_bytes: u64,
-    /// True when the requested offset was past the end because the file was
-    /// rotated; reading then started again at 0.
+    /// True when the bytes from the requested offset on are gone (rotated
+    /// out past the last backup, or the log was started over); reading
+    /// went on from the oldest byte kept.
     pub rotated: bool,
+    /// The bytes read; a chunk ends on a UTF-8 character boundary, so
+    /// concatenated chunks reproduce the stream (bytes that are not UTF-8
+    /// read as U+FFFD).
     pub data: String,
 }
 
@@ -829,5 +938,157 @@ mod tests {
         assert_eq!(normalize_signal_name("sigterm"), Some("TERM"));
         assert_eq!(normalize_signal_name("HUP"), Some("HUP"));
         assert_eq!(normalize_signal_name("SIGNOPE"), None);
+    }
+}
+
+#[cfg(test)]
+mod cannot_start_tests {
+    use super::*;
+    use crate::job::JobSpec;
+
+    /// Specs that no host could ever start, each with the field its error must name.
+    fn impossible_specs() -> Vec<(&'static str, TaskSpec)> {
+        let base = || TaskSpec::new("t", "sleep 1");
+        let with = |change: &dyn Fn(&mut TaskSpec)| {
+            let mut spec = base();
+            change(&mut spec);
+            spec
+        };
+        let big = "x".repeat(200 * 1024);
+        vec![
+            ("command", with(&|s| s.command = "echo a\0b".into())),
+            ("command", with(&|s| s.command = format!("echo {big}"))),
+            (
+                "env",
+                with(&|s| {
+                    s.env.insert("A\0B".into(), "v".into());
+                }),
+            ),
+            (
+                "env",
+                with(&|s| {
+                    s.env.insert("A".into(), "v\0w".into());
+                }),
+            ),
+            (
+                "env",
+                with(&|s| {
+                    s.env.insert("A=B".into(), "v".into());
+                }),
+            ),
+            (
+                "env",
+                with(&|s| {
+                    s.env.insert(String::new(), "v".into());
+                }),
+            ),
+            (
+                "env",
+                with(&|s| {
+                    s.env.insert("BIG".into(), big.clone());
+                }),
+            ),
+            (
+                "env",
+                with(&|s| {
+                    // Each value fits; together with the command they do not.
+                    for i in 0..8 {
+                        s.env.insert(format!("V{i}"), "y".repeat(60 * 1024));
+                    }
+                }),
+            ),
+            ("cwd", with(&|s| s.cwd = Some("/tmp/a\0b".into()))),
+            (
+                "uid",
+                with(&|s| s.uid = Some(Principal::Name("ro\0ot".into()))),
+            ),
+            (
+                "uid",
+                with(&|s| s.uid = Some(Principal::Name(String::new()))),
+            ),
+            (
+                "gid",
+                with(&|s| s.gid = Some(Principal::Name("wh\0eel".into()))),
+            ),
+            ("cpu", with(&|s| s.cpu = Some(1e12))),
+            ("cpu", with(&|s| s.cpu = Some(f64::NAN))),
+            ("mem", with(&|s| s.mem = Some(1e18))),
+            ("mem", with(&|s| s.mem = Some(f64::INFINITY))),
+            ("time_limit", with(&|s| s.time_limit = Some(f64::NAN))),
+            ("time_limit", with(&|s| s.time_limit = Some(f64::INFINITY))),
+            ("time_limit", with(&|s| s.time_limit = Some(-1.0))),
+            ("time_limit", with(&|s| s.time_limit = Some(1e300))),
+            ("stop_timeout", with(&|s| s.stop_timeout = f64::NAN)),
+            ("stop_timeout", with(&|s| s.stop_timeout = -1.0)),
+            ("stop_timeout", with(&|s| s.stop_timeout = 1e300)),
+            ("cpu_window", with(&|s| s.cpu_window = 1e300)),
+            (
+                "backoff.initial_secs",
+                with(&|s| s.backoff.initial_secs = f64::INFINITY),
+            ),
+            ("backoff.max_secs", with(&|s| s.backoff.max_secs = 1e300)),
+            (
+                "backoff.healthy_after_secs",
+                with(&|s| s.backoff.healthy_after_secs = f64::NAN),
+            ),
+            (
+                "log_rotation.max_bytes",
+                with(&|s| s.log_rotation.max_bytes = 0),
+            ),
+            (
+                "log_rotation.max_bytes",
+                with(&|s| s.log_rotation.max_bytes = u64::MAX),
+            ),
+            (
+                "log_rotation.backups",
+                with(&|s| s.log_rotation.backups = u32::MAX),
+            ),
+        ]
+    }
+
+    #[test]
+    fn specs_that_can_never_start_are_refused_naming_the_field() {
+        for (index, (field, spec)) in impossible_specs().into_iter().enumerate() {
+            let errors = spec
+                .validate()
+                .expect_err(&format!("case {index} ({field}) was accepted"));
+            assert!(
+                errors.errors.iter().any(|e| e.field == field),
+                "{field}: {errors}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_bounds_themselves_are_accepted() {
+        let mut spec = TaskSpec::new("t", "x".repeat(MAX_COMMAND_BYTES));
+        spec.cpu = Some(MAX_CPU_CORES);
+        spec.mem = Some(MAX_MEM_MB);
+        spec.time_limit = Some(MAX_TIME_LIMIT_SECS);
+        spec.stop_timeout = MAX_WAIT_SECS;
+        spec.backoff.max_secs = MAX_WAIT_SECS;
+        spec.log_rotation.max_bytes = MAX_LOG_FILE_BYTES;
+        spec.log_rotation.backups = MAX_LOG_BACKUPS;
+        spec.validate().unwrap();
+    }
+
+    #[test]
+    fn a_job_refuses_them_naming_the_task_configuration_field() {
+        for (field, spec) in impossible_specs() {
+            let job = JobSpec {
+                task_configuration: spec,
+                ..serde_json::from_value(serde_json::json!({
+                    "deployment_layout": {"zone1": {"cpu": 1}},
+                    "task_configuration": {"name": "t", "command": "true"}
+                }))
+                .unwrap()
+            };
+            let errors = job.validate().expect_err(field);
+            let expected = format!("task_configuration.{field}");
+            assert!(
+                errors.errors.iter().any(|e| e.field == expected),
+                "{expected}: {errors}"
+            );
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! them. Results are enums that serialize to the words the API has always
 //! answered with ("started", "not running", "sent SIGHUP").
 
+use crate::error::ValidationErrors;
 use crate::task::{LogFileInfo, TaskStatus};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -133,18 +134,62 @@ pub struct LogList {
 }
 
 /// Which piece of a log file to read (`GET .../logs/{stream}?tail=&offset=&limit=`);
-/// all unset reads the default tail.
+/// all unset reads the default tail. Every API that reads logs (both
+/// sitters, the clustersitter) takes its query string apart with
+/// [`LogQuery::from_pairs`]; any other key is refused.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogQuery {
     /// The last this many lines.
     pub tail: Option<usize>,
-    /// From this byte offset of the live file (a chunk's `next_offset`).
+    /// From this byte position in the stream (a chunk's `next_offset`).
     pub offset: Option<u64>,
     /// At most this many bytes.
     pub limit: Option<u64>,
 }
 
 impl LogQuery {
+    /// The keys a log query may have.
+    pub const KEYS: [&'static str; 3] = ["tail", "offset", "limit"];
+
+    /// The query from a request's decoded `key=value` pairs, validated:
+    /// a key that is not one of [`LogQuery::KEYS`], a value that is not a
+    /// non-negative whole number, or `tail` and `offset` together are
+    /// errors naming that key (`offset` for the pair).
+    pub fn from_pairs(pairs: &[(String, String)]) -> Result<Self, ValidationErrors> {
+        let mut query = LogQuery::default();
+        let mut errors = ValidationErrors::default();
+        for (key, value) in pairs {
+            let Some(key) = Self::KEYS.into_iter().find(|k| k == key) else {
+                errors.push(key.clone(), "unknown parameter (tail, offset, limit)");
+                continue;
+            };
+            let Ok(number) = value.parse::<u64>() else {
+                errors.push(key, format!("'{value}' is not a non-negative number"));
+                continue;
+            };
+            match key {
+                "tail" => query.tail = Some(usize::try_from(number).unwrap_or(usize::MAX)),
+                "offset" => query.offset = Some(number),
+                _ => query.limit = Some(number),
+            }
+        }
+        if let Err(invalid) = query.validate() {
+            errors.errors.extend(invalid.errors);
+        }
+        errors.into_result(query)
+    }
+
+    /// `tail` reads back from the end, `offset` forward from a position:
+    /// a query may ask for one of them, not both (the error names `offset`).
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        if self.tail.is_some() && self.offset.is_some() {
+            errors.push("offset", "give either tail or offset, not both");
+        }
+        errors.into_result(())
+    }
+
     /// The query string without `?`, only the fields that are set
     /// (`tail=2&limit=100`); empty when none is.
     pub fn to_query_string(&self) -> String {
@@ -207,5 +252,43 @@ mod tests {
             limit: Some(10),
         };
         assert_eq!(query.to_query_string(), "tail=2&limit=10");
+    }
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_log_query_is_parsed_and_checked_in_one_place() {
+        let query = LogQuery::from_pairs(&pairs(&[("offset", "7"), ("limit", "100")])).unwrap();
+        assert_eq!(
+            query,
+            LogQuery {
+                tail: None,
+                offset: Some(7),
+                limit: Some(100)
+            }
+        );
+        assert_eq!(LogQuery::from_pairs(&[]).unwrap(), LogQuery::default());
+        for (items, field) in [
+            (&[("path", "/etc/passwd")][..], "path"),
+            (&[("tail", "-1")][..], "tail"),
+            (&[("limit", "lots")][..], "limit"),
+            (&[("tail", "1"), ("offset", "0")][..], "offset"),
+        ] {
+            let errors = LogQuery::from_pairs(&pairs(items)).unwrap_err();
+            assert_eq!(errors.errors[0].field, field, "{items:?}: {errors}");
+        }
+        let both = LogQuery {
+            tail: Some(1),
+            offset: Some(0),
+            limit: None,
+        };
+        assert_eq!(both.validate().unwrap_err().errors[0].field, "offset");
+        let unknown = serde_json::from_str::<LogQuery>(r#"{"tail": 1, "path": "x"}"#);
+        assert!(unknown.is_err(), "unknown fields are refused");
     }
 }

@@ -11,7 +11,7 @@ pub use cerebro_tests::{
     spawn_listening, wait_for, Daemon,
 };
 use cerebro_types::machine::TaskView;
-use cerebro_types::StateKind;
+pub use cerebro_types::StateKind;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Command;
@@ -72,6 +72,12 @@ impl MachineSitter {
 
     /// Starts the machinesitter process on the same state dir.
     pub fn boot(&mut self) {
+        self.boot_prepared(|_| {});
+    }
+
+    /// As `boot`, with `prepare` given the command before it spawns (to
+    /// hand the machinesitter extra descriptors, say).
+    pub fn boot_prepared(&mut self, prepare: impl FnOnce(&mut Command)) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_machinesitter"));
         if !self.args.iter().any(|a| a == "--tasksitter-bin") {
             command.arg("--tasksitter-bin").arg(tasksitter_bin());
@@ -81,6 +87,7 @@ impl MachineSitter {
             .arg(self.state_dir())
             .args(["--port", "0"])
             .args(&self.args);
+        prepare(&mut command);
         let address = self.daemon.start(
             &mut command,
             &self.state.path().join("address"),
@@ -150,6 +157,11 @@ impl MachineSitter {
     pub fn task_view(&self, name: &str) -> TaskView {
         self.call(self.client.task(name))
             .unwrap_or_else(|e| panic!("GET task {name}: {e}"))
+    }
+
+    /// The state its tasksitter last reported (`None` before it answered).
+    pub fn task_state(&self, name: &str) -> Option<StateKind> {
+        self.task_view(name).status.map(|s| s.state.kind())
     }
 
     /// The task as JSON (read through the typed client, so it also checks

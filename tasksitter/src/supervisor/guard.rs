@@ -17,13 +17,18 @@ pub(super) struct Guard {
 /// so a signal to the tasksitter's group does not reach it.
 pub(super) fn spawn_guard(dirs: &[std::path::PathBuf]) -> std::io::Result<Guard> {
     let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .arg(crate::GUARD_SUBCOMMAND)
         .args(dirs)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .process_group(0)
-        .spawn()?;
+        .process_group(0);
+    // SAFETY: cloexec_above_stderr makes only async-signal-safe calls.
+    unsafe {
+        command.pre_exec(cerebro_host::process::cloexec_above_stderr);
+    }
+    let mut child = command.spawn()?;
     let stdin = child.stdin.take();
     Ok(Guard { child, stdin })
 }
@@ -46,7 +51,7 @@ pub fn guard_main(dirs: &[std::path::PathBuf]) -> i32 {
         if kill.exists() {
             let _ = std::fs::write(&kill, "1");
         }
-        if crate::cgroup::kill_members(&dir.join("cgroup.procs")).is_err() {
+        if cerebro_host::cgroup::kill_members(&dir.join("cgroup.procs")).is_err() {
             code = 1;
         }
     }

@@ -3,8 +3,8 @@
 //! its user before any user code runs.
 
 use super::{Backend, Supervisor};
-use crate::cli::RunAs;
 use crate::logs::spawn_pump;
+use cerebro_host::RunAs;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -96,6 +96,8 @@ impl Supervisor {
                     // The tasksitter died before PDEATHSIG was armed.
                     libc::_exit(1);
                 }
+                // After the cgroup join: its descriptors are among those marked.
+                cerebro_host::process::cloexec_above_stderr()?;
                 if let Some((uid, gid, groups)) = &ids {
                     if libc::setgroups(groups.len(), groups.as_ptr()) != 0
                         || libc::setgid(*gid) != 0

@@ -4,7 +4,7 @@
 
 use super::{signal_named, Backend, Decision, Supervisor};
 use crate::logs::join_pumps;
-use crate::proctree;
+use cerebro_host::proctree;
 use cerebro_types::time::now_ms;
 use cerebro_types::{EventKind, ExitStatus, StopReason, TaskState, ViolationKind};
 use nix::sys::signal::Signal;

@@ -3,7 +3,7 @@
 //! that turn a sample into a violation.
 
 use super::{Backend, Supervisor};
-use crate::proctree;
+use cerebro_host::proctree;
 use cerebro_types::{CpuAction, StopReason, TaskState, Violation, ViolationKind};
 use std::time::{Duration, Instant};
 

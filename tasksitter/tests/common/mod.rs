@@ -5,11 +5,18 @@
 use cerebro_client::{HttpClient, TaskClient};
 #[allow(unused_imports)]
 pub use cerebro_tests::{process_gone, wait_for};
+#[allow(unused_imports)]
+pub use cerebro_types::StateKind;
 use cerebro_types::TaskStatus;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
+
+#[path = "fds.rs"]
+mod fds;
+#[allow(unused_imports)]
+pub use fds::*;
 
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -60,6 +67,16 @@ impl Sitter {
     }
 
     fn start_with(args: &[&str], http: bool) -> Sitter {
+        Self::start_prepared(args, http, |_| {})
+    }
+
+    /// As `start_http`, with `prepare` given the command before it spawns
+    /// (to hand the tasksitter extra descriptors, say).
+    pub fn start_http_prepared(args: &[&str], prepare: impl FnOnce(&mut Command)) -> Sitter {
+        Self::start_prepared(args, true, prepare)
+    }
+
+    fn start_prepared(args: &[&str], http: bool, prepare: impl FnOnce(&mut Command)) -> Sitter {
         let dir = scratch_dir();
         let logs = dir.path().join("logs");
         let address_file = dir.path().join("address");
@@ -83,6 +100,7 @@ impl Sitter {
                 address_file.to_str().unwrap(),
             ]);
         }
+        prepare(&mut command);
         let child = command.spawn().expect("spawn tasksitter");
         let mut sitter = Sitter {
             child,
@@ -201,8 +219,13 @@ impl Sitter {
     }
 }
 
-pub fn state_of(status: &Value) -> &str {
-    status["state"]["state"].as_str().unwrap_or("")
+/// The state of a status the harness read through the typed client
+/// (`status()`, `wait_status`), as the typed `StateKind`.
+pub fn state_of(status: &Value) -> StateKind {
+    serde_json::from_value::<TaskStatus>(status.clone())
+        .expect("a status read through TaskClient")
+        .state
+        .kind()
 }
 
 pub fn count_lines(path: &Path, needle: &str) -> usize {

@@ -1,0 +1,167 @@
+//! The cluster's rules that need no machine: fencing holds, orphans.
+
+use super::*;
+use crate::config::Cli;
+use cerebro_types::job::Reschedule;
+use clap::Parser;
+
+/// The v1 fixture's cluster: `master` on local-a-1 (slots 0, 1) and
+/// local-b-3 (slot 0), `follower` beside it, `transient job` on local-b-3.
+fn fixture_cluster(dir: &std::path::Path) -> Cluster {
+    let fixture = cerebro_tests::fixture_dir("v1/clustersitter");
+    let config = Cli::try_parse_from(["clustersitter", "--state-dir", dir.to_str().unwrap()])
+        .unwrap()
+        .into_config()
+        .unwrap();
+    let cerebro_host::fs::StateFile::Read(state) = store::load(fixture.path()) else {
+        panic!("the v1 fixture loads");
+    };
+    Cluster::new(Arc::new(config), state, "local")
+}
+
+fn plan_of(cluster: &Cluster) -> Plan {
+    cluster.plan_for(&cluster.job_specs())
+}
+
+fn machine_of(plan: &Plan, job: &str, zone: &str, slot: u32) -> Option<String> {
+    plan.assignments
+        .iter()
+        .find(|a| a.key.job == job && a.key.zone == zone && a.key.slot == slot)
+        .map(|a| a.machine.clone())
+}
+
+#[test]
+fn a_lost_machine_holds_its_instances_until_it_is_gone_unless_the_job_opts_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = fixture_cluster(dir.path());
+    assert!(cluster.decommission_lost("local-b-3", "the provider says it is gone"));
+    let plan = plan_of(&cluster);
+    for (job, slot) in [("master", 0), ("transient job", 0)] {
+        assert_eq!(
+            machine_of(&plan, job, "local-b", slot).as_deref(),
+            Some("local-b-3"),
+            "{job} waits for the fence"
+        );
+        assert!(
+            plan.provision
+                .iter()
+                .all(|p| p.for_instances.iter().all(|k| k.job != job)),
+            "no machine is asked for {job} before the fence: {:?}",
+            plan.provision
+        );
+    }
+
+    // Opting out: the instance moves at once.
+    let mut spec = cluster.job("transient job").unwrap().spec.clone();
+    spec.reschedule = Reschedule::Immediately;
+    cluster.upsert_job(spec);
+    let plan = plan_of(&cluster);
+    assert_ne!(
+        machine_of(&plan, "transient job", "local-b", 0).as_deref(),
+        Some("local-b-3")
+    );
+    assert_eq!(
+        machine_of(&plan, "master", "local-b", 0).as_deref(),
+        Some("local-b-3")
+    );
+
+    // Confirmed gone: nothing is held any more.
+    cluster.machine_terminated("local-b-3");
+    let plan = plan_of(&cluster);
+    assert!(plan.assignments.iter().all(|a| a.machine != "local-b-3"));
+}
+
+#[test]
+fn only_tasks_of_known_or_removed_jobs_may_be_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = fixture_cluster(dir.path());
+    assert!(cluster.may_remove_task("master#0"));
+    assert!(!cluster.may_remove_task("lost-job#0"));
+    assert!(!cluster.may_remove_task("hand-made"));
+    cluster.remove_job("transient job");
+    assert!(
+        cluster.may_remove_task("transient job#0"),
+        "removed by request"
+    );
+    cluster.drop_non_persistent_jobs();
+    assert!(cluster.may_remove_task("master#7"));
+}
+
+#[test]
+fn the_state_survives_one_unreadable_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = fixture_cluster(dir.path());
+    cluster.persist().unwrap();
+    let main = store::state_path(dir.path());
+    let previous = store::previous_path(dir.path());
+    assert_eq!(
+        std::fs::read(&main).unwrap(),
+        std::fs::read(&previous).unwrap()
+    );
+    std::fs::write(&main, b"{\"version\": 1, \"jo").unwrap();
+    let store::Loaded::Recovered { state, problem } = store::load_or_previous(dir.path()) else {
+        panic!("the previous copy is taken");
+    };
+    assert_eq!(state.jobs.len(), 3);
+    assert!(problem.contains("unreadable"), "{problem}");
+
+    cluster.persist().unwrap();
+    std::fs::write(&main, b"").unwrap();
+    std::fs::write(&previous, b"[").unwrap();
+    assert!(matches!(
+        store::load_or_previous(dir.path()),
+        store::Loaded::Lost { .. }
+    ));
+    // A first start has neither.
+    let empty = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        store::load_or_previous(empty.path()),
+        store::Loaded::Fresh
+    ));
+}
+
+#[test]
+fn a_linked_job_that_would_not_fit_beside_its_master_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = fixture_cluster(dir.path());
+    let linked = |cpu: f64| -> JobSpec {
+        serde_json::from_value(serde_json::json!({
+            "linked_job": "master",
+            "task_configuration": {"name": "sidecar", "command": "sleep 1", "cpu": cpu, "mem": 10},
+        }))
+        .unwrap()
+    };
+    // Alone it fits a 2-core machine; beside master (0.25) and follower (0.1) it cannot.
+    let errors = cluster.check_job(&linked(1.8)).unwrap_err();
+    assert_eq!(errors.errors[0].field, "linked_job", "{errors}");
+    assert!(errors.errors[0].message.contains("2.15 cores"), "{errors}");
+    assert_eq!(cluster.check_job(&linked(1.5)), Ok(()));
+}
+
+#[test]
+fn a_batch_may_bring_its_master_but_not_a_circle() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = fixture_cluster(dir.path());
+    let job = |name: &str, link: Option<&str>| -> JobSpec {
+        let mut value = serde_json::json!({
+            "deployment_layout": {"local-a": {"cpu": 1}},
+            "task_configuration": {"name": name, "command": "sleep 1", "cpu": 0.1, "mem": 10},
+        });
+        if let Some(link) = link {
+            value["linked_job"] = link.into();
+        }
+        serde_json::from_value(value).unwrap()
+    };
+    // The master comes in the same batch: that is how a dry run of two new files looks.
+    let batch = [job("web", None), job("sidecar", Some("web"))];
+    assert_eq!(cluster.check_job_among(&batch[1], &batch), Ok(()));
+    let alone = cluster.check_job(&batch[1]).unwrap_err();
+    assert_eq!(alone.errors[0].field, "linked_job", "{alone}");
+    // Two jobs of one batch linked to each other: refused, as job by job.
+    let circle = [job("a", Some("b")), job("b", Some("a"))];
+    let errors = cluster.check_job_among(&circle[0], &circle).unwrap_err();
+    assert!(
+        errors.errors[0].message.contains("circle"),
+        "a circle inside the batch is named: {errors}"
+    );
+}
