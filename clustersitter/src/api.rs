@@ -3,7 +3,7 @@
 //! operation and turn its answer or [`OpError`] into a response.
 
 use crate::cluster::lock;
-use crate::ops::{OpError, Ops, LOG_QUERY_KEYS};
+use crate::ops::{OpError, Ops};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -204,26 +204,11 @@ async fn restart_instance(
 async fn instance_logs(
     State(ops): State<Ops>,
     Path((name, index, stream)): Path<(String, String, String)>,
-    Query(query): Query<HashMap<String, String>>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<LogChunk>, ApiError> {
     let index = instance_index(&index)?;
-    let mut piece = LogQuery::default();
-    for (key, value) in &query {
-        let Some(key) = LOG_QUERY_KEYS.iter().find(|k| **k == key.as_str()) else {
-            return Err(ApiError::bad_field(
-                key.clone(),
-                "unknown parameter (tail, offset, limit)",
-            ));
-        };
-        let number: u64 = value
-            .parse()
-            .map_err(|_| ApiError::bad_field(*key, "must be a whole number"))?;
-        match *key {
-            "tail" => piece.tail = Some(usize::try_from(number).unwrap_or(usize::MAX)),
-            "offset" => piece.offset = Some(number),
-            _ => piece.limit = Some(number),
-        }
-    }
+    // The same parameters and checks as the machinesitter's own log read.
+    let piece = LogQuery::from_pairs(&pairs)?;
     Ok(Json(
         ops.read_instance_log(&name, index, &stream, &piece).await?,
     ))

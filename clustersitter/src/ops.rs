@@ -115,9 +115,6 @@ pub struct PutJob {
     pub view: Option<JobView>,
 }
 
-/// Only these log query keys reach the machine, re-encoded from parsed numbers.
-pub const LOG_QUERY_KEYS: &[&str] = &["tail", "offset", "limit"];
-
 fn persist(cluster: &crate::cluster::Cluster) -> Result<(), OpError> {
     cluster.persist().map_err(OpError::Persist)
 }

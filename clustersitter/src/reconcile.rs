@@ -287,7 +287,7 @@ impl Reconciler {
                         ),
                         Err(error) => (
                             ClusterEventKind::TaskCallFailed,
-                            format!("PUT {}: {error}", spec.name),
+                            format!("PUT {}: {}", spec.name, error.reason()),
                             true,
                         ),
                     };
@@ -307,7 +307,7 @@ impl Reconciler {
                         ),
                         Err(error) => (
                             ClusterEventKind::TaskCallFailed,
-                            format!("DELETE {name}: {error}"),
+                            format!("DELETE {name}: {}", error.reason()),
                             true,
                         ),
                     };

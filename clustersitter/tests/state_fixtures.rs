@@ -6,9 +6,8 @@
 //! every running cluster's upgrade.
 
 use cerebro_host::fs::StateFile;
-use cerebro_tests::{assert_nothing_lost, fixture_dir};
+use cerebro_tests::{assert_journal_loads, assert_nothing_lost, fixture_dir};
 use cerebro_types::cluster::ClusterEvent;
-use cerebro_web::event_log::EventLog;
 use clustersitter::store;
 use serde_json::Value;
 
@@ -45,15 +44,5 @@ fn cluster_state_v1_loads_with_nothing_lost() {
 #[test]
 fn cluster_events_v1_load_with_nothing_lost() {
     let dir = fixture_dir("v1/clustersitter");
-    let path = dir.path().join("events.jsonl");
-    let lines: Vec<Value> = std::fs::read_to_string(&path)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
-    let log = EventLog::<ClusterEvent>::journaled(path, 10_000);
-    assert_eq!(log.iter().len(), lines.len(), "every journaled event loads");
-    for (old, event) in lines.iter().zip(log.iter()) {
-        assert_nothing_lost(old, &serde_json::to_value(event).unwrap(), "event");
-    }
+    assert_journal_loads::<ClusterEvent>(&dir.path().join("events.jsonl"));
 }

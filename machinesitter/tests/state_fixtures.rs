@@ -3,9 +3,8 @@
 //! linked job's instance and two instances of a job in a rolling update)
 //! load into today's types with nothing lost.
 
-use cerebro_tests::{assert_nothing_lost, fixture_dir};
+use cerebro_tests::{assert_journal_loads, assert_nothing_lost, fixture_dir};
 use cerebro_types::machine::MachineEvent;
-use cerebro_web::event_log::EventLog;
 use machinesitter::state::{self, Loaded};
 use serde_json::Value;
 
@@ -29,15 +28,5 @@ fn machine_state_v1_loads_with_nothing_lost() {
 #[test]
 fn machine_events_v1_load_with_nothing_lost() {
     let dir = fixture_dir("v1/machinesitter");
-    let path = dir.path().join("events.jsonl");
-    let lines: Vec<Value> = std::fs::read_to_string(&path)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
-    let log = EventLog::<MachineEvent>::journaled(path, 10_000);
-    assert_eq!(log.iter().len(), lines.len(), "every journaled event loads");
-    for (old, event) in lines.iter().zip(log.iter()) {
-        assert_nothing_lost(old, &serde_json::to_value(event).unwrap(), "event");
-    }
+    assert_journal_loads::<MachineEvent>(&dir.path().join("events.jsonl"));
 }

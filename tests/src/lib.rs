@@ -506,3 +506,21 @@ pub fn assert_nothing_lost(old: &Value, new: &Value, at: &str) {
         _ => assert_eq!(old, new, "{at} changed"),
     }
 }
+
+/// Fails unless every line of the events journal at `path` (written by an
+/// older version) loads as a `T` with nothing lost.
+pub fn assert_journal_loads<T>(path: &Path)
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let lines: Vec<Value> = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let log = cerebro_web::event_log::EventLog::<T>::journaled(path.to_path_buf(), 10_000);
+    assert_eq!(log.iter().len(), lines.len(), "every journaled event loads");
+    for (old, event) in lines.iter().zip(log.iter()) {
+        assert_nothing_lost(old, &serde_json::to_value(event).unwrap(), "event");
+    }
+}

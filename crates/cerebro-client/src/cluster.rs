@@ -2,7 +2,7 @@
 //! `cerebro` CLI, machinesitters and the end-to-end tests use it.
 
 use crate::task::with_query;
-use crate::{base_url, encode_path_segment, ClientError, HttpClient};
+use crate::{encode_path_segment, ClientError, Endpoint, HttpClient};
 use cerebro_types::cluster::{
     ClusterEvent, ClusterStatus, IdleLimitRequest, JobReply, JobView, MachineView, PlanReply,
     RegisterReply, RegisterRequest, UpdateRequest,
@@ -21,9 +21,7 @@ use cerebro_types::{LogChunk, LogStream};
 /// instance, a 409 a conflict (linked jobs, an instance not placed yet).
 #[derive(Clone, Debug)]
 pub struct ClusterClient {
-    http: HttpClient,
-    base: String,
-    token: Option<String>,
+    api: Endpoint,
 }
 
 impl ClusterClient {
@@ -32,39 +30,29 @@ impl ClusterClient {
     /// cluster's bearer token, if it has one.
     pub fn new(http: HttpClient, address: &str, token: Option<String>) -> Self {
         Self {
-            http,
-            base: base_url(address),
-            token,
+            api: Endpoint::new(http, address, token),
         }
     }
 
     /// The base URL this client talks to, without a trailing slash.
     pub fn base(&self) -> &str {
-        &self.base
-    }
-
-    /// The URL of `path` (which starts with `/`) on this clustersitter.
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        self.api.base()
     }
 
     /// The URL of one job's resource, its name percent-encoded: `suffix`
     /// is empty or starts with `/`.
     fn job_url(&self, name: &str, suffix: &str) -> String {
-        self.url(&format!(
+        self.api.url(&format!(
             "/api/v1/jobs/{}{suffix}",
             encode_path_segment(name)
         ))
     }
 
-    fn token(&self) -> Option<&str> {
-        self.token.as_deref()
-    }
-
     /// `GET /api/v1/status`: the cluster at a glance (zones, counts, unplaced instances).
     pub async fn status(&self) -> Result<ClusterStatus, ClientError> {
-        self.http
-            .get_json(&self.url("/api/v1/status"), self.token())
+        self.api
+            .http
+            .get_json(&self.api.url("/api/v1/status"), self.api.token())
             .await
     }
 
@@ -72,23 +60,25 @@ impl ClusterClient {
     /// server's default (200).
     pub async fn events(&self, limit: Option<usize>) -> Result<Vec<ClusterEvent>, ClientError> {
         let url = match limit {
-            Some(limit) => self.url(&format!("/api/v1/events?limit={limit}")),
-            None => self.url("/api/v1/events"),
+            Some(limit) => self.api.url(&format!("/api/v1/events?limit={limit}")),
+            None => self.api.url("/api/v1/events"),
         };
-        self.http.get_json(&url, self.token()).await
+        self.api.http.get_json(&url, self.api.token()).await
     }
 
     /// `GET /api/v1/jobs`, by name.
     pub async fn jobs(&self) -> Result<Vec<JobView>, ClientError> {
-        self.http
-            .get_json(&self.url("/api/v1/jobs"), self.token())
+        self.api
+            .http
+            .get_json(&self.api.url("/api/v1/jobs"), self.api.token())
             .await
     }
 
     /// `GET /api/v1/jobs/{name}`; a 404 when there is no such job.
     pub async fn job(&self, name: &str) -> Result<JobView, ClientError> {
-        self.http
-            .get_json(&self.job_url(name, ""), self.token())
+        self.api
+            .http
+            .get_json(&self.job_url(name, ""), self.api.token())
             .await
     }
 
@@ -96,16 +86,18 @@ impl ClusterClient {
     /// updates the job (`updated`, with a rollout when instances must
     /// change, or `unchanged`). Idempotent, so retried.
     pub async fn put_job(&self, job: &JobSpec) -> Result<JobReply, ClientError> {
-        self.http
-            .put_json(&self.job_url(job.name(), ""), self.token(), job)
+        self.api
+            .http
+            .put_json(&self.job_url(job.name(), ""), self.api.token(), job)
             .await
     }
 
     /// `DELETE /api/v1/jobs/{name}`: `deleted`; its instances stop. A 409
     /// while other jobs link to it.
     pub async fn remove_job(&self, name: &str) -> Result<JobReply, ClientError> {
-        self.http
-            .delete_json(&self.job_url(name, ""), self.token())
+        self.api
+            .http
+            .delete_json(&self.job_url(name, ""), self.api.token())
             .await
     }
 
@@ -115,24 +107,31 @@ impl ClusterClient {
         name: &str,
         request: &UpdateRequest,
     ) -> Result<JobReply, ClientError> {
-        self.http
-            .post_json(&self.job_url(name, "/update"), self.token(), Some(request))
+        self.api
+            .http
+            .post_json(
+                &self.job_url(name, "/update"),
+                self.api.token(),
+                Some(request),
+            )
             .await
     }
 
     /// `POST /api/v1/jobs/{name}/start`: every instance runs, whatever
     /// `auto_start` says (`starting`).
     pub async fn start_job(&self, name: &str) -> Result<JobReply, ClientError> {
-        self.http
-            .post_json::<(), _>(&self.job_url(name, "/start"), self.token(), None)
+        self.api
+            .http
+            .post_json::<(), _>(&self.job_url(name, "/start"), self.api.token(), None)
             .await
     }
 
     /// `POST /api/v1/jobs/{name}/stop`: every instance stops; the job stays
     /// (`stopping`).
     pub async fn stop_job(&self, name: &str) -> Result<JobReply, ClientError> {
-        self.http
-            .post_json::<(), _>(&self.job_url(name, "/stop"), self.token(), None)
+        self.api
+            .http
+            .post_json::<(), _>(&self.job_url(name, "/stop"), self.api.token(), None)
             .await
     }
 
@@ -144,7 +143,10 @@ impl ClusterClient {
         index: usize,
     ) -> Result<JobReply, ClientError> {
         let url = self.job_url(name, &format!("/instances/{index}/restart"));
-        self.http.post_json::<(), _>(&url, self.token(), None).await
+        self.api
+            .http
+            .post_json::<(), _>(&url, self.api.token(), None)
+            .await
     }
 
     /// `GET /api/v1/jobs/{name}/instances/{index}/logs/{stream}`: a chunk
@@ -163,36 +165,41 @@ impl ClusterClient {
             ),
             query,
         );
-        self.http.get_json(&url, self.token()).await
+        self.api.http.get_json(&url, self.api.token()).await
     }
 
     /// `POST /api/v1/plan`: where these jobs' instances would go, changing nothing.
     pub async fn plan(&self, jobs: &[JobSpec]) -> Result<PlanReply, ClientError> {
-        self.http
-            .post_json(&self.url("/api/v1/plan"), self.token(), Some(&jobs))
+        self.api
+            .http
+            .post_json(&self.api.url("/api/v1/plan"), self.api.token(), Some(&jobs))
             .await
     }
 
     /// `GET /api/v1/machines`.
     pub async fn machines(&self) -> Result<Vec<MachineView>, ClientError> {
-        self.http
-            .get_json(&self.url("/api/v1/machines"), self.token())
+        self.api
+            .http
+            .get_json(&self.api.url("/api/v1/machines"), self.api.token())
             .await
     }
 
     /// `GET /api/v1/machines/{id}`; a 404 when there is no such machine.
     pub async fn machine(&self, id: &str) -> Result<MachineView, ClientError> {
-        let url = self.url(&format!("/api/v1/machines/{}", encode_path_segment(id)));
-        self.http.get_json(&url, self.token()).await
+        let url = self
+            .api
+            .url(&format!("/api/v1/machines/{}", encode_path_segment(id)));
+        self.api.http.get_json(&url, self.api.token()).await
     }
 
     /// `POST /api/v1/machines/register`: a machinesitter announces its
     /// address and capacity; a 410 when the cluster decommissioned it.
     pub async fn register(&self, request: &RegisterRequest) -> Result<RegisterReply, ClientError> {
-        self.http
+        self.api
+            .http
             .post_json(
-                &self.url("/api/v1/machines/register"),
-                self.token(),
+                &self.api.url("/api/v1/machines/register"),
+                self.api.token(),
                 Some(request),
             )
             .await
@@ -204,8 +211,13 @@ impl ClusterClient {
         &self,
         request: &IdleLimitRequest,
     ) -> Result<ClusterStatus, ClientError> {
-        self.http
-            .put_json(&self.url("/api/v1/idle-limit"), self.token(), request)
+        self.api
+            .http
+            .put_json(
+                &self.api.url("/api/v1/idle-limit"),
+                self.api.token(),
+                request,
+            )
             .await
     }
 }

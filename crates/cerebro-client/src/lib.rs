@@ -43,3 +43,38 @@ mod tests {
         assert_eq!(super::base_url("https://m:1/"), "https://m:1");
     }
 }
+
+/// One daemon's API as every typed client holds it: the connection pool,
+/// the base URL and the bearer token, so that URLs and the token are put
+/// together in one place.
+#[derive(Clone, Debug)]
+pub(crate) struct Endpoint {
+    pub(crate) http: HttpClient,
+    base: String,
+    token: Option<String>,
+}
+
+impl Endpoint {
+    /// `address` is `host:port` or a base URL (see [`base_url`]).
+    pub(crate) fn new(http: HttpClient, address: &str, token: Option<String>) -> Self {
+        Self {
+            http,
+            base: base_url(address),
+            token,
+        }
+    }
+
+    /// The base URL, without a trailing slash.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The URL of `path` (which starts with `/`) on this daemon.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+}

@@ -1,7 +1,7 @@
 //! `MachineClient`: one machinesitter's HTTP API (`/api/v1/...`).
 
 use crate::task::with_query;
-use crate::{base_url, encode_path_segment, ClientError, HttpClient};
+use crate::{encode_path_segment, ClientError, Endpoint, HttpClient};
 use cerebro_types::machine::{ActionReply, MachineEvent, MachineStatus, PutReply, TaskView};
 use cerebro_types::task_api::{LogQuery, TaskAction};
 use cerebro_types::{LogChunk, LogStream, TaskSpec};
@@ -10,9 +10,7 @@ use cerebro_types::{LogChunk, LogStream, TaskSpec};
 /// Cheap to clone; clones share the connection pool.
 #[derive(Clone, Debug)]
 pub struct MachineClient {
-    http: HttpClient,
-    base: String,
-    token: Option<String>,
+    api: Endpoint,
 }
 
 impl MachineClient {
@@ -20,59 +18,53 @@ impl MachineClient {
     /// it) or a base URL; `token` is the cluster's bearer token, if any.
     pub fn new(http: HttpClient, address: &str, token: Option<String>) -> Self {
         Self {
-            http,
-            base: base_url(address),
-            token,
+            api: Endpoint::new(http, address, token),
         }
     }
 
     /// The base URL this client talks to, without a trailing slash.
     pub fn base(&self) -> &str {
-        &self.base
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        self.api.base()
     }
 
     /// The URL of one task's resource, its name percent-encoded: `suffix`
     /// is empty or starts with `/`.
     fn task_url(&self, name: &str, suffix: &str) -> String {
-        self.url(&format!(
+        self.api.url(&format!(
             "/api/v1/tasks/{}{suffix}",
             encode_path_segment(name)
         ))
     }
 
-    fn token(&self) -> Option<&str> {
-        self.token.as_deref()
-    }
-
     /// `GET /api/v1/status`: capacity, reservations, vitals, per-task usage.
     pub async fn status(&self) -> Result<MachineStatus, ClientError> {
-        self.http
-            .get_json(&self.url("/api/v1/status"), self.token())
+        self.api
+            .http
+            .get_json(&self.api.url("/api/v1/status"), self.api.token())
             .await
     }
 
     /// `GET /api/v1/events`, newest first.
     pub async fn events(&self) -> Result<Vec<MachineEvent>, ClientError> {
-        self.http
-            .get_json(&self.url("/api/v1/events"), self.token())
+        self.api
+            .http
+            .get_json(&self.api.url("/api/v1/events"), self.api.token())
             .await
     }
 
     /// `GET /api/v1/tasks`.
     pub async fn tasks(&self) -> Result<Vec<TaskView>, ClientError> {
-        self.http
-            .get_json(&self.url("/api/v1/tasks"), self.token())
+        self.api
+            .http
+            .get_json(&self.api.url("/api/v1/tasks"), self.api.token())
             .await
     }
 
     /// `GET /api/v1/tasks/{name}`; a 404 when there is no such task.
     pub async fn task(&self, name: &str) -> Result<TaskView, ClientError> {
-        self.http
-            .get_json(&self.task_url(name, ""), self.token())
+        self.api
+            .http
+            .get_json(&self.task_url(name, ""), self.api.token())
             .await
     }
 
@@ -80,16 +72,18 @@ impl MachineClient {
     /// (idempotent, so retried). A 400 names a bad field, a 409 says the
     /// task does not fit or is being deleted.
     pub async fn put_task(&self, spec: &TaskSpec) -> Result<PutReply, ClientError> {
-        self.http
-            .put_json(&self.task_url(&spec.name, ""), self.token(), spec)
+        self.api
+            .http
+            .put_json(&self.task_url(&spec.name, ""), self.api.token(), spec)
             .await
     }
 
     /// `DELETE /api/v1/tasks/{name}`: waits (bounded by the task's stop
     /// timeout) until it is gone; `Deleting` when it was still stopping.
     pub async fn delete_task(&self, name: &str) -> Result<ActionReply, ClientError> {
-        self.http
-            .delete_json(&self.task_url(name, ""), self.token())
+        self.api
+            .http
+            .delete_json(&self.task_url(name, ""), self.api.token())
             .await
     }
 
@@ -101,7 +95,10 @@ impl MachineClient {
         action: TaskAction,
     ) -> Result<ActionReply, ClientError> {
         let url = self.task_url(name, &format!("/{action}"));
-        self.http.post_json::<(), _>(&url, self.token(), None).await
+        self.api
+            .http
+            .post_json::<(), _>(&url, self.api.token(), None)
+            .await
     }
 
     /// `GET /api/v1/tasks/{name}/logs/{stream}`: a chunk of the task's log.
@@ -115,6 +112,6 @@ impl MachineClient {
             self.task_url(name, &format!("/logs/{}", stream.as_str())),
             query,
         );
-        self.http.get_json(&url, self.token()).await
+        self.api.http.get_json(&url, self.api.token()).await
     }
 }

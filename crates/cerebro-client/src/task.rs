@@ -1,6 +1,6 @@
 //! `TaskClient`: one tasksitter's HTTP API (`/api/v1/...`).
 
-use crate::{base_url, ClientError, HttpClient};
+use crate::{ClientError, Endpoint, HttpClient};
 use cerebro_types::task_api::{ControlReply, LogList, LogQuery, SignalRequest, TaskAction};
 use cerebro_types::{LogChunk, LogStream, TaskStatus};
 
@@ -8,9 +8,7 @@ use cerebro_types::{LogChunk, LogStream, TaskStatus};
 /// Cheap to clone; clones share the connection pool.
 #[derive(Clone, Debug)]
 pub struct TaskClient {
-    http: HttpClient,
-    base: String,
-    token: Option<String>,
+    api: Endpoint,
 }
 
 impl TaskClient {
@@ -18,41 +16,35 @@ impl TaskClient {
     /// or a base URL; `token` is the bearer secret, if the tasksitter has one.
     pub fn new(http: HttpClient, address: &str, token: Option<String>) -> Self {
         Self {
-            http,
-            base: base_url(address),
-            token,
+            api: Endpoint::new(http, address, token),
         }
-    }
-
-    /// The URL of `path` (which starts with `/`) on this tasksitter.
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn token(&self) -> Option<&str> {
-        self.token.as_deref()
     }
 
     /// `POST /api/v1/ping`: the status, answered only to the holder of the
     /// tasksitter's secret, so a 401 (`ClientError::status`) means this is
     /// not the tasksitter the secret belongs to.
     pub async fn ping(&self) -> Result<TaskStatus, ClientError> {
-        self.http
-            .post_json::<(), _>(&self.url("/api/v1/ping"), self.token(), None)
+        self.api
+            .http
+            .post_json::<(), _>(&self.api.url("/api/v1/ping"), self.api.token(), None)
             .await
     }
 
     /// `GET /api/v1/status`.
     pub async fn status(&self) -> Result<TaskStatus, ClientError> {
-        self.http
-            .get_json(&self.url("/api/v1/status"), self.token())
+        self.api
+            .http
+            .get_json(&self.api.url("/api/v1/status"), self.api.token())
             .await
     }
 
     /// `POST /api/v1/{start|stop|restart}`; a 409 when the task's state refuses it.
     pub async fn control(&self, action: TaskAction) -> Result<ControlReply, ClientError> {
-        let url = self.url(&format!("/api/v1/{action}"));
-        self.http.post_json::<(), _>(&url, self.token(), None).await
+        let url = self.api.url(&format!("/api/v1/{action}"));
+        self.api
+            .http
+            .post_json::<(), _>(&url, self.api.token(), None)
+            .await
     }
 
     /// `POST /api/v1/signal`: `signal` is a name such as `HUP` or `SIGHUP`;
@@ -61,15 +53,21 @@ impl TaskClient {
         let body = SignalRequest {
             signal: signal.to_string(),
         };
-        self.http
-            .post_json(&self.url("/api/v1/signal"), self.token(), Some(&body))
+        self.api
+            .http
+            .post_json(
+                &self.api.url("/api/v1/signal"),
+                self.api.token(),
+                Some(&body),
+            )
             .await
     }
 
     /// `GET /api/v1/logs`: the log files the tasksitter captures.
     pub async fn logs(&self) -> Result<LogList, ClientError> {
-        self.http
-            .get_json(&self.url("/api/v1/logs"), self.token())
+        self.api
+            .http
+            .get_json(&self.api.url("/api/v1/logs"), self.api.token())
             .await
     }
 
@@ -80,10 +78,10 @@ impl TaskClient {
         query: &LogQuery,
     ) -> Result<LogChunk, ClientError> {
         let url = with_query(
-            self.url(&format!("/api/v1/logs/{}", stream.as_str())),
+            self.api.url(&format!("/api/v1/logs/{}", stream.as_str())),
             query,
         );
-        self.http.get_json(&url, self.token()).await
+        self.api.http.get_json(&url, self.api.token()).await
     }
 }
 
