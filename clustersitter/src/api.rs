@@ -2,7 +2,6 @@
 //! over [`crate::ops`]. Handlers parse and validate the request, call one
 //! operation and turn its answer or [`OpError`] into a response.
 
-use crate::cluster::lock;
 use crate::ops::{OpError, Ops};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -259,7 +258,7 @@ async fn set_idle_limit(
 /// `/metrics`: the cluster's totals, each job's running instances and
 /// whether each machine is ready, read from the state at scrape time.
 async fn metrics(State(ops): State<Ops>) -> Exposition {
-    let cluster = lock(&ops.cluster);
+    let cluster = ops.read();
     let views = cluster.job_views();
     let status = cluster.status_with(&views);
     let name = status.cluster.as_str();
@@ -342,11 +341,11 @@ mod tests {
             panic!("the v1 fixture loads");
         };
         let cluster = Cluster::new(Arc::new(config), state, "local");
-        let ops = Ops {
-            cluster: Arc::new(Mutex::new(cluster)),
-            notify: Default::default(),
-            client: cerebro_client::HttpClient::new(std::time::Duration::from_secs(1), 1),
-        };
+        let ops = Ops::new(
+            Arc::new(Mutex::new(cluster)),
+            Default::default(),
+            cerebro_client::HttpClient::new(std::time::Duration::from_secs(1), 1),
+        );
         let response = metrics(State(ops)).await.into_response();
         assert_eq!(
             response.headers()[axum::http::header::CONTENT_TYPE],

@@ -168,11 +168,11 @@ pub async fn serve_with(
         )
         .run(shutdown_rx.clone()),
     );
-    let ops = ops::Ops {
-        cluster: cluster.clone(),
+    let ops = ops::Ops::new(
+        cluster.clone(),
         notify,
-        client: cerebro_client::HttpClient::new(Duration::from_secs(10), 2),
-    };
+        cerebro_client::HttpClient::new(Duration::from_secs(10), 2),
+    );
     let sessions = session::Sessions::load(
         &config.state_dir,
         config.token.as_ref(),

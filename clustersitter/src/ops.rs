@@ -99,12 +99,25 @@ impl From<ValidationErrors> for OpError {
 /// a client for the few calls that reach a machine. Cheap to clone.
 #[derive(Clone)]
 pub struct Ops {
-    /// The cluster, behind its one lock.
-    pub cluster: SharedCluster,
+    /// The cluster, behind its one lock; changed only by the operations
+    /// here, read by the edges through [`Ops::read`].
+    cluster: SharedCluster,
     /// Wakes the reconciler after a change.
-    pub notify: Arc<Notify>,
+    notify: Arc<Notify>,
     /// For the calls that reach a machine (restart, logs, stale tasks).
-    pub client: HttpClient,
+    client: HttpClient,
+}
+
+/// The cluster as the edges may see it: under its lock, read-only, for
+/// rendering one page or one scrape (held no longer than that, and never
+/// across an `.await`).
+pub struct ClusterRead<'a>(std::sync::MutexGuard<'a, crate::cluster::Cluster>);
+
+impl std::ops::Deref for ClusterRead<'_> {
+    type Target = crate::cluster::Cluster;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 /// What `put_job` did, and the job afterwards.
@@ -120,6 +133,22 @@ fn persist(cluster: &crate::cluster::Cluster) -> Result<(), OpError> {
 }
 
 impl Ops {
+    /// The service over `cluster`; `notify` wakes its reconciler, `client`
+    /// reaches machines.
+    pub fn new(cluster: SharedCluster, notify: Arc<Notify>, client: HttpClient) -> Self {
+        Self {
+            cluster,
+            notify,
+            client,
+        }
+    }
+
+    /// The cluster to read, for a page or a scrape; changes go through the
+    /// operations.
+    pub fn read(&self) -> ClusterRead<'_> {
+        ClusterRead(lock(&self.cluster))
+    }
+
     /// The cluster's status now.
     pub fn status(&self) -> ClusterStatus {
         lock(&self.cluster).status()

@@ -3,7 +3,6 @@
 //! the session's CSRF token and done through the cluster's operations.
 
 use super::{UiState, Viewer};
-use crate::cluster::lock;
 use crate::ops::OpError;
 use crate::session::{
     served_over_tls, session_cookie, session_set_cookie, Session, SESSION_LIFETIME,
@@ -34,7 +33,7 @@ pub(super) async fn login(
     extensions: axum::http::Extensions,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let token = lock(&app.ops.cluster).config().token.clone();
+    let token = app.ops.read().config().token.clone();
     let checked = match token {
         // The same check, and the same limit on wrong attempts, as the API's bearer token.
         Some(token) => token.check(cerebro_web::auth::client_ip(&extensions), form.token.trim()),

@@ -71,10 +71,7 @@ const OPEN_BANNER: &str = r#"<div class="notice insecure"><b>Insecure:</b> this 
 
 /// Whether the cluster runs without a token.
 fn is_open(app: &UiState) -> bool {
-    crate::cluster::lock(&app.ops.cluster)
-        .config()
-        .token
-        .is_none()
+    app.ops.read().config().token.is_none()
 }
 
 /// A page in the shared shell, with [`OPEN_BANNER`] first when `open`.

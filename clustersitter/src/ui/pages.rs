@@ -2,7 +2,7 @@
 //! server and refreshed in place.
 
 use super::{render, UiState, Viewer, REFRESH_MS};
-use crate::cluster::{lock, Cluster};
+use crate::cluster::Cluster;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -132,7 +132,7 @@ pub(super) async fn overview(State(app): State<UiState>, headers: HeaderMap) -> 
         return Redirect::to("/login").into_response();
     };
     let body = {
-        let cluster = lock(&app.ops.cluster);
+        let cluster = app.ops.read();
         let views = cluster.job_views();
         let status = cluster.status_with(&views);
         let mut by_state: HashMap<MachineState, usize> = HashMap::new();
@@ -277,7 +277,7 @@ pub(super) async fn job_page(
         return Redirect::to("/login").into_response();
     };
     let body = {
-        let cluster = lock(&app.ops.cluster);
+        let cluster = app.ops.read();
         let Some(record) = cluster.job(&name) else {
             return not_found(&viewer, &format!("no job named '{name}'"));
         };
@@ -386,7 +386,7 @@ pub(super) async fn machine_page(
         return Redirect::to("/login").into_response();
     };
     let body = {
-        let cluster = lock(&app.ops.cluster);
+        let cluster = app.ops.read();
         let Some(machine) = cluster.machine(&id) else {
             return not_found(&viewer, &format!("no machine '{id}'"));
         };
