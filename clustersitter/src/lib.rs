@@ -58,12 +58,7 @@ pub enum ClusterError {
 pub const DAEMON: cerebro_web::daemon::Daemon<ClusterConfig> = cerebro_web::daemon::Daemon {
     program: "clustersitter",
     runtime: cerebro_web::daemon::Runtime::MultiThread,
-    listen: |config| {
-        Some(cerebro_web::daemon::Listen {
-            addr: config.addr,
-            address_file: None,
-        })
-    },
+    listen: |config| Some(config.addr),
 };
 
 /// The provider `config` names: for the local provider, machinesitter

@@ -42,12 +42,7 @@ pub enum MachineError {
 pub const DAEMON: cerebro_web::daemon::Daemon<MachineConfig> = cerebro_web::daemon::Daemon {
     program: "machinesitter",
     runtime: cerebro_web::daemon::Runtime::MultiThread,
-    listen: |config| {
-        Some(cerebro_web::daemon::Listen {
-            addr: config.addr,
-            address_file: None,
-        })
-    },
+    listen: |config| Some(config.addr),
 };
 
 /// Runs the machinesitter on `listener` (already bound, by `main` or a

@@ -37,15 +37,7 @@ pub enum SitterError {
 pub const DAEMON: cerebro_web::daemon::Daemon<SitterConfig> = cerebro_web::daemon::Daemon {
     program: "tasksitter",
     runtime: cerebro_web::daemon::Runtime::CurrentThread,
-    listen: |config| {
-        config
-            .http
-            .as_ref()
-            .map(|http| cerebro_web::daemon::Listen {
-                addr: http.addr,
-                address_file: None,
-            })
-    },
+    listen: |config| config.http.as_ref().map(|http| http.addr),
 };
 
 /// Runs the tasksitter until the workload has ended for good or a shutdown

@@ -156,11 +156,7 @@ pub(super) async fn update_action(
         .ops
         .start_rollout(&name, &UpdateRequest::default())
         .map(|_| ());
-    done(
-        &app,
-        result,
-        &format!("/jobs/{}", encode_path_segment(&name)),
-    )
+    done(&app, result, &job_page(&name))
 }
 
 pub(super) async fn remove_action(
@@ -187,11 +183,7 @@ pub(super) async fn start_or_stop_action(
         return refused(&app, why);
     }
     let result = app.ops.request_run(&name, run).map(|_| ());
-    done(
-        &app,
-        result,
-        &format!("/jobs/{}", encode_path_segment(&name)),
-    )
+    done(&app, result, &job_page(&name))
 }
 
 pub(super) async fn restart_action(
@@ -204,11 +196,7 @@ pub(super) async fn restart_action(
         return refused(&app, why);
     }
     let result = app.ops.restart_instance(&name, index).await;
-    done(
-        &app,
-        result,
-        &format!("/jobs/{}", encode_path_segment(&name)),
-    )
+    done(&app, result, &job_page(&name))
 }
 
 pub(super) async fn idle_limit_action(
@@ -232,4 +220,9 @@ pub(super) async fn idle_limit_action(
         app.ops.apply_idle_limit(&request).map(|_| ()),
         "/overview",
     )
+}
+
+/// Where an action on job `name` sends the browser back to: its page.
+fn job_page(name: &str) -> String {
+    format!("/jobs/{}", encode_path_segment(name))
 }

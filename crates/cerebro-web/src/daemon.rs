@@ -1,6 +1,6 @@
 //! What every Cerebro daemon's `main` and `serve` share, written once:
 //!
-//! - `main`: flags → config → bind → signals → announce the address → the
+//! - `main`: flags → config → bind → signals → the
 //!   daemon's `serve`, with one exit-code policy (`USAGE_ERROR`, 2, for bad
 //!   flags and configs; `RUNTIME_ERROR`, 1, for everything that fails later);
 //! - `Shutdown`, how a daemon's caller asks it to stop: `main` turns SIGTERM
@@ -14,7 +14,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -269,17 +268,6 @@ impl ShutdownSignals {
     }
 }
 
-/// Where a daemon listens: the address to bind and the file to announce
-/// the bound address in (for a port-0 bind).
-#[derive(Debug, Clone)]
-pub struct Listen {
-    /// Port 0 picks a free port; the address file then tells which.
-    pub addr: SocketAddr,
-    /// Written atomically with `host:port` once the daemon is listening
-    /// and handles its shutdown signals.
-    pub address_file: Option<PathBuf>,
-}
-
 /// Which tokio runtime a daemon runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Runtime {
@@ -304,9 +292,6 @@ pub enum BootError {
     },
     #[error("cannot install signal handlers: {0}")]
     Signal(std::io::Error),
-    /// The address file could not be written.
-    #[error(transparent)]
-    AddressFile(#[from] AddressFileError),
 }
 
 /// A daemon as `main` runs it.
@@ -314,15 +299,18 @@ pub struct Daemon<C> {
     /// The program name that starts every error line.
     pub program: &'static str,
     pub runtime: Runtime,
-    /// Where the config says to listen; `None` for no HTTP at all.
-    pub listen: fn(&C) -> Option<Listen>,
+    /// Where the config says to listen (port 0 picks a free port); `None`
+    /// for no HTTP at all. The daemon's `serve` announces the bound address
+    /// itself (see [`announce_address`]) once it is ready, so that an
+    /// address file never names a daemon that failed to start.
+    pub listen: fn(&C) -> Option<SocketAddr>,
 }
 
 impl<C> Daemon<C> {
     /// The whole life of a daemon process: parses `F` from the command line
     /// and turns it into a config with `configure` (either failing is exit
     /// 2, one line on stderr), binds, forwards SIGTERM/SIGINT as shutdown
-    /// requests, announces the bound address, then runs `serve`. `serve`'s
+    /// requests, then runs `serve` (which announces its address once ready). `serve`'s
     /// `Ok(code)` is the exit status; any error after the config is exit 1.
     pub fn main<F, E, S, Fut, R>(
         &self,
@@ -371,10 +359,10 @@ impl<C> Daemon<C> {
     }
 }
 
-/// Binds, turns the signals into shutdown requests, then announces the
-/// address: a reader of the address file may connect, or signal, at once.
+/// Binds and turns the signals into shutdown requests, before `serve`
+/// runs: a signal that arrives while it starts is not lost.
 async fn boot(
-    listen: Option<&Listen>,
+    listen: Option<&SocketAddr>,
 ) -> Result<(Option<tokio::net::TcpListener>, Shutdown), BootError> {
     let (handle, shutdown) = shutdown_channel();
     let Some(listen) = listen else {
@@ -384,17 +372,16 @@ async fn boot(
         return Ok((None, shutdown));
     };
     let bind_error = |source| BootError::Bind {
-        addr: listen.addr,
+        addr: *listen,
         source,
     };
-    let listener = tokio::net::TcpListener::bind(listen.addr)
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(bind_error)?;
     let bound = listener.local_addr().map_err(bind_error)?;
     ShutdownSignals::install()
         .map_err(BootError::Signal)?
         .forward_to(handle);
-    announce_address(listen.address_file.as_deref(), bound)?;
     tracing::info!(%bound, "listening");
     Ok((Some(listener), shutdown))
 }
