@@ -35,8 +35,10 @@ impl std::fmt::Debug for Token {
 pub const FREE_FAILURES: u32 = 10;
 /// The first lockout; each further wrong attempt doubles it.
 const FIRST_LOCKOUT: Duration = Duration::from_secs(1);
-/// The longest lockout.
-const MAX_LOCKOUT: Duration = Duration::from_secs(300);
+/// The longest lockout: long enough that guessing is useless (one guess a
+/// minute), short enough that a local process cannot keep the operator's
+/// CLI, which shares its address, out for long.
+const MAX_LOCKOUT: Duration = Duration::from_secs(60);
 /// An address with no wrong attempt for this long starts afresh.
 const FORGET_AFTER: Duration = Duration::from_secs(600);
 /// Addresses remembered at most; beyond, the quiet ones are forgotten.
