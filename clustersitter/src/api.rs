@@ -243,7 +243,7 @@ async fn register(
     body: Bytes,
 ) -> Result<(StatusCode, Json<RegisterReply>), ApiError> {
     let request: RegisterRequest = parse_json_body(&body)?;
-    let result = ops.register(&request)?;
+    let result = ops.register(&request).await?;
     Ok((StatusCode::OK, Json(RegisterReply { result })))
 }
 

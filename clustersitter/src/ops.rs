@@ -95,6 +95,9 @@ impl From<ValidationErrors> for OpError {
     }
 }
 
+/// How long a registering machine's new address has to answer.
+const REGISTER_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The service both edges share: the cluster, the reconciler's wake-up and
 /// a client for the few calls that reach a machine. Cheap to clone.
 #[derive(Clone)]
@@ -364,14 +367,48 @@ impl Ops {
         Ok(cluster.plan_for(&specs))
     }
 
+    /// Fails unless `request.address` answers `GET /api/v1/status` as
+    /// machine `request.machine_id`. Asked without the cluster's token,
+    /// which must never go to an address nobody has vouched for yet.
+    async fn check_answers_as(&self, request: &RegisterRequest) -> Result<(), OpError> {
+        let probe = MachineClient::new(
+            cerebro_client::HttpClient::new(REGISTER_PROBE_TIMEOUT, 1),
+            &request.address,
+            None,
+        );
+        match probe.status().await {
+            Ok(status) if status.machine_id == request.machine_id => Ok(()),
+            Ok(status) => Err(OpError::field(
+                "address",
+                format!(
+                    "{} answers as machine '{}', not '{}'",
+                    request.address, status.machine_id, request.machine_id
+                ),
+            )),
+            Err(error) => Err(OpError::field(
+                "address",
+                format!(
+                    "{} does not answer as a machinesitter: {}",
+                    request.address,
+                    error.reason()
+                ),
+            )),
+        }
+    }
+
     /// A machinesitter announces itself, after [`RegisterRequest::validate`]
     /// and with its zone (if it names one) served here: known machines get their address
     /// updated; a machine this cluster decommissioned is told so and its
     /// stale tasks are removed; an unknown machine in a served zone joins.
-    pub fn register(&self, request: &RegisterRequest) -> Result<RegisterResult, OpError> {
+    pub async fn register(&self, request: &RegisterRequest) -> Result<RegisterResult, OpError> {
         request.validate()?;
-        let result = {
-            let mut cluster = lock(&self.cluster);
+        // A registration may point a machine id at a new address: anyone
+        // holding the machines' token could otherwise move a healthy
+        // machine to a dead address and have it decommissioned, or have a
+        // retired one's tasks removed somewhere else. So a new address must
+        // first answer as the machine it claims to be.
+        let moves = {
+            let cluster = lock(&self.cluster);
             if let Some(zone) = &request.zone {
                 let zones = cluster.config().zones();
                 if !zones.contains_key(zone) {
@@ -384,6 +421,27 @@ impl Ops {
                     ));
                 }
             }
+            match cluster.machine(&request.machine_id) {
+                Some(record) => {
+                    if let Some(zone) = request.zone.as_ref().filter(|z| **z != record.zone) {
+                        return Err(OpError::field(
+                            "zone",
+                            format!(
+                                "machine '{}' is in zone '{}', not '{zone}'",
+                                request.machine_id, record.zone
+                            ),
+                        ));
+                    }
+                    record.address.as_deref() != Some(request.address.as_str())
+                }
+                None => true,
+            }
+        };
+        if moves {
+            self.check_answers_as(request).await?;
+        }
+        let result = {
+            let mut cluster = lock(&self.cluster);
             if cluster.was_retired(&request.machine_id) {
                 let token = cluster
                     .config()

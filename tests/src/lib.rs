@@ -281,6 +281,41 @@ impl Cluster {
         self.dir.path().join("state").join("cluster-token")
     }
 
+    /// Starts a machinesitter by hand (not by the provider), with state in
+    /// `dir` under the cluster's temp dir and the cluster's token; with
+    /// `register` it registers itself with this cluster. Returns the child
+    /// and the address it listens on.
+    pub fn start_machine(
+        &self,
+        id: &str,
+        zone: &str,
+        dir: &str,
+        register: bool,
+    ) -> (Child, String) {
+        let mut command = Command::new(bin("machinesitter"));
+        command
+            .args([
+                "--port",
+                "0",
+                "--machine-id",
+                id,
+                "--zone",
+                zone,
+                "--state-dir",
+            ])
+            .arg(self.path().join(dir))
+            .arg("--token-file")
+            .arg(self.generated_token_file());
+        if register {
+            command.args(["--cluster-url", &self.base_url]);
+        }
+        spawn_listening(
+            &mut command,
+            &self.path().join(format!("{dir}.address")),
+            id,
+        )
+    }
+
     /// The config home (`XDG_CONFIG_HOME`) of this cluster's processes
     /// and of the CLI the tests run.
     pub fn config_home(&self) -> PathBuf {

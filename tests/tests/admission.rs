@@ -127,16 +127,50 @@ fn a_machine_registering_with_nonsense_is_refused_by_field() {
     assert_eq!(refusal(&reply).0, "zone", "{reply}");
     assert!(cluster.machines().is_empty(), "nothing joined");
 
+    // Nothing answers at the good body's address: a machine must be where it says.
+    let (code, reply) =
+        cluster.request("POST", "/api/v1/machines/register", Some(&good.to_string()));
+    assert_eq!(code, 400, "{reply}");
+    assert_eq!(refusal(&reply).0, "address", "{reply}");
+    let (_machine, address) = cluster.start_machine("hand-1", "zone-a", "hand-1", false);
+    let mut good = good.clone();
+    good["address"] = json!(address);
     let (code, reply) =
         cluster.request("POST", "/api/v1/machines/register", Some(&good.to_string()));
     assert_eq!(code, 200, "a sane machine still joins: {reply}");
-    // Known now: a re-registration with nonsense is refused just the same.
+    // Known now: it cannot be moved to an address that does not answer as
+    // it, nor to another zone (either would take a healthy machine down).
+    for (field, change) in [
+        ("address", json!({"address": "127.0.0.1:9"})),
+        ("zone", json!({"zone": "zone-b"})),
+    ] {
+        let mut body = good.clone();
+        body.as_object_mut()
+            .unwrap()
+            .extend(change.as_object().unwrap().clone());
+        let (code, reply) =
+            cluster.request("POST", "/api/v1/machines/register", Some(&body.to_string()));
+        assert_eq!(code, 400, "{body}: {reply}");
+        assert_eq!(refusal(&reply).0, field, "{reply}");
+    }
+    assert_eq!(
+        cluster.machines()[0]["address"],
+        json!(address),
+        "not moved"
+    );
+    assert_eq!(cluster.machines()[0]["zone"], "zone-a");
+    // Known now: a re-registration with nonsense is refused just the same,
+    // and the capacity stays what the machine itself reports.
+    let capacity = wait_for(TIMEOUT, "the hand-made machine to be polled", || {
+        let machine = cluster.machines()[0].clone();
+        (machine["state"] == "ready").then(|| machine["capacity"].clone())
+    });
     let mut body = good.clone();
     body["capacity"] = json!({"cpu": -5.0, "mem_mb": 512.0});
     let (code, reply) =
         cluster.request("POST", "/api/v1/machines/register", Some(&body.to_string()));
     assert_eq!(code, 400, "{reply}");
-    assert_eq!(cluster.machines()[0]["capacity"]["cpu"], 1.0);
+    assert_eq!(cluster.machines()[0]["capacity"], capacity);
 }
 
 #[test]

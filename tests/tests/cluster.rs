@@ -541,28 +541,7 @@ fn machines_register_join_and_a_replaced_machine_that_returns_loses_its_stale_ta
 
     // The old machine comes back (say, after a network partition) with the task it ran.
     let start_machine = |id: &str, zone: &str, dir: &str, register: bool| {
-        let mut command = std::process::Command::new(bin("machinesitter"));
-        command
-            .args([
-                "--port",
-                "0",
-                "--machine-id",
-                id,
-                "--zone",
-                zone,
-                "--state-dir",
-            ])
-            .arg(cluster.path().join(dir))
-            .arg("--token-file")
-            .arg(cluster.generated_token_file());
-        if register {
-            command.args(["--cluster-url", &cluster.base_url]);
-        }
-        spawn_listening(
-            &mut command,
-            &cluster.path().join(format!("{dir}.address")),
-            id,
-        )
+        cluster.start_machine(id, zone, dir, register)
     };
     let (mut cut_off, address) = start_machine(&victim, "zone-a", "returned", false);
     let http = reqwest::blocking::Client::new();
