@@ -27,6 +27,7 @@ const MAX_MESSAGE_BYTES: usize = 1024;
 /// 405 are text or empty.
 pub async fn json_errors(request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();
+    let method = request.method().clone();
     if request.uri().to_string().len() > MAX_URI_BYTES {
         return ApiError::new(
             StatusCode::URI_TOO_LONG,
@@ -59,12 +60,16 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
     } else if status == StatusCode::NOT_FOUND {
         format!("nothing at {path}")
     } else if status == StatusCode::METHOD_NOT_ALLOWED {
-        let allowed = parts
+        // axum adds `Allow` outside this layer, so it is not always here yet.
+        match parts
             .headers
             .get(header::ALLOW)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        format!("{path} does not take this method (allowed: {allowed})")
+            .filter(|allowed| !allowed.is_empty())
+        {
+            Some(allowed) => format!("{path} does not take {method} (allowed: {allowed})"),
+            None => format!("{path} does not take {method}; see the Allow header"),
+        }
     } else {
         status
             .canonical_reason()
