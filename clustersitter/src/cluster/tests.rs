@@ -297,4 +297,19 @@ fn an_instance_a_machine_refuses_as_too_big_is_placed_elsewhere() {
         events.iter().any(|m| m.contains("refused big#0")),
         "{events:?}"
     );
+    // Polls that change nothing keep the refusal; a task leaving frees room.
+    local_a_1_answers(
+        &mut cluster,
+        &[
+            ("master#0", 0.25, 80.0),
+            ("master#1", 0.25, 80.0),
+            ("follower#1", 0.1, 32.0),
+        ],
+    );
+    assert!(cluster.was_refused("local-a-1", "big#0"));
+    local_a_1_answers(
+        &mut cluster,
+        &[("master#0", 0.25, 80.0), ("master#1", 0.25, 80.0)],
+    );
+    assert!(!cluster.was_refused("local-a-1", "big#0"));
 }
