@@ -278,6 +278,8 @@ impl Reconciler {
             calls.spawn(async move {
                 // Per call: (task, what happened, whether it failed).
                 let mut outcomes: Vec<(String, ClusterEventKind, String, bool)> = Vec::new();
+                // PUTs the machine refused as not fitting: (task, its reason).
+                let mut refused: Vec<(String, String)> = Vec::new();
                 for spec in &item.put {
                     let (kind, message, failed) = match machine.put_task(spec).await {
                         Ok(_) => (
@@ -285,6 +287,14 @@ impl Reconciler {
                             format!("runs {}", spec.name),
                             false,
                         ),
+                        // A 409 that is not a task being deleted: it does not fit.
+                        Err(error)
+                            if error.status() == Some(409)
+                                && !error.reason().contains("being deleted") =>
+                        {
+                            refused.push((spec.name.clone(), error.reason()));
+                            continue;
+                        }
                         Err(error) => (
                             ClusterEventKind::TaskCallFailed,
                             format!("PUT {}: {}", spec.name, error.reason()),
@@ -313,12 +323,18 @@ impl Reconciler {
                     };
                     outcomes.push((name.clone(), kind, message, failed));
                 }
-                (item.machine, outcomes)
+                (item.machine, outcomes, refused)
             });
         }
         let results = calls.join_all().await;
         let mut cluster = lock(&self.cluster);
-        for (machine, outcomes) in results {
+        let mut replan = false;
+        for (machine, outcomes, refused) in results {
+            for (task, reason) in refused {
+                self.sync_failures.remove(&(machine.clone(), task.clone()));
+                cluster.task_refused(&machine, &task, &reason);
+                replan = true;
+            }
             for (task, kind, message, failed) in outcomes {
                 let key = (machine.clone(), task);
                 if failed {
@@ -334,6 +350,10 @@ impl Reconciler {
         }
         self.sync_failures
             .retain(|(machine, _), _| cluster.machine(machine).is_some());
+        if replan {
+            // The next round places the refused instances anew.
+            self.notify.notify_one();
+        }
     }
 
     /// Keeps at most the zone's idle limit of machines without instances.

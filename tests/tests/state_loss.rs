@@ -107,4 +107,31 @@ fn with_every_copy_corrupt_running_tasks_are_kept_and_reported_as_orphans() {
     );
     let machines: Vec<Value> = cluster.machines();
     assert!(!machines.is_empty(), "the machine is adopted, not retired");
+
+    // The orphans' room is taken: the machines running them show it
+    // reserved, and a job that fits only without them runs elsewhere.
+    let with_orphans: BTreeSet<String> = machines
+        .iter()
+        .filter(|m| m["orphans"].as_array().is_some_and(|o| !o.is_empty()))
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    for machine in &machines {
+        let held = machine["orphans"].as_array().map_or(0, Vec::len) as f64;
+        let reserved = machine["reserved"]["cpu"].as_f64().unwrap();
+        assert!(
+            reserved + 1e-9 >= 0.5 * held,
+            "{held} orphans of 0.5 cores each: {machine}"
+        );
+    }
+    let (code, reply) = cluster.put_job(&job("fresh", "803", 1.5, json!({"zone-a": {"cpu": 1}})));
+    assert_eq!(code, 201, "{reply}");
+    let fresh = cluster.wait_job_running("fresh", 1);
+    let on = fresh[0]["machine"].as_str().unwrap();
+    assert!(
+        !with_orphans.contains(on),
+        "fresh runs on {on}, beside orphans on {with_orphans:?}"
+    );
+    for pid in &pids {
+        assert!(!process_gone(*pid), "orphan {pid} was killed");
+    }
 }

@@ -52,10 +52,17 @@ impl Cluster {
     /// assignments, lost machines' instances held until fenced
     /// ([`Cluster::hold_unfenced`]). Applies nothing.
     pub fn plan_for(&self, jobs: &[JobSpec]) -> Plan {
+        // An instance its machine refused is placed anew.
+        let previous: Vec<Assignment> = self
+            .assignments()
+            .iter()
+            .filter(|a| !self.was_refused(&a.machine, &instance_task_name(&a.key.job, a.key.slot)))
+            .cloned()
+            .collect();
         let mut plan = crate::placement::place(&crate::placement::PlacementInput {
             jobs,
             machines: &self.placement_machines(),
-            previous: self.assignments(),
+            previous: &previous,
             zone_machine_size: &self.config.zones(),
             largest_machine: self.largest_machines(),
         });

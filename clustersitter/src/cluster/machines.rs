@@ -111,6 +111,7 @@ impl Cluster {
         }
         for id in answered {
             events.extend(self.note_orphans(&id));
+            self.forget_refusals_if_freed(&id);
         }
         // A machine that never came up is as good as unreachable.
         for machine in self.state.machines.values_mut() {
@@ -163,6 +164,48 @@ impl Cluster {
             self.orphans.insert(id.to_string(), now);
         }
         events
+    }
+
+    /// Machine `id` refused task `task` as not fitting (`reason`, its
+    /// 409): its own count of its free room is what placement uses from
+    /// now until a task leaves it, so the instance is placed elsewhere (or
+    /// a machine is asked for) rather than waiting on it for good.
+    pub fn task_refused(&mut self, id: &str, task: &str, reason: &str) {
+        if !self.state.machines.contains_key(id) || self.was_refused(id, task) {
+            return;
+        }
+        let ran = self
+            .reports
+            .get(id)
+            .map(|r| r.tasks.keys().cloned().collect())
+            .unwrap_or_default();
+        let refusal = self.refused.entry(id.to_string()).or_default();
+        if refusal.tasks.is_empty() {
+            refusal.ran = ran;
+        }
+        refusal.tasks.insert(task.to_string());
+        self.event(
+            ClusterEventKind::TaskCallFailed,
+            id,
+            format!(
+                "refused {task} as not fitting ({reason}): placing it by the room the machine reports, elsewhere if need be"
+            ),
+        );
+    }
+
+    /// Forgets the refusals of machine `id` once a task it ran when it
+    /// refused is gone from its report: room was freed.
+    fn forget_refusals_if_freed(&mut self, id: &str) {
+        let (Some(refusal), Some(report)) = (self.refused.get(id), self.reports.get(id)) else {
+            return;
+        };
+        if refusal
+            .ran
+            .iter()
+            .any(|task| !report.tasks.contains_key(task))
+        {
+            self.refused.remove(id);
+        }
     }
 
     /// Decommissions machine `id`, which stopped answering (`verdict`
@@ -242,6 +285,7 @@ impl Cluster {
         self.state.machines.remove(id);
         self.reports.remove(id);
         self.orphans.remove(id);
+        self.refused.remove(id);
         self.state.retire_machine(id);
         self.event(ClusterEventKind::MachineTerminated, id, "terminated");
     }

@@ -81,6 +81,18 @@ pub struct Cluster {
     /// Per machine, the tasks it runs for jobs this cluster does not
     /// know, as of its last answer (see [`ClusterState::may_remove_task`]).
     orphans: BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// Per machine, the tasks it refused as not fitting (409), each with
+    /// the tasks it ran then: until one of those goes (room freed), the
+    /// machine's own count of its free room is what placement uses, and
+    /// the refused instances are placed anew.
+    refused: BTreeMap<String, Refusal>,
+}
+
+/// What a machine refused, and what it ran when it did.
+#[derive(Debug, Clone, Default)]
+struct Refusal {
+    tasks: std::collections::BTreeSet<String>,
+    ran: std::collections::BTreeSet<String>,
 }
 
 pub type SharedCluster = Arc<Mutex<Cluster>>;
@@ -135,6 +147,7 @@ impl Cluster {
             provider_kind,
             largest_machine: config.zones(),
             orphans: BTreeMap::new(),
+            refused: BTreeMap::new(),
             config,
         }
     }
@@ -658,6 +671,69 @@ impl Cluster {
             .unwrap_or_default()
     }
 
+    /// What machine `id` runs beside the instances the cluster places
+    /// (its orphans), as the specs it reports say.
+    pub fn orphan_reservation(&self, id: &str) -> Resources {
+        let mut sum = Resources {
+            cpu: 0.0,
+            mem_mb: 0.0,
+        };
+        let (Some(orphans), Some(report)) = (self.orphans.get(id), self.reports.get(id)) else {
+            return sum;
+        };
+        for task in orphans.iter().filter_map(|name| report.tasks.get(name)) {
+            sum.cpu += task.spec.cpu.unwrap_or(0.0);
+            sum.mem_mb += task.spec.mem.unwrap_or(0.0);
+        }
+        sum
+    }
+
+    /// Whether machine `id` refused `task` as not fitting, and nothing
+    /// has left it since.
+    pub fn was_refused(&self, id: &str, task: &str) -> bool {
+        self.refused.get(id).is_some_and(|r| r.tasks.contains(task))
+    }
+
+    /// The room placement may use on `machine`: its capacity less its
+    /// orphans; after a refusal, no more than what its accepted instances
+    /// reserve plus the free room it reports (none when it did not say).
+    fn placement_capacity(&self, machine: &MachineRecord) -> Resources {
+        let orphans = self.orphan_reservation(&machine.id);
+        let mut room = Resources {
+            cpu: (machine.capacity.cpu - orphans.cpu).max(0.0),
+            mem_mb: (machine.capacity.mem_mb - orphans.mem_mb).max(0.0),
+        };
+        let Some(refusal) = self.refused.get(&machine.id) else {
+            return room;
+        };
+        let report = self.reports.get(&machine.id);
+        let mut accepted = match report.and_then(|r| r.status.as_ref()) {
+            Some(status) => Resources {
+                cpu: (status.capacity.cpu - status.reserved.cpu).max(0.0),
+                mem_mb: (status.capacity.mem_mb - status.reserved.mem_mb).max(0.0),
+            },
+            None => Resources {
+                cpu: 0.0,
+                mem_mb: 0.0,
+            },
+        };
+        for assignment in self.assignments_on(&machine.id) {
+            let task = instance_task_name(&assignment.key.job, assignment.key.slot);
+            let runs = report.is_some_and(|r| r.tasks.contains_key(&task));
+            if !runs || refusal.tasks.contains(&task) {
+                continue;
+            }
+            if let Some(job) = self.state.jobs.get(&assignment.key.job) {
+                let need = job.spec.need_in(&assignment.key.zone);
+                accepted.cpu += need.cpu;
+                accepted.mem_mb += need.mem_mb;
+            }
+        }
+        room.cpu = room.cpu.min(accepted.cpu);
+        room.mem_mb = room.mem_mb.min(accepted.mem_mb);
+        room
+    }
+
     /// The machines as placement sees them.
     pub fn placement_machines(&self) -> Vec<PlacementMachine> {
         self.state
@@ -666,7 +742,7 @@ impl Cluster {
             .map(|m| PlacementMachine {
                 id: m.id.clone(),
                 zone: m.zone.clone(),
-                capacity: m.capacity,
+                capacity: self.placement_capacity(m),
                 state: m.state(),
                 number: m.number,
             })

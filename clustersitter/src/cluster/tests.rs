@@ -165,3 +165,151 @@ fn a_batch_may_bring_its_master_but_not_a_circle() {
         "a circle inside the batch is named: {errors}"
     );
 }
+
+/// A task as a machine reports it, reserving `cpu` cores and `mem` MB.
+fn reported_task(name: &str, cpu: f64, mem: f64) -> TaskView {
+    serde_json::from_value(serde_json::json!({
+        "name": name,
+        "spec": {"name": name, "command": "sleep 1000", "cpu": cpu, "mem": mem},
+        "run_requested": true,
+        "deleting": false,
+        "status": null,
+        "tasksitter": null,
+        "sitter_starts": 0,
+        "last_error": null,
+    }))
+    .unwrap()
+}
+
+/// local-a-1 answers a poll running `tasks`, each (name, cores, MB).
+fn local_a_1_answers(cluster: &mut Cluster, tasks: &[(&str, f64, f64)]) {
+    let answer = PollAnswer {
+        machine: "local-a-1".into(),
+        address: "127.0.0.1:44247".into(),
+        tasks: Ok(tasks
+            .iter()
+            .map(|(name, cpu, mem)| reported_task(name, *cpu, *mem))
+            .collect()),
+        status: None,
+    };
+    cluster.record_polls(vec![answer], now_ms(), std::time::Duration::from_secs(60));
+}
+
+/// A job of one instance in local-a needing `cpu` cores.
+fn big_job(cpu: f64) -> JobSpec {
+    serde_json::from_value(serde_json::json!({
+        "deployment_layout": {"local-a": {"cpu": 1}},
+        "task_configuration": {"name": "big", "command": "sleep 1", "cpu": cpu, "mem": 10},
+    }))
+    .unwrap()
+}
+
+#[test]
+fn an_orphans_reservation_counts_against_its_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = fixture_cluster(dir.path());
+    // local-a-1 (2 cores) holds master#0, master#1 and follower#1: 0.6 cores.
+    local_a_1_answers(
+        &mut cluster,
+        &[
+            ("master#0", 0.25, 64.0),
+            ("master#1", 0.25, 64.0),
+            ("follower#1", 0.1, 32.0),
+            ("orph#0", 0.1, 16.0),
+        ],
+    );
+    assert_eq!(cluster.orphans_on("local-a-1"), vec!["orph#0".to_string()]);
+    let view = cluster.view_of_machine("local-a-1").unwrap();
+    assert!(
+        (view.reserved.cpu - 0.7).abs() < 1e-9,
+        "the orphan's 0.1 cores are reserved: {:?}",
+        view.reserved
+    );
+    assert!(
+        (view.reserved.mem_mb - (80.0 + 80.0 + 32.0 + 16.0)).abs() < 1e-9,
+        "{:?}",
+        view.reserved
+    );
+
+    // 1.4 cores fit only without the orphan: the instance goes elsewhere.
+    cluster.upsert_job(big_job(1.4));
+    let plan = plan_of(&cluster);
+    assert_ne!(
+        machine_of(&plan, "big", "local-a", 0).as_deref(),
+        Some("local-a-1"),
+        "{plan:?}"
+    );
+    assert!(
+        plan.provision
+            .iter()
+            .any(|p| p.for_instances.iter().any(|k| k.job == "big")),
+        "a machine is asked for it: {plan:?}"
+    );
+    // What fits beside the orphan still goes there.
+    cluster.upsert_job(big_job(1.3));
+    let plan = plan_of(&cluster);
+    assert_eq!(
+        machine_of(&plan, "big", "local-a", 0).as_deref(),
+        Some("local-a-1")
+    );
+}
+
+#[test]
+fn an_instance_a_machine_refuses_as_too_big_is_placed_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = fixture_cluster(dir.path());
+    local_a_1_answers(
+        &mut cluster,
+        &[
+            ("master#0", 0.25, 64.0),
+            ("master#1", 0.25, 64.0),
+            ("follower#1", 0.1, 32.0),
+        ],
+    );
+    cluster.upsert_job(big_job(1.3));
+    let plan = plan_of(&cluster);
+    assert_eq!(
+        machine_of(&plan, "big", "local-a", 0).as_deref(),
+        Some("local-a-1")
+    );
+    cluster.apply_assignments(&plan.assignments);
+    // The machine knows better (something the cluster cannot see holds room).
+    cluster.task_refused("local-a-1", "big#0", "has 1.20 cores free");
+    let plan = plan_of(&cluster);
+    assert_ne!(
+        machine_of(&plan, "big", "local-a", 0).as_deref(),
+        Some("local-a-1"),
+        "{plan:?}"
+    );
+    assert!(
+        plan.provision
+            .iter()
+            .any(|p| p.for_instances.iter().any(|k| k.job == "big")),
+        "a machine is asked for it: {plan:?}"
+    );
+    // What it runs stays.
+    assert_eq!(
+        machine_of(&plan, "master", "local-a", 0).as_deref(),
+        Some("local-a-1")
+    );
+    let events: Vec<String> = cluster.events().iter().map(|e| e.message.clone()).collect();
+    assert!(
+        events.iter().any(|m| m.contains("refused big#0")),
+        "{events:?}"
+    );
+    // Polls that change nothing keep the refusal; a task leaving frees room.
+    local_a_1_answers(
+        &mut cluster,
+        &[
+            ("master#0", 0.25, 80.0),
+            ("master#1", 0.25, 80.0),
+            ("follower#1", 0.1, 32.0),
+        ],
+    );
+    assert!(cluster.was_refused("local-a-1", "big#0"));
+    local_a_1_answers(
+        &mut cluster,
+        &[("master#0", 0.25, 80.0), ("master#1", 0.25, 80.0)],
+    );
+    assert!(!cluster.was_refused("local-a-1", "big#0"));
+}

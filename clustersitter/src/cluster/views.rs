@@ -24,6 +24,16 @@ impl AssignmentIndex<'_> {
 }
 
 impl Cluster {
+    /// What machine `id` reserves: its instances and its orphans.
+    fn reserved_on(&self, assigned: &AssignmentIndex, id: &str) -> Resources {
+        let instances = assigned.reserved_on(id);
+        let orphans = self.orphan_reservation(id);
+        Resources {
+            cpu: instances.cpu + orphans.cpu,
+            mem_mb: instances.mem_mb + orphans.mem_mb,
+        }
+    }
+
     /// Every instance the jobs want, placed or not, in a stable order: a
     /// job's own layout says what it wants even before placement has run;
     /// a linked job wants what placement gave it.
@@ -239,7 +249,7 @@ impl Cluster {
             address: record.address.clone(),
             state: record.state(),
             capacity: record.capacity,
-            reserved: assigned.reserved_on(&record.id),
+            reserved: self.reserved_on(assigned, &record.id),
             created_ms: record.created_ms,
             last_seen_ms: record.last_seen_ms,
             missed_polls: record.missed_polls,
@@ -276,10 +286,12 @@ impl Cluster {
             for machine in &machines {
                 capacity.cpu += machine.capacity.cpu;
                 capacity.mem_mb += machine.capacity.mem_mb;
-                let r = assigned.reserved_on(&machine.id);
+                let r = self.reserved_on(&assigned, &machine.id);
                 reserved.cpu += r.cpu;
                 reserved.mem_mb += r.mem_mb;
-                if !assigned.reserved.contains_key(machine.id.as_str()) {
+                if !assigned.reserved.contains_key(machine.id.as_str())
+                    && !self.orphans.contains_key(&machine.id)
+                {
                     idle += 1;
                 }
             }
