@@ -21,7 +21,7 @@ const DEFAULT_CLUSTER: &str = "http://127.0.0.1:30000";
     about = "Drive a Cerebro cluster: jobs, machines, logs"
 )]
 struct Cli {
-    /// The clustersitter's URL (also env CEREBRO_CLUSTER; remembered once given).
+    /// The clustersitter's URL (also env CEREBRO_CLUSTER; remembered once a command with it succeeds).
     #[arg(long, global = true)]
     cluster: Option<String>,
     /// File holding the cluster's bearer token (else env CEREBRO_TOKEN, else the token a
@@ -170,10 +170,7 @@ fn remember_cluster(url: &str) {
 
 fn cluster_url(flag: Option<&str>) -> Result<String> {
     let url = match flag {
-        Some(url) => {
-            remember_cluster(url);
-            url.to_string()
-        }
+        Some(url) => url.to_string(),
         None => std::env::var("CEREBRO_CLUSTER")
             .ok()
             .filter(|u| !u.is_empty())
@@ -574,8 +571,16 @@ fn run(cli: Cli) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let given = cli.cluster.clone();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            // Remembered only once it worked: a mistyped URL must not
+            // become where every later command goes.
+            if let Some(url) = given {
+                remember_cluster(url.trim_end_matches('/'));
+            }
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("cerebro: error: {error:#}");
             ExitCode::FAILURE

@@ -201,7 +201,15 @@ fn mutations_need_the_token() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    // The URL given once is remembered.
+    // A URL a command worked with is remembered; one that did not work is not.
+    assert!(cluster.cli(&["listjobs"]).status.success());
+    let output = std::process::Command::new(bin("cerebro"))
+        .args(["--cluster", "http://127.0.0.1:1", "listjobs"])
+        .env("XDG_CONFIG_HOME", cluster.path().join("config"))
+        .env_remove("CEREBRO_CLUSTER")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
     let output = std::process::Command::new(bin("cerebro"))
         .args(["listjobs"])
         .env("XDG_CONFIG_HOME", cluster.path().join("config"))

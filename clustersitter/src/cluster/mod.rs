@@ -331,7 +331,10 @@ impl Cluster {
             if need.cpu > largest.cpu {
                 errors.push(
                     "task_configuration.cpu",
-                    format!("an instance needs {} cores but {holds}", rounded(need.cpu)),
+                    format!(
+                        "an instance needs {} cores but {holds}",
+                        rounded(need.cpu, largest.cpu)
+                    ),
                 );
             }
             let alone_fits = need.cpu <= largest.cpu && need.mem_mb <= largest.mem_mb;
@@ -352,8 +355,8 @@ impl Cluster {
                         "linked_job",
                         format!(
                             "beside '{master}' and the jobs linked to it an instance needs {} cores and {} MB but {holds}",
-                            rounded(cpu),
-                            rounded(mem_mb)
+                            rounded(cpu, largest.cpu),
+                            rounded(mem_mb, largest.mem_mb)
                         ),
                     );
                 }
@@ -367,7 +370,10 @@ impl Cluster {
                 };
                 errors.push(
                     field,
-                    format!("an instance needs {} MB but {holds}", rounded(need.mem_mb)),
+                    format!(
+                        "an instance needs {} MB but {holds}",
+                        rounded(need.mem_mb, largest.mem_mb)
+                    ),
                 );
             }
         }
@@ -751,6 +757,13 @@ impl Cluster {
 }
 
 /// Cores or MB for a message: sums of floats drift (0.35 + 1.8 is not 2.15).
-fn rounded(amount: f64) -> f64 {
-    (amount * 1000.0).round() / 1000.0
+fn rounded(amount: f64, limit: f64) -> f64 {
+    // Three decimals read well, but must not round onto the limit the
+    // amount was refused against (2.0001 cores is not "needs 2 cores").
+    let short = (amount * 1000.0).round() / 1000.0;
+    if short <= limit && amount > limit {
+        amount
+    } else {
+        short
+    }
 }

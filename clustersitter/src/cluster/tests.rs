@@ -313,3 +313,20 @@ fn an_instance_a_machine_refuses_as_too_big_is_placed_elsewhere() {
     );
     assert!(!cluster.was_refused("local-a-1", "big#0"));
 }
+
+#[test]
+fn a_refusal_never_rounds_onto_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = fixture_cluster(dir.path());
+    let job: JobSpec = serde_json::from_value(serde_json::json!({
+        "deployment_layout": {"local-a": {"cpu": 1}},
+        "task_configuration": {"name": "edge", "command": "sleep 1", "cpu": 2.0001, "mem": 10},
+    }))
+    .unwrap();
+    let errors = cluster.check_job(&job).unwrap_err();
+    assert_eq!(errors.errors[0].field, "task_configuration.cpu", "{errors}");
+    assert!(
+        errors.errors[0].message.contains("needs 2.0001 cores"),
+        "{errors}"
+    );
+}
