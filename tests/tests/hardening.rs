@@ -5,7 +5,7 @@
 //! headers. Clustersitters run in-process on 127.0.0.1:0 with no machines
 //! unless a test needs them.
 
-use cerebro_tests::{bin, kill_processes_under, TIMEOUT};
+use cerebro_tests::{bin, kill_processes_under, wait_for_async, TIMEOUT};
 use cerebro_web::daemon::{shutdown_channel, ShutdownHandle};
 use clap::Parser;
 use serde_json::Value;
@@ -78,24 +78,16 @@ impl InProcessCluster {
     }
 
     async fn wait_until_serving(&self) {
-        let deadline = tokio::time::Instant::now() + TIMEOUT;
-        loop {
-            if let Ok(response) = self
+        wait_for_async("the clustersitter to serve", || async {
+            let response = self
                 .http
                 .get(format!("{}/api/v1/status", self.url))
                 .send()
                 .await
-            {
-                if response.status().is_success() {
-                    return;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the clustersitter did not serve"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+                .ok()?;
+            response.status().is_success().then_some(())
+        })
+        .await
     }
 
     /// A request with the test's token; the status and the body as JSON
@@ -303,23 +295,6 @@ async fn every_api_error_is_json() {
     assert_eq!(response.status().as_u16(), 403);
 }
 
-/// Waits until `probe` answers, failing the test after `TIMEOUT`.
-async fn eventually<T, Fut>(what: &str, mut probe: impl FnMut() -> Fut) -> T
-where
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    tokio::time::timeout(TIMEOUT, async {
-        loop {
-            if let Some(value) = probe().await {
-                return value;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out after {TIMEOUT:?} waiting for {what}"))
-}
-
 /// Fails if the answer names an internal address.
 fn assert_no_address(reply: &Reply) {
     for address in ["http://", "127.0.0.1"] {
@@ -345,7 +320,7 @@ async fn machine_errors_pass_through_without_addresses() {
         .call("PUT", "/api/v1/jobs/ticker", Some(job.as_bytes()))
         .await;
     assert_eq!(reply.status, 201, "{reply:?}");
-    let machine = eventually("the instance to run", || async {
+    let machine = wait_for_async("the instance to run", || async {
         let reply = cluster.call("GET", "/api/v1/jobs/ticker", None).await;
         let instance = &reply.json["instances"][0];
         (instance["state"] == "running")
@@ -455,7 +430,7 @@ async fn failed_authentication_is_rate_limited() {
     };
     assert_eq!(login().await, 429, "the UI login shares the limit");
     // Once the wait has passed, the right token works.
-    eventually("the right token to be accepted again", || async {
+    wait_for_async("the right token to be accepted again", || async {
         let (reply, _) = put(token.trim().to_string()).await;
         assert!(reply.status == 200 || reply.status == 429, "{reply:?}");
         (reply.status == 200).then_some(())

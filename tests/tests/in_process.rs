@@ -8,35 +8,17 @@
 
 use async_trait::async_trait;
 use cerebro_client::{ClusterClient, HttpClient};
-use cerebro_tests::{bin, kill_processes_under, workloads, TIMEOUT};
+use cerebro_tests::{bin, kill_processes_under, wait_for_async, workloads, TIMEOUT};
 use cerebro_types::cluster::{InstanceState, JobResult};
 use cerebro_web::daemon::{shutdown_channel, ShutdownHandle};
 use clap::Parser;
 use clustersitter::provider::{FoundMachine, MachineProvider, NewMachine, ProviderError};
 use clustersitter::ClusterError;
 use std::collections::HashMap;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
-
-/// Polls `probe` until it answers, failing the test after `TIMEOUT`.
-async fn eventually<T, Fut>(what: &str, mut probe: impl FnMut() -> Fut) -> T
-where
-    Fut: Future<Output = Option<T>>,
-{
-    let waited = tokio::time::timeout(TIMEOUT, async {
-        loop {
-            if let Some(value) = probe().await {
-                return value;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    waited.unwrap_or_else(|_| panic!("timed out after {TIMEOUT:?} waiting for {what}"))
-}
 
 /// Kills what the test's machines started under its dir, even when the
 /// test fails half-way.
@@ -182,7 +164,7 @@ async fn run_a_job_then_stop(
     let reply = client.put_job(&job).await.unwrap();
     assert_eq!(reply.result, JobResult::Created);
 
-    let running = eventually("both instances to run", || async {
+    let running = wait_for_async("both instances to run", || async {
         let view = client.job("inproc").await.ok()?;
         (view.instances.len() == 2
             && view
@@ -203,7 +185,7 @@ async fn run_a_job_then_stop(
         .expect("the clustersitter stops in time")
         .expect("the clustersitter's task")
         .expect("the clustersitter stops without an error");
-    eventually("the workloads to stop with their machines", || async {
+    wait_for_async("the workloads to stop with their machines", || async {
         workloads(marker).is_empty().then_some(())
     })
     .await;

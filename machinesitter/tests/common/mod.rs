@@ -8,7 +8,7 @@ use cerebro_client::{HttpClient, MachineClient};
 #[allow(unused_imports)]
 pub use cerebro_tests::{
     cmdline, encode, kill_processes_under, process_gone, processes, processes_under,
-    spawn_listening, wait_for, Daemon,
+    spawn_listening, wait_for, wait_for_async, Daemon,
 };
 use cerebro_types::machine::TaskView;
 pub use cerebro_types::StateKind;
@@ -200,24 +200,4 @@ pub fn spec(command: &str) -> Value {
 /// The client the harnesses' typed calls go through: as patient as the raw one.
 pub fn test_http_client() -> HttpClient {
     HttpClient::new(Duration::from_secs(30), 1)
-}
-
-/// `wait_for` for async tests: polls `probe` every 20 ms until it yields a
-/// value, failing after `TIMEOUT` with `what`.
-pub async fn wait_for_async<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {TIMEOUT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
