@@ -61,8 +61,12 @@ impl InProcessCluster {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, shutdown) = shutdown_channel();
         tokio::spawn(clustersitter::serve(config, listener, shutdown));
+        // A fresh connection per request: these tests make the server close
+        // connections on purpose (a body over the limit), and a pooled one
+        // it is closing would fail the next request with no answer at all.
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(0)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
