@@ -104,6 +104,10 @@ pub struct FileConfig {
     /// host (default `~/.config/cerebro/tokens`, see
     /// `cerebro_client::token_store`).
     pub client_token_dir: Option<PathBuf>,
+    /// The URL machines reach this clustersitter at (they register and
+    /// download their binaries there), e.g. `http://10.0.0.5:30000`.
+    /// Default: `http://` and the bound address (127.0.0.1 for 0.0.0.0).
+    pub advertise_url: Option<String>,
     #[serde(default)]
     pub jobs: Vec<PathBuf>,
     pub provider: Option<ProviderConfig>,
@@ -135,6 +139,9 @@ pub struct ProviderConfig {
     pub max_machines: usize,
     /// The machinesitter binary (default: beside the clustersitter, else on PATH).
     pub machinesitter_bin: Option<PathBuf>,
+    /// The tasksitter binary cloud machines download (default: beside the
+    /// clustersitter, else on PATH).
+    pub tasksitter_bin: Option<PathBuf>,
     /// Passed to each machinesitter: auto, cgroup or poll.
     pub limits_backend: Option<String>,
 }
@@ -161,6 +168,7 @@ impl Default for ProviderConfig {
             machine_mem: default_machine_mem(),
             max_machines: default_max_machines(),
             machinesitter_bin: None,
+            tasksitter_bin: None,
             limits_backend: None,
         }
     }
@@ -190,6 +198,8 @@ pub struct ClusterConfig {
     /// Where a generated token is recorded for the CLI on this host;
     /// `None`: nowhere.
     pub client_token_dir: Option<PathBuf>,
+    /// See [`FileConfig::advertise_url`]; `None`: the bound address.
+    pub advertise_url: Option<String>,
     /// The file of the token generated at first start (in the state dir),
     /// once [`crate::resolve_token`] has loaded or made it.
     pub generated_token_file: Option<PathBuf>,
@@ -346,6 +356,25 @@ impl Cli {
             .cluster_name
             .or(file.cluster_name)
             .unwrap_or_else(|| "local".into());
+        if let Some(url) = &file.advertise_url {
+            let usable = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))
+                .is_some_and(|rest| {
+                    let rest = rest.trim_end_matches('/');
+                    !rest.is_empty() && !rest.contains(['/', '?', '#', ' '])
+                });
+            if !usable {
+                errors.push(
+                    "advertise_url",
+                    "must be http:// or https:// and a host[:port], with no path (e.g. http://10.0.0.5:30000)",
+                );
+            }
+        }
+        let advertise_url = file
+            .advertise_url
+            .as_ref()
+            .map(|url| url.trim_end_matches('/').to_string());
         let mut jobs: Vec<PathBuf> = file.jobs.iter().map(|j| config_dir.join(j)).collect();
         jobs.extend(self.jobs);
         let config = ClusterConfig {
@@ -370,6 +399,7 @@ impl Cli {
                 None => cerebro_client::token_store::default_dir(),
             },
             generated_token_file: None,
+            advertise_url,
             jobs,
             provider,
         };

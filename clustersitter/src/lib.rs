@@ -4,6 +4,7 @@
 //! replaces machines that fail, all persisted so a restart loses nothing.
 
 pub mod api;
+pub mod binaries;
 pub mod cluster;
 pub mod config;
 mod http_error;
@@ -61,42 +62,129 @@ pub const DAEMON: cerebro_web::daemon::Daemon<ClusterConfig> = cerebro_web::daem
     listen: |config| Some(config.addr),
 };
 
+/// What a [`ProviderFactory`] builds a provider from.
+pub struct ProviderContext<'a> {
+    /// With its token resolved: the machines of a cloud get it in their
+    /// user data, to download their binaries and register.
+    pub config: &'a ClusterConfig,
+    /// The binaries new machines download, located and hashed at start
+    /// (see [`binaries::Catalog::locate`]), or why they could not be.
+    pub binaries: Result<Arc<binaries::Catalog>, Arc<binaries::BinariesError>>,
+}
+
+/// Builds the providers this library does not link itself. The cloud
+/// providers live in their own crates (EC2 in `cerebro-ec2`), so that
+/// only the `clustersitter` binary and those crates link a cloud SDK,
+/// never this library's other users (the tests, the CLI).
+#[async_trait::async_trait]
+pub trait ProviderFactory: Send + Sync {
+    /// The provider for `context.config.provider.kind`, or `None` when
+    /// this factory does not build that kind.
+    async fn make(
+        &self,
+        context: &ProviderContext<'_>,
+    ) -> Option<Result<Arc<dyn MachineProvider>, provider::ProviderError>>;
+}
+
+/// The factory of a build without cloud providers: it builds none.
+pub struct LocalOnly;
+
+#[async_trait::async_trait]
+impl ProviderFactory for LocalOnly {
+    async fn make(
+        &self,
+        _context: &ProviderContext<'_>,
+    ) -> Option<Result<Arc<dyn MachineProvider>, provider::ProviderError>> {
+        None
+    }
+}
+
 /// The provider `config` names: for the local provider, machinesitter
-/// processes sharing the cluster's token file.
+/// processes sharing the cluster's token file; any other kind from
+/// `factory`.
 ///
 /// # Errors
 /// [`ClusterError::StateDir`] when the token file cannot be written,
 /// [`ClusterError::Provider`] when the provider cannot start (no
-/// machinesitter binary, say).
-pub fn provider_for(config: &ClusterConfig) -> Result<Arc<dyn MachineProvider>, ClusterError> {
+/// machinesitter binary, a kind this build has no provider for, a cloud
+/// provider's own checks).
+pub async fn provider_for(
+    config: &ClusterConfig,
+    binaries: &Result<Arc<binaries::Catalog>, Arc<binaries::BinariesError>>,
+    factory: &dyn ProviderFactory,
+) -> Result<Arc<dyn MachineProvider>, ClusterError> {
     let state_error = |source| ClusterError::StateDir {
         path: config.state_dir.display().to_string(),
         source,
     };
     std::fs::create_dir_all(&config.state_dir).map_err(state_error)?;
-    Ok(match config.provider.kind {
-        ProviderKind::Local => Arc::new(LocalProvider::new(
+    if config.provider.kind == ProviderKind::Local {
+        return Ok(Arc::new(LocalProvider::new(
             config.provider.clone(),
             &config.state_dir,
             token_file_for_machines(config).map_err(state_error)?,
-        )?),
-    })
+        )?));
+    }
+    let context = ProviderContext {
+        config,
+        binaries: binaries.clone(),
+    };
+    match factory.make(&context).await {
+        Some(provider) => Ok(provider?),
+        None => Err(ClusterError::Provider(provider::ProviderError::Config(
+            format!(
+                "this clustersitter is built without the {:?} provider",
+                config.provider.kind
+            ),
+        ))),
+    }
+}
+
+/// The binaries machines download, from `provider.machinesitter_bin` and
+/// `provider.tasksitter_bin` or found beside this program or on PATH.
+pub fn locate_binaries(
+    config: &ClusterConfig,
+) -> Result<Arc<binaries::Catalog>, Arc<binaries::BinariesError>> {
+    let mut configured = std::collections::BTreeMap::new();
+    if let Some(path) = &config.provider.machinesitter_bin {
+        configured.insert("machinesitter", path.clone());
+    }
+    if let Some(path) = &config.provider.tasksitter_bin {
+        configured.insert("tasksitter", path.clone());
+    }
+    binaries::Catalog::locate(&configured)
+        .map(Arc::new)
+        .map_err(Arc::new)
 }
 
 /// Serves on `listener` (already bound: a test binds 127.0.0.1:0 itself)
 /// with the provider `config` names, until `shutdown` is requested. See
-/// [`serve_with`].
+/// [`serve_with`]. Cloud providers come from [`serve_with_factory`].
 ///
 /// # Errors
 /// As [`serve_with`], and [`provider_for`]'s.
 pub async fn serve(
-    mut config: ClusterConfig,
+    config: ClusterConfig,
     listener: tokio::net::TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), ClusterError> {
+    serve_with_factory(config, listener, shutdown, &LocalOnly).await
+}
+
+/// As [`serve`], with the providers `factory` builds besides the local one.
+///
+/// # Errors
+/// As [`serve_with`], and [`provider_for`]'s.
+pub async fn serve_with_factory(
+    mut config: ClusterConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: Shutdown,
+    factory: &dyn ProviderFactory,
+) -> Result<(), ClusterError> {
     // Before the provider: its machines get the token too.
     resolve_token(&mut config)?;
-    let provider = provider_for(&config)?;
+    let binaries = locate_binaries(&config);
+    let provider = provider_for(&config, &binaries, factory).await?;
     serve_with(config, provider, listener, shutdown).await
 }
 
@@ -132,7 +220,12 @@ pub async fn serve_with(
     } else {
         bound
     };
-    let cluster_url = format!("http://{reachable}");
+    // Machines reach the cluster at the advertised URL (a cloud machine
+    // cannot use 127.0.0.1), else at the bound address.
+    let cluster_url = config
+        .advertise_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{reachable}"));
 
     let mut cluster = recovery::restore(config.clone(), provider.kind());
     recovery::recover_machines(&mut cluster, provider.as_ref()).await;
@@ -287,11 +380,17 @@ fn token_file_for_machines(config: &ClusterConfig) -> std::io::Result<Option<std
 /// do not load or do not fit the cluster (a config error found once the
 /// cluster is known); a failure while running exits 1.
 pub fn main_entry() -> std::process::ExitCode {
+    main_entry_with(&LocalOnly)
+}
+
+/// [`main_entry`] with the providers `factory` builds (the `clustersitter`
+/// binary passes the EC2 provider's).
+pub fn main_entry_with(factory: &'static dyn ProviderFactory) -> std::process::ExitCode {
     DAEMON.main(
         config::Cli::into_config,
-        |config, listener, shutdown| async move {
+        move |config, listener, shutdown| async move {
             let listener = listener.expect("the clustersitter always listens");
-            match serve(config, listener, shutdown).await {
+            match serve_with_factory(config, listener, shutdown, factory).await {
                 Ok(()) => Ok(0),
                 Err(error @ (ClusterError::JobFiles(_) | ClusterError::Job { .. })) => {
                     eprintln!("clustersitter: error: {error}");

@@ -7,6 +7,7 @@ use crate::config::ProviderConfig;
 use async_trait::async_trait;
 use cerebro_host::process::{find_processes, is_alive, start_ticks};
 use cerebro_host::proctree::descendants;
+use cerebro_types::cluster::ProviderDetails;
 use cerebro_types::machine::Resources;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -32,6 +33,56 @@ pub enum ProviderError {
     /// Termination left processes of the machine alive.
     #[error("processes of machine {0} survive SIGKILL")]
     Survivors(String),
+    /// The cloud's API refused or failed, after the SDK's own retries.
+    /// `code` is the API's error code (e.g. EC2's `InvalidAMIID.NotFound`,
+    /// `InsufficientInstanceCapacity`), or a short word for a failure
+    /// that never reached it (`dispatch`, `timeout`). `transient` errors
+    /// (throttling, 5xx, a lost connection) may pass by themselves;
+    /// permanent ones (a bad AMI, a limit reached) need a person.
+    #[error("{operation} in {region}: {code}: {message}")]
+    Api {
+        operation: &'static str,
+        region: String,
+        code: String,
+        message: String,
+        transient: bool,
+    },
+    /// The provider's configuration cannot work (found when it is used).
+    #[error("{0}")]
+    Config(String),
+}
+
+impl ProviderError {
+    /// The API's error code, for events and backoff (`None` for errors
+    /// that are not the cloud's).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ProviderError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A machine the provider has started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provisioned {
+    pub provider_id: String,
+    /// What the provider actually started: it may be smaller than
+    /// [`NewMachine::size`] (EC2 starts the smallest instance type holding
+    /// [`NewMachine::reserved`]), never smaller than `reserved`.
+    pub size: Resources,
+    pub details: ProviderDetails,
+}
+
+/// Whether a machine still exists at its provider, as
+/// [`MachineProvider::status`] answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderStatus {
+    /// It exists (running, pending, stopping...): its processes may still
+    /// run, so it must be terminated before its instances move.
+    Exists { state: String },
+    /// Stopped, terminated or unknown to the provider: nothing of it runs.
+    Gone { state: String },
 }
 
 /// What the clustersitter asks for: a machine with this id in this zone.
@@ -39,7 +90,10 @@ pub enum ProviderError {
 pub struct NewMachine {
     pub id: String,
     pub zone: String,
+    /// The most it may be asked to hold (the zone's machine size).
     pub size: Resources,
+    /// What the instances it is for reserve together (at most `size`).
+    pub reserved: Resources,
     /// The machinesitter registers here.
     pub cluster_url: String,
 }
@@ -52,17 +106,22 @@ pub struct FoundMachine {
     pub provider_id: String,
     /// Where its machinesitter listens, if the provider can tell.
     pub address: Option<String>,
+    /// Its size, if the provider can tell (EC2: from its instance type).
+    pub size: Option<Resources>,
+    pub details: ProviderDetails,
 }
 
 #[async_trait]
 pub trait MachineProvider: Send + Sync {
     fn kind(&self) -> &'static str;
-    /// Starts a machine; returns the provider's id for it. The machine
-    /// registers with the cluster by itself once it is up.
-    async fn provision(&self, machine: &NewMachine) -> Result<String, ProviderError>;
+    /// Starts a machine, exactly once per `machine.id` (a retry after a
+    /// lost answer finds the first one); answers what it started. The
+    /// machine registers with the cluster by itself once it is up.
+    async fn provision(&self, machine: &NewMachine) -> Result<Provisioned, ProviderError>;
     /// Whether the machine still exists (it may exist and be unreachable).
-    async fn exists(&self, provider_id: &str) -> Result<bool, ProviderError>;
-    /// Ends the machine and everything on it. Idempotent.
+    async fn status(&self, provider_id: &str) -> Result<ProviderStatus, ProviderError>;
+    /// Ends the machine and everything on it, and answers Ok only once the
+    /// provider confirms it gone. Idempotent.
     async fn terminate(&self, machine_id: &str, provider_id: &str) -> Result<(), ProviderError>;
     /// Every machine of this cluster the provider can see.
     async fn discover(&self) -> Result<Vec<FoundMachine>, ProviderError>;
@@ -104,7 +163,8 @@ impl LocalProvider {
     ) -> Result<Self, ProviderError> {
         let machinesitter_bin = match &config.machinesitter_bin {
             Some(bin) => bin.clone(),
-            None => default_machinesitter().ok_or(ProviderError::NoMachinesitter)?,
+            None => crate::binaries::find_program("machinesitter")
+                .ok_or(ProviderError::NoMachinesitter)?,
         };
         let machines_dir = std::path::absolute(state_dir.join("machines"))?;
         std::fs::create_dir_all(&machines_dir)?;
@@ -142,18 +202,6 @@ impl LocalProvider {
     }
 }
 
-fn default_machinesitter() -> Option<PathBuf> {
-    let beside = std::env::current_exe()
-        .ok()?
-        .with_file_name("machinesitter");
-    if beside.is_file() {
-        return Some(beside);
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join("machinesitter"))
-        .find(|p| p.is_file())
-}
-
 #[async_trait]
 impl MachineProvider for LocalProvider {
     fn kind(&self) -> &'static str {
@@ -172,7 +220,7 @@ impl MachineProvider for LocalProvider {
             })
     }
 
-    async fn provision(&self, machine: &NewMachine) -> Result<String, ProviderError> {
+    async fn provision(&self, machine: &NewMachine) -> Result<Provisioned, ProviderError> {
         if !self.config.zones.contains(&machine.zone) {
             return Err(ProviderError::UnknownZone(machine.zone.clone()));
         }
@@ -230,11 +278,25 @@ impl MachineProvider for LocalProvider {
         tokio::spawn(async move {
             let _ = child.wait().await;
         });
-        Ok(local_provider_id(pid, ticks))
+        Ok(Provisioned {
+            provider_id: local_provider_id(pid, ticks),
+            size: machine.size,
+            details: ProviderDetails::default(),
+        })
     }
 
-    async fn exists(&self, provider_id: &str) -> Result<bool, ProviderError> {
-        Ok(parse_local_provider_id(provider_id).is_some_and(|(pid, ticks)| is_alive(pid, ticks)))
+    async fn status(&self, provider_id: &str) -> Result<ProviderStatus, ProviderError> {
+        let alive =
+            parse_local_provider_id(provider_id).is_some_and(|(pid, ticks)| is_alive(pid, ticks));
+        Ok(if alive {
+            ProviderStatus::Exists {
+                state: "running".into(),
+            }
+        } else {
+            ProviderStatus::Gone {
+                state: "exited".into(),
+            }
+        })
     }
 
     /// The fence of a local machine: its machinesitter, every process
@@ -331,6 +393,8 @@ impl MachineProvider for LocalProvider {
                     zone: zone.trim().to_string(),
                     provider_id: local_provider_id(pid, ticks),
                     address,
+                    size: None,
+                    details: ProviderDetails::default(),
                 })
             })
             .collect())

@@ -5,7 +5,7 @@
 //! (PUT a task, DELETE a task), so a lost or repeated call converges.
 
 use crate::cluster::{lock, PollAnswer, SharedCluster};
-use crate::provider::{MachineProvider, NewMachine};
+use crate::provider::{MachineProvider, NewMachine, ProviderStatus};
 use cerebro_client::{HttpClient, MachineClient};
 use cerebro_types::cluster::{ClusterEventKind, MachineState};
 use cerebro_types::time::now_ms;
@@ -131,9 +131,13 @@ impl Reconciler {
         for (id, provider_id) in unreachable {
             let verdict = match &provider_id {
                 None => "the provider does not know it".to_string(),
-                Some(pid) => match self.provider.exists(pid).await {
-                    Ok(true) => "the provider says it still exists but it does not answer".into(),
-                    Ok(false) => "the provider says it is gone".into(),
+                Some(pid) => match self.provider.status(pid).await {
+                    Ok(ProviderStatus::Exists { state }) => format!(
+                        "the provider says it still exists ({state}) but it does not answer"
+                    ),
+                    Ok(ProviderStatus::Gone { state }) => {
+                        format!("the provider says it is gone ({state})")
+                    }
                     Err(error) => format!("the provider cannot tell ({error})"),
                 },
             };
@@ -165,6 +169,7 @@ impl Reconciler {
                     id,
                     zone: request.zone.clone(),
                     size: request.size,
+                    reserved: request.reserved.unwrap_or(request.size),
                     cluster_url: self.cluster_url.clone(),
                 });
             }
@@ -180,7 +185,7 @@ impl Reconciler {
             let result = self.provider.provision(&request).await;
             let mut cluster = lock(&self.cluster);
             match result {
-                Ok(provider_id) => cluster.machine_provisioned(&request.id, &provider_id),
+                Ok(provisioned) => cluster.machine_provisioned(&request.id, &provisioned),
                 Err(error) => {
                     cluster.provision_failed(&request.id, &error.to_string());
                     self.provision_not_before

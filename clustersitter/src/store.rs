@@ -7,7 +7,7 @@
 //! without another dependency.
 
 use cerebro_host::fs::{atomic_write, read_state_file, StateFile};
-use cerebro_types::cluster::{Assignment, MachineState};
+use cerebro_types::cluster::{Assignment, MachineState, ProviderDetails};
 use cerebro_types::job::JobSpec;
 use cerebro_types::machine::Resources;
 use cerebro_types::task::TaskSpec;
@@ -195,6 +195,9 @@ pub struct MachineRecord {
     /// Stable ordinal within the zone (`N` in `N.ZONE.basename`).
     pub number: u32,
     pub provider_id: Option<String>,
+    /// What the provider told of it; absent from older state files.
+    #[serde(default)]
+    pub details: ProviderDetails,
     pub address: Option<String>,
     pub capacity: Resources,
     /// Changed only by [`MachineRecord::move_to`], through the transition table.
@@ -212,6 +215,7 @@ impl MachineRecord {
             zone: zone.to_string(),
             number,
             provider_id: None,
+            details: ProviderDetails::default(),
             address: None,
             capacity,
             state: MachineState::Provisioning,

@@ -12,7 +12,9 @@ use cerebro_tests::{bin, kill_processes_under, wait_for_async, workloads, TIMEOU
 use cerebro_types::cluster::{InstanceState, JobResult};
 use cerebro_web::daemon::{shutdown_channel, ShutdownHandle};
 use clap::Parser;
-use clustersitter::provider::{FoundMachine, MachineProvider, NewMachine, ProviderError};
+use clustersitter::provider::{
+    FoundMachine, MachineProvider, NewMachine, ProviderError, ProviderStatus, Provisioned,
+};
 use clustersitter::ClusterError;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -48,7 +50,7 @@ impl MachineProvider for InProcessMachines {
         "in-process"
     }
 
-    async fn provision(&self, machine: &NewMachine) -> Result<String, ProviderError> {
+    async fn provision(&self, machine: &NewMachine) -> Result<Provisioned, ProviderError> {
         let state_dir = self.dir.join(&machine.id);
         let (cpu, mem) = (
             machine.size.cpu.to_string(),
@@ -85,14 +87,27 @@ impl MachineProvider for InProcessMachines {
         let task = tokio::spawn(machinesitter::serve(config, listener, shutdown));
         let mut running = self.running.lock().unwrap();
         running.insert(machine.id.clone(), (stop, task));
-        Ok(machine.id.clone())
+        Ok(Provisioned {
+            provider_id: machine.id.clone(),
+            size: machine.size,
+            details: Default::default(),
+        })
     }
 
-    async fn exists(&self, provider_id: &str) -> Result<bool, ProviderError> {
+    async fn status(&self, provider_id: &str) -> Result<ProviderStatus, ProviderError> {
         let running = self.running.lock().unwrap();
-        Ok(running
+        let alive = running
             .get(provider_id)
-            .is_some_and(|(_, task)| !task.is_finished()))
+            .is_some_and(|(_, task)| !task.is_finished());
+        Ok(if alive {
+            ProviderStatus::Exists {
+                state: "serving".into(),
+            }
+        } else {
+            ProviderStatus::Gone {
+                state: "stopped".into(),
+            }
+        })
     }
 
     async fn terminate(&self, machine_id: &str, _provider_id: &str) -> Result<(), ProviderError> {

@@ -3,8 +3,8 @@
 //! state change goes through [`MachineRecord::move_to`] and its table.
 
 use super::*;
-use crate::provider::FoundMachine;
-use cerebro_types::cluster::ProvisionRequest;
+use crate::provider::{FoundMachine, Provisioned};
+use cerebro_types::cluster::{ProviderDetails, ProvisionRequest};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -257,15 +257,25 @@ impl Cluster {
         id
     }
 
-    /// The provider started machine `id` as `provider_id`.
-    pub fn machine_provisioned(&mut self, id: &str, provider_id: &str) {
+    /// The provider started machine `id`: its provider id, details and
+    /// the size it really has are recorded.
+    pub fn machine_provisioned(&mut self, id: &str, provisioned: &Provisioned) {
         if let Some(machine) = self.state.machines.get_mut(id) {
-            machine.provider_id = Some(provider_id.to_string());
+            machine.provider_id = Some(provisioned.provider_id.clone());
+            machine.details = provisioned.details.clone();
+            machine.capacity = provisioned.size;
         }
+        let what = match &provisioned.details.instance_type {
+            Some(kind) => format!("{}, {kind}", provisioned.provider_id),
+            None => provisioned.provider_id.clone(),
+        };
         self.event(
             ClusterEventKind::MachineStarted,
             id,
-            format!("started ({provider_id})"),
+            format!(
+                "started ({what}: {} cores, {} MB)",
+                provisioned.size.cpu, provisioned.size.mem_mb
+            ),
         );
     }
 
@@ -356,6 +366,12 @@ impl Cluster {
                 if found.address.is_some() {
                     record.address = found.address.clone();
                 }
+                if found.details != ProviderDetails::default() {
+                    record.details = found.details.clone();
+                }
+                if let Some(size) = found.size {
+                    record.capacity = size;
+                }
                 record.missed_polls = 0;
             }
             None => {
@@ -364,8 +380,10 @@ impl Cluster {
                     return;
                 };
                 let number = self.state.free_number(&found.zone);
-                let mut record = MachineRecord::new(&found.machine_id, &found.zone, number, *size);
+                let size = found.size.unwrap_or(*size);
+                let mut record = MachineRecord::new(&found.machine_id, &found.zone, number, size);
                 record.provider_id = Some(found.provider_id.clone());
+                record.details = found.details.clone();
                 record.address = found.address.clone();
                 self.state.adopt_machine(record);
                 self.event(

@@ -246,6 +246,7 @@ impl Cluster {
             zone: record.zone.clone(),
             provider: self.provider_kind.to_string(),
             provider_id: record.provider_id.clone(),
+            details: record.details.clone(),
             address: record.address.clone(),
             state: record.state(),
             capacity: record.capacity,

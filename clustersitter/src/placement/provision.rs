@@ -186,6 +186,10 @@ impl Planner<'_> {
         self.provision.push(ProvisionRequest {
             zone: zone_name.to_string(),
             size: bin.size,
+            reserved: Some(Resources {
+                cpu: bin.reserved.cpu,
+                mem_mb: bin.reserved.mem_mb,
+            }),
             for_instances,
         });
     }

@@ -25,9 +25,41 @@ pub struct Assignment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProvisionRequest {
     pub zone: String,
+    /// The most the new machine may be asked to hold (the zone's machine
+    /// size, or one just big enough for an oversized instance).
     pub size: Resources,
+    /// What the instances it is for reserve together: a provider that
+    /// sizes machines (EC2) starts the smallest one holding this.
+    /// Absent from plans of older clustersitters: then `size`.
+    #[serde(default)]
+    pub reserved: Option<Resources>,
     /// The instances it is for, so the plan explains itself.
     pub for_instances: Vec<InstanceKey>,
+}
+
+/// What a provider tells about one of its machines, shown in the CLI and
+/// the UI. Every field is optional: the local provider knows none of
+/// them, EC2 all (from RunInstances and DescribeInstances).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderDetails {
+    /// The provider's machine type, e.g. `t3.small`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
+    /// e.g. `us-west-2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// e.g. `us-west-2a`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability_zone: Option<String>,
+    /// The address other machines of the network reach it at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_address: Option<String>,
+    /// The address the internet reaches it at, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_address: Option<String>,
+    /// The provider's own word for its state, e.g. `running`, `stopped`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_state: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,6 +159,10 @@ pub struct MachineView {
     pub zone: String,
     pub provider: String,
     pub provider_id: Option<String>,
+    /// Instance type, region and AZ, addresses: what the provider told.
+    /// Absent from answers of older clustersitters.
+    #[serde(default)]
+    pub details: ProviderDetails,
     pub address: Option<String>,
     pub state: MachineState,
     pub capacity: Resources,
