@@ -29,6 +29,8 @@ fi
 command -v chromium >/dev/null && command -v chromedriver >/dev/null || fail "chromium and chromedriver are needed for the UI tests"
 getent passwd nobody >/dev/null || fail "the user 'nobody' is missing"
 grep -qE ' - cgroup2? ' /proc/self/mountinfo || fail "no cgroup hierarchy is mounted; the cgroup tests cannot run"
+# The EC2 tests talk to moto's server (EC2 and Route 53 over their real wire protocol).
+scripts/install-moto.sh || fail "moto is needed for the EC2 tests"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
