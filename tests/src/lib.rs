@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod moto;
+
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// [`wait_for`] for async probes: polls `probe` every 20 ms until it
@@ -34,16 +36,24 @@ where
     }
 }
 
-pub fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+/// Polls `probe` every 20 ms until it answers; fails the test after
+/// `timeout` with `what`.
+pub fn wait_for<T>(timeout: Duration, what: &str, probe: impl FnMut() -> Option<T>) -> T {
+    poll_for(timeout, probe)
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
+}
+
+/// [`wait_for`] that answers `None` after `timeout` instead of failing:
+/// for a drop that must go on, or a test that checks something never happens.
+pub fn poll_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = probe() {
-            return value;
+            return Some(value);
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        if Instant::now() >= deadline {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -190,6 +200,8 @@ pub struct Cluster {
     pub http: reqwest::blocking::Client,
     pub token: Option<String>,
     config_path: PathBuf,
+    /// Extra environment of the clustersitter ([`ClusterOptions::env`]).
+    env: Vec<(String, String)>,
 }
 
 impl Drop for Cluster {
@@ -201,6 +213,12 @@ impl Drop for Cluster {
 
 /// Options for a test cluster; `toml_extra` is appended to the config file.
 pub struct ClusterOptions {
+    /// `cluster_name` ("test"); cloud providers tag their machines with it.
+    pub cluster_name: &'static str,
+    /// The port it listens on; 0 (the default): one the OS picks, anew at
+    /// every boot.
+    pub port: u16,
+    /// The local provider's zones (unused with `provider`).
     pub zones: Vec<&'static str>,
     pub machine_cpu: f64,
     pub machine_mem: f64,
@@ -211,11 +229,21 @@ pub struct ClusterOptions {
     /// Runs the cluster open (`insecure = true`): no token anywhere.
     pub insecure: bool,
     pub toml_extra: String,
+    /// The whole `[provider]` section (its header and its sub-tables, e.g.
+    /// `[provider.ec2.zones.aws-us-west-2a]`), in place of the local
+    /// provider the harness writes from `zones`, `machine_cpu` and
+    /// `machine_mem`. It ends the config file.
+    pub provider: Option<String>,
+    /// Extra environment variables of the clustersitter at every boot
+    /// (e.g. `AWS_ENDPOINT_URL` and test credentials for moto).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
         Self {
+            cluster_name: "test",
+            port: 0,
             zones: vec!["zone-a", "zone-b"],
             machine_cpu: 2.0,
             machine_mem: 512.0,
@@ -223,19 +251,30 @@ impl Default for ClusterOptions {
             token: None,
             insecure: false,
             toml_extra: String::new(),
+            provider: None,
+            env: Vec::new(),
         }
     }
 }
 
 impl Cluster {
+    /// Writes the config of `options` and boots the clustersitter on it.
     pub fn start(options: ClusterOptions) -> Self {
+        let mut cluster = Self::new(options);
+        cluster.boot();
+        cluster
+    }
+
+    /// Writes the config of `options` in a fresh temp dir without starting
+    /// anything: for a test that boots it itself (e.g. to see it refused).
+    pub fn new(options: ClusterOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("cluster.toml");
         let zones: Vec<String> = options.zones.iter().map(|z| format!("\"{z}\"")).collect();
         let mut config = format!(
-            "cluster_name = \"test\"\nport = 0\nstate_dir = \"state\"\npoll_interval = \"200ms\"\nfailure_threshold = 3\n\
+            "cluster_name = \"{}\"\nport = {}\nstate_dir = \"state\"\npoll_interval = \"200ms\"\nfailure_threshold = 3\n\
              idle_limit = {}\nmin_healthy = \"1s\"\n{}\n",
-            options.idle_limit, options.toml_extra
+            options.cluster_name, options.port, options.idle_limit, options.toml_extra
         );
         if let Some(token) = options.token {
             std::fs::write(dir.path().join("token"), token).unwrap();
@@ -244,15 +283,18 @@ impl Cluster {
         if options.insecure {
             config.push_str("insecure = true\n");
         }
-        config.push_str(&format!(
-            "[provider]\nkind = \"local\"\nzones = [{}]\nmachine_cpu = {}\nmachine_mem = {}\nmax_machines = 12\nmachinesitter_bin = \"{}\"\n",
-            zones.join(", "),
-            options.machine_cpu,
-            options.machine_mem,
-            bin("machinesitter").display()
-        ));
+        match &options.provider {
+            Some(section) => config.push_str(section),
+            None => config.push_str(&format!(
+                "[provider]\nkind = \"local\"\nzones = [{}]\nmachine_cpu = {}\nmachine_mem = {}\nmax_machines = 12\nmachinesitter_bin = \"{}\"\n",
+                zones.join(", "),
+                options.machine_cpu,
+                options.machine_mem,
+                bin("machinesitter").display()
+            )),
+        }
         std::fs::write(&config_path, config).unwrap();
-        let mut cluster = Cluster {
+        Cluster {
             daemon: Daemon::default(),
             dir,
             base_url: String::new(),
@@ -262,9 +304,63 @@ impl Cluster {
                 .unwrap(),
             token: options.token.map(str::to_string),
             config_path,
+            env: options.env,
+        }
+    }
+
+    /// The config file the clustersitter reads.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The clustersitter's command on this cluster's config, with its environment.
+    fn clustersitter_command(&self) -> Command {
+        let mut command = Command::new(bin("clustersitter"));
+        command
+            .arg("--config")
+            .arg(&self.config_path)
+            // Where it records a generated token for the CLI: the test's dir,
+            // as `cli` runs the CLI with the same config home.
+            .env("XDG_CONFIG_HOME", self.config_home())
+            .env_remove("CEREBRO_TOKEN")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+
+    /// Boots the clustersitter expecting it to refuse to start: waits (at
+    /// most [`TIMEOUT`]) for it to exit and answers its exit code and
+    /// what it wrote on stderr. Fails the test if it starts serving.
+    pub fn boot_refused(&self) -> (Option<i32>, String) {
+        let stderr_path = self.dir.path().join("refused.stderr");
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let address_file = self.dir.path().join("address");
+        let _ = std::fs::remove_file(&address_file);
+        let mut child = self
+            .clustersitter_command()
+            .arg("--address-file")
+            .arg(&address_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn the clustersitter");
+        let exit = poll_for(TIMEOUT, || {
+            if address_file.exists() {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the clustersitter started serving: {}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                );
+            }
+            child.try_wait().unwrap()
+        });
+        let Some(exit) = exit else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the clustersitter neither served nor exited within {TIMEOUT:?}");
         };
-        cluster.boot();
-        cluster
+        (exit.code(), std::fs::read_to_string(&stderr_path).unwrap())
     }
 
     pub fn path(&self) -> &Path {
@@ -275,14 +371,7 @@ impl Cluster {
     /// cluster started without a token (and not insecure) generated one in
     /// its state dir; from then on the harness presents that one.
     pub fn boot(&mut self) {
-        let mut command = Command::new(bin("clustersitter"));
-        command
-            .arg("--config")
-            .arg(&self.config_path)
-            // Where it records a generated token for the CLI: the test's dir,
-            // as `cli` runs the CLI with the same config home.
-            .env("XDG_CONFIG_HOME", self.config_home())
-            .env_remove("CEREBRO_TOKEN");
+        let mut command = self.clustersitter_command();
         let address = self.daemon.start(
             &mut command,
             &self.dir.path().join("address"),
