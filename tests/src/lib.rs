@@ -101,6 +101,9 @@ pub fn process_gone(pid: i32) -> bool {
 /// Live processes whose command line satisfies `matches`.
 pub use cerebro_host::process::find_pids as processes;
 
+/// The signals tests send, so a test crate needs no libc of its own.
+pub use libc::{SIGKILL, SIGTERM};
+
 pub fn kill(pid: i32, signal: i32) {
     // SAFETY: kill(2) on a process the test started.
     unsafe { libc::kill(pid, signal) };
@@ -118,6 +121,27 @@ pub fn processes_under(dir: &Path) -> Vec<i32> {
 pub fn kill_processes_under(dir: &Path) {
     for _ in 0..3 {
         for pid in processes_under(dir) {
+            kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// SIGKILLs every process under `dir` and every descendant of one (a
+/// workload names no such path), until none is left under it: what a
+/// powered-off machine whose programs all live under `dir` would leave.
+pub fn kill_tree_under(dir: &Path) {
+    for _ in 0..5 {
+        let roots = processes_under(dir);
+        if roots.is_empty() {
+            return;
+        }
+        // Collected before any dies, while the workloads are still children
+        // of their tasksitters rather than orphans of init.
+        let mut all = roots.clone();
+        for &root in &roots {
+            all.extend(cerebro_host::proctree::descendants(root, &[]));
+        }
+        for pid in all {
             kill(pid, libc::SIGKILL);
         }
     }
