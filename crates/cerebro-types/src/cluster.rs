@@ -959,6 +959,19 @@ pub enum RegisterResult {
     Joined,
 }
 
+/// One program the clustersitter serves to its machines, as
+/// `GET /api/v1/binaries` lists it (token holders only); its bytes are at
+/// `GET /api/v1/binaries/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinaryInfo {
+    /// `machinesitter` or `tasksitter`.
+    pub name: String,
+    /// Lowercase hex SHA-256 (FIPS 180-4) of the bytes served.
+    pub sha256: String,
+    /// Bytes.
+    pub size: u64,
+}
+
 /// The answer to `POST /api/v1/machines/register`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegisterReply {
