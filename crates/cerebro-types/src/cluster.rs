@@ -622,7 +622,11 @@ pub enum ClusterEventKind {
     TaskRestarted,
     /// The provider could not list its machines.
     ProviderListFailed,
+    /// Provisioning failed: one event per zone and error code while the
+    /// failures go on (later ones show in the zone's status).
     ProvisionFailed,
+    /// A zone whose provisioning kept failing started a machine again.
+    ProvisionRecovered,
     TerminateFailed,
     /// The idle limit changed (by request or the config).
     IdleLimitSet,
@@ -705,6 +709,7 @@ known_event_kinds! {
     TaskRestarted => "task_restarted",
     ProviderListFailed => "provider_list_failed",
     ProvisionFailed => "provision_failed",
+    ProvisionRecovered => "provision_recovered",
     TerminateFailed => "terminate_failed",
     IdleLimitSet => "idle_limit_set",
     StateFileUnreadable => "state_file_unreadable",
@@ -743,7 +748,8 @@ impl ClusterEventKind {
             | TaskRestarted
             | TaskOrphaned
             | MachineFenced => "machine",
-            ProviderListFailed | ProvisionFailed | TerminateFailed | FenceUnconfirmed => "provider",
+            ProviderListFailed | ProvisionFailed | ProvisionRecovered | TerminateFailed
+            | FenceUnconfirmed => "provider",
             IdleLimitSet | StateFileUnreadable | StateRecovered => "cluster",
             Unknown { category, .. } => category,
         }
@@ -771,7 +777,7 @@ impl ClusterEventKind {
         use ClusterEventKind::*;
         match self {
             ProviderListFailed | StateFileUnreadable | StateRecovered => SubjectKind::None,
-            IdleLimitSet => SubjectKind::Zone,
+            IdleLimitSet | ProvisionRecovered => SubjectKind::Zone,
             Unknown { category, .. } => match category.as_str() {
                 "job" => SubjectKind::Job,
                 // Provider events name the machine they were about.
@@ -878,6 +884,27 @@ pub struct ZoneStatus {
     pub idle_limit: u32,
     pub capacity: Resources,
     pub reserved: Resources,
+    /// While the provider keeps failing to start machines in this zone:
+    /// the last failure and when the next attempt is. Absent when the
+    /// last attempt worked, and from answers of older clustersitters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning_error: Option<ProvisioningError>,
+}
+
+/// A zone's streak of failed provisioning attempts, as
+/// [`ZoneStatus::provisioning_error`] shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisioningError {
+    /// The provider's error code (EC2's `InvalidAMIID.NotFound`,
+    /// `InsufficientInstanceCapacity`...), or a word naming a failure of
+    /// the provider itself (`limit`, `io`...).
+    pub code: String,
+    /// The last failure, in the provider's words.
+    pub message: String,
+    /// Failed attempts in a row.
+    pub failures: u32,
+    /// When the next attempt is due (ms since the Unix epoch).
+    pub next_attempt_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
