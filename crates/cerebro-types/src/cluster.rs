@@ -62,6 +62,40 @@ pub struct ProviderDetails {
     pub provider_state: Option<String>,
 }
 
+impl ProviderDetails {
+    /// Whether the provider told nothing (the local provider never does).
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Region and availability zone as one, as people read them:
+    /// `us-west-2 / us-west-2a`, or whichever of the two is known.
+    pub fn region_and_zone(&self) -> Option<String> {
+        match (&self.region, &self.availability_zone) {
+            (Some(region), Some(az)) => Some(format!("{region} / {az}")),
+            (Some(one), None) | (None, Some(one)) => Some(one.clone()),
+            (None, None) => None,
+        }
+    }
+
+    /// What the CLI and the UI show of a machine, as (label, value) in
+    /// this order, leaving out what the provider did not tell: instance
+    /// type, region / AZ, private address, public address, the
+    /// provider's state.
+    pub fn labelled(&self) -> Vec<(&'static str, String)> {
+        [
+            ("Instance type", self.instance_type.clone()),
+            ("Region / AZ", self.region_and_zone()),
+            ("Private address", self.private_address.clone()),
+            ("Public address", self.public_address.clone()),
+            ("Provider state", self.provider_state.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(label, value)| Some((label, value.filter(|v| !v.is_empty())?)))
+        .collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Unplaced {
     pub key: InstanceKey,
