@@ -12,8 +12,12 @@ use clap::Parser;
 /// EC2-like code while `fail_with` is set; `status` answers `status`.
 #[derive(Default)]
 struct Scripted {
+    /// What `discover` lists.
+    found: Mutex<Vec<FoundMachine>>,
     fail_with: Mutex<Option<&'static str>>,
     provisions: Mutex<Vec<NewMachine>>,
+    /// When each provision call came.
+    calls: Mutex<Vec<Instant>>,
     status: Mutex<Option<ProviderStatus>>,
     terminated: Mutex<Vec<String>>,
 }
@@ -26,6 +30,7 @@ impl MachineProvider for Scripted {
 
     async fn provision(&self, machine: &NewMachine) -> Result<Provisioned, ProviderError> {
         lock(&self.provisions).push(machine.clone());
+        lock(&self.calls).push(Instant::now());
         if let Some(code) = *lock(&self.fail_with) {
             return Err(ProviderError::Api {
                 operation: "RunInstances",
@@ -59,7 +64,7 @@ impl MachineProvider for Scripted {
     }
 
     async fn discover(&self) -> Result<Vec<FoundMachine>, ProviderError> {
-        Ok(Vec::new())
+        Ok(lock(&self.found).clone())
     }
 }
 
@@ -131,21 +136,11 @@ async fn failing_provisioning_is_one_event_per_code_and_waits_longer_each_time()
         max: Duration::from_millis(400),
     });
     *lock(&s.provider.fail_with) = Some("InvalidAMIID.NotFound");
-    let mut waits = Vec::new();
-    let mut last_attempt = Instant::now();
-    let deadline = Instant::now() + cerebro_tests::TIMEOUT;
-    while lock(&s.provider.provisions).len() < 5 {
-        assert!(Instant::now() < deadline, "five provisioning attempts");
-        let before = lock(&s.provider.provisions).len();
-        s.reconciler.tick().await;
-        if lock(&s.provider.provisions).len() > before {
-            waits.push(last_attempt.elapsed());
-            last_attempt = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // The first attempt is at once; each retry waits at least its delay.
-    for (wait, least) in waits[1..].iter().zip([50, 100, 200, 400]) {
+    wait_for_provisions(&mut s, 5).await;
+    let calls = lock(&s.provider.calls).clone();
+    let waits: Vec<Duration> = calls.windows(2).map(|w| w[1] - w[0]).collect();
+    // Each retry waits at least its delay, which doubles up to its most.
+    for (wait, least) in waits.iter().zip([50, 100, 200, 400]) {
         assert!(
             *wait >= Duration::from_millis(least),
             "waits grow: {waits:?}"
@@ -369,4 +364,42 @@ async fn a_running_machine_that_does_not_answer_is_terminated_and_replaced() {
         "the provider says it is still running but it does not answer",
     )
     .await;
+}
+
+/// A cloud may still list an instance it terminated: found so at start,
+/// it is not adopted, and a known one is decommissioned, never capacity.
+#[tokio::test]
+async fn a_machine_listed_but_gone_at_start_is_never_capacity() {
+    let s = setup(&job("web", 1.0, r#"{"local-a": {"cpu": 1}}"#), 10);
+    let found = |id: &str| FoundMachine {
+        machine_id: id.into(),
+        zone: "local-a".into(),
+        provider_id: format!("i-{id}"),
+        address: None,
+        size: None,
+        details: ProviderDetails::default(),
+    };
+    *lock(&s.provider.found) = vec![found("local-a-1"), found("local-a-2")];
+    *lock(&s.provider.status) = Some(ProviderStatus::Gone {
+        state: "terminated".into(),
+    });
+    {
+        let mut cluster = lock(&s.cluster);
+        crate::recovery::recover_machines(&mut cluster, s.provider.as_ref()).await;
+        assert_eq!(cluster.machines().count(), 0, "nothing adopted");
+        assert!(events_of_locked(&cluster, "machine_adopted").is_empty());
+    }
+    *lock(&s.provider.status) = None;
+    let mut cluster = lock(&s.cluster);
+    crate::recovery::recover_machines(&mut cluster, s.provider.as_ref()).await;
+    assert_eq!(cluster.machines().count(), 2, "running ones are adopted");
+}
+
+fn events_of_locked(cluster: &Cluster, name: &str) -> Vec<ClusterEvent> {
+    cluster
+        .events()
+        .iter()
+        .filter(|e| e.kind.name() == name)
+        .cloned()
+        .collect()
 }
