@@ -78,6 +78,25 @@ struct Setup {
 /// A cluster of zones local-a and local-b (machines of 2 cores, 1024
 /// MB) with `jobs` (a job file's text), reconciled against [`Scripted`].
 fn setup(jobs: &str, max_machines: usize) -> Setup {
+    let (dir, cluster) = new_cluster(jobs, max_machines);
+    let cluster = Arc::new(Mutex::new(cluster));
+    let provider = Arc::new(Scripted::default());
+    let reconciler = Reconciler::new(
+        cluster.clone(),
+        provider.clone(),
+        Arc::new(Notify::new()),
+        "http://127.0.0.1:1".into(),
+    );
+    Setup {
+        _dir: dir,
+        cluster,
+        provider,
+        reconciler,
+    }
+}
+
+/// The cluster of [`setup`], alone.
+fn new_cluster(jobs: &str, max_machines: usize) -> (tempfile::TempDir, Cluster) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Cli::try_parse_from([
         "clustersitter",
@@ -97,20 +116,7 @@ fn setup(jobs: &str, max_machines: usize) -> Setup {
         cluster.check_job(&job).unwrap();
         cluster.upsert_job(job);
     }
-    let cluster = Arc::new(Mutex::new(cluster));
-    let provider = Arc::new(Scripted::default());
-    let reconciler = Reconciler::new(
-        cluster.clone(),
-        provider.clone(),
-        Arc::new(Notify::new()),
-        "http://127.0.0.1:1".into(),
-    );
-    Setup {
-        _dir: dir,
-        cluster,
-        provider,
-        reconciler,
-    }
+    (dir, cluster)
 }
 
 fn job(name: &str, cpu: f64, layout: &str) -> String {
@@ -313,7 +319,7 @@ async fn heal(status: ProviderStatus, said: &str) {
         assert!(Instant::now() < deadline, "the instance to move");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(*lock(&s.provider.terminated), [first.clone()]);
+    assert_eq!(*lock(&s.provider.terminated), std::slice::from_ref(&first));
     let lost = events_of(&s.cluster, "machine_lost");
     assert!(lost[0].message.contains(said), "{}", lost[0].message);
     let terminated = events_of(&s.cluster, "machine_terminated");
@@ -370,7 +376,8 @@ async fn a_running_machine_that_does_not_answer_is_terminated_and_replaced() {
 /// it is not adopted, and a known one is decommissioned, never capacity.
 #[tokio::test]
 async fn a_machine_listed_but_gone_at_start_is_never_capacity() {
-    let s = setup(&job("web", 1.0, r#"{"local-a": {"cpu": 1}}"#), 10);
+    let (_dir, mut cluster) = new_cluster(&job("web", 1.0, r#"{"local-a": {"cpu": 1}}"#), 10);
+    let provider = Scripted::default();
     let found = |id: &str| FoundMachine {
         machine_id: id.into(),
         zone: "local-a".into(),
@@ -379,19 +386,15 @@ async fn a_machine_listed_but_gone_at_start_is_never_capacity() {
         size: None,
         details: ProviderDetails::default(),
     };
-    *lock(&s.provider.found) = vec![found("local-a-1"), found("local-a-2")];
-    *lock(&s.provider.status) = Some(ProviderStatus::Gone {
+    *lock(&provider.found) = vec![found("local-a-1"), found("local-a-2")];
+    *lock(&provider.status) = Some(ProviderStatus::Gone {
         state: "terminated".into(),
     });
-    {
-        let mut cluster = lock(&s.cluster);
-        crate::recovery::recover_machines(&mut cluster, s.provider.as_ref()).await;
-        assert_eq!(cluster.machines().count(), 0, "nothing adopted");
-        assert!(events_of_locked(&cluster, "machine_adopted").is_empty());
-    }
-    *lock(&s.provider.status) = None;
-    let mut cluster = lock(&s.cluster);
-    crate::recovery::recover_machines(&mut cluster, s.provider.as_ref()).await;
+    crate::recovery::recover_machines(&mut cluster, &provider).await;
+    assert_eq!(cluster.machines().count(), 0, "nothing adopted");
+    assert!(events_of_locked(&cluster, "machine_adopted").is_empty());
+    *lock(&provider.status) = None;
+    crate::recovery::recover_machines(&mut cluster, &provider).await;
     assert_eq!(cluster.machines().count(), 2, "running ones are adopted");
 }
 
