@@ -18,7 +18,7 @@ use cerebro_types::job_file::parse_jobs;
 use cerebro_types::task_api::LogQuery;
 use cerebro_types::LogChunk;
 use cerebro_web::metrics::{Exposition, MetricKind};
-use cerebro_web::{parse_json_body, require_token, ApiError, Token};
+use cerebro_web::{parse_json_body, require_token, require_token_always, ApiError, Token};
 use std::collections::HashMap;
 
 /// The API's routes over `ops`. When the cluster has a `token`, every
@@ -32,7 +32,7 @@ pub fn router(ops: Ops, token: Option<Token>) -> Router {
         .route("/api/v1/binaries/{name}", get(get_binary))
         .route_layer(middleware::from_fn_with_state(
             token.clone(),
-            require_token_to_read,
+            require_token_always,
         ));
     Router::new()
         .route("/", get(|| async { Redirect::to("/overview") }))
@@ -69,35 +69,6 @@ pub fn router(ops: Ops, token: Option<Token>) -> Router {
         .merge(binaries)
         .layer(middleware::from_fn_with_state(token, require_token))
         .with_state(ops)
-}
-
-/// Middleware: with a `token`, every request, reads too, must carry
-/// `Authorization: Bearer <token>`, checked (and rate limited) as
-/// [`require_token`] checks changes.
-async fn require_token_to_read(
-    State(token): State<Option<Token>>,
-    request: axum::extract::Request,
-    next: middleware::Next,
-) -> axum::response::Response {
-    let Some(token) = token else {
-        return next.run(request).await;
-    };
-    let presented = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(candidate) = presented else {
-        return ApiError::unauthorized("this endpoint needs 'Authorization: Bearer <token>'")
-            .into_response();
-    };
-    match token.check(
-        cerebro_web::auth::client_ip(request.extensions()),
-        candidate.trim(),
-    ) {
-        Ok(()) => next.run(request).await,
-        Err(refusal) => refusal.into_api_error("the bearer token is wrong"),
-    }
 }
 
 /// `GET /api/v1/binaries`: `[{"name", "sha256", "size"}]`.
