@@ -675,11 +675,8 @@ pub fn aws_env(endpoint: &str) -> Vec<(String, String)> {
         ("AWS_SECRET_ACCESS_KEY", "test"),
         ("AWS_REGION", "us-east-1"),
         ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("AWS_CONFIG_FILE", "/nonexistent/cerebro-tests/aws-config"),
-        (
-            "AWS_SHARED_CREDENTIALS_FILE",
-            "/nonexistent/cerebro-tests/aws-credentials",
-        ),
+        ("AWS_CONFIG_FILE", "/dev/null"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
         ("RUST_LOG", "warn"),
     ]
     .into_iter()
