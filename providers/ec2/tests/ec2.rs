@@ -504,8 +504,8 @@ fn the_idle_limit_terminates_extra_instances() {
     world.vms.assert_no_failures();
 }
 
-/// The clustersitter refuses `provider` at start: exit 2 and `FILE:LINE:`
-/// on stderr, LINE the first line holding `at`.
+/// The clustersitter refuses `provider` at start: exit 2 and
+/// `FILE:LINE:COLUMN:` on stderr, pointing at the first `at` in the file.
 fn assert_refused(provider: String, at: &str) {
     let cluster = cerebro_tests::Cluster::new(ClusterOptions {
         cluster_name: "refused",
@@ -514,17 +514,17 @@ fn assert_refused(provider: String, at: &str) {
         ..Default::default()
     });
     let config = std::fs::read_to_string(cluster.config_path()).unwrap();
-    let line = config
+    let (line, column) = config
         .lines()
-        .position(|l| l.contains(at))
-        .unwrap_or_else(|| panic!("{at} in {config}"))
-        + 1;
+        .enumerate()
+        .find_map(|(n, text)| text.find(at).map(|col| (n + 1, col + 1)))
+        .unwrap_or_else(|| panic!("{at} in {config}"));
     let (code, stderr) = cluster.boot_refused();
     assert_eq!(code, Some(2), "exit 2: {stderr}");
-    let place = format!("{}:{line}:", cluster.config_path().display());
+    let place = format!("{}:{line}:{column}:", cluster.config_path().display());
     assert!(
-        stderr.contains(&place) && stderr.contains(at.trim_matches(['[', ']'])),
-        "names {place}: {stderr}"
+        stderr.contains(&format!("{place} zone")) && stderr.contains(at),
+        "names {place} and the zone: {stderr}"
     );
 }
 
