@@ -394,7 +394,7 @@ fn run(cli: Cli) -> Result<()> {
             if cli.json {
                 return print_json(&machines);
             }
-            let rows: Vec<Vec<String>> = machines
+            let mut rows: Vec<Vec<String>> = machines
                 .iter()
                 .map(|m| {
                     vec![
@@ -408,18 +408,17 @@ fn run(cli: Cli) -> Result<()> {
                     ]
                 })
                 .collect();
-            print_table(
-                &[
-                    "MACHINE",
-                    "ZONE",
-                    "STATE",
-                    "ADDRESS",
-                    "CPU",
-                    "MEM MB",
-                    "INSTANCES",
-                ],
-                &rows,
-            );
+            let mut headers = vec![
+                "MACHINE",
+                "ZONE",
+                "STATE",
+                "ADDRESS",
+                "CPU",
+                "MEM MB",
+                "INSTANCES",
+            ];
+            add_provider_columns(&machines, &mut headers, &mut rows);
+            print_table(&headers, &rows);
         }
         Command::Status { job: None } => {
             let status = api.call(|c| c.status())?;
@@ -449,6 +448,17 @@ fn run(cli: Cli) -> Result<()> {
                 })
                 .collect();
             print_table(&["ZONE", "MACHINES", "IDLE/LIMIT", "CPU", "MEM MB"], &rows);
+            for zone in &status.zones {
+                if let Some(error) = &zone.provisioning_error {
+                    println!(
+                        "provisioning in {} fails: {} ({} failures in a row; next attempt at {})",
+                        zone.zone,
+                        error.message,
+                        error.failures,
+                        cerebro_types::time::format_rfc3339_ms(error.next_attempt_ms)
+                    );
+                }
+            }
             for unplaced in &status.unplaced {
                 println!(
                     "unplaced: {} #{} in {}: {}",
@@ -584,6 +594,37 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("cerebro: error: {error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Adds what the provider told of the machines (provider id, instance
+/// type, region / AZ, addresses) as columns, each only when some machine
+/// has it; none at all when no machine has details (the local provider's).
+fn add_provider_columns(
+    machines: &[cerebro_types::cluster::MachineView],
+    headers: &mut Vec<&str>,
+    rows: &mut [Vec<String>],
+) {
+    if machines.iter().all(|m| m.details.is_empty()) {
+        return;
+    }
+    type Column = fn(&cerebro_types::cluster::MachineView) -> Option<String>;
+    let columns: [(&str, Column); 5] = [
+        ("PROVIDER ID", |m| m.provider_id.clone()),
+        ("TYPE", |m| m.details.instance_type.clone()),
+        ("REGION/AZ", |m| m.details.region_and_zone()),
+        ("PRIVATE", |m| m.details.private_address.clone()),
+        ("PUBLIC", |m| m.details.public_address.clone()),
+    ];
+    for (header, value) in columns {
+        let values: Vec<Option<String>> = machines.iter().map(value).collect();
+        if values.iter().all(Option::is_none) {
+            continue;
+        }
+        headers.push(header);
+        for (row, value) in rows.iter_mut().zip(values) {
+            row.push(value.unwrap_or_else(|| "-".into()));
         }
     }
 }

@@ -6,25 +6,34 @@ use crate::ops::{OpError, Ops};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Redirect;
+use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post, put};
 use axum::{middleware, Json, Router};
 use cerebro_types::cluster::{
-    ClusterEvent, ClusterStatus, IdleLimitRequest, JobReply, JobResult, JobView, MachineState,
-    MachineView, PlanReply, RegisterReply, RegisterRequest, UpdateRequest,
+    BinaryInfo, ClusterEvent, ClusterStatus, IdleLimitRequest, JobReply, JobResult, JobView,
+    MachineState, MachineView, PlanReply, RegisterReply, RegisterRequest, UpdateRequest,
 };
 use cerebro_types::job::JobSpec;
 use cerebro_types::job_file::parse_jobs;
 use cerebro_types::task_api::LogQuery;
 use cerebro_types::LogChunk;
 use cerebro_web::metrics::{Exposition, MetricKind};
-use cerebro_web::{parse_json_body, require_token, ApiError, Token};
+use cerebro_web::{parse_json_body, require_token, require_token_always, ApiError, Token};
 use std::collections::HashMap;
 
 /// The API's routes over `ops`. When the cluster has a `token`, every
 /// request that changes something (not GET/HEAD/OPTIONS) must carry it as
-/// a bearer token.
+/// a bearer token, and so must every request for the binaries.
 pub fn router(ops: Ops, token: Option<Token>) -> Router {
+    // Our programs go only to the machines, which hold the token; the
+    // other reads stay public.
+    let binaries = Router::new()
+        .route("/api/v1/binaries", get(list_binaries))
+        .route("/api/v1/binaries/{name}", get(get_binary))
+        .route_layer(middleware::from_fn_with_state(
+            token.clone(),
+            require_token_always,
+        ));
     Router::new()
         .route("/", get(|| async { Redirect::to("/overview") }))
         .route("/metrics", get(metrics))
@@ -57,8 +66,37 @@ pub fn router(ops: Ops, token: Option<Token>) -> Router {
         .route("/api/v1/machines/register", post(register))
         .route("/api/v1/machines/{id}", get(get_machine))
         .route("/api/v1/idle-limit", put(set_idle_limit))
+        .merge(binaries)
         .layer(middleware::from_fn_with_state(token, require_token))
         .with_state(ops)
+}
+
+/// `GET /api/v1/binaries`: `[{"name", "sha256", "size"}]`.
+async fn list_binaries(State(ops): State<Ops>) -> Result<Json<Vec<BinaryInfo>>, ApiError> {
+    Ok(Json(ops.binaries()?))
+}
+
+/// `GET /api/v1/binaries/{name}`: the bytes, as
+/// `application/octet-stream`, with their digest in `x-cerebro-sha256`.
+async fn get_binary(
+    State(ops): State<Ops>,
+    Path(name): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    let (binary, bytes) = ops.binary(&name).await?;
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/octet-stream".to_string(),
+            ),
+            (
+                axum::http::header::HeaderName::from_static("x-cerebro-sha256"),
+                binary.sha256,
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 async fn status(State(ops): State<Ops>) -> Json<ClusterStatus> {
@@ -321,6 +359,60 @@ mod tests {
     use axum::response::IntoResponse;
     use clap::Parser;
     use std::sync::{Arc, Mutex};
+
+    /// A binary replaced on disk after start is refused with a 500 that
+    /// says so, never served under the old digest; an unknown name is a 404.
+    #[tokio::test]
+    async fn a_binary_changed_since_start_is_a_server_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut configured = std::collections::BTreeMap::new();
+        for name in crate::binaries::MACHINE_BINARIES {
+            let path = dir.path().join(name);
+            std::fs::write(&path, name).unwrap();
+            configured.insert(name, path);
+        }
+        let catalog = crate::binaries::Catalog::locate(&configured).unwrap();
+        let config = Cli::try_parse_from([
+            "clustersitter",
+            "--state-dir",
+            dir.path().join("state").to_str().unwrap(),
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        let cluster = Cluster::new(
+            Arc::new(config),
+            crate::store::ClusterState::new(1, Default::default()),
+            "local",
+        );
+        let ops = Ops::new(
+            Arc::new(Mutex::new(cluster)),
+            Default::default(),
+            cerebro_client::HttpClient::new(std::time::Duration::from_secs(1), 1),
+        )
+        .with_binaries(Ok(Arc::new(catalog)));
+        let served = get_binary(State(ops.clone()), Path("tasksitter".into()))
+            .await
+            .unwrap();
+        assert_eq!(served.status(), StatusCode::OK);
+        let missing = get_binary(State(ops.clone()), Path("sh".into()))
+            .await
+            .unwrap_err();
+        assert_eq!(missing.status, StatusCode::NOT_FOUND);
+        std::fs::write(dir.path().join("tasksitter"), "replaced").unwrap();
+        let changed = get_binary(State(ops), Path("tasksitter".into()))
+            .await
+            .unwrap_err();
+        assert_eq!(changed.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            changed
+                .body
+                .error
+                .contains("changed since the clustersitter started"),
+            "{}",
+            changed.body.error
+        );
+    }
 
     /// The v1 fixture's cluster (three jobs, two machines), read by `/metrics`.
     #[tokio::test]

@@ -31,6 +31,9 @@ pub enum BinariesError {
         path: String,
         source: std::io::Error,
     },
+    /// Nobody looked for them: a cluster built without a catalog (a test's).
+    #[error("this clustersitter was started without binaries to serve")]
+    NotLocated,
 }
 
 /// The binaries, located and hashed once at start: a file replaced on disk

@@ -13,7 +13,8 @@ impl From<OpError> for ApiError {
             | OpError::NoSuchMachine(_)
             | OpError::NoSuchInstance { .. }
             | OpError::NotOnMachineYet { .. }
-            | OpError::TaskNotOnMachine(_) => StatusCode::NOT_FOUND,
+            | OpError::TaskNotOnMachine(_)
+            | OpError::NoSuchBinary { .. } => StatusCode::NOT_FOUND,
             OpError::NotPlaced { .. } | OpError::NoAddress(_) | OpError::HasFollowers { .. } => {
                 StatusCode::CONFLICT
             }
@@ -25,7 +26,10 @@ impl From<OpError> for ApiError {
                 }
             }
             OpError::MachineUnreachable { .. } => StatusCode::BAD_GATEWAY,
-            OpError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            OpError::Persist(_) | OpError::BinaryUnreadable { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            OpError::BinariesUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, error.to_string())
     }

@@ -142,9 +142,7 @@ pub async fn provider_for(
 
 /// The binaries machines download, from `provider.machinesitter_bin` and
 /// `provider.tasksitter_bin` or found beside this program or on PATH.
-pub fn locate_binaries(
-    config: &ClusterConfig,
-) -> Result<Arc<binaries::Catalog>, Arc<binaries::BinariesError>> {
+pub fn locate_binaries(config: &ClusterConfig) -> ops::Binaries {
     let mut configured = std::collections::BTreeMap::new();
     if let Some(path) = &config.provider.machinesitter_bin {
         configured.insert("machinesitter", path.clone());
@@ -185,7 +183,7 @@ pub async fn serve_with_factory(
     resolve_token(&mut config)?;
     let binaries = locate_binaries(&config);
     let provider = provider_for(&config, &binaries, factory).await?;
-    serve_with(config, provider, listener, shutdown).await
+    serve_with_binaries(config, provider, binaries, listener, shutdown).await
 }
 
 /// The clustersitter's whole life on an already-bound `listener`, with
@@ -200,12 +198,34 @@ pub async fn serve_with_factory(
 /// that do not load or do not fit (config errors: nothing was started);
 /// [`ClusterError::StateDir`], [`ClusterError::Listener`] and
 /// [`ClusterError::AddressFile`] when starting fails.
+///
+/// The binaries machines download are located here ([`locate_binaries`]);
+/// when they cannot be, the cluster still starts and
+/// `GET /api/v1/binaries` answers 503 naming what is missing.
 pub async fn serve_with(
+    config: ClusterConfig,
+    provider: Arc<dyn MachineProvider>,
+    listener: tokio::net::TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), ClusterError> {
+    let binaries = locate_binaries(&config);
+    serve_with_binaries(config, provider, binaries, listener, shutdown).await
+}
+
+/// As [`serve_with`], serving the `binaries` the caller located.
+///
+/// # Errors
+/// As [`serve_with`].
+pub async fn serve_with_binaries(
     mut config: ClusterConfig,
     provider: Arc<dyn MachineProvider>,
+    binaries: ops::Binaries,
     listener: tokio::net::TcpListener,
     mut shutdown: Shutdown,
 ) -> Result<(), ClusterError> {
+    if let Err(error) = &binaries {
+        tracing::warn!(%error, "no binaries to serve to new machines");
+    }
     resolve_token(&mut config)?;
     let config = Arc::new(config);
     let state_error = |source| ClusterError::StateDir {
@@ -260,7 +280,8 @@ pub async fn serve_with(
         cluster.clone(),
         notify,
         cerebro_client::HttpClient::new(Duration::from_secs(10), 2),
-    );
+    )
+    .with_binaries(binaries);
     let sessions = session::Sessions::load(
         &config.state_dir,
         config.token.as_ref(),

@@ -8,8 +8,8 @@ use crate::cluster::{lock, SharedCluster, UpsertOutcome};
 use crate::store::MachineRecord;
 use cerebro_client::{ClientError, HttpClient, MachineClient};
 use cerebro_types::cluster::{
-    ClusterEvent, ClusterStatus, IdleLimitRequest, JobView, MachineView, Plan, RegisterRequest,
-    RegisterResult, UpdateRequest,
+    BinaryInfo, ClusterEvent, ClusterStatus, IdleLimitRequest, JobView, MachineView, Plan,
+    RegisterRequest, RegisterResult, UpdateRequest,
 };
 use cerebro_types::job::{instance_task_name, JobSpec};
 use cerebro_types::task_api::{LogQuery, TaskAction};
@@ -64,6 +64,16 @@ pub enum OpError {
     /// The change was made in memory but could not be saved.
     #[error("cannot persist the cluster state: {0}")]
     Persist(std::io::Error),
+    /// No binary by this name is served (`served` lists those that are).
+    #[error("no binary named '{name}' (served: {})", served.join(", "))]
+    NoSuchBinary { name: String, served: Vec<String> },
+    /// The binaries machines download were not found at start.
+    #[error("the binaries for machines are unavailable: {0}")]
+    BinariesUnavailable(Arc<crate::binaries::BinariesError>),
+    /// The binary (by name) cannot be served now: unreadable, or changed
+    /// on disk since start (`reason` says which).
+    #[error("cannot serve {name}: {reason}")]
+    BinaryUnreadable { name: String, reason: String },
 }
 
 impl OpError {
@@ -109,7 +119,12 @@ pub struct Ops {
     notify: Arc<Notify>,
     /// For the calls that reach a machine (restart, logs, stale tasks).
     client: HttpClient,
+    /// The programs machines download, or why there are none.
+    binaries: Binaries,
 }
+
+/// The binaries catalog as located at start, or why it could not be.
+pub type Binaries = Result<Arc<crate::binaries::Catalog>, Arc<crate::binaries::BinariesError>>;
 
 /// The cluster as the edges may see it: under its lock, read-only, for
 /// rendering one page or one scrape (held no longer than that, and never
@@ -143,6 +158,66 @@ impl Ops {
             cluster,
             notify,
             client,
+            binaries: Err(Arc::new(crate::binaries::BinariesError::NotLocated)),
+        }
+    }
+
+    /// The same service, serving `binaries` to machines.
+    pub fn with_binaries(mut self, binaries: Binaries) -> Self {
+        self.binaries = binaries;
+        self
+    }
+
+    fn catalog(&self) -> Result<&crate::binaries::Catalog, OpError> {
+        self.binaries
+            .as_deref()
+            .map_err(|error| OpError::BinariesUnavailable(error.clone()))
+    }
+
+    /// The programs machines download (`GET /api/v1/binaries`), by name.
+    pub fn binaries(&self) -> Result<Vec<BinaryInfo>, OpError> {
+        Ok(self
+            .catalog()?
+            .all()
+            .map(|binary| BinaryInfo {
+                name: binary.name.to_string(),
+                sha256: binary.sha256.clone(),
+                size: binary.size,
+            })
+            .collect())
+    }
+
+    /// Binary `name` and its bytes, checked against the digest taken at
+    /// start (read off the async threads: a binary is megabytes).
+    pub async fn binary(&self, name: &str) -> Result<(BinaryInfo, Vec<u8>), OpError> {
+        let catalog = self
+            .binaries
+            .clone()
+            .map_err(OpError::BinariesUnavailable)?;
+        let wanted = name.to_string();
+        let opened = tokio::task::spawn_blocking(move || catalog.open(&wanted))
+            .await
+            .map_err(|error| OpError::BinaryUnreadable {
+                name: name.to_string(),
+                reason: error.to_string(),
+            })?;
+        match opened {
+            Ok(Some((binary, bytes))) => Ok((
+                BinaryInfo {
+                    name: binary.name.to_string(),
+                    sha256: binary.sha256,
+                    size: binary.size,
+                },
+                bytes,
+            )),
+            Ok(None) => Err(OpError::NoSuchBinary {
+                name: name.to_string(),
+                served: self.catalog()?.all().map(|b| b.name.to_string()).collect(),
+            }),
+            Err(error) => Err(OpError::BinaryUnreadable {
+                name: name.to_string(),
+                reason: error.to_string(),
+            }),
         }
     }
 

@@ -61,6 +61,23 @@ impl ProviderError {
             _ => None,
         }
     }
+
+    /// [`ProviderError::code`], or for an error that is not the cloud's a
+    /// word naming its kind (`limit`, `io`, ...): what tells one failure
+    /// from another in a zone's streak of failures.
+    pub fn code_or_kind(&self) -> &str {
+        match self {
+            ProviderError::Api { code, .. } => code,
+            ProviderError::UnknownZone(_) => "unknown_zone",
+            ProviderError::Limit(_) => "limit",
+            ProviderError::Io(_) => "io",
+            ProviderError::NoMachinesitter => "no_machinesitter",
+            ProviderError::BadMachineId(_) => "bad_machine_id",
+            ProviderError::AlreadyRunning(_) => "already_running",
+            ProviderError::Survivors(_) => "survivors",
+            ProviderError::Config(_) => "config",
+        }
+    }
 }
 
 /// A machine the provider has started.

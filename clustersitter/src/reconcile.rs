@@ -17,8 +17,6 @@ use tokio::sync::Notify;
 
 /// A machine that has not answered this long after being provisioned counts as failed.
 const PROVISION_TIMEOUT: Duration = Duration::from_secs(60);
-/// After a failed provision, the zone waits this long before the next try.
-const PROVISION_RETRY: Duration = Duration::from_secs(10);
 
 pub struct Reconciler {
     cluster: SharedCluster,
@@ -132,11 +130,11 @@ impl Reconciler {
             let verdict = match &provider_id {
                 None => "the provider does not know it".to_string(),
                 Some(pid) => match self.provider.status(pid).await {
-                    Ok(ProviderStatus::Exists { state }) => format!(
-                        "the provider says it still exists ({state}) but it does not answer"
-                    ),
+                    Ok(ProviderStatus::Exists { state }) => {
+                        format!("the provider says it is still {state} but it does not answer")
+                    }
                     Ok(ProviderStatus::Gone { state }) => {
-                        format!("the provider says it is gone ({state})")
+                        format!("the provider says it is {state}")
                     }
                     Err(error) => format!("the provider cannot tell ({error})"),
                 },
@@ -153,7 +151,6 @@ impl Reconciler {
             let mut guard = lock(&self.cluster);
             let cluster = &mut *guard;
             let plan = cluster.plan_for(&cluster.job_specs());
-            let changed = cluster.apply_assignments(&plan.assignments);
             let now = Instant::now();
             let mut requests = Vec::new();
             for request in &plan.provision {
@@ -173,6 +170,9 @@ impl Reconciler {
                     cluster_url: self.cluster_url.clone(),
                 });
             }
+            // After the records: a new machine's event names the machines
+            // its instances were on, which the new assignments forget.
+            let changed = cluster.apply_assignments(&plan.assignments);
             cluster.set_plan(plan);
             // Recorded before the provider is asked: a crash in between
             // finds the record and never provisions the slot twice.
@@ -182,14 +182,28 @@ impl Reconciler {
             requests
         };
         for request in requests {
+            if self
+                .provision_not_before
+                .get(&request.zone)
+                .is_some_and(|at| *at > Instant::now())
+            {
+                // Its zone failed a moment ago, in this very round.
+                let mut cluster = lock(&self.cluster);
+                cluster.provision_skipped(&request.id);
+                persist(&cluster);
+                continue;
+            }
             let result = self.provider.provision(&request).await;
             let mut cluster = lock(&self.cluster);
             match result {
-                Ok(provisioned) => cluster.machine_provisioned(&request.id, &provisioned),
+                Ok(provisioned) => {
+                    cluster.machine_provisioned(&request.id, &provisioned);
+                    self.provision_not_before.remove(&request.zone);
+                }
                 Err(error) => {
-                    cluster.provision_failed(&request.id, &error.to_string());
+                    let wait = cluster.provision_failed(&request.id, &request.zone, &error);
                     self.provision_not_before
-                        .insert(request.zone.clone(), Instant::now() + PROVISION_RETRY);
+                        .insert(request.zone.clone(), Instant::now() + wait);
                 }
             }
             persist(&cluster);
@@ -438,6 +452,10 @@ impl Reconciler {
         !lock(&self.terminating).is_empty()
     }
 }
+
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod tests;
 
 fn persist(cluster: &crate::cluster::Cluster) {
     if let Err(error) = cluster.persist() {

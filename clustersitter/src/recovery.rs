@@ -5,7 +5,7 @@
 
 use crate::cluster::{lock, Cluster};
 use crate::config::ClusterConfig;
-use crate::provider::MachineProvider;
+use crate::provider::{FoundMachine, MachineProvider, ProviderStatus};
 use crate::store::{self, ClusterState};
 use cerebro_types::cluster::{ClusterEventKind, MachineState};
 use std::sync::{Arc, Mutex};
@@ -60,7 +60,7 @@ pub(crate) async fn recover_machines(cluster: &mut Cluster, provider: &dyn Machi
     // Before anything is placed: no job may wait for a machine the provider cannot give.
     cluster.learn_machine_sizes(provider);
     let found = match provider.discover().await {
-        Ok(found) => found,
+        Ok(found) => without_gone(found, provider).await,
         Err(error) => {
             cluster.event(
                 ClusterEventKind::ProviderListFailed,
@@ -82,6 +82,27 @@ pub(crate) async fn recover_machines(cluster: &mut Cluster, provider: &dyn Machi
     for id in vanished {
         cluster.machine_vanished(&id);
     }
+}
+
+/// The machines of `found` the provider does not call gone: a cloud may
+/// still list an instance it stopped or terminated, and such a machine
+/// must never count as capacity (a known one is decommissioned as
+/// vanished instead). One that cannot be asked about is kept: the polls
+/// will tell.
+async fn without_gone(
+    found: Vec<FoundMachine>,
+    provider: &dyn MachineProvider,
+) -> Vec<FoundMachine> {
+    let mut kept = Vec::with_capacity(found.len());
+    for machine in found {
+        match provider.status(&machine.provider_id).await {
+            Ok(ProviderStatus::Gone { state }) => {
+                tracing::info!(machine = %machine.machine_id, provider_id = %machine.provider_id, "listed by the provider but {state}: not adopted");
+            }
+            _ => kept.push(machine),
+        }
+    }
+    kept
 }
 
 /// `--on-exit stop`: terminate every machine before exiting.

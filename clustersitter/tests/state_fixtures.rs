@@ -35,6 +35,16 @@ fn cluster_state_v1_loads_with_nothing_lost() {
     assert_eq!(state.jobs["transient job"].run_requested, Some(false));
     assert_eq!(state.jobs["transient job"].version.as_deref(), Some("v2"));
     assert_eq!(state.machines.len(), 2);
+    // Written before providers told details: they load as none told.
+    for machine in state.machines.values() {
+        assert!(
+            machine.details.is_empty(),
+            "{}: {:?}",
+            machine.id,
+            machine.details
+        );
+        assert!(machine.provider_id.is_some());
+    }
     assert!(state.was_retired("local-b-2"));
     assert_eq!(state.idle_limit("local-a"), 2);
     assert_eq!(state.idle_limit("local-b"), 0);

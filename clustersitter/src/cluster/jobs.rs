@@ -67,7 +67,58 @@ impl Cluster {
             largest_machine: self.largest_machines(),
         });
         self.hold_unfenced(&mut plan);
+        self.cap_new_machines(&mut plan);
+        self.explain_waiting_zones(&mut plan);
         plan
+    }
+
+    /// Keeps the cluster within `max_machines` (every provider's): no
+    /// machine is asked for once the machines recorded, in any state
+    /// (a decommissioning one still exists until terminated), reach it.
+    /// The instances the dropped requests were for stay unplaced with a
+    /// reason naming the cap, and the same plan comes every round, so a
+    /// cluster at its cap makes no events. Requests are kept in the
+    /// plan's order (by zone).
+    fn cap_new_machines(&self, plan: &mut Plan) {
+        let max = self.config.provider.max_machines;
+        let recorded = self.state.machines.len();
+        let room = max.saturating_sub(recorded);
+        if plan.provision.len() <= room {
+            return;
+        }
+        let over = plan.provision.split_off(room);
+        let keys: std::collections::HashSet<&InstanceKey> =
+            over.iter().flat_map(|r| &r.for_instances).collect();
+        let reason = format!(
+            "the cluster's limit of {max} machines (max_machines) is reached: {recorded} machines, none may be added"
+        );
+        for unplaced in &mut plan.unplaced {
+            if keys.contains(&unplaced.key) {
+                unplaced.reason = reason.clone();
+            }
+        }
+    }
+
+    /// The instances waiting for a machine in a zone whose provisioning
+    /// keeps failing say so, and when the next attempt is.
+    fn explain_waiting_zones(&self, plan: &mut Plan) {
+        for request in &plan.provision {
+            let Some(error) = self.provisioning_error(&request.zone) else {
+                continue;
+            };
+            let reason = format!(
+                "waiting for a new machine in {}: provisioning there failed {} times ({}), next attempt at {}",
+                request.zone,
+                error.failures,
+                error.code,
+                cerebro_types::time::format_rfc3339_ms(error.next_attempt_ms)
+            );
+            for unplaced in &mut plan.unplaced {
+                if request.for_instances.contains(&unplaced.key) {
+                    unplaced.reason = reason.clone();
+                }
+            }
+        }
     }
 
     /// Holds on their machine the instances of a machine that was lost

@@ -3,8 +3,8 @@
 //! state change goes through [`MachineRecord::move_to`] and its table.
 
 use super::*;
-use crate::provider::{FoundMachine, Provisioned};
-use cerebro_types::cluster::{ProviderDetails, ProvisionRequest};
+use crate::provider::{FoundMachine, ProviderError, Provisioned};
+use cerebro_types::cluster::{ProviderDetails, ProvisionRequest, ProvisioningError};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -228,7 +228,9 @@ impl Cluster {
 
     /// Records a machine about to be asked of the provider for `request`,
     /// before it is asked: a crash in between finds the record and never
-    /// provisions the slot twice. Answers the new machine's id.
+    /// provisions the slot twice. Answers the new machine's id. A retry in
+    /// a zone whose attempts keep failing is only logged: its failure is
+    /// already an event.
     pub fn add_provisioning_machine(&mut self, request: &ProvisionRequest) -> String {
         let seq = self.state.next_machine_seq;
         self.state.next_machine_seq += 1;
@@ -243,27 +245,75 @@ impl Cluster {
             .iter()
             .map(|k| instance_task_name(&k.job, k.slot))
             .collect();
-        self.event(
-            ClusterEventKind::MachineProvisioning,
-            &id,
-            format!(
-                "provisioning in {} ({} cores, {} MB) for {}",
-                request.zone,
-                request.size.cpu,
-                request.size.mem_mb,
-                for_whom.join(", ")
-            ),
+        // The machines its instances were on and that are gone or going:
+        // this machine replaces them.
+        let replacing: BTreeSet<&str> = self
+            .state
+            .assignments
+            .iter()
+            .filter(|a| request.for_instances.contains(&a.key))
+            .map(|a| a.machine.as_str())
+            .filter(|m| {
+                self.state
+                    .machines
+                    .get(*m)
+                    .is_none_or(|record| !record.state().accepts_instances())
+            })
+            .collect();
+        let mut message = format!(
+            "provisioning in {} ({} cores, {} MB) for {}",
+            request.zone,
+            request.size.cpu,
+            request.size.mem_mb,
+            for_whom.join(", ")
         );
+        if !replacing.is_empty() {
+            let replacing: Vec<&str> = replacing.into_iter().collect();
+            message.push_str(&format!(", replacing {}", replacing.join(", ")));
+        }
+        match self.provision_streaks.get(&request.zone) {
+            Some(streak) => tracing::info!(
+                machine = %id,
+                failures = streak.failures,
+                "{message} (retrying after failures)"
+            ),
+            None => self.event(ClusterEventKind::MachineProvisioning, &id, message),
+        }
         id
+    }
+
+    /// Sets how long a zone waits after failed provisioning attempts.
+    pub fn set_provision_backoff(&mut self, backoff: ProvisionBackoff) {
+        self.provision_backoff = backoff;
+    }
+
+    /// The streak of failed provisioning attempts in `zone`, if its last
+    /// attempt failed.
+    pub fn provisioning_error(&self, zone: &str) -> Option<&ProvisioningError> {
+        self.provision_streaks.get(zone).map(|streak| &streak.last)
     }
 
     /// The provider started machine `id`: its provider id, details and
     /// the size it really has are recorded.
     pub fn machine_provisioned(&mut self, id: &str, provisioned: &Provisioned) {
+        let mut zone = None;
         if let Some(machine) = self.state.machines.get_mut(id) {
             machine.provider_id = Some(provisioned.provider_id.clone());
             machine.details = provisioned.details.clone();
             machine.capacity = provisioned.size;
+            zone = Some(machine.zone.clone());
+        }
+        if let Some((zone, streak)) =
+            zone.and_then(|zone| Some((zone.clone(), self.provision_streaks.remove(&zone)?)))
+        {
+            self.event(
+                ClusterEventKind::ProvisionRecovered,
+                &zone,
+                format!(
+                    "provisioning in {zone} works again ({id} started) after {} failed attempts (last: {})",
+                    streak.failures, streak.last.code
+                ),
+            );
         }
         let what = match &provisioned.details.instance_type {
             Some(kind) => format!("{}, {kind}", provisioned.provider_id),
@@ -279,25 +329,76 @@ impl Cluster {
         );
     }
 
-    /// The provider could not start machine `id`: its record goes.
-    pub fn provision_failed(&mut self, id: &str, error: &str) {
+    /// The provider could not start machine `id` in `zone`: its record
+    /// goes, and the zone's streak of failures grows. The first failure
+    /// with each error code in a streak is an event naming the zone, the
+    /// code and the next attempt; the others are logged and shown in the
+    /// zone's status only, so a failure that lasts is no storm of events.
+    /// Answers how long the zone waits before its next attempt (growing
+    /// with the streak, see [`ProvisionBackoff`]).
+    pub fn provision_failed(&mut self, id: &str, zone: &str, error: &ProviderError) -> Duration {
         self.state.machines.remove(id);
-        self.event(
-            ClusterEventKind::ProvisionFailed,
-            id,
-            format!("cannot provision: {error}"),
+        let streak = self.provision_streaks.entry(zone.to_string()).or_default();
+        let failures = streak.failures + 1;
+        let delay = self.provision_backoff.after(failures);
+        let code = error.code_or_kind().to_string();
+        let message = error.to_string();
+        streak.failures = failures;
+        streak.last = ProvisioningError {
+            code: code.clone(),
+            message: message.clone(),
+            failures,
+            next_attempt_ms: now_ms().saturating_add(delay.as_millis() as u64),
+        };
+        let first_of_its_kind = streak.reported.insert(code.clone());
+        let next = describe_delay(delay);
+        if first_of_its_kind {
+            self.event(
+                ClusterEventKind::ProvisionFailed,
+                id,
+                format!(
+                    "cannot provision in {zone} ({code}): {message}; next attempt in {next}, then less and less often until one works (later failures show in the zone's status)"
+                ),
+            );
+        } else {
+            tracing::warn!(
+                machine = id,
+                zone,
+                code,
+                failures,
+                "cannot provision again: {message}; next attempt in {next}"
+            );
+        }
+        delay
+    }
+
+    /// Machine `id` was recorded to be provisioned but is not asked for
+    /// (its zone just failed and waits): its record goes, quietly.
+    pub fn provision_skipped(&mut self, id: &str) {
+        self.state.machines.remove(id);
+        tracing::debug!(
+            machine = id,
+            "not provisioned: its zone waits after a failure"
         );
     }
 
     /// Machine `id` is terminated: it goes, and is remembered as retired
     /// so a late registration is refused.
     pub fn machine_terminated(&mut self, id: &str) {
-        self.state.machines.remove(id);
+        let provider_id = self
+            .state
+            .machines
+            .remove(id)
+            .and_then(|record| record.provider_id);
         self.reports.remove(id);
         self.orphans.remove(id);
         self.refused.remove(id);
         self.state.retire_machine(id);
-        self.event(ClusterEventKind::MachineTerminated, id, "terminated");
+        let message = match provider_id {
+            Some(provider_id) => format!("terminated ({provider_id})"),
+            None => "terminated".to_string(),
+        };
+        self.event(ClusterEventKind::MachineTerminated, id, message);
     }
 
     /// Machine `id` was terminated as the clustersitter exits
@@ -410,6 +511,54 @@ impl Cluster {
     /// At exit with every machine terminated: nothing is placed anywhere.
     pub fn clear_assignments(&mut self) {
         self.state.assignments.clear();
+    }
+}
+
+/// How long a zone waits after failed provisioning attempts: `first`
+/// after the first failure of a streak, twice as long after each further
+/// one, never more than `max`; a success ends the streak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProvisionBackoff {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Default for ProvisionBackoff {
+    /// 5 s doubling to 10 minutes: a bad AMI or a cloud limit needs a
+    /// person, and asking every few seconds for hours helps nobody.
+    fn default() -> Self {
+        Self {
+            first: Duration::from_secs(5),
+            max: Duration::from_secs(600),
+        }
+    }
+}
+
+impl ProvisionBackoff {
+    /// The wait after the `failures`-th failure in a row (1 for the first).
+    pub fn after(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(31);
+        self.first.saturating_mul(1 << doublings).min(self.max)
+    }
+}
+
+/// A zone's failed provisioning attempts in a row.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ProvisionStreak {
+    pub(crate) failures: u32,
+    /// The error codes already told as events in this streak.
+    reported: BTreeSet<String>,
+    pub(crate) last: ProvisioningError,
+}
+
+/// A wait as people read it: `5 s`, `2 min 40 s`.
+fn describe_delay(delay: Duration) -> String {
+    let secs = delay.as_secs();
+    match (secs / 60, secs % 60) {
+        (0, 0) => format!("{} ms", delay.as_millis()),
+        (0, s) => format!("{s} s"),
+        (m, 0) => format!("{m} min"),
+        (m, s) => format!("{m} min {s} s"),
     }
 }
 

@@ -51,7 +51,7 @@ fn link_cycle<'a>(
 mod tests;
 mod views;
 
-pub use machines::PollAnswer;
+pub use machines::{PollAnswer, ProvisionBackoff};
 
 const MAX_EVENTS: usize = 1000;
 
@@ -86,6 +86,11 @@ pub struct Cluster {
     /// machine's own count of its free room is what placement uses, and
     /// the refused instances are placed anew.
     refused: BTreeMap<String, Refusal>,
+    /// Per zone, its streak of failed provisioning attempts (not
+    /// persisted: a restarted cluster tries at once).
+    provision_streaks: BTreeMap<String, machines::ProvisionStreak>,
+    /// How long a zone waits after failed attempts.
+    provision_backoff: ProvisionBackoff,
 }
 
 /// What a machine refused, and what it ran when it did.
@@ -148,6 +153,8 @@ impl Cluster {
             largest_machine: config.zones(),
             orphans: BTreeMap::new(),
             refused: BTreeMap::new(),
+            provision_streaks: BTreeMap::new(),
+            provision_backoff: ProvisionBackoff::default(),
             config,
         }
     }

@@ -330,3 +330,50 @@ fn a_refusal_never_rounds_onto_the_limit() {
         "{errors}"
     );
 }
+
+/// A machine found at start keeps what the provider tells of it (size,
+/// details) in its view and in the saved state, adopted or known.
+#[test]
+fn a_found_machine_keeps_its_size_and_details() {
+    use crate::provider::FoundMachine;
+    use cerebro_types::cluster::ProviderDetails;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = fixture_cluster(dir.path());
+    let details = ProviderDetails {
+        instance_type: Some("t3.small".into()),
+        region: Some("us-west-2".into()),
+        availability_zone: Some("us-west-2a".into()),
+        private_address: Some("10.0.0.7".into()),
+        public_address: Some("54.1.2.3".into()),
+        provider_state: Some("running".into()),
+    };
+    let size = Resources {
+        cpu: 2.0,
+        mem_mb: 2048.0,
+    };
+    let found = |id: &str| FoundMachine {
+        machine_id: id.into(),
+        zone: "local-a".into(),
+        provider_id: format!("i-{id}"),
+        address: None,
+        size: Some(size),
+        details: details.clone(),
+    };
+    cluster.machine_found(&found("local-a-9"));
+    cluster.machine_found(&found("local-a-1"));
+    for id in ["local-a-9", "local-a-1"] {
+        let view = cluster.view_of_machine(id).unwrap();
+        assert_eq!(view.details, details, "{id}");
+        assert_eq!(view.capacity, size, "{id}");
+        assert_eq!(
+            view.provider_id.as_deref(),
+            Some(format!("i-{id}").as_str())
+        );
+    }
+    cluster.persist().unwrap();
+    let cerebro_host::fs::StateFile::Read(saved) = store::load(dir.path()) else {
+        panic!("the saved state loads");
+    };
+    assert_eq!(saved.machines["local-a-9"].details, details);
+    assert_eq!(saved.machines["local-a-1"].capacity, size);
+}

@@ -303,6 +303,7 @@ impl Cluster {
                 idle_limit: self.state.idle_limit(zone),
                 capacity,
                 reserved,
+                provisioning_error: self.provisioning_error(zone).cloned(),
             });
         }
         ClusterStatus {

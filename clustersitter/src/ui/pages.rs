@@ -36,6 +36,24 @@ fn job_link(name: &str) -> String {
     )
 }
 
+/// The provider's id of a machine and what it told of it (instance
+/// type, region / AZ, addresses, state), escaped, one line.
+fn provider_summary(view: &cerebro_types::cluster::MachineView) -> String {
+    let told = view.details.labelled().into_iter().map(|(_, value)| value);
+    let parts: Vec<String> = view
+        .provider_id
+        .clone()
+        .into_iter()
+        .chain(told)
+        .map(|part| escape(&part))
+        .collect();
+    if parts.is_empty() {
+        "—".into()
+    } else {
+        parts.join(" · ")
+    }
+}
+
 fn machine_link(id: &str) -> String {
     format!(
         r#"<a href="/machines/{}">{}</a>"#,
@@ -222,8 +240,16 @@ pub(super) async fn overview(State(app): State<UiState>, headers: HeaderMap) -> 
                 format_rfc3339_ms(view.updated_ms),
             );
         }
-        body.push_str("</table><h2>Machines</h2><table><tr><th>Machine</th><th>Zone</th><th>Address</th><th>DNS name</th><th>State</th><th>CPU used</th><th>Memory used</th><th>Load</th><th>Tasks</th></tr>");
-        for view in cluster.machine_views() {
+        let machine_views = cluster.machine_views();
+        // The provider's column only when it told something (the local
+        // provider never does).
+        let with_details = machine_views.iter().any(|m| !m.details.is_empty());
+        let _ = write!(
+            body,
+            "</table><h2>Machines</h2><table><tr><th>Machine</th><th>Zone</th><th>Address</th>{}<th>DNS name</th><th>State</th><th>CPU used</th><th>Memory used</th><th>Load</th><th>Tasks</th></tr>",
+            if with_details { "<th>Instance</th>" } else { "" }
+        );
+        for view in machine_views {
             let cpu_used: f64 = view.instances.iter().map(|i| i.cpu_cores).sum();
             let mem_used: u64 = view.instances.iter().map(|i| i.rss_bytes).sum();
             let mem_used_mb = mem_used as f64 / (1024.0 * 1024.0);
@@ -238,9 +264,14 @@ pub(super) async fn overview(State(app): State<UiState>, headers: HeaderMap) -> 
                     )
                 })
                 .collect();
+            let instance = if with_details {
+                format!("<td>{}</td>", provider_summary(&view))
+            } else {
+                String::new()
+            };
             let _ = write!(
                 body,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"muted\">—</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td>{instance}<td class=\"muted\">—</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 machine_link(&view.id),
                 escape(&view.zone),
                 escape(view.address.as_deref().unwrap_or("—")),
@@ -403,6 +434,14 @@ pub(super) async fn machine_page(
                     escape(view.provider_id.as_deref().unwrap_or(""))
                 ),
             ),
+        ];
+        rows.extend(
+            view.details
+                .labelled()
+                .into_iter()
+                .map(|(label, value)| (label, escape(&value))),
+        );
+        rows.extend([
             (
                 "Reserved",
                 format!(
@@ -426,7 +465,7 @@ pub(super) async fn machine_page(
                 "Last seen",
                 view.last_seen_ms.map_or("never".into(), format_rfc3339_ms),
             ),
-        ];
+        ]);
         if let Some(v) = &view.vitals {
             rows.push((
                 "CPU",

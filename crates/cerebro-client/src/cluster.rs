@@ -4,8 +4,8 @@
 use crate::task::with_query;
 use crate::{encode_path_segment, ClientError, Endpoint, HttpClient};
 use cerebro_types::cluster::{
-    ClusterEvent, ClusterStatus, IdleLimitRequest, JobReply, JobView, MachineView, PlanReply,
-    RegisterReply, RegisterRequest, UpdateRequest,
+    BinaryInfo, ClusterEvent, ClusterStatus, IdleLimitRequest, JobReply, JobView, MachineView,
+    PlanReply, RegisterReply, RegisterRequest, UpdateRequest,
 };
 use cerebro_types::job::JobSpec;
 use cerebro_types::task_api::LogQuery;
@@ -46,6 +46,16 @@ impl ClusterClient {
             "/api/v1/jobs/{}{suffix}",
             encode_path_segment(name)
         ))
+    }
+
+    /// `GET /api/v1/binaries`: the programs machines download, each with
+    /// its SHA-256 and size. Needs the token even though it is a read; 503
+    /// when this clustersitter could not find them at start.
+    pub async fn binaries(&self) -> Result<Vec<BinaryInfo>, ClientError> {
+        self.api
+            .http
+            .get_json(&self.api.url("/api/v1/binaries"), self.api.token())
+            .await
     }
 
     /// `GET /api/v1/status`: the cluster at a glance (zones, counts, unplaced instances).

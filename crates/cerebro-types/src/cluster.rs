@@ -62,6 +62,40 @@ pub struct ProviderDetails {
     pub provider_state: Option<String>,
 }
 
+impl ProviderDetails {
+    /// Whether the provider told nothing (the local provider never does).
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Region and availability zone as one, as people read them:
+    /// `us-west-2 / us-west-2a`, or whichever of the two is known.
+    pub fn region_and_zone(&self) -> Option<String> {
+        match (&self.region, &self.availability_zone) {
+            (Some(region), Some(az)) => Some(format!("{region} / {az}")),
+            (Some(one), None) | (None, Some(one)) => Some(one.clone()),
+            (None, None) => None,
+        }
+    }
+
+    /// What the CLI and the UI show of a machine, as (label, value) in
+    /// this order, leaving out what the provider did not tell: instance
+    /// type, region / AZ, private address, public address, the
+    /// provider's state.
+    pub fn labelled(&self) -> Vec<(&'static str, String)> {
+        [
+            ("Instance type", self.instance_type.clone()),
+            ("Region / AZ", self.region_and_zone()),
+            ("Private address", self.private_address.clone()),
+            ("Public address", self.public_address.clone()),
+            ("Provider state", self.provider_state.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(label, value)| Some((label, value.filter(|v| !v.is_empty())?)))
+        .collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Unplaced {
     pub key: InstanceKey,
@@ -622,7 +656,11 @@ pub enum ClusterEventKind {
     TaskRestarted,
     /// The provider could not list its machines.
     ProviderListFailed,
+    /// Provisioning failed: one event per zone and error code while the
+    /// failures go on (later ones show in the zone's status).
     ProvisionFailed,
+    /// A zone whose provisioning kept failing started a machine again.
+    ProvisionRecovered,
     TerminateFailed,
     /// The idle limit changed (by request or the config).
     IdleLimitSet,
@@ -705,6 +743,7 @@ known_event_kinds! {
     TaskRestarted => "task_restarted",
     ProviderListFailed => "provider_list_failed",
     ProvisionFailed => "provision_failed",
+    ProvisionRecovered => "provision_recovered",
     TerminateFailed => "terminate_failed",
     IdleLimitSet => "idle_limit_set",
     StateFileUnreadable => "state_file_unreadable",
@@ -743,7 +782,8 @@ impl ClusterEventKind {
             | TaskRestarted
             | TaskOrphaned
             | MachineFenced => "machine",
-            ProviderListFailed | ProvisionFailed | TerminateFailed | FenceUnconfirmed => "provider",
+            ProviderListFailed | ProvisionFailed | ProvisionRecovered | TerminateFailed
+            | FenceUnconfirmed => "provider",
             IdleLimitSet | StateFileUnreadable | StateRecovered => "cluster",
             Unknown { category, .. } => category,
         }
@@ -771,7 +811,7 @@ impl ClusterEventKind {
         use ClusterEventKind::*;
         match self {
             ProviderListFailed | StateFileUnreadable | StateRecovered => SubjectKind::None,
-            IdleLimitSet => SubjectKind::Zone,
+            IdleLimitSet | ProvisionRecovered => SubjectKind::Zone,
             Unknown { category, .. } => match category.as_str() {
                 "job" => SubjectKind::Job,
                 // Provider events name the machine they were about.
@@ -878,6 +918,27 @@ pub struct ZoneStatus {
     pub idle_limit: u32,
     pub capacity: Resources,
     pub reserved: Resources,
+    /// While the provider keeps failing to start machines in this zone:
+    /// the last failure and when the next attempt is. Absent when the
+    /// last attempt worked, and from answers of older clustersitters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning_error: Option<ProvisioningError>,
+}
+
+/// A zone's streak of failed provisioning attempts, as
+/// [`ZoneStatus::provisioning_error`] shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisioningError {
+    /// The provider's error code (EC2's `InvalidAMIID.NotFound`,
+    /// `InsufficientInstanceCapacity`...), or a word naming a failure of
+    /// the provider itself (`limit`, `io`...).
+    pub code: String,
+    /// The last failure, in the provider's words.
+    pub message: String,
+    /// Failed attempts in a row.
+    pub failures: u32,
+    /// When the next attempt is due (ms since the Unix epoch).
+    pub next_attempt_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -957,6 +1018,19 @@ pub enum RegisterResult {
     Registered,
     /// A machine the cluster did not know joined a served zone.
     Joined,
+}
+
+/// One program the clustersitter serves to its machines, as
+/// `GET /api/v1/binaries` lists it (token holders only); its bytes are at
+/// `GET /api/v1/binaries/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinaryInfo {
+    /// `machinesitter` or `tasksitter`.
+    pub name: String,
+    /// Lowercase hex SHA-256 (FIPS 180-4) of the bytes served.
+    pub sha256: String,
+    /// Bytes.
+    pub size: u64,
 }
 
 /// The answer to `POST /api/v1/machines/register`.

@@ -217,15 +217,27 @@ pub async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(token) = token else {
-        return next.run(request).await;
-    };
     if matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     ) {
         return next.run(request).await;
     }
+    require_token_always(State(token), request, next).await
+}
+
+/// Middleware: with a `token`, every request, reads included, must carry
+/// `Authorization: Bearer <token>`, checked and rate limited as
+/// [`require_token`] checks changes. For what only token holders may
+/// read (the clustersitter's binaries).
+pub async fn require_token_always(
+    State(token): State<Option<Token>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = token else {
+        return next.run(request).await;
+    };
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)

@@ -12,7 +12,7 @@ pub mod html;
 pub mod logging;
 pub mod metrics;
 
-pub use auth::{load_token, require_token, Token, TokenError};
+pub use auth::{load_token, require_token, require_token_always, Token, TokenError};
 pub use error::{
     field_error, from_json_object, parse_json_body, parse_json_object, ApiError, StrictJson,
 };

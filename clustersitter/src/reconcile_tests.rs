@@ -1,0 +1,408 @@
+//! The reconciler against a scripted provider, in process: provisioning
+//! that fails, the cluster's machine cap, healing a lost machine.
+
+use super::*;
+use crate::cluster::{Cluster, ProvisionBackoff};
+use crate::config::Cli;
+use crate::provider::{FoundMachine, ProviderError, Provisioned};
+use cerebro_types::cluster::{ClusterEvent, ProviderDetails};
+use clap::Parser;
+
+/// A provider that answers as the test says: provisions fail with an
+/// EC2-like code while `fail_with` is set; `status` answers `status`.
+#[derive(Default)]
+struct Scripted {
+    /// What `discover` lists.
+    found: Mutex<Vec<FoundMachine>>,
+    fail_with: Mutex<Option<&'static str>>,
+    provisions: Mutex<Vec<NewMachine>>,
+    /// When each provision call came.
+    calls: Mutex<Vec<Instant>>,
+    status: Mutex<Option<ProviderStatus>>,
+    terminated: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl MachineProvider for Scripted {
+    fn kind(&self) -> &'static str {
+        "scripted"
+    }
+
+    async fn provision(&self, machine: &NewMachine) -> Result<Provisioned, ProviderError> {
+        lock(&self.provisions).push(machine.clone());
+        lock(&self.calls).push(Instant::now());
+        if let Some(code) = *lock(&self.fail_with) {
+            return Err(ProviderError::Api {
+                operation: "RunInstances",
+                region: "us-west-2".into(),
+                code: code.into(),
+                message: format!("the test says {code}"),
+                transient: false,
+            });
+        }
+        Ok(Provisioned {
+            provider_id: format!("i-{}", machine.id),
+            size: machine.size,
+            details: ProviderDetails {
+                instance_type: Some("t3.small".into()),
+                ..ProviderDetails::default()
+            },
+        })
+    }
+
+    async fn status(&self, _provider_id: &str) -> Result<ProviderStatus, ProviderError> {
+        Ok(lock(&self.status)
+            .clone()
+            .unwrap_or(ProviderStatus::Exists {
+                state: "running".into(),
+            }))
+    }
+
+    async fn terminate(&self, machine_id: &str, _provider_id: &str) -> Result<(), ProviderError> {
+        lock(&self.terminated).push(machine_id.to_string());
+        Ok(())
+    }
+
+    async fn discover(&self) -> Result<Vec<FoundMachine>, ProviderError> {
+        Ok(lock(&self.found).clone())
+    }
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    cluster: SharedCluster,
+    provider: Arc<Scripted>,
+    reconciler: Reconciler,
+}
+
+/// A cluster of zones local-a and local-b (machines of 2 cores, 1024
+/// MB) with `jobs` (a job file's text), reconciled against [`Scripted`].
+fn setup(jobs: &str, max_machines: usize) -> Setup {
+    let (dir, cluster) = new_cluster(jobs, max_machines);
+    let cluster = Arc::new(Mutex::new(cluster));
+    let provider = Arc::new(Scripted::default());
+    let reconciler = Reconciler::new(
+        cluster.clone(),
+        provider.clone(),
+        Arc::new(Notify::new()),
+        "http://127.0.0.1:1".into(),
+    );
+    Setup {
+        _dir: dir,
+        cluster,
+        provider,
+        reconciler,
+    }
+}
+
+/// The cluster of [`setup`], alone.
+fn new_cluster(jobs: &str, max_machines: usize) -> (tempfile::TempDir, Cluster) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Cli::try_parse_from([
+        "clustersitter",
+        "--state-dir",
+        dir.path().to_str().unwrap(),
+        "--failure-threshold",
+        "1",
+        "--insecure",
+    ])
+    .unwrap()
+    .into_config()
+    .unwrap();
+    config.provider.max_machines = max_machines;
+    let state = crate::store::ClusterState::new(1, Default::default());
+    let mut cluster = Cluster::new(Arc::new(config), state, "scripted");
+    for job in cerebro_types::job_file::parse_jobs(jobs, "test").unwrap() {
+        cluster.check_job(&job).unwrap();
+        cluster.upsert_job(job);
+    }
+    (dir, cluster)
+}
+
+fn job(name: &str, cpu: f64, layout: &str) -> String {
+    format!(
+        r#"{{"deployment_layout": {layout}, "task_configuration": {{"name": "{name}", "command": "sleep 1", "cpu": {cpu}, "mem": 20}}}}"#
+    )
+}
+
+fn events_of(cluster: &SharedCluster, name: &str) -> Vec<ClusterEvent> {
+    lock(cluster)
+        .events()
+        .iter()
+        .filter(|e| e.kind.name() == name)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn failing_provisioning_is_one_event_per_code_and_waits_longer_each_time() {
+    let mut s = setup(&job("web", 1.0, r#"{"local-a": {"cpu": 1}}"#), 10);
+    lock(&s.cluster).set_provision_backoff(ProvisionBackoff {
+        first: Duration::from_millis(50),
+        max: Duration::from_millis(400),
+    });
+    *lock(&s.provider.fail_with) = Some("InvalidAMIID.NotFound");
+    wait_for_provisions(&mut s, 5).await;
+    let calls = lock(&s.provider.calls).clone();
+    let waits: Vec<Duration> = calls.windows(2).map(|w| w[1] - w[0]).collect();
+    // Each retry waits at least its delay, which doubles up to its most.
+    for (wait, least) in waits.iter().zip([50, 100, 200, 400]) {
+        assert!(
+            *wait >= Duration::from_millis(least),
+            "waits grow: {waits:?}"
+        );
+    }
+    let failed = events_of(&s.cluster, "provision_failed");
+    assert_eq!(failed.len(), 1, "one event for five failures: {failed:?}");
+    let message = &failed[0].message;
+    assert!(message.contains("local-a"), "{message}");
+    assert!(message.contains("InvalidAMIID.NotFound"), "{message}");
+    assert!(message.contains("next attempt in 50 ms"), "{message}");
+    assert_eq!(
+        events_of(&s.cluster, "machine_provisioning").len(),
+        1,
+        "retries in a streak are only logged"
+    );
+    let status = lock(&s.cluster).status();
+    let zone = status.zones.iter().find(|z| z.zone == "local-a").unwrap();
+    let error = zone.provisioning_error.as_ref().expect("the zone shows it");
+    assert_eq!(error.code, "InvalidAMIID.NotFound");
+    assert_eq!(error.failures, 5);
+    assert!(error.message.contains("the test says"));
+    assert!(error.next_attempt_ms > cerebro_types::time::now_ms());
+    let unplaced = &status.unplaced[0].reason;
+    // As of the last placement, before the last attempt.
+    assert!(
+        unplaced
+            .contains("provisioning there failed 4 times (InvalidAMIID.NotFound), next attempt at"),
+        "{unplaced}"
+    );
+    assert_eq!(lock(&s.cluster).machines().count(), 0, "no record is left");
+
+    // Another code in the same streak is told once too.
+    *lock(&s.provider.fail_with) = Some("InsufficientInstanceCapacity");
+    wait_for_provisions(&mut s, 7).await;
+    assert_eq!(events_of(&s.cluster, "provision_failed").len(), 2);
+
+    // Recovery: one event, the zone's error gone, the next failure told again.
+    *lock(&s.provider.fail_with) = None;
+    wait_for_provisions(&mut s, 8).await;
+    let recovered = events_of(&s.cluster, "provision_recovered");
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert!(
+        recovered[0].message.contains("after 7 failed attempts"),
+        "{recovered:?}"
+    );
+    let status = lock(&s.cluster).status();
+    assert!(status.zones.iter().all(|z| z.provisioning_error.is_none()));
+    assert_eq!(lock(&s.cluster).machines().count(), 1);
+}
+
+async fn wait_for_provisions(s: &mut Setup, count: usize) {
+    let deadline = Instant::now() + cerebro_tests::TIMEOUT;
+    while lock(&s.provider.provisions).len() < count {
+        assert!(Instant::now() < deadline, "{count} provisioning attempts");
+        s.reconciler.tick().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[test]
+fn the_backoff_doubles_up_to_its_most() {
+    let backoff = ProvisionBackoff::default();
+    let secs: Vec<u64> = (1..=10).map(|n| backoff.after(n).as_secs()).collect();
+    assert_eq!(secs, [5, 10, 20, 40, 80, 160, 320, 600, 600, 600]);
+    assert_eq!(backoff.after(u32::MAX).as_secs(), 600);
+}
+
+#[tokio::test]
+async fn no_machine_is_asked_for_beyond_max_machines() {
+    // Four instances of 2 cores: four machines wanted, two allowed.
+    let mut s = setup(&job("big", 2.0, r#"{"local-a": {"cpu": 4}}"#), 2);
+    for _ in 0..5 {
+        s.reconciler.tick().await;
+    }
+    assert_eq!(lock(&s.provider.provisions).len(), 2);
+    assert_eq!(lock(&s.cluster).machines().count(), 2);
+    let status = lock(&s.cluster).status();
+    let capped: Vec<&str> = status
+        .unplaced
+        .iter()
+        .map(|u| u.reason.as_str())
+        .filter(|r| r.contains("limit of 2 machines (max_machines)"))
+        .collect();
+    assert_eq!(capped.len(), 2, "{:?}", status.unplaced);
+    assert_eq!(events_of(&s.cluster, "machine_provisioning").len(), 2);
+    assert!(events_of(&s.cluster, "provision_failed").is_empty());
+}
+
+/// The replacement of a lost machine, step by step, with what the
+/// provider said in each event; a machine the provider calls gone never
+/// holds a new instance.
+async fn heal(status: ProviderStatus, said: &str) {
+    let mut s = setup(&job("web", 1.0, r#"{"local-a": {"cpu": 1}}"#), 10);
+    // Asked for, then given its instance.
+    s.reconciler.tick().await;
+    s.reconciler.tick().await;
+    let first = lock(&s.cluster).machines().next().unwrap().id.clone();
+    assert_eq!(
+        lock(&s.cluster).instances_of("web")[0].machine.as_deref(),
+        Some(first.as_str())
+    );
+    // It comes up at an address that then stops answering.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    {
+        let mut cluster = lock(&s.cluster);
+        let capacity = cluster.machine(&first).unwrap().capacity;
+        cluster.machine_registered(&first, &address, capacity);
+        let answer = crate::cluster::PollAnswer {
+            machine: first.clone(),
+            address: address.clone(),
+            tasks: Ok(Vec::new()),
+            status: None,
+        };
+        cluster.record_polls(vec![answer], now_ms(), Duration::from_secs(60));
+        assert_eq!(
+            cluster.machine(&first).unwrap().state(),
+            MachineState::Ready
+        );
+    }
+    *lock(&s.provider.status) = Some(status);
+    // A second job arrives while it is lost: it must not land there.
+    let deadline = Instant::now() + cerebro_tests::TIMEOUT;
+    loop {
+        s.reconciler.tick().await;
+        let cluster = lock(&s.cluster);
+        let lost = cluster
+            .machine(&first)
+            .is_none_or(|m| m.state() == MachineState::Decommissioning);
+        if lost {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the machine to be lost");
+    }
+    {
+        // Too big to share a machine with `web`: its own machine, and
+        // `web` a replacement of its own once the lost one is gone.
+        let extra = cerebro_types::job_file::parse_jobs(
+            &job("late", 1.5, r#"{"local-a": {"cpu": 1}}"#),
+            "test",
+        )
+        .unwrap()
+        .remove(0);
+        lock(&s.cluster).upsert_job(extra);
+    }
+    let deadline = Instant::now() + cerebro_tests::TIMEOUT;
+    loop {
+        s.reconciler.tick().await;
+        {
+            let cluster = lock(&s.cluster);
+            assert!(
+                cluster.assignments_on(&first).all(|a| a.key.job == "web"),
+                "nothing new goes to a lost machine"
+            );
+            let zone = cluster.status();
+            let zone = zone.zones.iter().find(|z| z.zone == "local-a").unwrap();
+            let others = cluster
+                .machines()
+                .filter(|m| m.zone == "local-a" && m.id != first)
+                .count();
+            assert_eq!(zone.machines, others, "a lost machine is no capacity");
+            let web = cluster.instances_of("web");
+            let moved = web[0].machine.as_deref().is_some_and(|m| m != first);
+            if moved && cluster.machine(&first).is_none() {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the instance to move");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(*lock(&s.provider.terminated), std::slice::from_ref(&first));
+    let lost = events_of(&s.cluster, "machine_lost");
+    assert!(lost[0].message.contains(said), "{}", lost[0].message);
+    let terminated = events_of(&s.cluster, "machine_terminated");
+    assert!(
+        terminated[0].message.contains(&format!("i-{first}")),
+        "the termination names the provider's id: {}",
+        terminated[0].message
+    );
+    let fenced = events_of(&s.cluster, "machine_fenced");
+    assert!(fenced[0].message.contains("1 instances"), "{fenced:?}");
+    let provisioning = events_of(&s.cluster, "machine_provisioning");
+    assert!(
+        provisioning
+            .iter()
+            .any(|e| e.message.contains(&format!("replacing {first}"))),
+        "{provisioning:?}"
+    );
+    let web_on = lock(&s.cluster).instances_of("web")[0]
+        .machine
+        .clone()
+        .unwrap();
+    let placed = events_of(&s.cluster, "instance_placed");
+    assert!(
+        placed
+            .iter()
+            .any(|e| e.subject.name() == "web" && e.message.contains(&web_on)),
+        "{placed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_terminated_machine_is_replaced_and_its_instances_redeployed() {
+    heal(
+        ProviderStatus::Gone {
+            state: "terminated".into(),
+        },
+        "the provider says it is terminated",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_running_machine_that_does_not_answer_is_terminated_and_replaced() {
+    heal(
+        ProviderStatus::Exists {
+            state: "running".into(),
+        },
+        "the provider says it is still running but it does not answer",
+    )
+    .await;
+}
+
+/// A cloud may still list an instance it terminated: found so at start,
+/// it is not adopted, and a known one is decommissioned, never capacity.
+#[tokio::test]
+async fn a_machine_listed_but_gone_at_start_is_never_capacity() {
+    let (_dir, mut cluster) = new_cluster(&job("web", 1.0, r#"{"local-a": {"cpu": 1}}"#), 10);
+    let provider = Scripted::default();
+    let found = |id: &str| FoundMachine {
+        machine_id: id.into(),
+        zone: "local-a".into(),
+        provider_id: format!("i-{id}"),
+        address: None,
+        size: None,
+        details: ProviderDetails::default(),
+    };
+    *lock(&provider.found) = vec![found("local-a-1"), found("local-a-2")];
+    *lock(&provider.status) = Some(ProviderStatus::Gone {
+        state: "terminated".into(),
+    });
+    crate::recovery::recover_machines(&mut cluster, &provider).await;
+    assert_eq!(cluster.machines().count(), 0, "nothing adopted");
+    assert!(events_of_locked(&cluster, "machine_adopted").is_empty());
+    *lock(&provider.status) = None;
+    crate::recovery::recover_machines(&mut cluster, &provider).await;
+    assert_eq!(cluster.machines().count(), 2, "running ones are adopted");
+}
+
+fn events_of_locked(cluster: &Cluster, name: &str) -> Vec<ClusterEvent> {
+    cluster
+        .events()
+        .iter()
+        .filter(|e| e.kind.name() == name)
+        .cloned()
+        .collect()
+}
