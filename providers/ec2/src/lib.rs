@@ -45,6 +45,11 @@ impl ProviderFactory for Ec2Factory {
                 ))))
             }
         };
+        if config.advertise_url.is_none() {
+            tracing::warn!(
+                "no advertise_url: instances are told to reach this clustersitter at its bound address, which a real EC2 instance cannot reach if it is a loopback one"
+            );
+        }
         let settings = Ec2Settings {
             cluster_name: config.cluster_name.clone(),
             ec2: config.provider.ec2.clone().unwrap_or_default(),
