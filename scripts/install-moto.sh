@@ -16,7 +16,9 @@ stamp="$venv/.cerebro-moto-$MOTO_VERSION"
 
 fail() { echo "scripts/install-moto.sh: $*" >&2; exit 1; }
 
-[ -f "$stamp" ] && [ -x "$venv/bin/moto_server" ] && exit 0
+# A venv moved or copied elsewhere keeps its old paths in its scripts:
+# the stamp counts only while the server still starts from here.
+[ -f "$stamp" ] && "$venv/bin/moto_server" --help >/dev/null 2>&1 && exit 0
 
 # moto 5 needs Python >= 3.10 with venv and ensurepip (Debian splits the
 # latter into python3-venv).
