@@ -580,6 +580,12 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // A closed pipe (`cerebro events | head`) ends the CLI quietly, as it
+    // ends every Unix filter, instead of panicking in println!.
+    // SAFETY: called first thing, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let given = cli.cluster.clone();
     match run(cli) {

@@ -147,6 +147,13 @@ pub trait MachineProvider: Send + Sync {
     /// the cluster then takes the config's machine size as the largest.
     /// Jobs whose instances exceed it are refused at submission, and
     /// placement never asks for a machine bigger than this.
+    /// How long a new machine may take from provisioned to answering
+    /// before it counts as failed (and is terminated and replaced): a
+    /// local process starts in a second, a cloud VM boots, runs its user
+    /// data and downloads its binaries first.
+    fn boot_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(60)
+    }
     fn largest_machine(&self, zone: &str) -> Option<Resources> {
         let _ = zone;
         None

@@ -15,9 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-/// A machine that has not answered this long after being provisioned counts as failed.
-const PROVISION_TIMEOUT: Duration = Duration::from_secs(60);
-
 pub struct Reconciler {
     cluster: SharedCluster,
     provider: Arc<dyn MachineProvider>,
@@ -113,7 +110,7 @@ impl Reconciler {
         }
         let answers = polls.join_all().await;
         let mut cluster = lock(&self.cluster);
-        if cluster.record_polls(answers, now_ms(), PROVISION_TIMEOUT) {
+        if cluster.record_polls(answers, now_ms(), self.provider.boot_timeout()) {
             persist(&cluster);
         }
     }

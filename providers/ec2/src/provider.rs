@@ -36,6 +36,10 @@ const LIVE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"];
 /// RunInstances attempts after transient failures (each after a tag lookup).
 const LAUNCH_ATTEMPTS: u32 = 4;
 
+/// How long an instance may take from RunInstances to a machinesitter
+/// that answers before the cluster replaces it.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// How long [`MachineProvider::terminate`] waits for EC2 to confirm.
 const TERMINATE_WAIT: Duration = Duration::from_secs(600);
 
@@ -422,6 +426,13 @@ impl MachineProvider for Ec2Provider {
 
     fn largest_machine(&self, zone: &str) -> Option<Resources> {
         self.settings.ec2.zones.get(zone).map(Ec2Zone::largest)
+    }
+
+    /// An instance boots, cloud-init runs its user data, and the user data
+    /// downloads the binaries (retrying for up to 5 minutes while the
+    /// cluster does not answer) before the machinesitter registers.
+    fn boot_timeout(&self) -> Duration {
+        BOOT_TIMEOUT
     }
 
     /// Adopts the live instance tagged with `machine.id` if there is one;
