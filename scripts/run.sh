@@ -6,7 +6,7 @@
 # this demo, its machines (--on-exit stop); state lives under ./run/cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p tasksitter -p machinesitter -p clustersitter -p cerebro-cli
+cargo build --release -p tasksitter -p machinesitter -p cerebrod -p cerebro-cli
 export PATH="$PWD/target/release:$PATH"
 echo "Cerebro: http://127.0.0.1:30000/overview   (CLI: target/release/cerebro listjobs; the token for the UI's login: run/cluster/cluster-token)"
 exec target/release/clustersitter --config examples/clusters/local.toml --on-exit stop
