@@ -307,20 +307,12 @@ pub struct Ec2Zone {
 }
 
 impl Ec2Zone {
-    /// The largest machine the zone can start: component-wise the most
-    /// vCPUs and the most memory of its allowed types (an instance fits
-    /// in some type when it fits both).
+    /// The largest machine the zone can start: the allowed type with the
+    /// most vCPUs and the most memory (the config refuses a list without
+    /// one such type, so this is a real type and everything that fits it
+    /// can be launched).
     pub fn largest(&self) -> Resources {
-        self.instance_types.iter().fold(
-            Resources {
-                cpu: 0.0,
-                mem_mb: 0.0,
-            },
-            |most, t| Resources {
-                cpu: most.cpu.max(f64::from(t.vcpus)),
-                mem_mb: most.mem_mb.max(t.memory_mib as f64),
-            },
-        )
+        largest_of(&self.instance_types)
     }
 
     /// The smallest allowed type (by memory, then vCPUs) holding `need`,
@@ -328,6 +320,20 @@ impl Ec2Zone {
     pub fn smallest_holding(&self, need: Resources) -> Option<&'static InstanceType> {
         self.instance_types.iter().copied().find(|t| t.holds(need))
     }
+}
+
+/// Component-wise the most vCPUs and memory of `types`.
+fn largest_of(types: &[&'static InstanceType]) -> Resources {
+    types.iter().fold(
+        Resources {
+            cpu: 0.0,
+            mem_mb: 0.0,
+        },
+        |most, t| Resources {
+            cpu: most.cpu.max(f64::from(t.vcpus)),
+            mem_mb: most.mem_mb.max(t.memory_mib as f64),
+        },
+    )
 }
 
 /// A config problem at a byte range of the file.
@@ -409,6 +415,24 @@ pub(crate) fn resolve(section: &Ec2Section, at: Range<usize>) -> (Ec2Config, Vec
         }
         instance_types.sort_by_key(|t| (t.memory_mib, t.vcpus));
         instance_types.dedup();
+        // The zone's largest machine must be one real type: with mixed
+        // families (c5.2xlarge and r5.xlarge) the most vCPUs and the most
+        // memory belong to different types, and a job or a bundle of
+        // instances sized for both would be accepted yet fit no type.
+        let most = largest_of(&instance_types);
+        if !instance_types.iter().any(|t| t.holds(most)) {
+            let at = types.map_or_else(|| name.span(), Spanned::span);
+            problems.push((
+                at,
+                format!(
+                    "zone {}: no allowed instance type has both the most vCPUs ({}) and the most memory ({} MiB) of the list; add one that does (e.g. an m5 or m6i of that size), so the zone's largest machine is a real type",
+                    name.get_ref(),
+                    most.cpu,
+                    most.mem_mb
+                ),
+            ));
+            continue;
+        }
         // Tags merge: a zone's tag overrides its region's, which overrides the default's.
         let mut tags = BTreeMap::new();
         for level in levels.iter().rev() {
@@ -477,7 +501,17 @@ fn check_level(level: &Ec2Overrides, problems: &mut Vec<Problem>) {
             ));
         }
     }
-    for key in level.tags.iter().flat_map(|tags| tags.keys()) {
+    for (key, value) in level.tags.iter().flatten() {
+        // EC2's tag limits (CreateTags): keys 1 to 128 characters, values at most 256.
+        if key.get_ref().is_empty() || key.get_ref().chars().count() > 128 {
+            problems.push((key.span(), "a tag key must be 1 to 128 characters".into()));
+        }
+        if value.chars().count() > 256 {
+            problems.push((
+                key.span(),
+                format!("tag '{}': its value is over 256 characters", key.get_ref()),
+            ));
+        }
         if reserved_tag(key.get_ref()) {
             problems.push((
                 key.span(),
@@ -582,14 +616,11 @@ mod tests {
     }
 
     #[test]
-    fn the_largest_machine_is_component_wise() {
-        let z = zone(&["c5.2xlarge", "r5.large"]);
+    fn the_largest_machine_is_the_largest_type() {
+        let z = zone(&["t3.micro", "m5.2xlarge", "c5.xlarge"]);
         assert_eq!(
             z.largest(),
-            Resources {
-                cpu: 8.0,
-                mem_mb: 16384.0
-            }
+            instance_type("m5.2xlarge").unwrap().resources()
         );
     }
 }

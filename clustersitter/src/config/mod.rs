@@ -404,6 +404,15 @@ impl Cli {
             .cluster_name
             .or(file.cluster_name)
             .unwrap_or_else(|| "local".into());
+        if provider.max_machines == 0 {
+            errors.push("provider.max_machines", "must be at least 1");
+        }
+        if provider.kind == ProviderKind::Ec2 && cluster_name.chars().count() > 256 {
+            errors.push(
+                "cluster_name",
+                "must be at most 256 characters with kind = \"ec2\": it is every instance's cerebro:cluster tag",
+            );
+        }
         if let Some(url) = &file.advertise_url {
             let usable = url
                 .strip_prefix("http://")
@@ -731,6 +740,54 @@ mod tests {
         );
         assert!(
             error.contains(":6:18: instance_types must name at least one"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_zone_whose_largest_machine_is_no_real_type_is_located() {
+        // c5.2xlarge has the most vCPUs, r5.xlarge the most memory: a need
+        // of 6 cores and 20000 MB would pass admission and fit neither.
+        let error = parse_file(&format!(
+            "{EC2_HEAD}ami = \"ami-1\"\n[provider.ec2.zones.aws-us-west-2a]\ninstance_types = [\"c5.2xlarge\", \"r5.xlarge\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains(":7:18: zone aws-us-west-2a: no allowed instance type has both"),
+            "{error}"
+        );
+        // With a type that has both, the same list is fine.
+        parse_file(&format!(
+            "{EC2_HEAD}ami = \"ami-1\"\n[provider.ec2.zones.aws-us-west-2a]\ninstance_types = [\"c5.2xlarge\", \"r5.xlarge\", \"m5.2xlarge\"]\n"
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn tags_ec2_would_refuse_are_located_and_limits_checked() {
+        let long = "v".repeat(257);
+        let error = parse_file(&format!(
+            "{EC2_HEAD}ami = \"ami-1\"\ntags = {{ \"\" = \"x\", team = \"{long}\" }}\n[provider.ec2.zones.aws-us-west-2a]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains(":6:10: a tag key must be 1 to 128"),
+            "{error}"
+        );
+        assert!(
+            error.contains("tag 'team': its value is over 256"),
+            "{error}"
+        );
+        let error = parse_file(&format!(
+            "cluster_name = \"{}\"\n[provider]\nkind = \"ec2\"\nmax_machines = 0\n[provider.ec2]\nami = \"ami-1\"\n[provider.ec2.zones.aws-us-west-2a]\n",
+            "c".repeat(257)
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("cluster_name") && error.contains("provider.max_machines"),
             "{error}"
         );
     }
