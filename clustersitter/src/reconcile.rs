@@ -198,7 +198,12 @@ impl Reconciler {
                     self.provision_not_before.remove(&request.zone);
                 }
                 Err(error) => {
-                    let wait = cluster.provision_failed(&request.id, &request.zone, &error);
+                    let wait = cluster.provision_failed(
+                        &request.id,
+                        &request.zone,
+                        &error,
+                        self.provider.boot_timeout(),
+                    );
                     self.provision_not_before
                         .insert(request.zone.clone(), Instant::now() + wait);
                 }

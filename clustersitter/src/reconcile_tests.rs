@@ -20,6 +20,10 @@ struct Scripted {
     calls: Mutex<Vec<Instant>>,
     status: Mutex<Option<ProviderStatus>>,
     terminated: Mutex<Vec<String>>,
+    /// Provisions answer [`ProviderError::OutcomeUnknown`] while set.
+    unknown: Mutex<bool>,
+    /// What `boot_timeout` answers (`None`: the trait's default).
+    boot_timeout: Mutex<Option<Duration>>,
 }
 
 #[async_trait::async_trait]
@@ -28,9 +32,20 @@ impl MachineProvider for Scripted {
         "scripted"
     }
 
+    fn boot_timeout(&self) -> Duration {
+        lock(&self.boot_timeout).unwrap_or(Duration::from_secs(60))
+    }
+
     async fn provision(&self, machine: &NewMachine) -> Result<Provisioned, ProviderError> {
         lock(&self.provisions).push(machine.clone());
         lock(&self.calls).push(Instant::now());
+        if *lock(&self.unknown) {
+            return Err(ProviderError::OutcomeUnknown {
+                operation: "RunInstances",
+                region: "us-west-2".into(),
+                message: "the answer was lost and no lookup answered".into(),
+            });
+        }
         if let Some(code) = *lock(&self.fail_with) {
             return Err(ProviderError::Api {
                 operation: "RunInstances",
@@ -204,6 +219,69 @@ async fn wait_for_provisions(s: &mut Setup, count: usize) {
         assert!(Instant::now() < deadline, "{count} provisioning attempts");
         s.reconciler.tick().await;
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A launch whose outcome is unknown keeps its machine (no second launch
+/// under a new id, which would be a second instance); after the boot
+/// timeout that machine is terminated by its machine id and replaced.
+#[tokio::test]
+async fn a_launch_of_unknown_outcome_is_waited_for_then_terminated_by_machine_id() {
+    let mut s = setup(&job("web", 1.0, r#"{"local-a": {"cpu": 1}}"#), 10);
+    lock(&s.cluster).set_provision_backoff(ProvisionBackoff {
+        first: Duration::from_millis(50),
+        max: Duration::from_millis(50),
+    });
+    let boot_timeout = Duration::from_millis(600);
+    *lock(&s.provider.boot_timeout) = Some(boot_timeout);
+    *lock(&s.provider.unknown) = true;
+    s.reconciler.tick().await;
+    *lock(&s.provider.unknown) = false;
+    let first = {
+        let cluster = lock(&s.cluster);
+        let machines: Vec<_> = cluster.machines().collect();
+        assert_eq!(machines.len(), 1, "the record is kept");
+        assert_eq!(machines[0].state(), MachineState::Provisioning);
+        assert_eq!(machines[0].provider_id, None);
+        machines[0].id.clone()
+    };
+    let failed = events_of(&s.cluster, "provision_failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0].message.contains("may have happened") && failed[0].message.contains(&first),
+        "{failed:?}"
+    );
+    let status = lock(&s.cluster).status();
+    let zone = status.zones.iter().find(|z| z.zone == "local-a").unwrap();
+    assert_eq!(
+        zone.provisioning_error.as_ref().map(|e| e.code.as_str()),
+        Some("outcome_unknown"),
+        "the zone counts it as a failure"
+    );
+    // While it may still come up, nothing else is launched for it.
+    let waiting_until = Instant::now() + boot_timeout / 2;
+    while Instant::now() < waiting_until {
+        s.reconciler.tick().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(lock(&s.provider.provisions).len(), 1);
+    assert!(lock(&s.provider.terminated).is_empty());
+    // Then it is terminated by its machine id and replaced.
+    let deadline = Instant::now() + cerebro_tests::TIMEOUT;
+    while lock(&s.provider.provisions).len() < 2 || lock(&s.cluster).machine(&first).is_some() {
+        assert!(Instant::now() < deadline, "terminated and replaced");
+        s.reconciler.tick().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(*lock(&s.provider.terminated), vec![first.clone()]);
+    let provisions = lock(&s.provider.provisions).clone();
+    assert_ne!(provisions[1].id, first);
+    while lock(&s.cluster).instances_of("web")[0].machine.as_deref()
+        != Some(provisions[1].id.as_str())
+    {
+        assert!(Instant::now() < deadline, "placed on the replacement");
+        s.reconciler.tick().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

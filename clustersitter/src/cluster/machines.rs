@@ -336,8 +336,25 @@ impl Cluster {
     /// zone's status only, so a failure that lasts is no storm of events.
     /// Answers how long the zone waits before its next attempt (growing
     /// with the streak, see [`ProvisionBackoff`]).
-    pub fn provision_failed(&mut self, id: &str, zone: &str, error: &ProviderError) -> Duration {
-        self.state.machines.remove(id);
+    ///
+    /// A launch whose outcome is unknown ([`ProviderError::OutcomeUnknown`])
+    /// keeps its record instead (provisioning, no provider id) and is
+    /// always an event: the machine may exist, so it is waited for until
+    /// it registers or `boot_timeout` passes; then polls call it never
+    /// come up, and it is decommissioned and terminated by its machine id
+    /// (which finds the instance if the launch made one) and replaced. It
+    /// still counts as a failure of the zone.
+    pub fn provision_failed(
+        &mut self,
+        id: &str,
+        zone: &str,
+        error: &ProviderError,
+        boot_timeout: Duration,
+    ) -> Duration {
+        let unknown = matches!(error, ProviderError::OutcomeUnknown { .. });
+        if !unknown {
+            self.state.machines.remove(id);
+        }
         let streak = self.provision_streaks.entry(zone.to_string()).or_default();
         let failures = streak.failures + 1;
         let delay = self.provision_backoff.after(failures);
@@ -352,7 +369,16 @@ impl Cluster {
         };
         let first_of_its_kind = streak.reported.insert(code.clone());
         let next = describe_delay(delay);
-        if first_of_its_kind {
+        if unknown {
+            self.event(
+                ClusterEventKind::ProvisionFailed,
+                id,
+                format!(
+                    "the launch in {zone} may have happened, nothing could tell ({message}): {id} is kept and waited for until it registers, or else after {} terminated by its machine id and replaced; the next attempt in {zone} in {next}",
+                    describe_delay(boot_timeout)
+                ),
+            );
+        } else if first_of_its_kind {
             self.event(
                 ClusterEventKind::ProvisionFailed,
                 id,

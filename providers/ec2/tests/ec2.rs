@@ -364,6 +364,39 @@ fn a_launch_whose_answer_is_lost_makes_one_instance() {
     world.vms.assert_no_failures();
 }
 
+/// The answer lost, then EC2 unreachable for 12 s: the lookups after the
+/// launch keep trying until one answers, so the machine keeps its id and
+/// its one instance (a lookup given up would make the cluster launch a
+/// second instance under a new machine id).
+#[test]
+fn a_launch_whose_answer_is_lost_in_an_outage_makes_one_instance() {
+    let moto = MotoServer::shared();
+    let proxy = Proxy::start(moto.port(), ProxyMode::LoseNextRunInstancesAnswerThenOutage);
+    proxy.set_outage(Duration::from_secs(12));
+    let world = World::start(
+        moto,
+        "outage",
+        &["us-west-2"],
+        provider_section(4, &ALL_TYPES, &[("aws-us-west-2a", AMI)]),
+        Some(proxy.url()),
+        ClusterOptions {
+            idle_limit: 0,
+            ..Default::default()
+        },
+    );
+    put_job(
+        &world,
+        &job("outage", "7104", 0.5, json!({"aws-us-west-2a": {"cpu": 1}})),
+    );
+    let machine = wait_running_on_ready(&world, "outage", 1).remove(0);
+    assert_eq!(proxy.lost(), 1, "the first RunInstances answer was lost");
+    assert!(proxy.refused() > 0, "the outage refused requests");
+    let all = world.instances();
+    assert_eq!(all.len(), 1, "one instance, ever: {all:?}");
+    assert_eq!(all[0].machine_id(), machine, "{all:?}");
+    world.vms.assert_no_failures();
+}
+
 #[test]
 fn a_permanent_error_is_one_event_and_slowing_retries() {
     let moto = MotoServer::shared();

@@ -484,6 +484,10 @@ pub enum ProxyMode {
     /// Forwards each RunInstances to moto and holds its answer until the
     /// mode changes; then closes the connection without it.
     HoldRunInstancesAnswers = 2,
+    /// As [`ProxyMode::LoseNextRunInstancesAnswer`], then refuses every
+    /// request (closes its connection unanswered) for the outage given to
+    /// [`Proxy::set_outage`]; then passes everything.
+    LoseNextRunInstancesAnswerThenOutage = 3,
 }
 
 struct ProxyState {
@@ -494,6 +498,12 @@ struct ProxyState {
     lost: Mutex<usize>,
     changed: Condvar,
     stop: AtomicBool,
+    /// How long the outage after a lost answer lasts.
+    outage: Mutex<Duration>,
+    /// Until when requests are refused.
+    refuse_until: Mutex<Option<Instant>>,
+    /// Requests refused so far.
+    refused: Mutex<usize>,
 }
 
 /// An HTTP proxy on 127.0.0.1 in front of moto, for the clustersitter's
@@ -516,6 +526,9 @@ impl Proxy {
             lost: Mutex::new(0),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
+            outage: Mutex::new(Duration::ZERO),
+            refuse_until: Mutex::new(None),
+            refused: Mutex::new(0),
         });
         let acceptor = {
             let state = state.clone();
@@ -552,6 +565,17 @@ impl Proxy {
     /// When each RunInstances call arrived, in order.
     pub fn launches(&self) -> Vec<Instant> {
         self.state.launches.lock().unwrap().clone()
+    }
+
+    /// How long [`ProxyMode::LoseNextRunInstancesAnswerThenOutage`]'s
+    /// outage lasts.
+    pub fn set_outage(&self, outage: Duration) {
+        *self.state.outage.lock().unwrap() = outage;
+    }
+
+    /// How many requests the outage refused.
+    pub fn refused(&self) -> usize {
+        *self.state.refused.lock().unwrap()
     }
 
     /// How many RunInstances answers were lost or are held.
@@ -603,6 +627,15 @@ fn serve(mut client: TcpStream, moto_port: u16, state: &ProxyState) -> std::io::
     let Some((head, body)) = read_request(&mut client)? else {
         return Ok(());
     };
+    let refusing = state
+        .refuse_until
+        .lock()
+        .unwrap()
+        .is_some_and(|until| Instant::now() < until);
+    if refusing {
+        *state.refused.lock().unwrap() += 1;
+        return client.shutdown(Shutdown::Both);
+    }
     let launch = String::from_utf8_lossy(&body).contains("Action=RunInstances");
     if launch {
         state.launches.lock().unwrap().push(Instant::now());
@@ -630,6 +663,13 @@ fn serve(mut client: TcpStream, moto_port: u16, state: &ProxyState) -> std::io::
         if mode == ProxyMode::LoseNextRunInstancesAnswer as u8 {
             state.mode.store(ProxyMode::Pass as u8, Ordering::SeqCst);
             *state.lost.lock().unwrap() += 1;
+            return client.shutdown(Shutdown::Both);
+        }
+        if mode == ProxyMode::LoseNextRunInstancesAnswerThenOutage as u8 {
+            state.mode.store(ProxyMode::Pass as u8, Ordering::SeqCst);
+            *state.lost.lock().unwrap() += 1;
+            let outage = *state.outage.lock().unwrap();
+            *state.refuse_until.lock().unwrap() = Some(Instant::now() + outage);
             return client.shutdown(Shutdown::Both);
         }
         if mode == ProxyMode::HoldRunInstancesAnswers as u8 {
