@@ -485,7 +485,11 @@ impl Cluster {
     }
 
     /// At start: the provider runs `found`. A known machine gets its
-    /// provider id and address; an unknown one of a served zone is adopted.
+    /// provider id and address; an unknown one of a served zone is adopted;
+    /// an unknown one of a zone no longer served is reported and left
+    /// running, unmanaged: the zone may have gone from the config by
+    /// mistake, and terminating would end its workloads with it (nor do
+    /// Nomad or an ASG end what they no longer manage).
     pub fn machine_found(&mut self, found: &FoundMachine) {
         match self.state.machines.get_mut(&found.machine_id) {
             Some(record) => {
@@ -504,6 +508,14 @@ impl Cluster {
             None => {
                 let zones = self.config.zones();
                 let Some(size) = zones.get(&found.zone) else {
+                    self.event(
+                        ClusterEventKind::MachineUnmanaged,
+                        &found.machine_id,
+                        format!(
+                            "found running ({}) in {}, a zone this cluster no longer serves: left running and not managed (terminate it at the provider, or serve the zone again to adopt it)",
+                            found.provider_id, found.zone
+                        ),
+                    );
                     return;
                 };
                 let number = self.state.free_number(&found.zone);

@@ -251,11 +251,32 @@ impl Ec2Provider {
         }
     }
 
-    /// Counts the live instances of this cluster in every region.
+    /// Counts the live instances of this cluster in the zones it serves,
+    /// in every region: one left in a zone no longer served is not the
+    /// cluster's to manage (the clustersitter reports it at start), so it
+    /// does not hold a place under `max_machines`.
     async fn live_count(&self) -> Result<usize, ProviderError> {
         let mut count = 0;
         for region in self.clients.keys() {
-            count += self.describe(region, &LIVE_STATES, Vec::new()).await?.len();
+            let served: Vec<String> = self
+                .settings
+                .ec2
+                .zones
+                .iter()
+                .filter(|(_, zone)| zone.region == *region)
+                .map(|(name, _)| name.clone())
+                .collect();
+            if served.is_empty() {
+                continue;
+            }
+            let in_served = Filter::builder()
+                .name(format!("tag:{TAG_ZONE}"))
+                .set_values(Some(served))
+                .build();
+            count += self
+                .describe(region, &LIVE_STATES, vec![in_served])
+                .await?
+                .len();
         }
         Ok(count)
     }

@@ -493,6 +493,59 @@ fn max_machines_is_never_exceeded() {
     );
 }
 
+/// Instances of the cluster in a zone it no longer serves are told once
+/// at start, left running, and not counted against `max_machines`.
+#[test]
+fn instances_in_a_zone_no_longer_served_are_reported_and_not_counted() {
+    let moto = MotoServer::shared();
+    let ec2 = common::Ec2::new(&moto.url());
+    let strays: Vec<String> = ["old-1", "old-2"]
+        .iter()
+        .map(|id| {
+            ec2.launch(
+                "us-west-2b",
+                &[
+                    ("cerebro:cluster", "unserved"),
+                    ("cerebro:machine-id", id),
+                    ("cerebro:zone", "aws-us-west-2b"),
+                ],
+            )
+        })
+        .collect();
+    let world = World::start(
+        moto,
+        "unserved",
+        &["us-west-2"],
+        provider_section(2, &ALL_TYPES, &[("aws-us-west-2a", AMI)]),
+        None,
+        ClusterOptions::default(),
+    );
+    put_job(
+        &world,
+        &job(
+            "unserved",
+            "7108",
+            0.5,
+            json!({"aws-us-west-2a": {"cpu": 1}}),
+        ),
+    );
+    let machine = wait_running_on_ready(&world, "unserved", 1).remove(0);
+    let told = events(&world, "machine_unmanaged");
+    assert_eq!(told.len(), 2, "{told:?}");
+    for stray in &strays {
+        assert!(
+            told.iter().any(|e| e["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(stray.as_str())),
+            "{stray} is told: {told:?}"
+        );
+    }
+    let live = world.live();
+    assert_eq!(live.len(), 3, "the strays left running: {live:?}");
+    assert!(live.iter().any(|i| i.machine_id() == machine));
+}
+
 #[test]
 fn the_idle_limit_terminates_extra_instances() {
     let world = World::start(

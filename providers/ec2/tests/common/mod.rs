@@ -212,6 +212,46 @@ impl Ec2 {
         })
     }
 
+    /// RunInstances of one t3.micro of `AMI` in `availability_zone` with
+    /// `tags` and a user data that does nothing, as another tool (or an
+    /// older config of the cluster) would; answers its instance id.
+    pub fn launch(&self, availability_zone: &str, tags: &[(&str, &str)]) -> String {
+        use aws_sdk_ec2::types::{Placement, ResourceType, Tag, TagSpecification};
+        let region = region_of(availability_zone);
+        self.runtime.block_on(async {
+            let tags = tags
+                .iter()
+                .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                .collect();
+            let output = self
+                .client(region)
+                .run_instances()
+                .image_id(AMI)
+                .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                .min_count(1)
+                .max_count(1)
+                .placement(
+                    Placement::builder()
+                        .availability_zone(availability_zone)
+                        .build(),
+                )
+                .tag_specifications(
+                    TagSpecification::builder()
+                        .resource_type(ResourceType::Instance)
+                        .set_tags(Some(tags))
+                        .build(),
+                )
+                .user_data(base64::engine::general_purpose::STANDARD.encode("#!/bin/sh\nexit 0\n"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("RunInstances in {availability_zone}: {e:?}"));
+            output.instances()[0]
+                .instance_id()
+                .expect("an instance id")
+                .to_string()
+        })
+    }
+
     /// TerminateInstances, as a person at the console would.
     pub fn terminate(&self, region: &str, id: &str) {
         self.runtime.block_on(async {
