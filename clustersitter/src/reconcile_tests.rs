@@ -310,8 +310,16 @@ async fn no_machine_is_asked_for_beyond_max_machines() {
         .filter(|r| r.contains("limit of 2 machines (max_machines)"))
         .collect();
     assert_eq!(capped.len(), 2, "{:?}", status.unplaced);
-    assert_eq!(events_of(&s.cluster, "machine_provisioning").len(), 2);
+    let provisioning = events_of(&s.cluster, "machine_provisioning");
+    assert_eq!(provisioning.len(), 2);
     assert!(events_of(&s.cluster, "provision_failed").is_empty());
+    // It says what the machine is for, not the zone's largest size.
+    assert!(
+        provisioning[0]
+            .message
+            .starts_with("provisioning in local-a for 2 cores and 20 MB: big#0"),
+        "{provisioning:?}"
+    );
 }
 
 /// The replacement of a lost machine, step by step, with what the

@@ -260,13 +260,25 @@ impl Cluster {
                     .is_none_or(|record| !record.state().accepts_instances())
             })
             .collect();
-        let mut message = format!(
-            "provisioning in {} ({} cores, {} MB) for {}",
-            request.zone,
-            request.size.cpu,
-            request.size.mem_mb,
-            for_whom.join(", ")
-        );
+        // What the machine is for: the provider picks its size from that
+        // (the zone's largest is only an upper bound), and says it once
+        // the machine is started.
+        let mut message = match request.reserved {
+            Some(reserved) => format!(
+                "provisioning in {} for {} cores and {} MB: {}",
+                request.zone,
+                reserved.cpu,
+                reserved.mem_mb,
+                for_whom.join(", ")
+            ),
+            None => format!(
+                "provisioning in {} (up to {} cores, {} MB) for {}",
+                request.zone,
+                request.size.cpu,
+                request.size.mem_mb,
+                for_whom.join(", ")
+            ),
+        };
         if !replacing.is_empty() {
             let replacing: Vec<&str> = replacing.into_iter().collect();
             message.push_str(&format!(", replacing {}", replacing.join(", ")));
