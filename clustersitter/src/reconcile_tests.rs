@@ -24,6 +24,9 @@ struct Scripted {
     unknown: Mutex<bool>,
     /// What `boot_timeout` answers (`None`: the trait's default).
     boot_timeout: Mutex<Option<Duration>>,
+    /// When set, each provision waits for a permit of it first (a silent
+    /// cloud API).
+    gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
 #[async_trait::async_trait]
@@ -39,6 +42,10 @@ impl MachineProvider for Scripted {
     async fn provision(&self, machine: &NewMachine) -> Result<Provisioned, ProviderError> {
         lock(&self.provisions).push(machine.clone());
         lock(&self.calls).push(Instant::now());
+        let gate = lock(&self.gate).clone();
+        if let Some(gate) = gate {
+            gate.acquire().await.expect("the gate stays open").forget();
+        }
         if *lock(&self.unknown) {
             return Err(ProviderError::OutcomeUnknown {
                 operation: "RunInstances",
@@ -217,7 +224,7 @@ async fn wait_for_provisions(s: &mut Setup, count: usize) {
     let deadline = Instant::now() + cerebro_tests::TIMEOUT;
     while lock(&s.provider.provisions).len() < count {
         assert!(Instant::now() < deadline, "{count} provisioning attempts");
-        s.reconciler.tick().await;
+        round(&mut s.reconciler).await;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -235,7 +242,7 @@ async fn a_launch_of_unknown_outcome_is_waited_for_then_terminated_by_machine_id
     let boot_timeout = Duration::from_millis(600);
     *lock(&s.provider.boot_timeout) = Some(boot_timeout);
     *lock(&s.provider.unknown) = true;
-    s.reconciler.tick().await;
+    round(&mut s.reconciler).await;
     *lock(&s.provider.unknown) = false;
     let first = {
         let cluster = lock(&s.cluster);
@@ -261,7 +268,7 @@ async fn a_launch_of_unknown_outcome_is_waited_for_then_terminated_by_machine_id
     // While it may still come up, nothing else is launched for it.
     let waiting_until = Instant::now() + boot_timeout / 2;
     while Instant::now() < waiting_until {
-        s.reconciler.tick().await;
+        round(&mut s.reconciler).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(lock(&s.provider.provisions).len(), 1);
@@ -270,7 +277,7 @@ async fn a_launch_of_unknown_outcome_is_waited_for_then_terminated_by_machine_id
     let deadline = Instant::now() + cerebro_tests::TIMEOUT;
     while lock(&s.provider.provisions).len() < 2 || lock(&s.cluster).machine(&first).is_some() {
         assert!(Instant::now() < deadline, "terminated and replaced");
-        s.reconciler.tick().await;
+        round(&mut s.reconciler).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(*lock(&s.provider.terminated), vec![first.clone()]);
@@ -280,9 +287,62 @@ async fn a_launch_of_unknown_outcome_is_waited_for_then_terminated_by_machine_id
         != Some(provisions[1].id.as_str())
     {
         assert!(Instant::now() < deadline, "placed on the replacement");
-        s.reconciler.tick().await;
+        round(&mut s.reconciler).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A provider that does not answer stops nothing else: rounds end, and
+/// placement goes on, while the call waits in the background.
+#[tokio::test]
+async fn a_silent_provider_does_not_stall_the_rounds() {
+    let mut s = setup(&job("web", 1.0, r#"{"local-a": {"cpu": 1}}"#), 10);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    *lock(&s.provider.gate) = Some(gate.clone());
+    let bounded = Duration::from_secs(5);
+    tokio::time::timeout(bounded, s.reconciler.tick())
+        .await
+        .expect("a round ends while the provider is silent");
+    let machine = lock(&s.cluster).machines().next().unwrap().id.clone();
+    // A new job is placed meanwhile (on the machine being provisioned,
+    // which it fits beside the first).
+    {
+        let mut cluster = lock(&s.cluster);
+        let spec = cerebro_types::job_file::parse_jobs(
+            &job("api", 0.5, r#"{"local-a": {"cpu": 1}}"#),
+            "test",
+        )
+        .unwrap()
+        .remove(0);
+        cluster.upsert_job(spec);
+    }
+    tokio::time::timeout(bounded, s.reconciler.tick())
+        .await
+        .expect("another round ends");
+    assert_eq!(
+        lock(&s.cluster).instances_of("api")[0].machine.as_deref(),
+        Some(machine.as_str())
+    );
+    let deadline = Instant::now() + bounded;
+    while lock(&s.provider.provisions).is_empty() {
+        assert!(Instant::now() < deadline, "the provider is asked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::timeout(bounded, s.reconciler.tick())
+        .await
+        .expect("a round ends while the call waits");
+    assert_eq!(lock(&s.provider.provisions).len(), 1, "asked once");
+    assert_eq!(
+        lock(&s.cluster).machine(&machine).unwrap().provider_id,
+        None
+    );
+    // The answer comes: the next round records it.
+    gate.add_permits(1);
+    s.reconciler.settle_provisions().await;
+    assert_eq!(
+        lock(&s.cluster).machine(&machine).unwrap().provider_id,
+        Some(format!("i-{machine}"))
+    );
 }
 
 #[test]
@@ -298,7 +358,7 @@ async fn no_machine_is_asked_for_beyond_max_machines() {
     // Four instances of 2 cores: four machines wanted, two allowed.
     let mut s = setup(&job("big", 2.0, r#"{"local-a": {"cpu": 4}}"#), 2);
     for _ in 0..5 {
-        s.reconciler.tick().await;
+        round(&mut s.reconciler).await;
     }
     assert_eq!(lock(&s.provider.provisions).len(), 2);
     assert_eq!(lock(&s.cluster).machines().count(), 2);
@@ -328,8 +388,8 @@ async fn no_machine_is_asked_for_beyond_max_machines() {
 async fn heal(status: ProviderStatus, said: &str) {
     let mut s = setup(&job("web", 1.0, r#"{"local-a": {"cpu": 1}}"#), 10);
     // Asked for, then given its instance.
-    s.reconciler.tick().await;
-    s.reconciler.tick().await;
+    round(&mut s.reconciler).await;
+    round(&mut s.reconciler).await;
     let first = lock(&s.cluster).machines().next().unwrap().id.clone();
     assert_eq!(
         lock(&s.cluster).instances_of("web")[0].machine.as_deref(),
@@ -359,7 +419,7 @@ async fn heal(status: ProviderStatus, said: &str) {
     // A second job arrives while it is lost: it must not land there.
     let deadline = Instant::now() + cerebro_tests::TIMEOUT;
     loop {
-        s.reconciler.tick().await;
+        round(&mut s.reconciler).await;
         let cluster = lock(&s.cluster);
         let lost = cluster
             .machine(&first)
@@ -382,7 +442,7 @@ async fn heal(status: ProviderStatus, said: &str) {
     }
     let deadline = Instant::now() + cerebro_tests::TIMEOUT;
     loop {
-        s.reconciler.tick().await;
+        round(&mut s.reconciler).await;
         {
             let cluster = lock(&s.cluster);
             assert!(
@@ -491,4 +551,10 @@ fn events_of_locked(cluster: &Cluster, name: &str) -> Vec<ClusterEvent> {
         .filter(|e| e.kind.name() == name)
         .cloned()
         .collect()
+}
+
+/// One reconcile round, and the provisioning it asked for answered.
+async fn round(reconciler: &mut Reconciler) {
+    reconciler.tick().await;
+    reconciler.settle_provisions().await;
 }

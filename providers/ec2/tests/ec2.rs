@@ -389,6 +389,12 @@ fn a_launch_whose_answer_is_lost_in_an_outage_makes_one_instance() {
         &job("outage", "7104", 0.5, json!({"aws-us-west-2a": {"cpu": 1}})),
     );
     let machine = wait_running_on_ready(&world, "outage", 1).remove(0);
+    // The instance may register and run the job before the provider's
+    // lookups get through the outage (provisioning runs in the
+    // background): the count is taken once the launch's outcome is in.
+    wait_for(BOOT, "the launch found after the outage", || {
+        (!events(&world, "machine_started").is_empty()).then_some(())
+    });
     assert_eq!(proxy.lost(), 1, "the first RunInstances answer was lost");
     assert!(proxy.refused() > 0, "the outage refused requests");
     let all = world.instances();
