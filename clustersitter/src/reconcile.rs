@@ -248,6 +248,30 @@ impl Reconciler {
         let mut cluster = lock(&self.cluster);
         for (request, outcome) in outcomes {
             match outcome {
+                ProvisionOutcome::Done(Ok(provisioned))
+                    if cluster.machine(&request.id).is_none() =>
+                {
+                    // Its record went while the call was in flight (it came
+                    // up, idled and was retired): what the call started is
+                    // nobody's, so it goes too.
+                    cluster.event(
+                        ClusterEventKind::MachineTerminated,
+                        &request.id,
+                        format!(
+                            "started ({}) after its record went: terminating it",
+                            provisioned.provider_id
+                        ),
+                    );
+                    let provider = self.provider.clone();
+                    tokio::spawn(async move {
+                        if let Err(error) = provider
+                            .terminate(&request.id, &provisioned.provider_id)
+                            .await
+                        {
+                            tracing::error!(machine = %request.id, %error, "cannot terminate a machine started after its record went");
+                        }
+                    });
+                }
                 ProvisionOutcome::Done(Ok(provisioned)) => {
                     cluster.machine_provisioned(&request.id, &provisioned);
                     self.provision_not_before.remove(&request.zone);

@@ -345,6 +345,26 @@ async fn a_silent_provider_does_not_stall_the_rounds() {
     );
 }
 
+/// A machine whose record went while its provisioning call was in flight
+/// is terminated once the call answers: nothing is left unknown.
+#[tokio::test]
+async fn a_machine_started_after_its_record_went_is_terminated() {
+    let mut s = setup(&job("web", 1.0, r#"{"local-a": {"cpu": 1}}"#), 10);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    *lock(&s.provider.gate) = Some(gate.clone());
+    s.reconciler.tick().await;
+    let machine = lock(&s.cluster).machines().next().unwrap().id.clone();
+    lock(&s.cluster).machine_terminated(&machine);
+    gate.add_permits(1);
+    s.reconciler.settle_provisions().await;
+    let deadline = Instant::now() + cerebro_tests::TIMEOUT;
+    while lock(&s.provider.terminated).is_empty() {
+        assert!(Instant::now() < deadline, "terminated");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(*lock(&s.provider.terminated), vec![machine]);
+}
+
 #[test]
 fn the_backoff_doubles_up_to_its_most() {
     let backoff = ProvisionBackoff::default();
