@@ -50,6 +50,21 @@ pub enum ProviderError {
     /// The provider's configuration cannot work (found when it is used).
     #[error("{0}")]
     Config(String),
+    /// A launch was sent and may have happened, and nothing could tell
+    /// (EC2: a RunInstances whose answer was lost, then no
+    /// DescribeInstances by the machine's tag answered). Not a failure to
+    /// forget: the cluster keeps the machine's record (provisioning, no
+    /// provider id) and waits for it to register until
+    /// [`MachineProvider::boot_timeout`] passes; then it terminates it by
+    /// its machine id (which finds an instance the launch made) and
+    /// replaces it. A new machine id instead would launch a second
+    /// instance: a new id is a new idempotency token.
+    #[error("{operation} in {region}: outcome unknown: {message}")]
+    OutcomeUnknown {
+        operation: &'static str,
+        region: String,
+        message: String,
+    },
 }
 
 impl ProviderError {
@@ -76,6 +91,7 @@ impl ProviderError {
             ProviderError::AlreadyRunning(_) => "already_running",
             ProviderError::Survivors(_) => "survivors",
             ProviderError::Config(_) => "config",
+            ProviderError::OutcomeUnknown { .. } => "outcome_unknown",
         }
     }
 }

@@ -5,7 +5,7 @@
 //! (PUT a task, DELETE a task), so a lost or repeated call converges.
 
 use crate::cluster::{lock, PollAnswer, SharedCluster};
-use crate::provider::{MachineProvider, NewMachine, ProviderStatus};
+use crate::provider::{MachineProvider, NewMachine, ProviderError, ProviderStatus, Provisioned};
 use cerebro_client::{HttpClient, MachineClient};
 use cerebro_types::cluster::{ClusterEventKind, MachineState};
 use cerebro_types::time::now_ms;
@@ -26,9 +26,20 @@ pub struct Reconciler {
     cluster_url: String,
     terminating: Arc<Mutex<BTreeSet<String>>>,
     provision_not_before: BTreeMap<String, Instant>,
+    /// Provisioning calls in flight, one task per zone and round: a slow
+    /// or silent provider API must not stop polls, healing and syncs.
+    /// Their outcomes are applied at the start of the next round.
+    provisions: tokio::task::JoinSet<Vec<(NewMachine, ProvisionOutcome)>>,
     /// The last failed call per (machine, task), so a call that keeps
     /// failing the same way is one event, not one per tick.
     sync_failures: BTreeMap<(String, String), String>,
+}
+
+/// What became of one machine asked of the provider.
+enum ProvisionOutcome {
+    Done(Result<Provisioned, ProviderError>),
+    /// Not asked: an earlier machine of its zone failed in the same round.
+    Skipped,
 }
 
 /// One machine's reconcile work, computed under the lock and done without it.
@@ -57,6 +68,7 @@ impl Reconciler {
             cluster_url,
             terminating: Arc::new(Mutex::new(BTreeSet::new())),
             provision_not_before: BTreeMap::new(),
+            provisions: tokio::task::JoinSet::new(),
             sync_failures: BTreeMap::new(),
         }
     }
@@ -144,6 +156,7 @@ impl Reconciler {
     }
 
     async fn place_and_provision(&mut self) {
+        self.apply_provisions();
         let requests = {
             let mut guard = lock(&self.cluster);
             let cluster = &mut *guard;
@@ -178,33 +191,105 @@ impl Reconciler {
             }
             requests
         };
+        // Each zone's machines are asked in order, in the background: a
+        // failure skips the rest of its zone, which then waits.
+        let mut by_zone: BTreeMap<String, Vec<NewMachine>> = BTreeMap::new();
         for request in requests {
-            if self
-                .provision_not_before
-                .get(&request.zone)
-                .is_some_and(|at| *at > Instant::now())
-            {
-                // Its zone failed a moment ago, in this very round.
-                let mut cluster = lock(&self.cluster);
-                cluster.provision_skipped(&request.id);
-                persist(&cluster);
-                continue;
-            }
-            let result = self.provider.provision(&request).await;
-            let mut cluster = lock(&self.cluster);
-            match result {
-                Ok(provisioned) => {
+            by_zone
+                .entry(request.zone.clone())
+                .or_default()
+                .push(request);
+        }
+        for (_, requests) in by_zone {
+            let provider = self.provider.clone();
+            let notify = self.notify.clone();
+            self.provisions.spawn(async move {
+                let mut outcomes = Vec::new();
+                let mut failed = false;
+                for request in requests {
+                    if failed {
+                        outcomes.push((request, ProvisionOutcome::Skipped));
+                        continue;
+                    }
+                    let result = provider.provision(&request).await;
+                    failed = result.is_err();
+                    outcomes.push((request, ProvisionOutcome::Done(result)));
+                }
+                notify.notify_one();
+                outcomes
+            });
+        }
+    }
+
+    /// Applies the outcomes of the provisioning calls that have ended.
+    fn apply_provisions(&mut self) {
+        while let Some(joined) = self.provisions.try_join_next() {
+            self.apply_outcomes(joined);
+        }
+    }
+
+    /// Waits until every provisioning call in flight has ended and applies
+    /// their outcomes (for tests that need a round's machines provisioned).
+    pub async fn settle_provisions(&mut self) {
+        while let Some(joined) = self.provisions.join_next().await {
+            self.apply_outcomes(joined);
+        }
+    }
+
+    fn apply_outcomes(
+        &mut self,
+        joined: Result<Vec<(NewMachine, ProvisionOutcome)>, tokio::task::JoinError>,
+    ) {
+        // A call that panicked leaves its records, as a crash would: the
+        // boot timeout ends them.
+        let Ok(outcomes) = joined else {
+            return;
+        };
+        let mut cluster = lock(&self.cluster);
+        for (request, outcome) in outcomes {
+            match outcome {
+                ProvisionOutcome::Done(Ok(provisioned))
+                    if cluster.machine(&request.id).is_none() =>
+                {
+                    // Its record went while the call was in flight (it came
+                    // up, idled and was retired): what the call started is
+                    // nobody's, so it goes too.
+                    cluster.event(
+                        ClusterEventKind::MachineTerminated,
+                        &request.id,
+                        format!(
+                            "started ({}) after its record went: terminating it",
+                            provisioned.provider_id
+                        ),
+                    );
+                    let provider = self.provider.clone();
+                    tokio::spawn(async move {
+                        if let Err(error) = provider
+                            .terminate(&request.id, &provisioned.provider_id)
+                            .await
+                        {
+                            tracing::error!(machine = %request.id, %error, "cannot terminate a machine started after its record went");
+                        }
+                    });
+                }
+                ProvisionOutcome::Done(Ok(provisioned)) => {
                     cluster.machine_provisioned(&request.id, &provisioned);
                     self.provision_not_before.remove(&request.zone);
                 }
-                Err(error) => {
-                    let wait = cluster.provision_failed(&request.id, &request.zone, &error);
+                ProvisionOutcome::Done(Err(error)) => {
+                    let wait = cluster.provision_failed(
+                        &request.id,
+                        &request.zone,
+                        &error,
+                        self.provider.boot_timeout(),
+                    );
                     self.provision_not_before
                         .insert(request.zone.clone(), Instant::now() + wait);
                 }
+                ProvisionOutcome::Skipped => cluster.provision_skipped(&request.id),
             }
-            persist(&cluster);
         }
+        persist(&cluster);
     }
 
     /// Rolling updates: switch the next machine's instances to the target

@@ -20,6 +20,13 @@ struct Scripted {
     calls: Mutex<Vec<Instant>>,
     status: Mutex<Option<ProviderStatus>>,
     terminated: Mutex<Vec<String>>,
+    /// Provisions answer [`ProviderError::OutcomeUnknown`] while set.
+    unknown: Mutex<bool>,
+    /// What `boot_timeout` answers (`None`: the trait's default).
+    boot_timeout: Mutex<Option<Duration>>,
+    /// When set, each provision waits for a permit of it first (a silent
+    /// cloud API).
+    gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
 #[async_trait::async_trait]
@@ -28,9 +35,24 @@ impl MachineProvider for Scripted {
         "scripted"
     }
 
+    fn boot_timeout(&self) -> Duration {
+        lock(&self.boot_timeout).unwrap_or(Duration::from_secs(60))
+    }
+
     async fn provision(&self, machine: &NewMachine) -> Result<Provisioned, ProviderError> {
         lock(&self.provisions).push(machine.clone());
         lock(&self.calls).push(Instant::now());
+        let gate = lock(&self.gate).clone();
+        if let Some(gate) = gate {
+            gate.acquire().await.expect("the gate stays open").forget();
+        }
+        if *lock(&self.unknown) {
+            return Err(ProviderError::OutcomeUnknown {
+                operation: "RunInstances",
+                region: "us-west-2".into(),
+                message: "the answer was lost and no lookup answered".into(),
+            });
+        }
         if let Some(code) = *lock(&self.fail_with) {
             return Err(ProviderError::Api {
                 operation: "RunInstances",
@@ -202,9 +224,145 @@ async fn wait_for_provisions(s: &mut Setup, count: usize) {
     let deadline = Instant::now() + cerebro_tests::TIMEOUT;
     while lock(&s.provider.provisions).len() < count {
         assert!(Instant::now() < deadline, "{count} provisioning attempts");
-        s.reconciler.tick().await;
+        round(&mut s.reconciler).await;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A launch whose outcome is unknown keeps its machine (no second launch
+/// under a new id, which would be a second instance); after the boot
+/// timeout that machine is terminated by its machine id and replaced.
+#[tokio::test]
+async fn a_launch_of_unknown_outcome_is_waited_for_then_terminated_by_machine_id() {
+    let mut s = setup(&job("web", 1.0, r#"{"local-a": {"cpu": 1}}"#), 10);
+    lock(&s.cluster).set_provision_backoff(ProvisionBackoff {
+        first: Duration::from_millis(50),
+        max: Duration::from_millis(50),
+    });
+    let boot_timeout = Duration::from_millis(600);
+    *lock(&s.provider.boot_timeout) = Some(boot_timeout);
+    *lock(&s.provider.unknown) = true;
+    round(&mut s.reconciler).await;
+    *lock(&s.provider.unknown) = false;
+    let first = {
+        let cluster = lock(&s.cluster);
+        let machines: Vec<_> = cluster.machines().collect();
+        assert_eq!(machines.len(), 1, "the record is kept");
+        assert_eq!(machines[0].state(), MachineState::Provisioning);
+        assert_eq!(machines[0].provider_id, None);
+        machines[0].id.clone()
+    };
+    let failed = events_of(&s.cluster, "provision_failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0].message.contains("may have happened") && failed[0].message.contains(&first),
+        "{failed:?}"
+    );
+    let status = lock(&s.cluster).status();
+    let zone = status.zones.iter().find(|z| z.zone == "local-a").unwrap();
+    assert_eq!(
+        zone.provisioning_error.as_ref().map(|e| e.code.as_str()),
+        Some("outcome_unknown"),
+        "the zone counts it as a failure"
+    );
+    // While it may still come up, nothing else is launched for it.
+    let waiting_until = Instant::now() + boot_timeout / 2;
+    while Instant::now() < waiting_until {
+        round(&mut s.reconciler).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(lock(&s.provider.provisions).len(), 1);
+    assert!(lock(&s.provider.terminated).is_empty());
+    // Then it is terminated by its machine id and replaced.
+    let deadline = Instant::now() + cerebro_tests::TIMEOUT;
+    while lock(&s.provider.provisions).len() < 2 || lock(&s.cluster).machine(&first).is_some() {
+        assert!(Instant::now() < deadline, "terminated and replaced");
+        round(&mut s.reconciler).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(*lock(&s.provider.terminated), vec![first.clone()]);
+    let provisions = lock(&s.provider.provisions).clone();
+    assert_ne!(provisions[1].id, first);
+    while lock(&s.cluster).instances_of("web")[0].machine.as_deref()
+        != Some(provisions[1].id.as_str())
+    {
+        assert!(Instant::now() < deadline, "placed on the replacement");
+        round(&mut s.reconciler).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A provider that does not answer stops nothing else: rounds end, and
+/// placement goes on, while the call waits in the background.
+#[tokio::test]
+async fn a_silent_provider_does_not_stall_the_rounds() {
+    let mut s = setup(&job("web", 1.0, r#"{"local-a": {"cpu": 1}}"#), 10);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    *lock(&s.provider.gate) = Some(gate.clone());
+    let bounded = Duration::from_secs(5);
+    tokio::time::timeout(bounded, s.reconciler.tick())
+        .await
+        .expect("a round ends while the provider is silent");
+    let machine = lock(&s.cluster).machines().next().unwrap().id.clone();
+    // A new job is placed meanwhile (on the machine being provisioned,
+    // which it fits beside the first).
+    {
+        let mut cluster = lock(&s.cluster);
+        let spec = cerebro_types::job_file::parse_jobs(
+            &job("api", 0.5, r#"{"local-a": {"cpu": 1}}"#),
+            "test",
+        )
+        .unwrap()
+        .remove(0);
+        cluster.upsert_job(spec);
+    }
+    tokio::time::timeout(bounded, s.reconciler.tick())
+        .await
+        .expect("another round ends");
+    assert_eq!(
+        lock(&s.cluster).instances_of("api")[0].machine.as_deref(),
+        Some(machine.as_str())
+    );
+    let deadline = Instant::now() + bounded;
+    while lock(&s.provider.provisions).is_empty() {
+        assert!(Instant::now() < deadline, "the provider is asked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::timeout(bounded, s.reconciler.tick())
+        .await
+        .expect("a round ends while the call waits");
+    assert_eq!(lock(&s.provider.provisions).len(), 1, "asked once");
+    assert_eq!(
+        lock(&s.cluster).machine(&machine).unwrap().provider_id,
+        None
+    );
+    // The answer comes: the next round records it.
+    gate.add_permits(1);
+    s.reconciler.settle_provisions().await;
+    assert_eq!(
+        lock(&s.cluster).machine(&machine).unwrap().provider_id,
+        Some(format!("i-{machine}"))
+    );
+}
+
+/// A machine whose record went while its provisioning call was in flight
+/// is terminated once the call answers: nothing is left unknown.
+#[tokio::test]
+async fn a_machine_started_after_its_record_went_is_terminated() {
+    let mut s = setup(&job("web", 1.0, r#"{"local-a": {"cpu": 1}}"#), 10);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    *lock(&s.provider.gate) = Some(gate.clone());
+    s.reconciler.tick().await;
+    let machine = lock(&s.cluster).machines().next().unwrap().id.clone();
+    lock(&s.cluster).machine_terminated(&machine);
+    gate.add_permits(1);
+    s.reconciler.settle_provisions().await;
+    let deadline = Instant::now() + cerebro_tests::TIMEOUT;
+    while lock(&s.provider.terminated).is_empty() {
+        assert!(Instant::now() < deadline, "terminated");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(*lock(&s.provider.terminated), vec![machine]);
 }
 
 #[test]
@@ -220,7 +378,7 @@ async fn no_machine_is_asked_for_beyond_max_machines() {
     // Four instances of 2 cores: four machines wanted, two allowed.
     let mut s = setup(&job("big", 2.0, r#"{"local-a": {"cpu": 4}}"#), 2);
     for _ in 0..5 {
-        s.reconciler.tick().await;
+        round(&mut s.reconciler).await;
     }
     assert_eq!(lock(&s.provider.provisions).len(), 2);
     assert_eq!(lock(&s.cluster).machines().count(), 2);
@@ -232,8 +390,16 @@ async fn no_machine_is_asked_for_beyond_max_machines() {
         .filter(|r| r.contains("limit of 2 machines (max_machines)"))
         .collect();
     assert_eq!(capped.len(), 2, "{:?}", status.unplaced);
-    assert_eq!(events_of(&s.cluster, "machine_provisioning").len(), 2);
+    let provisioning = events_of(&s.cluster, "machine_provisioning");
+    assert_eq!(provisioning.len(), 2);
     assert!(events_of(&s.cluster, "provision_failed").is_empty());
+    // It says what the machine is for, not the zone's largest size.
+    assert!(
+        provisioning[0]
+            .message
+            .starts_with("provisioning in local-a for 2 cores and 20 MB: big#0"),
+        "{provisioning:?}"
+    );
 }
 
 /// The replacement of a lost machine, step by step, with what the
@@ -242,8 +408,8 @@ async fn no_machine_is_asked_for_beyond_max_machines() {
 async fn heal(status: ProviderStatus, said: &str) {
     let mut s = setup(&job("web", 1.0, r#"{"local-a": {"cpu": 1}}"#), 10);
     // Asked for, then given its instance.
-    s.reconciler.tick().await;
-    s.reconciler.tick().await;
+    round(&mut s.reconciler).await;
+    round(&mut s.reconciler).await;
     let first = lock(&s.cluster).machines().next().unwrap().id.clone();
     assert_eq!(
         lock(&s.cluster).instances_of("web")[0].machine.as_deref(),
@@ -273,7 +439,7 @@ async fn heal(status: ProviderStatus, said: &str) {
     // A second job arrives while it is lost: it must not land there.
     let deadline = Instant::now() + cerebro_tests::TIMEOUT;
     loop {
-        s.reconciler.tick().await;
+        round(&mut s.reconciler).await;
         let cluster = lock(&s.cluster);
         let lost = cluster
             .machine(&first)
@@ -296,7 +462,7 @@ async fn heal(status: ProviderStatus, said: &str) {
     }
     let deadline = Instant::now() + cerebro_tests::TIMEOUT;
     loop {
-        s.reconciler.tick().await;
+        round(&mut s.reconciler).await;
         {
             let cluster = lock(&s.cluster);
             assert!(
@@ -405,4 +571,10 @@ fn events_of_locked(cluster: &Cluster, name: &str) -> Vec<ClusterEvent> {
         .filter(|e| e.kind.name() == name)
         .cloned()
         .collect()
+}
+
+/// One reconcile round, and the provisioning it asked for answered.
+async fn round(reconciler: &mut Reconciler) {
+    reconciler.tick().await;
+    reconciler.settle_provisions().await;
 }

@@ -260,13 +260,25 @@ impl Cluster {
                     .is_none_or(|record| !record.state().accepts_instances())
             })
             .collect();
-        let mut message = format!(
-            "provisioning in {} ({} cores, {} MB) for {}",
-            request.zone,
-            request.size.cpu,
-            request.size.mem_mb,
-            for_whom.join(", ")
-        );
+        // What the machine is for: the provider picks its size from that
+        // (the zone's largest is only an upper bound), and says it once
+        // the machine is started.
+        let mut message = match request.reserved {
+            Some(reserved) => format!(
+                "provisioning in {} for {} cores and {} MB: {}",
+                request.zone,
+                reserved.cpu,
+                reserved.mem_mb,
+                for_whom.join(", ")
+            ),
+            None => format!(
+                "provisioning in {} (up to {} cores, {} MB) for {}",
+                request.zone,
+                request.size.cpu,
+                request.size.mem_mb,
+                for_whom.join(", ")
+            ),
+        };
         if !replacing.is_empty() {
             let replacing: Vec<&str> = replacing.into_iter().collect();
             message.push_str(&format!(", replacing {}", replacing.join(", ")));
@@ -336,8 +348,25 @@ impl Cluster {
     /// zone's status only, so a failure that lasts is no storm of events.
     /// Answers how long the zone waits before its next attempt (growing
     /// with the streak, see [`ProvisionBackoff`]).
-    pub fn provision_failed(&mut self, id: &str, zone: &str, error: &ProviderError) -> Duration {
-        self.state.machines.remove(id);
+    ///
+    /// A launch whose outcome is unknown ([`ProviderError::OutcomeUnknown`])
+    /// keeps its record instead (provisioning, no provider id) and is
+    /// always an event: the machine may exist, so it is waited for until
+    /// it registers or `boot_timeout` passes; then polls call it never
+    /// come up, and it is decommissioned and terminated by its machine id
+    /// (which finds the instance if the launch made one) and replaced. It
+    /// still counts as a failure of the zone.
+    pub fn provision_failed(
+        &mut self,
+        id: &str,
+        zone: &str,
+        error: &ProviderError,
+        boot_timeout: Duration,
+    ) -> Duration {
+        let unknown = matches!(error, ProviderError::OutcomeUnknown { .. });
+        if !unknown {
+            self.state.machines.remove(id);
+        }
         let streak = self.provision_streaks.entry(zone.to_string()).or_default();
         let failures = streak.failures + 1;
         let delay = self.provision_backoff.after(failures);
@@ -352,7 +381,16 @@ impl Cluster {
         };
         let first_of_its_kind = streak.reported.insert(code.clone());
         let next = describe_delay(delay);
-        if first_of_its_kind {
+        if unknown {
+            self.event(
+                ClusterEventKind::ProvisionFailed,
+                id,
+                format!(
+                    "the launch in {zone} may have happened, nothing could tell ({message}): {id} is kept and waited for until it registers, or else after {} terminated by its machine id and replaced; the next attempt in {zone} in {next}",
+                    describe_delay(boot_timeout)
+                ),
+            );
+        } else if first_of_its_kind {
             self.event(
                 ClusterEventKind::ProvisionFailed,
                 id,
@@ -459,7 +497,11 @@ impl Cluster {
     }
 
     /// At start: the provider runs `found`. A known machine gets its
-    /// provider id and address; an unknown one of a served zone is adopted.
+    /// provider id and address; an unknown one of a served zone is adopted;
+    /// an unknown one of a zone no longer served is reported and left
+    /// running, unmanaged: the zone may have gone from the config by
+    /// mistake, and terminating would end its workloads with it (nor do
+    /// Nomad or an ASG end what they no longer manage).
     pub fn machine_found(&mut self, found: &FoundMachine) {
         match self.state.machines.get_mut(&found.machine_id) {
             Some(record) => {
@@ -478,6 +520,14 @@ impl Cluster {
             None => {
                 let zones = self.config.zones();
                 let Some(size) = zones.get(&found.zone) else {
+                    self.event(
+                        ClusterEventKind::MachineUnmanaged,
+                        &found.machine_id,
+                        format!(
+                            "found running ({}) in {}, a zone this cluster no longer serves: left running and not managed (terminate it at the provider, or serve the zone again to adopt it)",
+                            found.provider_id, found.zone
+                        ),
+                    );
                     return;
                 };
                 let number = self.state.free_number(&found.zone);

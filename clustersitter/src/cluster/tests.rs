@@ -377,3 +377,31 @@ fn a_found_machine_keeps_its_size_and_details() {
     assert_eq!(saved.machines["local-a-9"].details, details);
     assert_eq!(saved.machines["local-a-1"].capacity, size);
 }
+
+#[test]
+fn a_machine_found_in_a_zone_not_served_is_reported_and_left_alone() {
+    use crate::provider::FoundMachine;
+    use cerebro_types::cluster::ProviderDetails;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = fixture_cluster(dir.path());
+    cluster.machine_found(&FoundMachine {
+        machine_id: "old-1".into(),
+        zone: "aws-us-west-2c".into(),
+        provider_id: "i-0123".into(),
+        address: None,
+        size: None,
+        details: ProviderDetails::default(),
+    });
+    assert!(cluster.machine("old-1").is_none(), "not adopted");
+    let told: Vec<_> = cluster
+        .events()
+        .iter()
+        .filter(|e| e.kind == ClusterEventKind::MachineUnmanaged)
+        .cloned()
+        .collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(
+        told[0].message.contains("i-0123") && told[0].message.contains("aws-us-west-2c"),
+        "{told:?}"
+    );
+}

@@ -677,6 +677,11 @@ pub enum ClusterEventKind {
     /// A lost machine could not be confirmed gone: its instances wait
     /// rather than run twice.
     FenceUnconfirmed,
+    /// At start: the provider runs a machine of this cluster in a zone the
+    /// cluster no longer serves. It is left running and not managed (nor
+    /// counted against `max_machines`): only a person knows whether the
+    /// zone went on purpose.
+    MachineUnmanaged,
     /// A kind this version does not know: a journal line written before
     /// kinds were typed (`name` empty) or by a newer clustersitter.
     Unknown {
@@ -751,6 +756,7 @@ known_event_kinds! {
     TaskOrphaned => "task_orphaned",
     MachineFenced => "machine_fenced",
     FenceUnconfirmed => "fence_unconfirmed",
+    MachineUnmanaged => "machine_unmanaged",
 }
 
 impl ClusterEventKind {
@@ -783,7 +789,7 @@ impl ClusterEventKind {
             | TaskOrphaned
             | MachineFenced => "machine",
             ProviderListFailed | ProvisionFailed | ProvisionRecovered | TerminateFailed
-            | FenceUnconfirmed => "provider",
+            | FenceUnconfirmed | MachineUnmanaged => "provider",
             IdleLimitSet | StateFileUnreadable | StateRecovered => "cluster",
             Unknown { category, .. } => category,
         }
@@ -800,7 +806,8 @@ impl ClusterEventKind {
             | MachineStaleRegistered
             | TaskRestarted
             | StateRecovered
-            | TaskOrphaned => Severity::Warning,
+            | TaskOrphaned
+            | MachineUnmanaged => Severity::Warning,
             Unknown { severity, .. } => *severity,
             _ => Severity::Info,
         }

@@ -36,6 +36,11 @@ const LIVE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"];
 /// RunInstances attempts after transient failures (each after a tag lookup).
 const LAUNCH_ATTEMPTS: u32 = 4;
 
+/// DescribeInstances attempts (each with the SDK's own retries) after a
+/// launch that may have happened, before its outcome is called unknown:
+/// with the waits between them, about a minute.
+const LOOKUP_ATTEMPTS: u32 = 5;
+
 /// How long an instance may take from RunInstances to a machinesitter
 /// that answers before the cluster replaces it.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -213,11 +218,65 @@ impl Ec2Provider {
         Ok(name)
     }
 
-    /// Counts the live instances of this cluster in every region.
+    /// [`Self::find_machine`] after a launch that may have happened,
+    /// retried with a growing wait (2, 4, 8... s, for about a minute in
+    /// all) until EC2 answers: the instances found (empty: EC2 says none
+    /// was launched), or [`ProviderError::OutcomeUnknown`] when no lookup
+    /// answered.
+    async fn look_up_after_launch(
+        &self,
+        region: &str,
+        machine: &NewMachine,
+    ) -> Result<Vec<Instance>, ProviderError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.find_machine(region, &machine.id).await {
+                Ok(found) => return Ok(found),
+                Err(error) if attempt >= LOOKUP_ATTEMPTS => {
+                    return Err(ProviderError::OutcomeUnknown {
+                        operation: "RunInstances",
+                        region: region.to_string(),
+                        message: format!(
+                            "machine {}: its answer was lost and {LOOKUP_ATTEMPTS} lookups by its tag failed (last: {error})",
+                            machine.id
+                        ),
+                    })
+                }
+                Err(error) => {
+                    tracing::warn!(machine = %machine.id, %error, attempt, "cannot look the launch up yet");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        }
+    }
+
+    /// Counts the live instances of this cluster in the zones it serves,
+    /// in every region: one left in a zone no longer served is not the
+    /// cluster's to manage (the clustersitter reports it at start), so it
+    /// does not hold a place under `max_machines`.
     async fn live_count(&self) -> Result<usize, ProviderError> {
         let mut count = 0;
         for region in self.clients.keys() {
-            count += self.describe(region, &LIVE_STATES, Vec::new()).await?.len();
+            let served: Vec<String> = self
+                .settings
+                .ec2
+                .zones
+                .iter()
+                .filter(|(_, zone)| zone.region == *region)
+                .map(|(name, _)| name.clone())
+                .collect();
+            if served.is_empty() {
+                continue;
+            }
+            let in_served = Filter::builder()
+                .name(format!("tag:{TAG_ZONE}"))
+                .set_values(Some(served))
+                .build();
+            count += self
+                .describe(region, &LIVE_STATES, vec![in_served])
+                .await?
+                .len();
         }
         Ok(count)
     }
@@ -439,7 +498,10 @@ impl MachineProvider for Ec2Provider {
     /// else launches the smallest allowed type holding `machine.reserved`
     /// (RunInstances), without the SDK's retries: after a transient
     /// failure the launch may have happened, so the tags are looked up
-    /// again before the next attempt.
+    /// again (until a lookup answers) before the next attempt. Errors: a
+    /// refusal of RunInstances (`Api`, permanent), `Api` after
+    /// `LAUNCH_ATTEMPTS` transient failures each followed by a lookup that
+    /// answered none, or `OutcomeUnknown` when no lookup could answer.
     async fn provision(&self, machine: &NewMachine) -> Result<Provisioned, ProviderError> {
         let zone = self.zone(&machine.zone)?;
         let region = zone.region.as_str();
@@ -493,11 +555,21 @@ impl MachineProvider for Ec2Provider {
                     tracing::info!(machine = %machine.id, instance = ?instance.instance_id(), instance_type = itype.name, zone = %machine.zone, "launched");
                     return Ok(provisioned(region, instance, itype.resources()));
                 }
-                Err(error) if is_transient(&error) && attempt < LAUNCH_ATTEMPTS => {
+                Err(error) if is_transient(&error) => {
                     tracing::warn!(machine = %machine.id, %error, attempt, "launch failed on the way; looking for it before trying again");
                     tokio::time::sleep(backoff(attempt)).await;
-                    if let Some(instance) = self.find_machine(region, &machine.id).await?.first() {
+                    // It may have launched: only a lookup that answers may
+                    // say no. Giving up without one would make the cluster
+                    // forget the machine id, and its replacement (a new id,
+                    // a new ClientToken) a second instance.
+                    if let Some(instance) =
+                        self.look_up_after_launch(region, machine).await?.first()
+                    {
                         return Ok(provisioned(region, instance, itype.resources()));
+                    }
+                    if attempt >= LAUNCH_ATTEMPTS {
+                        // Answered: nothing launched.
+                        return Err(error);
                     }
                 }
                 Err(error) => return Err(error),

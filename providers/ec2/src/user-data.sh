@@ -123,6 +123,12 @@ if [ -z "$ROOT" ] && command -v systemctl >/dev/null 2>&1; then
         quoted=$(printf '%s' "$arg" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/%/%%/g')
         exec_start="$exec_start \"$quoted\""
     done
+    # KillMode=process (systemd.kill(5)): stopping or restarting the unit
+    # signals the machinesitter alone. Its tasksitters and their workloads
+    # share its cgroup; any other mode would kill them with it, and a
+    # machinesitter that crashed and was restarted could then not re-adopt
+    # them. A stop still ends them: the machinesitter's --on-exit stop
+    # stops its tasks itself on SIGTERM.
     cat >/etc/systemd/system/cerebro-machinesitter.service <<UNIT
 [Unit]
 Description=Cerebro machinesitter (machine $MACHINE_ID, zone $ZONE)
@@ -133,7 +139,7 @@ After=network-online.target
 ExecStart=$exec_start
 Restart=on-failure
 RestartSec=5
-KillMode=mixed
+KillMode=process
 TimeoutStopSec=60
 
 [Install]

@@ -88,6 +88,18 @@ mod tests {
         assert!(script.len() < USER_DATA_LIMIT / 2, "{} bytes", script.len());
     }
 
+    /// A restarted machinesitter re-adopts its running tasks: the unit
+    /// must not kill the tasksitters and workloads in its cgroup.
+    #[test]
+    fn the_unit_stops_only_the_machinesitter() {
+        let script = example().render();
+        let modes: Vec<&str> = script
+            .lines()
+            .filter(|l| l.starts_with("KillMode="))
+            .collect();
+        assert_eq!(modes, ["KillMode=process"], "{script}");
+    }
+
     #[test]
     fn the_rendered_script_parses_and_quotes_round_trip() {
         let dir = tempfile::tempdir().unwrap();

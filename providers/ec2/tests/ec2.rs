@@ -364,6 +364,45 @@ fn a_launch_whose_answer_is_lost_makes_one_instance() {
     world.vms.assert_no_failures();
 }
 
+/// The answer lost, then EC2 unreachable for 12 s: the lookups after the
+/// launch keep trying until one answers, so the machine keeps its id and
+/// its one instance (a lookup given up would make the cluster launch a
+/// second instance under a new machine id).
+#[test]
+fn a_launch_whose_answer_is_lost_in_an_outage_makes_one_instance() {
+    let moto = MotoServer::shared();
+    let proxy = Proxy::start(moto.port(), ProxyMode::LoseNextRunInstancesAnswerThenOutage);
+    proxy.set_outage(Duration::from_secs(12));
+    let world = World::start(
+        moto,
+        "outage",
+        &["us-west-2"],
+        provider_section(4, &ALL_TYPES, &[("aws-us-west-2a", AMI)]),
+        Some(proxy.url()),
+        ClusterOptions {
+            idle_limit: 0,
+            ..Default::default()
+        },
+    );
+    put_job(
+        &world,
+        &job("outage", "7104", 0.5, json!({"aws-us-west-2a": {"cpu": 1}})),
+    );
+    let machine = wait_running_on_ready(&world, "outage", 1).remove(0);
+    // The instance may register and run the job before the provider's
+    // lookups get through the outage (provisioning runs in the
+    // background): the count is taken once the launch's outcome is in.
+    wait_for(BOOT, "the launch found after the outage", || {
+        (!events(&world, "machine_started").is_empty()).then_some(())
+    });
+    assert_eq!(proxy.lost(), 1, "the first RunInstances answer was lost");
+    assert!(proxy.refused() > 0, "the outage refused requests");
+    let all = world.instances();
+    assert_eq!(all.len(), 1, "one instance, ever: {all:?}");
+    assert_eq!(all[0].machine_id(), machine, "{all:?}");
+    world.vms.assert_no_failures();
+}
+
 #[test]
 fn a_permanent_error_is_one_event_and_slowing_retries() {
     let moto = MotoServer::shared();
@@ -458,6 +497,59 @@ fn max_machines_is_never_exceeded() {
         Some(2),
         "the two that do not fit are unplaced: {status}"
     );
+}
+
+/// Instances of the cluster in a zone it no longer serves are told once
+/// at start, left running, and not counted against `max_machines`.
+#[test]
+fn instances_in_a_zone_no_longer_served_are_reported_and_not_counted() {
+    let moto = MotoServer::shared();
+    let ec2 = common::Ec2::new(&moto.url());
+    let strays: Vec<String> = ["old-1", "old-2"]
+        .iter()
+        .map(|id| {
+            ec2.launch(
+                "us-west-2b",
+                &[
+                    ("cerebro:cluster", "unserved"),
+                    ("cerebro:machine-id", id),
+                    ("cerebro:zone", "aws-us-west-2b"),
+                ],
+            )
+        })
+        .collect();
+    let world = World::start(
+        moto,
+        "unserved",
+        &["us-west-2"],
+        provider_section(2, &ALL_TYPES, &[("aws-us-west-2a", AMI)]),
+        None,
+        ClusterOptions::default(),
+    );
+    put_job(
+        &world,
+        &job(
+            "unserved",
+            "7108",
+            0.5,
+            json!({"aws-us-west-2a": {"cpu": 1}}),
+        ),
+    );
+    let machine = wait_running_on_ready(&world, "unserved", 1).remove(0);
+    let told = events(&world, "machine_unmanaged");
+    assert_eq!(told.len(), 2, "{told:?}");
+    for stray in &strays {
+        assert!(
+            told.iter().any(|e| e["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(stray.as_str())),
+            "{stray} is told: {told:?}"
+        );
+    }
+    let live = world.live();
+    assert_eq!(live.len(), 3, "the strays left running: {live:?}");
+    assert!(live.iter().any(|i| i.machine_id() == machine));
 }
 
 #[test]

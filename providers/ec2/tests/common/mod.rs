@@ -212,6 +212,46 @@ impl Ec2 {
         })
     }
 
+    /// RunInstances of one t3.micro of `AMI` in `availability_zone` with
+    /// `tags` and a user data that does nothing, as another tool (or an
+    /// older config of the cluster) would; answers its instance id.
+    pub fn launch(&self, availability_zone: &str, tags: &[(&str, &str)]) -> String {
+        use aws_sdk_ec2::types::{Placement, ResourceType, Tag, TagSpecification};
+        let region = region_of(availability_zone);
+        self.runtime.block_on(async {
+            let tags = tags
+                .iter()
+                .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                .collect();
+            let output = self
+                .client(region)
+                .run_instances()
+                .image_id(AMI)
+                .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                .min_count(1)
+                .max_count(1)
+                .placement(
+                    Placement::builder()
+                        .availability_zone(availability_zone)
+                        .build(),
+                )
+                .tag_specifications(
+                    TagSpecification::builder()
+                        .resource_type(ResourceType::Instance)
+                        .set_tags(Some(tags))
+                        .build(),
+                )
+                .user_data(base64::engine::general_purpose::STANDARD.encode("#!/bin/sh\nexit 0\n"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("RunInstances in {availability_zone}: {e:?}"));
+            output.instances()[0]
+                .instance_id()
+                .expect("an instance id")
+                .to_string()
+        })
+    }
+
     /// TerminateInstances, as a person at the console would.
     pub fn terminate(&self, region: &str, id: &str) {
         self.runtime.block_on(async {
@@ -484,6 +524,10 @@ pub enum ProxyMode {
     /// Forwards each RunInstances to moto and holds its answer until the
     /// mode changes; then closes the connection without it.
     HoldRunInstancesAnswers = 2,
+    /// As [`ProxyMode::LoseNextRunInstancesAnswer`], then refuses every
+    /// request (closes its connection unanswered) for the outage given to
+    /// [`Proxy::set_outage`]; then passes everything.
+    LoseNextRunInstancesAnswerThenOutage = 3,
 }
 
 struct ProxyState {
@@ -494,6 +538,12 @@ struct ProxyState {
     lost: Mutex<usize>,
     changed: Condvar,
     stop: AtomicBool,
+    /// How long the outage after a lost answer lasts.
+    outage: Mutex<Duration>,
+    /// Until when requests are refused.
+    refuse_until: Mutex<Option<Instant>>,
+    /// Requests refused so far.
+    refused: Mutex<usize>,
 }
 
 /// An HTTP proxy on 127.0.0.1 in front of moto, for the clustersitter's
@@ -516,6 +566,9 @@ impl Proxy {
             lost: Mutex::new(0),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
+            outage: Mutex::new(Duration::ZERO),
+            refuse_until: Mutex::new(None),
+            refused: Mutex::new(0),
         });
         let acceptor = {
             let state = state.clone();
@@ -552,6 +605,17 @@ impl Proxy {
     /// When each RunInstances call arrived, in order.
     pub fn launches(&self) -> Vec<Instant> {
         self.state.launches.lock().unwrap().clone()
+    }
+
+    /// How long [`ProxyMode::LoseNextRunInstancesAnswerThenOutage`]'s
+    /// outage lasts.
+    pub fn set_outage(&self, outage: Duration) {
+        *self.state.outage.lock().unwrap() = outage;
+    }
+
+    /// How many requests the outage refused.
+    pub fn refused(&self) -> usize {
+        *self.state.refused.lock().unwrap()
     }
 
     /// How many RunInstances answers were lost or are held.
@@ -603,6 +667,15 @@ fn serve(mut client: TcpStream, moto_port: u16, state: &ProxyState) -> std::io::
     let Some((head, body)) = read_request(&mut client)? else {
         return Ok(());
     };
+    let refusing = state
+        .refuse_until
+        .lock()
+        .unwrap()
+        .is_some_and(|until| Instant::now() < until);
+    if refusing {
+        *state.refused.lock().unwrap() += 1;
+        return client.shutdown(Shutdown::Both);
+    }
     let launch = String::from_utf8_lossy(&body).contains("Action=RunInstances");
     if launch {
         state.launches.lock().unwrap().push(Instant::now());
@@ -630,6 +703,13 @@ fn serve(mut client: TcpStream, moto_port: u16, state: &ProxyState) -> std::io::
         if mode == ProxyMode::LoseNextRunInstancesAnswer as u8 {
             state.mode.store(ProxyMode::Pass as u8, Ordering::SeqCst);
             *state.lost.lock().unwrap() += 1;
+            return client.shutdown(Shutdown::Both);
+        }
+        if mode == ProxyMode::LoseNextRunInstancesAnswerThenOutage as u8 {
+            state.mode.store(ProxyMode::Pass as u8, Ordering::SeqCst);
+            *state.lost.lock().unwrap() += 1;
+            let outage = *state.outage.lock().unwrap();
+            *state.refuse_until.lock().unwrap() = Some(Instant::now() + outage);
             return client.shutdown(Shutdown::Both);
         }
         if mode == ProxyMode::HoldRunInstancesAnswers as u8 {
