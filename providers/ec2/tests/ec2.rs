@@ -22,14 +22,8 @@ use std::time::Duration;
 /// start one; several boot at once on a 2-core machine.
 const BOOT: Duration = Duration::from_secs(180);
 
-const ALL_TYPES: [&str; 6] = [
-    "t3.micro",
-    "t3.small",
-    "t3.medium",
-    "t3.large",
-    "m5.xlarge",
-    "m5.2xlarge",
-];
+/// The types the tests allow: the config's default list.
+const ALL_TYPES: &[&str] = clustersitter::config::ec2::DEFAULT_INSTANCE_TYPES;
 
 /// An AMI moto does not know anywhere: with AMI validation on, RunInstances
 /// answers `InvalidAMIID.NotFound`, as EC2 does.
@@ -205,7 +199,7 @@ fn the_seed_example_launches_on_a_two_region_cluster_with_types_by_the_rule() {
             Some(instance.availability_zone.as_str())
         );
         // The smallest allowed type holding what the machine is for.
-        let want = smallest_type(&ALL_TYPES, machine.reserved.cpu, machine.reserved.mem_mb);
+        let want = smallest_type(ALL_TYPES, machine.reserved.cpu, machine.reserved.mem_mb);
         assert_eq!(
             Some(instance.instance_type.as_str()),
             want,
@@ -228,7 +222,7 @@ fn a_lost_machine_is_terminated_and_replaced_in_its_zone() {
         MotoServer::shared(),
         "heal",
         &["us-west-2"],
-        provider_section(4, &ALL_TYPES, &[("aws-us-west-2a", AMI)]),
+        provider_section(4, ALL_TYPES, &[("aws-us-west-2a", AMI)]),
         None,
         ClusterOptions {
             idle_limit: 0,
@@ -344,7 +338,7 @@ fn a_launch_whose_answer_is_lost_makes_one_instance() {
         moto,
         "lost",
         &["us-west-2"],
-        provider_section(4, &ALL_TYPES, &[("aws-us-west-2a", AMI)]),
+        provider_section(4, ALL_TYPES, &[("aws-us-west-2a", AMI)]),
         Some(proxy.url()),
         ClusterOptions {
             idle_limit: 0,
@@ -377,7 +371,7 @@ fn a_launch_whose_answer_is_lost_in_an_outage_makes_one_instance() {
         moto,
         "outage",
         &["us-west-2"],
-        provider_section(4, &ALL_TYPES, &[("aws-us-west-2a", AMI)]),
+        provider_section(4, ALL_TYPES, &[("aws-us-west-2a", AMI)]),
         Some(proxy.url()),
         ClusterOptions {
             idle_limit: 0,
@@ -411,7 +405,7 @@ fn a_permanent_error_is_one_event_and_slowing_retries() {
         moto,
         "badami",
         &["us-west-2"],
-        provider_section(4, &ALL_TYPES, &[("aws-us-west-2a", MISSING_AMI)]),
+        provider_section(4, ALL_TYPES, &[("aws-us-west-2a", MISSING_AMI)]),
         Some(proxy.url()),
         ClusterOptions::default(),
     );
@@ -522,7 +516,7 @@ fn instances_in_a_zone_no_longer_served_are_reported_and_not_counted() {
         moto,
         "unserved",
         &["us-west-2"],
-        provider_section(2, &ALL_TYPES, &[("aws-us-west-2a", AMI)]),
+        provider_section(2, ALL_TYPES, &[("aws-us-west-2a", AMI)]),
         None,
         ClusterOptions::default(),
     );
@@ -626,7 +620,7 @@ fn a_bad_config_is_refused_at_start_with_file_line_and_column() {
     assert_refused(
         provider_section(
             2,
-            &ALL_TYPES,
+            ALL_TYPES,
             &[("aws-us-west-2a", AMI), ("aws-moon-base-1x", AMI)],
         ),
         "aws-moon-base-1x",
@@ -634,7 +628,7 @@ fn a_bad_config_is_refused_at_start_with_file_line_and_column() {
     // A zone whose region has no AMI at any level.
     let provider = format!(
         "{}\n[provider.ec2.zones.aws-eu-west-1a]\n",
-        provider_section(2, &ALL_TYPES, &[("aws-us-west-2a", AMI)])
+        provider_section(2, ALL_TYPES, &[("aws-us-west-2a", AMI)])
     );
     assert_refused(provider, "aws-eu-west-1a");
 }
