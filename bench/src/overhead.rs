@@ -281,7 +281,7 @@ fn put_idle_tasks(addr: &str, n: usize) -> Result<()> {
         spec.cpu = Some(0.001);
         spec.mem = Some(5.0);
         runtime
-            .block_on(machine.put_task(&spec))
+            .block_on(machine.put_task(&spec, None))
             .with_context(|| format!("PUT task {}", spec.name))?;
     }
     Ok(())

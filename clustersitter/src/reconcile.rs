@@ -382,7 +382,7 @@ impl Reconciler {
                 // PUTs the machine refused as not fitting: (task, its reason).
                 let mut refused: Vec<(String, String)> = Vec::new();
                 for spec in &item.put {
-                    let (kind, message, failed) = match machine.put_task(spec).await {
+                    let (kind, message, failed) = match machine.put_task(spec, None).await {
                         Ok(_) => (
                             ClusterEventKind::TaskPut,
                             format!("runs {}", spec.name),

@@ -92,6 +92,8 @@ impl TaskEntry {
             }),
             sitter_starts: self.record.sitter_starts,
             last_error: self.last_error.clone(),
+            deployment: None,
+            deploy: None,
         }
     }
 }

@@ -100,13 +100,13 @@ async fn a_machinesitter_in_process_runs_a_task_and_stops_when_asked() {
     let client = sitter.client.clone();
 
     let reply = client
-        .put_task(&sleeper("napper", "sleep 611"))
+        .put_task(&sleeper("napper", "sleep 611"), None)
         .await
         .unwrap();
     assert_eq!(reply.result, PutResult::Created);
     let first = wait_running(&client, "napper").await;
     let again = client
-        .put_task(&sleeper("napper", "sleep 611"))
+        .put_task(&sleeper("napper", "sleep 611"), None)
         .await
         .unwrap();
     assert_eq!(again.result, PutResult::Unchanged);
@@ -150,7 +150,7 @@ async fn a_task_left_running_is_re_adopted_by_the_next_machinesitter_in_process(
         let sitter = InProcess::boot(dir.0.path(), &[]).await;
         if round == 0 {
             let spec = sleeper("keeper", "sleep 612");
-            sitter.client.put_task(&spec).await.unwrap();
+            sitter.client.put_task(&spec, None).await.unwrap();
         }
         let pid = wait_running(&sitter.client, "keeper").await;
         // The default --on-exit leave: the same workload runs on.

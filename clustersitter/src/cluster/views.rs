@@ -134,6 +134,7 @@ impl Cluster {
             rss_bytes: report.map_or(0, |s| s.rss_bytes),
             started_at_ms: report.and_then(|s| s.started_at_ms),
             generation,
+            deploy: None,
         }
     }
 

@@ -2,7 +2,10 @@
 
 use crate::task::with_query;
 use crate::{encode_path_segment, ClientError, Endpoint, HttpClient};
-use cerebro_types::machine::{ActionReply, MachineEvent, MachineStatus, PutReply, TaskView};
+use cerebro_types::deploy::{DeployAttempt, Deployment};
+use cerebro_types::machine::{
+    ActionReply, MachineEvent, MachineStatus, PutReply, TaskPut, TaskView,
+};
 use cerebro_types::task_api::{LogQuery, TaskAction};
 use cerebro_types::{LogChunk, LogStream, TaskSpec};
 
@@ -70,11 +73,26 @@ impl MachineClient {
 
     /// `PUT /api/v1/tasks/{spec.name}`: creates or replaces the task
     /// (idempotent, so retried). A 400 names a bad field, a 409 says the
-    /// task does not fit or is being deleted.
-    pub async fn put_task(&self, spec: &TaskSpec) -> Result<PutReply, ClientError> {
+    /// task does not fit or is being deleted. `deployment`: the recipe to
+    /// install before the task starts, for an instance of a job with one.
+    pub async fn put_task(
+        &self,
+        spec: &TaskSpec,
+        deployment: Option<&Deployment>,
+    ) -> Result<PutReply, ClientError> {
+        let body = TaskPut { spec, deployment };
         self.api
             .http
-            .put_json(&self.task_url(&spec.name, ""), self.api.token(), spec)
+            .put_json(&self.task_url(&spec.name, ""), self.api.token(), &body)
+            .await
+    }
+
+    /// `GET /api/v1/tasks/{name}/deploylog`: the task's deployment
+    /// attempts, newest first, each with its steps' outcomes and output.
+    pub async fn deploy_log(&self, name: &str) -> Result<Vec<DeployAttempt>, ClientError> {
+        self.api
+            .http
+            .get_json(&self.task_url(name, "/deploylog"), self.api.token())
             .await
     }
 

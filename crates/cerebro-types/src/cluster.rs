@@ -233,6 +233,9 @@ pub struct InstanceView {
     pub started_at_ms: Option<u64>,
     /// The job generation this instance runs.
     pub generation: u64,
+    /// Its deployment on its machine, for a job with a recipe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<crate::deploy::DeployStatus>,
 }
 
 /// An instance's state as the API shows it: its task's state, or

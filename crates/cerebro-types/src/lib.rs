@@ -2,6 +2,7 @@
 //! what config files hold, and the validation that turns raw input into them.
 
 pub mod cluster;
+pub mod deploy;
 pub mod error;
 pub mod human;
 pub mod job;

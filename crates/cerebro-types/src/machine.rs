@@ -19,6 +19,13 @@ pub struct TaskView {
     /// Tasksitters started for this task (re-adoption not counted).
     pub sitter_starts: u64,
     pub last_error: Option<String>,
+    /// The deployment the task was PUT with (its recipe and what fills
+    /// it); absent for tasks without a recipe and from older machinesitters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<crate::deploy::Deployment>,
+    /// Where that deployment stands on this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<crate::deploy::DeployStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +116,17 @@ impl std::fmt::Display for PutResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The body of `PUT /api/v1/tasks/{name}`: the task spec's fields, plus
+/// `deployment` for an instance of a job with a recipe (the machinesitter
+/// installs it before the task starts; see [`crate::deploy`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskPut<'a> {
+    #[serde(flatten)]
+    pub spec: &'a TaskSpec,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<&'a crate::deploy::Deployment>,
 }
 
 /// The reply to `PUT /api/v1/tasks/{name}`: what changed and the task now.
