@@ -634,7 +634,7 @@ fn read_step(index: usize, file: StepFile, problems: &mut Problems<'_>) -> Optio
             let interval_secs = match &file.interval {
                 None => 1.0,
                 Some(value) => match seconds_of(value.get_ref()) {
-                    Ok(secs) if secs >= 0.01 && secs <= 3600.0 => secs,
+                    Ok(secs) if (0.01..=3600.0).contains(&secs) => secs,
                     Ok(secs) => {
                         problems.at(
                             value.span(),
