@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod artifacts;
 pub mod moto;
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
@@ -261,6 +262,11 @@ pub struct ClusterOptions {
     /// Extra environment variables of the clustersitter at every boot
     /// (e.g. `AWS_ENDPOINT_URL` and test credentials for moto).
     pub env: Vec<(String, String)>,
+    /// The config's `recipe_dirs`: where dotted `deployment_recipe` names
+    /// are looked up (absolute, or relative to the config file, which
+    /// lives in the cluster's temp dir). Empty: the key is left out, so
+    /// only the recipes shipped with Cerebro are found.
+    pub recipe_dirs: Vec<PathBuf>,
 }
 
 impl Default for ClusterOptions {
@@ -277,6 +283,7 @@ impl Default for ClusterOptions {
             toml_extra: String::new(),
             provider: None,
             env: Vec::new(),
+            recipe_dirs: Vec::new(),
         }
     }
 }
@@ -306,6 +313,15 @@ impl Cluster {
         }
         if options.insecure {
             config.push_str("insecure = true\n");
+        }
+        if !options.recipe_dirs.is_empty() {
+            // As TOML strings: JSON's escaping is a subset of TOML's basic strings.
+            let dirs: Vec<String> = options
+                .recipe_dirs
+                .iter()
+                .map(|d| serde_json::Value::from(d.display().to_string()).to_string())
+                .collect();
+            config.push_str(&format!("recipe_dirs = [{}]\n", dirs.join(", ")));
         }
         match &options.provider {
             Some(section) => config.push_str(section),
