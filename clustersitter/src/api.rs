@@ -61,6 +61,7 @@ pub fn router(ops: Ops, token: Option<Token>) -> Router {
             "/api/v1/jobs/{name}/instances/{index}/logs/{stream}",
             get(instance_logs),
         )
+        .route("/api/v1/jobs/{name}/deploylog", get(deploy_log))
         .route("/api/v1/plan", post(plan))
         .route("/api/v1/machines", get(list_machines))
         .route("/api/v1/machines/register", post(register))
@@ -249,6 +250,23 @@ async fn instance_logs(
     Ok(Json(
         ops.read_instance_log(&name, index, &stream, &piece).await?,
     ))
+}
+
+/// `GET /api/v1/jobs/{name}/deploylog[?instance=N]`: each instance's
+/// deployment attempts as its machine keeps them (see [`Ops::deploy_log`]).
+async fn deploy_log(
+    State(ops): State<Ops>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<cerebro_types::deploy::InstanceDeployLog>>, ApiError> {
+    let instance = match query.get("instance") {
+        Some(text) => Some(
+            text.parse::<usize>()
+                .map_err(|_| ApiError::bad_field("instance", "must be an instance number"))?,
+        ),
+        None => None,
+    };
+    Ok(Json(ops.deploy_log(&name, instance).await?))
 }
 
 /// Dry run: the placement these jobs would get, applying nothing.

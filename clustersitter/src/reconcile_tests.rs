@@ -135,8 +135,8 @@ fn new_cluster(jobs: &str, max_machines: usize) -> (tempfile::TempDir, Cluster) 
     let state = crate::store::ClusterState::new(1, Default::default());
     let mut cluster = Cluster::new(Arc::new(config), state, "scripted");
     for job in cerebro_types::job_file::parse_jobs(jobs, "test").unwrap() {
-        cluster.check_job(&job).unwrap();
-        cluster.upsert_job(job);
+        let recipe = cluster.check_job(&job).unwrap();
+        cluster.upsert_job(job, recipe);
     }
     (dir, cluster)
 }
@@ -314,7 +314,7 @@ async fn a_silent_provider_does_not_stall_the_rounds() {
         )
         .unwrap()
         .remove(0);
-        cluster.upsert_job(spec);
+        cluster.upsert_job(spec, None);
     }
     tokio::time::timeout(bounded, s.reconciler.tick())
         .await
@@ -458,7 +458,7 @@ async fn heal(status: ProviderStatus, said: &str) {
         )
         .unwrap()
         .remove(0);
-        lock(&s.cluster).upsert_job(extra);
+        lock(&s.cluster).upsert_job(extra, None);
     }
     let deadline = Instant::now() + cerebro_tests::TIMEOUT;
     loop {

@@ -54,7 +54,7 @@ fn a_lost_machine_holds_its_instances_until_it_is_gone_unless_the_job_opts_out()
     // Opting out: the instance moves at once.
     let mut spec = cluster.job("transient job").unwrap().spec.clone();
     spec.reschedule = Reschedule::Immediately;
-    cluster.upsert_job(spec);
+    cluster.upsert_job(spec, None);
     let plan = plan_of(&cluster);
     assert_ne!(
         machine_of(&plan, "transient job", "local-b", 0).as_deref(),
@@ -135,7 +135,7 @@ fn a_linked_job_that_would_not_fit_beside_its_master_is_refused() {
     let errors = cluster.check_job(&linked(1.8)).unwrap_err();
     assert_eq!(errors.errors[0].field, "linked_job", "{errors}");
     assert!(errors.errors[0].message.contains("2.15 cores"), "{errors}");
-    assert_eq!(cluster.check_job(&linked(1.5)), Ok(()));
+    assert_eq!(cluster.check_job(&linked(1.5)), Ok(None));
 }
 
 #[test]
@@ -154,7 +154,7 @@ fn a_batch_may_bring_its_master_but_not_a_circle() {
     };
     // The master comes in the same batch: that is how a dry run of two new files looks.
     let batch = [job("web", None), job("sidecar", Some("web"))];
-    assert_eq!(cluster.check_job_among(&batch[1], &batch), Ok(()));
+    assert_eq!(cluster.check_job_among(&batch[1], &batch), Ok(None));
     let alone = cluster.check_job(&batch[1]).unwrap_err();
     assert_eq!(alone.errors[0].field, "linked_job", "{alone}");
     // Two jobs of one batch linked to each other: refused, as job by job.
@@ -232,7 +232,7 @@ fn an_orphans_reservation_counts_against_its_machine() {
     );
 
     // 1.4 cores fit only without the orphan: the instance goes elsewhere.
-    cluster.upsert_job(big_job(1.4));
+    cluster.upsert_job(big_job(1.4), None);
     let plan = plan_of(&cluster);
     assert_ne!(
         machine_of(&plan, "big", "local-a", 0).as_deref(),
@@ -246,7 +246,7 @@ fn an_orphans_reservation_counts_against_its_machine() {
         "a machine is asked for it: {plan:?}"
     );
     // What fits beside the orphan still goes there.
-    cluster.upsert_job(big_job(1.3));
+    cluster.upsert_job(big_job(1.3), None);
     let plan = plan_of(&cluster);
     assert_eq!(
         machine_of(&plan, "big", "local-a", 0).as_deref(),
@@ -266,7 +266,7 @@ fn an_instance_a_machine_refuses_as_too_big_is_placed_elsewhere() {
             ("follower#1", 0.1, 32.0),
         ],
     );
-    cluster.upsert_job(big_job(1.3));
+    cluster.upsert_job(big_job(1.3), None);
     let plan = plan_of(&cluster);
     assert_eq!(
         machine_of(&plan, "big", "local-a", 0).as_deref(),
