@@ -598,13 +598,14 @@ mod tests {
         let file = recipes.join("site.toml");
         std::fs::write(&file, "[[steps]]\nkind = \"run\"\ncommand = \"true\"\n").unwrap();
         let ops = fixture_ops(dir.path(), vec![recipes]);
-        put_job(
+        let (created, _) = put_job(
             State(ops.clone()),
             Path("web".into()),
             web_job("site", serde_json::json!({})),
         )
         .await
         .unwrap();
+        assert_eq!(created, StatusCode::CREATED);
         let generation = ops.job("web").unwrap().generation;
         std::fs::remove_file(&file).unwrap();
         let refused = update_job(
