@@ -606,7 +606,23 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(created, StatusCode::CREATED);
-        let generation = ops.job("web").unwrap().generation;
+        let before = ops.job("web").unwrap();
+        // A changed file is what the update deploys.
+        std::fs::write(&file, "[[steps]]\nkind = \"run\"\ncommand = \"make\"\n").unwrap();
+        let Json(updated) = update_job(
+            State(ops.clone()),
+            Path("web".into()),
+            Bytes::from(r#"{"version": "v1"}"#),
+        )
+        .await
+        .unwrap();
+        let updated = updated.job.unwrap();
+        assert_eq!(updated.version.as_deref(), Some("v1"));
+        assert_ne!(
+            updated.recipe.as_ref().unwrap().sha256,
+            before.recipe.as_ref().unwrap().sha256
+        );
+        let generation = updated.generation;
         std::fs::remove_file(&file).unwrap();
         let refused = update_job(
             State(ops.clone()),
@@ -618,7 +634,10 @@ mod tests {
         assert_eq!(refused.status, StatusCode::BAD_REQUEST);
         assert_eq!(fields(&refused), ["deployment_recipe"]);
         let job = ops.job("web").unwrap();
-        assert_eq!((job.generation, job.version), (generation, None));
+        assert_eq!(
+            (job.generation, job.version.as_deref()),
+            (generation, Some("v1"))
+        );
     }
 
     /// The deploy log: 404 for an unknown job, 400 naming `instance` for

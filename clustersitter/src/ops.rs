@@ -439,8 +439,10 @@ impl Ops {
 
     /// The deployment log of every instance of `name` (or of instance
     /// `instance` alone), each asked of its machine concurrently with the
-    /// cluster's token. An instance not placed, or whose machine does not
-    /// answer, gets an entry with `error` and no attempts.
+    /// cluster's token. Each entry's `instance` is the instance's index in
+    /// the job's list (what `?instance=` and `cerebro logs -i` take). An
+    /// instance not placed, or whose machine does not answer, gets an entry
+    /// with `error` and no attempts.
     ///
     /// # Errors
     /// [`OpError::NoSuchJob`]; a refusal naming `instance` when there is

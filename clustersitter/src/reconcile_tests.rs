@@ -668,7 +668,10 @@ async fn a_task_is_put_with_its_deployment_and_put_again_when_it_differs() {
     let deployment = &body["deployment"];
     assert_eq!(deployment["recipe_name"], "release-tarball");
     assert_eq!(deployment["recipe_source"], "builtin:release-tarball");
-    assert_eq!(deployment["options"]["url"], "http://127.0.0.1:1/app.tar.gz");
+    assert_eq!(
+        deployment["options"]["url"],
+        "http://127.0.0.1:1/app.tar.gz"
+    );
     assert_eq!(
         (
             &deployment["instance"],

@@ -296,25 +296,29 @@ impl Cluster {
                 .collect();
             // A stop lasts until its machine is healthy (or gone): a retry
             // that is installing again is still the same stop, not news.
-            let stop_over = rollout.stopped.as_ref().is_some_and(|stop| {
-                !health.contains_key(&stop.machine)
-                    || matches!(health.get(&stop.machine), Some(MachineHealth::Healthy))
-            });
+            let stop_over =
+                rollout
+                    .stopped
+                    .as_ref()
+                    .and_then(|stop| match health.get(&stop.machine) {
+                        None => Some(format!("{} no longer runs the job", stop.machine)),
+                        Some(MachineHealth::Healthy) => {
+                            Some(format!("{} is deployed and healthy now", stop.machine))
+                        }
+                        Some(_) => None,
+                    });
             let Some(job) = cluster.state.jobs.get_mut(&name) else {
                 continue;
             };
             let Some(record) = job.rollout.as_mut() else {
                 continue;
             };
-            if stop_over {
-                if let Some(stop) = record.stopped.take() {
+            if let Some(why) = stop_over {
+                if record.stopped.take().is_some() {
                     events.push((
                         name.clone(),
                         ClusterEventKind::RolloutStep,
-                        format!(
-                            "rolling update resumes: {} is deployed and healthy now",
-                            stop.machine
-                        ),
+                        format!("rolling update resumes: {why}"),
                     ));
                     changed = true;
                 }
