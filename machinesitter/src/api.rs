@@ -163,9 +163,7 @@ async fn put_task(
             .check_fits(&spec)
             .map_err(|e| ApiError::conflict(e.to_string()))?;
         let (code, result) = match machine.tasks.get_mut(&name) {
-            Some(entry)
-                if entry.record.spec == spec && entry.record.deployment == deployment =>
-            {
+            Some(entry) if entry.record.spec == spec && entry.record.deployment == deployment => {
                 (StatusCode::OK, PutResult::Unchanged)
             }
             Some(entry) => {
@@ -544,7 +542,10 @@ async fn task_page(
 ) -> Result<Html<String>, ApiError> {
     let (view, latest) = {
         let machine = lock(&app.machine);
-        let entry = machine.tasks.get(&name).ok_or_else(|| no_such_task(&name))?;
+        let entry = machine
+            .tasks
+            .get(&name)
+            .ok_or_else(|| no_such_task(&name))?;
         (entry.view(&name), entry.deploy_log.first().cloned())
     };
     let st = view.status.as_ref();
@@ -608,9 +609,7 @@ fn deploy_section(view: &TaskView, latest: Option<&DeployAttempt>) -> String {
         ("Attempts", status.attempts.to_string()),
         (
             "Next attempt",
-            status
-                .next_attempt_ms
-                .map_or("—".into(), format_rfc3339_ms),
+            status.next_attempt_ms.map_or("—".into(), format_rfc3339_ms),
         ),
     ];
     let mut out = format!(
@@ -618,7 +617,11 @@ fn deploy_section(view: &TaskView, latest: Option<&DeployAttempt>) -> String {
         key_values(&rows)
     );
     if let Some(tail) = &status.output_tail {
-        let _ = write!(out, "<h3>Output of the failed step</h3><pre class=\"log\">{}</pre>", escape(tail));
+        let _ = write!(
+            out,
+            "<h3>Output of the failed step</h3><pre class=\"log\">{}</pre>",
+            escape(tail)
+        );
     }
     if let Some(attempt) = latest {
         let _ = write!(

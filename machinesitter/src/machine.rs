@@ -8,10 +8,10 @@ use crate::state::{self, Loaded, PersistedState, TaskRecord, STATE_VERSION};
 use cerebro_host::layout::{self, DesiredState};
 use cerebro_host::process::is_alive;
 use cerebro_host::TaskDir;
+use cerebro_types::deploy::{DeployAttempt, DeployState};
 use cerebro_types::machine::{
     MachineEvent, MachineStatus, Resources, SitterView, TaskUsage, TaskView, Vitals,
 };
-use cerebro_types::deploy::{DeployAttempt, DeployState};
 use cerebro_types::time::now_ms;
 use cerebro_types::{TaskSpec, TaskStatus};
 use cerebro_web::event_log::EventLog;
@@ -117,8 +117,7 @@ impl TaskEntry {
             last_error: self.last_error.clone(),
             deployment: self.record.deployment.clone(),
             deploy: self.record.deploy.clone().map(|mut status| {
-                status.running_release =
-                    self.record.deployed.as_ref().map(|d| d.release.clone());
+                status.running_release = self.record.deployed.as_ref().map(|d| d.release.clone());
                 status
             }),
         }
@@ -283,7 +282,10 @@ pub fn load(config: Arc<MachineConfig>) -> std::io::Result<Machine> {
                 record.runtime = readopt(&mut machine, &name, &paths, known, found);
                 if let Some(status) = record.deploy.as_mut() {
                     // An attempt the last machinesitter did not finish starts again.
-                    if matches!(status.state, DeployState::Installing | DeployState::Checking) {
+                    if matches!(
+                        status.state,
+                        DeployState::Installing | DeployState::Checking
+                    ) {
                         status.state = DeployState::Pending;
                         status.step = None;
                     }

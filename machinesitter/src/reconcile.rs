@@ -260,10 +260,12 @@ impl Reconciler {
             if let Some(entry) = machine.tasks.remove(&name) {
                 let paths = TaskDir::new(&config.state_dir, &entry.record.dir_name);
                 let deploy_dir = deploy::DeployDir::new(&config.state_dir, &entry.record.dir_name);
-                match paths.remove().and_then(|()| match std::fs::remove_dir_all(&deploy_dir.dir) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                    _ => Ok(()),
-                }) {
+                match paths
+                    .remove()
+                    .and_then(|()| match std::fs::remove_dir_all(&deploy_dir.dir) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                        _ => Ok(()),
+                    }) {
                     Ok(()) => events.push((name, "removed with its logs".into())),
                     Err(error) => {
                         tracing::warn!(task = %name, %error, "cannot remove the task's files");
@@ -286,7 +288,11 @@ impl Reconciler {
         }
         drop(guard);
         for job in jobs {
-            tokio::spawn(deploy::drive(job, self.machine.clone(), self.notify.clone()));
+            tokio::spawn(deploy::drive(
+                job,
+                self.machine.clone(),
+                self.notify.clone(),
+            ));
         }
         next_due
     }

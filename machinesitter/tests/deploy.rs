@@ -131,7 +131,12 @@ impl Artifacts {
     }
 
     fn requests(&self, name: &str) -> usize {
-        self.requests.lock().unwrap().get(name).copied().unwrap_or(0)
+        self.requests
+            .lock()
+            .unwrap()
+            .get(name)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -165,7 +170,9 @@ fn tarball(text: &str) -> (Vec<u8>, String) {
         header.set_size(body.len() as u64);
         header.set_mode(mode);
         header.set_cksum();
-        builder.append_data(&mut header, path, body.as_bytes()).unwrap();
+        builder
+            .append_data(&mut header, path, body.as_bytes())
+            .unwrap();
     }
     let tar = builder.into_inner().unwrap();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -213,7 +220,10 @@ fn deployment(recipe_text: &str, version: &str, options: Value) -> Deployment {
         "timeout = \"{{ options.run_timeout }}\"",
         &format!(
             "timeout = {}",
-            options.get("run_timeout").and_then(Value::as_f64).unwrap_or(20.0)
+            options
+                .get("run_timeout")
+                .and_then(Value::as_f64)
+                .unwrap_or(20.0)
         ),
     );
     let mut options: std::collections::BTreeMap<String, Value> =
@@ -278,8 +288,7 @@ async fn wait_running_on(client: &MachineClient, task: &str, release: &str) -> u
         let on_release = String::from_utf8_lossy(&environ)
             .split('\0')
             .any(|v| v == format!("CEREBRO_RELEASE={release}"));
-        (status.state.kind() == StateKind::Running && !sitter.retiring && on_release)
-            .then_some(pid)
+        (status.state.kind() == StateKind::Running && !sitter.retiring && on_release).then_some(pid)
     })
     .await
 }
@@ -322,24 +331,41 @@ async fn a_task_runs_in_its_release_fetched_over_http_or_from_a_file() {
         let pid = wait_running_on(&client, task, &release).await;
         // The workload runs in the release: its cwd is the unpacked tarball.
         let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
-        assert_eq!(cwd, release_dir(&dir, task, &release).canonicalize().unwrap());
+        assert_eq!(
+            cwd,
+            release_dir(&dir, task, &release).canonicalize().unwrap()
+        );
         assert_eq!(
             std::fs::read_to_string(cwd.join("payload.txt")).unwrap(),
             "v1 over http\n"
         );
-        assert_eq!(std::fs::read_to_string(cwd.join("VERSION")).unwrap(), "v1\n");
+        assert_eq!(
+            std::fs::read_to_string(cwd.join("VERSION")).unwrap(),
+            "v1\n"
+        );
         let log = client.deploy_log(task).await.unwrap();
         assert_eq!(log.len(), 1, "{log:?}");
         assert_eq!(log[0].outcome, AttemptOutcome::Succeeded);
         let labels: Vec<&str> = log[0].steps.iter().map(|s| s.label.as_str()).collect();
         assert_eq!(
             labels,
-            ["step 1 (fetch \"release tarball\")", "step 2 (write)", "step 3 (run)"]
+            [
+                "step 1 (fetch \"release tarball\")",
+                "step 2 (write)",
+                "step 3 (run)"
+            ]
         );
-        assert!(log[0].steps.iter().all(|s| s.outcome == StepOutcome::Succeeded));
+        assert!(log[0]
+            .steps
+            .iter()
+            .all(|s| s.outcome == StepOutcome::Succeeded));
         assert_eq!(log[0].steps[2].exit_code, Some(0));
         assert_eq!(log[0].steps[2].output, "hello\n");
-        assert!(log[0].steps[0].detail.contains("sha256 ok"), "{:?}", log[0].steps[0]);
+        assert!(
+            log[0].steps[0].detail.contains("sha256 ok"),
+            "{:?}",
+            log[0].steps[0]
+        );
 
         // The same spec and deployment again: nothing changes.
         let again = client
@@ -357,12 +383,15 @@ async fn a_task_runs_in_its_release_fetched_over_http_or_from_a_file() {
 
     // The task page shows the deployment, escaped.
     let page = reqwest::get(format!("{}/tasks/web", client.base()))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
-    assert!(page.contains("Deployment") && page.contains("step 1 (fetch &quot;release tarball&quot;)"), "{page}");
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Deployment") && page.contains("step 1 (fetch &quot;release tarball&quot;)"),
+        "{page}"
+    );
 
     // Deleting the task removes its deploy directory.
     client.delete_task("web").await.unwrap();
@@ -370,7 +399,10 @@ async fn a_task_runs_in_its_release_fetched_over_http_or_from_a_file() {
         .state_dir()
         .join("deploy")
         .join(cerebro_host::layout::dir_name("web"));
-    wait_for_async("the deploy dir to go", || async { (!web_dir.exists()).then_some(()) }).await;
+    wait_for_async("the deploy dir to go", || async {
+        (!web_dir.exists()).then_some(())
+    })
+    .await;
     sitter.stop().await;
 }
 
@@ -395,12 +427,21 @@ async fn a_failed_deploy_leaves_the_previous_release_running_and_names_the_step(
         .await
         .unwrap();
     let status = wait_deploy(&client, task, &first.release_id(), DeployState::Failed).await;
-    assert_eq!(status.step.as_deref(), Some("step 1 (fetch \"release tarball\")"));
-    assert!(status.error.as_deref().unwrap().contains("sha256 mismatch"), "{status:?}");
+    assert_eq!(
+        status.step.as_deref(),
+        Some("step 1 (fetch \"release tarball\")")
+    );
+    assert!(
+        status.error.as_deref().unwrap().contains("sha256 mismatch"),
+        "{status:?}"
+    );
     assert!(status.next_attempt_ms.is_some());
     assert_eq!(status.running_release, None);
     let view = client.task(task).await.unwrap();
-    assert!(view.tasksitter.is_none() && view.status.is_none(), "{view:?}");
+    assert!(
+        view.tasksitter.is_none() && view.status.is_none(),
+        "{view:?}"
+    );
 
     let good = deployment(&text, "v1", json!({"url": v1_url, "sha256": v1_sha}));
     let reply = client
@@ -417,7 +458,11 @@ async fn a_failed_deploy_leaves_the_previous_release_running_and_names_the_step(
             "a bad digest",
             // Not v1's digest: the cache holds v1 by its digest, and would
             // rightly answer with it.
-            deployment(&text, "v2", json!({"url": v2_url, "sha256": "b".repeat(64)})),
+            deployment(
+                &text,
+                "v2",
+                json!({"url": v2_url, "sha256": "b".repeat(64)}),
+            ),
             "step 1 (fetch \"release tarball\")",
             "sha256 mismatch",
             StepOutcome::Failed,
@@ -461,7 +506,11 @@ async fn a_failed_deploy_leaves_the_previous_release_running_and_names_the_step(
             "{what}: {status:?}"
         );
         assert!(
-            status.output_tail.as_deref().unwrap_or_default().contains(output),
+            status
+                .output_tail
+                .as_deref()
+                .unwrap_or_default()
+                .contains(output),
             "{what}: {status:?}"
         );
         assert_eq!(
@@ -470,7 +519,11 @@ async fn a_failed_deploy_leaves_the_previous_release_running_and_names_the_step(
             "{what}"
         );
         // The previous release's task runs on, untouched.
-        assert_eq!(wait_running_on(&client, task, &good.release_id()).await, pid, "{what}");
+        assert_eq!(
+            wait_running_on(&client, task, &good.release_id()).await,
+            pid,
+            "{what}"
+        );
         let view = client.task(task).await.unwrap();
         assert_eq!(view.tasksitter.unwrap().pid, sitter_pid, "{what}");
         assert_eq!(view.sitter_starts, 1, "{what}");
@@ -488,9 +541,9 @@ async fn a_failed_deploy_leaves_the_previous_release_running_and_names_the_step(
         );
         let events = client.events().await.unwrap();
         assert!(
-            events
-                .iter()
-                .any(|e| e.task == task && e.message.contains("failed at") && e.message.contains(&release)),
+            events.iter().any(|e| e.task == task
+                && e.message.contains("failed at")
+                && e.message.contains(&release)),
             "{what}: {events:?}"
         );
     }
@@ -538,7 +591,8 @@ async fn a_failed_step_is_retried_with_backoff_until_it_succeeds() {
         ]
     );
     // Backoff: the second wait is about twice the first.
-    let gap = |later: &cerebro_types::deploy::DeployAttempt, earlier: &cerebro_types::deploy::DeployAttempt| {
+    let gap = |later: &cerebro_types::deploy::DeployAttempt,
+               earlier: &cerebro_types::deploy::DeployAttempt| {
         later.started_ms - earlier.finished_ms.unwrap()
     };
     assert!(gap(&log[1], &log[2]) >= 100, "{log:?}");
@@ -589,7 +643,11 @@ async fn a_rollback_switches_to_the_kept_release_without_fetching_or_running_it_
     let outcomes: Vec<AttemptOutcome> = log.iter().map(|a| a.outcome).collect();
     assert_eq!(
         outcomes,
-        [AttemptOutcome::Reused, AttemptOutcome::Succeeded, AttemptOutcome::Succeeded]
+        [
+            AttemptOutcome::Reused,
+            AttemptOutcome::Succeeded,
+            AttemptOutcome::Succeeded
+        ]
     );
     assert!(log[0].steps.is_empty(), "no step ran: {:?}", log[0]);
     assert_eq!(artifacts.requests("app-v1.tar.gz"), 1, "no second download");
@@ -636,7 +694,10 @@ async fn a_machinesitter_restart_does_not_run_the_recipe_again() {
         let again = client.put_task(&spec, Some(&deployment)).await.unwrap();
         assert_eq!(again.result, PutResult::Unchanged, "round {round}");
         let view = client.task("web").await.unwrap();
-        assert_eq!(view.sitter_starts, 1, "round {round}: re-adopted, not restarted");
+        assert_eq!(
+            view.sitter_starts, 1,
+            "round {round}: re-adopted, not restarted"
+        );
         let log = client.deploy_log("web").await.unwrap();
         assert_eq!(log.len(), 1, "round {round}: {log:?}");
         assert_eq!(log[0].outcome, AttemptOutcome::Succeeded);
@@ -686,7 +747,9 @@ async fn a_check_gates_readiness_and_a_failing_one_reports_its_step() {
 
     // A check that never passes: failed, naming it; the release runs on.
     let failing = deployment(
-        &recipe("\n[[steps]]\nkind = \"check\"\ntcp = \"127.0.0.1:1\"\ninterval = 0.2\ntimeout = 1\n"),
+        &recipe(
+            "\n[[steps]]\nkind = \"check\"\ntcp = \"127.0.0.1:1\"\ninterval = 0.2\ntimeout = 1\n",
+        ),
         "v1",
         json!({"url": url, "sha256": sha}),
     );
@@ -697,9 +760,42 @@ async fn a_check_gates_readiness_and_a_failing_one_reports_its_step() {
         .unwrap();
     let status = wait_deploy(&client, "failing", &release, DeployState::Failed).await;
     assert_eq!(status.step.as_deref(), Some("step 4 (check)"));
-    assert!(status.error.as_deref().unwrap().contains("timed out after 1 s"), "{status:?}");
+    assert!(
+        status
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("timed out after 1 s"),
+        "{status:?}"
+    );
     assert_eq!(status.running_release.as_deref(), Some(release.as_str()));
     wait_running_on(&client, "failing", &release).await;
+
+    // An HTTP check: ready once the URL answers 2xx.
+    let health = artifacts.put("health", b"ok".to_vec());
+    let http_checked = deployment(
+        &recipe("\n[[steps]]\nkind = \"check\"\nhttp = \"{{ options.health }}\"\ninterval = 0.1\ntimeout = 25\n"),
+        "v1",
+        json!({"url": url, "sha256": sha, "health": health}),
+    );
+    client
+        .put_task(&sleeper("http-checked", "sleep 628"), Some(&http_checked))
+        .await
+        .unwrap();
+    wait_deploy(
+        &client,
+        "http-checked",
+        &http_checked.release_id(),
+        DeployState::Ready,
+    )
+    .await;
+    let log = client.deploy_log("http-checked").await.unwrap();
+    assert!(
+        log[0].steps[3].detail.contains("200"),
+        "{:?}",
+        log[0].steps[3]
+    );
+    assert_eq!(artifacts.requests("health"), 1);
     sitter.stop().await;
 }
 
@@ -709,13 +805,24 @@ async fn a_bad_deployment_is_refused_naming_its_field() {
     let sitter = InProcess::boot(dir.path(), &[]).await;
     let address = sitter.client.base().to_string();
     let http = reqwest::Client::new();
-    let good = deployment(&recipe(""), "v1", json!({"url": "http://127.0.0.1:1/a.tar.gz", "sha256": "a".repeat(64)}));
+    let good = deployment(
+        &recipe(""),
+        "v1",
+        json!({"url": "http://127.0.0.1:1/a.tar.gz", "sha256": "a".repeat(64)}),
+    );
     let mut missing_option = serde_json::to_value(&good).unwrap();
-    missing_option["options"].as_object_mut().unwrap().remove("sha256");
+    missing_option["options"]
+        .as_object_mut()
+        .unwrap()
+        .remove("sha256");
     let mut bad_type = serde_json::to_value(&good).unwrap();
     bad_type["instance"] = json!("zero");
     for (what, deployment, field) in [
-        ("an option the recipe reads is missing", missing_option, "deployment"),
+        (
+            "an option the recipe reads is missing",
+            missing_option,
+            "deployment",
+        ),
         ("a field of the wrong type", bad_type, "deployment.instance"),
     ] {
         let mut body = spec("sleep 1");
@@ -730,6 +837,9 @@ async fn a_bad_deployment_is_refused_naming_its_field() {
         let reply: Value = response.json().await.unwrap();
         assert_eq!(reply["field"], field, "{what}: {reply}");
     }
-    assert!(sitter.client.task("bad").await.is_err(), "nothing was created");
+    assert!(
+        sitter.client.task("bad").await.is_err(),
+        "nothing was created"
+    );
     sitter.stop().await;
 }

@@ -181,7 +181,9 @@ pub async fn fetch(
         .map_err(|e| FetchError::Cache(std::io::Error::other(e)))?;
     }
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(transfer("only http, https and file URLs are fetched".into()));
+        return Err(transfer(
+            "only http, https and file URLs are fetched".into(),
+        ));
     }
     let mut response = client
         .get(url)
@@ -189,7 +191,10 @@ pub async fn fetch(
         .await
         .map_err(|e| transfer(error_chain(&e)))?;
     if !response.status().is_success() {
-        return Err(transfer(format!("the server answered {}", response.status())));
+        return Err(transfer(format!(
+            "the server answered {}",
+            response.status()
+        )));
     }
     let mut partial = Partial::create(cache, sha256)?;
     while let Some(chunk) = response

@@ -42,7 +42,10 @@ pub const STATUS_TAIL_BYTES: usize = 4096;
 /// under it, an absolute one kept), with `CEREBRO_RELEASE` and
 /// `CEREBRO_RELEASE_DIR` added to its environment.
 pub fn effective_spec(spec: &TaskSpec, deploy_dir: &DeployDir, release: &str) -> TaskSpec {
-    let current = deploy_dir.current();
+    // The tasksitter wants absolute paths; a relative --state-dir is not.
+    let current = std::path::absolute(deploy_dir.current()).unwrap_or(deploy_dir.current());
+    let release_dir =
+        std::path::absolute(deploy_dir.release(release)).unwrap_or(deploy_dir.release(release));
     let mut effective = spec.clone();
     effective.cwd = Some(match spec.cwd.as_deref() {
         Some(cwd) if cwd.starts_with('/') => cwd.to_string(),
@@ -54,7 +57,7 @@ pub fn effective_spec(spec: &TaskSpec, deploy_dir: &DeployDir, release: &str) ->
         .insert("CEREBRO_RELEASE".into(), release.to_string());
     effective.env.insert(
         "CEREBRO_RELEASE_DIR".into(),
-        deploy_dir.release(release).display().to_string(),
+        release_dir.display().to_string(),
     );
     effective
 }
@@ -221,7 +224,11 @@ impl Attempt {
         let log = &mut entry.deploy_log;
         match log.iter_mut().find(|a| {
             (a.release.as_str(), a.attempt, a.started_ms)
-                == (self.release.as_str(), self.record.attempt, self.record.started_ms)
+                == (
+                    self.release.as_str(),
+                    self.record.attempt,
+                    self.record.started_ms,
+                )
         }) {
             Some(existing) => *existing = self.record.clone(),
             None => log.insert(0, self.record.clone()),
@@ -350,7 +357,10 @@ impl Attempt {
             }
             if self.dirs.installed(&self.release) {
                 self.publish(|_| {
-                    Some("release already installed; switching to it without running its steps".into())
+                    Some(
+                        "release already installed; switching to it without running its steps"
+                            .into(),
+                    )
                 });
             } else {
                 self.install(&steps, &env, run_as.as_ref()).await?;
@@ -358,7 +368,10 @@ impl Attempt {
             }
             self.switch(&steps)?;
         } else {
-            let event = format!("checking release {} (attempt {})", self.release, self.job.attempt);
+            let event = format!(
+                "checking release {} (attempt {})",
+                self.release, self.job.attempt
+            );
             if !self.progress(DeployState::Checking, None, Some(event)) {
                 return Err(failure("the task no longer wants this release".into()));
             }
@@ -448,14 +461,17 @@ impl Attempt {
     /// Points `current` at the release and records it as deployed, so the
     /// reconciler restarts the task on it; prunes old releases.
     fn switch(&mut self, steps: &[Step]) -> Result<(), Failure> {
-        self.dirs.switch(&self.release).map_err(|error| Failure {
-            step: None,
-            error: format!("cannot switch the current link: {error}"),
-            output: String::new(),
-        })?;
         let checks = steps.iter().any(Step::is_check);
         let release = self.release.clone();
+        let dirs = self.dirs.clone();
+        let mut switched = Ok(());
+        // Under the machine lock, and only while the task still wants this
+        // release: `current` and the recorded release never disagree.
         let wanted = self.publish(|entry| {
+            if let Err(error) = dirs.switch(&release) {
+                switched = Err(error);
+                return None;
+            }
             entry.record.deployed = Some(Deployed {
                 release: release.clone(),
                 ready: !checks,
@@ -478,6 +494,11 @@ impl Attempt {
             ))
         });
         self.notify.notify_one();
+        switched.map_err(|error| Failure {
+            step: None,
+            error: format!("cannot switch the current link: {error}"),
+            output: String::new(),
+        })?;
         if !wanted {
             return Err(Failure {
                 step: None,
@@ -539,7 +560,16 @@ impl Attempt {
                 let mut env = env.clone();
                 env.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
                 let output_file = self.dirs.dir.join("step-output.log");
-                match steps::run_command(command, &self.release_dir, &env, run_as, timeout, &output_file).await {
+                match steps::run_command(
+                    command,
+                    &self.release_dir,
+                    &env,
+                    run_as,
+                    timeout,
+                    &output_file,
+                )
+                .await
+                {
                     Ok(result) => {
                         record.exit_code = result.exit_code;
                         record.output = result.output.clone();
@@ -584,7 +614,11 @@ impl Attempt {
         self.artifacts.push(sha256.to_string());
         let how = format!(
             "{} {} bytes, sha256 ok",
-            if fetched.downloaded { "fetched" } else { "cached" },
+            if fetched.downloaded {
+                "fetched"
+            } else {
+                "cached"
+            },
             fetched.bytes
         );
         let release_dir = self.release_dir.clone();
@@ -786,7 +820,8 @@ fn write_file(
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let target = release_dir.join(path);
     let parent = target.parent().unwrap_or(release_dir).to_path_buf();
-    std::fs::create_dir_all(&parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    std::fs::create_dir_all(&parent)
+        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     check_inside(release_dir, &parent)?;
     if target.is_symlink() {
         std::fs::remove_file(&target).map_err(|e| e.to_string())?;
@@ -808,7 +843,10 @@ fn write_file(
             .map_err(|e| format!("cannot chown {path}: {e}"))?;
         let _ = chown_tree(&parent, Some(run_as));
     }
-    Ok(format!("wrote {} bytes to {path}, mode {mode:o}", content.len()))
+    Ok(format!(
+        "wrote {} bytes to {path}, mode {mode:o}",
+        content.len()
+    ))
 }
 
 /// Gives `dir` and everything under it to the task's user (symlinks

@@ -93,7 +93,10 @@ pub async fn run_command(
     let pgid = child.id().map(|pid| pid as i32);
     let waited = tokio::time::timeout(timeout, child.wait()).await;
     let (exit_code, timed_out, detail) = match waited {
-        Ok(Ok(status)) => match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+        Ok(Ok(status)) => match (
+            status.code(),
+            std::os::unix::process::ExitStatusExt::signal(&status),
+        ) {
             (Some(code), _) => (Some(code), false, format!("exit {code}")),
             (None, Some(signal)) => (None, false, format!("killed by signal {signal}")),
             (None, None) => (None, false, "ended".to_string()),

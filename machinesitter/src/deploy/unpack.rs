@@ -47,7 +47,12 @@ fn refused(entry: &str, why: impl Into<String>) -> UnpackError {
 /// # Errors
 /// [`UnpackError::Refused`] naming the first entry that would leave
 /// `root`; [`UnpackError::Io`] when reading or writing fails.
-pub fn unpack(archive: &Path, format: Unpack, dest: &Path, root: &Path) -> Result<u64, UnpackError> {
+pub fn unpack(
+    archive: &Path,
+    format: Unpack,
+    dest: &Path,
+    root: &Path,
+) -> Result<u64, UnpackError> {
     std::fs::create_dir_all(dest).map_err(io(None))?;
     let root = root.canonicalize().map_err(io(None))?;
     let dest = dest.canonicalize().map_err(io(None))?;
@@ -105,7 +110,10 @@ fn resolve_inside(root: &Path, from: &Path, link: &Path, name: &str) -> Result<(
                 at.push(part);
                 if at.is_symlink() {
                     at = at.canonicalize().map_err(|_| {
-                        refused(name, format!("it links through {}, which dangles", at.display()))
+                        refused(
+                            name,
+                            format!("it links through {}, which dangles", at.display()),
+                        )
                     })?;
                 }
             }
@@ -178,10 +186,17 @@ fn unpack_tar(reader: impl Read, dest: &Path, root: &Path) -> Result<u64, Unpack
                 resolve_inside(root, dest, &inside, &name)?;
             }
         } else if !(kind.is_file() || kind.is_dir() || kind.is_contiguous()) {
-            if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() || kind.is_gnu_longname() || kind.is_gnu_longlink() {
+            if kind.is_pax_global_extensions()
+                || kind.is_pax_local_extensions()
+                || kind.is_gnu_longname()
+                || kind.is_gnu_longlink()
+            {
                 continue;
             }
-            return Err(refused(&name, format!("entries of type {kind:?} are not unpacked")));
+            return Err(refused(
+                &name,
+                format!("entries of type {kind:?} are not unpacked"),
+            ));
         }
         // `unpack_in` checks again that the real parent is inside `dest`.
         let inside = entry.unpack_in(dest).map_err(io(Some(&name)))?;
@@ -349,7 +364,9 @@ mod tests {
             }
             other => panic!("expected '{entry}' refused, got {other:?}"),
         }
-        let outside: Vec<_> = std::fs::read_dir(sandbox.join("outside")).unwrap().collect();
+        let outside: Vec<_> = std::fs::read_dir(sandbox.join("outside"))
+            .unwrap()
+            .collect();
         assert!(outside.is_empty(), "nothing written outside: {outside:?}");
         assert!(!sandbox.join("deploy/releases/x").exists());
         assert!(!sandbox.join("deploy/x").exists());
@@ -365,8 +382,14 @@ mod tests {
         let (result, sandbox) = try_unpack(&archive, Unpack::TarGz);
         assert_eq!(result.unwrap(), 3);
         let release = sandbox.path().join("deploy/releases/r1");
-        assert_eq!(std::fs::read_to_string(release.join("app/latest")).unwrap(), "v1\n");
-        assert_eq!(std::fs::read_to_string(release.join("app/again")).unwrap(), "v1\n");
+        assert_eq!(
+            std::fs::read_to_string(release.join("app/latest")).unwrap(),
+            "v1\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(release.join("app/again")).unwrap(),
+            "v1\n"
+        );
     }
 
     #[test]
@@ -447,10 +470,14 @@ mod tests {
         let (result, sandbox) = try_unpack(&zip(&[("d/f.txt", None, b"hi")]), Unpack::Zip);
         assert_eq!(result.unwrap(), 1);
         let release = sandbox.path().join("deploy/releases/r1");
-        assert_eq!(std::fs::read_to_string(release.join("d/f.txt")).unwrap(), "hi");
+        assert_eq!(
+            std::fs::read_to_string(release.join("d/f.txt")).unwrap(),
+            "hi"
+        );
         let (result, sandbox) = try_unpack(&zip(&[("../x", None, b"evil")]), Unpack::Zip);
         assert_refused(result, "../x", sandbox.path());
-        let (result, sandbox) = try_unpack(&zip(&[("/tmp/cerebro-zip-slip", None, b"e")]), Unpack::Zip);
+        let (result, sandbox) =
+            try_unpack(&zip(&[("/tmp/cerebro-zip-slip", None, b"e")]), Unpack::Zip);
         assert_refused(result, "/tmp/cerebro-zip-slip", sandbox.path());
         let (result, sandbox) = try_unpack(
             &zip(&[("l", Some("/etc"), b""), ("l/cerebro-zip-slip", None, b"e")]),
