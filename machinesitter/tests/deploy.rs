@@ -182,6 +182,26 @@ fn tarball(text: &str) -> (Vec<u8>, String) {
     (bytes, digest)
 }
 
+/// A tar.gz whose one entry is `../escaped.txt` (written with a raw
+/// header: the `tar` crate's builder refuses such a path).
+fn tar_slip() -> (Vec<u8>, String) {
+    let body = b"evil\n";
+    let mut header = tar::Header::new_gnu();
+    header.set_size(body.len() as u64);
+    header.set_mode(0o644);
+    let name = b"../escaped.txt";
+    header.as_old_mut().name[..name.len()].copy_from_slice(name);
+    header.set_cksum();
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.append(&header, &body[..]).unwrap();
+    let tar = builder.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &tar).unwrap();
+    let bytes = gz.finish().unwrap();
+    let digest = hex(&Sha256::digest(&bytes));
+    (bytes, digest)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -419,6 +439,8 @@ async fn a_failed_deploy_leaves_the_previous_release_running_and_names_the_step(
     let (v2, _) = tarball("v2\n");
     let v2_url = artifacts.put("app-v2.tar.gz", v2);
     let task = "web";
+    let (slip, slip_sha) = tar_slip();
+    let slip_url = artifacts.put("slip.tar.gz", slip);
 
     // No release yet, and the digest does not match: the task never starts.
     let first = deployment(&text, "v0", json!({"url": v2_url, "sha256": v1_sha}));
@@ -465,6 +487,14 @@ async fn a_failed_deploy_leaves_the_previous_release_running_and_names_the_step(
             ),
             "step 1 (fetch \"release tarball\")",
             "sha256 mismatch",
+            StepOutcome::Failed,
+            "",
+        ),
+        (
+            "a tar-slip archive",
+            deployment(&text, "v5", json!({"url": slip_url, "sha256": slip_sha})),
+            "step 1 (fetch \"release tarball\")",
+            "refused archive entry '../escaped.txt'",
             StepOutcome::Failed,
             "",
         ),
@@ -547,6 +577,8 @@ async fn a_failed_deploy_leaves_the_previous_release_running_and_names_the_step(
             "{what}: {events:?}"
         );
     }
+    let releases = release_dir(&dir, task, "x");
+    assert!(!releases.parent().unwrap().join("escaped.txt").exists());
     // The timed-out step's process group was killed with it.
     wait_for_async("the timed-out step's sleep to be killed", || async {
         processes(|argv| argv.iter().any(|a| a == "6062"))
@@ -841,5 +873,61 @@ async fn a_bad_deployment_is_refused_naming_its_field() {
         sitter.client.task("bad").await.is_err(),
         "nothing was created"
     );
+    sitter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_run_as_the_tasks_user_and_own_the_release() {
+    let dir = Cleanup::new();
+    let artifacts = Artifacts::start().await;
+    let sitter = InProcess::boot(dir.path(), &[]).await;
+    let client = sitter.client.clone();
+    let (bytes, sha) = tarball("v1\n");
+    let url = artifacts.put("app.tar.gz", bytes);
+    let deployment = deployment(
+        &recipe(""),
+        "v1",
+        json!({"url": url, "sha256": sha, "run": "id -u > uid.txt; echo \"$USER\" >> uid.txt"}),
+    );
+    let mut spec = sleeper("web", "sleep 629");
+    spec.uid = Some(cerebro_types::Principal::Name("nobody".into()));
+    client.put_task(&spec, Some(&deployment)).await.unwrap();
+    let release = deployment.release_id();
+    wait_deploy(&client, "web", &release, DeployState::Ready).await;
+    let release_dir = release_dir(&dir, "web", &release);
+    assert_eq!(
+        std::fs::read_to_string(release_dir.join("uid.txt")).unwrap(),
+        "65534\nnobody\n"
+    );
+    use std::os::unix::fs::MetadataExt;
+    for path in ["", "payload.txt", "bin/hello", "VERSION"] {
+        let meta = std::fs::metadata(release_dir.join(path)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "{path}");
+    }
+    wait_running_on(&client, "web", &release).await;
+    sitter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_cached_artifact_is_fetched_again() {
+    let dir = Cleanup::new();
+    let artifacts = Artifacts::start().await;
+    let sitter = InProcess::boot(dir.path(), &[]).await;
+    let client = sitter.client.clone();
+    let (bytes, sha) = tarball("v1\n");
+    let url = artifacts.put("app.tar.gz", bytes.clone());
+    for (n, task) in ["first", "second"].iter().enumerate() {
+        let deployment = deployment(&recipe(""), "v1", json!({"url": url, "sha256": sha}));
+        client
+            .put_task(&sleeper(task, "sleep 630"), Some(&deployment))
+            .await
+            .unwrap();
+        wait_deploy(&client, task, &deployment.release_id(), DeployState::Ready).await;
+        let cached = dir.state_dir().join("deploy/artifacts").join(&sha);
+        assert_eq!(std::fs::read(&cached).unwrap(), bytes);
+        assert_eq!(artifacts.requests("app.tar.gz"), n + 1);
+        // Corrupted behind the machinesitter's back: the next use notices.
+        std::fs::write(&cached, b"corrupt").unwrap();
+    }
     sitter.stop().await;
 }

@@ -212,3 +212,66 @@ pub fn prune_artifacts(state_dir: &Path) -> Vec<String> {
     }
     removed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cerebro_types::deploy::Recipe;
+
+    fn marker(installed_ms: u64, artifact: &str) -> Marker {
+        Marker {
+            deployment: Deployment {
+                recipe_name: "r".into(),
+                recipe_source: "r.toml".into(),
+                recipe_sha256: "0".repeat(64),
+                recipe: Recipe::parse("[[steps]]\nkind = \"run\"\ncommand = \"true\"\n", "r.toml")
+                    .unwrap(),
+                options: Default::default(),
+                job: "j".into(),
+                version: None,
+                instance: 0,
+                zone: "z".into(),
+                machine: "m".into(),
+                cluster: "c".into(),
+            },
+            attempt: 1,
+            installed_ms,
+            artifacts: vec![artifact.to_string()],
+        }
+    }
+
+    #[test]
+    fn the_current_release_and_two_others_are_kept_and_unreferenced_artifacts_go() {
+        let state = tempfile::tempdir().unwrap();
+        let dirs = DeployDir::new(state.path(), "task-1");
+        for (n, name) in ["r1", "r2", "r3", "r4", "r5"].iter().enumerate() {
+            std::fs::create_dir_all(dirs.release(name)).unwrap();
+            dirs.write_marker(name, &marker(n as u64, &format!("sha-{name}")))
+                .unwrap();
+        }
+        // A half-installed one (no marker) and the current, oldest, one.
+        std::fs::create_dir_all(dirs.release("broken")).unwrap();
+        dirs.switch("r1").unwrap();
+        assert_eq!(dirs.current_release().as_deref(), Some("r1"));
+        let mut removed = dirs.prune_releases(None);
+        removed.sort();
+        assert_eq!(removed, ["broken", "r2", "r3"]);
+        for name in ["r1", "r4", "r5"] {
+            assert!(dirs.installed(name), "{name} kept");
+        }
+        assert!(!dirs.marker("r2").exists() && !dirs.release("r2").exists());
+
+        std::fs::create_dir_all(&dirs.artifacts).unwrap();
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        for name in ["sha-r1", "sha-r2", "sha-young"] {
+            let file = std::fs::File::create(dirs.artifacts.join(name)).unwrap();
+            if name != "sha-young" {
+                file.set_modified(old).unwrap();
+            }
+        }
+        assert_eq!(prune_artifacts(state.path()), ["sha-r2"]);
+        assert!(
+            dirs.artifacts.join("sha-r1").exists() && dirs.artifacts.join("sha-young").exists()
+        );
+    }
+}

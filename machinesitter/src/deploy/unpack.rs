@@ -450,6 +450,25 @@ mod tests {
         assert_refused(result, "x", sandbox.path());
     }
 
+    #[test]
+    fn a_tar_zst_unpacks_and_its_slip_is_refused() {
+        let tar = |t: Tar| {
+            let tar = t.0.into_inner().unwrap();
+            zstd::encode_all(&tar[..], 1).unwrap()
+        };
+        let (result, sandbox) =
+            try_unpack(&tar(Tar::new().file("a/b.txt", b"zst")), Unpack::TarZst);
+        assert_eq!(result.unwrap(), 1);
+        let release = sandbox.path().join("deploy/releases/r1");
+        assert_eq!(
+            std::fs::read_to_string(release.join("a/b.txt")).unwrap(),
+            "zst"
+        );
+        let (result, sandbox) =
+            try_unpack(&tar(Tar::new().file("../../x", b"evil")), Unpack::TarZst);
+        assert_refused(result, "../../x", sandbox.path());
+    }
+
     fn zip(entries: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
         let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
         let options = zip::write::SimpleFileOptions::default();
