@@ -501,7 +501,12 @@ async fn machine_page(State(app): State<AppState>) -> Html<String> {
         let state = if entry.record.deleting {
             "deleting".to_string()
         } else {
-            st.map_or("starting".into(), |s| s.state.kind().to_string())
+            match (st, &entry.record.deploy) {
+                (Some(s), _) => s.state.kind().to_string(),
+                // Not started yet: waiting for its first release.
+                (None, Some(deploy)) => deploy.state.as_str().to_string(),
+                (None, None) => "starting".into(),
+            }
         };
         let _ = write!(
             tasks,

@@ -444,6 +444,24 @@ fn recover_task_dirs(machine: &mut Machine, mut running: HashMap<String, sitter:
             ),
         };
         machine.event(&name, message);
+        // The deployment of the release its `current` link points at, from
+        // that release's marker: the task runs on it again, its checks
+        // re-run. A newer release asked for but not installed is for the
+        // cluster to ask again.
+        let deploy_dir = crate::deploy::DeployDir::new(&state_dir, &dir_name);
+        let (deployment, deployed) = match deploy_dir
+            .current_release()
+            .and_then(|release| deploy_dir.read_marker(&release).map(|m| (release, m)))
+        {
+            Some((release, marker)) => (
+                Some(marker.deployment),
+                Some(state::Deployed {
+                    release,
+                    ready: false,
+                }),
+            ),
+            None => (None, None),
+        };
         let record = TaskRecord {
             spec: desired.spec,
             dir_name,
@@ -451,10 +469,12 @@ fn recover_task_dirs(machine: &mut Machine, mut running: HashMap<String, sitter:
             deleting: desired.deleting,
             runtime,
             sitter_starts: 0,
-            deployment: None,
-            deployed: None,
+            deployment,
+            deployed,
             deploy: None,
         };
-        machine.tasks.insert(name, TaskEntry::new(record));
+        let mut entry = TaskEntry::new(record);
+        entry.deploy_log = deploy_dir.load_log();
+        machine.tasks.insert(name, entry);
     }
 }

@@ -738,6 +738,29 @@ async fn a_machinesitter_restart_does_not_run_the_recipe_again() {
     }
     assert_eq!(std::fs::read_to_string(&counter).unwrap(), "ran\nchecked\n");
     assert_eq!(artifacts.requests("app.tar.gz"), 1);
+
+    // The state file lost: the task is recovered from its task dir with
+    // the deployment of its current release, which is checked again, not
+    // installed again.
+    std::fs::remove_file(dir.state_dir().join("state.json")).unwrap();
+    let sitter = InProcess::boot(dir.path(), &[]).await;
+    let client = sitter.client.clone();
+    let view = client.task("web").await.unwrap();
+    assert_eq!(view.deployment.as_ref(), Some(&deployment));
+    wait_deploy(&client, "web", &release, DeployState::Ready).await;
+    assert_eq!(
+        wait_running_on(&client, "web", &release).await,
+        pid.unwrap()
+    );
+    let log = client.deploy_log("web").await.unwrap();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(log[0].outcome, AttemptOutcome::Reused);
+    assert_eq!(
+        std::fs::read_to_string(&counter).unwrap(),
+        "ran\nchecked\nchecked\n"
+    );
+    assert_eq!(artifacts.requests("app.tar.gz"), 1);
+    sitter.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -283,7 +283,7 @@ impl Attempt {
 
     async fn run(&mut self) {
         let outcome = self.steps().await;
-        self.record.finished_ms = Some(now_ms());
+        self.record.finished_ms = self.record.finished_ms.or(Some(now_ms()));
         match outcome {
             Ok(outcome) => {
                 self.record.outcome = outcome;
@@ -366,7 +366,7 @@ impl Attempt {
                 self.install(&steps, &env, run_as.as_ref()).await?;
                 outcome = AttemptOutcome::Succeeded;
             }
-            self.switch(&steps)?;
+            self.switch(&steps, outcome)?;
         } else {
             let event = format!(
                 "checking release {} (attempt {})",
@@ -376,8 +376,15 @@ impl Attempt {
                 return Err(failure("the task no longer wants this release".into()));
             }
         }
-        if steps.iter().any(Step::is_check) {
+        let has_checks = steps.iter().any(Step::is_check);
+        if has_checks {
             self.checks(&steps, &env, run_as.as_ref()).await?;
+        }
+        if has_checks || !self.job.install {
+            // Ready: after its checks, or at once for a release switched to
+            // already whose recipe has none (recovered from its task dir).
+            self.record.outcome = outcome;
+            self.record.finished_ms = Some(now_ms());
             let release = self.release.clone();
             self.publish(|entry| {
                 if let Some(deployed) = entry.record.deployed.as_mut() {
@@ -387,7 +394,11 @@ impl Attempt {
                     status.state = DeployState::Ready;
                     status.step = None;
                 }
-                Some(format!("release {release} ready: every check passed"))
+                Some(if has_checks {
+                    format!("release {release} ready: every check passed")
+                } else {
+                    format!("release {release} ready")
+                })
             });
         }
         Ok(outcome)
@@ -460,8 +471,14 @@ impl Attempt {
 
     /// Points `current` at the release and records it as deployed, so the
     /// reconciler restarts the task on it; prunes old releases.
-    fn switch(&mut self, steps: &[Step]) -> Result<(), Failure> {
+    fn switch(&mut self, steps: &[Step], outcome: AttemptOutcome) -> Result<(), Failure> {
         let checks = steps.iter().any(Step::is_check);
+        if !checks {
+            // Ready with the switch: the log says the attempt ended as the
+            // status does.
+            self.record.outcome = outcome;
+            self.record.finished_ms = Some(now_ms());
+        }
         let release = self.release.clone();
         let dirs = self.dirs.clone();
         let mut switched = Ok(());
