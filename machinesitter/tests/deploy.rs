@@ -954,3 +954,75 @@ async fn a_corrupted_cached_artifact_is_fetched_again() {
     }
     sitter.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_release_or_a_delete_cancels_an_install_in_progress() {
+    let dir = Cleanup::new();
+    let artifacts = Artifacts::start().await;
+    let sitter = InProcess::boot(dir.path(), &[]).await;
+    let client = sitter.client.clone();
+    let (bytes, sha) = tarball("v1\n");
+    let url = artifacts.put("app.tar.gz", bytes);
+    let text = recipe("");
+    let slow = |version: &str, marker: &str| {
+        deployment(
+            &text,
+            version,
+            json!({"url": url, "sha256": sha, "run": format!("echo {marker}; sleep 6071"), "run_timeout": 600}),
+        )
+    };
+    let stuck = slow("v1", "stuck");
+    client
+        .put_task(&sleeper("web", "sleep 631"), Some(&stuck))
+        .await
+        .unwrap();
+    let status = wait_deploy(&client, "web", &stuck.release_id(), DeployState::Installing).await;
+    wait_for_async("the slow step to run", || async {
+        (!processes(|argv| argv.iter().any(|a| a == "6071")).is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(status.running_release, None);
+
+    let good = deployment(&text, "v2", json!({"url": url, "sha256": sha}));
+    client
+        .put_task(&sleeper("web", "sleep 631"), Some(&good))
+        .await
+        .unwrap();
+    wait_deploy(&client, "web", &good.release_id(), DeployState::Ready).await;
+    wait_running_on(&client, "web", &good.release_id()).await;
+    let log = client.deploy_log("web").await.unwrap();
+    let cancelled = log
+        .iter()
+        .find(|a| a.release == stuck.release_id())
+        .unwrap();
+    assert_eq!(cancelled.outcome, AttemptOutcome::Failed);
+    assert!(
+        cancelled.steps[2].detail.starts_with("cancelled"),
+        "{cancelled:?}"
+    );
+    assert!(!release_dir(&dir, "web", &stuck.release_id()).exists());
+
+    // Deleting a task mid-install stops the install, and the task goes.
+    let again = slow("v3", "again");
+    client
+        .put_task(&sleeper("web", "sleep 631"), Some(&again))
+        .await
+        .unwrap();
+    wait_deploy(&client, "web", &again.release_id(), DeployState::Installing).await;
+    wait_for_async("the slow step to run again", || async {
+        (!processes(|argv| argv.iter().any(|a| a == "6071")).is_empty()).then_some(())
+    })
+    .await;
+    let deleted = client.delete_task("web").await.unwrap();
+    assert_eq!(
+        deleted.result,
+        cerebro_types::machine::ActionResult::Deleted
+    );
+    assert!(processes(|argv| argv.iter().any(|a| a == "6071")).is_empty());
+    assert!(!dir
+        .state_dir()
+        .join("deploy")
+        .join(cerebro_host::layout::dir_name("web"))
+        .exists());
+    sitter.stop().await;
+}

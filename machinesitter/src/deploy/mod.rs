@@ -34,6 +34,8 @@ use tokio::sync::Notify;
 
 /// The longest wait between two attempts at a failing release.
 pub const MAX_RETRY: Duration = Duration::from_secs(300);
+/// How a step stopped because its release is no longer wanted reads.
+const CANCELLED: &str = "cancelled: the task no longer wants this release";
 /// Bytes of a failed step's output kept in [`DeployStatus::output_tail`].
 pub const STATUS_TAIL_BYTES: usize = 4096;
 
@@ -559,13 +561,20 @@ impl Attempt {
                 unpack,
             } => {
                 let work = self.fetch_step(url, sha256, dest.as_deref(), *unpack, run_as);
-                match tokio::time::timeout(timeout, work).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        record.outcome = StepOutcome::TimedOut;
-                        Err(format!("timed out after {}", steps::human_secs(timeout)))
-                    }
+                let result = tokio::select! {
+                    result = tokio::time::timeout(timeout, work) => match result {
+                        Ok(result) => result,
+                        Err(_) => {
+                            record.outcome = StepOutcome::TimedOut;
+                            Err(format!("timed out after {}", steps::human_secs(timeout)))
+                        }
+                    },
+                    () = self.unwanted() => Err(CANCELLED.to_string()),
+                };
+                if result.is_ok() {
+                    self.artifacts.push(sha256.clone());
                 }
+                result
             }
             StepAction::Write {
                 path,
@@ -584,6 +593,7 @@ impl Attempt {
                     run_as,
                     timeout,
                     &output_file,
+                    self.unwanted(),
                 )
                 .await
                 {
@@ -617,8 +627,31 @@ impl Attempt {
         record
     }
 
+    /// Completes once the task no longer wants this release (another
+    /// release was PUT, or the task is being deleted or is gone), so a
+    /// long step stops early.
+    async fn unwanted(&self) {
+        loop {
+            let wanted = {
+                let guard = lock(&self.machine);
+                guard.tasks.get(&self.job.task).is_some_and(|entry| {
+                    !entry.record.deleting
+                        && entry
+                            .record
+                            .deployment
+                            .as_ref()
+                            .is_some_and(|d| d.release_id() == self.release)
+                })
+            };
+            if !wanted {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn fetch_step(
-        &mut self,
+        &self,
         url: &str,
         sha256: &str,
         dest: Option<&str>,
@@ -628,7 +661,6 @@ impl Attempt {
         let fetched = fetch::fetch(&self.client, url, sha256, &self.dirs.artifacts)
             .await
             .map_err(|e| e.to_string())?;
-        self.artifacts.push(sha256.to_string());
         let how = format!(
             "{} {} bytes, sha256 ok",
             if fetched.downloaded {
@@ -727,7 +759,7 @@ impl Attempt {
             } else {
                 let interval = Duration::from_secs_f64(interval_secs.max(0.05));
                 let output_file = self.dirs.dir.join("check-output.log");
-                let (result, tries) = steps::check(
+                let checked = steps::check(
                     probe,
                     interval,
                     deadline,
@@ -736,8 +768,19 @@ impl Attempt {
                     env,
                     run_as,
                     &output_file,
-                )
-                .await;
+                );
+                let (result, tries) = tokio::select! {
+                    checked = checked => checked,
+                    () = self.unwanted() => (
+                        steps::ProbeResult {
+                            ok: false,
+                            exit_code: None,
+                            detail: CANCELLED.to_string(),
+                            output: String::new(),
+                        },
+                        0,
+                    ),
+                };
                 record.exit_code = result.exit_code;
                 record.output = result.output;
                 if result.ok {

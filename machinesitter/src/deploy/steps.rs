@@ -32,8 +32,9 @@ impl CommandResult {
 }
 
 /// Runs `sh -c command` in `cwd` with `env` added to the machinesitter's
-/// environment, as `run_as` when given, for at most `timeout`. Its output
-/// goes to `output_file` (truncated first).
+/// environment, as `run_as` when given, for at most `timeout`, or until
+/// `cancel` completes (its process group is killed then, as on timeout).
+/// Its output goes to `output_file` (truncated first).
 ///
 /// # Errors
 /// When it cannot be started (no `sh`, the output file cannot be written).
@@ -44,6 +45,7 @@ pub async fn run_command(
     run_as: Option<&RunAs>,
     timeout: Duration,
     output_file: &Path,
+    cancel: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<CommandResult> {
     let output = std::fs::File::create(output_file)?;
     if let Some(run_as) = run_as {
@@ -91,7 +93,28 @@ pub async fn run_command(
     }
     let mut child = cmd.spawn()?;
     let pgid = child.id().map(|pid| pid as i32);
-    let waited = tokio::time::timeout(timeout, child.wait()).await;
+    let waited = tokio::select! {
+        waited = tokio::time::timeout(timeout, child.wait()) => Some(waited),
+        () = cancel => None,
+    };
+    let kill_group = || {
+        if let Some(pgid) = pgid {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    };
+    let Some(waited) = waited else {
+        kill_group();
+        let _ = child.wait().await;
+        return Ok(CommandResult {
+            exit_code: None,
+            timed_out: false,
+            output: read_tail(output_file, STEP_OUTPUT_TAIL_BYTES),
+            detail: "cancelled: the task no longer wants this release".into(),
+        });
+    };
     let (exit_code, timed_out, detail) = match waited {
         Ok(Ok(status)) => match (
             status.code(),
@@ -103,12 +126,7 @@ pub async fn run_command(
         },
         Ok(Err(error)) => (None, false, format!("cannot wait for it: {error}")),
         Err(_) => {
-            if let Some(pgid) = pgid {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pgid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+            kill_group();
             let _ = child.wait().await;
             (
                 None,
@@ -248,7 +266,8 @@ async fn probe_once(
             }
         }
         Probe::Command { command } => {
-            match run_command(command, cwd, env, run_as, budget, output_file).await {
+            let never = std::future::pending();
+            match run_command(command, cwd, env, run_as, budget, output_file, never).await {
                 Ok(result) => ProbeResult {
                     ok: result.succeeded(),
                     exit_code: result.exit_code,
