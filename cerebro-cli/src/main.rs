@@ -89,6 +89,14 @@ enum Command {
         #[arg(long)]
         zone: Option<String>,
     },
+    /// Each instance's deployment attempts: release, outcome, and every
+    /// step with its outcome, duration, exit code and output tail.
+    Deploylog {
+        job: String,
+        /// Only this instance (its number in `cerebro status JOB`).
+        #[arg(long, short = 'i')]
+        instance: Option<usize>,
+    },
     /// Recent events, newest first.
     Events {
         #[arg(long, default_value_t = 50)]
@@ -367,10 +375,10 @@ fn run(cli: Cli) -> Result<()> {
                         },
                         j.version.clone().unwrap_or_else(|| "-".into()),
                         j.generation.to_string(),
-                        if j.rollout.is_some() {
-                            "rolling".into()
-                        } else {
-                            "-".into()
+                        match &j.rollout {
+                            Some(r) if r.stopped.is_some() => "stopped".into(),
+                            Some(_) => "rolling".into(),
+                            None => "-".into(),
                         },
                         match j.run_mode() {
                             RunMode::Started => "started",
@@ -482,11 +490,24 @@ fn run(cli: Cli) -> Result<()> {
                     .map(|v| format!(", version {v}"))
                     .unwrap_or_default()
             );
+            if let Some(recipe) = &job.recipe {
+                println!(
+                    "recipe {} ({}, sha256 {})",
+                    recipe.name,
+                    recipe.source,
+                    &recipe.sha256[..recipe.sha256.len().min(12)]
+                );
+            }
+            if let Some(stop) = job.rollout.as_ref().and_then(|r| r.stopped.as_ref()) {
+                println!("rolling update stopped: {stop}");
+            }
+            let with_deploy =
+                job.recipe.is_some() || job.instances.iter().any(|i| i.deploy.is_some());
             let rows: Vec<Vec<String>> = job
                 .instances
                 .iter()
                 .map(|i| {
-                    vec![
+                    let mut row = vec![
                         i.index.to_string(),
                         i.zone.clone(),
                         i.machine.clone().unwrap_or_else(|| "-".into()),
@@ -495,15 +516,20 @@ fn run(cli: Cli) -> Result<()> {
                         format!("{:.2}", i.cpu_cores),
                         format!("{:.1}", i.rss_bytes as f64 / (1024.0 * 1024.0)),
                         i.restarts.to_string(),
-                    ]
+                    ];
+                    if with_deploy {
+                        row.push(deploy_cell(i.deploy.as_ref()));
+                    }
+                    row
                 })
                 .collect();
-            print_table(
-                &[
-                    "#", "ZONE", "MACHINE", "STATE", "PID", "CPU", "RSS MB", "RESTARTS",
-                ],
-                &rows,
-            );
+            let mut headers = vec![
+                "#", "ZONE", "MACHINE", "STATE", "PID", "CPU", "RSS MB", "RESTARTS",
+            ];
+            if with_deploy {
+                headers.push("DEPLOY");
+            }
+            print_table(&headers, &rows);
         }
         Command::Logs {
             job,
@@ -557,6 +583,13 @@ fn run(cli: Cli) -> Result<()> {
                 None => println!("idle limit in every zone: {limit}"),
             }
         }
+        Command::Deploylog { job, instance } => {
+            let logs = api.call(|c| c.deploy_log(&job, instance))?;
+            if cli.json {
+                return print_json(&logs);
+            }
+            print!("{}", render_deploy_logs(&logs));
+        }
         Command::Events { limit } => {
             let events = api.call(|c| c.events(Some(limit)))?;
             if cli.json {
@@ -604,6 +637,108 @@ fn main() -> ExitCode {
     }
 }
 
+/// An instance's deployment in a table cell: its state and release, and
+/// for a failure the step that failed (`cerebro deploylog` has the rest).
+fn deploy_cell(deploy: Option<&cerebro_types::deploy::DeployStatus>) -> String {
+    use cerebro_types::deploy::DeployState;
+    let Some(deploy) = deploy else {
+        return "-".into();
+    };
+    match (deploy.state, &deploy.step) {
+        (DeployState::Failed, Some(step)) => {
+            format!("{} {} at {step}", deploy.state, deploy.release)
+        }
+        (DeployState::Installing | DeployState::Checking, Some(step)) => {
+            format!("{} {} ({step})", deploy.state, deploy.release)
+        }
+        _ => format!("{} {}", deploy.state, deploy.release),
+    }
+}
+
+/// Milliseconds as people read them: `850 ms`, `3.2 s`, `2 min 5 s`.
+fn human_ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms < 60_000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else {
+        format!("{} min {} s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+/// `cerebro deploylog`: per instance, its attempts newest first, each
+/// step with its outcome, duration, exit code and output tail (indented).
+fn render_deploy_logs(logs: &[cerebro_types::deploy::InstanceDeployLog]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let word = |text: String| text.replace('_', " ");
+    for log in logs {
+        let _ = writeln!(
+            out,
+            "instance {} ({} in {}, on {})",
+            log.instance,
+            log.task,
+            log.zone,
+            log.machine.as_deref().unwrap_or("no machine")
+        );
+        if let Some(error) = &log.error {
+            let _ = writeln!(out, "  cannot read its deploy log: {error}");
+        }
+        if log.attempts.is_empty() && log.error.is_none() {
+            let _ = writeln!(out, "  no deployment attempts");
+        }
+        for attempt in &log.attempts {
+            let outcome = word(
+                serde_json::to_value(attempt.outcome)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+            );
+            let took = attempt
+                .finished_ms
+                .map(|end| {
+                    format!(
+                        ", took {}",
+                        human_ms(end.saturating_sub(attempt.started_ms))
+                    )
+                })
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  release {} (version {}), attempt {}: {outcome}, started {}{took}",
+                attempt.release,
+                attempt.version.as_deref().unwrap_or("-"),
+                attempt.attempt,
+                cerebro_types::time::format_rfc3339_ms(attempt.started_ms),
+            );
+            for step in &attempt.steps {
+                let outcome = word(
+                    serde_json::to_value(step.outcome)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                );
+                let _ = writeln!(
+                    out,
+                    "    {}: {outcome}, {}, exit code {}{}",
+                    step.label,
+                    human_ms(step.duration_ms),
+                    step.exit_code.map_or("-".into(), |c| c.to_string()),
+                    if step.detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", step.detail)
+                    }
+                );
+                for line in step.output.lines() {
+                    let _ = writeln!(out, "      | {line}");
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Adds what the provider told of the machines (provider id, instance
 /// type, region / AZ, addresses) as columns, each only when some machine
 /// has it; none at all when no machine has details (the local provider's).
@@ -631,6 +766,78 @@ fn add_provider_columns(
         headers.push(header);
         for (row, value) in rows.iter_mut().zip(values) {
             row.push(value.unwrap_or_else(|| "-".into()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cerebro_types::deploy::{
+        AttemptOutcome, DeployAttempt, InstanceDeployLog, StepOutcome, StepRecord,
+    };
+
+    #[test]
+    fn a_deploy_log_shows_each_step_and_its_output_indented() {
+        let logs = vec![
+            InstanceDeployLog {
+                instance: 0,
+                zone: "local-a".into(),
+                task: "web#0".into(),
+                machine: Some("local-a-1".into()),
+                attempts: vec![DeployAttempt {
+                    release: "v2-0123456789ab".into(),
+                    version: Some("v2".into()),
+                    attempt: 2,
+                    outcome: AttemptOutcome::Failed,
+                    started_ms: 0,
+                    finished_ms: Some(3200),
+                    steps: vec![
+                        StepRecord {
+                            index: 0,
+                            label: "step 1 (fetch)".into(),
+                            outcome: StepOutcome::Succeeded,
+                            started_ms: 0,
+                            duration_ms: 850,
+                            exit_code: None,
+                            detail: "fetched 1 KiB, sha256 ok".into(),
+                            output: String::new(),
+                        },
+                        StepRecord {
+                            index: 1,
+                            label: "step 2 (run \"install\")".into(),
+                            outcome: StepOutcome::TimedOut,
+                            started_ms: 850,
+                            duration_ms: 2350,
+                            exit_code: Some(137),
+                            detail: "timed out after 2 s".into(),
+                            output: "installing\nstill installing\n".into(),
+                        },
+                    ],
+                }],
+                error: None,
+            },
+            InstanceDeployLog {
+                instance: 1,
+                zone: "local-b".into(),
+                task: "web#0".into(),
+                machine: Some("local-b-2".into()),
+                attempts: Vec::new(),
+                error: Some("machine 'local-b-2' did not answer: refused".into()),
+            },
+        ];
+        let text = render_deploy_logs(&logs);
+        for line in [
+            "instance 0 (web#0 in local-a, on local-a-1)",
+            "  release v2-0123456789ab (version v2), attempt 2: failed, started 1970-01-01T00:00:00.000Z, took 3.2 s",
+            "    step 1 (fetch): succeeded, 850 ms, exit code - (fetched 1 KiB, sha256 ok)",
+            "    step 2 (run \"install\"): timed out, 2.4 s, exit code 137 (timed out after 2 s)",
+            "      | installing",
+            "      | still installing",
+            "instance 1 (web#0 in local-b, on local-b-2)",
+            "  cannot read its deploy log: machine 'local-b-2' did not answer: refused",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
         }
     }
 }

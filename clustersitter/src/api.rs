@@ -61,6 +61,7 @@ pub fn router(ops: Ops, token: Option<Token>) -> Router {
             "/api/v1/jobs/{name}/instances/{index}/logs/{stream}",
             get(instance_logs),
         )
+        .route("/api/v1/jobs/{name}/deploylog", get(deploy_log))
         .route("/api/v1/plan", post(plan))
         .route("/api/v1/machines", get(list_machines))
         .route("/api/v1/machines/register", post(register))
@@ -249,6 +250,23 @@ async fn instance_logs(
     Ok(Json(
         ops.read_instance_log(&name, index, &stream, &piece).await?,
     ))
+}
+
+/// `GET /api/v1/jobs/{name}/deploylog[?instance=N]`: each instance's
+/// deployment attempts as its machine keeps them (see [`Ops::deploy_log`]).
+async fn deploy_log(
+    State(ops): State<Ops>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<cerebro_types::deploy::InstanceDeployLog>>, ApiError> {
+    let instance = match query.get("instance") {
+        Some(text) => Some(
+            text.parse::<usize>()
+                .map_err(|_| ApiError::bad_field("instance", "must be an instance number"))?,
+        ),
+        None => None,
+    };
+    Ok(Json(ops.deploy_log(&name, instance).await?))
 }
 
 /// Dry run: the placement these jobs would get, applying nothing.
@@ -473,5 +491,213 @@ mod tests {
             "cerebro_machine_up{cluster=\"test \\\"quoted\\\"\",machine=\"local-b-3\",zone=\"local-b\"} 1\n",
         );
         assert_eq!(text, expected);
+    }
+
+    /// Ops over a cluster with the v1 fixture's jobs and machines, looking
+    /// for recipes in `recipe_dirs`.
+    fn fixture_ops(dir: &std::path::Path, recipe_dirs: Vec<std::path::PathBuf>) -> Ops {
+        let fixture = cerebro_tests::fixture_dir("v1/clustersitter");
+        std::fs::create_dir_all(dir.join("state")).unwrap();
+        let mut config = Cli::try_parse_from([
+            "clustersitter",
+            "--state-dir",
+            dir.join("state").to_str().unwrap(),
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        config.recipe_dirs = recipe_dirs;
+        let cerebro_host::fs::StateFile::Read(state) = crate::store::load(fixture.path()) else {
+            panic!("the v1 fixture loads");
+        };
+        let cluster = Cluster::new(Arc::new(config), state, "local");
+        Ops::new(
+            Arc::new(Mutex::new(cluster)),
+            Default::default(),
+            cerebro_client::HttpClient::new(std::time::Duration::from_secs(1), 1),
+        )
+    }
+
+    fn web_job(recipe: &str, options: serde_json::Value) -> Bytes {
+        Bytes::from(
+            serde_json::json!({
+                "deployment_recipe": recipe,
+                "recipe_options": options,
+                "deployment_layout": {"local-a": {"cpu": 1}},
+                "task_configuration": {"name": "web", "command": "./serve"},
+            })
+            .to_string(),
+        )
+    }
+
+    fn fields(error: &ApiError) -> Vec<String> {
+        error.body.errors.iter().map(|e| e.field.clone()).collect()
+    }
+
+    /// An unknown recipe and a recipe whose options are missing are
+    /// refused at submission (and in a dry run) with a 400 naming the
+    /// field; a good one is created with its snapshot.
+    #[tokio::test]
+    async fn a_job_submission_is_refused_for_an_unknown_recipe_or_a_missing_option() {
+        let dir = tempfile::tempdir().unwrap();
+        let recipes = dir.path().join("recipes");
+        std::fs::create_dir_all(&recipes).unwrap();
+        let ops = fixture_ops(dir.path(), vec![recipes.clone()]);
+        let put = |body: Bytes| put_job(State(ops.clone()), Path("web".into()), body);
+
+        let unknown = put(web_job("mystartup.recipes.nope", serde_json::json!({})))
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+        assert_eq!(fields(&unknown), ["deployment_recipe"]);
+        let message = &unknown.body.errors[0].message;
+        assert!(
+            message.contains(
+                &recipes
+                    .join("mystartup/recipes/nope.toml")
+                    .display()
+                    .to_string()
+            ) && message.contains("release-tarball, install-script"),
+            "{message}"
+        );
+        let dry = plan(State(ops.clone()), web_job("nope", serde_json::json!({})))
+            .await
+            .unwrap_err();
+        assert_eq!(fields(&dry), ["deployment_recipe"]);
+
+        let missing = put(web_job(
+            "release-tarball",
+            serde_json::json!({"url": "http://127.0.0.1:1/a.tar.gz"}),
+        ))
+        .await
+        .unwrap_err();
+        assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+        assert_eq!(fields(&missing), ["recipe_options.sha256"]);
+        assert!(ops.read().job("web").is_none(), "nothing was created");
+
+        let (status, Json(reply)) = put(web_job(
+            "release-tarball",
+            serde_json::json!({"url": "http://127.0.0.1:1/a.tar.gz", "sha256": "0".repeat(64)}),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(status, StatusCode::CREATED);
+        let recipe = reply.job.unwrap().recipe.unwrap();
+        assert_eq!(recipe.source, "builtin:release-tarball");
+        assert_eq!(recipe.steps[0], "step 1 (fetch \"release archive\")");
+    }
+
+    /// `updatejob` reads the recipe again: one that no longer resolves
+    /// refuses the update with a 400 naming `deployment_recipe`, changing
+    /// nothing.
+    #[tokio::test]
+    async fn an_update_whose_recipe_no_longer_resolves_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let recipes = dir.path().join("recipes");
+        std::fs::create_dir_all(&recipes).unwrap();
+        let file = recipes.join("site.toml");
+        std::fs::write(&file, "[[steps]]\nkind = \"run\"\ncommand = \"true\"\n").unwrap();
+        let ops = fixture_ops(dir.path(), vec![recipes]);
+        let (created, _) = put_job(
+            State(ops.clone()),
+            Path("web".into()),
+            web_job("site", serde_json::json!({})),
+        )
+        .await
+        .unwrap();
+        assert_eq!(created, StatusCode::CREATED);
+        let before = ops.job("web").unwrap();
+        // A changed file is what the update deploys.
+        std::fs::write(&file, "[[steps]]\nkind = \"run\"\ncommand = \"make\"\n").unwrap();
+        let Json(updated) = update_job(
+            State(ops.clone()),
+            Path("web".into()),
+            Bytes::from(r#"{"version": "v1"}"#),
+        )
+        .await
+        .unwrap();
+        let updated = updated.job.unwrap();
+        assert_eq!(updated.version.as_deref(), Some("v1"));
+        assert_ne!(
+            updated.recipe.as_ref().unwrap().sha256,
+            before.recipe.as_ref().unwrap().sha256
+        );
+        let generation = updated.generation;
+        std::fs::remove_file(&file).unwrap();
+        let refused = update_job(
+            State(ops.clone()),
+            Path("web".into()),
+            Bytes::from(r#"{"version": "v2"}"#),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+        assert_eq!(fields(&refused), ["deployment_recipe"]);
+        let job = ops.job("web").unwrap();
+        assert_eq!(
+            (job.generation, job.version.as_deref()),
+            (generation, Some("v1"))
+        );
+    }
+
+    /// The deploy log: 404 for an unknown job, 400 naming `instance` for
+    /// a bad one, and an entry with `error` for an instance whose machine
+    /// does not answer or that is not placed.
+    #[tokio::test]
+    async fn the_deploy_log_names_what_it_could_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let ops = fixture_ops(dir.path(), Vec::new());
+        let query = |pairs: &[(&str, &str)]| {
+            Query(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<HashMap<_, _>>(),
+            )
+        };
+        let missing = deploy_log(State(ops.clone()), Path("nope".into()), query(&[]))
+            .await
+            .unwrap_err();
+        assert_eq!(missing.status, StatusCode::NOT_FOUND);
+        for bad in ["x", "9"] {
+            let error = deploy_log(
+                State(ops.clone()),
+                Path("master".into()),
+                query(&[("instance", bad)]),
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(error.status, StatusCode::BAD_REQUEST, "{bad}");
+            assert_eq!(
+                error
+                    .body
+                    .field
+                    .as_deref()
+                    .or(fields(&error).first().map(String::as_str)),
+                Some("instance")
+            );
+        }
+        let Json(all) = deploy_log(State(ops.clone()), Path("master".into()), query(&[]))
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 3);
+        assert!(
+            all.iter()
+                .all(|e| e.attempts.is_empty() && e.error.is_some()),
+            "{all:?}"
+        );
+        let Json(one) = deploy_log(
+            State(ops),
+            Path("master".into()),
+            query(&[("instance", "2")]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(
+            (one[0].instance, one[0].zone.as_str(), one[0].task.as_str()),
+            (2, "local-b", "master#0")
+        );
+        assert_eq!(one[0].machine.as_deref(), Some("local-b-3"));
     }
 }

@@ -11,6 +11,7 @@ mod http_error;
 pub mod ops;
 pub mod placement;
 pub mod provider;
+pub mod recipes;
 pub mod reconcile;
 mod recovery;
 pub mod session;
@@ -249,12 +250,14 @@ pub async fn serve_with_binaries(
 
     let mut cluster = recovery::restore(config.clone(), provider.kind());
     recovery::recover_machines(&mut cluster, provider.as_ref()).await;
+    // Jobs saved before recipes ran have no snapshot of theirs yet.
+    cluster.resolve_missing_recipes();
     for job in jobs_at_start {
         let name = job.name().to_string();
-        if let Err(errors) = cluster.check_job(&job) {
-            return Err(ClusterError::Job { name, errors });
-        }
-        cluster.upsert_job(job);
+        match cluster.check_job(&job) {
+            Ok(recipe) => cluster.upsert_job(job, recipe),
+            Err(errors) => return Err(ClusterError::Job { name, errors }),
+        };
     }
     cluster.persist().map_err(state_error)?;
     let cluster = Arc::new(Mutex::new(cluster));

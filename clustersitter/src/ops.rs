@@ -11,6 +11,7 @@ use cerebro_types::cluster::{
     BinaryInfo, ClusterEvent, ClusterStatus, IdleLimitRequest, JobView, MachineView, Plan,
     RegisterRequest, RegisterResult, UpdateRequest,
 };
+use cerebro_types::deploy::InstanceDeployLog;
 use cerebro_types::job::{instance_task_name, JobSpec};
 use cerebro_types::task_api::{LogQuery, TaskAction};
 use cerebro_types::{LogChunk, LogStream, ValidationErrors};
@@ -272,8 +273,8 @@ impl Ops {
         let name = job.name().to_string();
         let put = {
             let mut cluster = lock(&self.cluster);
-            cluster.check_job(&job)?;
-            let outcome = cluster.upsert_job(job);
+            let recipe = cluster.check_job(&job)?;
+            let outcome = cluster.upsert_job(job, recipe);
             if outcome != UpsertOutcome::Unchanged {
                 persist(&cluster)?;
             }
@@ -327,8 +328,11 @@ impl Ops {
 
     /// Starts (or retargets) a rolling update of `name`: instances restart
     /// one machine at a time (`max_parallel`), each machine's instances
-    /// running healthy for `min_healthy_secs` before the next machine goes.
-    /// A request [`UpdateRequest::validate`] refuses changes nothing.
+    /// running healthy for `min_healthy_secs` (and, for a job with a
+    /// recipe, deployed and ready) before the next machine goes. The job's
+    /// recipe is read again. A request [`UpdateRequest::validate`]
+    /// refuses, or a recipe that no longer resolves (field
+    /// `deployment_recipe`), changes nothing.
     pub fn start_rollout(
         &self,
         name: &str,
@@ -337,8 +341,15 @@ impl Ops {
         request.validate()?;
         let view = {
             let mut cluster = lock(&self.cluster);
+            let spec = cluster
+                .job(name)
+                .map(|job| job.spec.clone())
+                .ok_or_else(|| OpError::NoSuchJob(name.to_string()))?;
+            // The recipe is read again: an update deploys what the file
+            // says now, and one that no longer resolves changes nothing.
+            let recipe = cluster.resolve_recipe(&spec)?;
             cluster
-                .start_rollout(name, request)
+                .start_rollout(name, request, recipe)
                 .ok_or_else(|| OpError::NoSuchJob(name.to_string()))?;
             persist(&cluster)?;
             cluster.view_of_job(name)
@@ -424,6 +435,98 @@ impl Ops {
                 Some(404) => OpError::TaskNotOnMachine(task),
                 _ => OpError::from_machine(&machine, e),
             })
+    }
+
+    /// The deployment log of every instance of `name` (or of instance
+    /// `instance` alone), each asked of its machine concurrently with the
+    /// cluster's token. Each entry's `instance` is the instance's index in
+    /// the job's list (what `?instance=` and `cerebro logs -i` take). An
+    /// instance not placed, or whose machine does not answer, gets an entry
+    /// with `error` and no attempts.
+    ///
+    /// # Errors
+    /// [`OpError::NoSuchJob`]; a refusal naming `instance` when there is
+    /// no instance with that index.
+    pub async fn deploy_log(
+        &self,
+        name: &str,
+        instance: Option<usize>,
+    ) -> Result<Vec<InstanceDeployLog>, OpError> {
+        // (entry without attempts, machine address) per instance asked for.
+        let asked: Vec<(InstanceDeployLog, Option<String>)> = {
+            let cluster = lock(&self.cluster);
+            if cluster.job(name).is_none() {
+                return Err(OpError::NoSuchJob(name.to_string()));
+            }
+            let instances = cluster.instances_of(name);
+            if let Some(index) = instance {
+                if index >= instances.len() {
+                    return Err(OpError::field(
+                        "instance",
+                        format!(
+                            "job '{name}' has {} instances (0 to {})",
+                            instances.len(),
+                            instances.len().saturating_sub(1)
+                        ),
+                    ));
+                }
+            }
+            instances
+                .iter()
+                .filter(|i| instance.is_none_or(|index| i.index == index))
+                .map(|i| {
+                    let address = i
+                        .machine
+                        .as_ref()
+                        .and_then(|m| cluster.machine(m))
+                        .and_then(|m| m.address.clone());
+                    let error = match (&i.machine, &address) {
+                        (None, _) => Some("not placed yet".to_string()),
+                        (Some(machine), None) => {
+                            Some(format!("machine {machine} has no address yet"))
+                        }
+                        _ => None,
+                    };
+                    let entry = InstanceDeployLog {
+                        instance: u32::try_from(i.index).unwrap_or(u32::MAX),
+                        zone: i.zone.clone(),
+                        task: i.task_name.clone(),
+                        machine: i.machine.clone(),
+                        attempts: Vec::new(),
+                        error,
+                    };
+                    (entry, address)
+                })
+                .collect()
+        };
+        let mut calls = tokio::task::JoinSet::new();
+        for (position, (entry, address)) in asked.iter().enumerate() {
+            let Some(address) = address else { continue };
+            let client = self.machine_client(address);
+            let task = entry.task.clone();
+            calls.spawn(async move { (position, client.deploy_log(&task).await) });
+        }
+        let mut entries: Vec<InstanceDeployLog> = asked.into_iter().map(|(e, _)| e).collect();
+        while let Some(joined) = calls.join_next().await {
+            let Ok((position, answer)) = joined else {
+                continue;
+            };
+            let entry = &mut entries[position];
+            match answer {
+                Ok(attempts) => entry.attempts = attempts,
+                Err(error) if error.status() == Some(404) => {
+                    entry.error = Some(format!("the machine does not run {} yet", entry.task));
+                }
+                Err(error) => {
+                    entry.error = Some(format!(
+                        "machine '{}' did not answer: {}",
+                        entry.machine.as_deref().unwrap_or_default(),
+                        error.reason()
+                    ));
+                }
+            }
+        }
+        Ok(entries)
     }
 
     /// Dry run: the placement these jobs would get with the current ones,

@@ -8,6 +8,7 @@ use crate::cluster::{lock, PollAnswer, SharedCluster};
 use crate::provider::{MachineProvider, NewMachine, ProviderError, ProviderStatus, Provisioned};
 use cerebro_client::{HttpClient, MachineClient};
 use cerebro_types::cluster::{ClusterEventKind, MachineState};
+use cerebro_types::deploy::Deployment;
 use cerebro_types::time::now_ms;
 use cerebro_types::TaskSpec;
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,7 +47,8 @@ enum ProvisionOutcome {
 struct SyncWork {
     machine: String,
     address: String,
-    put: Vec<TaskSpec>,
+    /// Each task to PUT, with its deployment for a job with a recipe.
+    put: Vec<(TaskSpec, Option<Deployment>)>,
     delete: Vec<String>,
 }
 
@@ -329,20 +331,26 @@ impl Reconciler {
                 let Some(report) = cluster.report(&machine.id) else {
                     continue;
                 };
-                let desired: BTreeMap<String, TaskSpec> = by_machine
+                // The deployment goes with the spec: a new machine (one
+                // replacing a lost one too) installs the release before
+                // the instance's task first starts.
+                let desired: BTreeMap<String, (TaskSpec, Option<Deployment>)> = by_machine
                     .get(machine.id.as_str())
                     .into_iter()
                     .flatten()
-                    .filter_map(|a| cluster.instance_spec(&a.key, &machine.id))
-                    .map(|spec| (spec.name.clone(), spec))
+                    .filter_map(|a| {
+                        let spec = cluster.instance_spec(&a.key, &machine.id)?;
+                        Some((spec, cluster.instance_deployment(&a.key, &machine.id)))
+                    })
+                    .map(|(spec, deployment)| (spec.name.clone(), (spec, deployment)))
                     .collect();
-                let put: Vec<TaskSpec> = desired
+                let put: Vec<(TaskSpec, Option<Deployment>)> = desired
                     .values()
-                    .filter(|spec| {
+                    .filter(|(spec, deployment)| {
                         report
                             .tasks
                             .get(&spec.name)
-                            .is_none_or(|t| t.spec != **spec)
+                            .is_none_or(|t| t.spec != *spec || t.deployment != *deployment)
                     })
                     .cloned()
                     .collect();
@@ -381,27 +389,28 @@ impl Reconciler {
                 let mut outcomes: Vec<(String, ClusterEventKind, String, bool)> = Vec::new();
                 // PUTs the machine refused as not fitting: (task, its reason).
                 let mut refused: Vec<(String, String)> = Vec::new();
-                for spec in &item.put {
-                    let (kind, message, failed) = match machine.put_task(spec, None).await {
-                        Ok(_) => (
-                            ClusterEventKind::TaskPut,
-                            format!("runs {}", spec.name),
-                            false,
-                        ),
-                        // A 409 that is not a task being deleted: it does not fit.
-                        Err(error)
-                            if error.status() == Some(409)
-                                && !error.reason().contains("being deleted") =>
-                        {
-                            refused.push((spec.name.clone(), error.reason()));
-                            continue;
-                        }
-                        Err(error) => (
-                            ClusterEventKind::TaskCallFailed,
-                            format!("PUT {}: {}", spec.name, error.reason()),
-                            true,
-                        ),
-                    };
+                for (spec, deployment) in &item.put {
+                    let (kind, message, failed) =
+                        match machine.put_task(spec, deployment.as_ref()).await {
+                            Ok(_) => (
+                                ClusterEventKind::TaskPut,
+                                format!("runs {}", spec.name),
+                                false,
+                            ),
+                            // A 409 that is not a task being deleted: it does not fit.
+                            Err(error)
+                                if error.status() == Some(409)
+                                    && !error.reason().contains("being deleted") =>
+                            {
+                                refused.push((spec.name.clone(), error.reason()));
+                                continue;
+                            }
+                            Err(error) => (
+                                ClusterEventKind::TaskCallFailed,
+                                format!("PUT {}: {}", spec.name, error.reason()),
+                                true,
+                            ),
+                        };
                     outcomes.push((spec.name.clone(), kind, message, failed));
                 }
                 for name in &item.delete {

@@ -135,8 +135,8 @@ fn new_cluster(jobs: &str, max_machines: usize) -> (tempfile::TempDir, Cluster) 
     let state = crate::store::ClusterState::new(1, Default::default());
     let mut cluster = Cluster::new(Arc::new(config), state, "scripted");
     for job in cerebro_types::job_file::parse_jobs(jobs, "test").unwrap() {
-        cluster.check_job(&job).unwrap();
-        cluster.upsert_job(job);
+        let recipe = cluster.check_job(&job).unwrap();
+        cluster.upsert_job(job, recipe);
     }
     (dir, cluster)
 }
@@ -314,7 +314,7 @@ async fn a_silent_provider_does_not_stall_the_rounds() {
         )
         .unwrap()
         .remove(0);
-        cluster.upsert_job(spec);
+        cluster.upsert_job(spec, None);
     }
     tokio::time::timeout(bounded, s.reconciler.tick())
         .await
@@ -458,7 +458,7 @@ async fn heal(status: ProviderStatus, said: &str) {
         )
         .unwrap()
         .remove(0);
-        lock(&s.cluster).upsert_job(extra);
+        lock(&s.cluster).upsert_job(extra, None);
     }
     let deadline = Instant::now() + cerebro_tests::TIMEOUT;
     loop {
@@ -577,4 +577,128 @@ fn events_of_locked(cluster: &Cluster, name: &str) -> Vec<ClusterEvent> {
 async fn round(reconciler: &mut Reconciler) {
     reconciler.tick().await;
     reconciler.settle_provisions().await;
+}
+
+/// A machinesitter that keeps what it is PUT (spec and deployment) and
+/// reports it back, and records every PUT body.
+#[derive(Default)]
+struct FakeMachine {
+    tasks: Mutex<BTreeMap<String, cerebro_types::machine::TaskView>>,
+    puts: Mutex<Vec<serde_json::Value>>,
+}
+
+/// Serves `fake` on 127.0.0.1; answers its address.
+async fn serve_fake(fake: Arc<FakeMachine>) -> String {
+    use axum::extract::{Path, State};
+    use axum::routing::get;
+    use axum::Json;
+    async fn tasks(
+        State(fake): State<Arc<FakeMachine>>,
+    ) -> Json<Vec<cerebro_types::machine::TaskView>> {
+        Json(lock(&fake.tasks).values().cloned().collect())
+    }
+    async fn put(
+        State(fake): State<Arc<FakeMachine>>,
+        Path(name): Path<String>,
+        Json(mut body): Json<serde_json::Value>,
+    ) -> Json<cerebro_types::machine::PutReply> {
+        lock(&fake.puts).push(body.clone());
+        let deployment = body
+            .as_object_mut()
+            .and_then(|b| b.remove("deployment"))
+            .map(|d| serde_json::from_value(d).unwrap());
+        let task: cerebro_types::machine::TaskView = serde_json::from_value(serde_json::json!({
+            "name": name, "spec": body, "run_requested": true, "deleting": false,
+            "status": null, "tasksitter": null, "sitter_starts": 0, "last_error": null,
+        }))
+        .unwrap();
+        let task = cerebro_types::machine::TaskView { deployment, ..task };
+        lock(&fake.tasks).insert(name, task.clone());
+        Json(cerebro_types::machine::PutReply {
+            result: cerebro_types::machine::PutResult::Created,
+            task,
+        })
+    }
+    let app = axum::Router::new()
+        .route("/api/v1/tasks", get(tasks))
+        .route("/api/v1/tasks/{name}", axum::routing::put(put))
+        .with_state(fake);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
+
+/// A task of a job with a recipe is PUT with its deployment, so the
+/// machine (a new one too, such as one replacing a lost machine) installs
+/// the release before the task first starts; a report with the same
+/// deployment needs no PUT, one with another does.
+#[tokio::test]
+async fn a_task_is_put_with_its_deployment_and_put_again_when_it_differs() {
+    let jobs = r#"[{
+        "deployment_recipe": "release-tarball",
+        "recipe_options": {"url": "http://127.0.0.1:1/app.tar.gz", "sha256": "00000000000000000000000000000000000000000000000000000000000000aa"},
+        "deployment_layout": {"local-a": {"cpu": 1}},
+        "task_configuration": {"name": "web", "command": "./serve", "cpu": 0.5, "mem": 10}
+    }]"#;
+    let mut s = setup(jobs, 4);
+    let fake = Arc::new(FakeMachine::default());
+    let address = serve_fake(fake.clone()).await;
+    {
+        let mut cluster = lock(&s.cluster);
+        let mut record = crate::store::MachineRecord::new(
+            "local-a-9",
+            "local-a",
+            1,
+            cerebro_types::machine::Resources {
+                cpu: 2.0,
+                mem_mb: 1024.0,
+            },
+        );
+        record.address = Some(address);
+        cluster.machine_joined(record);
+    }
+    let deadline = Instant::now() + cerebro_tests::TIMEOUT;
+    while lock(&fake.puts).is_empty() {
+        assert!(Instant::now() < deadline, "a PUT of web#0");
+        round(&mut s.reconciler).await;
+    }
+    let body = lock(&fake.puts)[0].clone();
+    assert_eq!(body["name"], "web#0");
+    let deployment = &body["deployment"];
+    assert_eq!(deployment["recipe_name"], "release-tarball");
+    assert_eq!(deployment["recipe_source"], "builtin:release-tarball");
+    assert_eq!(
+        deployment["options"]["url"],
+        "http://127.0.0.1:1/app.tar.gz"
+    );
+    assert_eq!(
+        (
+            &deployment["instance"],
+            &deployment["zone"],
+            &deployment["machine"],
+            &deployment["version"]
+        ),
+        (
+            &serde_json::json!(0),
+            &serde_json::json!("local-a"),
+            &serde_json::json!("local-a-9"),
+            &serde_json::Value::Null
+        )
+    );
+    // Reported back as PUT: nothing more to do.
+    round(&mut s.reconciler).await;
+    round(&mut s.reconciler).await;
+    assert_eq!(lock(&fake.puts).len(), 1);
+    // The machine reports another deployment (say, an older one): PUT again.
+    if let Some(task) = lock(&fake.tasks).get_mut("web#0") {
+        if let Some(d) = task.deployment.as_mut() {
+            d.version = Some("v0".into());
+        }
+    }
+    round(&mut s.reconciler).await;
+    round(&mut s.reconciler).await;
+    let puts = lock(&fake.puts);
+    assert_eq!(puts.len(), 2, "{puts:?}");
+    assert_eq!(puts[1]["deployment"]["version"], serde_json::Value::Null);
 }

@@ -6,8 +6,9 @@
 //! goes wrong, and the atomic rename makes every write all-or-nothing
 //! without another dependency.
 
+use crate::recipes::ResolvedRecipe;
 use cerebro_host::fs::{atomic_write, read_state_file, StateFile};
-use cerebro_types::cluster::{Assignment, MachineState, ProviderDetails};
+use cerebro_types::cluster::{Assignment, MachineState, ProviderDetails, RolloutStop};
 use cerebro_types::job::JobSpec;
 use cerebro_types::machine::Resources;
 use cerebro_types::task::TaskSpec;
@@ -39,6 +40,19 @@ pub struct JobRecord {
     /// files written before it existed, which load with it empty.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub superseded_versions: BTreeMap<u64, Option<String>>,
+    /// The recipe `spec.deployment_recipe` named when the job was last
+    /// submitted or updated, as read then: what instances of the current
+    /// generation deploy. `None` for a job without a recipe, and in files
+    /// written before recipes ran (resolved at start, see
+    /// [`crate::cluster::Cluster::resolve_missing_recipes`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<ResolvedRecipe>,
+    /// The recipe and `recipe_options` of older generations that machines
+    /// still run while a rolling update has not reached them, as
+    /// `superseded` keeps their task configuration; any generation not
+    /// here deploys `recipe` with `spec.recipe_options`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub superseded_deploys: BTreeMap<u64, DeploySnapshot>,
     #[serde(default)]
     pub rollout: Option<Rollout>,
     /// `Some(true)` after a start request, `Some(false)` after a stop: it
@@ -59,6 +73,8 @@ impl JobRecord {
             machine_generation: BTreeMap::new(),
             superseded: BTreeMap::new(),
             superseded_versions: BTreeMap::new(),
+            recipe: None,
+            superseded_deploys: BTreeMap::new(),
             rollout: None,
             run_requested: None,
             created_ms: now,
@@ -87,6 +103,65 @@ impl JobRecord {
             Some(old) => old.as_deref(),
             None => self.version.as_deref(),
         }
+    }
+
+    /// The recipe and options instances on `machine` deploy with (the
+    /// recipe `None`: they deploy nothing).
+    pub fn deploy_on(
+        &self,
+        machine: &str,
+    ) -> (
+        Option<&ResolvedRecipe>,
+        &BTreeMap<String, serde_json::Value>,
+    ) {
+        match self.superseded_deploys.get(&self.generation_on(machine)) {
+            Some(old) => (old.recipe.as_ref(), &old.options),
+            None => (self.recipe.as_ref(), &self.spec.recipe_options),
+        }
+    }
+
+    /// What the current generation deploys, as a snapshot.
+    fn deploy_snapshot(&self) -> DeploySnapshot {
+        DeploySnapshot {
+            recipe: self.recipe.clone(),
+            options: self.spec.recipe_options.clone(),
+        }
+    }
+
+    /// Keeps what the machines in `hosting` deploy now, for the rollout
+    /// about to start (each keeps it until the rollout reaches it).
+    fn keep_deploys_of(&mut self, hosting: &[String]) {
+        for machine in hosting {
+            let running = self.generation_on(machine);
+            if !self.superseded_deploys.contains_key(&running) {
+                let snapshot = self.deploy_snapshot();
+                self.superseded_deploys.insert(running, snapshot);
+            }
+        }
+    }
+
+    /// Whether deploying with `recipe` and `options` differs from what the
+    /// current generation deploys: another recipe content (by digest), a
+    /// recipe added or removed, or other options for a recipe.
+    pub fn deploy_differs(
+        &self,
+        recipe: Option<&ResolvedRecipe>,
+        options: &BTreeMap<String, serde_json::Value>,
+    ) -> bool {
+        let digest = |r: Option<&ResolvedRecipe>| r.map(|r| r.sha256.clone());
+        digest(recipe) != digest(self.recipe.as_ref())
+            || (recipe.is_some() && *options != self.spec.recipe_options)
+    }
+
+    /// Sets the recipe for the generation a rollout is about to start
+    /// (`updatejob` re-reads it); machines in `hosting` keep deploying
+    /// what they do until the rollout reaches them.
+    pub fn set_recipe(&mut self, recipe: Option<ResolvedRecipe>, hosting: &[String]) {
+        if recipe == self.recipe {
+            return;
+        }
+        self.keep_deploys_of(hosting);
+        self.recipe = recipe;
     }
 
     /// Sets the job's version for the generation a rollout is about to
@@ -127,22 +202,27 @@ impl JobRecord {
             max_parallel,
             switched: BTreeMap::new(),
             started_ms: now,
+            stopped: None,
         });
     }
 
-    /// Replaces the job's config. A changed task configuration reaches the
-    /// machines in `hosting` by a rolling update, one machine at a time, as
-    /// `update` does; anything else (layout, links, recipe options) is
+    /// Replaces the job's config and its resolved `recipe`. A changed task
+    /// configuration, recipe content (by digest) or recipe options reach
+    /// the machines in `hosting` by a rolling update, one machine at a
+    /// time, as `update` does; anything else (layout, links) is
     /// placement's business and takes effect at once. Returns whether a
     /// rollout began.
     pub fn replace_spec(
         &mut self,
         spec: JobSpec,
+        recipe: Option<ResolvedRecipe>,
         hosting: &[String],
         min_healthy_ms: u64,
         now: u64,
     ) -> bool {
-        let rolls = spec.task_configuration != self.spec.task_configuration && !hosting.is_empty();
+        let redeploys = self.deploy_differs(recipe.as_ref(), &spec.recipe_options);
+        let rolls = (spec.task_configuration != self.spec.task_configuration || redeploys)
+            && !hosting.is_empty();
         if rolls {
             for machine in hosting {
                 let running = self.generation_on(machine);
@@ -151,7 +231,9 @@ impl JobRecord {
                         .insert(running, self.spec.task_configuration.clone());
                 }
             }
+            self.keep_deploys_of(hosting);
         }
+        self.recipe = recipe;
         self.spec = spec;
         self.updated_ms = now;
         if rolls {
@@ -167,6 +249,8 @@ impl JobRecord {
             .retain(|generation, _| machine_generation.values().any(|g| g == generation));
         self.superseded_versions
             .retain(|generation, _| machine_generation.values().any(|g| g == generation));
+        self.superseded_deploys
+            .retain(|generation, _| machine_generation.values().any(|g| g == generation));
     }
 
     pub fn end_rollout(&mut self) {
@@ -174,7 +258,17 @@ impl JobRecord {
         self.machine_generation.clear();
         self.superseded.clear();
         self.superseded_versions.clear();
+        self.superseded_deploys.clear();
     }
+}
+
+/// What one older generation deploys (see [`JobRecord::superseded_deploys`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploySnapshot {
+    /// `None`: that generation deployed nothing.
+    pub recipe: Option<ResolvedRecipe>,
+    #[serde(default)]
+    pub options: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,6 +280,10 @@ pub struct Rollout {
     /// healthy for `min_healthy_ms` after this before the next ones go).
     pub switched: BTreeMap<String, u64>,
     pub started_ms: u64,
+    /// Set when a switched machine's deployment failed: no further machine
+    /// is switched until that machine is healthy. Absent from older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<RolloutStop>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

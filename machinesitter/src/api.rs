@@ -3,6 +3,7 @@
 //! persist it, and wake the reconciler; only start/stop/restart also call
 //! the task's tasksitter directly so the answer reflects the action.
 
+use crate::deploy;
 use crate::machine::{SharedMachine, TaskEntry};
 use crate::sitter;
 use crate::state::TaskRecord;
@@ -15,6 +16,7 @@ use axum::{middleware, Json, Router};
 use cerebro_client::{HttpClient, TaskClient};
 use cerebro_host::logs::{read_chunk, LogLocation};
 use cerebro_host::{lock, TaskDir};
+use cerebro_types::deploy::{DeployAttempt, Deployment};
 use cerebro_types::machine::{
     ActionReply, ActionResult, MachineEvent, MachineStatus, PutReply, PutResult, TaskView,
 };
@@ -50,6 +52,7 @@ pub fn router(state: AppState, token: Option<Token>) -> Router {
             "/api/v1/tasks/{name}",
             get(get_task).put(put_task).delete(delete_task),
         )
+        .route("/api/v1/tasks/{name}/deploylog", get(deploy_log))
         .route("/api/v1/tasks/{name}/{action}", post(control))
         .route("/api/v1/tasks/{name}/logs/{stream}", get(read_log))
         .layer(middleware::from_fn_with_state(token, require_token))
@@ -90,9 +93,16 @@ async fn get_task(
         .ok_or_else(|| no_such_task(&name))
 }
 
-/// Parses a task spec body, naming the field (and line and column) of any error.
-fn parse_spec(name: &str, body: &[u8]) -> Result<TaskSpec, ApiError> {
+/// Parses a PUT body: the task spec, naming the field (and line and
+/// column) of any error, and the optional `"deployment"` beside it (its
+/// errors name `deployment.<path>`; one whose steps do not render is
+/// refused naming `deployment`).
+fn parse_spec(name: &str, body: &[u8]) -> Result<(TaskSpec, Option<Deployment>), ApiError> {
     let mut object = cerebro_web::parse_json_object(body)?;
+    let deployment = match object.remove("deployment") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(value) => Some(parse_deployment(value)?),
+    };
     match object.get("name").and_then(|n| n.as_str()) {
         None => {
             object.insert("name".into(), name.into());
@@ -105,7 +115,24 @@ fn parse_spec(name: &str, body: &[u8]) -> Result<TaskSpec, ApiError> {
         }
         Some(_) => {}
     }
-    cerebro_web::from_json_object(object)
+    let spec = cerebro_web::from_json_object(object)?;
+    Ok((spec, deployment))
+}
+
+fn parse_deployment(value: serde_json::Value) -> Result<Deployment, ApiError> {
+    let deployment: Deployment = serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let field = if path == "." || path.is_empty() {
+            "deployment".to_string()
+        } else {
+            format!("deployment.{path}")
+        };
+        ApiError::bad_field(field, error.inner().to_string())
+    })?;
+    deployment
+        .render_steps("/release")
+        .map_err(|problems| ApiError::bad_field("deployment", problems.join("; ")))?;
+    Ok(deployment)
 }
 
 async fn put_task(
@@ -114,9 +141,17 @@ async fn put_task(
     body: Bytes,
 ) -> Result<(StatusCode, Json<PutReply>), ApiError> {
     validate_task_name(&name).map_err(|m| ApiError::bad_field("name", m))?;
-    let spec = parse_spec(&name, &body)?;
+    let (spec, deployment) = parse_spec(&name, &body)?;
     let backend = lock(&app.machine).config.limits_backend;
-    sitter::check_spec(&spec, backend)?;
+    if deployment.is_some() && spec.cwd.as_deref().is_some_and(|c| !c.starts_with('/')) {
+        // A relative cwd is joined under the release's directory, which
+        // need not exist yet: checked without it.
+        let mut checked = spec.clone();
+        checked.cwd = None;
+        sitter::check_spec(&checked, backend)?;
+    } else {
+        sitter::check_spec(&spec, backend)?;
+    }
     let (code, result, view) = {
         let mut machine = lock(&app.machine);
         if machine.tasks.get(&name).is_some_and(|e| e.record.deleting) {
@@ -128,21 +163,28 @@ async fn put_task(
             .check_fits(&spec)
             .map_err(|e| ApiError::conflict(e.to_string()))?;
         let (code, result) = match machine.tasks.get_mut(&name) {
-            Some(entry) if entry.record.spec == spec => (StatusCode::OK, PutResult::Unchanged),
+            Some(entry) if entry.record.spec == spec && entry.record.deployment == deployment => {
+                (StatusCode::OK, PutResult::Unchanged)
+            }
             Some(entry) => {
                 entry.record.run_requested = spec.auto_start;
                 entry.record.spec = spec;
+                set_deployment(&mut entry.record, deployment);
                 (StatusCode::OK, PutResult::Updated)
             }
             None => {
-                let record = TaskRecord {
+                let mut record = TaskRecord {
                     run_requested: spec.auto_start,
                     spec,
                     dir_name: cerebro_host::layout::dir_name(&name),
                     deleting: false,
                     runtime: None,
                     sitter_starts: 0,
+                    deployment: None,
+                    deployed: None,
+                    deploy: None,
                 };
+                set_deployment(&mut record, deployment);
                 machine.tasks.insert(name.clone(), TaskEntry::new(record));
                 (StatusCode::CREATED, PutResult::Created)
             }
@@ -157,6 +199,38 @@ async fn put_task(
     };
     app.notify.notify_one();
     Ok((code, Json(PutReply { result, task: view })))
+}
+
+/// Records the deployment a PUT asked for: a new release starts pending
+/// (ready at once when it is the one already switched to and ready); no
+/// deployment forgets the deploy state (the task runs on its plain spec).
+fn set_deployment(record: &mut TaskRecord, deployment: Option<Deployment>) {
+    match &deployment {
+        None => {
+            record.deployed = None;
+            record.deploy = None;
+        }
+        Some(new) => {
+            let release = new.release_id();
+            if record.deploy.as_ref().is_none_or(|s| s.release != release) {
+                record.deploy = Some(deploy::pending_status(new, record.deployed.as_ref()));
+            }
+        }
+    }
+    record.deployment = deployment;
+}
+
+/// `GET /api/v1/tasks/{name}/deploylog`: the task's deploy attempts, newest first.
+async fn deploy_log(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<DeployAttempt>>, ApiError> {
+    let machine = lock(&app.machine);
+    machine
+        .tasks
+        .get(&name)
+        .map(|e| Json(e.deploy_log.clone()))
+        .ok_or_else(|| no_such_task(&name))
 }
 
 /// Marks the task for removal; waits (bounded by its stop timeout) until it is gone.
@@ -427,7 +501,12 @@ async fn machine_page(State(app): State<AppState>) -> Html<String> {
         let state = if entry.record.deleting {
             "deleting".to_string()
         } else {
-            st.map_or("starting".into(), |s| s.state.kind().to_string())
+            match (st, &entry.record.deploy) {
+                (Some(s), _) => s.state.kind().to_string(),
+                // Not started yet: waiting for its first release.
+                (None, Some(deploy)) => deploy.state.as_str().to_string(),
+                (None, None) => "starting".into(),
+            }
         };
         let _ = write!(
             tasks,
@@ -466,11 +545,14 @@ async fn task_page(
     State(app): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Html<String>, ApiError> {
-    let view = lock(&app.machine)
-        .tasks
-        .get(&name)
-        .map(|e| e.view(&name))
-        .ok_or_else(|| no_such_task(&name))?;
+    let (view, latest) = {
+        let machine = lock(&app.machine);
+        let entry = machine
+            .tasks
+            .get(&name)
+            .ok_or_else(|| no_such_task(&name))?;
+        (entry.view(&name), entry.deploy_log.first().cloned())
+    };
     let st = view.status.as_ref();
     let rows = [
         (
@@ -506,12 +588,76 @@ async fn task_page(
     ];
     let spec = serde_json::to_string_pretty(&view.spec).unwrap_or_default();
     let body = format!(
-        "<h1>{}</h1><div class=\"card\">{}</div><h2>Spec</h2><pre class=\"log\">{}</pre>",
+        "<h1>{}</h1><div class=\"card\">{}</div>{}<h2>Spec</h2><pre class=\"log\">{}</pre>",
         escape(&name),
         key_values(&rows),
+        deploy_section(&view, latest.as_ref()),
         escape(&spec)
     );
     Ok(Html(page(&name, NAV, &body)))
+}
+
+/// The task page's deployment: its state and the latest attempt's steps.
+fn deploy_section(view: &TaskView, latest: Option<&DeployAttempt>) -> String {
+    let (Some(deployment), Some(status)) = (&view.deployment, &view.deploy) else {
+        return String::new();
+    };
+    let or_dash = |v: Option<&String>| v.map_or("—".to_string(), |s| escape(s));
+    let rows = [
+        ("State", state_pill(status.state.as_str())),
+        ("Recipe", escape(&deployment.recipe_name)),
+        ("Release", escape(&status.release)),
+        ("Version", or_dash(status.version.as_ref())),
+        ("Running release", or_dash(status.running_release.as_ref())),
+        ("Step", or_dash(status.step.as_ref())),
+        ("Error", or_dash(status.error.as_ref())),
+        ("Attempts", status.attempts.to_string()),
+        (
+            "Next attempt",
+            status.next_attempt_ms.map_or("—".into(), format_rfc3339_ms),
+        ),
+    ];
+    let mut out = format!(
+        "<h2>Deployment</h2><div class=\"card\">{}</div>",
+        key_values(&rows)
+    );
+    if let Some(tail) = &status.output_tail {
+        let _ = write!(
+            out,
+            "<h3>Output of the failed step</h3><pre class=\"log\">{}</pre>",
+            escape(tail)
+        );
+    }
+    if let Some(attempt) = latest {
+        let _ = write!(
+            out,
+            "<h3>Latest attempt: {} #{} ({:?})</h3><table><tr><th>Step</th><th>Outcome</th><th>Duration</th><th>Exit</th><th>Detail</th></tr>",
+            escape(&attempt.release),
+            attempt.attempt,
+            attempt.outcome
+        );
+        for step in &attempt.steps {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{:?}</td><td>{} ms</td><td>{}</td><td>{}{}</td></tr>",
+                escape(&step.label),
+                step.outcome,
+                step.duration_ms,
+                step.exit_code.map_or("—".into(), |c| c.to_string()),
+                escape(&step.detail),
+                if step.output.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "<pre class=\"log\">{}</pre>",
+                        escape(deploy::steps::tail_str(&step.output, 4096))
+                    )
+                }
+            );
+        }
+        out.push_str("</table>");
+    }
+    out
 }
 
 async fn log_page(

@@ -72,6 +72,10 @@ pub struct Cli {
     /// Write the bound address (ip:port) here once listening.
     #[arg(long)]
     pub address_file: Option<PathBuf>,
+    /// The first wait, in ms, before a failed deploy is tried again; it
+    /// doubles per failure up to 5 minutes. For tests.
+    #[arg(long, default_value_t = 5000, hide = true)]
+    pub deploy_retry_base_ms: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +95,8 @@ pub struct MachineConfig {
     pub cluster_url: Option<String>,
     pub zone: Option<String>,
     pub advertise_address: Option<String>,
+    /// The first wait before a failed deploy is tried again (doubling).
+    pub deploy_retry_base: std::time::Duration,
 }
 
 fn default_tasksitter() -> Option<PathBuf> {
@@ -186,6 +192,7 @@ impl Cli {
             limits_backend: self.limits_backend,
             token,
             address_file: self.address_file,
+            deploy_retry_base: std::time::Duration::from_millis(self.deploy_retry_base_ms),
         })
     }
 }

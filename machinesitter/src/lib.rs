@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod config;
+pub mod deploy;
 pub mod machine;
 pub mod poller;
 pub mod reconcile;

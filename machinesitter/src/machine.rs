@@ -8,6 +8,7 @@ use crate::state::{self, Loaded, PersistedState, TaskRecord, STATE_VERSION};
 use cerebro_host::layout::{self, DesiredState};
 use cerebro_host::process::is_alive;
 use cerebro_host::TaskDir;
+use cerebro_types::deploy::{DeployAttempt, DeployState};
 use cerebro_types::machine::{
     MachineEvent, MachineStatus, Resources, SitterView, TaskUsage, TaskView, Vitals,
 };
@@ -35,6 +36,10 @@ pub struct TaskEntry {
     /// The desired state last written to the task directory, so that
     /// `persist` writes the file only when it changes.
     desired_written: Option<DesiredState>,
+    /// An attempt at its deployment is running.
+    pub deploying: bool,
+    /// Its deploy attempts, newest first (kept in its deploy directory).
+    pub deploy_log: Vec<DeployAttempt>,
 }
 
 impl TaskEntry {
@@ -66,7 +71,25 @@ impl TaskEntry {
             secret: None,
             next_spawn_at: None,
             desired_written: None,
+            deploying: false,
+            deploy_log: Vec::new(),
         }
+    }
+
+    /// The spec its tasksitter should run: the spec as PUT, or for a task
+    /// with a deployment the effective spec of the release switched to;
+    /// `None` while no release is.
+    pub fn wanted_spec(&self, state_dir: &std::path::Path) -> Option<TaskSpec> {
+        if self.record.deployment.is_none() {
+            return Some(self.record.spec.clone());
+        }
+        let deployed = self.record.deployed.as_ref()?;
+        let dirs = crate::deploy::DeployDir::new(state_dir, &self.record.dir_name);
+        Some(crate::deploy::effective_spec(
+            &self.record.spec,
+            &dirs,
+            &deployed.release,
+        ))
     }
 
     /// What the machinesitter wants for this task, as kept in its directory.
@@ -92,8 +115,11 @@ impl TaskEntry {
             }),
             sitter_starts: self.record.sitter_starts,
             last_error: self.last_error.clone(),
-            deployment: None,
-            deploy: None,
+            deployment: self.record.deployment.clone(),
+            deploy: self.record.deploy.clone().map(|mut status| {
+                status.running_release = self.record.deployed.as_ref().map(|d| d.release.clone());
+                status
+            }),
         }
     }
 }
@@ -254,7 +280,26 @@ pub fn load(config: Arc<MachineConfig>) -> std::io::Result<Machine> {
                 let known = record.runtime.take();
                 let found = found.remove(&record.dir_name);
                 record.runtime = readopt(&mut machine, &name, &paths, known, found);
-                machine.tasks.insert(name, TaskEntry::new(record));
+                if let Some(status) = record.deploy.as_mut() {
+                    // An attempt the last machinesitter did not finish starts again.
+                    if matches!(
+                        status.state,
+                        DeployState::Installing | DeployState::Checking
+                    ) {
+                        status.state = DeployState::Pending;
+                        status.step = None;
+                    }
+                }
+                let mut entry = TaskEntry::new(record);
+                entry.deploy_log =
+                    crate::deploy::DeployDir::new(&config.state_dir, &entry.record.dir_name)
+                        .load_log();
+                for attempt in &mut entry.deploy_log {
+                    if attempt.outcome == cerebro_types::deploy::AttemptOutcome::Running {
+                        attempt.outcome = cerebro_types::deploy::AttemptOutcome::Failed;
+                    }
+                }
+                machine.tasks.insert(name, entry);
             }
         }
         Loaded::Corrupt { moved_to, error } => {
@@ -399,6 +444,24 @@ fn recover_task_dirs(machine: &mut Machine, mut running: HashMap<String, sitter:
             ),
         };
         machine.event(&name, message);
+        // The deployment of the release its `current` link points at, from
+        // that release's marker: the task runs on it again, its checks
+        // re-run. A newer release asked for but not installed is for the
+        // cluster to ask again.
+        let deploy_dir = crate::deploy::DeployDir::new(&state_dir, &dir_name);
+        let (deployment, deployed) = match deploy_dir
+            .current_release()
+            .and_then(|release| deploy_dir.read_marker(&release).map(|m| (release, m)))
+        {
+            Some((release, marker)) => (
+                Some(marker.deployment),
+                Some(state::Deployed {
+                    release,
+                    ready: false,
+                }),
+            ),
+            None => (None, None),
+        };
         let record = TaskRecord {
             spec: desired.spec,
             dir_name,
@@ -406,7 +469,12 @@ fn recover_task_dirs(machine: &mut Machine, mut running: HashMap<String, sitter:
             deleting: desired.deleting,
             runtime,
             sitter_starts: 0,
+            deployment,
+            deployed,
+            deploy: None,
         };
-        machine.tasks.insert(name, TaskEntry::new(record));
+        let mut entry = TaskEntry::new(record);
+        entry.deploy_log = deploy_dir.load_log();
+        machine.tasks.insert(name, entry);
     }
 }

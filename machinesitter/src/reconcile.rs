@@ -3,6 +3,7 @@
 //! idempotent moves until they match: start the missing, retire the replaced
 //! or deleted, clean after the dead.
 
+use crate::deploy;
 use crate::machine::SharedMachine;
 use crate::sitter;
 use crate::state::Runtime;
@@ -130,6 +131,7 @@ impl Reconciler {
         let machine_started = machine.sitter_started.clone();
         let mut changed = false;
         let mut removed = Vec::new();
+        let mut jobs = Vec::new();
         let mut events = Vec::new();
         let now = Instant::now();
         for (name, entry) in machine.tasks.iter_mut() {
@@ -174,12 +176,21 @@ impl Reconciler {
                     changed = true;
                 }
             }
+            // A task with a deployment runs on its switched release; with
+            // none switched yet, whatever tasksitter runs keeps running and
+            // none is started.
+            let wanted = entry.wanted_spec(&config.state_dir);
+            match deploy::next_job(name, entry, &config.state_dir, config.deploy_retry_base) {
+                Ok(Some(job)) => jobs.push(job),
+                Ok(None) => {}
+                Err(at_ms) => due_at(now + Duration::from_millis(at_ms.saturating_sub(now_ms()))),
+            }
             let retire = entry.record.deleting
-                || entry
-                    .record
-                    .runtime
-                    .as_ref()
-                    .is_some_and(|rt| !rt.spec.same_task(&entry.record.spec));
+                || entry.record.runtime.as_ref().is_some_and(|rt| {
+                    wanted
+                        .as_ref()
+                        .is_some_and(|wanted| !rt.spec.same_task(wanted))
+                });
             if let (true, Some(runtime)) = (retire, entry.record.runtime.as_mut()) {
                 match runtime.stop_sent_ms {
                     None => {
@@ -201,7 +212,11 @@ impl Reconciler {
                 continue;
             }
             if entry.record.deleting {
-                removed.push(name.clone());
+                // An attempt still running writes in the deploy directory;
+                // it stops at its next step, then the task goes.
+                if !entry.deploying {
+                    removed.push(name.clone());
+                }
                 continue;
             }
             if entry.record.runtime.is_some() {
@@ -211,9 +226,12 @@ impl Reconciler {
                 due_at(at);
                 continue;
             }
+            let Some(wanted) = wanted else {
+                continue;
+            };
             match sitter::spawn(
                 &config.tasksitter_bin,
-                &entry.record.spec,
+                &wanted,
                 &paths,
                 config.limits_backend,
                 entry.record.run_requested,
@@ -241,7 +259,13 @@ impl Reconciler {
         for name in removed {
             if let Some(entry) = machine.tasks.remove(&name) {
                 let paths = TaskDir::new(&config.state_dir, &entry.record.dir_name);
-                match paths.remove() {
+                let deploy_dir = deploy::DeployDir::new(&config.state_dir, &entry.record.dir_name);
+                match paths
+                    .remove()
+                    .and_then(|()| match std::fs::remove_dir_all(&deploy_dir.dir) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                        _ => Ok(()),
+                    }) {
                     Ok(()) => events.push((name, "removed with its logs".into())),
                     Err(error) => {
                         tracing::warn!(task = %name, %error, "cannot remove the task's files");
@@ -257,10 +281,18 @@ impl Reconciler {
         for (task, message) in events {
             machine.event(&task, message);
         }
-        if changed {
+        if changed || !jobs.is_empty() {
             if let Err(error) = machine.persist() {
                 tracing::error!(%error, "cannot persist the task set");
             }
+        }
+        drop(guard);
+        for job in jobs {
+            tokio::spawn(deploy::drive(
+                job,
+                self.machine.clone(),
+                self.notify.clone(),
+            ));
         }
         next_due
     }

@@ -3,6 +3,7 @@
 //! overwritten) when it cannot be read.
 
 use cerebro_host::fs::StateFile;
+use cerebro_types::deploy::{DeployStatus, Deployment};
 use cerebro_types::TaskSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -31,6 +32,26 @@ pub struct TaskRecord {
     /// Tasksitters started for this task, adoption not counted.
     #[serde(default)]
     pub sitter_starts: u64,
+    /// The deployment the task was PUT with: its release is installed
+    /// before the task runs on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<Deployment>,
+    /// The release switched to (what `current` points at).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed: Option<Deployed>,
+    /// Where the desired release stands (attempts, failures, retries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<DeployStatus>,
+}
+
+/// The release a task's `current` link points at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deployed {
+    /// Its id ([`Deployment::release_id`]).
+    pub release: String,
+    /// Every check passed while the task ran on it (or it has none).
+    pub ready: bool,
 }
 
 /// The tasksitter process serving a task.
@@ -122,6 +143,9 @@ mod tests {
                 deleting: false,
                 runtime: None,
                 sitter_starts: 0,
+                deployment: None,
+                deployed: None,
+                deploy: None,
             },
         );
         save(dir.path(), &state).unwrap();

@@ -1,7 +1,20 @@
 //! Placement's results and rolling updates as the cluster records them.
 
 use super::*;
+use cerebro_types::cluster::RolloutStop;
+use cerebro_types::deploy::DeployState;
 use cerebro_types::job::Reschedule;
+
+/// Where one machine switched by a rolling update stands.
+#[derive(Debug, Clone, PartialEq)]
+enum MachineHealth {
+    /// Every instance of the job on it is healthy (and deployed).
+    Healthy,
+    /// Not yet: starting, installing, checking, or not reported.
+    Waiting,
+    /// An instance's deployment of the release it was sent failed.
+    Failed(RolloutStop),
+}
 
 impl Cluster {
     /// Every job's spec, as placement takes them.
@@ -168,9 +181,76 @@ impl Cluster {
         self.plan = plan;
     }
 
+    /// How machine `machine`'s instances of `job` stand in a rollout that
+    /// switched it at `switched_at` (ms): healthy once every one runs,
+    /// started after the switch and for at least `min_healthy_ms`, and (for
+    /// a job with a recipe) reports its deployment `Ready` for the release
+    /// it was sent; failed when one reports that deployment `Failed`.
+    fn switched_machine_health(
+        &self,
+        job: &str,
+        machine: &str,
+        switched_at: u64,
+        min_healthy_ms: u64,
+        now: u64,
+    ) -> MachineHealth {
+        let Some(report) = self.reports.get(machine) else {
+            return MachineHealth::Waiting;
+        };
+        let mut health = MachineHealth::Healthy;
+        let mut keys: Option<Vec<InstanceKey>> = None;
+        for assignment in self.assignments_on(machine).filter(|a| a.key.job == job) {
+            let task_name = instance_task_name(&assignment.key.job, assignment.key.slot);
+            let task = report.tasks.get(&task_name);
+            let runs = task.and_then(|t| t.status.as_ref()).is_some_and(|s| {
+                s.state.kind() == cerebro_types::StateKind::Running
+                    && s.started_at_ms.is_some_and(|started| {
+                        started >= switched_at && now.saturating_sub(started) >= min_healthy_ms
+                    })
+            });
+            let deployed = match self.instance_deployment(&assignment.key, machine) {
+                None => true,
+                Some(deployment) => {
+                    let release = deployment.release_id();
+                    let status = task
+                        .and_then(|t| t.deploy.as_ref())
+                        .filter(|d| d.release == release);
+                    match status.map(|d| d.state) {
+                        Some(DeployState::Ready) => true,
+                        Some(DeployState::Failed) => {
+                            let status = status.cloned();
+                            let keys = keys.get_or_insert_with(|| self.instance_keys(job));
+                            return MachineHealth::Failed(RolloutStop {
+                                machine: machine.to_string(),
+                                instance: keys
+                                    .iter()
+                                    .position(|k| *k == assignment.key)
+                                    .unwrap_or(0),
+                                zone: assignment.key.zone.clone(),
+                                task: task_name,
+                                release,
+                                step: status.as_ref().and_then(|d| d.step.clone()),
+                                error: status.and_then(|d| d.error),
+                                at_ms: now,
+                            });
+                        }
+                        _ => false,
+                    }
+                }
+            };
+            if !(runs && deployed) {
+                health = MachineHealth::Waiting;
+            }
+        }
+        health
+    }
+
     /// Rolling updates at `now` (ms): switches the next machines'
     /// instances to the target generation once those switched before have
-    /// run healthy for the job's minimum time, and ends finished updates.
+    /// run healthy for the job's minimum time (and deployed their release,
+    /// for a job with a recipe), and ends finished updates. A machine whose
+    /// deployment failed stops the update there, with one event, until it
+    /// deploys (the machine retries) or another update is requested.
     /// Answers whether anything changed.
     pub fn advance_rollouts(&mut self, now: u64) -> bool {
         let cluster = self;
@@ -185,42 +265,79 @@ impl Cluster {
             let Some(rollout) = job.rollout.clone() else {
                 continue;
             };
-            let healthy = |machine: &str| -> bool {
-                let Some(switched_at) = rollout.switched.get(machine) else {
-                    return true;
-                };
-                let Some(report) = cluster.reports.get(machine) else {
-                    return false;
-                };
-                cluster
-                    .assignments_on(machine)
-                    .filter(|a| a.key.job == name)
-                    .all(|a| {
-                        let task = report
-                            .tasks
-                            .get(&instance_task_name(&a.key.job, a.key.slot));
-                        let status = task.and_then(|t| t.status.as_ref());
-                        status.is_some_and(|s| {
-                            s.state.kind() == cerebro_types::StateKind::Running
-                                && s.started_at_ms.is_some_and(|started| {
-                                    started >= *switched_at
-                                        && now.saturating_sub(started) >= rollout.min_healthy_ms
-                                })
-                        })
-                    })
-            };
-            let in_flight = hosting
+            let health: BTreeMap<&String, MachineHealth> = hosting
                 .iter()
-                .filter(|m| rollout.switched.contains_key(*m) && !healthy(m))
+                .filter_map(|m| {
+                    let switched_at = rollout.switched.get(m)?;
+                    Some((
+                        m,
+                        cluster.switched_machine_health(
+                            &name,
+                            m,
+                            *switched_at,
+                            rollout.min_healthy_ms,
+                            now,
+                        ),
+                    ))
+                })
+                .collect();
+            let in_flight = health
+                .values()
+                .filter(|h| !matches!(h, MachineHealth::Healthy))
                 .count();
+            let failure = health.values().find_map(|h| match h {
+                MachineHealth::Failed(stop) => Some(stop.clone()),
+                _ => None,
+            });
             let left: Vec<String> = hosting
                 .iter()
                 .filter(|m| job.generation_on(m) < rollout.target_generation)
                 .cloned()
                 .collect();
+            // A stop lasts until its machine is healthy (or gone): a retry
+            // that is installing again is still the same stop, not news.
+            let stop_over =
+                rollout
+                    .stopped
+                    .as_ref()
+                    .and_then(|stop| match health.get(&stop.machine) {
+                        None => Some(format!("{} no longer runs the job", stop.machine)),
+                        Some(MachineHealth::Healthy) => {
+                            Some(format!("{} is deployed and healthy now", stop.machine))
+                        }
+                        Some(_) => None,
+                    });
             let Some(job) = cluster.state.jobs.get_mut(&name) else {
                 continue;
             };
+            let Some(record) = job.rollout.as_mut() else {
+                continue;
+            };
+            if let Some(why) = stop_over {
+                if record.stopped.take().is_some() {
+                    events.push((
+                        name.clone(),
+                        ClusterEventKind::RolloutStep,
+                        format!("rolling update resumes: {why}"),
+                    ));
+                    changed = true;
+                }
+            }
+            if record.stopped.is_none() {
+                if let Some(stop) = failure {
+                    events.push((
+                        name.clone(),
+                        ClusterEventKind::RolloutStopped,
+                        format!(
+                            "rolling update to generation {} stopped: {stop}; no further machine is updated until it deploys (its machine retries) or another update is requested",
+                            rollout.target_generation
+                        ),
+                    ));
+                    record.stopped = Some(stop);
+                    changed = true;
+                }
+            }
+            let stopped = record.stopped.is_some();
             if left.is_empty() && in_flight == 0 {
                 job.end_rollout();
                 events.push((
@@ -234,7 +351,11 @@ impl Cluster {
                 changed = true;
                 continue;
             }
-            let slots = rollout.max_parallel.saturating_sub(in_flight);
+            let slots = if stopped {
+                0
+            } else {
+                rollout.max_parallel.saturating_sub(in_flight)
+            };
             for machine in left.into_iter().take(slots) {
                 job.machine_generation
                     .insert(machine.clone(), rollout.target_generation);

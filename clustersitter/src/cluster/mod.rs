@@ -4,11 +4,13 @@
 
 use crate::config::ClusterConfig;
 use crate::placement::PlacementMachine;
+use crate::recipes::ResolvedRecipe;
 use crate::store::{self, ClusterState, JobRecord, MachineRecord};
 use cerebro_types::cluster::{
     Assignment, ClusterEvent, ClusterEventKind, ClusterStatus, InstanceKey, InstanceState,
     InstanceView, JobView, MachineState, MachineView, Plan, RolloutView, ZoneStatus,
 };
+use cerebro_types::deploy::Deployment;
 use cerebro_types::job::{instance_task_name, link_of, walk_links, ChainEnd, JobSpec, Link};
 use cerebro_types::machine::{MachineStatus, Resources, TaskView};
 use cerebro_types::time::now_ms;
@@ -244,6 +246,113 @@ impl Cluster {
         }
         Some(spec)
     }
+    /// The deployment instance `key` gets with its task on `machine`, for a
+    /// job with a recipe: the recipe and options of the generation that
+    /// machine runs, its version there ([`JobRecord::version_on`]), and who
+    /// the instance is. `None` for a job without a (resolved) recipe.
+    pub fn instance_deployment(&self, key: &InstanceKey, machine: &str) -> Option<Deployment> {
+        let job = self.state.jobs.get(&key.job)?;
+        let (recipe, options) = job.deploy_on(machine);
+        let recipe = recipe?;
+        Some(Deployment {
+            recipe_name: recipe.name.clone(),
+            recipe_source: recipe.source.clone(),
+            recipe_sha256: recipe.sha256.clone(),
+            recipe: recipe.recipe.clone(),
+            options: options.clone(),
+            job: key.job.clone(),
+            version: job.version_on(machine).map(str::to_string),
+            instance: key.slot,
+            zone: key.zone.clone(),
+            machine: machine.to_string(),
+            cluster: self.config.cluster_name.clone(),
+        })
+    }
+
+    /// Resolves `spec.deployment_recipe` in the cluster's `recipe_dirs`
+    /// and the shipped recipes ([`crate::recipes::resolve`]) and checks
+    /// that the job's `recipe_options` fill it ([`Deployment::check`], for
+    /// a sample instance: slot 0 of its first zone, at the job's current
+    /// version). `Ok(None)` for a job without a recipe.
+    ///
+    /// # Errors
+    /// Field `deployment_recipe` when it cannot be found (naming every
+    /// directory searched), read or parsed (located in its file);
+    /// `recipe_options.KEY` for an option a step reads and the job lacks.
+    pub fn resolve_recipe(
+        &self,
+        spec: &JobSpec,
+    ) -> Result<Option<ResolvedRecipe>, ValidationErrors> {
+        let Some(name) = &spec.deployment_recipe else {
+            return Ok(None);
+        };
+        let recipe = crate::recipes::resolve(name, &self.config.recipe_dirs).map_err(|error| {
+            let mut errors = ValidationErrors::default();
+            errors.push("deployment_recipe", error.to_string());
+            errors
+        })?;
+        let sample = Deployment {
+            recipe_name: recipe.name.clone(),
+            recipe_source: recipe.source.clone(),
+            recipe_sha256: recipe.sha256.clone(),
+            recipe: recipe.recipe.clone(),
+            options: spec.recipe_options.clone(),
+            job: spec.name().to_string(),
+            version: self
+                .state
+                .jobs
+                .get(spec.name())
+                .and_then(|job| job.version.clone()),
+            instance: 0,
+            zone: spec
+                .deployment_layout
+                .keys()
+                .next()
+                .cloned()
+                .unwrap_or_default(),
+            machine: String::new(),
+            cluster: self.config.cluster_name.clone(),
+        };
+        sample.check()?;
+        Ok(Some(recipe))
+    }
+
+    /// At start: a job loaded from a state file written before recipes
+    /// ran names a recipe but has no snapshot of it; resolve it now. One
+    /// that does not resolve keeps running as before (deploying nothing),
+    /// with an event saying why. Answers whether any job changed.
+    pub fn resolve_missing_recipes(&mut self) -> bool {
+        let missing: Vec<String> = self
+            .state
+            .jobs
+            .iter()
+            .filter(|(_, job)| job.spec.deployment_recipe.is_some() && job.recipe.is_none())
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut changed = false;
+        for name in missing {
+            let Some(spec) = self.state.jobs.get(&name).map(|job| job.spec.clone()) else {
+                continue;
+            };
+            match self.resolve_recipe(&spec) {
+                Ok(recipe) => {
+                    if let Some(job) = self.state.jobs.get_mut(&name) {
+                        // Every generation, old ones too, deploys it: none
+                        // deployed anything before.
+                        job.recipe = recipe;
+                        changed = true;
+                    }
+                }
+                Err(errors) => self.event(
+                    ClusterEventKind::RecipeUnresolved,
+                    &name,
+                    format!("its deployment recipe cannot be used ({errors}); it runs as before, deploying nothing, until it is submitted again"),
+                ),
+            }
+        }
+        changed
+    }
+
     /// Machines with at least one instance of `job`, sorted.
     pub fn machines_hosting(&self, job: &str) -> Vec<String> {
         let mut machines: Vec<String> = self
@@ -258,8 +367,10 @@ impl Cluster {
         machines
     }
     /// Checks that need the cluster: zones served, the linked master exists
-    /// and no circle of links, an instance fits the zone's largest machine.
-    pub fn check_job(&self, spec: &JobSpec) -> Result<(), ValidationErrors> {
+    /// and no circle of links, an instance fits the zone's largest machine,
+    /// the deployment recipe resolves and the options fill it
+    /// ([`Cluster::resolve_recipe`]). Answers the resolved recipe.
+    pub fn check_job(&self, spec: &JobSpec) -> Result<Option<ResolvedRecipe>, ValidationErrors> {
         self.check_job_among(spec, &[])
     }
 
@@ -272,7 +383,7 @@ impl Cluster {
         &self,
         spec: &JobSpec,
         batch: &[JobSpec],
-    ) -> Result<(), ValidationErrors> {
+    ) -> Result<Option<ResolvedRecipe>, ValidationErrors> {
         let known = |name: &str| -> Option<&JobSpec> {
             batch
                 .iter()
@@ -309,7 +420,14 @@ impl Cluster {
                 );
             }
         }
-        errors.into_result(())
+        let recipe = match self.resolve_recipe(spec) {
+            Ok(recipe) => recipe,
+            Err(found) => {
+                errors.errors.extend(found.errors);
+                None
+            }
+        };
+        errors.into_result(recipe)
     }
 
     /// Refuses an instance that no machine its zone can ever have would
@@ -386,23 +504,26 @@ impl Cluster {
         }
     }
 
-    /// Creates or replaces a job. A changed task configuration rolls out
-    /// one machine at a time.
-    pub fn upsert_job(&mut self, spec: JobSpec) -> UpsertOutcome {
+    /// Creates or replaces a job, with the recipe [`Cluster::check_job`]
+    /// resolved for it. A changed task configuration, recipe content or
+    /// recipe options roll out one machine at a time.
+    pub fn upsert_job(&mut self, spec: JobSpec, recipe: Option<ResolvedRecipe>) -> UpsertOutcome {
         let name = spec.name().to_string();
         let now = now_ms();
         let hosting = self.machines_hosting(&name);
         let min_healthy_ms = self.config.min_healthy.as_millis() as u64;
         let (result, rollout) = match self.state.jobs.get_mut(&name) {
-            Some(record) if record.spec == spec => (UpsertOutcome::Unchanged, None),
+            Some(record) if record.spec == spec && record.recipe == recipe => {
+                (UpsertOutcome::Unchanged, None)
+            }
             Some(record) => {
-                let rolls = record.replace_spec(spec, &hosting, min_healthy_ms, now);
+                let rolls = record.replace_spec(spec, recipe, &hosting, min_healthy_ms, now);
                 (UpsertOutcome::Updated, rolls.then_some(record.generation))
             }
             None => {
-                self.state
-                    .jobs
-                    .insert(name.clone(), JobRecord::new(spec, now));
+                let mut record = JobRecord::new(spec, now);
+                record.recipe = recipe;
+                self.state.jobs.insert(name.clone(), record);
                 (UpsertOutcome::Created, None)
             }
         };
@@ -519,11 +640,15 @@ impl Cluster {
         }
     }
 
-    /// Starts (or retargets) a rolling update of `name`; `None`: no such job.
+    /// Starts (or retargets) a rolling update of `name`; `None`: no such
+    /// job. `recipe`: the job's recipe as re-read for this update
+    /// ([`Cluster::resolve_recipe`]); a changed one is what the new
+    /// generation deploys.
     pub fn start_rollout(
         &mut self,
         name: &str,
         request: &cerebro_types::cluster::UpdateRequest,
+        recipe: Option<ResolvedRecipe>,
     ) -> Option<()> {
         let hosting = self.machines_hosting(name);
         let default_healthy = self.config.min_healthy;
@@ -531,6 +656,7 @@ impl Cluster {
         if request.version.is_some() {
             job.set_version(request.version.clone(), &hosting);
         }
+        job.set_recipe(recipe, &hosting);
         job.begin_rollout(
             &hosting,
             request

@@ -54,7 +54,7 @@ fn a_lost_machine_holds_its_instances_until_it_is_gone_unless_the_job_opts_out()
     // Opting out: the instance moves at once.
     let mut spec = cluster.job("transient job").unwrap().spec.clone();
     spec.reschedule = Reschedule::Immediately;
-    cluster.upsert_job(spec);
+    cluster.upsert_job(spec, None);
     let plan = plan_of(&cluster);
     assert_ne!(
         machine_of(&plan, "transient job", "local-b", 0).as_deref(),
@@ -135,7 +135,7 @@ fn a_linked_job_that_would_not_fit_beside_its_master_is_refused() {
     let errors = cluster.check_job(&linked(1.8)).unwrap_err();
     assert_eq!(errors.errors[0].field, "linked_job", "{errors}");
     assert!(errors.errors[0].message.contains("2.15 cores"), "{errors}");
-    assert_eq!(cluster.check_job(&linked(1.5)), Ok(()));
+    assert_eq!(cluster.check_job(&linked(1.5)), Ok(None));
 }
 
 #[test]
@@ -154,7 +154,7 @@ fn a_batch_may_bring_its_master_but_not_a_circle() {
     };
     // The master comes in the same batch: that is how a dry run of two new files looks.
     let batch = [job("web", None), job("sidecar", Some("web"))];
-    assert_eq!(cluster.check_job_among(&batch[1], &batch), Ok(()));
+    assert_eq!(cluster.check_job_among(&batch[1], &batch), Ok(None));
     let alone = cluster.check_job(&batch[1]).unwrap_err();
     assert_eq!(alone.errors[0].field, "linked_job", "{alone}");
     // Two jobs of one batch linked to each other: refused, as job by job.
@@ -232,7 +232,7 @@ fn an_orphans_reservation_counts_against_its_machine() {
     );
 
     // 1.4 cores fit only without the orphan: the instance goes elsewhere.
-    cluster.upsert_job(big_job(1.4));
+    cluster.upsert_job(big_job(1.4), None);
     let plan = plan_of(&cluster);
     assert_ne!(
         machine_of(&plan, "big", "local-a", 0).as_deref(),
@@ -246,7 +246,7 @@ fn an_orphans_reservation_counts_against_its_machine() {
         "a machine is asked for it: {plan:?}"
     );
     // What fits beside the orphan still goes there.
-    cluster.upsert_job(big_job(1.3));
+    cluster.upsert_job(big_job(1.3), None);
     let plan = plan_of(&cluster);
     assert_eq!(
         machine_of(&plan, "big", "local-a", 0).as_deref(),
@@ -266,7 +266,7 @@ fn an_instance_a_machine_refuses_as_too_big_is_placed_elsewhere() {
             ("follower#1", 0.1, 32.0),
         ],
     );
-    cluster.upsert_job(big_job(1.3));
+    cluster.upsert_job(big_job(1.3), None);
     let plan = plan_of(&cluster);
     assert_eq!(
         machine_of(&plan, "big", "local-a", 0).as_deref(),
@@ -403,5 +403,349 @@ fn a_machine_found_in_a_zone_not_served_is_reported_and_left_alone() {
     assert!(
         told[0].message.contains("i-0123") && told[0].message.contains("aws-us-west-2c"),
         "{told:?}"
+    );
+}
+
+/// A task running since `started_at_ms`, as its machine reports it, with
+/// its deployment at `deploy`.
+fn deployed_task(
+    name: &str,
+    started_at_ms: u64,
+    deploy: Option<cerebro_types::deploy::DeployStatus>,
+) -> TaskView {
+    let mut task = reported_task(name, 0.1, 10.0);
+    task.status = Some(
+        serde_json::from_value(serde_json::json!({
+            "name": name, "command": "sleep 1000",
+            "state": {"state": "running", "pid": 7, "started_at_ms": started_at_ms},
+            "pid": 7, "started_at_ms": started_at_ms, "uptime_secs": null,
+            "starts": 1, "restarts": 0, "cpu_cores": 0.0, "rss_bytes": 0, "processes": 1,
+            "limits": {"cpu_cores": null, "mem_bytes": null, "time_limit_secs": null, "cpu_action": "throttle"},
+            "backend": "poll", "violations": {"memory": 0, "cpu": 0, "time": 0},
+            "last_exit": null, "events": [], "tasksitter_pid": 6,
+        }))
+        .unwrap(),
+    );
+    task.deploy = deploy;
+    task
+}
+
+/// A deployment of `release` in `state`; a failed one names its step.
+fn deploy_status(
+    release: &str,
+    state: cerebro_types::deploy::DeployState,
+) -> cerebro_types::deploy::DeployStatus {
+    let failed = state == cerebro_types::deploy::DeployState::Failed;
+    cerebro_types::deploy::DeployStatus {
+        release: release.to_string(),
+        version: None,
+        state,
+        running_release: None,
+        step: failed.then(|| "step 1 (fetch \"release archive\")".to_string()),
+        error: failed.then(|| "sha256 mismatch".to_string()),
+        output_tail: failed.then(|| "<got 00ff>".to_string()),
+        attempts: 1,
+        next_attempt_ms: None,
+        updated_ms: 0,
+    }
+}
+
+/// The release instance `slot` of `master` in `zone` is sent on `machine`.
+fn release_of(cluster: &Cluster, zone: &str, slot: u32, machine: &str) -> String {
+    let key = InstanceKey {
+        job: "master".into(),
+        zone: zone.into(),
+        slot,
+    };
+    cluster
+        .instance_deployment(&key, machine)
+        .expect("a deployment")
+        .release_id()
+}
+
+fn rollout_events(cluster: &Cluster, kind: ClusterEventKind) -> Vec<String> {
+    cluster
+        .events()
+        .iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| e.message.clone())
+        .collect()
+}
+
+#[test]
+fn a_rollout_waits_for_each_machine_to_deploy_and_stops_at_a_failed_one() {
+    use cerebro_types::deploy::DeployState::{Checking, Failed, Ready};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = fixture_cluster(dir.path());
+    let mut spec = cluster.job("master").unwrap().spec.clone();
+    spec.deployment_recipe = Some("release-tarball".into());
+    spec.recipe_options = serde_json::from_value(serde_json::json!({
+        "url": "http://127.0.0.1:1/app-v1.tar.gz", "sha256": "ab".repeat(32)
+    }))
+    .unwrap();
+    let recipe = cluster.resolve_recipe(&spec).unwrap();
+    assert_eq!(
+        recipe.as_ref().map(|r| r.source.as_str()),
+        Some("builtin:release-tarball")
+    );
+    assert_eq!(cluster.upsert_job(spec, recipe), UpsertOutcome::Updated);
+    let target = cluster
+        .job("master")
+        .unwrap()
+        .rollout
+        .as_ref()
+        .unwrap()
+        .target_generation;
+    // The machines not reached yet keep deploying what they did: nothing.
+    let key_b = InstanceKey {
+        job: "master".into(),
+        zone: "local-b".into(),
+        slot: 0,
+    };
+    assert_eq!(cluster.instance_deployment(&key_b, "local-b-3"), None);
+
+    let t0 = 1_000_000;
+    assert!(cluster.advance_rollouts(t0));
+    let job = cluster.job("master").unwrap();
+    assert_eq!(job.generation_on("local-a-1"), target);
+    assert!(job.generation_on("local-b-3") < target);
+    let key_a = InstanceKey {
+        job: "master".into(),
+        zone: "local-a".into(),
+        slot: 1,
+    };
+    let sent = cluster.instance_deployment(&key_a, "local-a-1").unwrap();
+    assert_eq!(
+        (
+            sent.instance,
+            sent.zone.as_str(),
+            sent.machine.as_str(),
+            sent.cluster.as_str()
+        ),
+        (1, "local-a", "local-a-1", "local")
+    );
+    let (r0, r1) = (
+        release_of(&cluster, "local-a", 0, "local-a-1"),
+        release_of(&cluster, "local-a", 1, "local-a-1"),
+    );
+    assert_ne!(r0, r1, "each instance its own release");
+
+    // Running long enough, but one instance is still checking: waits.
+    let report = |cluster: &mut Cluster, machine: &str, tasks: Vec<TaskView>| {
+        cluster.reports.insert(
+            machine.to_string(),
+            MachineReport {
+                tasks: tasks.into_iter().map(|t| (t.name.clone(), t)).collect(),
+                status: None,
+            },
+        );
+    };
+    let later = t0 + 60_000;
+    report(
+        &mut cluster,
+        "local-a-1",
+        vec![
+            deployed_task("master#0", t0 + 1, Some(deploy_status(&r0, Ready))),
+            deployed_task("master#1", t0 + 1, Some(deploy_status(&r1, Checking))),
+        ],
+    );
+    cluster.advance_rollouts(later);
+    assert!(cluster.job("master").unwrap().generation_on("local-b-3") < target);
+
+    // A failure of the release it was sent stops the rollout there, once.
+    report(
+        &mut cluster,
+        "local-a-1",
+        vec![
+            deployed_task("master#0", t0 + 1, Some(deploy_status(&r0, Ready))),
+            deployed_task("master#1", t0 + 1, Some(deploy_status(&r1, Failed))),
+        ],
+    );
+    assert!(cluster.advance_rollouts(later));
+    cluster.advance_rollouts(later + 1000);
+    let stopped = rollout_events(&cluster, ClusterEventKind::RolloutStopped);
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    for part in [
+        "local-a-1",
+        "instance 1",
+        "master#1",
+        "step 1 (fetch \"release archive\")",
+        "sha256 mismatch",
+    ] {
+        assert!(stopped[0].contains(part), "{part}: {}", stopped[0]);
+    }
+    assert!(cluster.job("master").unwrap().generation_on("local-b-3") < target);
+    let view = cluster.view_of_job("master").unwrap();
+    let stop = view
+        .rollout
+        .unwrap()
+        .stopped
+        .expect("the view says it stopped");
+    assert_eq!((stop.machine.as_str(), stop.instance), ("local-a-1", 1));
+    assert_eq!(view.instances[1].deploy.as_ref().unwrap().state, Failed);
+    assert_eq!(view.recipe.unwrap().source, "builtin:release-tarball");
+
+    // The machine's retry succeeds: the rollout goes on to local-b-3,
+    // which is sent the new recipe with its PUT.
+    report(
+        &mut cluster,
+        "local-a-1",
+        vec![
+            deployed_task("master#0", t0 + 1, Some(deploy_status(&r0, Ready))),
+            deployed_task("master#1", t0 + 1, Some(deploy_status(&r1, Ready))),
+        ],
+    );
+    assert!(cluster.advance_rollouts(later + 2000));
+    assert_eq!(
+        cluster.job("master").unwrap().generation_on("local-b-3"),
+        target
+    );
+    assert_eq!(
+        rollout_events(&cluster, ClusterEventKind::RolloutStopped).len(),
+        1
+    );
+    assert!(cluster
+        .job("master")
+        .unwrap()
+        .rollout
+        .as_ref()
+        .unwrap()
+        .stopped
+        .is_none());
+    let rb = release_of(&cluster, "local-b", 0, "local-b-3");
+
+    // Running there but deployed a release it was not sent: still waits.
+    let t1 = later + 2000;
+    report(
+        &mut cluster,
+        "local-b-3",
+        vec![deployed_task(
+            "master#0",
+            t1 + 1,
+            Some(deploy_status("v-old", Ready)),
+        )],
+    );
+    cluster.advance_rollouts(t1 + 60_000);
+    assert!(cluster.job("master").unwrap().rollout.is_some());
+    report(
+        &mut cluster,
+        "local-b-3",
+        vec![deployed_task(
+            "master#0",
+            t1 + 1,
+            Some(deploy_status(&rb, Ready)),
+        )],
+    );
+    cluster.advance_rollouts(t1 + 60_000);
+    let job = cluster.job("master").unwrap();
+    assert!(job.rollout.is_none(), "complete");
+    assert!(job.superseded_deploys.is_empty());
+}
+
+#[test]
+fn a_new_recipe_content_or_options_roll_and_old_generations_keep_theirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipes = dir.path().join("recipes");
+    std::fs::create_dir_all(recipes.join("mystartup/recipes")).unwrap();
+    let file = recipes.join("mystartup/recipes/deploy.toml");
+    let recipe = |command: &str| {
+        format!("[[steps]]\nkind = \"run\"\ncommand = \"{command}\"\nenv = {{ BRANCH = \"{{{{ options.branch }}}}\" }}\n")
+    };
+    std::fs::write(&file, recipe("true")).unwrap();
+    let state = dir.path().join("state");
+    let mut config = Cli::try_parse_from(["clustersitter", "--state-dir", state.to_str().unwrap()])
+        .unwrap()
+        .into_config()
+        .unwrap();
+    config.recipe_dirs = vec![recipes.clone()];
+    let fixture = cerebro_tests::fixture_dir("v1/clustersitter");
+    let cerebro_host::fs::StateFile::Read(loaded) = store::load(fixture.path()) else {
+        panic!("the v1 fixture loads");
+    };
+    let mut cluster = Cluster::new(Arc::new(config), loaded, "local");
+    // The fixture's master names mystartup.recipes.deploy with a branch.
+    assert!(cluster.resolve_missing_recipes());
+    let first = cluster.job("master").unwrap().recipe.clone().unwrap();
+    assert_eq!(first.source, file.display().to_string());
+
+    // The same spec and file: unchanged. Another file content: a rollout.
+    let spec = cluster.job("master").unwrap().spec.clone();
+    let same = cluster.check_job(&spec).unwrap();
+    assert_eq!(
+        cluster.upsert_job(spec.clone(), same),
+        UpsertOutcome::Unchanged
+    );
+    std::fs::write(&file, recipe("make install")).unwrap();
+    let changed = cluster.check_job(&spec).unwrap();
+    assert_eq!(
+        cluster.upsert_job(spec.clone(), changed),
+        UpsertOutcome::Updated
+    );
+    let job = cluster.job("master").unwrap();
+    let rollout = job.rollout.clone().expect("a recipe change rolls");
+    let (old, _) = job.deploy_on("local-b-3");
+    assert_eq!(
+        old.unwrap().sha256,
+        first.sha256,
+        "not reached: the old recipe"
+    );
+    cluster.advance_rollouts(now_ms());
+    let job = cluster.job("master").unwrap();
+    assert_eq!(job.generation_on("local-a-1"), rollout.target_generation);
+    assert_ne!(job.deploy_on("local-a-1").0.unwrap().sha256, first.sha256);
+    assert_eq!(job.deploy_on("local-b-3").0.unwrap().sha256, first.sha256);
+
+    // Other options roll too; the machines keep the options they had.
+    let mut other = spec.clone();
+    other
+        .recipe_options
+        .insert("branch".into(), serde_json::json!("release"));
+    let recipe = cluster.check_job(&other).unwrap();
+    assert_eq!(cluster.upsert_job(other, recipe), UpsertOutcome::Updated);
+    let job = cluster.job("master").unwrap();
+    assert_eq!(job.deploy_on("local-b-3").1["branch"], "main");
+    assert_eq!(job.deploy_on("local-a-1").1["branch"], "main");
+
+    // A missing option is refused naming it.
+    let mut bare = spec.clone();
+    bare.recipe_options.clear();
+    let errors = cluster.check_job(&bare).unwrap_err();
+    assert_eq!(errors.errors[0].field, "recipe_options.branch", "{errors}");
+
+    // updatejob re-reads the file: once gone, the update is refused.
+    std::fs::remove_file(&file).unwrap();
+    let errors = cluster.resolve_recipe(&spec).unwrap_err();
+    assert_eq!(errors.errors[0].field, "deployment_recipe");
+    assert!(
+        errors.errors[0].message.contains(
+            &recipes
+                .join("mystartup/recipes/deploy.toml")
+                .display()
+                .to_string()
+        ),
+        "{errors}"
+    );
+}
+
+#[test]
+fn an_older_job_whose_recipe_does_not_resolve_keeps_running_with_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = fixture_cluster(dir.path());
+    assert!(!cluster.resolve_missing_recipes());
+    let job = cluster.job("master").unwrap();
+    assert!(job.recipe.is_none());
+    let key = InstanceKey {
+        job: "master".into(),
+        zone: "local-a".into(),
+        slot: 0,
+    };
+    assert!(cluster.instance_spec(&key, "local-a-1").is_some());
+    assert_eq!(cluster.instance_deployment(&key, "local-a-1"), None);
+    let events = rollout_events(&cluster, ClusterEventKind::RecipeUnresolved);
+    assert_eq!(events.len(), 1);
+    assert!(
+        events[0].contains("no recipe 'mystartup.recipes.deploy'")
+            && events[0].contains("runs as before"),
+        "{events:?}"
     );
 }

@@ -2,6 +2,7 @@
 //! views and the status, computed from the state under the lock.
 
 use super::*;
+use cerebro_types::cluster::RecipeView;
 
 /// Nothing reserved, nothing free: the start of a sum.
 /// (`Resources` has no `Default`, and it is not this crate's type.)
@@ -37,7 +38,7 @@ impl Cluster {
     /// Every instance the jobs want, placed or not, in a stable order: a
     /// job's own layout says what it wants even before placement has run;
     /// a linked job wants what placement gave it.
-    fn instance_keys(&self, job: &str) -> Vec<InstanceKey> {
+    pub(super) fn instance_keys(&self, job: &str) -> Vec<InstanceKey> {
         let from_layout: Vec<InstanceKey> = self
             .state
             .jobs
@@ -107,11 +108,11 @@ impl Cluster {
     ) -> InstanceView {
         let machine = assigned.machine_of.get(key).map(|m| m.to_string());
         let task_name = instance_task_name(&key.job, key.slot);
-        let report = machine
+        let task = machine
             .as_ref()
             .and_then(|m| self.reports.get(m))
-            .and_then(|r| r.tasks.get(&task_name))
-            .and_then(|t| t.status.as_ref());
+            .and_then(|r| r.tasks.get(&task_name));
+        let report = task.and_then(|t| t.status.as_ref());
         let generation = self.state.jobs.get(&key.job).map_or(0, |j| {
             machine
                 .as_ref()
@@ -134,7 +135,7 @@ impl Cluster {
             rss_bytes: report.map_or(0, |s| s.rss_bytes),
             started_at_ms: report.and_then(|s| s.started_at_ms),
             generation,
-            deploy: None,
+            deploy: task.and_then(|t| t.deploy.clone()),
         }
     }
 
@@ -197,6 +198,7 @@ impl Cluster {
                     .max_by_key(|(_, at)| **at)
                     .map(|(machine, _)| machine.clone()),
                 started_ms: r.started_ms,
+                stopped: r.stopped.clone(),
             }
         });
         JobView {
@@ -214,6 +216,19 @@ impl Cluster {
             instances,
             rollout,
             run_requested: record.run_requested,
+            recipe: record.recipe.as_ref().map(|r| RecipeView {
+                name: r.name.clone(),
+                source: r.source.clone(),
+                sha256: r.sha256.clone(),
+                description: r.recipe.description.clone(),
+                steps: r
+                    .recipe
+                    .steps
+                    .iter()
+                    .enumerate()
+                    .map(|(i, step)| step.label(i))
+                    .collect(),
+            }),
         }
     }
     /// The view of one machine record.

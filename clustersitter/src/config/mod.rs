@@ -113,6 +113,13 @@ pub struct FileConfig {
     pub advertise_url: Option<String>,
     #[serde(default)]
     pub jobs: Vec<PathBuf>,
+    /// Directories searched, in order, for the recipe a job's
+    /// `deployment_recipe` names (`recipe_dirs = ["recipes", "/srv/recipes"]`;
+    /// relative entries are relative to this file's directory): a dotted
+    /// name `a.b.c` is `a/b/c.toml` in the first directory that has it,
+    /// then among the recipes shipped with Cerebro (`release-tarball`,
+    /// `install-script`). See [`crate::recipes`].
+    pub recipe_dirs: Option<Spanned<Vec<Spanned<String>>>>,
     pub provider: Option<ProviderSection>,
 }
 
@@ -215,6 +222,9 @@ pub struct ClusterConfig {
     pub on_exit: OnExit,
     pub address_file: Option<PathBuf>,
     pub jobs: Vec<PathBuf>,
+    /// Where `deployment_recipe` names are looked up, in order, before the
+    /// shipped recipes (see [`FileConfig::recipe_dirs`]); absolute.
+    pub recipe_dirs: Vec<PathBuf>,
     pub provider: ProviderConfig,
     pub ui_login_required: bool,
     /// No token on purpose: everything is open. Without a token and
@@ -434,6 +444,7 @@ impl Cli {
             .map(|url| url.trim_end_matches('/').to_string());
         let mut jobs: Vec<PathBuf> = file.jobs.iter().map(|j| config_dir.join(j)).collect();
         jobs.extend(self.jobs);
+        let recipe_dirs = recipe_dirs(file.recipe_dirs.as_ref(), &config_dir, &mut located);
         let config = ClusterConfig {
             cluster_name,
             addr: SocketAddr::new(bind, self.port.or(file.port).unwrap_or(30000)),
@@ -462,6 +473,7 @@ impl Cli {
             generated_token_file: None,
             advertise_url,
             jobs,
+            recipe_dirs,
             provider,
         };
         if !located.is_empty() {
@@ -488,6 +500,40 @@ impl Cli {
         }
         errors.into_result(config).map_err(ConfigError::Invalid)
     }
+}
+
+/// `recipe_dirs`, each entry joined to the config file's directory when
+/// relative and made absolute (the clustersitter may change directory,
+/// and recipe sources are shown to people). An empty entry, or one that
+/// is not an existing directory, is a problem at its place in the file: a
+/// typo would otherwise fall through to the shipped recipes unnoticed.
+fn recipe_dirs(
+    entries: Option<&Spanned<Vec<Spanned<String>>>>,
+    config_dir: &std::path::Path,
+    located: &mut Vec<ec2::Problem>,
+) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for entry in entries.map(|e| e.get_ref().as_slice()).unwrap_or_default() {
+        let text = entry.get_ref();
+        if text.trim().is_empty() {
+            located.push((
+                entry.span(),
+                "recipe_dirs: an entry must not be empty".into(),
+            ));
+            continue;
+        }
+        let joined = config_dir.join(text);
+        let dir = std::path::absolute(&joined).unwrap_or(joined);
+        if !dir.is_dir() {
+            located.push((
+                entry.span(),
+                format!("recipe_dirs: '{}' is not a directory", dir.display()),
+            ));
+            continue;
+        }
+        dirs.push(dir);
+    }
+    dirs
 }
 
 /// Checks `[provider]` for its kind: the keys of another kind are
@@ -839,6 +885,45 @@ mod tests {
             error.contains(":2:8: kind = \"ec2\" needs a [provider.ec2]"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn recipe_dirs_are_relative_to_the_config_file_and_located() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("recipes/site")).unwrap();
+        let path = dir.path().join("cluster.toml");
+        let parse = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Cli::try_parse_from(["clustersitter", "--config", path.to_str().unwrap()])
+                .unwrap()
+                .into_config()
+        };
+        let absolute = dir.path().join("recipes");
+        let config = parse(&format!(
+            "recipe_dirs = [\"recipes/site\", \"{}\"]\n",
+            absolute.display()
+        ))
+        .unwrap();
+        assert_eq!(
+            config.recipe_dirs,
+            [dir.path().join("recipes/site"), absolute]
+        );
+        assert!(parse("").unwrap().recipe_dirs.is_empty());
+        let error = parse("cluster_name = \"x\"\nrecipe_dirs = [\"recipes\", \"nope\", \"\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(":2:27: recipe_dirs: '") && error.contains("nope' is not a directory"),
+            "{error}"
+        );
+        assert!(
+            error.contains(":2:35: recipe_dirs: an entry must not be empty"),
+            "{error}"
+        );
+        let error = parse("recipe_dirs = \"recipes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(":1:15:"), "{error}");
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub fn router(state: UiState) -> Router {
         .route("/jobs/{name}", get(pages::job_page))
         .route("/machines/{id}", get(pages::machine_page))
         .route("/logs/{name}/{index}/{stream}", get(pages::log_page))
+        .route("/deploylog/{name}/{index}", get(pages::deploy_log_page))
         .route("/login", get(actions::login_page).post(actions::login))
         .route("/logout", post(actions::logout))
         .route("/ui/jobs/{name}/update", post(actions::update_action))

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use cerebro_types::cluster::{
     EventSubject, InstanceState, InstanceView, MachineState, RunMode, Severity,
 };
+use cerebro_types::deploy::DeployState;
 use cerebro_types::time::{format_rfc3339_ms, now_ms};
 use cerebro_types::url::encode_path_segment;
 use cerebro_web::html::{bar, escape, format_bytes, key_values, state_pill};
@@ -118,6 +119,65 @@ fn instance_rows(viewer: &Viewer, instances: &[InstanceView], with_job: bool) ->
         );
     }
     out.push_str("</table>");
+    out
+}
+
+/// Where each instance's deployment stands, for a job with a recipe: its
+/// state, release, the step running or failed, and for a failure the
+/// error and the tail of the step's output (all escaped), with a link to
+/// the instance's whole deploy log.
+fn deploy_rows(instances: &[InstanceView]) -> String {
+    let mut out = String::from(
+        "<table><tr><th>#</th><th>Zone</th><th>Machine</th><th>Deploy</th><th>Release</th><th>Running</th><th>Attempts</th><th>Step</th><th>Log</th></tr>",
+    );
+    let mut failures = String::new();
+    for i in instances {
+        let link = format!(
+            r#"<a href="/deploylog/{}/{}">deploy log</a>"#,
+            encode_path_segment(&i.job),
+            i.index
+        );
+        let Some(deploy) = &i.deploy else {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>—</td><td>—</td><td>—</td><td>—</td><td>{link}</td></tr>",
+                i.index,
+                escape(&i.zone),
+                i.machine.as_deref().map_or("—".into(), machine_link),
+                state_pill("pending"),
+            );
+            continue;
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{link}</td></tr>",
+            i.index,
+            escape(&i.zone),
+            i.machine.as_deref().map_or("—".into(), machine_link),
+            state_pill(deploy.state.as_str()),
+            escape(&deploy.release),
+            escape(deploy.running_release.as_deref().unwrap_or("—")),
+            deploy.attempts,
+            escape(deploy.step.as_deref().unwrap_or("—")),
+        );
+        if deploy.state == DeployState::Failed {
+            let retry = deploy
+                .next_attempt_ms
+                .map(|at| format!("; next attempt at {}", format_rfc3339_ms(at)))
+                .unwrap_or_default();
+            let _ = write!(
+                failures,
+                r#"<div class="notice">Instance {} deploy failed at {}: {}{}</div><pre class="log">{}</pre>"#,
+                i.index,
+                escape(deploy.step.as_deref().unwrap_or("an unknown step")),
+                escape(deploy.error.as_deref().unwrap_or("no error given")),
+                escape(&retry),
+                escape(deploy.output_tail.as_deref().unwrap_or("")),
+            );
+        }
+    }
+    out.push_str("</table>");
+    out.push_str(&failures);
     out
 }
 
@@ -347,7 +407,16 @@ pub(super) async fn job_page(
             ),
             (
                 "Deployment recipe",
-                escape(view.spec.deployment_recipe.as_deref().unwrap_or("—")),
+                match (&view.recipe, &view.spec.deployment_recipe) {
+                    (Some(recipe), _) => format!(
+                        "{} ({}, sha256 {})",
+                        escape(&recipe.name),
+                        escape(&recipe.source),
+                        escape(&recipe.sha256[..recipe.sha256.len().min(12)])
+                    ),
+                    (None, Some(name)) => format!("{} (not resolved)", escape(name)),
+                    (None, None) => "—".into(),
+                },
             ),
             (
                 "Runs",
@@ -361,13 +430,21 @@ pub(super) async fn job_page(
             ),
             (
                 "Rolling update",
-                view.rollout.as_ref().map_or("—".into(), |r| {
-                    format!(
-                        "to generation {}: {} machines left",
-                        r.target_generation,
-                        r.machines_left.len()
-                    )
-                }),
+                view.rollout
+                    .as_ref()
+                    .map_or("—".into(), |r| match &r.stopped {
+                        Some(stop) => format!(
+                            r#"to generation {}: <b>stopped</b>: {} ({} machines left)"#,
+                            r.target_generation,
+                            escape(&stop.to_string()),
+                            r.machines_left.len()
+                        ),
+                        None => format!(
+                            "to generation {}: {} machines left",
+                            r.target_generation,
+                            r.machines_left.len()
+                        ),
+                    }),
             ),
         ];
         let actions = format!(
@@ -395,8 +472,14 @@ pub(super) async fn job_page(
         );
         let task = serde_json::to_string_pretty(&view.spec.task_configuration).unwrap_or_default();
         let options = serde_json::to_string_pretty(&view.spec.recipe_options).unwrap_or_default();
+        let deployments =
+            if view.recipe.is_some() || view.instances.iter().any(|i| i.deploy.is_some()) {
+                format!("<h2>Deployments</h2>{}", deploy_rows(&view.instances))
+            } else {
+                String::new()
+            };
         format!(
-            r#"<div id="live" data-refresh="{REFRESH_MS}"><h1>{}</h1><p>{actions}</p><div class="card">{}</div><h2>Instances</h2>{}<h2>Layout</h2>{layout}<h2>Task configuration</h2><pre class="log">{}</pre><h2>Recipe options</h2><pre class="log">{}</pre><h2>Events</h2>{}</div>"#,
+            r#"<div id="live" data-refresh="{REFRESH_MS}"><h1>{}</h1><p>{actions}</p><div class="card">{}</div><h2>Instances</h2>{}{deployments}<h2>Layout</h2>{layout}<h2>Task configuration</h2><pre class="log">{}</pre><h2>Recipe options</h2><pre class="log">{}</pre><h2>Events</h2>{}</div>"#,
             escape(&name),
             key_values(&rows),
             instance_rows(&viewer, &view.instances, false),
@@ -567,4 +650,156 @@ pub(super) async fn log_page(
         ),
     };
     render(&viewer, &format!("{name} #{index} {stream}"), body)
+}
+
+/// One instance's deploy log: every attempt the machine keeps, newest
+/// first, each step with its outcome, duration, exit code and output.
+pub(super) async fn deploy_log_page(
+    State(app): State<UiState>,
+    headers: HeaderMap,
+    Path((name, index)): Path<(String, usize)>,
+) -> Response {
+    let Some(viewer) = Viewer::of_page(&app, &headers) else {
+        return Redirect::to("/login").into_response();
+    };
+    let title = format!("{name} #{index} deploy log");
+    let body = match app.ops.deploy_log(&name, Some(index)).await {
+        Err(crate::ops::OpError::NoSuchJob(_)) => {
+            return not_found(&viewer, &format!("no job named '{name}'"))
+        }
+        Err(error) => format!(
+            r#"<h1>{} #{index} — deploy log</h1><div class="notice">{}</div>"#,
+            job_link(&name),
+            escape(&error.to_string())
+        ),
+        Ok(logs) => render_deploy_log(&name, index, &logs),
+    };
+    render(&viewer, &title, body)
+}
+
+fn render_deploy_log(
+    name: &str,
+    index: usize,
+    logs: &[cerebro_types::deploy::InstanceDeployLog],
+) -> String {
+    let word = |value: serde_json::Value| {
+        value
+            .as_str()
+            .map(|s| s.replace('_', " "))
+            .unwrap_or_default()
+    };
+    let mut out = format!(r#"<h1>{} #{index} — deploy log</h1>"#, job_link(name));
+    for log in logs {
+        let _ = write!(
+            out,
+            "<p>{} in {} on {}</p>",
+            escape(&log.task),
+            escape(&log.zone),
+            log.machine.as_deref().map_or("—".into(), machine_link)
+        );
+        if let Some(error) = &log.error {
+            let _ = write!(out, r#"<div class="notice">{}</div>"#, escape(error));
+        }
+        if log.attempts.is_empty() && log.error.is_none() {
+            out.push_str("<p>No deployment attempts yet.</p>");
+        }
+        for attempt in &log.attempts {
+            let outcome = word(serde_json::to_value(attempt.outcome).unwrap_or_default());
+            let _ = write!(
+                out,
+                "<h2>Release {} (version {}), attempt {}: {}</h2><p>started {}{}</p><table><tr><th>Step</th><th>Outcome</th><th>Duration</th><th>Exit code</th><th>Detail</th></tr>",
+                escape(&attempt.release),
+                escape(attempt.version.as_deref().unwrap_or("—")),
+                attempt.attempt,
+                state_pill(&outcome),
+                format_rfc3339_ms(attempt.started_ms),
+                attempt
+                    .finished_ms
+                    .map(|end| format!(", ended {}", format_rfc3339_ms(end)))
+                    .unwrap_or_default()
+            );
+            let mut outputs = String::new();
+            for step in &attempt.steps {
+                let _ = write!(
+                    out,
+                    "<tr><td>{}</td><td>{}</td><td>{} ms</td><td>{}</td><td>{}</td></tr>",
+                    escape(&step.label),
+                    state_pill(&word(
+                        serde_json::to_value(step.outcome).unwrap_or_default()
+                    )),
+                    step.duration_ms,
+                    step.exit_code.map_or("—".into(), |c| c.to_string()),
+                    escape(&step.detail)
+                );
+                if !step.output.is_empty() {
+                    let _ = write!(
+                        outputs,
+                        r#"<h3>{}</h3><pre class="log">{}</pre>"#,
+                        escape(&step.label),
+                        escape(&step.output)
+                    );
+                }
+            }
+            out.push_str("</table>");
+            out.push_str(&outputs);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cerebro_types::deploy::DeployStatus;
+
+    fn instance(deploy: Option<DeployStatus>) -> InstanceView {
+        InstanceView {
+            index: 0,
+            job: "web".into(),
+            zone: "local-a".into(),
+            slot: 0,
+            task_name: "web#0".into(),
+            machine: Some("local-a-1".into()),
+            state: InstanceState::Running,
+            pid: Some(1),
+            restarts: 0,
+            violations: 0,
+            cpu_cores: 0.0,
+            rss_bytes: 0,
+            started_at_ms: None,
+            generation: 1,
+            deploy,
+        }
+    }
+
+    #[test]
+    fn a_failed_deploy_names_its_step_and_shows_the_output_escaped() {
+        let failed = DeployStatus {
+            release: "v2-0123456789ab".into(),
+            version: Some("v2".into()),
+            state: DeployState::Failed,
+            running_release: Some("v1-ba9876543210".into()),
+            step: Some("step 2 (run \"install\")".into()),
+            error: Some("exit 3".into()),
+            output_tail: Some("<script>alert(1)</script>\n".into()),
+            attempts: 2,
+            next_attempt_ms: None,
+            updated_ms: 0,
+        };
+        let html = deploy_rows(&[instance(Some(failed))]);
+        assert!(html.contains("deploy failed"), "{html}");
+        assert!(
+            html.contains("deploy failed at step 2 (run &quot;install&quot;): exit 3"),
+            "{html}"
+        );
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{html}"
+        );
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains(r#"href="/deploylog/web/0""#), "{html}");
+        assert!(html.contains("v1-ba9876543210"), "{html}");
+        let pending = deploy_rows(&[instance(None)]);
+        assert!(pending.contains("pending"), "{pending}");
+    }
 }

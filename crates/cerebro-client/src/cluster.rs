@@ -7,6 +7,7 @@ use cerebro_types::cluster::{
     BinaryInfo, ClusterEvent, ClusterStatus, IdleLimitRequest, JobReply, JobView, MachineView,
     PlanReply, RegisterReply, RegisterRequest, UpdateRequest,
 };
+use cerebro_types::deploy::InstanceDeployLog;
 use cerebro_types::job::JobSpec;
 use cerebro_types::task_api::LogQuery;
 use cerebro_types::{LogChunk, LogStream};
@@ -175,6 +176,23 @@ impl ClusterClient {
             ),
             query,
         );
+        self.api.http.get_json(&url, self.api.token()).await
+    }
+
+    /// `GET /api/v1/jobs/{name}/deploylog[?instance=N]`: each instance's
+    /// deployment attempts (newest first, with every step's outcome and
+    /// output tail), read from its machine; an instance whose machine did
+    /// not answer has `error` set. A 404 for an unknown job, a 400 naming
+    /// `instance` for an index the job does not have.
+    pub async fn deploy_log(
+        &self,
+        name: &str,
+        instance: Option<usize>,
+    ) -> Result<Vec<InstanceDeployLog>, ClientError> {
+        let url = match instance {
+            Some(index) => self.job_url(name, &format!("/deploylog?instance={index}")),
+            None => self.job_url(name, "/deploylog"),
+        };
         self.api.http.get_json(&url, self.api.token()).await
     }
 

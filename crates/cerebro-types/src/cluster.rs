@@ -299,6 +299,62 @@ pub struct RolloutView {
     pub machines_left: Vec<String>,
     pub current: Option<String>,
     pub started_ms: u64,
+    /// Set while the update waits on a machine whose deployment failed:
+    /// no further machine is switched until it succeeds (on a retry) or
+    /// another update is requested. Absent from older answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<RolloutStop>,
+}
+
+/// Why a rolling update stopped: the first instance found whose
+/// deployment of the release it was sent failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutStop {
+    pub machine: String,
+    /// The instance's position in the job's instance list.
+    pub instance: usize,
+    pub zone: String,
+    /// The task name on the machine (`JOB#SLOT`).
+    pub task: String,
+    /// The release that failed ([`crate::deploy::Deployment::release_id`]).
+    pub release: String,
+    /// The step that failed, as [`crate::deploy::Step::label`] gives it.
+    pub step: Option<String>,
+    pub error: Option<String>,
+    /// When the cluster saw it, in ms since the epoch.
+    pub at_ms: u64,
+}
+
+impl std::fmt::Display for RolloutStop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "deploy of {} failed on {} (instance {}, {})",
+            self.release, self.machine, self.instance, self.task
+        )?;
+        if let Some(step) = &self.step {
+            write!(f, " at {step}")?;
+        }
+        if let Some(error) = &self.error {
+            write!(f, ": {error}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The recipe a job deploys with, as resolved when it was last submitted
+/// or updated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecipeView {
+    /// `deployment_recipe` as written.
+    pub name: String,
+    /// The file it was read from, or `builtin:NAME`.
+    pub source: String,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+    pub description: Option<String>,
+    /// The steps' labels, in order.
+    pub steps: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -317,6 +373,10 @@ pub struct JobView {
     /// Set by a start (true) or stop (false) request; overrides `auto_start`.
     #[serde(default)]
     pub run_requested: Option<bool>,
+    /// The recipe its instances deploy with, for a job with a
+    /// `deployment_recipe` that resolved. Absent from older answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<RecipeView>,
 }
 
 /// Whether a job's instances run, and why.
@@ -685,6 +745,13 @@ pub enum ClusterEventKind {
     /// counted against `max_machines`): only a person knows whether the
     /// zone went on purpose.
     MachineUnmanaged,
+    /// A rolling update stopped at a machine whose deployment failed
+    /// (once per stop; the message names machine, instance, step, error).
+    RolloutStopped,
+    /// A job's `deployment_recipe` could not be resolved at start (an
+    /// older state file without a snapshot): it runs as before, without
+    /// deploying.
+    RecipeUnresolved,
     /// A kind this version does not know: a journal line written before
     /// kinds were typed (`name` empty) or by a newer clustersitter.
     Unknown {
@@ -760,6 +827,8 @@ known_event_kinds! {
     MachineFenced => "machine_fenced",
     FenceUnconfirmed => "fence_unconfirmed",
     MachineUnmanaged => "machine_unmanaged",
+    RolloutStopped => "rollout_stopped",
+    RecipeUnresolved => "recipe_unresolved",
 }
 
 impl ClusterEventKind {
@@ -770,7 +839,7 @@ impl ClusterEventKind {
         match self {
             JobCreated | JobUpdated | JobDropped | JobRemoved | JobRunRequested
             | RolloutStarted | RolloutStep | RolloutComplete | InstancePlaced | InstanceMoved
-            | InstanceRestarted => "job",
+            | InstanceRestarted | RolloutStopped | RecipeUnresolved => "job",
             MachineProvisioning
             | MachineStarted
             | MachineReady
@@ -804,13 +873,14 @@ impl ClusterEventKind {
         match self {
             MachineUnreachable | MachineLost | MachineVanished | TaskCallFailed | TaskViolation
             | ProviderListFailed | ProvisionFailed | TerminateFailed | StateFileUnreadable
-            | FenceUnconfirmed => Severity::Failure,
+            | FenceUnconfirmed | RolloutStopped => Severity::Failure,
             MachineNeverCameUp
             | MachineStaleRegistered
             | TaskRestarted
             | StateRecovered
             | TaskOrphaned
-            | MachineUnmanaged => Severity::Warning,
+            | MachineUnmanaged
+            | RecipeUnresolved => Severity::Warning,
             Unknown { severity, .. } => *severity,
             _ => Severity::Info,
         }

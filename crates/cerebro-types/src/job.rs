@@ -20,13 +20,21 @@ pub struct JobSpec {
     /// Stored now; DNS names `N.ZONE.basename` come with the DNS providers.
     #[serde(default)]
     pub dns_basename: Option<String>,
-    /// Stored and shown; recipes run once they land.
+    /// The recipe (see [`crate::deploy`]) each instance's machine runs
+    /// before the instance starts: a dotted name (`mystartup.recipes.deploy`
+    /// is `mystartup/recipes/deploy.toml`) looked up in the cluster's
+    /// `recipe_dirs` and then among the recipes shipped with Cerebro
+    /// (`release-tarball`, `install-script`), or a path (it contains a
+    /// `/`). Read when the job is submitted or updated; one that cannot be
+    /// found or read is refused then.
     #[serde(default)]
     pub deployment_recipe: Option<String>,
     /// Zone → how many instances run there (`cpu`) and the memory each reserves at least (`mem`).
     #[serde(default)]
     pub deployment_layout: BTreeMap<String, ZoneLayout>,
-    /// Passed to the recipe as a dictionary; stored and shown.
+    /// Passed to the recipe: each key as the template variable
+    /// `options.KEY` and the environment variable `CEREBRO_OPT_<KEY>`. A
+    /// change of them rolls out like a task configuration change.
     #[serde(default)]
     pub recipe_options: BTreeMap<String, serde_json::Value>,
     /// Survives a clustersitter restart; other jobs are dropped when it restarts.
