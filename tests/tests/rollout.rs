@@ -43,7 +43,12 @@ fn a_versioned_update_restarts_each_machine_once_in_its_turn() {
 
     // Every workload pid seen per machine, and what each saw while the
     // rollout had not reached its machine.
-    let mut seen: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
+    // The original pids count as seen: the first machine's turn may come
+    // before the loop's first look.
+    let mut seen: BTreeMap<String, BTreeSet<i32>> = original
+        .iter()
+        .map(|(machine, pid)| (machine.clone(), BTreeSet::from([*pid])))
+        .collect();
     let mut unreached_checks = 0;
     let deadline = Instant::now() + TIMEOUT;
     let mut done = false;
