@@ -61,8 +61,11 @@ impl Driver {
                 ],
             }),
         );
-        ClientBuilder::rustls()
-            .expect("rustls")
+        // chromedriver speaks plain HTTP on loopback: no TLS, so no rustls
+        // crypto provider to pick (the workspace enables two: ring through
+        // the machinesitter's reqwest, aws-lc-rs through fantoccini's
+        // hyper-rustls, and rustls then refuses to choose).
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(capabilities)
             .connect(&format!("http://127.0.0.1:{}", self.port))
             .await
