@@ -654,9 +654,13 @@ mod tests {
         .unwrap();
         let ops = fixture_ops(dir.path(), vec![recipes]);
         let options = serde_json::json!({"sha256": {"": "none", "v1": "aa"}});
-        put_job(State(ops.clone()), Path("web".into()), web_job("site", options))
-            .await
-            .unwrap();
+        put_job(
+            State(ops.clone()),
+            Path("web".into()),
+            web_job("site", options),
+        )
+        .await
+        .unwrap();
         let update = |version: &'static str| {
             update_job(
                 State(ops.clone()),

@@ -766,11 +766,20 @@ fn deploy_failures_and_readiness_are_events_once() {
     };
     let (kind, message) = change(&task(Installing, 0), &task(Failed, 1)).unwrap();
     assert_eq!(kind, ClusterEventKind::DeployFailed);
-    for part in ["web#0", "v2-abc", "step 1 (fetch \"release archive\")", "sha256 mismatch"] {
+    for part in [
+        "web#0",
+        "v2-abc",
+        "step 1 (fetch \"release archive\")",
+        "sha256 mismatch",
+    ] {
         assert!(message.contains(part), "{part}: {message}");
     }
     assert_eq!(change(&task(Failed, 1), &task(Failed, 1)), None);
-    assert_eq!(change(&task(Installing, 1), &task(Failed, 2)), None, "a retry failing again");
+    assert_eq!(
+        change(&task(Installing, 1), &task(Failed, 2)),
+        None,
+        "a retry failing again"
+    );
     let (kind, message) = change(&task(Installing, 2), &task(Ready, 3)).unwrap();
     assert_eq!(kind, ClusterEventKind::DeployReady);
     assert!(message.ends_with("ready after 3 attempts"), "{message}");
