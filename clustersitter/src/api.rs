@@ -654,13 +654,14 @@ mod tests {
         .unwrap();
         let ops = fixture_ops(dir.path(), vec![recipes]);
         let options = serde_json::json!({"sha256": {"": "none", "v1": "aa"}});
-        put_job(
+        let (created, _) = put_job(
             State(ops.clone()),
             Path("web".into()),
             web_job("site", options),
         )
         .await
         .unwrap();
+        assert_eq!(created, StatusCode::CREATED);
         let update = |version: &'static str| {
             update_job(
                 State(ops.clone()),
@@ -668,7 +669,8 @@ mod tests {
                 Bytes::from(format!(r#"{{"version": "{version}"}}"#)),
             )
         };
-        update("v1").await.unwrap();
+        let Json(accepted) = update("v1").await.unwrap();
+        assert_eq!(accepted.job.unwrap().version.as_deref(), Some("v1"));
         let refused = update("v2").await.unwrap_err();
         assert_eq!(refused.status, StatusCode::BAD_REQUEST);
         assert_eq!(fields(&refused), ["deployment_recipe"]);
