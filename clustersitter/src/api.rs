@@ -640,6 +640,43 @@ mod tests {
         );
     }
 
+    /// An update is checked with the version it brings: a recipe whose
+    /// templates have nothing for it refuses the update and changes nothing.
+    #[tokio::test]
+    async fn an_update_is_checked_with_its_new_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let recipes = dir.path().join("recipes");
+        std::fs::create_dir_all(&recipes).unwrap();
+        std::fs::write(
+            recipes.join("site.toml"),
+            "[[steps]]\nkind = \"write\"\npath = \"digest\"\ntemplate = \"{{ options.sha256[version] }}\"\n",
+        )
+        .unwrap();
+        let ops = fixture_ops(dir.path(), vec![recipes]);
+        let options = serde_json::json!({"sha256": {"": "none", "v1": "aa"}});
+        let (created, _) = put_job(
+            State(ops.clone()),
+            Path("web".into()),
+            web_job("site", options),
+        )
+        .await
+        .unwrap();
+        assert_eq!(created, StatusCode::CREATED);
+        let update = |version: &'static str| {
+            update_job(
+                State(ops.clone()),
+                Path("web".into()),
+                Bytes::from(format!(r#"{{"version": "{version}"}}"#)),
+            )
+        };
+        let Json(accepted) = update("v1").await.unwrap();
+        assert_eq!(accepted.job.unwrap().version.as_deref(), Some("v1"));
+        let refused = update("v2").await.unwrap_err();
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+        assert_eq!(fields(&refused), ["deployment_recipe"]);
+        assert_eq!(ops.job("web").unwrap().version.as_deref(), Some("v1"));
+    }
+
     /// The deploy log: 404 for an unknown job, 400 naming `instance` for
     /// a bad one, and an entry with `error` for an instance whose machine
     /// does not answer or that is not placed.

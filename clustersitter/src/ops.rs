@@ -347,7 +347,11 @@ impl Ops {
                 .ok_or_else(|| OpError::NoSuchJob(name.to_string()))?;
             // The recipe is read again: an update deploys what the file
             // says now, and one that no longer resolves changes nothing.
-            let recipe = cluster.resolve_recipe(&spec)?;
+            let version = match &request.version {
+                Some(version) => Some(version.clone()),
+                None => cluster.job(name).and_then(|job| job.version.clone()),
+            };
+            let recipe = cluster.resolve_recipe_at(&spec, version)?;
             cluster
                 .start_rollout(name, request, recipe)
                 .ok_or_else(|| OpError::NoSuchJob(name.to_string()))?;

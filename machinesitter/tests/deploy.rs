@@ -851,6 +851,32 @@ async fn a_check_gates_readiness_and_a_failing_one_reports_its_step() {
         log[0].steps[3]
     );
     assert_eq!(artifacts.requests("health"), 1);
+
+    // A task asked not to run (auto_start false) is not late: its checks
+    // wait for a start instead of failing, and pass once it runs.
+    let mut parked = sleeper("parked", "sleep 629");
+    parked.auto_start = false;
+    let waiting = deployment(
+        &recipe("\n[[steps]]\nkind = \"check\"\ncommand = \"true\"\ninterval = 0.1\ntimeout = 1\n"),
+        "v1",
+        json!({"url": url, "sha256": sha}),
+    );
+    let release = waiting.release_id();
+    client.put_task(&parked, Some(&waiting)).await.unwrap();
+    let status = wait_deploy(&client, "parked", &release, DeployState::Checking).await;
+    assert_eq!(status.running_release.as_deref(), Some(release.as_str()));
+    // Well past the check's 1 s timeout, it still waits rather than fails.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        let status = deploy_status(&client, "parked").await;
+        assert_eq!(status.state, DeployState::Checking, "{status:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    client
+        .control("parked", cerebro_types::task_api::TaskAction::Start)
+        .await
+        .unwrap();
+    wait_deploy(&client, "parked", &release, DeployState::Ready).await;
     sitter.stop().await;
 }
 

@@ -621,6 +621,9 @@ fn task_changes(
 ) -> Vec<(String, ClusterEventKind, String)> {
     let mut changes = Vec::new();
     for (name, task) in &after.tasks {
+        if let Some(change) = deploy_change(machine, name, before.tasks.get(name), task) {
+            changes.push(change);
+        }
         let (Some(now), Some(then)) = (
             task.status.as_ref(),
             before.tasks.get(name).and_then(|t| t.status.as_ref()),
@@ -649,4 +652,50 @@ fn task_changes(
         }
     }
     changes
+}
+
+/// The event a task's deployment moving between two polls deserves: the
+/// first failed attempt at a release (later retries only fill the deploy
+/// log), and a release becoming ready.
+pub(super) fn deploy_change(
+    machine: &str,
+    name: &str,
+    before: Option<&cerebro_types::machine::TaskView>,
+    after: &cerebro_types::machine::TaskView,
+) -> Option<(String, ClusterEventKind, String)> {
+    use cerebro_types::deploy::DeployState;
+    let now = after.deploy.as_ref()?;
+    let then = before
+        .and_then(|t| t.deploy.as_ref())
+        .filter(|t| t.release == now.release);
+    let was = then.map(|t| t.state);
+    match now.state {
+        DeployState::Failed if was != Some(DeployState::Failed) && now.attempts <= 1 => Some((
+            machine.to_string(),
+            ClusterEventKind::DeployFailed,
+            format!(
+                "{name}: deploy of release {} failed{}: {}; retrying with backoff",
+                now.release,
+                now.step
+                    .as_deref()
+                    .map(|s| format!(" at {s}"))
+                    .unwrap_or_default(),
+                now.error.as_deref().unwrap_or("no reason given")
+            ),
+        )),
+        DeployState::Ready if then.is_some() && was != Some(DeployState::Ready) => Some((
+            machine.to_string(),
+            ClusterEventKind::DeployReady,
+            format!(
+                "{name}: release {} ready{}",
+                now.release,
+                if now.attempts > 1 {
+                    format!(" after {} attempts", now.attempts)
+                } else {
+                    String::new()
+                }
+            ),
+        )),
+        _ => None,
+    }
 }

@@ -283,6 +283,25 @@ impl Cluster {
         &self,
         spec: &JobSpec,
     ) -> Result<Option<ResolvedRecipe>, ValidationErrors> {
+        let version = self
+            .state
+            .jobs
+            .get(spec.name())
+            .and_then(|job| job.version.clone());
+        self.resolve_recipe_at(spec, version)
+    }
+
+    /// [`Cluster::resolve_recipe`] for the deployment of `version` (an
+    /// update's new version: templates that read `version` are checked
+    /// with the one they will get).
+    ///
+    /// # Errors
+    /// As [`Cluster::resolve_recipe`].
+    pub fn resolve_recipe_at(
+        &self,
+        spec: &JobSpec,
+        version: Option<String>,
+    ) -> Result<Option<ResolvedRecipe>, ValidationErrors> {
         let Some(name) = &spec.deployment_recipe else {
             return Ok(None);
         };
@@ -298,11 +317,7 @@ impl Cluster {
             recipe: recipe.recipe.clone(),
             options: spec.recipe_options.clone(),
             job: spec.name().to_string(),
-            version: self
-                .state
-                .jobs
-                .get(spec.name())
-                .and_then(|job| job.version.clone()),
+            version,
             instance: 0,
             zone: spec
                 .deployment_layout

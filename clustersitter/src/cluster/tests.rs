@@ -749,3 +749,42 @@ fn an_older_job_whose_recipe_does_not_resolve_keeps_running_with_an_event() {
         "{events:?}"
     );
 }
+
+/// A failed deployment is one event at its first failed attempt (retries
+/// only fill the deploy log), and a release turning ready is one more.
+#[test]
+fn deploy_failures_and_readiness_are_events_once() {
+    use super::machines::deploy_change;
+    use cerebro_types::deploy::DeployState::{Failed, Installing, Pending, Ready};
+    let task = |state, attempts: u32| {
+        let mut status = deploy_status("v2-abc", state);
+        status.attempts = attempts;
+        deployed_task("web#0", 1, Some(status))
+    };
+    let change = |before: &TaskView, after: &TaskView| {
+        deploy_change("m-1", "web#0", Some(before), after).map(|(_, kind, message)| (kind, message))
+    };
+    let (kind, message) = change(&task(Installing, 0), &task(Failed, 1)).unwrap();
+    assert_eq!(kind, ClusterEventKind::DeployFailed);
+    for part in [
+        "web#0",
+        "v2-abc",
+        "step 1 (fetch \"release archive\")",
+        "sha256 mismatch",
+    ] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+    assert_eq!(change(&task(Failed, 1), &task(Failed, 1)), None);
+    assert_eq!(
+        change(&task(Installing, 1), &task(Failed, 2)),
+        None,
+        "a retry failing again"
+    );
+    let (kind, message) = change(&task(Installing, 2), &task(Ready, 3)).unwrap();
+    assert_eq!(kind, ClusterEventKind::DeployReady);
+    assert!(message.ends_with("ready after 3 attempts"), "{message}");
+    assert_eq!(change(&task(Ready, 3), &task(Ready, 3)), None);
+    // A first sight of a task (a clustersitter restart) says nothing.
+    assert_eq!(deploy_change("m-1", "web#0", None, &task(Ready, 1)), None);
+    assert_eq!(change(&task(Pending, 0), &task(Pending, 0)), None);
+}

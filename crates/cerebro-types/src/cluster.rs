@@ -748,6 +748,13 @@ pub enum ClusterEventKind {
     /// A rolling update stopped at a machine whose deployment failed
     /// (once per stop; the message names machine, instance, step, error).
     RolloutStopped,
+    /// An instance's deployment failed on its machine: the first failed
+    /// attempt at a release (retries that fail again are in the deploy
+    /// log, not here); names task, release, step and error.
+    DeployFailed,
+    /// An instance's release became ready on its machine (installed,
+    /// switched to, every check passed).
+    DeployReady,
     /// A job's `deployment_recipe` could not be resolved at start (an
     /// older state file without a snapshot): it runs as before, without
     /// deploying.
@@ -829,6 +836,8 @@ known_event_kinds! {
     MachineUnmanaged => "machine_unmanaged",
     RolloutStopped => "rollout_stopped",
     RecipeUnresolved => "recipe_unresolved",
+    DeployFailed => "deploy_failed",
+    DeployReady => "deploy_ready",
 }
 
 impl ClusterEventKind {
@@ -859,7 +868,9 @@ impl ClusterEventKind {
             | TaskViolation
             | TaskRestarted
             | TaskOrphaned
-            | MachineFenced => "machine",
+            | MachineFenced
+            | DeployFailed
+            | DeployReady => "machine",
             ProviderListFailed | ProvisionFailed | ProvisionRecovered | TerminateFailed
             | FenceUnconfirmed | MachineUnmanaged => "provider",
             IdleLimitSet | StateFileUnreadable | StateRecovered => "cluster",
@@ -873,7 +884,7 @@ impl ClusterEventKind {
         match self {
             MachineUnreachable | MachineLost | MachineVanished | TaskCallFailed | TaskViolation
             | ProviderListFailed | ProvisionFailed | TerminateFailed | StateFileUnreadable
-            | FenceUnconfirmed | RolloutStopped => Severity::Failure,
+            | FenceUnconfirmed | RolloutStopped | DeployFailed => Severity::Failure,
             MachineNeverCameUp
             | MachineStaleRegistered
             | TaskRestarted

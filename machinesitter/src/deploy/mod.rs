@@ -728,9 +728,17 @@ impl Attempt {
                     output: String::new(),
                 });
             }
+            let timeout = Duration::from_secs_f64(step.timeout_secs.max(0.001));
+            // The first check waits for the task to run on the release; the
+            // wait has the check's timeout of its own, so a slow start does
+            // not eat the probing time.
+            let running = position > 0
+                || tokio::select! {
+                    running = self.wait_running(timeout) => running,
+                    () = self.unwanted() => false,
+                };
             let started_ms = now_ms();
             let started = Instant::now();
-            let timeout = Duration::from_secs_f64(step.timeout_secs.max(0.001));
             let deadline = started + timeout;
             let StepAction::Check {
                 probe,
@@ -749,7 +757,6 @@ impl Attempt {
                 detail: String::new(),
                 output: String::new(),
             };
-            let running = position > 0 || self.wait_running(deadline).await;
             if !running {
                 record.outcome = StepOutcome::TimedOut;
                 record.detail = format!(
@@ -814,12 +821,16 @@ impl Attempt {
     }
 
     /// Waits until the task's workload runs under a tasksitter started on
-    /// this release, or `deadline`.
-    async fn wait_running(&self, deadline: Instant) -> bool {
+    /// this release, at most `timeout` while the task is asked to run: a
+    /// task stopped on purpose (auto_start false, a stop request) is not
+    /// late, so its checks wait for a start instead of failing.
+    async fn wait_running(&self, timeout: Duration) -> bool {
+        let mut deadline = Instant::now() + timeout;
         loop {
-            let running = {
+            let (running, stopped) = {
                 let guard = lock(&self.machine);
-                guard.tasks.get(&self.job.task).is_some_and(|entry| {
+                let entry = guard.tasks.get(&self.job.task);
+                let running = entry.is_some_and(|entry| {
                     entry.record.runtime.as_ref().is_some_and(|rt| {
                         rt.stop_sent_ms.is_none()
                             && rt.spec.env.get("CEREBRO_RELEASE") == Some(&self.release)
@@ -827,10 +838,14 @@ impl Attempt {
                         .status
                         .as_ref()
                         .is_some_and(|s| s.state.kind() == StateKind::Running)
-                })
+                });
+                (running, entry.is_some_and(|e| !e.record.run_requested))
             };
             if running {
                 return true;
+            }
+            if stopped {
+                deadline = Instant::now() + timeout;
             }
             if Instant::now() >= deadline {
                 return false;
