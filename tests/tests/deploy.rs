@@ -480,7 +480,7 @@ fn a_release_rolls_out_one_machine_at_a_time_gated_by_its_check_and_rolls_back_w
         let newest = entry.attempts.first().expect("attempts");
         let release = &back
             .iter()
-            .find(|i| i.slot == entry.instance)
+            .find(|i| i.index == entry.instance as usize)
             .unwrap()
             .deploy
             .as_ref()
@@ -613,7 +613,7 @@ fn a_bad_digest_a_failing_step_and_a_timing_out_step_each_leave_v1_running_and_n
         let log = deploy_log(&cluster, name);
         let entry = log
             .iter()
-            .find(|e| e.instance == failed.slot)
+            .find(|e| e.instance as usize == failed.index)
             .expect("the failed instance's log");
         let attempt = entry
             .attempts
@@ -641,7 +641,7 @@ fn a_bad_digest_a_failing_step_and_a_timing_out_step_each_leave_v1_running_and_n
                 "stopped at its 4 s timeout: {record:?}"
             );
         }
-        let instance = failed.slot.to_string();
+        let instance = failed.index.to_string();
         let text = cli_deploy_log(&cluster, &[name, "--instance", &instance]);
         assert!(text.contains(step), "{name}: {text}");
         assert!(
