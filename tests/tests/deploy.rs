@@ -453,6 +453,39 @@ fn a_release_rolls_out_one_machine_at_a_time_gated_by_its_check_and_rolls_back_w
         "the second machine kept v1 until the first answered v2: last v1 {last_v1:?}, first v2 {first_v2:?}"
     );
     assert_eq!(server.requests("/web-v2.tar.gz"), 2);
+    // The machines report v2 ready one after the other, each after its own
+    // 2 s start: the second machine's turn came after the first was ready.
+    let events: Vec<Value> = cluster
+        .get("/api/v1/events?limit=1000")
+        .as_array()
+        .unwrap()
+        .clone();
+    let mut ready: Vec<(u64, String)> = events
+        .iter()
+        .filter(|e| {
+            e["event"] == "deploy_ready"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("release v2-"))
+        })
+        .map(|e| {
+            (
+                e["at_ms"].as_u64().unwrap(),
+                e["subject"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    ready.sort();
+    assert_eq!(
+        ready.len(),
+        2,
+        "one deploy_ready per machine for v2: {ready:?}"
+    );
+    assert_ne!(ready[0].1, ready[1].1, "{ready:?}");
+    assert!(
+        ready[1].0 - ready[0].0 >= 2_000,
+        "the second machine started v2 after the first was ready: {ready:?}"
+    );
     let v2 = wait_deployed(&cluster, "web", 2, Some("v2"));
     for instance in &v2 {
         assert_eq!(
@@ -683,21 +716,41 @@ fn a_bad_digest_a_failing_step_and_a_timing_out_step_each_leave_v1_running_and_n
         original.deploy.as_ref().unwrap().release,
         "the machine not reached was not asked for v2"
     );
-    let events = cluster.get("/api/v1/events?limit=1000");
-    let said: Vec<String> = events
+    let events: Vec<Value> = cluster
+        .get("/api/v1/events?limit=1000")
         .as_array()
         .unwrap()
-        .iter()
-        .filter(|e| {
+        .clone();
+    let said = |event: &str, subject: &str, words: &[&str]| {
+        events.iter().any(|e| {
             let message = e["message"].as_str().unwrap_or("");
-            (e["subject"].as_str().unwrap_or("").contains("failing") || message.contains("failing"))
-                && message.contains("fail")
+            e["event"] == event
+                && e["subject"].as_str().unwrap_or("").starts_with(subject)
+                && words.iter().all(|w| message.contains(w))
         })
-        .map(|e| e["message"].as_str().unwrap().to_string())
-        .collect();
+    };
     assert!(
-        !said.is_empty(),
-        "an event says the rollout stopped: {events}"
+        said("rollout_stopped", "failing", &["stopped"]),
+        "an event says the rollout stopped: {events:#?}"
+    );
+    for (job, step) in [
+        ("digest", FETCH_STEP),
+        ("failing", PREPARE_STEP),
+        ("hanging", PREPARE_STEP),
+    ] {
+        assert!(
+            events.iter().any(|e| {
+                let message = e["message"].as_str().unwrap_or("");
+                e["event"] == "deploy_failed"
+                    && message.starts_with(&format!("{job}#"))
+                    && message.contains(step)
+            }),
+            "a deploy_failed event names {job}'s step {step}: {events:#?}"
+        );
+    }
+    assert!(
+        restarted.is_empty(),
+        "a failed deploy left the running release untouched: {restarted:#?}"
     );
 }
 
