@@ -386,14 +386,16 @@ fn a_release_rolls_out_one_machine_at_a_time_gated_by_its_check_and_rolls_back_w
     // The job's version becomes v1: a new release of the same artifact,
     // installed from the machine's cache.
     update(&cluster, "web", "v1");
-    wait_deployed(&cluster, "web", 2, Some("v1"));
+    let at_v1 = wait_deployed(&cluster, "web", 2, Some("v1"));
     assert_eq!(
         server.requests("/web-v1.tar.gz"),
         2,
         "the artifact is cached by digest"
     );
 
-    // v2, rolled out one machine at a time, each gated by the check.
+    // v2, rolled out one machine at a time, each gated by the check. Its
+    // download is slow: v1 serves, untouched, while v2 installs.
+    server.delay("/web-v2.tar.gz", Some(Duration::from_secs(2)));
     let output = cluster.cli(&["updatejob", "web", "--version", "v2", "--min-healthy", "1"]);
     assert!(
         output.status.success(),
@@ -405,6 +407,20 @@ fn a_release_rolls_out_one_machine_at_a_time_gated_by_its_check_and_rolls_back_w
     let mut last_v1: [Option<Duration>; 2] = [None, None];
     let mut first_v2: [Option<Duration>; 2] = [None, None];
     let mut samples = 0;
+    // Every workload (python serving a port) seen per port: a rolling
+    // update restarts each instance once, on its new release.
+    // Each with its version and release, read when first seen.
+    let mut servers: [BTreeMap<i32, (Option<String>, Option<String>)>; 2] = Default::default();
+    for instance in &at_v1 {
+        let pid = instance.pid.unwrap();
+        servers[instance.slot as usize].insert(
+            pid as i32,
+            (
+                env_of(pid, "CEREBRO_JOB_VERSION"),
+                env_of(pid, "CEREBRO_RELEASE"),
+            ),
+        );
+    }
     loop {
         assert!(
             started.elapsed() < DEPLOY_TIMEOUT,
@@ -413,6 +429,19 @@ fn a_release_rolls_out_one_machine_at_a_time_gated_by_its_check_and_rolls_back_w
         let now = started.elapsed();
         let answers = [answer(port), answer(port + 1)];
         samples += 1;
+        for (slot, seen) in servers.iter_mut().enumerate() {
+            let listening = (port + slot as u16).to_string();
+            for pid in processes(|argv| {
+                argv.iter().any(|a| a == "http.server") && argv.iter().any(|a| *a == listening)
+            }) {
+                seen.entry(pid).or_insert_with(|| {
+                    (
+                        env_of(pid as u32, "CEREBRO_JOB_VERSION"),
+                        env_of(pid as u32, "CEREBRO_RELEASE"),
+                    )
+                });
+            }
+        }
         assert!(
             answers.iter().any(Option::is_some),
             "both instances were down at once, {now:?} into the rollout"
@@ -534,6 +563,20 @@ fn a_release_rolls_out_one_machine_at_a_time_gated_by_its_check_and_rolls_back_w
     let text = cli_deploy_log(&cluster, &["web"]);
     assert!(text.to_lowercase().contains("reused"), "{text}");
     assert!(text.contains(FETCH_STEP), "{text}");
+    let seen: Vec<Vec<String>> = servers
+        .iter()
+        .map(|pids| {
+            pids.iter()
+                .map(|(pid, (version, release))| {
+                    format!("{pid}: version {version:?}, release {release:?}")
+                })
+                .collect()
+        })
+        .collect();
+    assert!(
+        servers.iter().all(|pids| pids.len() == 2),
+        "each instance restarted exactly once during the v2 rollout (v1's workload, then v2's): {seen:#?}"
+    );
 }
 
 #[test]
