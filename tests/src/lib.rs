@@ -647,6 +647,13 @@ pub fn job(name: &str, marker: &str, cpu: f64, layout: Value) -> Value {
     })
 }
 
+/// `recipe_dirs` holding the example recipes (`examples/recipes`), where
+/// the seed job example's `mystartup.recipes.deploy` lives: for a cluster
+/// that loads the seed.
+pub fn example_recipe_dirs() -> Vec<PathBuf> {
+    vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/recipes")]
+}
+
 /// A copy of the checked-in state files under `testdata/NAME` (written by
 /// an older version of the daemons), in a fresh temp dir a test may change.
 pub fn fixture_dir(name: &str) -> tempfile::TempDir {

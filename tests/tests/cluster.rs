@@ -428,9 +428,7 @@ fn jobs_for_zones_the_cluster_does_not_serve_are_refused_by_name() {
     // The seed's recipe is found, so the zones are what is refused. (The
     // seed loading and deploying: tests/tests/deploy.rs.)
     let cluster = Cluster::start(ClusterOptions {
-        recipe_dirs: vec![
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/recipes")
-        ],
+        recipe_dirs: example_recipe_dirs(),
         ..Default::default()
     });
     let seed = std::fs::read_to_string(concat!(

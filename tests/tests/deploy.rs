@@ -298,6 +298,10 @@ fn cli_deploy_log(cluster: &Cluster, args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// A workload's `CEREBRO_JOB_VERSION` and `CEREBRO_RELEASE`, read when a
+/// test first saw it.
+type Seen = (Option<String>, Option<String>);
+
 /// `NAME=VALUE` of a process's environment, if it has `NAME`.
 fn env_of(pid: u32, name: &str) -> Option<String> {
     let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
@@ -410,7 +414,7 @@ fn a_release_rolls_out_one_machine_at_a_time_gated_by_its_check_and_rolls_back_w
     // Every workload (python serving a port) seen per port: a rolling
     // update restarts each instance once, on its new release.
     // Each with its version and release, read when first seen.
-    let mut servers: [BTreeMap<i32, (Option<String>, Option<String>)>; 2] = Default::default();
+    let mut servers: [BTreeMap<i32, Seen>; 2] = Default::default();
     for instance in &at_v1 {
         let pid = instance.pid.unwrap();
         servers[instance.slot as usize].insert(
@@ -432,7 +436,7 @@ fn a_release_rolls_out_one_machine_at_a_time_gated_by_its_check_and_rolls_back_w
         for (slot, seen) in servers.iter_mut().enumerate() {
             let listening = (port + slot as u16).to_string();
             for pid in processes(|argv| {
-                argv.iter().any(|a| a == "http.server") && argv.iter().any(|a| *a == listening)
+                argv.iter().any(|a| a == "http.server") && argv.contains(&listening)
             }) {
                 seen.entry(pid).or_insert_with(|| {
                     (
@@ -992,11 +996,6 @@ fn a_tar_slip_archive_is_refused_and_nothing_is_switched() {
     );
 }
 
-/// `examples/recipes`, where the seed's recipe lives.
-fn example_recipes() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/recipes")
-}
-
 #[test]
 fn the_seed_example_loads_and_deploys_with_its_recipe_on_a_cluster_serving_its_zones() {
     let opt_existed = Path::new("/opt/startup").exists();
@@ -1004,7 +1003,7 @@ fn the_seed_example_loads_and_deploys_with_its_recipe_on_a_cluster_serving_its_z
         zones: vec!["aws-us-west-2a", "aws-us-east-1b"],
         machine_cpu: 4.0,
         machine_mem: 2048.0,
-        recipe_dirs: vec![example_recipes()],
+        recipe_dirs: example_recipe_dirs(),
         ..Default::default()
     });
     let seed = concat!(
