@@ -4,7 +4,7 @@
 //! the task's tasksitter directly so the answer reflects the action.
 
 use crate::deploy;
-use crate::machine::{SharedMachine, TaskEntry};
+use crate::machine::{set_deployment, SharedMachine, TaskEntry};
 use crate::sitter;
 use crate::state::TaskRecord;
 use axum::body::Bytes;
@@ -167,9 +167,7 @@ async fn put_task(
                 (StatusCode::OK, PutResult::Unchanged)
             }
             Some(entry) => {
-                entry.record.run_requested = spec.auto_start;
-                entry.record.spec = spec;
-                set_deployment(&mut entry.record, deployment);
+                entry.replace_spec(spec, deployment);
                 (StatusCode::OK, PutResult::Updated)
             }
             None => {
@@ -199,25 +197,6 @@ async fn put_task(
     };
     app.notify.notify_one();
     Ok((code, Json(PutReply { result, task: view })))
-}
-
-/// Records the deployment a PUT asked for: a new release starts pending
-/// (ready at once when it is the one already switched to and ready); no
-/// deployment forgets the deploy state (the task runs on its plain spec).
-fn set_deployment(record: &mut TaskRecord, deployment: Option<Deployment>) {
-    match &deployment {
-        None => {
-            record.deployed = None;
-            record.deploy = None;
-        }
-        Some(new) => {
-            let release = new.release_id();
-            if record.deploy.as_ref().is_none_or(|s| s.release != release) {
-                record.deploy = Some(deploy::pending_status(new, record.deployed.as_ref()));
-            }
-        }
-    }
-    record.deployment = deployment;
 }
 
 /// `GET /api/v1/tasks/{name}/deploylog`: the task's deploy attempts, newest first.

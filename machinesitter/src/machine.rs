@@ -8,7 +8,7 @@ use crate::state::{self, Loaded, PersistedState, TaskRecord, STATE_VERSION};
 use cerebro_host::layout::{self, DesiredState};
 use cerebro_host::process::is_alive;
 use cerebro_host::TaskDir;
-use cerebro_types::deploy::{DeployAttempt, DeployState};
+use cerebro_types::deploy::{DeployAttempt, DeployState, Deployment};
 use cerebro_types::machine::{
     MachineEvent, MachineStatus, Resources, SitterView, TaskUsage, TaskView, Vitals,
 };
@@ -78,18 +78,41 @@ impl TaskEntry {
 
     /// The spec its tasksitter should run: the spec as PUT, or for a task
     /// with a deployment the effective spec of the release switched to;
-    /// `None` while no release is.
+    /// `None` while no release is. While a newer release installs (or
+    /// after it failed) the old release runs on the spec it ran with, so
+    /// nothing of the new spec (its version, its environment) reaches it.
     pub fn wanted_spec(&self, state_dir: &std::path::Path) -> Option<TaskSpec> {
-        if self.record.deployment.is_none() {
+        let Some(deployment) = &self.record.deployment else {
             return Some(self.record.spec.clone());
-        }
+        };
         let deployed = self.record.deployed.as_ref()?;
+        let spec = if deployment.release_id() == deployed.release {
+            &self.record.spec
+        } else {
+            deployed.spec.as_ref().unwrap_or(&self.record.spec)
+        };
         let dirs = crate::deploy::DeployDir::new(state_dir, &self.record.dir_name);
         Some(crate::deploy::effective_spec(
-            &self.record.spec,
+            spec,
             &dirs,
             &deployed.release,
         ))
+    }
+
+    /// Takes a new spec and deployment (a PUT that changed something).
+    /// When the task ran the release it wanted, the spec it ran with is
+    /// kept beside that release, for as long as a newer one is not
+    /// switched to.
+    pub fn replace_spec(&mut self, spec: TaskSpec, deployment: Option<Deployment>) {
+        let wanted = self.record.deployment.as_ref().map(Deployment::release_id);
+        if let Some(deployed) = self.record.deployed.as_mut() {
+            if wanted.as_deref() == Some(deployed.release.as_str()) {
+                deployed.spec = Some(self.record.spec.clone());
+            }
+        }
+        self.record.run_requested = spec.auto_start;
+        self.record.spec = spec;
+        set_deployment(&mut self.record, deployment);
     }
 
     /// What the machinesitter wants for this task, as kept in its directory.
@@ -458,6 +481,7 @@ fn recover_task_dirs(machine: &mut Machine, mut running: HashMap<String, sitter:
                 Some(state::Deployed {
                     release,
                     ready: false,
+                    spec: None,
                 }),
             ),
             None => (None, None),
@@ -477,4 +501,23 @@ fn recover_task_dirs(machine: &mut Machine, mut running: HashMap<String, sitter:
         entry.deploy_log = deploy_dir.load_log();
         machine.tasks.insert(name, entry);
     }
+}
+
+/// Records the deployment a PUT asked for: a new release starts pending
+/// (ready at once when it is the one already switched to and ready); no
+/// deployment forgets the deploy state (the task runs on its plain spec).
+pub(crate) fn set_deployment(record: &mut TaskRecord, deployment: Option<Deployment>) {
+    match &deployment {
+        None => {
+            record.deployed = None;
+            record.deploy = None;
+        }
+        Some(new) => {
+            let release = new.release_id();
+            if record.deploy.as_ref().is_none_or(|s| s.release != release) {
+                record.deploy = Some(crate::deploy::pending_status(new, record.deployed.as_ref()));
+            }
+        }
+    }
+    record.deployment = deployment;
 }

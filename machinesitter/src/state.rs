@@ -45,13 +45,18 @@ pub struct TaskRecord {
 }
 
 /// The release a task's `current` link points at.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Deployed {
     /// Its id ([`Deployment::release_id`]).
     pub release: String,
     /// Every check passed while the task ran on it (or it has none).
     pub ready: bool,
+    /// The spec (as PUT) the task ran on this release when a newer
+    /// release was asked for: it keeps running on it, unchanged, until the
+    /// newer one is switched to. `None` while this is the release wanted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<TaskSpec>,
 }
 
 /// The tasksitter process serving a task.

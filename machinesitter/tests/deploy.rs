@@ -525,10 +525,14 @@ async fn a_failed_deploy_leaves_the_previous_release_running_and_names_the_step(
     ];
     for (what, deployment, step, error, outcome, output) in cases {
         let release = deployment.release_id();
-        client
-            .put_task(&sleeper(task, "sleep 622"), Some(&deployment))
-            .await
-            .unwrap();
+        // As the clustersitter sends an update: the spec changes with the
+        // version too, and none of that may reach the running release.
+        let mut spec = sleeper(task, "sleep 622");
+        spec.env.insert(
+            "CEREBRO_JOB_VERSION".into(),
+            deployment.version.clone().unwrap_or_default(),
+        );
+        client.put_task(&spec, Some(&deployment)).await.unwrap();
         let status = wait_deploy(&client, task, &release, DeployState::Failed).await;
         assert_eq!(status.step.as_deref(), Some(step), "{what}: {status:?}");
         assert!(
@@ -872,10 +876,17 @@ async fn a_check_gates_readiness_and_a_failing_one_reports_its_step() {
         assert_eq!(status.state, DeployState::Checking, "{status:?}");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    client
+    let started = client
         .control("parked", cerebro_types::task_api::TaskAction::Start)
         .await
         .unwrap();
+    assert!(
+        matches!(
+            started.result,
+            cerebro_types::machine::ActionResult::Done(_)
+        ),
+        "{started:?}"
+    );
     wait_deploy(&client, "parked", &release, DeployState::Ready).await;
     sitter.stop().await;
 }

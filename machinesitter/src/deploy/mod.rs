@@ -36,6 +36,9 @@ use tokio::sync::Notify;
 pub const MAX_RETRY: Duration = Duration::from_secs(300);
 /// How a step stopped because its release is no longer wanted reads.
 const CANCELLED: &str = "cancelled: the task no longer wants this release";
+/// The least a first check waits for its task to run on the release
+/// before it fails as timed out.
+const START_GRACE: Duration = Duration::from_secs(30);
 /// Bytes of a failed step's output kept in [`DeployStatus::output_tail`].
 pub const STATUS_TAIL_BYTES: usize = 4096;
 
@@ -494,6 +497,7 @@ impl Attempt {
             entry.record.deployed = Some(Deployed {
                 release: release.clone(),
                 ready: !checks,
+                spec: None,
             });
             if let Some(status) = entry.record.deploy.as_mut() {
                 status.state = if checks {
@@ -730,11 +734,12 @@ impl Attempt {
             }
             let timeout = Duration::from_secs_f64(step.timeout_secs.max(0.001));
             // The first check waits for the task to run on the release; the
-            // wait has the check's timeout of its own, so a slow start does
-            // not eat the probing time.
+            // wait has a bound of its own (the check's timeout, at least
+            // START_GRACE: a start is seen only once the tasksitter answers
+            // a poll), so a slow start does not eat the probing time.
             let running = position > 0
                 || tokio::select! {
-                    running = self.wait_running(timeout) => running,
+                    running = self.wait_running(timeout.max(START_GRACE)) => running,
                     () = self.unwanted() => false,
                 };
             let started_ms = now_ms();
@@ -761,7 +766,7 @@ impl Attempt {
                 record.outcome = StepOutcome::TimedOut;
                 record.detail = format!(
                     "timed out after {} waiting for the task to run on the release",
-                    steps::human_secs(timeout)
+                    steps::human_secs(timeout.max(START_GRACE))
                 );
             } else {
                 let interval = Duration::from_secs_f64(interval_secs.max(0.05));
