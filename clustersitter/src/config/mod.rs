@@ -668,10 +668,22 @@ mod tests {
             .into_config()
     }
 
+    /// An example config read where it is, so its relative paths resolve.
+    fn parse_example(name: &str) -> ClusterConfig {
+        let path = format!("{}/../examples/clusters/{name}", env!("CARGO_MANIFEST_DIR"));
+        Cli::try_parse_from(["clustersitter", "--config", &path])
+            .unwrap()
+            .into_config()
+            .unwrap()
+    }
+
     #[test]
     fn the_example_config_loads() {
-        let text = include_str!("../../../examples/clusters/local.toml");
-        let config = parse_file(text).unwrap();
+        let config = parse_example("local.toml");
+        assert!(config.recipe_dirs[0]
+            .canonicalize()
+            .unwrap()
+            .ends_with("examples/recipes"));
         assert_eq!(config.zones().len(), 2);
         assert_eq!(config.addr.port(), 30000);
     }
@@ -687,8 +699,11 @@ mod tests {
 
     #[test]
     fn the_ec2_example_config_loads() {
-        let text = include_str!("../../../examples/clusters/ec2.toml");
-        let config = parse_file(text).unwrap();
+        let config = parse_example("ec2.toml");
+        assert!(config.recipe_dirs[0]
+            .canonicalize()
+            .unwrap()
+            .ends_with("examples/recipes"));
         assert_eq!(config.provider.kind, ProviderKind::Ec2);
         let ec2 = config.provider.ec2.as_ref().unwrap();
         assert_eq!(

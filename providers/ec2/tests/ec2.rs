@@ -141,7 +141,11 @@ fn the_seed_example_launches_on_a_two_region_cluster_with_types_by_the_rule() {
         &["us-west-2", "us-east-1"],
         example_provider_section(),
         None,
-        ClusterOptions::default(),
+        ClusterOptions {
+            // The seed names `mystartup.recipes.deploy`, shipped there.
+            recipe_dirs: cerebro_tests::example_recipe_dirs(),
+            ..ClusterOptions::default()
+        },
     );
     let output = world.cluster.cli(&["updatejobcfg", &seed_path()]);
     assert!(
