@@ -404,3 +404,98 @@ fn login_can_be_required_and_task_violations_reach_the_overview() {
         "a new token needs a new login"
     );
 }
+
+/// A failed deployment in a real browser: the job page says `deploy
+/// failed`, names the step and shows its output as text; the instance's
+/// deploy log page shows every step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_deploy_shows_its_step_and_output_in_a_real_browser() {
+    let recipes = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(recipes.path().join("site")).unwrap();
+    std::fs::write(
+        recipes.path().join("site/broken.toml"),
+        "[[steps]]\nkind = \"write\"\npath = \"config\"\ncontent = \"x\"\n\n\
+         [[steps]]\nkind = \"run\"\nname = \"migrate\"\n\
+         command = \"echo '<script>alert(2)</script>'; echo migration-broke; exit 4\"\n",
+    )
+    .unwrap();
+    let dirs = vec![recipes.path().to_path_buf()];
+    let cluster = tokio::task::spawn_blocking(move || {
+        let cluster = Cluster::start(ClusterOptions {
+            recipe_dirs: dirs,
+            ..Default::default()
+        });
+        let mut web = job("deploy-ui", "702", 0.5, json!({"zone-a": {"cpu": 1}}));
+        web["deployment_recipe"] = json!("site.broken");
+        let (code, reply) = cluster.put_job(&web);
+        assert_eq!(code, 201, "{reply}");
+        wait_for(TIMEOUT, "the deploy to fail", || {
+            let job = cluster.job("deploy-ui");
+            (job["instances"][0]["deploy"]["state"] == "failed").then_some(())
+        });
+        cluster
+    })
+    .await
+    .unwrap();
+    let base = cluster.base_url.clone();
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+
+    browser
+        .goto(&format!("{base}/jobs/deploy-ui"))
+        .await
+        .unwrap();
+    let text = eventually(
+        "the failed deploy on the job page",
+        &browser,
+        |b| async move {
+            let text = page_text(&b).await;
+            text.contains("deploy failed").then_some(text)
+        },
+    )
+    .await;
+    for part in [
+        "step 2 (run \"migrate\")",
+        "exit 4",
+        "<script>alert(2)</script>",
+        "migration-broke",
+    ] {
+        assert!(text.contains(part), "{part}: {text}");
+    }
+    assert!(
+        browser.get_alert_text().await.is_err(),
+        "no alert was raised"
+    );
+    browser
+        .find(Locator::LinkText("deploy log"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let log = eventually("the deploy log page", &browser, |b| async move {
+        let text = page_text(&b).await;
+        text.contains("step 1 (write)").then_some(text)
+    })
+    .await;
+    assert!(
+        log.contains("step 2 (run \"migrate\")") && log.contains("migration-broke"),
+        "{log}"
+    );
+    let injected: Value = browser
+        .execute(
+            "return Array.from(document.scripts).filter(s => s.textContent.includes('alert(2)')).length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        injected,
+        json!(0),
+        "the printed script is not a script element"
+    );
+    browser.close().await.unwrap();
+    tokio::task::spawn_blocking(move || drop(cluster))
+        .await
+        .unwrap();
+}
