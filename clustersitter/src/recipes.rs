@@ -121,8 +121,8 @@ fn read(name: &str, path: &Path) -> Result<ResolvedRecipe, ResolveError> {
     let shown = path.display().to_string();
     let text = String::from_utf8(bytes.clone()).map_err(|_| {
         ResolveError::Parse(RecipeError {
-            problems: vec![cerebro_types::deploy::RecipeProblem {
-                file: shown.clone(),
+            problems: vec![cerebro_types::error::LocatedProblem {
+                path: shown.clone(),
                 line_column: None,
                 message: "a recipe is UTF-8 text".into(),
             }],

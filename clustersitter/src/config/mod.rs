@@ -287,28 +287,8 @@ pub enum ConfigError {
 }
 
 /// One problem of [`ConfigError::Located`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocatedProblem {
-    pub path: String,
-    /// 1-based; `None` for a problem of no one place (then the message
-    /// names the key).
-    pub line_column: Option<(usize, usize)>,
-    pub message: String,
-}
-
-impl std::fmt::Display for LocatedProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.line_column {
-            Some((line, column)) => write!(f, "{}:{line}:{column}: {}", self.path, self.message),
-            None => write!(f, "{}: {}", self.path, self.message),
-        }
-    }
-}
-
-fn located_lines(problems: &[LocatedProblem]) -> String {
-    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-    lines.join("\n")
-}
+pub use cerebro_types::error::LocatedProblem;
+use cerebro_types::error::{line_column, located_lines};
 
 /// The file's config and its text (for locating problems found later).
 fn read_file(path: &std::path::Path) -> Result<(FileConfig, String), ConfigError> {
@@ -329,14 +309,6 @@ fn read_file(path: &std::path::Path) -> Result<(FileConfig, String), ConfigError
         }
     })?;
     Ok((file, text))
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 impl Cli {

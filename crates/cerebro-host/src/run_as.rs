@@ -24,6 +24,47 @@ pub struct RunAs {
     pub home: Option<PathBuf>,
 }
 
+/// What a forked child needs to become the user of a [`RunAs`]: plain
+/// numbers, so [`Ids::become_user`] is async-signal-safe in a `pre_exec`.
+#[derive(Debug, Clone)]
+pub struct Ids {
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+}
+
+impl RunAs {
+    /// The ids to switch to after a fork.
+    pub fn ids(&self) -> Ids {
+        Ids {
+            uid: self.uid,
+            gid: self.gid,
+            groups: self.groups.clone(),
+        }
+    }
+}
+
+impl Ids {
+    /// Switches the calling process to these groups and user (setgroups,
+    /// setgid, setuid, in that order: after setuid the others are not
+    /// allowed). Async-signal-safe: meant for a `pre_exec` closure.
+    ///
+    /// # Errors
+    /// The OS error of the first call that failed.
+    pub fn become_user(&self) -> std::io::Result<()> {
+        // SAFETY: plain syscalls on a slice that lives as long as `self`.
+        unsafe {
+            if libc::setgroups(self.groups.len(), self.groups.as_ptr()) != 0
+                || libc::setgid(self.gid) != 0
+                || libc::setuid(self.uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A user or group that does not resolve; `field` is the spec field (`uid` or `gid`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]

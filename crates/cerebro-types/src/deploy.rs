@@ -41,6 +41,7 @@
 //! `N.ZONE`), `zone`, `machine`, `cluster`, `release_dir` and `options`
 //! (the job's `recipe_options`).
 
+use crate::error::{line_column, located_lines, LocatedProblem};
 use crate::{FieldError, ValidationErrors};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -200,42 +201,12 @@ impl Step {
     }
 }
 
-/// A recipe file that cannot be used, located in it.
+/// A recipe file that cannot be used, located in it: one
+/// `FILE:LINE:COLUMN: message` per problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", lines(.problems))]
+#[error("{}", located_lines(.problems))]
 pub struct RecipeError {
-    pub problems: Vec<RecipeProblem>,
-}
-
-/// One problem of a recipe file: `FILE:LINE:COLUMN: message`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecipeProblem {
-    pub file: String,
-    /// 1-based line and column (in characters), when known.
-    pub line_column: Option<(usize, usize)>,
-    pub message: String,
-}
-
-impl std::fmt::Display for RecipeProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.line_column {
-            Some((line, column)) => write!(f, "{}:{line}:{column}: {}", self.file, self.message),
-            None => write!(f, "{}: {}", self.file, self.message),
-        }
-    }
-}
-
-fn lines(problems: &[RecipeProblem]) -> String {
-    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-    lines.join("\n")
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
+    pub problems: Vec<LocatedProblem>,
 }
 
 /// The file as written: every value spanned so errors can point at it.
@@ -288,13 +259,13 @@ struct StepFile {
 struct Problems<'a> {
     file: &'a str,
     text: &'a str,
-    found: Vec<RecipeProblem>,
+    found: Vec<LocatedProblem>,
 }
 
 impl Problems<'_> {
     fn at(&mut self, span: std::ops::Range<usize>, message: impl Into<String>) {
-        self.found.push(RecipeProblem {
-            file: self.file.to_string(),
+        self.found.push(LocatedProblem {
+            path: self.file.to_string(),
             line_column: Some(line_column(self.text, span.start)),
             message: message.into(),
         });
@@ -312,8 +283,8 @@ impl Recipe {
     /// a check followed by a step that is not one.
     pub fn parse(text: &str, file: &str) -> Result<Recipe, RecipeError> {
         let parsed: RecipeFile = toml::from_str(text).map_err(|error| RecipeError {
-            problems: vec![RecipeProblem {
-                file: file.to_string(),
+            problems: vec![LocatedProblem {
+                path: file.to_string(),
                 line_column: error.span().map(|span| line_column(text, span.start)),
                 message: error.message().trim().to_string(),
             }],
@@ -325,8 +296,8 @@ impl Recipe {
         };
         let Some(steps) = parsed.steps else {
             return Err(RecipeError {
-                problems: vec![RecipeProblem {
-                    file: file.to_string(),
+                problems: vec![LocatedProblem {
+                    path: file.to_string(),
                     line_column: None,
                     message: "a recipe needs at least one [[steps]] table".into(),
                 }],
@@ -598,8 +569,8 @@ fn read_step(index: usize, file: StepFile, problems: &mut Problems<'_>) -> Optio
             let env = file.env.map(Spanned::into_inner).unwrap_or_default();
             for value in env.values() {
                 if let Err(message) = check_template_syntax(value) {
-                    problems.found.push(RecipeProblem {
-                        file: problems.file.to_string(),
+                    problems.found.push(LocatedProblem {
+                        path: problems.file.to_string(),
                         line_column: None,
                         message: format!("{step_label}: env: {message}"),
                     });
@@ -1296,8 +1267,8 @@ pub struct InstanceDeployLog {
 }
 
 /// A recipe problem as a field error, for a job submission.
-impl From<&RecipeProblem> for FieldError {
-    fn from(problem: &RecipeProblem) -> FieldError {
+impl From<&LocatedProblem> for FieldError {
+    fn from(problem: &LocatedProblem) -> FieldError {
         FieldError::new("deployment_recipe", problem.to_string())
     }
 }

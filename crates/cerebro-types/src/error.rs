@@ -69,3 +69,37 @@ pub struct ErrorBody {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
 }
+
+/// One problem of a file, at its place: `PATH:LINE:COLUMN: message` (or
+/// `PATH: message` when it is about no one place).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocatedProblem {
+    pub path: String,
+    /// 1-based line and column (in characters); `None` for a problem of
+    /// no one place (then the message names the key).
+    pub line_column: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for LocatedProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line_column {
+            Some((line, column)) => write!(f, "{}:{line}:{column}: {}", self.path, self.message),
+            None => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+/// Problems one per line, as a config or recipe error shows them.
+pub fn located_lines(problems: &[LocatedProblem]) -> String {
+    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    lines.join("\n")
+}
+
+/// 1-based line and column (in characters) of a byte offset of `text`.
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}

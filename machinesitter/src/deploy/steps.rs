@@ -71,7 +71,7 @@ pub async fn run_command(
             cmd.env("HOME", home);
         }
     }
-    let ids = run_as.map(|r| (r.uid, r.gid, r.groups.clone()));
+    let ids = run_as.map(cerebro_host::RunAs::ids);
     // SAFETY: only async-signal-safe calls, on data prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
@@ -80,13 +80,8 @@ pub async fn run_command(
                 return Err(std::io::Error::last_os_error());
             }
             cerebro_host::process::cloexec_above_stderr()?;
-            if let Some((uid, gid, groups)) = &ids {
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                    || libc::setgid(*gid) != 0
-                    || libc::setuid(*uid) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
+            if let Some(ids) = &ids {
+                ids.become_user()?;
             }
             Ok(())
         });

@@ -71,11 +71,7 @@ impl Supervisor {
             Backend::Poll => Vec::new(),
         };
         let procs_fds: Vec<i32> = cgroup_procs.iter().map(AsRawFd::as_raw_fd).collect();
-        let ids = self
-            .config
-            .run_as
-            .as_ref()
-            .map(|r| (r.uid, r.gid, r.groups.clone()));
+        let ids = self.config.run_as.as_ref().map(cerebro_host::RunAs::ids);
         let parent = self.my_pid;
         // SAFETY: the closure runs in the forked child before exec and only
         // makes async-signal-safe system calls on data prepared above.
@@ -98,13 +94,8 @@ impl Supervisor {
                 }
                 // After the cgroup join: its descriptors are among those marked.
                 cerebro_host::process::cloexec_above_stderr()?;
-                if let Some((uid, gid, groups)) = &ids {
-                    if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                        || libc::setgid(*gid) != 0
-                        || libc::setuid(*uid) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
+                if let Some(ids) = &ids {
+                    ids.become_user()?;
                 }
                 Ok(())
             });
