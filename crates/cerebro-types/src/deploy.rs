@@ -527,7 +527,7 @@ fn read_step(index: usize, file: StepFile, problems: &mut Problems<'_>) -> Optio
             template(&file.path, problems);
             template(&file.template, problems);
             if let Some(path) = file.path.as_ref().filter(|p| !is_template(p.get_ref())) {
-                if let Err(message) = check_relative_path(path.get_ref()) {
+                if let Err(message) = check_file_path(path.get_ref()) {
                     problems.at(path.span(), format!("path: {message}"));
                 }
             }
@@ -594,6 +594,11 @@ fn read_step(index: usize, file: StepFile, problems: &mut Problems<'_>) -> Optio
             }
             template(&file.http, problems);
             template(&file.tcp, problems);
+            if let Some(address) = file.tcp.as_ref().filter(|a| !is_template(a.get_ref())) {
+                if let Err(message) = check_host_port(address.get_ref()) {
+                    problems.at(address.span(), message);
+                }
+            }
             if let Some(url) = file.http.as_ref().filter(|u| !is_template(u.get_ref())) {
                 if !url.get_ref().starts_with("http://") && !url.get_ref().starts_with("https://") {
                     problems.at(
@@ -662,10 +667,22 @@ fn mode_of(value: &toml::Value) -> Result<u32, String> {
             ))
         }
     };
+    check_mode(mode)?;
+    Ok(mode)
+}
+
+/// A write step's mode: permission bits and the sticky bit only. A recipe
+/// does not make setuid or setgid files (it may run as root).
+fn check_mode(mode: u32) -> Result<(), String> {
     if mode > 0o7777 {
         return Err(format!("mode {mode:o} has bits beyond 07777"));
     }
-    Ok(mode)
+    if mode & 0o6000 != 0 {
+        return Err(format!(
+            "mode {mode:04o} sets the setuid or setgid bit; a recipe does not make such files"
+        ));
+    }
+    Ok(())
 }
 
 /// Whether a string holds template syntax, so its checks wait for rendering.
@@ -673,10 +690,19 @@ fn is_template(text: &str) -> bool {
     text.contains("{{") || text.contains("{%")
 }
 
+/// Instructions one template may run: thousands of times what a real
+/// recipe's templates need, and a bound on what a nested loop over a long
+/// option can cost the daemon rendering it (the clustersitter at submit,
+/// under its lock).
+pub const TEMPLATE_FUEL: u64 = 200_000;
+/// The longest a rendered template may be, in bytes.
+pub const MAX_RENDERED_BYTES: usize = 1024 * 1024;
+
 fn environment() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
+    env.set_fuel(Some(TEMPLATE_FUEL));
     env
 }
 
@@ -730,9 +756,14 @@ pub fn render(text: &str, variables: &serde_json::Value) -> Result<String, Strin
     }
     let env = environment();
     let template = env.template_from_str(text).map_err(|e| e.to_string())?;
-    template
+    let rendered = template
         .render(minijinja::Value::from_serialize(variables))
         .map_err(|e| {
+            if e.kind() == minijinja::ErrorKind::OutOfFuel {
+                return format!(
+                    "the template runs too long (more than {TEMPLATE_FUEL} instructions)"
+                );
+            }
             let mut message = e.to_string();
             if let Some(detail) = e.detail() {
                 if !message.contains(detail) {
@@ -740,7 +771,14 @@ pub fn render(text: &str, variables: &serde_json::Value) -> Result<String, Strin
                 }
             }
             message
-        })
+        })?;
+    if rendered.len() > MAX_RENDERED_BYTES {
+        return Err(format!(
+            "the template renders to {} bytes; at most {MAX_RENDERED_BYTES}",
+            rendered.len()
+        ));
+    }
+    Ok(rendered)
 }
 
 /// Checks a fetch URL's scheme: http, https or file.
@@ -787,6 +825,28 @@ pub fn check_relative_path(path: &str) -> Result<(), String> {
         return Err(format!("'{path}' leaves the release directory (..)"));
     }
     Ok(())
+}
+
+/// Checks a path that names a file in the release: [`check_relative_path`],
+/// and not the release directory itself nor a directory (`.`, `a/`).
+pub fn check_file_path(path: &str) -> Result<(), String> {
+    check_relative_path(path)?;
+    if path.ends_with('/') || path.split('/').all(|part| part.is_empty() || part == ".") {
+        return Err(format!("'{path}' names a directory, not a file"));
+    }
+    Ok(())
+}
+
+/// Checks a check's `HOST:PORT` (`[::1]:80` for IPv6).
+fn check_host_port(address: &str) -> Result<(), String> {
+    match address.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(())
+        }
+        _ => Err(format!(
+            "'{address}' is not HOST:PORT (e.g. 127.0.0.1:8080)"
+        )),
+    }
 }
 
 /// What a clustersitter hands a machinesitter with one instance: the
@@ -996,9 +1056,20 @@ impl Deployment {
                         errors.push(format!("{label}: dest: {m}"));
                     }
                 }
-                StepAction::Write { path, .. } => {
-                    if let Err(m) = check_relative_path(path) {
+                StepAction::Write { path, mode, .. } => {
+                    if let Err(m) = check_file_path(path) {
                         errors.push(format!("{label}: path: {m}"));
+                    }
+                    if let Err(m) = check_mode(*mode) {
+                        errors.push(format!("{label}: {m}"));
+                    }
+                }
+                StepAction::Check {
+                    probe: Probe::Tcp { address },
+                    ..
+                } => {
+                    if let Err(m) = check_host_port(address) {
+                        errors.push(format!("{label}: tcp: {m}"));
                     }
                 }
                 StepAction::Check {
@@ -1008,6 +1079,21 @@ impl Deployment {
                     errors.push(format!("{label}: http: '{url}' is not an http(s) URL"));
                 }
                 _ => {}
+            }
+            // What the file's parser bounds, checked again for a
+            // deployment that came over the wire.
+            if !(step.timeout_secs > 0.0 && step.timeout_secs <= MAX_STEP_TIMEOUT_SECS) {
+                errors.push(format!(
+                    "{label}: timeout {} s is out of range (more than 0, at most {MAX_STEP_TIMEOUT_SECS})",
+                    step.timeout_secs
+                ));
+            }
+            if let StepAction::Check { interval_secs, .. } = &action {
+                if !(0.01..=3600.0).contains(interval_secs) {
+                    errors.push(format!(
+                        "{label}: interval {interval_secs} s is out of range (10ms to 1h)"
+                    ));
+                }
             }
             if errors.len() == before {
                 steps.push(Step {
@@ -1426,5 +1512,72 @@ timeout = 20
         let env = a.environment("/r");
         assert_eq!(env["CEREBRO_OPT_PORT"], "1");
         assert_eq!(env["CEREBRO_RELEASE_DIR"], "/r");
+    }
+}
+
+#[cfg(test)]
+mod limits {
+    use super::*;
+
+    fn one_step(step: &str) -> Result<Recipe, String> {
+        Recipe::parse(&format!("[[steps]]\n{step}"), "r.toml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_runaway_template_stops_at_its_fuel() {
+        let template = "{% for a in options.l %}{% for b in options.l %}{% for c in options.l %}x{% endfor %}{% endfor %}{% endfor %}";
+        let variables = serde_json::json!({"options": {"l": (0..300).collect::<Vec<_>>()}});
+        let started = std::time::Instant::now();
+        let error = render(template, &variables).unwrap_err();
+        assert!(error.contains("runs too long"), "{error}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let small = serde_json::json!({"options": {"l": [1, 2, 3]}});
+        assert_eq!(render(template, &small).unwrap().len(), 27);
+    }
+
+    #[test]
+    fn what_cannot_work_is_refused_before_it_runs() {
+        for (step, wanted) in [
+            (
+                "kind = \"write\"\npath = \".\"\ncontent = \"x\"",
+                "names a directory",
+            ),
+            (
+                "kind = \"write\"\npath = \"a/\"\ncontent = \"x\"",
+                "names a directory",
+            ),
+            (
+                "kind = \"write\"\npath = \"x\"\ncontent = \"x\"\nmode = \"6755\"",
+                "setuid",
+            ),
+            ("kind = \"check\"\ntcp = \"nohostport\"", "not HOST:PORT"),
+        ] {
+            let error = one_step(step).unwrap_err();
+            assert!(error.contains(wanted), "{step}: {error}");
+        }
+        // Over the wire, the parser's bounds are checked again.
+        let mut recipe = one_step("kind = \"write\"\npath = \"x\"\ncontent = \"x\"").unwrap();
+        recipe.steps[0].timeout_secs = 1e12;
+        if let StepAction::Write { mode, .. } = &mut recipe.steps[0].action {
+            *mode = 0o6777;
+        }
+        let deployment = Deployment {
+            recipe_name: "r".into(),
+            recipe_source: "r.toml".into(),
+            recipe_sha256: "0".repeat(64),
+            recipe,
+            options: BTreeMap::new(),
+            job: "j".into(),
+            version: None,
+            instance: 0,
+            zone: "z".into(),
+            machine: "m".into(),
+            cluster: "c".into(),
+        };
+        let errors = deployment.render_steps("/r").unwrap_err().join("\n");
+        assert!(
+            errors.contains("timeout") && errors.contains("setuid"),
+            "{errors}"
+        );
     }
 }
