@@ -317,10 +317,23 @@ pub fn load(config: Arc<MachineConfig>) -> std::io::Result<Machine> {
                 entry.deploy_log =
                     crate::deploy::DeployDir::new(&config.state_dir, &entry.record.dir_name)
                         .load_log();
+                let mut interrupted = Vec::new();
                 for attempt in &mut entry.deploy_log {
                     if attempt.outcome == cerebro_types::deploy::AttemptOutcome::Running {
-                        attempt.outcome = cerebro_types::deploy::AttemptOutcome::Failed;
+                        interrupted_attempt(attempt, entry.record.deployment.as_ref());
+                        interrupted.push(format!(
+                            "deploy of release {} (attempt {}) stopped: {INTERRUPTED}",
+                            attempt.release, attempt.attempt
+                        ));
                     }
+                }
+                if !interrupted.is_empty() {
+                    let _ =
+                        crate::deploy::DeployDir::new(&config.state_dir, &entry.record.dir_name)
+                            .save_log(&entry.deploy_log);
+                }
+                for message in interrupted {
+                    machine.event(&name, message);
                 }
                 machine.tasks.insert(name, entry);
             }
@@ -337,8 +350,73 @@ pub fn load(config: Arc<MachineConfig>) -> std::io::Result<Machine> {
         }
     }
     recover_task_dirs(&mut machine, found);
+    clean_up_deploys(&mut machine, &config.state_dir);
     machine.persist()?;
     Ok(machine)
+}
+
+/// Why an attempt a machinesitter did not finish failed.
+const INTERRUPTED: &str = "interrupted: the machinesitter stopped during this attempt";
+
+/// Marks an attempt the last machinesitter did not finish as failed, its
+/// step in progress (the one after the last recorded) saying why.
+fn interrupted_attempt(
+    attempt: &mut cerebro_types::deploy::DeployAttempt,
+    deployment: Option<&cerebro_types::deploy::Deployment>,
+) {
+    use cerebro_types::deploy::{AttemptOutcome, StepOutcome, StepRecord};
+    attempt.outcome = AttemptOutcome::Failed;
+    let now = cerebro_types::time::now_ms();
+    attempt.finished_ms.get_or_insert(now);
+    let next = attempt.steps.last().map_or(0, |s| s.index + 1);
+    let step = deployment
+        .filter(|d| d.release_id() == attempt.release)
+        .and_then(|d| d.recipe.steps.get(next));
+    let label = step.map_or_else(|| format!("step {}", next + 1), |s| s.label(next));
+    if step.is_some() || attempt.steps.is_empty() {
+        attempt.steps.push(StepRecord {
+            index: next,
+            label,
+            outcome: StepOutcome::Failed,
+            started_ms: now,
+            duration_ms: 0,
+            exit_code: None,
+            detail: INTERRUPTED.into(),
+            output: String::new(),
+        });
+    }
+}
+
+/// What a machinesitter killed mid-deploy left: the process group of a
+/// step it was running (killed, so the step is not run twice at once in
+/// the same release) and half-fetched artifacts.
+fn clean_up_deploys(machine: &mut Machine, state_dir: &std::path::Path) {
+    let root = state_dir.join("deploy");
+    for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        let group_file = entry.path().join("step-group");
+        if !group_file.exists() {
+            continue;
+        }
+        if let Some(pgid) = crate::deploy::steps::kill_recorded_group(&group_file) {
+            let dir_name = entry.file_name().to_string_lossy().into_owned();
+            let task = machine
+                .tasks
+                .iter()
+                .find(|(_, e)| e.record.dir_name == dir_name)
+                .map(|(name, _)| name.clone())
+                .unwrap_or_default();
+            machine.event(
+                &task,
+                format!(
+                    "killed process group {pgid}: a step an earlier machinesitter left running"
+                ),
+            );
+        }
+    }
+    let removed = crate::deploy::fetch::remove_partials(&root.join("artifacts"));
+    if !removed.is_empty() {
+        tracing::info!(?removed, "removed half-fetched artifacts");
+    }
 }
 
 /// The tasksitter to keep for a task the state file knows: the one the
@@ -520,4 +598,57 @@ pub(crate) fn set_deployment(record: &mut TaskRecord, deployment: Option<Deploym
         }
     }
     record.deployment = deployment;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cerebro_types::deploy::{AttemptOutcome, DeployAttempt, Recipe, StepOutcome};
+
+    #[test]
+    fn an_interrupted_deploy_attempt_says_why_at_its_step() {
+        let deployment = Deployment {
+            recipe_name: "r".into(),
+            recipe_source: "r.toml".into(),
+            recipe_sha256: "0".repeat(64),
+            recipe: Recipe::parse(
+                "[[steps]]\nkind = \"run\"\ncommand = \"true\"\n[[steps]]\nkind = \"run\"\nname = \"slow\"\ncommand = \"sleep 9\"\n",
+                "r.toml",
+            )
+            .unwrap(),
+            options: Default::default(),
+            job: "j".into(),
+            version: None,
+            instance: 0,
+            zone: "z".into(),
+            machine: "m".into(),
+            cluster: "c".into(),
+        };
+        let mut attempt = DeployAttempt {
+            release: deployment.release_id(),
+            version: None,
+            attempt: 1,
+            outcome: AttemptOutcome::Running,
+            started_ms: 1,
+            finished_ms: None,
+            steps: Vec::new(),
+        };
+        attempt.steps.push(cerebro_types::deploy::StepRecord {
+            index: 0,
+            label: "step 1 (run)".into(),
+            outcome: StepOutcome::Succeeded,
+            started_ms: 1,
+            duration_ms: 1,
+            exit_code: Some(0),
+            detail: "exit 0".into(),
+            output: String::new(),
+        });
+        interrupted_attempt(&mut attempt, Some(&deployment));
+        assert_eq!(attempt.outcome, AttemptOutcome::Failed);
+        assert!(attempt.finished_ms.is_some());
+        let last = attempt.steps.last().unwrap();
+        assert_eq!(last.label, "step 2 (run \"slow\")");
+        assert_eq!(last.outcome, StepOutcome::Failed);
+        assert_eq!(last.detail, INTERRUPTED);
+    }
 }

@@ -1034,8 +1034,22 @@ async fn a_newer_release_or_a_delete_cancels_an_install_in_progress() {
         .unwrap();
     assert_eq!(cancelled.outcome, AttemptOutcome::Failed);
     assert!(
-        cancelled.steps[2].detail.starts_with("cancelled"),
+        cancelled.steps[2].detail
+            == format!(
+                "cancelled: release {} was asked for instead",
+                good.release_id()
+            ),
         "{cancelled:?}"
+    );
+    let events = client.events().await.unwrap();
+    assert!(
+        events.iter().any(|e| e.task == "web"
+            && e.message.contains(&format!(
+                "deploy of release {} (attempt 1) stopped at step 3 (run): cancelled: release {} was asked for instead",
+                stuck.release_id(),
+                good.release_id()
+            ))),
+        "{events:?}"
     );
     assert!(!release_dir(&dir, "web", &stuck.release_id()).exists());
 
@@ -1061,5 +1075,299 @@ async fn a_newer_release_or_a_delete_cancels_an_install_in_progress() {
         .join("deploy")
         .join(cerebro_host::layout::dir_name("web"))
         .exists());
+    sitter.stop().await;
+}
+
+/// Every file under `dir` bigger than `max` bytes.
+fn files_bigger_than(dir: &Path, max: u64) -> Vec<(PathBuf, u64)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            found.extend(files_bigger_than(&path, max));
+        } else if meta.len() > max {
+            found.push((path, meta.len()));
+        }
+    }
+    found
+}
+
+/// The `.partial-*` downloads in the artifact cache of `dir`.
+fn partials(dir: &Cleanup) -> Vec<PathBuf> {
+    std::fs::read_dir(dir.state_dir().join("deploy/artifacts"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".partial-"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_url_is_read_as_the_tasks_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Cleanup::new();
+    // The task's user may look into the test's directory, not at the file.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sitter = InProcess::boot(dir.path(), &["--deploy-retry-base-ms", "600000"]).await;
+    let client = sitter.client.clone();
+    let (bytes, sha) = tarball("root only\n");
+    let file = dir.path().join("secret.tar.gz");
+    std::fs::write(&file, bytes).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let url = format!("file://{}", file.display());
+    let mut spec = sleeper("web", "sleep 641");
+    spec.uid = Some(cerebro_types::Principal::Name("nobody".into()));
+
+    let refused = deployment(&recipe(""), "v1", json!({"url": url, "sha256": sha}));
+    client.put_task(&spec, Some(&refused)).await.unwrap();
+    let status = wait_deploy(&client, "web", &refused.release_id(), DeployState::Failed).await;
+    assert_eq!(
+        status.step.as_deref(),
+        Some("step 1 (fetch \"release tarball\")")
+    );
+    let error = status.error.unwrap_or_default();
+    assert!(
+        error.contains("Permission denied") && error.contains("as nobody"),
+        "{error}"
+    );
+    assert!(!dir.state_dir().join("deploy/artifacts").join(&sha).exists());
+
+    // Readable by everyone: the same file deploys.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let readable = deployment(&recipe(""), "v2", json!({"url": url, "sha256": sha}));
+    client.put_task(&spec, Some(&readable)).await.unwrap();
+    wait_deploy(&client, "web", &readable.release_id(), DeployState::Ready).await;
+    let release_dir = release_dir(&dir, "web", &readable.release_id());
+    assert_eq!(
+        std::fs::read_to_string(release_dir.join("payload.txt")).unwrap(),
+        "root only\n"
+    );
+    sitter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_steps_background_children_are_killed_when_it_ends() {
+    let dir = Cleanup::new();
+    let artifacts = Artifacts::start().await;
+    let sitter = InProcess::boot(dir.path(), &[]).await;
+    let client = sitter.client.clone();
+    let (bytes, sha) = tarball("v1\n");
+    let url = artifacts.put("app.tar.gz", bytes);
+    let deployment = deployment(
+        &recipe(""),
+        "v1",
+        json!({"url": url, "sha256": sha, "run": "sleep 1234 & echo started"}),
+    );
+    client
+        .put_task(&sleeper("web", "sleep 642"), Some(&deployment))
+        .await
+        .unwrap();
+    wait_deploy(&client, "web", &deployment.release_id(), DeployState::Ready).await;
+    let log = client.deploy_log("web").await.unwrap();
+    assert!(log[0].steps[2].output.contains("started"), "{log:?}");
+    wait_for_async("the step's background sleep to be killed", || async {
+        processes(|argv| argv == ["sleep", "1234"])
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    sitter.stop().await;
+}
+
+/// A process group of its own running `sleep MARKER` (reaped by a thread
+/// as soon as it ends), and its `PGID START_TICKS` record.
+fn orphan_group(marker: &str) -> (i32, String) {
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new("sleep")
+        .arg(marker)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    std::thread::spawn(move || child.wait());
+    let ticks = cerebro_host::process::start_ticks(pid).unwrap();
+    (pid, format!("{pid} {ticks}\n"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_left_running_by_a_killed_machinesitter_is_killed_before_the_next_attempt() {
+    let dir = Cleanup::new();
+    let artifacts = Artifacts::start().await;
+    let sitter = InProcess::boot(dir.path(), &["--deploy-retry-base-ms", "600000"]).await;
+    let client = sitter.client.clone();
+    let (bytes, sha) = tarball("v1\n");
+    let url = artifacts.put("app.tar.gz", bytes);
+    let deploy_dir = dir
+        .state_dir()
+        .join("deploy")
+        .join(cerebro_host::layout::dir_name("web"));
+    std::fs::create_dir_all(&deploy_dir).unwrap();
+    // As a machinesitter killed with -9 mid-step leaves it.
+    let (pid, record) = orphan_group("7643");
+    std::fs::write(deploy_dir.join("step-group"), record).unwrap();
+    // The run step fails while the old group's leader still runs.
+    let run = format!(
+        "s=$(cut -d' ' -f3 /proc/{pid}/stat 2>/dev/null); if [ -n \"$s\" ] && [ \"$s\" != Z ]; then echo still running; exit 9; fi"
+    );
+    let deployment = deployment(
+        &recipe(""),
+        "v1",
+        json!({"url": url, "sha256": sha, "run": run}),
+    );
+    client
+        .put_task(&sleeper("web", "sleep 643"), Some(&deployment))
+        .await
+        .unwrap();
+    let status = wait_deploy(&client, "web", &deployment.release_id(), DeployState::Ready).await;
+    assert_eq!(status.attempts, 1);
+    assert!(process_gone(pid));
+    assert!(!deploy_dir.join("step-group").exists());
+    let events = client.events().await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.task == "web" && e.message.contains(&format!("killed process group {pid}"))),
+        "{events:?}"
+    );
+
+    // A machinesitter starting kills such a group too.
+    let (pid, record) = orphan_group("7644");
+    std::fs::write(deploy_dir.join("step-group"), record).unwrap();
+    sitter.stop().await;
+    let sitter = InProcess::boot(dir.path(), &[]).await;
+    wait_for_async("the left group to be killed at start", || async {
+        process_gone(pid).then_some(())
+    })
+    .await;
+    assert!(!deploy_dir.join("step-group").exists());
+    sitter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_stops_when_its_task_is_deleted_and_leftover_partials_go_at_start() {
+    let dir = Cleanup::new();
+    let cache = dir.state_dir().join("deploy/artifacts");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(cache.join(".partial-leftover-1-0"), b"half").unwrap();
+    let sitter = InProcess::boot(dir.path(), &[]).await;
+    let client = sitter.client.clone();
+    assert!(partials(&dir).is_empty(), "{:?}", partials(&dir));
+    // Endless, and never the digest asked for.
+    let endless = deployment(
+        &recipe(""),
+        "v1",
+        json!({"url": "file:///dev/zero", "sha256": "0".repeat(64)}),
+    );
+    client
+        .put_task(&sleeper("web", "sleep 644"), Some(&endless))
+        .await
+        .unwrap();
+    wait_for_async("the fetch to be under way", || async {
+        partials(&dir)
+            .iter()
+            .any(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
+            .then_some(())
+    })
+    .await;
+    client.delete_task("web").await.unwrap();
+    let release = endless.release_id();
+    wait_for_async("the fetch to stop", || async {
+        let events = client.events().await.ok()?;
+        events
+            .iter()
+            .any(|e| {
+                e.task == "web"
+                    && e.message.contains(&release)
+                    && e.message
+                        .contains("stopped at step 1 (fetch \"release tarball\")")
+                    && e.message.contains("cancelled: the task")
+            })
+            .then_some(())
+    })
+    .await;
+    assert!(partials(&dir).is_empty(), "{:?}", partials(&dir));
+    sitter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steps_output_is_kept_as_a_bounded_tail_in_memory() {
+    let dir = Cleanup::new();
+    let artifacts = Artifacts::start().await;
+    let sitter = InProcess::boot(dir.path(), &[]).await;
+    let client = sitter.client.clone();
+    let (bytes, sha) = tarball("v1\n");
+    let url = artifacts.put("app.tar.gz", bytes);
+    let deployment = deployment(
+        &recipe(""),
+        "v1",
+        json!({"url": url, "sha256": sha, "run": "head -c 50000000 /dev/zero | tr '\\0' x; echo; echo the-end"}),
+    );
+    client
+        .put_task(&sleeper("web", "sleep 645"), Some(&deployment))
+        .await
+        .unwrap();
+    wait_deploy(&client, "web", &deployment.release_id(), DeployState::Ready).await;
+    let big = files_bigger_than(&dir.state_dir(), 1 << 20);
+    assert!(big.is_empty(), "{big:?}");
+    let log = client.deploy_log("web").await.unwrap();
+    let output = &log[0].steps[2].output;
+    assert!(
+        output.ends_with("xxx\nthe-end\n"),
+        "{}",
+        &output[output.len().saturating_sub(100)..]
+    );
+    assert!(output.len() <= cerebro_types::deploy::STEP_OUTPUT_TAIL_BYTES);
+    sitter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_removing_the_release_directory_fails_the_deploy() {
+    let dir = Cleanup::new();
+    let artifacts = Artifacts::start().await;
+    let sitter = InProcess::boot(dir.path(), &["--deploy-retry-base-ms", "600000"]).await;
+    let client = sitter.client.clone();
+    let (bytes, sha) = tarball("v1\n");
+    let url = artifacts.put("app.tar.gz", bytes);
+    let deployment = deployment(
+        &recipe(""),
+        "v1",
+        json!({"url": url, "sha256": sha, "run": "rm -rf \"$CEREBRO_RELEASE_DIR\""}),
+    );
+    client
+        .put_task(&sleeper("web", "sleep 646"), Some(&deployment))
+        .await
+        .unwrap();
+    let status = wait_deploy(
+        &client,
+        "web",
+        &deployment.release_id(),
+        DeployState::Failed,
+    )
+    .await;
+    assert_eq!(status.step.as_deref(), Some("step 3 (run)"));
+    assert!(
+        status
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("the release directory is gone"),
+        "{status:?}"
+    );
+    assert_eq!(status.running_release, None);
+    let current = dir
+        .state_dir()
+        .join("deploy")
+        .join(cerebro_host::layout::dir_name("web"))
+        .join("current");
+    assert!(std::fs::symlink_metadata(&current).is_err());
+    let view = client.task("web").await.unwrap();
+    assert!(view.tasksitter.is_none(), "{view:?}");
     sitter.stop().await;
 }

@@ -34,8 +34,8 @@ use tokio::sync::Notify;
 
 /// The longest wait between two attempts at a failing release.
 pub const MAX_RETRY: Duration = Duration::from_secs(300);
-/// How a step stopped because its release is no longer wanted reads.
-const CANCELLED: &str = "cancelled: the task no longer wants this release";
+/// What a skipped step of a cancelled attempt says.
+const NOT_RUN_CANCELLED: &str = "not run: the attempt was cancelled";
 /// The least a first check waits for its task to run on the release
 /// before it fails as timed out.
 const START_GRACE: Duration = Duration::from_secs(30);
@@ -165,10 +165,13 @@ pub async fn drive(job: Job, machine: SharedMachine, notify: Arc<Notify>) {
 }
 
 /// Why an attempt stopped short.
+#[derive(Default)]
 struct Failure {
     step: Option<String>,
     error: String,
     output: String,
+    /// The task stopped wanting the release (a newer one, a delete).
+    cancelled: bool,
 }
 
 /// One attempt in progress: what it did so far, and where it publishes it.
@@ -294,6 +297,21 @@ impl Attempt {
                 self.record.outcome = outcome;
                 self.publish(|_| None);
             }
+            Err(failure) if failure.cancelled => {
+                self.record.outcome = AttemptOutcome::Failed;
+                self.record_cancel(&failure);
+                self.publish(|_| None);
+                let at = failure
+                    .step
+                    .as_ref()
+                    .map(|s| format!(" at {s}"))
+                    .unwrap_or_default();
+                let message = format!(
+                    "deploy of release {} (attempt {}) stopped{at}: {}",
+                    self.release, self.job.attempt, failure.error
+                );
+                lock(&self.machine).event(&self.job.task, message);
+            }
             Err(failure) => {
                 self.record.outcome = AttemptOutcome::Failed;
                 let base = self.job.retry_base;
@@ -330,13 +348,63 @@ impl Attempt {
         }
     }
 
+    /// Makes the steps of a cancelled attempt say so: the step it stopped
+    /// at (recorded when it stopped between two steps) and those not run.
+    fn record_cancel(&mut self, failure: &Failure) {
+        if !self
+            .record
+            .steps
+            .iter()
+            .any(|s| s.detail.starts_with("cancelled"))
+        {
+            let recipe = &self.job.deployment.recipe.steps;
+            // The step it stopped at, else the one after the last run.
+            let next = recipe
+                .iter()
+                .enumerate()
+                .position(|(index, step)| failure.step.as_ref() == Some(&step.label(index)))
+                .or_else(|| {
+                    let next = self.record.steps.last().map_or(0, |s| s.index + 1);
+                    (self.job.install || recipe.get(next).is_some_and(Step::is_check))
+                        .then_some(next)
+                });
+            if let Some((next, step)) = next.and_then(|n| Some((n, recipe.get(n)?))) {
+                let mut record = skipped(next, step);
+                record.detail.clone_from(&failure.error);
+                self.record.steps.push(record);
+            }
+        }
+        for step in &mut self.record.steps {
+            if step.outcome == StepOutcome::Skipped && !step.detail.starts_with("cancelled") {
+                step.detail = NOT_RUN_CANCELLED.into();
+            }
+        }
+    }
+
     /// The attempt's work; `Err` names what failed.
     async fn steps(&mut self) -> Result<AttemptOutcome, Failure> {
         let failure = |error: String| Failure {
-            step: None,
             error,
-            output: String::new(),
+            ..Failure::default()
         };
+        // A step an earlier machinesitter left running (it was killed
+        // mid-step) goes before anything of this attempt runs.
+        let group_file = self.dirs.step_group();
+        if group_file.exists() {
+            let killed =
+                tokio::task::spawn_blocking(move || steps::kill_recorded_group(&group_file))
+                    .await
+                    .ok()
+                    .flatten();
+            if let Some(pgid) = killed {
+                lock(&self.machine).event(
+                    &self.job.task,
+                    format!(
+                        "killed process group {pgid}: a step an earlier machinesitter left running"
+                    ),
+                );
+            }
+        }
         let release_dir_text = self.release_dir.display().to_string();
         let steps = self
             .job
@@ -358,7 +426,7 @@ impl Attempt {
                 self.release, self.job.attempt
             );
             if !self.progress(DeployState::Installing, None, Some(event)) {
-                return Err(failure("the task no longer wants this release".into()));
+                return Err(self.cancelled(None));
             }
             if self.dirs.installed(&self.release) {
                 self.publish(|_| {
@@ -378,7 +446,7 @@ impl Attempt {
                 self.release, self.job.attempt
             );
             if !self.progress(DeployState::Checking, None, Some(event)) {
-                return Err(failure("the task no longer wants this release".into()));
+                return Err(self.cancelled(None));
             }
         }
         let has_checks = steps.iter().any(Step::is_check);
@@ -421,6 +489,7 @@ impl Attempt {
             step: None,
             error: format!("cannot prepare the release directory: {error}"),
             output: String::new(),
+            cancelled: false,
         };
         self.dirs.discard(&self.release);
         std::fs::create_dir_all(&self.release_dir).map_err(io_failure)?;
@@ -435,14 +504,20 @@ impl Attempt {
             let label = step.label(*index);
             if !self.progress(DeployState::Installing, Some(label.clone()), None) {
                 self.dirs.discard(&self.release);
-                return Err(Failure {
-                    step: Some(label),
-                    error: "the task no longer wants this release".into(),
-                    output: String::new(),
-                });
+                return Err(self.cancelled(Some(label)));
             }
-            let record = self.run_install_step(*index, step, env, run_as).await;
+            let mut record = self.run_install_step(*index, step, env, run_as).await;
+            if record.outcome == StepOutcome::Succeeded && !is_directory(&self.release_dir) {
+                // Nothing is left to switch to: `current` would point at
+                // nothing.
+                record.outcome = StepOutcome::Failed;
+                record.detail = format!(
+                    "the release directory is gone after this step ({} was removed or replaced)",
+                    self.release_dir.display()
+                );
+            }
             let failed = record.outcome != StepOutcome::Succeeded;
+            let cancelled = failed && record.detail.starts_with("cancelled");
             let detail = record.detail.clone();
             let output = record.output.clone();
             self.record.steps.push(record);
@@ -455,9 +530,17 @@ impl Attempt {
                     step: Some(label),
                     error: detail,
                     output,
+                    cancelled,
                 });
             }
             self.publish(|_| None);
+        }
+        if !is_directory(&self.release_dir) {
+            return Err(Failure {
+                step: installs.last().map(|(index, step)| step.label(*index)),
+                error: "the release directory is gone".into(),
+                ..Failure::default()
+            });
         }
         let marker = release::Marker {
             deployment: self.job.deployment.clone(),
@@ -471,6 +554,7 @@ impl Attempt {
                 step: None,
                 error: format!("cannot write the release's marker: {error}"),
                 output: String::new(),
+                cancelled: false,
             })
     }
 
@@ -489,7 +573,15 @@ impl Attempt {
         let mut switched = Ok(());
         // Under the machine lock, and only while the task still wants this
         // release: `current` and the recorded release never disagree.
+        let release_dir = self.release_dir.clone();
         let wanted = self.publish(|entry| {
+            if !is_directory(&release_dir) {
+                switched = Err(std::io::Error::other(format!(
+                    "the release directory {} is gone",
+                    release_dir.display()
+                )));
+                return None;
+            }
             if let Err(error) = dirs.switch(&release) {
                 switched = Err(error);
                 return None;
@@ -521,13 +613,10 @@ impl Attempt {
             step: None,
             error: format!("cannot switch the current link: {error}"),
             output: String::new(),
+            cancelled: false,
         })?;
         if !wanted {
-            return Err(Failure {
-                step: None,
-                error: "the task no longer wants this release".into(),
-                output: String::new(),
-            });
+            return Err(self.cancelled(None));
         }
         let removed = self.dirs.prune_releases(None);
         let artifacts = release::prune_artifacts(&self.job.state_dir);
@@ -573,7 +662,7 @@ impl Attempt {
                             Err(format!("timed out after {}", steps::human_secs(timeout)))
                         }
                     },
-                    () = self.unwanted() => Err(CANCELLED.to_string()),
+                    () = self.unwanted() => Err(format!("cancelled: {}", self.why_unwanted())),
                 };
                 if result.is_ok() {
                     self.artifacts.push(sha256.clone());
@@ -589,19 +678,22 @@ impl Attempt {
             StepAction::Run { command, env: own } => {
                 let mut env = env.clone();
                 env.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
-                let output_file = self.dirs.dir.join("step-output.log");
+                let group_file = self.dirs.step_group();
                 match steps::run_command(
                     command,
                     &self.release_dir,
                     &env,
                     run_as,
                     timeout,
-                    &output_file,
+                    Some(&group_file),
                     self.unwanted(),
                 )
                 .await
                 {
-                    Ok(result) => {
+                    Ok(mut result) => {
+                        if result.detail.starts_with("cancelled") {
+                            result.detail = format!("cancelled: {}", self.why_unwanted());
+                        }
                         record.exit_code = result.exit_code;
                         record.output = result.output.clone();
                         if result.timed_out {
@@ -629,6 +721,32 @@ impl Attempt {
         }
         record.duration_ms = started.elapsed().as_millis() as u64;
         record
+    }
+
+    /// Why the task no longer wants this release, in words.
+    fn why_unwanted(&self) -> String {
+        let guard = lock(&self.machine);
+        match guard.tasks.get(&self.job.task) {
+            None => "the task was deleted".into(),
+            Some(entry) if entry.record.deleting => "the task is being deleted".into(),
+            Some(entry) => match entry.record.deployment.as_ref().map(Deployment::release_id) {
+                Some(wanted) if wanted != self.release => {
+                    format!("release {wanted} was asked for instead")
+                }
+                Some(_) => "the task no longer wants this release".into(),
+                None => "the task no longer has a deployment".into(),
+            },
+        }
+    }
+
+    /// The failure of an attempt whose release is no longer wanted.
+    fn cancelled(&self, step: Option<String>) -> Failure {
+        Failure {
+            step,
+            error: format!("cancelled: {}", self.why_unwanted()),
+            output: String::new(),
+            cancelled: true,
+        }
     }
 
     /// Completes once the task no longer wants this release (another
@@ -662,7 +780,7 @@ impl Attempt {
         unpack: Unpack,
         run_as: Option<&RunAs>,
     ) -> Result<String, String> {
-        let fetched = fetch::fetch(&self.client, url, sha256, &self.dirs.artifacts)
+        let fetched = fetch::fetch(&self.client, url, sha256, &self.dirs.artifacts, run_as)
             .await
             .map_err(|e| e.to_string())?;
         let how = format!(
@@ -726,21 +844,21 @@ impl Attempt {
         for (position, (index, step)) in checks.iter().enumerate() {
             let label = step.label(*index);
             if !self.progress(DeployState::Checking, Some(label.clone()), None) {
-                return Err(Failure {
-                    step: Some(label),
-                    error: "the task no longer wants this release".into(),
-                    output: String::new(),
-                });
+                return Err(self.cancelled(Some(label)));
             }
             let timeout = Duration::from_secs_f64(step.timeout_secs.max(0.001));
             // The first check waits for the task to run on the release; the
             // wait has a bound of its own (the check's timeout, at least
             // START_GRACE: a start is seen only once the tasksitter answers
             // a poll), so a slow start does not eat the probing time.
+            let mut cancelled = false;
             let running = position > 0
                 || tokio::select! {
                     running = self.wait_running(timeout.max(START_GRACE)) => running,
-                    () = self.unwanted() => false,
+                    () = self.unwanted() => {
+                        cancelled = true;
+                        false
+                    }
                 };
             let started_ms = now_ms();
             let started = Instant::now();
@@ -762,7 +880,10 @@ impl Attempt {
                 detail: String::new(),
                 output: String::new(),
             };
-            if !running {
+            if cancelled {
+                record.outcome = StepOutcome::Failed;
+                record.detail = format!("cancelled: {}", self.why_unwanted());
+            } else if !running {
                 record.outcome = StepOutcome::TimedOut;
                 record.detail = format!(
                     "timed out after {} waiting for the task to run on the release",
@@ -770,7 +891,7 @@ impl Attempt {
                 );
             } else {
                 let interval = Duration::from_secs_f64(interval_secs.max(0.05));
-                let output_file = self.dirs.dir.join("check-output.log");
+                let group_file = self.dirs.step_group();
                 let checked = steps::check(
                     probe,
                     interval,
@@ -779,23 +900,29 @@ impl Attempt {
                     &self.release_dir,
                     env,
                     run_as,
-                    &output_file,
+                    &group_file,
                 );
                 let (result, tries) = tokio::select! {
                     checked = checked => checked,
-                    () = self.unwanted() => (
+                    () = self.unwanted() => {
+                        cancelled = true;
+                        (
                         steps::ProbeResult {
                             ok: false,
                             exit_code: None,
-                            detail: CANCELLED.to_string(),
+                            detail: format!("cancelled: {}", self.why_unwanted()),
                             output: String::new(),
                         },
                         0,
-                    ),
+                    )
+                    }
                 };
                 record.exit_code = result.exit_code;
                 record.output = result.output;
-                if result.ok {
+                if cancelled {
+                    record.outcome = StepOutcome::Failed;
+                    record.detail = result.detail;
+                } else if result.ok {
                     record.detail = format!("{} (probe {tries})", result.detail);
                 } else {
                     record.outcome = StepOutcome::TimedOut;
@@ -818,6 +945,7 @@ impl Attempt {
                     step: Some(label),
                     error: detail,
                     output,
+                    cancelled,
                 });
             }
             self.publish(|_| None);
@@ -858,6 +986,11 @@ impl Attempt {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// Whether `path` is a directory itself (not a link to one).
+fn is_directory(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
 }
 
 fn skipped(index: usize, step: &Step) -> StepRecord {

@@ -7,6 +7,7 @@
 //! <state_dir>/deploy/<dir_name>/releases/<release_id>.json  marker: installed
 //! <state_dir>/deploy/<dir_name>/current -> releases/<release_id>
 //! <state_dir>/deploy/<dir_name>/log.json                    the deploy log
+//! <state_dir>/deploy/<dir_name>/step-group                  a running step's process group
 //! <state_dir>/deploy/artifacts/<sha256>                     fetched artifacts
 //! ```
 
@@ -73,6 +74,12 @@ impl DeployDir {
 
     pub fn log(&self) -> PathBuf {
         self.dir.join("log.json")
+    }
+
+    /// `PGID START_TICKS` of the command a step runs now, so a
+    /// machinesitter started after this one died kills what it left.
+    pub fn step_group(&self) -> PathBuf {
+        self.dir.join("step-group")
     }
 
     /// Whether `release` is fully installed: its marker and its directory
