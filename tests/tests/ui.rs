@@ -494,6 +494,15 @@ async fn a_failed_deploy_shows_its_step_and_output_in_a_real_browser() {
         json!(0),
         "the printed script is not a script element"
     );
+    // No such instance, or no number at all: a page saying so, answered 404.
+    for index in ["9", "abc"] {
+        let answer = reqwest::get(format!("{base}/deploylog/deploy-ui/{index}"))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 404, "{index}");
+        let page = answer.text().await.unwrap();
+        assert!(page.contains("<h1>Not found</h1>"), "{index}: {page}");
+    }
     browser.close().await.unwrap();
     tokio::task::spawn_blocking(move || drop(cluster))
         .await

@@ -657,15 +657,27 @@ pub(super) async fn log_page(
 pub(super) async fn deploy_log_page(
     State(app): State<UiState>,
     headers: HeaderMap,
-    Path((name, index)): Path<(String, usize)>,
+    Path((name, index)): Path<(String, String)>,
 ) -> Response {
     let Some(viewer) = Viewer::of_page(&app, &headers) else {
         return Redirect::to("/login").into_response();
+    };
+    // Parsed here rather than by the extractor, whose refusal is not a page.
+    let Ok(index) = index.parse::<usize>() else {
+        return not_found(&viewer, &format!("'{index}' is not an instance number"));
     };
     let title = format!("{name} #{index} deploy log");
     let body = match app.ops.deploy_log(&name, Some(index)).await {
         Err(crate::ops::OpError::NoSuchJob(_)) => {
             return not_found(&viewer, &format!("no job named '{name}'"))
+        }
+        Err(crate::ops::OpError::Invalid(errors))
+            if errors.errors.iter().any(|e| e.field == "instance") =>
+        {
+            return not_found(&viewer, &errors.to_string())
+        }
+        Err(error @ crate::ops::OpError::NoSuchInstance { .. }) => {
+            return not_found(&viewer, &error.to_string())
         }
         Err(error) => format!(
             r#"<h1>{} #{index} — deploy log</h1><div class="notice">{}</div>"#,
