@@ -1183,17 +1183,31 @@ async fn a_run_steps_background_children_are_killed_when_it_ends() {
 
 /// A process group of its own running `sleep MARKER` (reaped by a thread
 /// as soon as it ends), and its `PGID START_TICKS` record.
-fn orphan_group(marker: &str) -> (i32, String) {
+fn orphan_group(marker: &str) -> (Orphan, String) {
     use std::os::unix::process::CommandExt;
     let mut child = std::process::Command::new("sleep")
         .arg(marker)
         .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let pid = child.id() as i32;
     std::thread::spawn(move || child.wait());
     let ticks = cerebro_host::process::start_ticks(pid).unwrap();
-    (pid, format!("{pid} {ticks}\n"))
+    (Orphan(pid), format!("{pid} {ticks}\n"))
+}
+
+/// Killed when dropped, also when an assertion fails.
+struct Orphan(i32);
+
+impl Drop for Orphan {
+    fn drop(&mut self) {
+        if !process_gone(self.0) {
+            cerebro_tests::kill(self.0, cerebro_tests::SIGKILL);
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1210,7 +1224,8 @@ async fn a_step_left_running_by_a_killed_machinesitter_is_killed_before_the_next
         .join(cerebro_host::layout::dir_name("web"));
     std::fs::create_dir_all(&deploy_dir).unwrap();
     // As a machinesitter killed with -9 mid-step leaves it.
-    let (pid, record) = orphan_group("7643");
+    let (orphan, record) = orphan_group("7643");
+    let pid = orphan.0;
     std::fs::write(deploy_dir.join("step-group"), record).unwrap();
     // The run step fails while the old group's leader still runs.
     let run = format!(
@@ -1238,7 +1253,8 @@ async fn a_step_left_running_by_a_killed_machinesitter_is_killed_before_the_next
     );
 
     // A machinesitter starting kills such a group too.
-    let (pid, record) = orphan_group("7644");
+    let (orphan, record) = orphan_group("7644");
+    let pid = orphan.0;
     std::fs::write(deploy_dir.join("step-group"), record).unwrap();
     sitter.stop().await;
     let sitter = InProcess::boot(dir.path(), &[]).await;
