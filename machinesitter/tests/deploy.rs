@@ -1149,6 +1149,14 @@ async fn a_file_url_is_read_as_the_tasks_user() {
         std::fs::read_to_string(release_dir.join("payload.txt")).unwrap(),
         "root only\n"
     );
+
+    // Unreadable again: the copy cached meanwhile is not handed out.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let again = deployment(&recipe(""), "v3", json!({"url": url, "sha256": sha}));
+    client.put_task(&spec, Some(&again)).await.unwrap();
+    let status = wait_deploy(&client, "web", &again.release_id(), DeployState::Failed).await;
+    let error = status.error.unwrap_or_default();
+    assert!(error.contains("Permission denied"), "{error}");
     sitter.stop().await;
 }
 

@@ -206,7 +206,11 @@ pub async fn fetch(
 ) -> Result<Fetched, FetchError> {
     std::fs::create_dir_all(cache)?;
     let cached = cache.join(sha256);
-    if cached.is_file() {
+    // A local file read for another user is read again as that user every
+    // time: the cache must not hand out what the user may not read (one
+    // task's root-readable file to a task running as nobody).
+    let local_as_user = url.starts_with("file://") && read_as.is_some();
+    if cached.is_file() && !local_as_user {
         let path = cached.clone();
         let verified = tokio::task::spawn_blocking(move || hash_file(&path))
             .await
