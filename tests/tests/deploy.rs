@@ -813,7 +813,7 @@ fn a_replacement_machine_gets_the_current_release_before_its_instance_starts() {
             ("v2", release(&python, "v2", Prepare::Ok, 0)),
         ],
     );
-    let cluster = web_cluster(ClusterOptions::default());
+    let mut cluster = web_cluster(ClusterOptions::default());
     let port = free_ports(1);
     let (code, reply) = cluster.put_job(&web_job("svc", &server, port, 1, &sha256));
     assert_eq!(code, 201, "{reply}");
@@ -886,6 +886,40 @@ fn a_replacement_machine_gets_the_current_release_before_its_instance_starts() {
     assert!(
         install_end <= started,
         "installed at {install_end}, the instance started at {started}"
+    );
+
+    // A clustersitter killed and started again sends the same deployment:
+    // nothing is installed again, fetched again or restarted.
+    cluster.kill9();
+    cluster.boot();
+    let pid = after.pid.unwrap();
+    wait_for(
+        TIMEOUT,
+        "the restarted clustersitter to see the instance ready",
+        || {
+            let instance = cluster.job_view("svc").instances.first()?.clone();
+            (instance.pid == Some(pid)
+                && instance
+                    .deploy
+                    .as_ref()
+                    .is_some_and(|d| d.state == DeployState::Ready))
+            .then_some(())
+        },
+    );
+    // Watched over several sync rounds of the new clustersitter.
+    let changed = poll_for(Duration::from_secs(5), || {
+        let instance = cluster.job_view("svc").instances.first()?.clone();
+        let attempts = deploy_log(&cluster, "svc").first()?.attempts.len();
+        (instance.pid != Some(pid) || attempts != 1).then_some((instance, attempts))
+    });
+    assert!(
+        changed.is_none(),
+        "the workload was restarted or deployed again: {changed:?}"
+    );
+    assert_eq!(
+        server.requests("/web-v2.tar.gz"),
+        2,
+        "nothing fetched again"
     );
 }
 
