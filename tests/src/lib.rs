@@ -93,6 +93,16 @@ pub fn bin(name: &str) -> PathBuf {
 
 pub use cerebro_host::process::cmdline;
 
+/// `NAME=VALUE` of process `pid`'s environment: the value, if it has `NAME`.
+pub fn env_of(pid: u32, name: &str) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{name}=");
+    environ
+        .split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
 /// True once `pid` has exited (a zombie counts as gone).
 pub fn process_gone(pid: i32) -> bool {
     cerebro_host::process::start_ticks(pid)

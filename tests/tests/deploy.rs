@@ -302,16 +302,6 @@ fn cli_deploy_log(cluster: &Cluster, args: &[&str]) -> String {
 /// test first saw it.
 type Seen = (Option<String>, Option<String>);
 
-/// `NAME=VALUE` of a process's environment, if it has `NAME`.
-fn env_of(pid: u32, name: &str) -> Option<String> {
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    let prefix = format!("{name}=");
-    environ
-        .split(|b| *b == 0)
-        .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-}
-
 /// Every file or directory named `name` under `dir` (symlinks not followed).
 fn find_named(dir: &Path, name: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();

@@ -7,16 +7,6 @@ use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-/// `NAME=VALUE` of the process's environment, if it has `NAME`.
-fn env_of(pid: i32, name: &str) -> Option<String> {
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    let prefix = format!("{name}=");
-    environ
-        .split(|b| *b == 0)
-        .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-}
-
 #[test]
 fn a_versioned_update_restarts_each_machine_once_in_its_turn() {
     let cluster = Cluster::start(ClusterOptions::default());
@@ -63,7 +53,7 @@ fn a_versioned_update_restarts_each_machine_once_in_its_turn() {
             .map(|r| r.machines_left.clone())
             .unwrap_or_default();
         for pid in workloads("701") {
-            let Some(machine) = env_of(pid, "CEREBRO_MACHINE") else {
+            let Some(machine) = env_of(pid as u32, "CEREBRO_MACHINE") else {
                 continue;
             };
             if left.contains(&machine) {
@@ -74,7 +64,7 @@ fn a_versioned_update_restarts_each_machine_once_in_its_turn() {
                     "{machine} is not reached yet, yet its instance restarted"
                 );
                 assert_ne!(
-                    env_of(pid, "CEREBRO_JOB_VERSION").as_deref(),
+                    env_of(pid as u32, "CEREBRO_JOB_VERSION").as_deref(),
                     Some("T2"),
                     "{machine} is not reached yet"
                 );
@@ -108,6 +98,6 @@ fn a_versioned_update_restarts_each_machine_once_in_its_turn() {
     }
     for instance in cluster.wait_job_running("ticker", 2) {
         let pid = instance["pid"].as_i64().unwrap() as i32;
-        assert_eq!(env_of(pid, "CEREBRO_JOB_VERSION").as_deref(), Some("T2"));
+        assert_eq!(env_of(pid as u32, "CEREBRO_JOB_VERSION").as_deref(), Some("T2"));
     }
 }
