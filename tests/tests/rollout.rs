@@ -98,6 +98,9 @@ fn a_versioned_update_restarts_each_machine_once_in_its_turn() {
     }
     for instance in cluster.wait_job_running("ticker", 2) {
         let pid = instance["pid"].as_i64().unwrap() as i32;
-        assert_eq!(env_of(pid as u32, "CEREBRO_JOB_VERSION").as_deref(), Some("T2"));
+        assert_eq!(
+            env_of(pid as u32, "CEREBRO_JOB_VERSION").as_deref(),
+            Some("T2")
+        );
     }
 }
