@@ -603,27 +603,13 @@ pub(crate) fn set_deployment(record: &mut TaskRecord, deployment: Option<Deploym
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cerebro_types::deploy::{AttemptOutcome, DeployAttempt, Recipe, StepOutcome};
+    use cerebro_types::deploy::{AttemptOutcome, DeployAttempt, StepOutcome};
 
     #[test]
     fn an_interrupted_deploy_attempt_says_why_at_its_step() {
-        let deployment = Deployment {
-            recipe_name: "r".into(),
-            recipe_source: "r.toml".into(),
-            recipe_sha256: "0".repeat(64),
-            recipe: Recipe::parse(
-                "[[steps]]\nkind = \"run\"\ncommand = \"true\"\n[[steps]]\nkind = \"run\"\nname = \"slow\"\ncommand = \"sleep 9\"\n",
-                "r.toml",
-            )
-            .unwrap(),
-            options: Default::default(),
-            job: "j".into(),
-            version: None,
-            instance: 0,
-            zone: "z".into(),
-            machine: "m".into(),
-            cluster: "c".into(),
-        };
+        let deployment = crate::deploy::test_deployment(
+            "[[steps]]\nkind = \"run\"\ncommand = \"true\"\n[[steps]]\nkind = \"run\"\nname = \"slow\"\ncommand = \"sleep 9\"\n",
+        );
         let mut attempt = DeployAttempt {
             release: deployment.release_id(),
             version: None,

@@ -516,24 +516,12 @@ impl Attempt {
                     self.release_dir.display()
                 );
             }
-            let failed = record.outcome != StepOutcome::Succeeded;
-            let cancelled = failed && record.detail.starts_with("cancelled");
-            let detail = record.detail.clone();
-            let output = record.output.clone();
-            self.record.steps.push(record);
-            if failed {
-                for (index, step) in &installs[position + 1..] {
-                    self.record.steps.push(skipped(*index, step));
-                }
+            let cancelled = record.detail.starts_with("cancelled");
+            let rest = installs[position + 1..].iter().map(|(i, s)| (*i, s));
+            if let Err(failure) = self.end_step(record, label, cancelled, rest) {
                 self.dirs.discard(&self.release);
-                return Err(Failure {
-                    step: Some(label),
-                    error: detail,
-                    output,
-                    cancelled,
-                });
+                return Err(failure);
             }
-            self.publish(|_| None);
         }
         if !is_directory(&self.release_dir) {
             return Err(Failure {
@@ -934,23 +922,39 @@ impl Attempt {
                 }
             }
             record.duration_ms = started.elapsed().as_millis() as u64;
-            let failed = record.outcome != StepOutcome::Succeeded;
-            let (detail, output) = (record.detail.clone(), record.output.clone());
-            self.record.steps.push(record);
-            if failed {
-                for (index, step) in &checks[position + 1..] {
-                    self.record.steps.push(skipped(*index, step));
-                }
-                return Err(Failure {
-                    step: Some(label),
-                    error: detail,
-                    output,
-                    cancelled,
-                });
-            }
-            self.publish(|_| None);
+            let rest = checks[position + 1..].iter().map(|(i, s)| (*i, *s));
+            self.end_step(record, label, cancelled, rest)?;
         }
         Ok(())
+    }
+
+    /// Records a step that ended. A failed one (`cancelled` when it was
+    /// stopped because the release is no longer wanted) marks the steps
+    /// after it, `rest`, as skipped and answers the attempt's failure; a
+    /// succeeded one is published.
+    fn end_step<'s>(
+        &mut self,
+        record: StepRecord,
+        label: String,
+        cancelled: bool,
+        rest: impl Iterator<Item = (usize, &'s Step)>,
+    ) -> Result<(), Failure> {
+        let failed = record.outcome != StepOutcome::Succeeded;
+        let (error, output) = (record.detail.clone(), record.output.clone());
+        self.record.steps.push(record);
+        if !failed {
+            self.publish(|_| None);
+            return Ok(());
+        }
+        for (index, step) in rest {
+            self.record.steps.push(skipped(index, step));
+        }
+        Err(Failure {
+            step: Some(label),
+            error,
+            output,
+            cancelled,
+        })
     }
 
     /// Waits until the task's workload runs under a tasksitter started on
@@ -1077,4 +1081,22 @@ fn chown_tree(dir: &Path, run_as: Option<&RunAs>) -> std::io::Result<()> {
         chown_tree(&path, Some(run_as))?;
     }
     Ok(())
+}
+
+/// A deployment of the recipe `text` for unit tests.
+#[cfg(test)]
+pub(crate) fn test_deployment(text: &str) -> Deployment {
+    Deployment {
+        recipe_name: "r".into(),
+        recipe_source: "r.toml".into(),
+        recipe_sha256: "0".repeat(64),
+        recipe: cerebro_types::deploy::Recipe::parse(text, "r.toml").unwrap(),
+        options: Default::default(),
+        job: "j".into(),
+        version: None,
+        instance: 0,
+        zone: "z".into(),
+        machine: "m".into(),
+        cluster: "c".into(),
+    }
 }

@@ -223,24 +223,12 @@ pub fn prune_artifacts(state_dir: &Path) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cerebro_types::deploy::Recipe;
 
     fn marker(installed_ms: u64, artifact: &str) -> Marker {
         Marker {
-            deployment: Deployment {
-                recipe_name: "r".into(),
-                recipe_source: "r.toml".into(),
-                recipe_sha256: "0".repeat(64),
-                recipe: Recipe::parse("[[steps]]\nkind = \"run\"\ncommand = \"true\"\n", "r.toml")
-                    .unwrap(),
-                options: Default::default(),
-                job: "j".into(),
-                version: None,
-                instance: 0,
-                zone: "z".into(),
-                machine: "m".into(),
-                cluster: "c".into(),
-            },
+            deployment: crate::deploy::test_deployment(
+                "[[steps]]\nkind = \"run\"\ncommand = \"true\"\n",
+            ),
             attempt: 1,
             installed_ms,
             artifacts: vec![artifact.to_string()],
