@@ -7,6 +7,7 @@ pub mod api;
 pub mod binaries;
 pub mod cluster;
 pub mod config;
+pub mod dns;
 mod http_error;
 pub mod ops;
 pub mod placement;
@@ -85,6 +86,16 @@ pub trait ProviderFactory: Send + Sync {
         &self,
         context: &ProviderContext<'_>,
     ) -> Option<Result<Arc<dyn MachineProvider>, provider::ProviderError>>;
+
+    /// The DNS provider for `context.config.dns.kind`, or `None` when this
+    /// factory does not build that kind (Route 53 comes from
+    /// `cerebro-route53`; embedded, rfc2136 and dynect from this library).
+    async fn make_dns(
+        &self,
+        _context: &ProviderContext<'_>,
+    ) -> Option<Result<Arc<dyn dns::DnsProvider>, dns::DnsError>> {
+        None
+    }
 }
 
 /// The factory of a build without cloud providers: it builds none.

@@ -13,6 +13,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod artifacts;
+pub mod bind;
+pub mod dns;
+pub mod dynect;
 pub mod moto;
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);

@@ -2,6 +2,7 @@
 //! values are errors, reported with line and column) plus flags and
 //! environment variables for the usual overrides.
 
+pub mod dns;
 pub mod ec2;
 
 use cerebro_types::human::parse_duration;
@@ -226,6 +227,8 @@ pub struct ClusterConfig {
     /// shipped recipes (see [`FileConfig::recipe_dirs`]); absolute.
     pub recipe_dirs: Vec<PathBuf>,
     pub provider: ProviderConfig,
+    /// `[dns]`: where the names of jobs with a `dns_basename` go.
+    pub dns: dns::DnsConfig,
     pub ui_login_required: bool,
     /// No token on purpose: everything is open. Without a token and
     /// without this, [`crate::resolve_token`] generates one.
@@ -446,6 +449,7 @@ impl Cli {
             advertise_url,
             jobs,
             recipe_dirs,
+            dns: dns::DnsConfig::default_for(provider.kind),
             provider,
         };
         if !located.is_empty() {

@@ -759,6 +759,17 @@ pub enum ClusterEventKind {
     /// older state file without a snapshot): it runs as before, without
     /// deploying.
     RecipeUnresolved,
+    /// The DNS provider failed a pass: one event per kind of failure
+    /// (its code) while the failures go on; names the error.
+    DnsFailed,
+    /// The DNS provider answered again after failing.
+    DnsRecovered,
+    /// A job's names changed at the DNS provider (names added, changed
+    /// and removed, in the message).
+    DnsUpdated,
+    /// A name Cerebro would write is held by another owner (records
+    /// without Cerebro's ownership TXT, or another cluster's): left alone.
+    DnsConflict,
     /// A kind this version does not know: a journal line written before
     /// kinds were typed (`name` empty) or by a newer clustersitter.
     Unknown {
@@ -838,6 +849,10 @@ known_event_kinds! {
     RecipeUnresolved => "recipe_unresolved",
     DeployFailed => "deploy_failed",
     DeployReady => "deploy_ready",
+    DnsFailed => "dns_failed",
+    DnsRecovered => "dns_recovered",
+    DnsUpdated => "dns_updated",
+    DnsConflict => "dns_conflict",
 }
 
 impl ClusterEventKind {
@@ -874,6 +889,7 @@ impl ClusterEventKind {
             ProviderListFailed | ProvisionFailed | ProvisionRecovered | TerminateFailed
             | FenceUnconfirmed | MachineUnmanaged => "provider",
             IdleLimitSet | StateFileUnreadable | StateRecovered => "cluster",
+            DnsFailed | DnsRecovered | DnsUpdated | DnsConflict => "dns",
             Unknown { category, .. } => category,
         }
     }
@@ -884,14 +900,15 @@ impl ClusterEventKind {
         match self {
             MachineUnreachable | MachineLost | MachineVanished | TaskCallFailed | TaskViolation
             | ProviderListFailed | ProvisionFailed | TerminateFailed | StateFileUnreadable
-            | FenceUnconfirmed | RolloutStopped | DeployFailed => Severity::Failure,
+            | FenceUnconfirmed | RolloutStopped | DeployFailed | DnsFailed => Severity::Failure,
             MachineNeverCameUp
             | MachineStaleRegistered
             | TaskRestarted
             | StateRecovered
             | TaskOrphaned
             | MachineUnmanaged
-            | RecipeUnresolved => Severity::Warning,
+            | RecipeUnresolved
+            | DnsConflict => Severity::Warning,
             Unknown { severity, .. } => *severity,
             _ => Severity::Info,
         }
@@ -901,7 +918,9 @@ impl ClusterEventKind {
     pub fn subject_kind(&self) -> SubjectKind {
         use ClusterEventKind::*;
         match self {
-            ProviderListFailed | StateFileUnreadable | StateRecovered => SubjectKind::None,
+            ProviderListFailed | StateFileUnreadable | StateRecovered | DnsFailed
+            | DnsRecovered => SubjectKind::None,
+            DnsUpdated | DnsConflict => SubjectKind::Job,
             IdleLimitSet | ProvisionRecovered => SubjectKind::Zone,
             Unknown { category, .. } => match category.as_str() {
                 "job" => SubjectKind::Job,
@@ -1314,13 +1333,13 @@ mod tests {
 
     #[test]
     fn an_unknown_kind_from_a_newer_file_is_kept() {
-        let line = r#"{"at_ms":1,"kind":"dns","event":"dns_failed","severity":"failure","subject":"a","message":"m","extra":1}"#;
+        let line = r#"{"at_ms":1,"kind":"dns","event":"dns_zone_frozen","severity":"failure","subject":"a","message":"m","extra":1}"#;
         let stranger = r#"{"at_ms":1,"kind":"job","event":"job_paused","severity":"dire","subject":"a","message":"m"}"#;
         let event: ClusterEvent = serde_json::from_str(stranger).unwrap();
         assert_eq!(event.kind.severity(), Severity::Info);
         assert!(event.subject.is_job("a"));
         let event: ClusterEvent = serde_json::from_str(line).unwrap();
-        assert_eq!(event.kind.name(), "dns_failed");
+        assert_eq!(event.kind.name(), "dns_zone_frozen");
         assert_eq!(event.kind.category(), "dns");
         assert_eq!(event.kind.severity(), Severity::Failure);
     }

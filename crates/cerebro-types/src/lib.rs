@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod deploy;
+pub mod dns;
 pub mod error;
 pub mod human;
 pub mod job;

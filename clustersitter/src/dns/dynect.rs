@@ -1,0 +1,1 @@
+//! Dyn Managed DNS (`[dns] kind = "dynect"`): to be written.

@@ -1,0 +1,1 @@
+//! The embedded DNS server (`[dns] kind = "embedded"`): to be written.

@@ -1,0 +1,1 @@
+//! The DNS reconciler: to be written.

@@ -1,0 +1,1 @@
+//! DNS queries for the tests (hickory): to be written.

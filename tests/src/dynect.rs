@@ -1,0 +1,1 @@
+//! A contract server of the Dyn Managed DNS REST API: to be written.
