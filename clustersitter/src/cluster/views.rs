@@ -136,6 +136,7 @@ impl Cluster {
             started_at_ms: report.and_then(|s| s.started_at_ms),
             generation,
             deploy: task.and_then(|t| t.deploy.clone()),
+            dns_name: None,
         }
     }
 
@@ -229,6 +230,7 @@ impl Cluster {
                     .map(|(i, step)| step.label(i))
                     .collect(),
             }),
+            dns_names: Vec::new(),
         }
     }
     /// The view of one machine record.
@@ -272,6 +274,7 @@ impl Cluster {
             missed_polls: record.missed_polls,
             instances,
             orphans: self.orphans_on(&record.id),
+            dns_names: Vec::new(),
             vitals: self
                 .reports
                 .get(&record.id)

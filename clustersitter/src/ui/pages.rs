@@ -781,6 +781,7 @@ mod tests {
             started_at_ms: None,
             generation: 1,
             deploy,
+            dns_name: None,
         }
     }
 

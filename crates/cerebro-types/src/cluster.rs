@@ -211,6 +211,10 @@ pub struct MachineView {
     /// Absent from answers of older clustersitters.
     #[serde(default)]
     pub orphans: Vec<String>,
+    /// Its DNS names (`N.ZONE.basename`, one per job with a
+    /// `dns_basename` it runs), sorted. Absent from older answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -236,6 +240,10 @@ pub struct InstanceView {
     /// Its deployment on its machine, for a job with a recipe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deploy: Option<crate::deploy::DeployStatus>,
+    /// `N.ZONE.basename` of its machine, for a job with a
+    /// `dns_basename`. Absent from older answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_name: Option<String>,
 }
 
 /// An instance's state as the API shows it: its task's state, or
@@ -377,6 +385,10 @@ pub struct JobView {
     /// `deployment_recipe` that resolved. Absent from older answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipe: Option<RecipeView>,
+    /// `ZONE.basename` of each zone the job is placed in, for a job with
+    /// a `dns_basename`, sorted. Absent from older answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_names: Vec<String>,
 }
 
 /// Whether a job's instances run, and why.
