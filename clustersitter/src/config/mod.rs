@@ -122,6 +122,9 @@ pub struct FileConfig {
     /// `install-script`). See [`crate::recipes`].
     pub recipe_dirs: Option<Spanned<Vec<Spanned<String>>>>,
     pub provider: Option<ProviderSection>,
+    /// `[dns]`: where the names of jobs with a `dns_basename` go (see
+    /// [`dns::DnsSection`]); without it, [`dns::DnsConfig::default_for`].
+    pub dns: Option<Spanned<dns::DnsSection>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -420,6 +423,24 @@ impl Cli {
         let mut jobs: Vec<PathBuf> = file.jobs.iter().map(|j| config_dir.join(j)).collect();
         jobs.extend(self.jobs);
         let recipe_dirs = recipe_dirs(file.recipe_dirs.as_ref(), &config_dir, &mut located);
+        let dns = match &file.dns {
+            Some(section) => {
+                let env = |name: &str| std::env::var(name).ok();
+                let (dns, problems) = dns::resolve(
+                    section.get_ref(),
+                    &dns::ResolveContext {
+                        config_dir: &config_dir,
+                        provider: provider.kind,
+                        provider_endpoint_url: provider.endpoint_url.as_deref(),
+                        at: section.span(),
+                        env: &env,
+                    },
+                );
+                located.extend(problems);
+                dns
+            }
+            None => dns::DnsConfig::default_for(provider.kind),
+        };
         let config = ClusterConfig {
             cluster_name,
             addr: SocketAddr::new(bind, self.port.or(file.port).unwrap_or(30000)),
@@ -449,7 +470,7 @@ impl Cli {
             advertise_url,
             jobs,
             recipe_dirs,
-            dns: dns::DnsConfig::default_for(provider.kind),
+            dns,
             provider,
         };
         if !located.is_empty() {
@@ -915,6 +936,200 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains(":1:15:"), "{error}");
+    }
+
+    /// `text` as a config file beside `files` (name, content).
+    fn parse_with_files(text: &str, files: &[(&str, &str)]) -> Result<ClusterConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
+        let path = dir.path().join("cluster.toml");
+        std::fs::write(&path, text).unwrap();
+        Cli::try_parse_from(["clustersitter", "--config", path.to_str().unwrap()])
+            .unwrap()
+            .into_config()
+    }
+
+    const KEY: &str =
+        "key \"cerebro-key\" {\n\talgorithm hmac-sha256;\n\tsecret \"c2VjcmV0LWJ5dGVz\";\n};\n";
+
+    fn dns_error(text: &str) -> String {
+        parse_with_files(text, &[("key.conf", KEY)])
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn without_dns_a_local_cluster_runs_the_embedded_server() {
+        let config = parse_file("").unwrap();
+        assert_eq!(config.dns.kind, dns::DnsKind::Embedded);
+        assert!(!config.dns.embedded.unwrap().configured);
+    }
+
+    #[test]
+    fn an_rfc2136_section_reads_its_key_file() {
+        let config = parse_with_files(
+            "[dns]\nkind = \"rfc2136\"\nzone = \"Cerebro.Test.\"\nttl = 30\nperiod = \"10s\"\nserver = \"127.0.0.1:5353\"\nkey_file = \"key.conf\"\ntimeout = \"2s\"\n",
+            &[("key.conf", KEY)],
+        )
+        .unwrap();
+        let dns = config.dns;
+        assert_eq!(dns.kind, dns::DnsKind::Rfc2136);
+        assert_eq!(dns.zone.as_deref(), Some("cerebro.test"));
+        assert_eq!(dns.ttl, 30);
+        assert_eq!(dns.period, Duration::from_secs(10));
+        let rfc = dns.rfc2136.unwrap();
+        assert_eq!(rfc.server, "127.0.0.1:5353".parse().unwrap());
+        assert_eq!(rfc.key_name, "cerebro-key");
+        assert_eq!(rfc.key_algorithm, "hmac-sha256");
+        assert_eq!(rfc.key_secret.0, b"secret-bytes");
+        assert_eq!(rfc.timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn an_inline_key_works_too() {
+        let config = parse_file(
+            "[dns]\nkind = \"rfc2136\"\nzone = \"cerebro.test\"\nserver = \"127.0.0.1\"\nkey_name = \"k\"\nkey_secret = \"c2VjcmV0\"\nkey_algorithm = \"hmac-sha512\"\n",
+        )
+        .unwrap();
+        let rfc = config.dns.rfc2136.unwrap();
+        assert_eq!(rfc.server.port(), 53);
+        assert_eq!(rfc.key_algorithm, "hmac-sha512");
+    }
+
+    #[test]
+    fn rfc2136_needs_a_zone_a_server_and_a_key() {
+        let error = dns_error("[dns]\nkind = \"rfc2136\"\n");
+        assert!(
+            error.contains(":2:8: kind = \"rfc2136\" needs dns.zone"),
+            "{error}"
+        );
+        assert!(
+            error.contains(":2:8: kind = \"rfc2136\" needs dns.server"),
+            "{error}"
+        );
+        assert!(
+            error.contains(":2:8: kind = \"rfc2136\" needs a TSIG key"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_bad_key_file_or_algorithm_is_located() {
+        let head =
+            "[dns]\nkind = \"rfc2136\"\nzone = \"cerebro.test\"\nserver = \"127.0.0.1:53\"\n";
+        let error = dns_error(&format!("{head}key_file = \"nope.conf\"\n"));
+        assert!(
+            error.contains(":5:12: dns.key_file: cannot read"),
+            "{error}"
+        );
+        let error = parse_with_files(
+            &format!("{head}key_file = \"key.conf\"\n"),
+            &[("key.conf", "key \"k\" { algorithm hmac-sha256; };")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains(":5:12: dns.key_file:") && error.contains("no secret"),
+            "{error}"
+        );
+        let error = dns_error(&format!(
+            "{head}key_file = \"key.conf\"\nkey_algorithm = \"hmac-md5\"\n"
+        ));
+        assert!(
+            error.contains(":6:17: dns.key_algorithm: 'hmac-md5' is not one of"),
+            "{error}"
+        );
+        let error = dns_error(&format!("{head}key_name = \"k\"\nkey_secret = \"!!\"\n"));
+        assert!(
+            error.contains(":6:14: dns.key_secret must be the key in base64"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn route53_and_dynect_need_a_zone_and_credentials() {
+        let error = dns_error("[dns]\nkind = \"route53\"\n");
+        assert!(
+            error.contains(":2:8: kind = \"route53\" needs dns.zone"),
+            "{error}"
+        );
+        let config = parse_file("[provider]\nkind = \"local\"\n[dns]\nkind = \"route53\"\nzone = \"z.test\"\nregion = \"eu-west-1\"\n").unwrap();
+        let r53 = config.dns.route53.unwrap();
+        assert_eq!(r53.region, "eu-west-1");
+        assert_eq!(r53.endpoint_url, None);
+        let error = dns_error(
+            "[dns]\nkind = \"dynect\"\nzone = \"z.test\"\nuser = \"u\"\npassword_file = \"pw\"\n",
+        );
+        assert!(
+            error.contains(":2:8: kind = \"dynect\" needs dns.customer"),
+            "{error}"
+        );
+        assert!(
+            error.contains(":5:17: dns.password_file: cannot read"),
+            "{error}"
+        );
+        let config = parse_with_files(
+            "[dns]\nkind = \"dynect\"\nzone = \"z.test\"\ncustomer = \"c\"\nuser = \"u\"\npassword_file = \"pw\"\napi_url = \"http://127.0.0.1:1/\"\n",
+            &[("pw", "hunter2\n")],
+        )
+        .unwrap();
+        let dyn_settings = config.dns.dynect.unwrap();
+        assert_eq!(dyn_settings.password.0, b"hunter2");
+        assert_eq!(dyn_settings.api_url, "http://127.0.0.1:1");
+    }
+
+    #[test]
+    fn dynect_without_a_password_file_reads_the_environment() {
+        let section: dns::DnsSection = toml::from_str(
+            "kind = \"dynect\"\nzone = \"z.test\"\ncustomer = \"c\"\nuser = \"u\"\n",
+        )
+        .unwrap();
+        let context = |env: &'static dyn Fn(&str) -> Option<String>| dns::ResolveContext {
+            config_dir: std::path::Path::new("."),
+            provider: ProviderKind::Local,
+            provider_endpoint_url: None,
+            at: 0..0,
+            env,
+        };
+        let (config, problems) = dns::resolve(
+            &section,
+            &context(&|name| (name == dns::DYNECT_PASSWORD_ENV).then(|| "pw".to_string())),
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(config.dynect.unwrap().password.0, b"pw");
+        let (_, problems) = dns::resolve(&section, &context(&|_| None));
+        assert!(problems[0].1.contains("needs a password"), "{problems:?}");
+    }
+
+    #[test]
+    fn keys_of_another_dns_kind_and_bad_values_are_located() {
+        let error = dns_error("[dns]\nkind = \"embedded\"\nserver = \"127.0.0.1:53\"\nlisten = \"localhost\"\nttl = 0\nzone = \"no zone\"\n");
+        assert!(
+            error.contains(
+                ":3:10: dns.server is a key of kind = \"rfc2136\", not of kind = \"embedded\""
+            ),
+            "{error}"
+        );
+        assert!(
+            error.contains(":4:10: dns.listen: 'localhost' is not an address"),
+            "{error}"
+        );
+        assert!(
+            error.contains(":5:7: dns.ttl must be 1 to 2147483647"),
+            "{error}"
+        );
+        assert!(
+            error.contains(":6:8: dns.zone: 'no zone' is not a DNS name"),
+            "{error}"
+        );
+        let error = dns_error("[dns]\nkind = \"none\"\nbogus = 1\n");
+        assert!(error.contains(":3:1: unknown field `bogus`"), "{error}");
+        let config = parse_file("[dns]\nkind = \"embedded\"\nlisten = \"127.0.0.1:0\"\n").unwrap();
+        let embedded = config.dns.embedded.unwrap();
+        assert!(embedded.configured);
+        assert_eq!(embedded.listen.port(), 0);
     }
 
     #[test]
