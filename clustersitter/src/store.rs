@@ -365,6 +365,17 @@ pub struct ClusterState {
     /// (its state was lost) is an orphan: kept running and reported.
     #[serde(default)]
     pub removed_jobs: VecDeque<String>,
+    /// DNS machine numbers: per `ZONE.basename`, machine id → N in
+    /// `N.ZONE.basename` (see [`crate::dns::reconcile::names::update_numbers`]).
+    /// Absent from files written before DNS names, which load with none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dns_numbers: BTreeMap<String, BTreeMap<String, u32>>,
+    /// Basenames Cerebro may hold records under, each with the job that
+    /// last had it: listed by every DNS pass, so the names of a removed
+    /// job or of a changed basename are removed even after a restart.
+    /// One leaves once nothing owned is left under it and no job has it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dns_basenames: BTreeMap<String, String>,
 }
 
 /// How many decommissioned machine ids are remembered.
@@ -382,6 +393,8 @@ impl ClusterState {
             next_machine_seq: 1,
             retired_machines: VecDeque::new(),
             removed_jobs: VecDeque::new(),
+            dns_numbers: BTreeMap::new(),
+            dns_basenames: BTreeMap::new(),
         }
     }
 

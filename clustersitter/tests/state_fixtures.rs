@@ -49,6 +49,9 @@ fn cluster_state_v1_loads_with_nothing_lost() {
     assert_eq!(state.idle_limit("local-a"), 2);
     assert_eq!(state.idle_limit("local-b"), 0);
     assert_eq!(state.assignments.len(), 6);
+    // Written before DNS names: no numbers, no basenames held.
+    assert!(state.dns_numbers.is_empty());
+    assert!(state.dns_basenames.is_empty());
 }
 
 #[test]

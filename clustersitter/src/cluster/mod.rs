@@ -20,8 +20,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+mod dns;
 mod jobs;
 mod machines;
+
+pub use dns::{DnsSnapshot, NamelessReason};
 
 /// The chain of links from `spec` back to itself, if following its
 /// `linked_job` through the jobs `known` answers for leads there.
@@ -421,6 +424,7 @@ impl Cluster {
             }
         }
         self.check_fits_a_machine(spec, &known, &mut errors);
+        self.check_dns_basename(spec, batch, &mut errors);
         if let Some(master) = &spec.linked_job {
             if known(master).is_none() {
                 errors.push(

@@ -136,7 +136,10 @@ impl Cluster {
             started_at_ms: report.and_then(|s| s.started_at_ms),
             generation,
             deploy: task.and_then(|t| t.deploy.clone()),
-            dns_name: None,
+            dns_name: assigned
+                .machine_of
+                .get(key)
+                .and_then(|m| self.dns_machine_name(&key.job, m)),
         }
     }
 
@@ -202,6 +205,9 @@ impl Cluster {
                 stopped: r.stopped.clone(),
             }
         });
+        let zones: std::collections::BTreeSet<String> =
+            instances.iter().map(|i| i.zone.clone()).collect();
+        let dns_names = self.dns_names_of_job(name, &zones);
         JobView {
             name: name.to_string(),
             spec: record.spec.clone(),
@@ -230,7 +236,7 @@ impl Cluster {
                     .map(|(i, step)| step.label(i))
                     .collect(),
             }),
-            dns_names: Vec::new(),
+            dns_names,
         }
     }
     /// The view of one machine record.
@@ -274,7 +280,7 @@ impl Cluster {
             missed_polls: record.missed_polls,
             instances,
             orphans: self.orphans_on(&record.id),
-            dns_names: Vec::new(),
+            dns_names: self.dns_names_of_machine(&record.id),
             vitals: self
                 .reports
                 .get(&record.id)
