@@ -38,6 +38,7 @@ pub fn router(ops: Ops, token: Option<Token>) -> Router {
         .route("/", get(|| async { Redirect::to("/overview") }))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/dns", get(dns_status))
         .route("/api/v1/events", get(events))
         .route("/api/v1/jobs", get(list_jobs))
         .route(
@@ -102,6 +103,11 @@ async fn get_binary(
 
 async fn status(State(ops): State<Ops>) -> Json<ClusterStatus> {
     Json(ops.status())
+}
+
+/// `GET /api/v1/dns`: the DNS reconciler's [`cerebro_types::dns::DnsStatus`].
+async fn dns_status(State(ops): State<Ops>) -> Json<cerebro_types::dns::DnsStatus> {
+    Json(ops.dns_status())
 }
 
 async fn events(

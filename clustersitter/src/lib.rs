@@ -49,8 +49,19 @@ pub enum ClusterError {
         name: String,
         errors: cerebro_types::ValidationErrors,
     },
+    /// A `--job` file's job does not fit this cluster, at a place in its
+    /// file (`FILE:LINE:COLUMN`).
+    #[error("{at}: job '{name}': {errors}")]
+    JobAt {
+        at: String,
+        name: String,
+        errors: cerebro_types::ValidationErrors,
+    },
     #[error(transparent)]
     AddressFile(#[from] cerebro_web::daemon::AddressFileError),
+    /// The DNS provider `[dns]` names cannot start.
+    #[error("dns: {0}")]
+    Dns(#[from] dns::DnsError),
 }
 
 /// The clustersitter as `main` runs it, through the one daemon bootstrap:
@@ -195,7 +206,23 @@ pub async fn serve_with_factory(
     resolve_token(&mut config)?;
     let binaries = locate_binaries(&config);
     let provider = provider_for(&config, &binaries, factory).await?;
-    serve_with_binaries(config, provider, binaries, listener, shutdown).await
+    let dns = if config.dns.kind == config::dns::DnsKind::Route53 {
+        let context = ProviderContext {
+            config: &config,
+            binaries: binaries.clone(),
+        };
+        match factory.make_dns(&context).await {
+            Some(made) => Some(made?),
+            None => {
+                return Err(ClusterError::Dns(dns::DnsError::Config(
+                    "this clustersitter is built without the route53 DNS provider".into(),
+                )))
+            }
+        }
+    } else {
+        None
+    };
+    serve_with_providers(config, provider, dns, binaries, listener, shutdown).await
 }
 
 /// The clustersitter's whole life on an already-bound `listener`, with
@@ -229,8 +256,27 @@ pub async fn serve_with(
 /// # Errors
 /// As [`serve_with`].
 pub async fn serve_with_binaries(
+    config: ClusterConfig,
+    provider: Arc<dyn MachineProvider>,
+    binaries: ops::Binaries,
+    listener: tokio::net::TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), ClusterError> {
+    serve_with_providers(config, provider, None, binaries, listener, shutdown).await
+}
+
+/// As [`serve_with_binaries`], with the DNS provider `dns` when the
+/// caller built it (Route 53, from [`ProviderFactory::make_dns`]); `None`:
+/// the kind `[dns]` names is built here (embedded, rfc2136, dynect, none;
+/// see [`dns::reconcile::build_provider`]).
+///
+/// # Errors
+/// As [`serve_with`], and [`ClusterError::Dns`] when the DNS provider
+/// cannot start.
+pub async fn serve_with_providers(
     mut config: ClusterConfig,
     provider: Arc<dyn MachineProvider>,
+    dns_provider: Option<Arc<dyn dns::DnsProvider>>,
     binaries: ops::Binaries,
     listener: tokio::net::TcpListener,
     mut shutdown: Shutdown,
@@ -263,14 +309,47 @@ pub async fn serve_with_binaries(
     recovery::recover_machines(&mut cluster, provider.as_ref()).await;
     // Jobs saved before recipes ran have no snapshot of theirs yet.
     cluster.resolve_missing_recipes();
+    // Stored jobs are never refused: one whose names cannot be written is
+    // told once, and runs without them.
+    cluster.note_nameless_jobs();
     for job in jobs_at_start {
         let name = job.name().to_string();
         match cluster.check_job(&job) {
             Ok(recipe) => cluster.upsert_job(job, recipe),
-            Err(errors) => return Err(ClusterError::Job { name, errors }),
+            Err(errors) => {
+                let at = errors
+                    .errors
+                    .iter()
+                    .find_map(|e| locate_job_field(&config.jobs, &name, &e.field));
+                return Err(match at {
+                    Some(at) => ClusterError::JobAt { at, name, errors },
+                    None => ClusterError::Job { name, errors },
+                });
+            }
         };
     }
     cluster.persist().map_err(state_error)?;
+    let dns::reconcile::BuiltProvider {
+        provider: dns_provider,
+        fallback,
+    } = match dns_provider {
+        Some(given) => dns::reconcile::BuiltProvider {
+            provider: Some(given),
+            fallback: None,
+        },
+        None => dns::reconcile::build_provider(&config, None).await?,
+    };
+    if let Some(reason) = fallback {
+        cluster.event(
+            cerebro_types::cluster::ClusterEventKind::DnsFailed,
+            "",
+            reason,
+        );
+    }
+    let dns_status = Arc::new(Mutex::new(dns::reconcile::initial_status(
+        &config,
+        dns_provider.as_deref(),
+    )));
     let cluster = Arc::new(Mutex::new(cluster));
     let notify = Arc::new(Notify::new());
 
@@ -290,12 +369,23 @@ pub async fn serve_with_binaries(
         )
         .run(shutdown_rx.clone()),
     );
+    // Its own task: a slow or failing DNS server never holds up placement
+    // or healing.
+    let dns_reconciler = tokio::spawn(
+        dns::reconcile::DnsReconciler::new(
+            cluster.clone(),
+            dns_provider.clone(),
+            dns_status.clone(),
+        )
+        .run(shutdown_rx.clone()),
+    );
     let ops = ops::Ops::new(
         cluster.clone(),
         notify,
         cerebro_client::HttpClient::new(Duration::from_secs(10), 2),
     )
-    .with_binaries(binaries);
+    .with_binaries(binaries)
+    .with_dns(dns_status);
     let sessions = session::Sessions::load(
         &config.state_dir,
         config.token.as_ref(),
@@ -307,6 +397,10 @@ pub async fn serve_with_binaries(
     tracing::info!(on_exit = ?config.on_exit, "shutting down");
     let _ = shutdown_tx.send(true);
     let reconciler = reconciler.await.ok();
+    let _ = dns_reconciler.await;
+    if let Some(dns_provider) = &dns_provider {
+        dns_provider.close().await;
+    }
     if config.on_exit == OnExit::Stop {
         recovery::terminate_all(&cluster, provider.as_ref()).await;
     }
@@ -322,6 +416,54 @@ pub async fn serve_with_binaries(
     }
     let _ = server.await;
     Ok(())
+}
+
+/// `FILE:LINE:COLUMN` of `field` (as `JobSpec::validate` names it) in the
+/// job named `job`, in the first of the job files `paths` that has it;
+/// `None` when no file does (or it cannot be read again).
+pub fn locate_job_field(paths: &[std::path::PathBuf], job: &str, field: &str) -> Option<String> {
+    use cerebro_types::lenient;
+    for path in paths {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        let Ok(document) = lenient::parse(&text) else {
+            continue;
+        };
+        let single = document.values.len() == 1;
+        let mut candidates: Vec<(String, &serde_json::Value)> = Vec::new();
+        for (index, value) in document.values.iter().enumerate() {
+            let at = if single {
+                String::new()
+            } else {
+                lenient::child_index_path("", index)
+            };
+            match value {
+                serde_json::Value::Array(items) => candidates.extend(
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, item)| (lenient::child_index_path(&at, i), item)),
+                ),
+                other => candidates.push((at, other)),
+            }
+        }
+        for (at, value) in candidates {
+            let name = value
+                .get("task_configuration")
+                .and_then(|t| t.get("name"))
+                .and_then(|n| n.as_str());
+            if name != Some(job) {
+                continue;
+            }
+            let position = document
+                .positions
+                .value(&lenient::join_paths(&at, field))
+                .or_else(|| document.positions.value(&at))?;
+            return Some(format!("{}:{position}", path.display()));
+        }
+    }
+    None
 }
 
 /// The whole HTTP surface: the JSON API (bearer token) and the pages

@@ -122,6 +122,8 @@ pub struct Ops {
     client: HttpClient,
     /// The programs machines download, or why there are none.
     binaries: Binaries,
+    /// What the DNS reconciler does and last did.
+    dns: crate::dns::reconcile::SharedDnsStatus,
 }
 
 /// The binaries catalog as located at start, or why it could not be.
@@ -160,7 +162,22 @@ impl Ops {
             notify,
             client,
             binaries: Err(Arc::new(crate::binaries::BinariesError::NotLocated)),
+            dns: Arc::default(),
         }
+    }
+
+    /// The same service, showing the DNS reconciler's `status`.
+    pub fn with_dns(mut self, status: crate::dns::reconcile::SharedDnsStatus) -> Self {
+        self.dns = status;
+        self
+    }
+
+    /// What the DNS reconciler does and last did (`GET /api/v1/dns`).
+    pub fn dns_status(&self) -> cerebro_types::dns::DnsStatus {
+        self.dns
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// The same service, serving `binaries` to machines.
