@@ -280,6 +280,12 @@ pub struct ClusterOptions {
     /// lives in the cluster's temp dir). Empty: the key is left out, so
     /// only the recipes shipped with Cerebro are found.
     pub recipe_dirs: Vec<PathBuf>,
+    /// The whole `[dns]` section (with its header). `None`: with the
+    /// local provider, the embedded server on a free port
+    /// (`listen = "127.0.0.1:0"`, so clusters in parallel never share
+    /// one; see [`Cluster::dns_status`] for where it listens); with a
+    /// custom `provider`, no section.
+    pub dns: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -297,6 +303,7 @@ impl Default for ClusterOptions {
             provider: None,
             env: Vec::new(),
             recipe_dirs: Vec::new(),
+            dns: None,
         }
     }
 }
@@ -335,6 +342,16 @@ impl Cluster {
                 .map(|d| serde_json::Value::from(d.display().to_string()).to_string())
                 .collect();
             config.push_str(&format!("recipe_dirs = [{}]\n", dirs.join(", ")));
+        }
+        match (&options.dns, &options.provider) {
+            (Some(section), _) => {
+                config.push_str(section);
+                config.push('\n');
+            }
+            (None, None) => {
+                config.push_str("[dns]\nkind = \"embedded\"\nlisten = \"127.0.0.1:0\"\n")
+            }
+            (None, Some(_)) => {}
         }
         match &options.provider {
             Some(section) => config.push_str(section),
@@ -507,6 +524,12 @@ impl Cluster {
         let (code, body) = self.request("GET", path, None);
         assert_eq!(code, 200, "GET {path}: {body}");
         body
+    }
+
+    /// `GET /api/v1/dns`: what the DNS reconciler wants, last did, and
+    /// where an embedded server listens.
+    pub fn dns_status(&self) -> cerebro_types::dns::DnsStatus {
+        serde_json::from_value(self.get("/api/v1/dns")).expect("a DNS status")
     }
 
     pub fn put_job(&self, job: &Value) -> (u16, Value) {
