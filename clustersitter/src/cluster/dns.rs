@@ -18,6 +18,9 @@ pub struct DnsSnapshot {
     pub basenames: BTreeMap<String, String>,
 }
 
+/// A job without names, and why.
+pub type Nameless = (String, NamelessReason);
+
 /// Why a job with a `dns_basename` gets no names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NamelessReason {
@@ -117,7 +120,7 @@ impl Cluster {
     /// Jobs with names: (job, normalized basename), sorted by job. A job
     /// whose basename is outside the zone, or overlaps that of a job
     /// before it (by name), has none, and is in the second list.
-    pub fn dns_jobs(&self) -> (Vec<(String, String)>, Vec<(String, NamelessReason)>) {
+    pub fn dns_jobs(&self) -> (Vec<(String, String)>, Vec<Nameless>) {
         let mut named: Vec<(String, String)> = Vec::new();
         let mut nameless = Vec::new();
         for (name, job) in &self.state.jobs {

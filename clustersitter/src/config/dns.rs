@@ -269,47 +269,46 @@ pub fn resolve(section: &DnsSection, context: &ResolveContext) -> (DnsConfig, Ve
         }
     }
     // Which keys belong to which kind, for "a key of another kind".
-    let keys: [(&str, Option<Range<usize>>, &[DnsKind]); 15] = [
-        ("listen", span(&section.listen), &[DnsKind::Embedded]),
-        ("server", span(&section.server), &[DnsKind::Rfc2136]),
-        ("key_file", span(&section.key_file), &[DnsKind::Rfc2136]),
-        ("key_name", span(&section.key_name), &[DnsKind::Rfc2136]),
-        ("key_secret", span(&section.key_secret), &[DnsKind::Rfc2136]),
+    let keys = [
+        ("listen", span(&section.listen), DnsKind::Embedded),
+        ("server", span(&section.server), DnsKind::Rfc2136),
+        ("key_file", span(&section.key_file), DnsKind::Rfc2136),
+        ("key_name", span(&section.key_name), DnsKind::Rfc2136),
+        ("key_secret", span(&section.key_secret), DnsKind::Rfc2136),
         (
             "key_algorithm",
             span(&section.key_algorithm),
-            &[DnsKind::Rfc2136],
+            DnsKind::Rfc2136,
         ),
-        ("timeout", span(&section.timeout), &[DnsKind::Rfc2136]),
+        ("timeout", span(&section.timeout), DnsKind::Rfc2136),
         (
             "hosted_zone_id",
             span(&section.hosted_zone_id),
-            &[DnsKind::Route53],
+            DnsKind::Route53,
         ),
         (
             "endpoint_url",
             span(&section.endpoint_url),
-            &[DnsKind::Route53],
+            DnsKind::Route53,
         ),
-        ("region", span(&section.region), &[DnsKind::Route53]),
-        ("api_url", span(&section.api_url), &[DnsKind::Dynect]),
-        ("customer", span(&section.customer), &[DnsKind::Dynect]),
-        ("user", span(&section.user), &[DnsKind::Dynect]),
+        ("region", span(&section.region), DnsKind::Route53),
+        ("api_url", span(&section.api_url), DnsKind::Dynect),
+        ("customer", span(&section.customer), DnsKind::Dynect),
+        ("user", span(&section.user), DnsKind::Dynect),
         (
             "password_file",
             span(&section.password_file),
-            &[DnsKind::Dynect],
+            DnsKind::Dynect,
         ),
-        ("zone", None, &[]),
     ];
-    for (key, at, kinds) in keys {
+    for (key, at, owner) in keys {
         if let Some(at) = at {
-            if !kinds.contains(&kind) {
-                let owner = kinds.first().map(|k| k.as_str()).unwrap_or("");
+            if owner != kind {
                 problems.push((
                     at,
                     format!(
-                        "dns.{key} is a key of kind = \"{owner}\", not of kind = \"{}\"",
+                        "dns.{key} is a key of kind = \"{}\", not of kind = \"{}\"",
+                        owner.as_str(),
                         kind.as_str()
                     ),
                 ));
