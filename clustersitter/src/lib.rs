@@ -578,3 +578,38 @@ pub fn main_entry_with(factory: &'static dyn ProviderFactory) -> std::process::E
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_job_field_is_located_in_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = dir.path().join("one.json");
+        let many = dir.path().join("many.json");
+        std::fs::write(
+            &one,
+            "{\n  \"task_configuration\": {\"name\": \"a\"},\n  \"dns_basename\": \"a.example.org\",\n}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &many,
+            "[{\"task_configuration\": {\"name\": \"b\"}},\n {\"task_configuration\": {\"name\": \"c\"}, \"dns_basename\": \"c.x\"}]\n",
+        )
+        .unwrap();
+        let paths = vec![one.clone(), many.clone()];
+        assert_eq!(
+            super::locate_job_field(&paths, "a", "dns_basename"),
+            Some(format!("{}:3:19", one.display()))
+        );
+        assert_eq!(
+            super::locate_job_field(&paths, "c", "dns_basename"),
+            Some(format!("{}:2:56", many.display()))
+        );
+        // A field the job does not have: the job itself.
+        assert_eq!(
+            super::locate_job_field(&paths, "b", "dns_basename"),
+            Some(format!("{}:1:2", many.display()))
+        );
+        assert_eq!(super::locate_job_field(&paths, "z", "dns_basename"), None);
+    }
+}

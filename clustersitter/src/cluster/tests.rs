@@ -788,3 +788,114 @@ fn deploy_failures_and_readiness_are_events_once() {
     assert_eq!(deploy_change("m-1", "web#0", None, &task(Ready, 1)), None);
     assert_eq!(change(&task(Pending, 0), &task(Pending, 0)), None);
 }
+
+/// The fixture with `master` named under `master.cerebro.test`.
+fn named_fixture(dir: &std::path::Path) -> Cluster {
+    let mut cluster = fixture_cluster(dir);
+    let mut spec = cluster.job("master").unwrap().spec.clone();
+    spec.dns_basename = Some("Master.Cerebro.Test.".into());
+    cluster.upsert_job(spec, None);
+    cluster
+}
+
+#[test]
+fn a_zone_name_has_the_machines_whose_instances_all_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = named_fixture(dir.path());
+    let running = |slot| deployed_task(&instance_task_name("master", slot), now_ms(), None);
+    let answer = |tasks: Vec<TaskView>| PollAnswer {
+        machine: "local-a-1".into(),
+        address: "127.0.0.1:44247".into(),
+        tasks: Ok(tasks),
+        status: None,
+    };
+    // One of its two instances runs: not yet in local-a.master....
+    cluster.record_polls(
+        vec![answer(vec![running(0)])],
+        now_ms(),
+        std::time::Duration::from_secs(60),
+    );
+    let snapshot = cluster.dns_snapshot();
+    let names: Vec<&String> = snapshot.desired.owners.keys().collect();
+    assert_eq!(
+        names,
+        [
+            "0.local-a.master.cerebro.test",
+            "0.local-b.master.cerebro.test"
+        ]
+    );
+    // Both run: it serves.
+    cluster.record_polls(
+        vec![answer(vec![running(0), running(1)])],
+        now_ms(),
+        std::time::Duration::from_secs(60),
+    );
+    let snapshot = cluster.dns_snapshot();
+    let zone = &snapshot.desired.sets[&(
+        "local-a.master.cerebro.test".to_string(),
+        cerebro_types::dns::RecordType::A,
+    )];
+    assert_eq!(zone.values, ["127.0.0.1".to_string()].into());
+    assert!(!snapshot
+        .desired
+        .owners
+        .contains_key("local-b.master.cerebro.test"));
+    // Unreachable: out of the zone name, keeping its own.
+    for _ in 0..3 {
+        cluster.record_polls(
+            vec![PollAnswer {
+                tasks: Err(cerebro_client::ClientError::Status {
+                    url: "http://127.0.0.1:44247".into(),
+                    status: 503,
+                    body: String::new(),
+                }),
+                ..answer(Vec::new())
+            }],
+            now_ms(),
+            std::time::Duration::from_secs(60),
+        );
+    }
+    assert_eq!(
+        cluster.machine("local-a-1").unwrap().state(),
+        MachineState::Unreachable
+    );
+    let snapshot = cluster.dns_snapshot();
+    assert!(!snapshot
+        .desired
+        .owners
+        .contains_key("local-a.master.cerebro.test"));
+    assert!(snapshot
+        .desired
+        .owners
+        .contains_key("0.local-a.master.cerebro.test"));
+}
+
+#[test]
+fn a_stored_job_outside_the_zone_is_told_once_and_gets_no_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = cerebro_tests::fixture_dir("v1/clustersitter");
+    let mut config =
+        Cli::try_parse_from(["clustersitter", "--state-dir", dir.path().to_str().unwrap()])
+            .unwrap()
+            .into_config()
+            .unwrap();
+    config.dns.zone = Some("example.org".into());
+    let cerebro_host::fs::StateFile::Read(mut state) = store::load(fixture.path()) else {
+        panic!("the v1 fixture loads");
+    };
+    state.jobs.get_mut("master").unwrap().spec.dns_basename = Some("m.cerebro.test".into());
+    let mut cluster = Cluster::new(Arc::new(config), state, "local");
+    cluster.note_nameless_jobs();
+    let told: Vec<String> = cluster
+        .events()
+        .iter()
+        .filter(|e| e.kind == ClusterEventKind::DnsConflict)
+        .map(|e| e.message.clone())
+        .collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(
+        told[0].contains("not in the DNS zone 'example.org'"),
+        "{told:?}"
+    );
+    assert!(cluster.dns_snapshot().desired.sets.is_empty());
+}
