@@ -581,6 +581,90 @@ pub fn main_entry_with(factory: &'static dyn ProviderFactory) -> std::process::E
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
+    /// A local cluster that never provisions (idle limit 0, no jobs), with
+    /// `dns` as its `[dns]` section.
+    fn config(dir: &std::path::Path, dns: &str) -> super::ClusterConfig {
+        let path = dir.join("cluster.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "cluster_name = \"c1\"\nstate_dir = \"state\"\ninsecure = true\nidle_limit = 0\npoll_interval = \"100ms\"\n{dns}\n[provider]\nkind = \"local\"\nmachinesitter_bin = \"/bin/true\"\n"
+            ),
+        )
+        .unwrap();
+        super::config::Cli::try_parse_from(["clustersitter", "--config", path.to_str().unwrap()])
+            .unwrap()
+            .into_config()
+            .unwrap()
+    }
+
+    /// Serves `config` in this process until the answer of `GET
+    /// /api/v1/dns` is had; answers it and the cluster's events.
+    async fn dns_status_of(
+        config: super::ClusterConfig,
+    ) -> Result<(serde_json::Value, serde_json::Value), super::ClusterError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (handle, shutdown) = cerebro_web::daemon::shutdown_channel();
+        let served = tokio::spawn(super::serve(config, listener, shutdown));
+        let client = reqwest::Client::new();
+        let get = |path: &str| {
+            let request = client.get(format!("http://{address}{path}"));
+            async move {
+                let response = request.send().await.ok()?;
+                response.json::<serde_json::Value>().await.ok()
+            }
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if served.is_finished() {
+                return Err(served.await.unwrap().unwrap_err());
+            }
+            if let Some(status) = get("/api/v1/dns").await {
+                break status;
+            }
+            assert!(std::time::Instant::now() < deadline, "no answer");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        let events = get("/api/v1/events").await.unwrap();
+        handle.request();
+        served.await.unwrap()?;
+        Ok((status, events))
+    }
+
+    #[tokio::test]
+    async fn the_dns_status_is_served_and_kind_none_sends_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (status, _) = dns_status_of(config(
+            dir.path(),
+            "[dns]\nkind = \"none\"\nzone = \"cerebro.test\"\nttl = 30",
+        ))
+        .await
+        .unwrap();
+        assert_eq!(
+            status,
+            serde_json::json!({"kind": "none", "zone": "cerebro.test", "ttl": 30, "desired": []})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_provider_that_cannot_start_stops_the_start_unless_it_was_a_default() {
+        let dir = tempfile::tempdir().unwrap();
+        // A configured embedded server that cannot answer: refused at start.
+        let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let listen = taken.local_addr().unwrap();
+        let error = dns_status_of(config(
+            dir.path(),
+            &format!("[dns]\nkind = \"embedded\"\nlisten = \"{listen}\""),
+        ))
+        .await
+        .unwrap_err();
+        assert!(matches!(error, super::ClusterError::Dns(_)), "{error}");
+        assert!(error.to_string().contains(&listen.to_string()), "{error}");
+    }
+
     #[test]
     fn a_job_field_is_located_in_its_file() {
         let dir = tempfile::tempdir().unwrap();
