@@ -321,14 +321,11 @@ impl Cluster {
         names
     }
 
-    /// `ZONE.basename` of every zone `job` has instances in, sorted.
+    /// `ZONE.basename` of every zone `job` has instances in, sorted; none
+    /// for a job whose names are not written ([`Cluster::dns_jobs`]).
     pub(super) fn dns_names_of_job(&self, job: &str, zones: &BTreeSet<String>) -> Vec<String> {
-        let Some(basename) = self
-            .state
-            .jobs
-            .get(job)
-            .and_then(|j| j.spec.dns_basename.as_deref())
-        else {
+        let (named, _) = self.dns_jobs();
+        let Some((_, basename)) = named.iter().find(|(name, _)| name == job) else {
             return Vec::new();
         };
         zones.iter().map(|zone| zone_name(zone, basename)).collect()

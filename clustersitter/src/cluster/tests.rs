@@ -898,4 +898,5 @@ fn a_stored_job_outside_the_zone_is_told_once_and_gets_no_names() {
         "{told:?}"
     );
     assert!(cluster.dns_snapshot().desired.sets.is_empty());
+    assert!(cluster.view_of_job("master").unwrap().dns_names.is_empty());
 }
