@@ -167,6 +167,33 @@ async fn foreign_records_are_listed_and_left_alone() {
 }
 
 #[tokio::test]
+async fn a_large_apply_and_a_multi_message_transfer_keep_everything() {
+    let bind = BindServer::start();
+    let p = provider(&bind, bind.key_secret());
+    let text = "t".repeat(400);
+    let sets: Vec<RecordSet> = (0..400)
+        .map(|i| {
+            set(
+                &format!("{i}.z.big.cerebro.test"),
+                RecordType::Txt,
+                &[&text],
+            )
+        })
+        .collect();
+    let changes: Vec<Change> = sets.iter().cloned().map(Change::Upsert).collect();
+    apply(&p, &bind, &changes).await;
+    let mut listed = list(&p, &bind, "big.cerebro.test").await;
+    listed.sort();
+    let mut expected = sets;
+    expected.sort();
+    assert_eq!(listed.len(), expected.len());
+    assert!(
+        listed == expected,
+        "the listing differs from what was applied"
+    );
+}
+
+#[tokio::test]
 async fn a_wrong_key_is_refused_with_the_servers_code() {
     let bind = BindServer::start();
     let p = provider(&bind, vec![1; 32]);

@@ -2,9 +2,9 @@
 //! "rfc2136"`: BIND, Knot, PowerDNS and any other primary that takes them.
 //!
 //! Every [`apply`](DnsProvider::apply) is ONE UPDATE message (RFC 2136
-//! §2.5): for an upsert, "delete the RRset" then "add" each record; for a
-//! delete, "delete the RRset". The server applies a message atomically
-//! and in order, and both operations are idempotent, so a repeated or
+//! §2.5; several in order only past 60 kB): for an upsert, "delete the
+//! RRset" then "add" each record; for a delete, "delete the RRset". The
+//! server applies a message atomically and in order, and both operations are idempotent, so a repeated or
 //! lost update converges. [`list`](DnsProvider::list) is an AXFR of the
 //! zone (RFC 5936) over TCP, signed with the same key.
 //!
@@ -34,6 +34,11 @@ const FUDGE_SECONDS: u16 = 300;
 /// The largest message sent over UDP without EDNS (RFC 1035 §4.2.1);
 /// larger UPDATEs go over TCP.
 const UDP_LIMIT: usize = 512;
+
+/// About the largest UPDATE message before signing (estimated change by
+/// change): TCP framing carries 65535 bytes, and the TSIG record and
+/// differences in name compression need the rest.
+const MESSAGE_LIMIT: usize = 60_000;
 
 /// Updates an RFC 2136 server for one zone, signing with one TSIG key.
 pub struct Rfc2136Provider {
@@ -112,15 +117,40 @@ impl Rfc2136Provider {
         Ok(message)
     }
 
+    /// `changes` cut into runs that each fit in one UPDATE message (in
+    /// order): one run unless they exceed what TCP framing carries.
+    fn batches<'a>(&self, changes: &'a [Change]) -> Result<Vec<&'a [Change]>, DnsError> {
+        let empty = self
+            .update_message(&[])?
+            .to_vec()
+            .map_err(encode_error)?
+            .len();
+        let mut batches = Vec::new();
+        let (mut start, mut size) = (0, empty);
+        for (i, change) in changes.iter().enumerate() {
+            let alone = self
+                .update_message(std::slice::from_ref(change))?
+                .to_vec()
+                .map_err(encode_error)?
+                .len()
+                - empty;
+            if size + alone > MESSAGE_LIMIT && i > start {
+                batches.push(&changes[start..i]);
+                (start, size) = (i, empty);
+            }
+            size += alone;
+        }
+        batches.push(&changes[start..]);
+        Ok(batches)
+    }
+
     /// Signs `message` and answers the signed bytes and the verifier of
     /// the answer.
     fn sign(&self, mut message: Message) -> Result<(Vec<u8>, Option<TSigVerifier>), DnsError> {
         let verifier = message
             .finalize(&self.signer, unix_now())
             .map_err(|e| DnsError::Config(format!("sign with the TSIG key: {e}")))?;
-        let bytes = message
-            .to_vec()
-            .map_err(|e| DnsError::Config(format!("encode the message: {e}")))?;
+        let bytes = message.to_vec().map_err(encode_error)?;
         Ok((bytes, verifier))
     }
 
@@ -175,7 +205,7 @@ impl Rfc2136Provider {
                 read_framed(&mut stream).await?
             }
         };
-        check_answer("UPDATE", &bytes, verifier).map(|_| ())
+        check_answer("UPDATE", id, &bytes, verifier).map(|_| ())
     }
 
     async fn transfer(&self) -> Result<Vec<Record>, DnsError> {
@@ -185,19 +215,26 @@ impl Rfc2136Provider {
             self.zone_name.clone(),
             hickory_proto::rr::RecordType::AXFR,
         ));
+        let id = message.metadata.id;
         let (request, mut verifier) = self.sign(message)?;
-        let mut stream = self.connect_tcp().await?;
-        write_framed(&mut stream, &request).await?;
+        let mut stream = tokio::time::timeout(self.timeout, async {
+            let mut stream = self.connect_tcp().await?;
+            write_framed(&mut stream, &request).await?;
+            Ok::<_, DnsError>(stream)
+        })
+        .await
+        .map_err(|_| self.timeout_error("AXFR"))??;
         let mut records: Vec<Record> = Vec::new();
         let mut soas = 0;
         while soas < 2 {
             let bytes = tokio::time::timeout(self.timeout, read_framed(&mut stream))
                 .await
                 .map_err(|_| self.timeout_error("AXFR"))??;
-            let answer = check_answer("AXFR", &bytes, verifier.take()).map(|(answer, next)| {
-                verifier = next;
-                answer
-            })?;
+            let answer =
+                check_answer("AXFR", id, &bytes, verifier.take()).map(|(answer, next)| {
+                    verifier = next;
+                    answer
+                })?;
             if answer.answers.is_empty() {
                 return Err(DnsError::Server {
                     operation: "AXFR",
@@ -216,10 +253,15 @@ impl Rfc2136Provider {
     }
 }
 
+fn encode_error(e: hickory_proto::ProtoError) -> DnsError {
+    DnsError::Config(format!("encode the message: {e}"))
+}
+
 /// Verifies an answer's TSIG and checks its RCODE; answers the message
 /// and the verifier for the next message of the same exchange (AXFR).
 fn check_answer(
     operation: &'static str,
+    id: u16,
     bytes: &[u8],
     verifier: Option<TSigVerifier>,
 ) -> Result<(Message, Option<TSigVerifier>), DnsError> {
@@ -228,6 +270,16 @@ fn check_answer(
         code: "FORMERR".into(),
         message: format!("the answer cannot be read: {e}"),
     })?;
+    if unverified.metadata.id != id {
+        return Err(DnsError::Server {
+            operation,
+            code: "FORMERR".into(),
+            message: format!(
+                "the answer is for message {}, not {id}",
+                unverified.metadata.id
+            ),
+        });
+    }
     let rcode = unverified.metadata.response_code;
     let tsig_error = unverified
         .signature
@@ -293,9 +345,9 @@ impl DnsProvider for Rfc2136Provider {
 
     async fn list(&self, basename: &str) -> Result<Vec<RecordSet>, DnsError> {
         let basename = normalize_name(basename);
-        let records = tokio::time::timeout(self.timeout * 4, self.transfer())
-            .await
-            .map_err(|_| self.timeout_error("AXFR"))??;
+        // Each step of the transfer has its own timeout: a large zone
+        // may take many of them.
+        let records = self.transfer().await?;
         Ok(group(&records, &basename))
     }
 
@@ -303,9 +355,12 @@ impl DnsProvider for Rfc2136Provider {
         if changes.is_empty() {
             return Ok(());
         }
-        tokio::time::timeout(self.timeout, self.update(changes))
-            .await
-            .map_err(|_| self.timeout_error("UPDATE"))?
+        for batch in self.batches(changes)? {
+            tokio::time::timeout(self.timeout, self.update(batch))
+                .await
+                .map_err(|_| self.timeout_error("UPDATE"))??;
+        }
+        Ok(())
     }
 }
 
@@ -510,6 +565,33 @@ mod tests {
             ))]),
             Err(DnsError::Config(_))
         ));
+    }
+
+    #[test]
+    fn changes_are_cut_into_messages_only_past_the_size_limit() {
+        let p = provider();
+        let small: Vec<Change> = (0..10)
+            .map(|i| {
+                Change::Upsert(set(
+                    &format!("{i}.cerebro.test"),
+                    RecordType::A,
+                    &["10.0.0.1"],
+                ))
+            })
+            .collect();
+        assert_eq!(p.batches(&small).unwrap().len(), 1);
+        let text = "t".repeat(1000);
+        let large: Vec<Change> = (0..200)
+            .map(|i| Change::Upsert(set(&format!("{i}.cerebro.test"), RecordType::Txt, &[&text])))
+            .collect();
+        let batches = p.batches(&large).unwrap();
+        assert!(batches.len() >= 4, "{}", batches.len());
+        assert_eq!(batches.concat(), large, "every change, in order");
+        for batch in batches {
+            let size = p.update_message(batch).unwrap().to_vec().unwrap().len();
+            // The estimate is per change; what is left must hold the TSIG.
+            assert!(size + 1024 <= usize::from(u16::MAX), "{size}");
+        }
     }
 
     #[test]
