@@ -221,14 +221,33 @@ async fn a_wrong_key_is_refused_with_the_servers_code() {
         .expect_err("a transfer with the wrong key");
     assert!(
         matches!(
-            error,
+            &error,
             DnsError::Server {
                 operation: "AXFR",
+                code,
                 ..
-            }
+            } if code == "NOTAUTH"
         ),
         "{error}"
     );
+    // A key the server does not know at all (TSIG error BADKEY).
+    let stranger = Rfc2136Provider::new(
+        bind.zone().to_string(),
+        Rfc2136Settings {
+            server: bind.addr(),
+            key_name: "nobody-knows".into(),
+            key_algorithm: "hmac-sha256".into(),
+            key_secret: Secret(bind.key_secret()),
+            timeout: Duration::from_secs(5),
+        },
+    )
+    .unwrap();
+    let error = stranger
+        .apply(&[Change::Delete(set("x.cerebro.test", RecordType::A, &[]))])
+        .await
+        .expect_err("an update signed with an unknown key");
+    assert_eq!(error.code(), "NOTAUTH", "{error}");
+    assert!(error.to_string().contains("BADKEY"), "{error}");
     let answer = query(bind.addr(), "x.cerebro.test", RecordType::A)
         .await
         .unwrap();

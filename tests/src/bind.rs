@@ -61,12 +61,31 @@ impl BindServer {
     pub fn start() -> Self {
         let named = require_tool("named");
         let keygen = require_tool("tsig-keygen");
+        // The free port may be taken between the pick and named's bind:
+        // then named exits at once, and another port is tried.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::launch(&named, &keygen) {
+                Ok(server) => return server,
+                Err((message, log)) => {
+                    let port_taken =
+                        log.contains("unable to listen") || log.contains("address in use");
+                    assert!(port_taken && attempt < 3, "{message}; its log:\n{log}");
+                }
+            }
+        }
+    }
+
+    /// One try of [`BindServer::start`] on one port: the server, or why
+    /// not and named's log.
+    fn launch(named: &Path, keygen: &Path) -> Result<Self, (String, String)> {
         let dir = tempfile::Builder::new()
             .prefix("cerebro-bind-")
             .tempdir()
             .expect("a temp dir for named")
             .keep();
-        let key = Command::new(&keygen)
+        let key = Command::new(keygen)
             .args(["-a", "hmac-sha256", KEY_NAME])
             .output()
             .unwrap_or_else(|e| panic!("run {}: {e}", keygen.display()));
@@ -128,7 +147,7 @@ rm -rf "$dir""#;
             .arg("-c")
             .arg(script)
             .arg("bind-watchdog")
-            .arg(&named)
+            .arg(named)
             .arg(port.to_string())
             .arg(&dir)
             .stdin(Stdio::piped())
@@ -146,15 +165,22 @@ rm -rf "$dir""#;
         };
         let deadline = Instant::now() + START_TIMEOUT;
         while !server.answers_soa() {
-            assert!(
-                Instant::now() < deadline && !server.log().contains("exiting (due to fatal error)"),
-                "named did not answer on {} within {START_TIMEOUT:?}; its log:\n{}",
-                server.addr,
-                server.log()
-            );
             // answers_soa waits up to 200 ms for an answer: no sleep here.
+            let log = server.log();
+            if log.contains("exiting (due to fatal error)") {
+                return Err((format!("named exited at start on {}", server.addr), log));
+            }
+            if Instant::now() >= deadline {
+                return Err((
+                    format!(
+                        "named did not answer on {} within {START_TIMEOUT:?}",
+                        server.addr
+                    ),
+                    log,
+                ));
+            }
         }
-        server
+        Ok(server)
     }
 
     /// Whether named answers an SOA query for the zone over UDP (waits at

@@ -163,6 +163,26 @@ impl DnsProvider for EmbeddedDns {
         for change in changes {
             let set = change.record_set();
             let key = (normalize_name(&set.name), set.rtype);
+            if let Some(zone) = &self.shared.zone {
+                if !is_in_zone(&key.0, zone) {
+                    return Err(DnsError::Config(format!(
+                        "{} is not in the zone {zone}",
+                        set.name
+                    )));
+                }
+            }
+            if let Change::Upsert(set) = change {
+                if let Some(bad) = set
+                    .values
+                    .iter()
+                    .find(|v| super::rfc2136::rdata(set.rtype, v).is_none())
+                {
+                    return Err(DnsError::Config(format!(
+                        "{} {}: {bad:?} is not a valid value",
+                        set.name, set.rtype
+                    )));
+                }
+            }
             match change {
                 Change::Upsert(set) if !set.values.is_empty() => {
                     let set = RecordSet {
@@ -617,6 +637,32 @@ mod tests {
             T::A,
         ));
         assert!(server.handle(&response.to_vec().unwrap(), true).is_none());
+    }
+
+    #[tokio::test]
+    async fn applies_outside_the_zone_or_with_bad_values_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = EmbeddedSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            configured: true,
+        };
+        let file = dir.path().join("records.json");
+        let dns = EmbeddedDns::start(&settings, Some("cerebro.test".into()), file.clone())
+            .await
+            .unwrap();
+        let good = Change::Upsert(set("a.cerebro.test", RecordType::A, &["10.0.0.1"]));
+        for bad in [
+            Change::Upsert(set("a.example.com", RecordType::A, &["10.0.0.1"])),
+            Change::Upsert(set("b.cerebro.test", RecordType::A, &["::1"])),
+        ] {
+            let error = dns.apply(&[good.clone(), bad]).await.unwrap_err();
+            assert!(matches!(error, DnsError::Config(_)), "{error}");
+        }
+        assert!(dns.list("cerebro.test").await.unwrap().is_empty());
+        assert!(!file.exists());
+        dns.apply(&[good]).await.unwrap();
+        assert_eq!(dns.list("cerebro.test").await.unwrap().len(), 1);
+        assert!(file.exists());
     }
 
     #[test]
