@@ -31,6 +31,8 @@ getent passwd nobody >/dev/null || fail "the user 'nobody' is missing"
 grep -qE ' - cgroup2? ' /proc/self/mountinfo || fail "no cgroup hierarchy is mounted; the cgroup tests cannot run"
 # The EC2 tests talk to moto's server (EC2 and Route 53 over their real wire protocol).
 scripts/install-moto.sh || fail "moto is needed for the EC2 tests"
+# The rfc2136 tests run a real BIND 9 named in the foreground.
+scripts/install-bind.sh || fail "BIND is needed for the rfc2136 tests"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
