@@ -273,6 +273,37 @@ async fn a_forgotten_session_costs_one_login_and_loses_no_change() {
 }
 
 #[tokio::test]
+async fn a_session_lost_mid_pass_redoes_the_whole_pass_in_the_new_one() {
+    let server = server();
+    let dns = provider(&server, "s3cret");
+    dns.list(BASENAME).await.expect("list");
+    // The TXT goes into the old session's changeset, which dies with it
+    // before the A: the new session must get the TXT too, or the A would
+    // be published without its owner.
+    server.expire_sessions_after(1);
+    server.clear_requests();
+    let (txt, a) = machine(&ownership_text("prod"));
+    dns.apply(&[Change::Upsert(txt.clone()), Change::Upsert(a.clone())])
+        .await
+        .expect("apply");
+    let requests = server.requests();
+    let txt_path = format!("PUT /REST/TXTRecord/{ZONE}/0.local-a.ticker.cerebro.test");
+    assert_eq!(
+        lines(&requests),
+        vec![
+            txt_path.clone(),
+            format!("PUT /REST/ARecord/{ZONE}/0.local-a.ticker.cerebro.test"),
+            "POST /REST/Session".to_string(),
+            txt_path,
+            format!("PUT /REST/ARecord/{ZONE}/0.local-a.ticker.cerebro.test"),
+            format!("PUT /REST/Zone/{ZONE}"),
+        ]
+    );
+    assert_eq!(requests[1].auth, DynAuth::Unknown);
+    assert_eq!(as_set(server.published(ZONE)), as_set(vec![txt, a]));
+}
+
+#[tokio::test]
 async fn a_publish_that_runs_as_a_job_is_polled_until_done() {
     let server = server();
     server.publish_as_job(2);

@@ -173,6 +173,8 @@ struct State {
     jobs: HashMap<u64, (u32, Value)>,
     /// Polls each publish's job takes (0: publishes answer at once).
     publish_polls: u32,
+    /// Requests with a live token left before every session is forgotten.
+    expire_after: Option<usize>,
     requests: Vec<DynRequest>,
 }
 
@@ -358,6 +360,13 @@ impl DynServer {
         lock(&self.state).sessions.clear();
     }
 
+    /// Answers `requests` more requests that carry a token, then forgets
+    /// every session just before the next one: a session that dies in the
+    /// middle of a pass.
+    pub fn expire_sessions_after(&self, requests: usize) {
+        lock(&self.state).expire_after = Some(requests);
+    }
+
     /// From now on, each publish answers `307` to `/REST/Job/<id>/`, which
     /// answers `incomplete` to `polls` GETs and then the publish's answer
     /// (the zone is published at once either way). 0: answer at once.
@@ -494,6 +503,16 @@ fn handle(
         .get("Auth-Token")
         .and_then(|t| t.to_str().ok())
         .map(str::to_string);
+    if token.is_some() {
+        match state.expire_after {
+            Some(0) => {
+                state.sessions.clear();
+                state.expire_after = None;
+            }
+            Some(n) => state.expire_after = Some(n - 1),
+            None => {}
+        }
+    }
     let auth = match &token {
         None => DynAuth::Missing,
         Some(t) if state.sessions.contains_key(t) => DynAuth::Live,
