@@ -504,3 +504,87 @@ async fn a_delete_of_a_stale_or_absent_rrset_still_converges() {
         .expect("delete");
     assert_eq!(provider.list(BASENAME).await.expect("list"), vec![]);
 }
+
+/// A cluster config as the clustersitter builds it from no file and no
+/// flags but `--insecure`, with `[dns]` replaced by `dns`.
+fn cluster_config(
+    dns: clustersitter::config::dns::DnsConfig,
+) -> clustersitter::config::ClusterConfig {
+    let cli = clustersitter::config::Cli {
+        config: None,
+        cluster_name: Some("prod".into()),
+        bind: None,
+        port: None,
+        state_dir: None,
+        token_file: None,
+        poll_interval: None,
+        failure_threshold: None,
+        idle_limit: None,
+        on_exit: None,
+        insecure: true,
+        ui_login_required: false,
+        address_file: None,
+        jobs: Vec::new(),
+    };
+    let mut config = cli.into_config().expect("a default config");
+    config.dns = dns;
+    config
+}
+
+#[tokio::test]
+async fn the_factory_builds_route53_names_and_nothing_else() {
+    use clustersitter::config::dns::{DnsConfig, DnsKind};
+    use clustersitter::config::ProviderKind;
+    use clustersitter::{ProviderContext, ProviderFactory};
+    let moto = MotoServer::shared();
+    create_zone(&client(&moto), ZONE).await;
+    // Sets the test credentials in the environment for the default chain.
+    connect(&moto, ZONE).await.expect("connect");
+    let factory = cerebro_route53::Route53Factory;
+    let binaries = Err(std::sync::Arc::new(
+        clustersitter::binaries::BinariesError::NotFound("machinesitter"),
+    ));
+
+    for other in [ProviderKind::Local, ProviderKind::Ec2] {
+        let config = cluster_config(DnsConfig::default_for(other));
+        let context = ProviderContext {
+            config: &config,
+            binaries: binaries.clone(),
+        };
+        assert!(factory.make_dns(&context).await.is_none(), "{other:?}");
+        assert!(factory.make(&context).await.is_none(), "{other:?}");
+    }
+
+    let mut dns = DnsConfig::default_for(ProviderKind::Ec2);
+    dns.kind = DnsKind::Route53;
+    dns.zone = Some(ZONE.into());
+    dns.route53 = Some(Route53Settings {
+        hosted_zone_id: None,
+        endpoint_url: Some(moto.url()),
+        region: "us-east-1".into(),
+    });
+    let config = cluster_config(dns);
+    let context = ProviderContext {
+        config: &config,
+        binaries: binaries.clone(),
+    };
+    let provider = factory
+        .make_dns(&context)
+        .await
+        .expect("route53 is this factory's")
+        .expect("connected");
+    assert_eq!(provider.kind(), "route53");
+    assert!(factory.make(&context).await.is_none());
+
+    let mut dns = config.dns.clone();
+    dns.zone = Some("missing.test".into());
+    let config = cluster_config(dns);
+    let context = ProviderContext {
+        config: &config,
+        binaries,
+    };
+    assert!(matches!(
+        factory.make_dns(&context).await,
+        Some(Err(DnsError::Config(_)))
+    ));
+}
