@@ -1,5 +1,5 @@
-//! The clustersitter daemon, with the EC2 provider built in.
+//! The clustersitter daemon, with the EC2 and Route 53 providers built in.
 
 fn main() -> std::process::ExitCode {
-    clustersitter::main_entry_with(&cerebro_ec2::Ec2Factory)
+    cerebrod::main_entry()
 }
