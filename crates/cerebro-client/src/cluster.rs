@@ -8,6 +8,7 @@ use cerebro_types::cluster::{
     PlanReply, RegisterReply, RegisterRequest, UpdateRequest,
 };
 use cerebro_types::deploy::InstanceDeployLog;
+use cerebro_types::dns::DnsStatus;
 use cerebro_types::job::JobSpec;
 use cerebro_types::task_api::LogQuery;
 use cerebro_types::{LogChunk, LogStream};
@@ -230,6 +231,17 @@ impl ClusterClient {
                 self.api.token(),
                 Some(request),
             )
+            .await
+    }
+
+    /// `GET /api/v1/dns`: the DNS provider (kind, zone, TTL, the embedded
+    /// server's address), every RRset Cerebro wants (ownership TXT records
+    /// included), when the provider last held exactly those, and the
+    /// current failure streak and conflicting names, if any.
+    pub async fn dns(&self) -> Result<DnsStatus, ClientError> {
+        self.api
+            .http
+            .get_json(&self.api.url("/api/v1/dns"), self.api.token())
             .await
     }
 
