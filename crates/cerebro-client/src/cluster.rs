@@ -280,4 +280,53 @@ mod tests {
         );
         assert_eq!(client.base(), "http://127.0.0.1:30000");
     }
+
+    /// Answers one request with `body` and hands back the request's head.
+    async fn answer_once(body: String) -> (String, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let served = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buffer = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let read = stream.read(&mut buffer).await.unwrap();
+                assert!(read > 0, "the request ended before its head did");
+                head.extend_from_slice(&buffer[..read]);
+            }
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        (address, served)
+    }
+
+    #[tokio::test]
+    async fn dns_reads_the_status_with_the_token() {
+        let status = DnsStatus {
+            kind: "embedded".into(),
+            zone: Some("cerebro.test".into()),
+            ttl: 60,
+            listen: Some("127.0.0.1:8600".into()),
+            conflicts: vec!["1.local-a.web.cerebro.test".into()],
+            ..DnsStatus::default()
+        };
+        let (address, served) = answer_once(serde_json::to_string(&status).unwrap()).await;
+        let client = ClusterClient::new(
+            HttpClient::new(Duration::from_secs(5), 1),
+            &address,
+            Some("secret-token".into()),
+        );
+        assert_eq!(client.dns().await.unwrap(), status);
+        let head = served.await.unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("get /api/v1/dns http/1.1\r\n"), "{head}");
+        assert!(
+            head.contains("authorization: bearer secret-token\r\n"),
+            "{head}"
+        );
+    }
 }
