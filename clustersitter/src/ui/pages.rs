@@ -338,7 +338,7 @@ pub(super) async fn overview(State(app): State<UiState>, headers: HeaderMap) -> 
         let with_details = machine_views.iter().any(|m| !m.details.is_empty());
         let _ = write!(
             body,
-            "</table><h2>Machines</h2><table><tr><th>Machine</th><th>Zone</th><th>Address</th>{}<th>DNS name</th><th>State</th><th>CPU used</th><th>Memory used</th><th>Load</th><th>Tasks</th></tr>",
+            "</table><h2>Machines</h2><table><tr><th>Machine</th><th>Zone</th><th>Address</th>{}<th>DNS names</th><th>State</th><th>CPU used</th><th>Memory used</th><th>Load</th><th>Tasks</th></tr>",
             if with_details { "<th>Instance</th>" } else { "" }
         );
         for view in machine_views {
