@@ -97,6 +97,9 @@ enum Command {
         #[arg(long, short = 'i')]
         instance: Option<usize>,
     },
+    /// The DNS provider and every record Cerebro wants it to hold
+    /// (`GET /api/v1/dns`).
+    Dns,
     /// Recent events, newest first.
     Events {
         #[arg(long, default_value_t = 50)]
@@ -193,24 +196,32 @@ fn cluster_url(flag: Option<&str>) -> Result<String> {
 
 /// Aligned columns, the header first.
 fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    print!("{}", format_table(header, rows));
+}
+
+/// [`print_table`]'s text: each line ends with a newline, trailing blanks trimmed.
+fn format_table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
             widths[i] = widths[i].max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<String>| {
+    let mut out = String::new();
+    let mut line = |cells: &[String]| {
         let padded: Vec<String> = cells
             .iter()
             .enumerate()
             .map(|(i, c)| format!("{c:<width$}", width = widths[i]))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        out.push_str(padded.join("  ").trim_end());
+        out.push('\n');
     };
-    line(header.iter().map(|h| h.to_string()).collect());
+    line(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
     for row in rows {
-        line(row.clone());
+        line(row);
     }
+    out
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
@@ -402,31 +413,7 @@ fn run(cli: Cli) -> Result<()> {
             if cli.json {
                 return print_json(&machines);
             }
-            let mut rows: Vec<Vec<String>> = machines
-                .iter()
-                .map(|m| {
-                    vec![
-                        m.id.clone(),
-                        m.zone.clone(),
-                        m.state.as_str().to_string(),
-                        m.address.clone().unwrap_or_else(|| "-".into()),
-                        format!("{:.2}/{}", m.reserved.cpu, m.capacity.cpu),
-                        format!("{:.0}/{:.0}", m.reserved.mem_mb, m.capacity.mem_mb),
-                        m.instances.len().to_string(),
-                    ]
-                })
-                .collect();
-            let mut headers = vec![
-                "MACHINE",
-                "ZONE",
-                "STATE",
-                "ADDRESS",
-                "CPU",
-                "MEM MB",
-                "INSTANCES",
-            ];
-            add_provider_columns(&machines, &mut headers, &mut rows);
-            print_table(&headers, &rows);
+            print!("{}", render_machines(&machines));
         }
         Command::Status { job: None } => {
             let status = api.call(|c| c.status())?;
@@ -479,57 +466,7 @@ fn run(cli: Cli) -> Result<()> {
             if cli.json {
                 return print_json(&job);
             }
-            println!(
-                "{}: {}/{} running, generation {}{}",
-                job.name,
-                job.running_instances,
-                job.desired_instances,
-                job.generation,
-                job.version
-                    .as_ref()
-                    .map(|v| format!(", version {v}"))
-                    .unwrap_or_default()
-            );
-            if let Some(recipe) = &job.recipe {
-                println!(
-                    "recipe {} ({}, sha256 {})",
-                    recipe.name,
-                    recipe.source,
-                    &recipe.sha256[..recipe.sha256.len().min(12)]
-                );
-            }
-            if let Some(stop) = job.rollout.as_ref().and_then(|r| r.stopped.as_ref()) {
-                println!("rolling update stopped: {stop}");
-            }
-            let with_deploy =
-                job.recipe.is_some() || job.instances.iter().any(|i| i.deploy.is_some());
-            let rows: Vec<Vec<String>> = job
-                .instances
-                .iter()
-                .map(|i| {
-                    let mut row = vec![
-                        i.index.to_string(),
-                        i.zone.clone(),
-                        i.machine.clone().unwrap_or_else(|| "-".into()),
-                        i.state.to_string(),
-                        i.pid.map_or("-".into(), |p| p.to_string()),
-                        format!("{:.2}", i.cpu_cores),
-                        format!("{:.1}", i.rss_bytes as f64 / (1024.0 * 1024.0)),
-                        i.restarts.to_string(),
-                    ];
-                    if with_deploy {
-                        row.push(deploy_cell(i.deploy.as_ref()));
-                    }
-                    row
-                })
-                .collect();
-            let mut headers = vec![
-                "#", "ZONE", "MACHINE", "STATE", "PID", "CPU", "RSS MB", "RESTARTS",
-            ];
-            if with_deploy {
-                headers.push("DEPLOY");
-            }
-            print_table(&headers, &rows);
+            print!("{}", render_job_status(&job));
         }
         Command::Logs {
             job,
@@ -589,6 +526,13 @@ fn run(cli: Cli) -> Result<()> {
                 return print_json(&logs);
             }
             print!("{}", render_deploy_logs(&logs));
+        }
+        Command::Dns => {
+            let status = api.call(|c| c.dns())?;
+            if cli.json {
+                return print_json(&status);
+            }
+            print!("{}", render_dns(&status));
         }
         Command::Events { limit } => {
             let events = api.call(|c| c.events(Some(limit)))?;
@@ -739,6 +683,193 @@ fn render_deploy_logs(logs: &[cerebro_types::deploy::InstanceDeployLog]) -> Stri
     out
 }
 
+/// A list of names in one cell: comma-separated, or `-` for none.
+fn names_cell(names: &[String]) -> String {
+    if names.is_empty() {
+        "-".into()
+    } else {
+        names.join(",")
+    }
+}
+
+/// `cerebro listmachines`: one row per machine, its DNS names last (the
+/// widest column).
+fn render_machines(machines: &[cerebro_types::cluster::MachineView]) -> String {
+    let mut rows: Vec<Vec<String>> = machines
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.clone(),
+                m.zone.clone(),
+                m.state.as_str().to_string(),
+                m.address.clone().unwrap_or_else(|| "-".into()),
+                format!("{:.2}/{}", m.reserved.cpu, m.capacity.cpu),
+                format!("{:.0}/{:.0}", m.reserved.mem_mb, m.capacity.mem_mb),
+                m.instances.len().to_string(),
+            ]
+        })
+        .collect();
+    let mut headers = vec![
+        "MACHINE",
+        "ZONE",
+        "STATE",
+        "ADDRESS",
+        "CPU",
+        "MEM MB",
+        "INSTANCES",
+    ];
+    add_provider_columns(machines, &mut headers, &mut rows);
+    headers.push("DNS");
+    for (row, machine) in rows.iter_mut().zip(machines) {
+        row.push(names_cell(&machine.dns_names));
+    }
+    format_table(&headers, &rows)
+}
+
+/// `cerebro status JOB`: the job's headline, its `ZONE.basename` names,
+/// recipe and rollout, then its instances (with each one's
+/// `N.ZONE.basename` for a job with a `dns_basename`).
+fn render_job_status(job: &cerebro_types::cluster::JobView) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}: {}/{} running, generation {}{}",
+        job.name,
+        job.running_instances,
+        job.desired_instances,
+        job.generation,
+        job.version
+            .as_ref()
+            .map(|v| format!(", version {v}"))
+            .unwrap_or_default()
+    );
+    let with_dns = job.spec.dns_basename.is_some()
+        || !job.dns_names.is_empty()
+        || job.instances.iter().any(|i| i.dns_name.is_some());
+    if !job.dns_names.is_empty() {
+        let _ = writeln!(out, "dns names: {}", job.dns_names.join(", "));
+    } else if let Some(basename) = &job.spec.dns_basename {
+        let _ = writeln!(out, "dns names: none yet (dns_basename {basename})");
+    }
+    if let Some(recipe) = &job.recipe {
+        let _ = writeln!(
+            out,
+            "recipe {} ({}, sha256 {})",
+            recipe.name,
+            recipe.source,
+            &recipe.sha256[..recipe.sha256.len().min(12)]
+        );
+    }
+    if let Some(stop) = job.rollout.as_ref().and_then(|r| r.stopped.as_ref()) {
+        let _ = writeln!(out, "rolling update stopped: {stop}");
+    }
+    let with_deploy = job.recipe.is_some() || job.instances.iter().any(|i| i.deploy.is_some());
+    let rows: Vec<Vec<String>> = job
+        .instances
+        .iter()
+        .map(|i| {
+            let mut row = vec![
+                i.index.to_string(),
+                i.zone.clone(),
+                i.machine.clone().unwrap_or_else(|| "-".into()),
+                i.state.to_string(),
+                i.pid.map_or("-".into(), |p| p.to_string()),
+                format!("{:.2}", i.cpu_cores),
+                format!("{:.1}", i.rss_bytes as f64 / (1024.0 * 1024.0)),
+                i.restarts.to_string(),
+            ];
+            if with_deploy {
+                row.push(deploy_cell(i.deploy.as_ref()));
+            }
+            if with_dns {
+                row.push(i.dns_name.clone().unwrap_or_else(|| "-".into()));
+            }
+            row
+        })
+        .collect();
+    let mut headers = vec![
+        "#", "ZONE", "MACHINE", "STATE", "PID", "CPU", "RSS MB", "RESTARTS",
+    ];
+    if with_deploy {
+        headers.push("DEPLOY");
+    }
+    if with_dns {
+        headers.push("DNS");
+    }
+    out.push_str(&format_table(&headers, &rows));
+    out
+}
+
+/// `cerebro dns`: the provider, when it last matched, its failure streak
+/// and conflicts, then every RRset Cerebro wants, one per line (TXT
+/// values quoted as dig prints them, several values comma-separated).
+fn render_dns(status: &cerebro_types::dns::DnsStatus) -> String {
+    use cerebro_types::dns::RecordType;
+    use cerebro_types::time::format_rfc3339_ms;
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "dns: {}, zone {}, ttl {} s",
+        status.kind,
+        status.zone.as_deref().unwrap_or("-"),
+        status.ttl
+    );
+    if let Some(listen) = &status.listen {
+        let _ = write!(out, ", answering on {listen} (UDP and TCP)");
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "last sync: {}",
+        status
+            .last_sync_ms
+            .map_or("never".into(), format_rfc3339_ms)
+    );
+    if let Some(error) = &status.error {
+        let _ = writeln!(
+            out,
+            "failing: {} ({} failures in a row; next attempt at {})",
+            error.message,
+            error.failures,
+            format_rfc3339_ms(error.next_attempt_ms)
+        );
+    }
+    for name in &status.conflicts {
+        let _ = writeln!(
+            out,
+            "conflict: {name} is held by another owner (no ownership record of this cluster); left alone"
+        );
+    }
+    if status.desired.is_empty() {
+        out.push_str("no records wanted (no job with a dns_basename has instances)\n");
+        return out;
+    }
+    let rows: Vec<Vec<String>> = status
+        .desired
+        .iter()
+        .map(|set| {
+            let values: Vec<String> = set
+                .values
+                .iter()
+                .map(|v| match set.rtype {
+                    RecordType::Txt => format!("\"{v}\""),
+                    RecordType::A | RecordType::Aaaa => v.clone(),
+                })
+                .collect();
+            vec![
+                set.name.clone(),
+                set.rtype.to_string(),
+                set.ttl.to_string(),
+                values.join(", "),
+            ]
+        })
+        .collect();
+    out.push_str(&format_table(&["NAME", "TYPE", "TTL", "VALUES"], &rows));
+    out
+}
+
 /// Adds what the provider told of the machines (provider id, instance
 /// type, region / AZ, addresses) as columns, each only when some machine
 /// has it; none at all when no machine has details (the local provider's).
@@ -773,9 +904,218 @@ fn add_provider_columns(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cerebro_types::cluster::{InstanceState, InstanceView, JobView, MachineState, MachineView};
     use cerebro_types::deploy::{
         AttemptOutcome, DeployAttempt, InstanceDeployLog, StepOutcome, StepRecord,
     };
+    use cerebro_types::machine::Resources;
+
+    fn instance(index: usize, zone: &str, machine: &str, dns: Option<&str>) -> InstanceView {
+        InstanceView {
+            index,
+            job: "ticker".into(),
+            zone: zone.into(),
+            slot: index as u32,
+            task_name: format!("ticker#{index}"),
+            machine: Some(machine.into()),
+            state: InstanceState::Running,
+            pid: Some(100 + index as u32),
+            restarts: 0,
+            violations: 0,
+            cpu_cores: 0.0,
+            rss_bytes: 0,
+            started_at_ms: None,
+            generation: 1,
+            deploy: None,
+            dns_name: dns.map(str::to_string),
+        }
+    }
+
+    fn machine(id: &str, zone: &str, dns_names: &[&str]) -> MachineView {
+        MachineView {
+            id: id.into(),
+            zone: zone.into(),
+            provider: "local".into(),
+            provider_id: None,
+            details: Default::default(),
+            address: Some("127.0.0.1:4100".into()),
+            state: MachineState::Ready,
+            capacity: Resources {
+                cpu: 2.0,
+                mem_mb: 1024.0,
+            },
+            reserved: Resources {
+                cpu: 0.25,
+                mem_mb: 64.0,
+            },
+            created_ms: 0,
+            last_seen_ms: None,
+            missed_polls: 0,
+            instances: Vec::new(),
+            vitals: None,
+            orphans: Vec::new(),
+            dns_names: dns_names.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    fn job(text: &str, instances: Vec<InstanceView>, dns_names: &[&str]) -> JobView {
+        let spec = cerebro_types::job_file::parse_jobs(text, "test.conf")
+            .unwrap()
+            .remove(0);
+        JobView {
+            name: spec.name().to_string(),
+            spec,
+            version: None,
+            generation: 1,
+            created_ms: 0,
+            updated_ms: 0,
+            desired_instances: instances.len(),
+            running_instances: instances.len(),
+            instances,
+            rollout: None,
+            run_requested: None,
+            recipe: None,
+            dns_names: dns_names.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    const TICKER: &str = r#"{"dns_basename": "ticker.cerebro.test",
+        "deployment_layout": {"local-a": {"cpu": 1}, "local-b": {"cpu": 1}},
+        "task_configuration": {"name": "ticker", "command": "sleep 1000"}}"#;
+
+    #[test]
+    fn listmachines_shows_each_machines_names_or_a_dash() {
+        let text = render_machines(&[
+            machine(
+                "local-a-1",
+                "local-a",
+                &[
+                    "0.local-a.ticker.cerebro.test",
+                    "0.local-a.web.cerebro.test",
+                ],
+            ),
+            machine("local-b-2", "local-b", &[]),
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].ends_with("INSTANCES  DNS"), "{text}");
+        assert!(
+            lines[1].ends_with("0.local-a.ticker.cerebro.test,0.local-a.web.cerebro.test"),
+            "{text}"
+        );
+        assert!(lines[2].starts_with("local-b-2"), "{text}");
+        assert!(lines[2].ends_with(" -"), "{text}");
+    }
+
+    #[test]
+    fn status_of_a_job_shows_its_zone_names_and_each_instances_name() {
+        let view = job(
+            TICKER,
+            vec![
+                instance(
+                    0,
+                    "local-a",
+                    "local-a-1",
+                    Some("0.local-a.ticker.cerebro.test"),
+                ),
+                instance(1, "local-b", "local-b-2", None),
+            ],
+            &["local-a.ticker.cerebro.test", "local-b.ticker.cerebro.test"],
+        );
+        let text = render_job_status(&view);
+        assert!(
+            text.lines().any(|l| l
+                == "dns names: local-a.ticker.cerebro.test, local-b.ticker.cerebro.test"),
+            "{text}"
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        let header = lines.iter().position(|l| l.starts_with('#')).unwrap();
+        assert!(lines[header].ends_with("RESTARTS  DNS"), "{text}");
+        assert!(
+            lines[header + 1].ends_with("0.local-a.ticker.cerebro.test"),
+            "{text}"
+        );
+        assert!(lines[header + 2].ends_with(" -"), "{text}");
+
+        // A basename whose names are not there yet says so.
+        let waiting = render_job_status(&job(TICKER, Vec::new(), &[]));
+        assert!(
+            waiting.contains("dns names: none yet (dns_basename ticker.cerebro.test)"),
+            "{waiting}"
+        );
+        // A job without a basename has no DNS line and no DNS column.
+        let plain = job(
+            r#"{"deployment_layout": {"local-a": {"cpu": 1}},
+                "task_configuration": {"name": "plain", "command": "sleep 1000"}}"#,
+            vec![instance(0, "local-a", "local-a-1", None)],
+            &[],
+        );
+        let text = render_job_status(&plain);
+        assert!(!text.contains("dns"), "{text}");
+        assert!(!text.contains("DNS"), "{text}");
+    }
+
+    #[test]
+    fn dns_shows_the_provider_its_trouble_and_every_wanted_rrset() {
+        use cerebro_types::dns::{DnsErrorView, DnsStatus, RecordSet, RecordType};
+        let set = |name: &str, rtype, values: &[&str]| RecordSet {
+            name: name.into(),
+            rtype,
+            ttl: 60,
+            values: values.iter().map(|v| v.to_string()).collect(),
+        };
+        let status = DnsStatus {
+            kind: "embedded".into(),
+            zone: Some("cerebro.test".into()),
+            ttl: 60,
+            listen: Some("127.0.0.1:8600".into()),
+            desired: vec![
+                set(
+                    "0.local-a.ticker.cerebro.test",
+                    RecordType::A,
+                    &["127.0.0.1"],
+                ),
+                set(
+                    "0.local-a.ticker.cerebro.test",
+                    RecordType::Txt,
+                    &["heritage=cerebro,cerebro/owner=local"],
+                ),
+                set(
+                    "local-a.ticker.cerebro.test",
+                    RecordType::A,
+                    &["127.0.0.1", "127.0.0.2"],
+                ),
+            ],
+            last_sync_ms: Some(1_000),
+            error: Some(DnsErrorView {
+                message: "update: REFUSED: not authorized".into(),
+                failures: 3,
+                next_attempt_ms: 61_000,
+            }),
+            conflicts: vec!["1.local-b.ticker.cerebro.test".into()],
+        };
+        let text = render_dns(&status);
+        for line in [
+            "dns: embedded, zone cerebro.test, ttl 60 s, answering on 127.0.0.1:8600 (UDP and TCP)",
+            "last sync: 1970-01-01T00:00:01.000Z",
+            "failing: update: REFUSED: not authorized (3 failures in a row; next attempt at 1970-01-01T00:01:01.000Z)",
+            "conflict: 1.local-b.ticker.cerebro.test is held by another owner (no ownership record of this cluster); left alone",
+            "NAME                           TYPE  TTL  VALUES",
+            "0.local-a.ticker.cerebro.test  A     60   127.0.0.1",
+            "0.local-a.ticker.cerebro.test  TXT   60   \"heritage=cerebro,cerebro/owner=local\"",
+            "local-a.ticker.cerebro.test    A     60   127.0.0.1, 127.0.0.2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+        }
+        let idle = render_dns(&DnsStatus {
+            kind: "none".into(),
+            ttl: 60,
+            ..DnsStatus::default()
+        });
+        assert_eq!(
+            idle,
+            "dns: none, zone -, ttl 60 s\nlast sync: never\nno records wanted (no job with a dns_basename has instances)\n"
+        );
+    }
 
     #[test]
     fn a_deploy_log_shows_each_step_and_its_output_indented() {

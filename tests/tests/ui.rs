@@ -508,3 +508,129 @@ async fn a_failed_deploy_shows_its_step_and_output_in_a_real_browser() {
         .await
         .unwrap();
 }
+
+/// A job with a `dns_basename` in two zones: the job page shows its
+/// `ZONE.basename` names and each instance's `N.ZONE.basename`, the
+/// machine page and the overview the machine's names, the DNS page the
+/// records, all as the API's views have them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_dns_names_show_on_its_job_machine_and_dns_pages() {
+    let cluster = tokio::task::spawn_blocking(move || {
+        let cluster = Cluster::start(ClusterOptions {
+            // `none`: the names are computed and shown, nothing is sent,
+            // and no DNS server takes a port other tests' clusters want.
+            // Inline, because the harness writes top-level keys after it.
+            toml_extra: "dns = { kind = \"none\" }".into(),
+            ..Default::default()
+        });
+        let mut web = job(
+            "dns-ui",
+            "703",
+            0.25,
+            json!({"zone-a": {"cpu": 1}, "zone-b": {"cpu": 1}}),
+        );
+        web["dns_basename"] = json!("dns-ui.cerebro.test");
+        let (code, reply) = cluster.put_job(&web);
+        assert_eq!(code, 201, "{reply}");
+        cluster.wait_job_running("dns-ui", 2);
+        cluster
+    })
+    .await
+    .unwrap();
+    // What the API says, first: the pages must show exactly this.
+    let (view, machine_a) = blocking(|| {
+        let view = wait_for(TIMEOUT, "the job's DNS names", || {
+            let view = cluster.job_view("dns-ui");
+            (view.dns_names.len() == 2 && view.instances.iter().all(|i| i.dns_name.is_some()))
+                .then_some(view)
+        });
+        let in_a = view.instances.iter().find(|i| i.zone == "zone-a").unwrap();
+        let machine_a = in_a.machine.clone().unwrap();
+        let machine = cluster
+            .machine_views()
+            .into_iter()
+            .find(|m| m.id == machine_a)
+            .unwrap();
+        assert_eq!(machine.dns_names, ["0.zone-a.dns-ui.cerebro.test"]);
+        (view, machine_a)
+    });
+    assert_eq!(
+        view.dns_names,
+        ["zone-a.dns-ui.cerebro.test", "zone-b.dns-ui.cerebro.test"]
+    );
+    for instance in &view.instances {
+        assert_eq!(
+            instance.dns_name.as_deref(),
+            Some(format!("0.{}.dns-ui.cerebro.test", instance.zone).as_str()),
+            "{instance:?}"
+        );
+    }
+    let base = cluster.base_url.clone();
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+
+    browser.goto(&format!("{base}/jobs/dns-ui")).await.unwrap();
+    let text = page_text(&browser).await;
+    for name in [
+        "zone-a.dns-ui.cerebro.test",
+        "zone-b.dns-ui.cerebro.test",
+        "0.zone-a.dns-ui.cerebro.test",
+        "0.zone-b.dns-ui.cerebro.test",
+    ] {
+        assert!(text.contains(name), "{name} on the job page: {text}");
+    }
+    let column: Value = browser
+        .execute(
+            "return Array.from(document.querySelectorAll('th')).some(th => th.textContent.trim().toLowerCase() === 'dns name')",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(column, json!(true), "the instances' DNS name column");
+
+    browser
+        .goto(&format!("{base}/machines/{machine_a}"))
+        .await
+        .unwrap();
+    let text = page_text(&browser).await;
+    assert!(
+        text.contains("DNS names") && text.contains("0.zone-a.dns-ui.cerebro.test"),
+        "the machine page: {text}"
+    );
+    assert!(
+        !text.contains("0.zone-b.dns-ui.cerebro.test"),
+        "only its own names: {text}"
+    );
+
+    browser.goto(&format!("{base}/overview")).await.unwrap();
+    let text = page_text(&browser).await;
+    assert!(
+        text.contains("0.zone-a.dns-ui.cerebro.test")
+            && text.contains("0.zone-b.dns-ui.cerebro.test"),
+        "the overview's machines: {text}"
+    );
+
+    // The DNS page, reached from the nav: the provider and the records
+    // Cerebro wants (the reconciler computes them for `none` too).
+    browser
+        .find(Locator::LinkText("DNS"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let text = eventually("the DNS page's records", &browser, |b| async move {
+        let text = page_text(&b).await;
+        text.contains("zone-a.dns-ui.cerebro.test").then_some(text)
+    })
+    .await;
+    assert!(text.contains("none"), "the provider's kind: {text}");
+    assert!(
+        text.contains("heritage=cerebro,cerebro/owner=test"),
+        "the ownership records: {text}"
+    );
+    browser.close().await.unwrap();
+    tokio::task::spawn_blocking(move || drop(cluster))
+        .await
+        .unwrap();
+}

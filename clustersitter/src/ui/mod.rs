@@ -14,7 +14,11 @@ use axum::routing::{get, post};
 use axum::Router;
 use cerebro_web::html::{escape, page_with_header};
 
-const NAV: &[(&str, &str)] = &[("/overview", "Overview"), ("/metrics", "Metrics")];
+const NAV: &[(&str, &str)] = &[
+    ("/overview", "Overview"),
+    ("/dns", "DNS"),
+    ("/metrics", "Metrics"),
+];
 /// How often pages refresh their data in place, in milliseconds.
 const REFRESH_MS: u32 = 3000;
 
@@ -34,6 +38,7 @@ pub fn router(state: UiState) -> Router {
         .route("/overview", get(pages::overview))
         .route("/jobs/{name}", get(pages::job_page))
         .route("/machines/{id}", get(pages::machine_page))
+        .route("/dns", get(pages::dns_page))
         .route("/logs/{name}/{index}/{stream}", get(pages::log_page))
         .route("/deploylog/{name}/{index}", get(pages::deploy_log_page))
         .route("/login", get(actions::login_page).post(actions::login))
@@ -58,6 +63,25 @@ pub fn router(state: UiState) -> Router {
         )
         .route("/ui/idle-limit", post(actions::idle_limit_action))
         .with_state(state)
+}
+
+/// What the DNS page and the overview show of DNS: the body of
+/// `GET /api/v1/dns`.
+///
+/// Until the DNS reconciler reports its own status this is what the
+/// config says (kind, zone, TTL, the embedded server's configured
+/// address) with no records, no sync and no error; the reconciler's
+/// status replaces it here, the one place the pages read it from.
+fn dns_status(app: &UiState) -> cerebro_types::dns::DnsStatus {
+    let cluster = app.ops.read();
+    let dns = &cluster.config().dns;
+    cerebro_types::dns::DnsStatus {
+        kind: dns.kind.as_str().to_string(),
+        zone: dns.zone.clone(),
+        ttl: dns.ttl,
+        listen: dns.embedded.as_ref().map(|e| e.listen.to_string()),
+        ..Default::default()
+    }
 }
 
 /// Who is looking: the CSRF token when logged in.

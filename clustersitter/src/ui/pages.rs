@@ -1,5 +1,5 @@
-//! The pages: overview, job, machine and log, each rendered whole on the
-//! server and refreshed in place.
+//! The pages: overview, job, machine, DNS and log, each rendered whole on
+//! the server and refreshed in place.
 
 use super::{render, UiState, Viewer, REFRESH_MS};
 use crate::cluster::Cluster;
@@ -10,6 +10,7 @@ use cerebro_types::cluster::{
     EventSubject, InstanceState, InstanceView, MachineState, RunMode, Severity,
 };
 use cerebro_types::deploy::DeployState;
+use cerebro_types::dns::{DnsStatus, RecordType};
 use cerebro_types::time::{format_rfc3339_ms, now_ms};
 use cerebro_types::url::encode_path_segment;
 use cerebro_web::html::{bar, escape, format_bytes, key_values, state_pill};
@@ -80,18 +81,46 @@ fn uptime(started_at_ms: Option<u64>) -> String {
     }
 }
 
-/// The instance columns shared by the job and machine pages.
-fn instance_rows(viewer: &Viewer, instances: &[InstanceView], with_job: bool) -> String {
+/// Names one per line, escaped; a dash for none.
+fn names_html(names: &[String]) -> String {
+    if names.is_empty() {
+        "—".into()
+    } else {
+        names
+            .iter()
+            .map(|name| escape(name))
+            .collect::<Vec<_>>()
+            .join("<br>")
+    }
+}
+
+/// The instance columns shared by the job and machine pages; with
+/// `with_dns`, each instance's `N.ZONE.basename` too.
+fn instance_rows(
+    viewer: &Viewer,
+    instances: &[InstanceView],
+    with_job: bool,
+    with_dns: bool,
+) -> String {
     let mut out = String::from("<table><tr>");
     if with_job {
         out.push_str("<th>Job</th>");
     }
-    out.push_str("<th>#</th><th>Zone</th><th>Machine</th><th>State</th><th>PID</th><th>Uptime</th><th>Restarts</th><th>Violations</th><th>CPU</th><th>RSS</th><th>Logs</th><th></th></tr>");
+    out.push_str("<th>#</th><th>Zone</th><th>Machine</th>");
+    if with_dns {
+        out.push_str("<th>DNS name</th>");
+    }
+    out.push_str("<th>State</th><th>PID</th><th>Uptime</th><th>Restarts</th><th>Violations</th><th>CPU</th><th>RSS</th><th>Logs</th><th></th></tr>");
     for i in instances {
         out.push_str("<tr>");
         if with_job {
             let _ = write!(out, "<td>{}</td>", job_link(&i.job));
         }
+        let dns = if with_dns {
+            format!("<td>{}</td>", escape(i.dns_name.as_deref().unwrap_or("—")))
+        } else {
+            String::new()
+        };
         let restart = viewer.button(
             &format!(
                 "/ui/jobs/{}/instances/{}/restart",
@@ -103,7 +132,7 @@ fn instance_rows(viewer: &Viewer, instances: &[InstanceView], with_job: bool) ->
         );
         let _ = write!(
             out,
-            "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<td>{}</td><td>{}</td><td>{}</td>{dns}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             i.index,
             escape(&i.zone),
             i.machine.as_deref().map_or("—".into(), machine_link),
@@ -209,6 +238,8 @@ pub(super) async fn overview(State(app): State<UiState>, headers: HeaderMap) -> 
     let Some(viewer) = Viewer::of_page(&app, &headers) else {
         return Redirect::to("/login").into_response();
     };
+    // Read before the cluster's lock is taken: it takes that lock itself.
+    let dns = super::dns_status(&app);
     let body = {
         let cluster = app.ops.read();
         let views = cluster.job_views();
@@ -261,6 +292,7 @@ pub(super) async fn overview(State(app): State<UiState>, headers: HeaderMap) -> 
             }
             body.push_str("</div>");
         }
+        body.push_str(&dns_trouble(&dns));
         body.push_str("<h2>Jobs</h2><table><tr><th>Job</th><th>Zones (desired / running / pending)</th><th>Version</th><th>Linked to</th><th>Last update</th><th></th></tr>");
         for view in &views {
             let name = &view.name;
@@ -306,7 +338,7 @@ pub(super) async fn overview(State(app): State<UiState>, headers: HeaderMap) -> 
         let with_details = machine_views.iter().any(|m| !m.details.is_empty());
         let _ = write!(
             body,
-            "</table><h2>Machines</h2><table><tr><th>Machine</th><th>Zone</th><th>Address</th>{}<th>DNS name</th><th>State</th><th>CPU used</th><th>Memory used</th><th>Load</th><th>Tasks</th></tr>",
+            "</table><h2>Machines</h2><table><tr><th>Machine</th><th>Zone</th><th>Address</th>{}<th>DNS names</th><th>State</th><th>CPU used</th><th>Memory used</th><th>Load</th><th>Tasks</th></tr>",
             if with_details { "<th>Instance</th>" } else { "" }
         );
         for view in machine_views {
@@ -331,10 +363,11 @@ pub(super) async fn overview(State(app): State<UiState>, headers: HeaderMap) -> 
             };
             let _ = write!(
                 body,
-                "<tr><td>{}</td><td>{}</td><td>{}</td>{instance}<td class=\"muted\">—</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td>{instance}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 machine_link(&view.id),
                 escape(&view.zone),
                 escape(view.address.as_deref().unwrap_or("—")),
+                names_html(&view.dns_names),
                 state_pill(view.state.as_str()),
                 bar(cpu_used, view.capacity.cpu, &format!("{cpu_used:.2} of {} cores", view.capacity.cpu)),
                 bar(mem_used_mb, view.capacity.mem_mb, &format!("{mem_used_mb:.0} of {:.0} MB", view.capacity.mem_mb)),
@@ -405,6 +438,7 @@ pub(super) async fn job_page(
                 "DNS basename",
                 escape(view.spec.dns_basename.as_deref().unwrap_or("—")),
             ),
+            ("DNS names", names_html(&view.dns_names)),
             (
                 "Deployment recipe",
                 match (&view.recipe, &view.spec.deployment_recipe) {
@@ -470,6 +504,8 @@ pub(super) async fn job_page(
                 "danger"
             )
         );
+        let with_dns =
+            view.spec.dns_basename.is_some() || view.instances.iter().any(|i| i.dns_name.is_some());
         let task = serde_json::to_string_pretty(&view.spec.task_configuration).unwrap_or_default();
         let options = serde_json::to_string_pretty(&view.spec.recipe_options).unwrap_or_default();
         let deployments =
@@ -482,7 +518,7 @@ pub(super) async fn job_page(
             r#"<div id="live" data-refresh="{REFRESH_MS}"><h1>{}</h1><p>{actions}</p><div class="card">{}</div><h2>Instances</h2>{}{deployments}<h2>Layout</h2>{layout}<h2>Task configuration</h2><pre class="log">{}</pre><h2>Recipe options</h2><pre class="log">{}</pre><h2>Events</h2>{}</div>"#,
             escape(&name),
             key_values(&rows),
-            instance_rows(&viewer, &view.instances, false),
+            instance_rows(&viewer, &view.instances, false, with_dns),
             escape(&task),
             escape(&options),
             events_table(&cluster, Some(&EventSubject::Job(name.clone())), 20)
@@ -509,6 +545,7 @@ pub(super) async fn machine_page(
             ("State", state_pill(view.state.as_str())),
             ("Zone", escape(&view.zone)),
             ("Address", escape(view.address.as_deref().unwrap_or("—"))),
+            ("DNS names", names_html(&view.dns_names)),
             (
                 "Provider",
                 format!(
@@ -580,11 +617,113 @@ pub(super) async fn machine_page(
             r#"<div id="live" data-refresh="{REFRESH_MS}"><h1>Machine {}</h1><div class="card">{}</div><h2>Tasks</h2>{}<h2>Events</h2>{}</div>"#,
             escape(&id),
             key_values(&rows),
-            instance_rows(&viewer, &view.instances, true),
+            instance_rows(
+                &viewer,
+                &view.instances,
+                true,
+                view.instances.iter().any(|i| i.dns_name.is_some())
+            ),
             events_table(&cluster, Some(&EventSubject::Machine(id.clone())), 20)
         )
     };
     render(&viewer, &format!("machine {id}"), body)
+}
+
+/// The DNS reconciler's failure streak and conflicts, in the overview's
+/// failure style, linking to the DNS page; nothing while all is well.
+fn dns_trouble(status: &DnsStatus) -> String {
+    let mut out = String::new();
+    if let Some(error) = &status.error {
+        let _ = write!(
+            out,
+            r#"<div class="notice">DNS ({}) fails: {} ({} failures in a row; next attempt at {}). <a href="/dns">DNS</a></div>"#,
+            escape(&status.kind),
+            escape(&error.message),
+            error.failures,
+            format_rfc3339_ms(error.next_attempt_ms)
+        );
+    }
+    if !status.conflicts.is_empty() {
+        let _ = write!(
+            out,
+            r#"<div class="notice">DNS names held by another owner, left alone: {}. <a href="/dns">DNS</a></div>"#,
+            status
+                .conflicts
+                .iter()
+                .map(|name| escape(name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    out
+}
+
+/// The DNS page's body: the provider, when it last held exactly what is
+/// wanted, its trouble, and every RRset Cerebro wants (ownership TXT
+/// records included), all escaped.
+fn render_dns(status: &DnsStatus) -> String {
+    let rows = [
+        ("Provider", escape(&status.kind)),
+        ("Zone", escape(status.zone.as_deref().unwrap_or("—"))),
+        ("TTL", format!("{} s", status.ttl)),
+        (
+            "Answers on",
+            status.listen.as_deref().map_or("—".into(), |listen| {
+                format!("{} (UDP and TCP)", escape(listen))
+            }),
+        ),
+        (
+            "Last in sync",
+            status
+                .last_sync_ms
+                .map_or("never".into(), format_rfc3339_ms),
+        ),
+    ];
+    let mut out = format!(
+        r#"<h1>DNS</h1>{}<div class="card">{}</div><h2>Records</h2>"#,
+        dns_trouble(status),
+        key_values(&rows)
+    );
+    if status.desired.is_empty() {
+        out.push_str(
+            r#"<p class="muted">No records wanted: no job with a <code>dns_basename</code> has instances.</p>"#,
+        );
+        return out;
+    }
+    out.push_str("<table><tr><th>Name</th><th>Type</th><th>TTL</th><th>Values</th></tr>");
+    for set in &status.desired {
+        let values: Vec<String> = set
+            .values
+            .iter()
+            .map(|value| match set.rtype {
+                RecordType::Txt => escape(&format!("\"{value}\"")),
+                RecordType::A | RecordType::Aaaa => escape(value),
+            })
+            .collect();
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&set.name),
+            set.rtype,
+            set.ttl,
+            values.join("<br>")
+        );
+    }
+    out.push_str("</table>");
+    out
+}
+
+/// `/dns`: what `GET /api/v1/dns` answers, as a page.
+pub(super) async fn dns_page(State(app): State<UiState>, headers: HeaderMap) -> Response {
+    let Some(viewer) = Viewer::of_page(&app, &headers) else {
+        return Redirect::to("/login").into_response();
+    };
+    let status = super::dns_status(&app);
+    let body = format!(
+        r#"<div id="live" data-refresh="{REFRESH_MS}">{}</div>"#,
+        render_dns(&status)
+    );
+    render(&viewer, "DNS", body)
 }
 
 #[derive(Deserialize)]
@@ -783,6 +922,116 @@ mod tests {
             deploy,
             dns_name: None,
         }
+    }
+
+    fn viewer() -> Viewer {
+        Viewer {
+            csrf: None,
+            open: false,
+        }
+    }
+
+    #[test]
+    fn instances_show_their_dns_name_escaped_only_when_asked() {
+        let mut named = instance(None);
+        named.dns_name = Some("0.local-a.<b>web</b>.cerebro.test".into());
+        let unnamed = InstanceView {
+            index: 1,
+            ..instance(None)
+        };
+        let html = instance_rows(&viewer(), &[named.clone(), unnamed], false, true);
+        assert!(html.contains("<th>DNS name</th>"), "{html}");
+        assert!(
+            html.contains("<td>0.local-a.&lt;b&gt;web&lt;/b&gt;.cerebro.test</td>"),
+            "{html}"
+        );
+        assert!(!html.contains("<b>web</b>"), "{html}");
+        // The instance without a name yet gets a dash in its column.
+        assert!(
+            html.contains(r#"<a href="/machines/local-a-1">local-a-1</a></td><td>—</td>"#),
+            "{html}"
+        );
+        let plain = instance_rows(&viewer(), &[named], true, false);
+        assert!(!plain.contains("DNS name"), "{plain}");
+        assert!(!plain.contains("cerebro.test"), "{plain}");
+    }
+
+    #[test]
+    fn names_are_listed_one_per_line_escaped() {
+        assert_eq!(names_html(&[]), "—");
+        assert_eq!(
+            names_html(&[
+                "local-a.web.cerebro.test".into(),
+                "local-b.<i>.cerebro.test".into()
+            ]),
+            "local-a.web.cerebro.test<br>local-b.&lt;i&gt;.cerebro.test"
+        );
+    }
+
+    #[test]
+    fn the_dns_page_shows_the_provider_its_trouble_and_the_records_escaped() {
+        use cerebro_types::dns::{DnsErrorView, RecordSet};
+        let status = DnsStatus {
+            kind: "rfc2136".into(),
+            zone: Some("cerebro.test".into()),
+            ttl: 60,
+            listen: None,
+            desired: vec![
+                RecordSet {
+                    name: "0.local-a.web.cerebro.test".into(),
+                    rtype: RecordType::A,
+                    ttl: 60,
+                    values: ["127.0.0.1".to_string()].into(),
+                },
+                RecordSet {
+                    name: "0.local-a.web.cerebro.test".into(),
+                    rtype: RecordType::Txt,
+                    ttl: 60,
+                    values: ["heritage=cerebro,cerebro/owner=<x>".to_string()].into(),
+                },
+                RecordSet {
+                    name: "local-a.web.cerebro.test".into(),
+                    rtype: RecordType::A,
+                    ttl: 60,
+                    values: ["127.0.0.1".to_string(), "127.0.0.2".to_string()].into(),
+                },
+            ],
+            last_sync_ms: Some(1_000),
+            error: Some(DnsErrorView {
+                message: "update: REFUSED: <key> not authorized".into(),
+                failures: 4,
+                next_attempt_ms: 61_000,
+            }),
+            conflicts: vec!["1.local-b.<web>.cerebro.test".into()],
+        };
+        let html = render_dns(&status);
+        for part in [
+            r#"<div class="notice">DNS (rfc2136) fails: update: REFUSED: &lt;key&gt; not authorized (4 failures in a row; next attempt at 1970-01-01T00:01:01.000Z)."#,
+            r#"<div class="notice">DNS names held by another owner, left alone: 1.local-b.&lt;web&gt;.cerebro.test."#,
+            "cerebro.test",
+            "60 s",
+            "1970-01-01T00:00:01.000Z",
+            "<tr><td>0.local-a.web.cerebro.test</td><td>A</td><td>60</td><td>127.0.0.1</td></tr>",
+            "<td>TXT</td><td>60</td><td>&quot;heritage=cerebro,cerebro/owner=&lt;x&gt;&quot;</td>",
+            "<td>local-a.web.cerebro.test</td><td>A</td><td>60</td><td>127.0.0.1<br>127.0.0.2</td>",
+        ] {
+            assert!(html.contains(part), "{part} in {html}");
+        }
+        assert!(!html.contains("<key>") && !html.contains("<x>"), "{html}");
+
+        // All well: no notice; nothing wanted says so.
+        let quiet = DnsStatus {
+            kind: "embedded".into(),
+            ttl: 60,
+            listen: Some("127.0.0.1:8600".into()),
+            ..DnsStatus::default()
+        };
+        assert_eq!(dns_trouble(&quiet), "");
+        let html = render_dns(&quiet);
+        assert!(!html.contains("notice"), "{html}");
+        assert!(html.contains("127.0.0.1:8600 (UDP and TCP)"), "{html}");
+        assert!(html.contains("No records wanted"), "{html}");
+        assert!(html.contains("never"), "{html}");
     }
 
     #[test]

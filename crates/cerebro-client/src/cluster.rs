@@ -8,6 +8,7 @@ use cerebro_types::cluster::{
     PlanReply, RegisterReply, RegisterRequest, UpdateRequest,
 };
 use cerebro_types::deploy::InstanceDeployLog;
+use cerebro_types::dns::DnsStatus;
 use cerebro_types::job::JobSpec;
 use cerebro_types::task_api::LogQuery;
 use cerebro_types::{LogChunk, LogStream};
@@ -233,6 +234,17 @@ impl ClusterClient {
             .await
     }
 
+    /// `GET /api/v1/dns`: the DNS provider (kind, zone, TTL, the embedded
+    /// server's address), every RRset Cerebro wants (ownership TXT records
+    /// included), when the provider last held exactly those, and the
+    /// current failure streak and conflicting names, if any.
+    pub async fn dns(&self) -> Result<DnsStatus, ClientError> {
+        self.api
+            .http
+            .get_json(&self.api.url("/api/v1/dns"), self.api.token())
+            .await
+    }
+
     /// `PUT /api/v1/idle-limit`: idle machines kept per zone; answers the
     /// status afterwards.
     pub async fn set_idle_limit(
@@ -267,5 +279,54 @@ mod tests {
             "http://127.0.0.1:30000/api/v1/jobs/transient%20job/start"
         );
         assert_eq!(client.base(), "http://127.0.0.1:30000");
+    }
+
+    /// Answers one request with `body` and hands back the request's head.
+    async fn answer_once(body: String) -> (String, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let served = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buffer = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let read = stream.read(&mut buffer).await.unwrap();
+                assert!(read > 0, "the request ended before its head did");
+                head.extend_from_slice(&buffer[..read]);
+            }
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        (address, served)
+    }
+
+    #[tokio::test]
+    async fn dns_reads_the_status_with_the_token() {
+        let status = DnsStatus {
+            kind: "embedded".into(),
+            zone: Some("cerebro.test".into()),
+            ttl: 60,
+            listen: Some("127.0.0.1:8600".into()),
+            conflicts: vec!["1.local-a.web.cerebro.test".into()],
+            ..DnsStatus::default()
+        };
+        let (address, served) = answer_once(serde_json::to_string(&status).unwrap()).await;
+        let client = ClusterClient::new(
+            HttpClient::new(Duration::from_secs(5), 1),
+            &address,
+            Some("secret-token".into()),
+        );
+        assert_eq!(client.dns().await.unwrap(), status);
+        let head = served.await.unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("get /api/v1/dns http/1.1\r\n"), "{head}");
+        assert!(
+            head.contains("authorization: bearer secret-token\r\n"),
+            "{head}"
+        );
     }
 }
