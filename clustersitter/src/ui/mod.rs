@@ -66,22 +66,9 @@ pub fn router(state: UiState) -> Router {
 }
 
 /// What the DNS page and the overview show of DNS: the body of
-/// `GET /api/v1/dns`.
-///
-/// Until the DNS reconciler reports its own status this is what the
-/// config says (kind, zone, TTL, the embedded server's configured
-/// address) with no records, no sync and no error; the reconciler's
-/// status replaces it here, the one place the pages read it from.
+/// `GET /api/v1/dns`, as the DNS reconciler last reported it.
 fn dns_status(app: &UiState) -> cerebro_types::dns::DnsStatus {
-    let cluster = app.ops.read();
-    let dns = &cluster.config().dns;
-    cerebro_types::dns::DnsStatus {
-        kind: dns.kind.as_str().to_string(),
-        zone: dns.zone.clone(),
-        ttl: dns.ttl,
-        listen: dns.embedded.as_ref().map(|e| e.listen.to_string()),
-        ..Default::default()
-    }
+    app.ops.dns_status()
 }
 
 /// Who is looking: the CSRF token when logged in.
