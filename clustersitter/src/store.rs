@@ -366,7 +366,7 @@ pub struct ClusterState {
     #[serde(default)]
     pub removed_jobs: VecDeque<String>,
     /// DNS machine numbers: per `ZONE.basename`, machine id → N in
-    /// `N.ZONE.basename` (see [`crate::dns::reconcile::names::update_numbers`]).
+    /// `N.ZONE.basename` (see [`crate::dns::names::update_numbers`]).
     /// Absent from files written before DNS names, which load with none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub dns_numbers: BTreeMap<String, BTreeMap<String, u32>>,

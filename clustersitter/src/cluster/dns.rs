@@ -4,7 +4,7 @@
 //! takes these under the lock and talks to the provider without it.
 
 use super::*;
-use crate::dns::reconcile::names::{self, Desired, Host};
+use crate::dns::names::{self, Desired, Host};
 use cerebro_types::deploy::DeployState;
 use cerebro_types::dns::{is_in_zone, normalize_name, zone_name};
 use std::collections::BTreeSet;

@@ -6,6 +6,7 @@
 
 pub mod dynect;
 pub mod embedded;
+pub mod names;
 pub mod reconcile;
 pub mod rfc2136;
 

@@ -8,9 +8,7 @@
 //! has. Provider failures are events and retries; they never block
 //! placement or healing, which run in their own task.
 
-#[path = "names.rs"]
-pub mod names;
-
+use super::names::{self, Desired};
 use super::{Change, DnsError, DnsProvider, RecordSet, RecordType};
 use crate::cluster::{lock, SharedCluster};
 use crate::config::dns::{embedded_records_file, DnsKind};
@@ -18,7 +16,6 @@ use crate::config::ClusterConfig;
 use cerebro_types::cluster::ClusterEventKind;
 use cerebro_types::dns::{is_in_zone, DnsErrorView, DnsStatus};
 use cerebro_types::time::now_ms;
-use names::Desired;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
