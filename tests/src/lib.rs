@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 pub mod artifacts;
 pub mod bind;
 pub mod dns;
+pub mod dns_scenario;
 pub mod dynect;
 pub mod moto;
 
