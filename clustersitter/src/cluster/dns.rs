@@ -16,6 +16,13 @@ pub struct DnsSnapshot {
     /// Every basename to list: wanted ones and those persisted as
     /// possibly holding records, each with its (last) job.
     pub basenames: BTreeMap<String, String>,
+    /// Whether every ready machine hosting a named job has answered a
+    /// poll since this clustersitter started. Until then whether its
+    /// instances run is unknown (reports are not persisted), and a pass
+    /// would take every `ZONE.basename` away for a moment after each
+    /// restart; the reconciler waits. A machine that never answers turns
+    /// unreachable after the failure threshold, which settles it too.
+    pub settled: bool,
 }
 
 /// A job without names, and why.
@@ -237,6 +244,7 @@ impl Cluster {
                     continue;
                 };
                 hosts.push(Host {
+                    machine: machine_id.clone(),
                     job: job.clone(),
                     basename: basename.clone(),
                     zone_name,
@@ -275,9 +283,18 @@ impl Cluster {
                 tracing::error!(%error, "cannot persist the DNS numbers");
             }
         }
+        let settled = hosts.iter().all(|host| {
+            self.state
+                .machines
+                .get(&host.machine)
+                .is_none_or(|machine| {
+                    machine.state() != MachineState::Ready || self.reports.contains_key(&machine.id)
+                })
+        });
         DnsSnapshot {
             desired,
             basenames: self.state.dns_basenames.clone(),
+            settled,
         }
     }
 

@@ -39,6 +39,8 @@ pub fn update_numbers(numbers: &mut Numbers, hosting: &BTreeMap<String, Vec<Stri
 /// records need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Host {
+    /// The machine's id.
+    pub machine: String,
     pub job: String,
     /// The job's basename, normalized.
     pub basename: String,
@@ -228,6 +230,7 @@ mod tests {
 
     fn host(machine_n: u32, zone: &str, ip: &str, serving: bool) -> Host {
         Host {
+            machine: format!("{zone}-{machine_n}"),
             job: "ticker".into(),
             basename: "ticker.cerebro.test".into(),
             zone_name: format!("{zone}.ticker.cerebro.test"),

@@ -238,6 +238,9 @@ impl DnsReconciler {
         let Some(provider) = self.provider.clone() else {
             return false;
         };
+        if !snapshot.settled {
+            return false;
+        }
         let due = if self.failures > 0 {
             self.next_attempt.is_none_or(|at| now >= at)
         } else {

@@ -85,6 +85,13 @@ impl DnsProvider for MemoryDns {
 /// `master` named under `master.cerebro.test`, in the DNS zone
 /// `cerebro.test`.
 fn cluster(dir: &std::path::Path) -> SharedCluster {
+    let cluster = restarted_cluster(dir);
+    machines_answer(&cluster);
+    cluster
+}
+
+/// [`cluster`] as just restarted: its machines have not answered a poll.
+fn restarted_cluster(dir: &std::path::Path) -> SharedCluster {
     let fixture = cerebro_tests::fixture_dir("v1/clustersitter");
     let mut config = Cli::try_parse_from(["clustersitter", "--state-dir", dir.to_str().unwrap()])
         .unwrap()
@@ -101,6 +108,49 @@ fn cluster(dir: &std::path::Path) -> SharedCluster {
     spec.dns_basename = Some("master.cerebro.test".into());
     cluster.upsert_job(spec, None);
     Arc::new(Mutex::new(cluster))
+}
+
+/// Every ready machine answers a poll (running nothing).
+fn machines_answer(cluster: &SharedCluster) {
+    let mut cluster = lock(cluster);
+    let answers = cluster
+        .machine_views()
+        .into_iter()
+        .filter(|m| m.state == cerebro_types::cluster::MachineState::Ready)
+        .filter_map(|m| {
+            Some(crate::cluster::PollAnswer {
+                machine: m.id,
+                address: m.address?,
+                tasks: Ok(Vec::new()),
+                status: None,
+            })
+        })
+        .collect();
+    cluster.record_polls(
+        answers,
+        cerebro_types::time::now_ms(),
+        Duration::from_secs(60),
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_cluster_waits_for_its_machines_before_a_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = restarted_cluster(dir.path());
+    let dns = Arc::new(MemoryDns::default());
+    let mut reconciler = reconciler(&cluster, Some(dns.clone()));
+    let t0 = Instant::now();
+    // Whether the instances run is unknown until the machines answer: a
+    // pass now would take every zone name away.
+    assert!(!reconciler.tick(t0).await);
+    assert!(dns.applies.lock().unwrap().is_empty());
+    machines_answer(&cluster);
+    assert!(reconciler.tick(t0).await);
+    assert!(
+        dns.names().contains(&(A0.to_string(), RecordType::A)),
+        "{:?}",
+        dns.names()
+    );
 }
 
 fn reconciler(cluster: &SharedCluster, provider: Option<Arc<MemoryDns>>) -> DnsReconciler {
