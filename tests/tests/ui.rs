@@ -517,10 +517,8 @@ async fn a_failed_deploy_shows_its_step_and_output_in_a_real_browser() {
 async fn a_jobs_dns_names_show_on_its_job_machine_and_dns_pages() {
     let cluster = tokio::task::spawn_blocking(move || {
         let cluster = Cluster::start(ClusterOptions {
-            // `none`: the names are computed and shown, nothing is sent,
-            // and no DNS server takes a port other tests' clusters want.
-            // Inline, because the harness writes top-level keys after it.
-            toml_extra: "dns = { kind = \"none\" }".into(),
+            // `none`: the names are computed and shown, nothing is sent.
+            dns: Some("[dns]\nkind = \"none\"\n".into()),
             ..Default::default()
         });
         let mut web = job(
