@@ -305,30 +305,9 @@ pub async fn serve_with_providers(
         .clone()
         .unwrap_or_else(|| format!("http://{reachable}"));
 
-    let mut cluster = recovery::restore(config.clone(), provider.kind());
-    recovery::recover_machines(&mut cluster, provider.as_ref()).await;
-    // Jobs saved before recipes ran have no snapshot of theirs yet.
-    cluster.resolve_missing_recipes();
-    // Stored jobs are never refused: one whose names cannot be written is
-    // told once, and runs without them.
-    cluster.note_nameless_jobs();
-    for job in jobs_at_start {
-        let name = job.name().to_string();
-        match cluster.check_job(&job) {
-            Ok(recipe) => cluster.upsert_job(job, recipe),
-            Err(errors) => {
-                let at = errors
-                    .errors
-                    .iter()
-                    .find_map(|e| locate_job_field(&config.jobs, &name, &e.field));
-                return Err(match at {
-                    Some(at) => ClusterError::JobAt { at, name, errors },
-                    None => ClusterError::Job { name, errors },
-                });
-            }
-        };
-    }
-    cluster.persist().map_err(state_error)?;
+    // Before anything is restored or written: a configured DNS server
+    // that cannot start refuses the start with nothing changed, and an
+    // embedded one answers from its saved records as early as it can.
     let dns::reconcile::BuiltProvider {
         provider: dns_provider,
         fallback,
@@ -339,6 +318,36 @@ pub async fn serve_with_providers(
         },
         None => dns::reconcile::build_provider(&config, None).await?,
     };
+    let mut cluster = recovery::restore(config.clone(), provider.kind());
+    // The `--job` files are checked together, as one batch, before any is
+    // applied: a refused start leaves no job, event or state behind.
+    for job in &jobs_at_start {
+        if let Err(errors) = cluster.check_job_among(job, &jobs_at_start) {
+            let name = job.name().to_string();
+            let at = errors
+                .errors
+                .iter()
+                .find_map(|e| locate_job_field(&config.jobs, &name, &e.field));
+            return Err(match at {
+                Some(at) => ClusterError::JobAt { at, name, errors },
+                None => ClusterError::Job { name, errors },
+            });
+        }
+    }
+    recovery::recover_machines(&mut cluster, provider.as_ref()).await;
+    // Jobs saved before recipes ran have no snapshot of theirs yet.
+    cluster.resolve_missing_recipes();
+    // Stored jobs are never refused: one whose names cannot be written is
+    // told once, and runs without them.
+    cluster.note_nameless_jobs();
+    for job in jobs_at_start {
+        let name = job.name().to_string();
+        match cluster.check_job(&job) {
+            Ok(recipe) => cluster.upsert_job(job, recipe),
+            Err(errors) => return Err(ClusterError::Job { name, errors }),
+        };
+    }
+    cluster.persist().map_err(state_error)?;
     if let Some(reason) = fallback {
         cluster.event(
             cerebro_types::cluster::ClusterEventKind::DnsFailed,
@@ -569,7 +578,11 @@ pub fn main_entry_with(factory: &'static dyn ProviderFactory) -> std::process::E
             let listener = listener.expect("the clustersitter always listens");
             match serve_with_factory(config, listener, shutdown, factory).await {
                 Ok(()) => Ok(0),
-                Err(error @ (ClusterError::JobFiles(_) | ClusterError::Job { .. })) => {
+                Err(
+                    error @ (ClusterError::JobFiles(_)
+                    | ClusterError::Job { .. }
+                    | ClusterError::JobAt { .. }),
+                ) => {
                     eprintln!("clustersitter: error: {error}");
                     Ok(USAGE_ERROR)
                 }

@@ -507,3 +507,50 @@ fn dynect() {
     );
     dns_scenario::assert_no_problems(&problems);
 }
+
+/// Job files whose basenames would share names refuse the start at a
+/// `dns_basename` (FILE:LINE:COLUMN), and leave nothing behind: no
+/// state, no job, no event.
+#[test]
+fn job_files_sharing_a_basename_refuse_the_start_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, basename: &str| {
+        let path = dir.path().join(format!("{name}.conf"));
+        std::fs::write(
+            &path,
+            format!(
+                "{{\n    \"task_configuration\": {{\"name\": \"{name}\", \"command\": \"sleep 600\"}},\n    \"dns_basename\": \"{basename}\",\n    \"deployment_layout\": {{\"zone-a\": {{\"cpu\": 1, \"mem\": 16}}}},\n}}\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let first = write("first", "web.cerebro.test");
+    let second = write("second", "a.web.cerebro.test");
+    let cluster = Cluster::new(cerebro_tests::ClusterOptions {
+        toml_extra: format!(
+            "jobs = [\"{}\", \"{}\"]\n",
+            first.display(),
+            second.display()
+        ),
+        dns: Some(dns_section("none", "")),
+        ..Default::default()
+    });
+    let (code, stderr) = cluster.boot_refused();
+    assert_eq!(code, Some(2), "exit 2: {stderr}");
+    assert!(
+        stderr.contains(&format!("{}:3:21:", first.display()))
+            && stderr.contains("would share names with job 'second'"),
+        "{stderr}"
+    );
+    let state = cluster.path().join("state");
+    assert!(
+        !state.join("cluster.json").exists(),
+        "the refused start wrote the state"
+    );
+    let events = std::fs::read_to_string(state.join("events.jsonl")).unwrap_or_default();
+    assert!(
+        events.is_empty(),
+        "the refused start recorded events: {events}"
+    );
+}

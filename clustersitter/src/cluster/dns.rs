@@ -108,6 +108,23 @@ impl Cluster {
                     .iter()
                     .filter_map(|job| Some((job.name(), job.dns_basename.as_deref()?))),
             );
+        // The longest name it makes: the highest machine number a zone
+        // can reach, in each zone of the job. A basename of at most 200
+        // characters and zones of at most 48 fit unless max_machines runs
+        // to millions; this keeps such a name out all the same.
+        let highest = u32::try_from(self.config.provider.max_machines).unwrap_or(u32::MAX);
+        for zone in spec.deployment_layout.keys() {
+            let longest = cerebro_types::dns::machine_name(highest, zone, basename);
+            if let Err(message) = cerebro_types::dns::check_host_name(&longest) {
+                errors.push(
+                    "dns_basename",
+                    format!(
+                        "'{basename}' makes names DNS cannot carry in zone '{zone}': {message}"
+                    ),
+                );
+                return;
+            }
+        }
         if let Some(problem) = self.basename_problem(spec.name(), basename, others) {
             let message = match problem {
                 NamelessReason::OutsideZone { basename, zone } => format!(
@@ -243,6 +260,14 @@ impl Cluster {
                 else {
                     continue;
                 };
+                // A name DNS cannot carry (a job stored before a longer
+                // zone or a higher max_machines) would fail every pass:
+                // that machine goes without a name instead.
+                let name = format!("{number}.{zone_name}");
+                if let Err(error) = cerebro_types::dns::check_host_name(&name) {
+                    tracing::warn!(%error, "no DNS name for machine {machine_id} of job {job}");
+                    continue;
+                }
                 hosts.push(Host {
                     machine: machine_id.clone(),
                     job: job.clone(),

@@ -247,7 +247,7 @@ pub fn resolve(section: &DnsSection, context: &ResolveContext) -> (DnsConfig, Ve
         .unwrap_or(context.at.clone());
     config.kind = kind;
     if let Some(zone) = &section.zone {
-        match check_dns_name(zone.get_ref()) {
+        match cerebro_types::dns::check_host_name(zone.get_ref()) {
             Ok(()) => config.zone = Some(cerebro_types::dns::normalize_name(zone.get_ref())),
             Err(message) => problems.push((zone.span(), format!("dns.zone: {message}"))),
         }
@@ -382,30 +382,6 @@ pub fn resolve(section: &DnsSection, context: &ResolveContext) -> (DnsConfig, Ve
 
 fn span<T>(value: &Option<Spanned<T>>) -> Option<Range<usize>> {
     value.as_ref().map(Spanned::span)
-}
-
-/// Whether `name` can be a DNS zone: labels of letters, digits, `-` and
-/// `_`, each 1 to 63 characters, 253 in all (RFC 1035 §2.3.4).
-pub fn check_dns_name(name: &str) -> Result<(), String> {
-    let trimmed = name.trim_end_matches('.');
-    let ok = !trimmed.is_empty()
-        && trimmed.len() <= 253
-        && trimmed.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "'{name}' is not a DNS name (labels of letters, digits and '-')"
-        ))
-    }
 }
 
 fn rfc2136(

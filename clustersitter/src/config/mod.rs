@@ -362,6 +362,7 @@ impl Cli {
             &mut errors,
             &mut located,
         );
+        check_zone_labels(&provider.zones, &mut errors);
         for zone in file.idle_limit_per_zone.keys() {
             if !provider.zones.iter().any(|z| z == zone.get_ref()) {
                 located.push((
@@ -496,6 +497,38 @@ impl Cli {
             return Err(ConfigError::Located(problems));
         }
         errors.into_result(config).map_err(ConfigError::Invalid)
+    }
+}
+
+/// The longest zone name: machine ids are `ZONE-N`, one DNS label and
+/// one directory name, which must stay within 63 characters.
+const MAX_ZONE_NAME: usize = 48;
+
+/// Every served zone must make a DNS label of its own
+/// ([`cerebro_types::dns::zone_label`]: `_` and `.` become `-`), since
+/// zones name machines (`N.ZONE.basename`), and leave room in machine ids.
+fn check_zone_labels(zones: &[String], errors: &mut ValidationErrors) {
+    let mut labels: BTreeMap<String, &str> = BTreeMap::new();
+    for zone in zones {
+        if zone.chars().count() > MAX_ZONE_NAME {
+            errors.push(
+                "provider.zones",
+                format!("zone '{zone}' is longer than {MAX_ZONE_NAME} characters: machine ids (ZONE-N) must stay one DNS label"),
+            );
+            continue;
+        }
+        let label = cerebro_types::dns::zone_label(zone);
+        if let Err(message) = cerebro_types::dns::check_host_name(&label) {
+            errors.push(
+                "provider.zones",
+                format!("zone '{zone}' is '{label}' in DNS names, which cannot be: {message}"),
+            );
+        } else if let Some(other) = labels.insert(label.clone(), zone) {
+            errors.push(
+                "provider.zones",
+                format!("zones '{other}' and '{zone}' are both '{label}' in DNS names; rename one"),
+            );
+        }
     }
 }
 
@@ -672,6 +705,24 @@ mod tests {
             .unwrap()
             .into_config()
             .unwrap()
+    }
+
+    #[test]
+    fn zones_that_would_share_or_break_dns_names_are_refused() {
+        let mut errors = ValidationErrors::default();
+        let zones: Vec<String> = ["a_b", "a-b", "_x", "ok", &"z".repeat(49)]
+            .iter()
+            .map(|z| z.to_string())
+            .collect();
+        check_zone_labels(&zones, &mut errors);
+        let text = errors.to_string();
+        assert!(
+            text.contains("zones 'a_b' and 'a-b' are both 'a-b' in DNS names"),
+            "{text}"
+        );
+        assert!(text.contains("zone '_x' is '-x' in DNS names"), "{text}");
+        assert!(text.contains("longer than 48 characters"), "{text}");
+        assert!(!text.contains("'ok'"), "{text}");
     }
 
     #[test]
@@ -1121,7 +1172,7 @@ mod tests {
             "{error}"
         );
         assert!(
-            error.contains(":6:8: dns.zone: 'no zone' is not a DNS name"),
+            error.contains(":6:8: dns.zone: 'no zone' has the label 'no zone'"),
             "{error}"
         );
         let error = dns_error("[dns]\nkind = \"none\"\nbogus = 1\n");

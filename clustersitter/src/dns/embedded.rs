@@ -428,7 +428,13 @@ impl Shared {
             answer.metadata.response_code = ResponseCode::FormErr;
             return answer;
         };
-        if !matches!(query.query_class(), DNSClass::IN | DNSClass::ANY) {
+        // Zone transfers are not served: the names are Cerebro's to list
+        // (GET /api/v1/dns), not a secondary's to copy.
+        let transfer = matches!(
+            query.query_type(),
+            hickory_proto::rr::RecordType::AXFR | hickory_proto::rr::RecordType::IXFR
+        );
+        if transfer || !matches!(query.query_class(), DNSClass::IN | DNSClass::ANY) {
             answer.metadata.response_code = ResponseCode::Refused;
             return answer;
         }
@@ -586,6 +592,9 @@ mod tests {
         let refused = ask(&server, "example.com.", T::A);
         assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
         assert!(!refused.metadata.authoritative);
+
+        let transfer = ask(&server, "cerebro.test.", T::AXFR);
+        assert_eq!(transfer.metadata.response_code, ResponseCode::Refused);
     }
 
     #[test]

@@ -116,6 +116,10 @@ pub fn desired_records(cluster: &str, ttl: u32, hosts: &[Host]) -> Desired {
     desired
 }
 
+/// How every cluster's ownership text starts
+/// ([`cerebro_types::dns::ownership_text`]).
+const OWNERSHIP_PREFIX: &str = "heritage=cerebro,";
+
 /// What [`diff`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Diff {
@@ -154,9 +158,16 @@ pub fn diff(listed: &[RecordSet], desired: &Desired, cluster: &str) -> Diff {
     for name in names {
         let has = held.get(name).unwrap_or(&empty);
         let wants = wanted.get(name).unwrap_or(&empty);
-        let owned = has
-            .get(&RecordType::Txt)
-            .is_some_and(|txt| txt.values.contains(&owner));
+        // Another cluster's ownership beside this one's (two clusters
+        // racing for a name) makes the name shared, not this one's: it
+        // is left alone, as any foreign name.
+        let owned = has.get(&RecordType::Txt).is_some_and(|txt| {
+            txt.values.contains(&owner)
+                && !txt
+                    .values
+                    .iter()
+                    .any(|text| text != &owner && text.starts_with(OWNERSHIP_PREFIX))
+        });
         if !has.is_empty() && !owned {
             if !wants.is_empty() {
                 conflicts.insert(name.to_string());
@@ -415,6 +426,30 @@ mod tests {
             diff.conflicts,
             ["0.local-a.ticker.cerebro.test".to_string()].into()
         );
+    }
+
+    #[test]
+    fn a_name_another_cluster_also_claims_is_left_alone() {
+        let desired = desired_records("c1", 60, &[host(0, "local-a", "127.0.0.1", false)]);
+        let shared = vec![
+            set(
+                "0.local-a.ticker.cerebro.test",
+                RecordType::A,
+                60,
+                &["10.0.0.1"],
+            ),
+            set(
+                "0.local-a.ticker.cerebro.test",
+                RecordType::Txt,
+                60,
+                &[OWN, "heritage=cerebro,cerebro/owner=c2"],
+            ),
+        ];
+        let wanted = diff(&shared, &desired, "c1");
+        assert!(wanted.changes.is_empty(), "{:?}", wanted.changes);
+        assert_eq!(wanted.conflicts.len(), 1);
+        let unwanted = diff(&shared, &Desired::default(), "c1");
+        assert!(unwanted.changes.is_empty(), "{:?}", unwanted.changes);
     }
 
     #[test]

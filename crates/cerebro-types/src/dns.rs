@@ -81,6 +81,46 @@ pub fn zone_label(zone: &str) -> String {
         .collect()
 }
 
+/// Checks that `name` (normalized) is a host name DNS can carry: at
+/// most 253 characters, labels of 1 to 63 letters, digits and '-', none
+/// starting or ending with '-' (RFC 1035 §2.3.1 and §2.3.4, RFC 1123
+/// §2.1).
+///
+/// # Errors
+/// Why not, in words for people.
+pub fn check_host_name(name: &str) -> Result<(), String> {
+    let name = normalize_name(name);
+    if name.is_empty() {
+        return Err("a DNS name must not be empty".into());
+    }
+    if name.len() > 253 {
+        return Err(format!(
+            "'{name}' is {} characters long; DNS allows 253",
+            name.len()
+        ));
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err(format!("'{name}' has an empty label"));
+        }
+        if label.len() > 63 {
+            return Err(format!(
+                "'{name}' has a label of {} characters ('{label}'); DNS allows 63",
+                label.len()
+            ));
+        }
+        if label.starts_with('-')
+            || label.ends_with('-')
+            || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(format!(
+                "'{name}' has the label '{label}': host names have letters, digits and '-', not at either end"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A basename as names are built from it: lowercase, no trailing dot.
 pub fn normalize_name(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
@@ -154,6 +194,23 @@ mod tests {
         assert!(is_in_zone("a.cerebro.test", "cerebro.test."));
         assert!(is_in_zone("cerebro.test", "cerebro.test"));
         assert!(!is_in_zone("xcerebro.test", "cerebro.test"));
+    }
+
+    #[test]
+    fn host_names_are_checked_for_length_and_letters() {
+        assert!(check_host_name("0.local-a.ticker.cerebro.test.").is_ok());
+        assert!(check_host_name("0.-x.a")
+            .unwrap_err()
+            .contains("the label '-x'"));
+        assert!(check_host_name(&"a".repeat(64))
+            .unwrap_err()
+            .contains("label of 64 characters"));
+        let long = vec!["a".repeat(60); 5].join(".");
+        assert!(check_host_name(&long)
+            .unwrap_err()
+            .contains("304 characters long; DNS allows 253"));
+        assert!(check_host_name("a..b").is_err());
+        assert!(check_host_name("a_b.c").is_err());
     }
 
     #[test]

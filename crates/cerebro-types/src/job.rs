@@ -283,23 +283,15 @@ fn validate_identifier(what: &str, value: &str) -> Result<(), String> {
 }
 
 fn validate_dns_name(name: &str) -> Result<(), String> {
-    let trimmed = name.trim_end_matches('.');
-    let labels_ok = !trimmed.is_empty()
-        && trimmed.len() <= 200
-        && trimmed.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        });
-    if labels_ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "'{name}' is not a DNS name (labels of letters, digits and '-')"
-        ))
+    crate::dns::check_host_name(name)?;
+    // Names are built below it (`N.ZONE.basename`): leave them room.
+    let length = crate::dns::normalize_name(name).len();
+    if length > 200 {
+        return Err(format!(
+            "'{name}' is {length} characters long; at most 200, so that the names Cerebro builds under it (N.ZONE.basename) fit DNS's 253"
+        ));
     }
+    Ok(())
 }
 
 /// What a walk along links learns about one job, from the caller.
