@@ -205,3 +205,28 @@ async fn one_tcp_connection_carries_several_queries_and_garbage_does_not_stop_it
         .unwrap();
     assert_eq!(answer.values, values(&["10.0.0.1"]));
 }
+
+/// Clients holding many idle TCP connections (more than the server keeps)
+/// never lock a new one out: the oldest are closed to make room.
+#[tokio::test]
+async fn idle_tcp_connections_do_not_lock_out_a_new_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = start(Some("cerebro.test"), dir.path().join("records.json")).await;
+    dns.apply(&[Change::Upsert(set(
+        "a.cerebro.test",
+        RecordType::A,
+        &["10.0.0.1"],
+    ))])
+    .await
+    .unwrap();
+    let server = dns.listen_address();
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(tokio::net::TcpStream::connect(server).await.unwrap());
+    }
+    let answer = query_tcp(server, "a.cerebro.test", RecordType::A)
+        .await
+        .expect("a TCP query is answered beside 200 idle connections");
+    assert_eq!(answer.values, values(&["10.0.0.1"]));
+    drop(idle);
+}

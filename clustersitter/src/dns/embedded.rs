@@ -318,8 +318,14 @@ async fn serve_udp(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
 async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
     // Dropped (and so aborted) with this task.
     let mut connections = JoinSet::new();
+    // Oldest first: at the limit, a new connection closes the oldest
+    // (RFC 7766 §6.2.3 lets a server close connections under pressure),
+    // so clients holding connections open never lock the others out.
+    let mut order: std::collections::VecDeque<tokio::task::AbortHandle> =
+        std::collections::VecDeque::new();
     loop {
         while connections.try_join_next().is_some() {}
+        order.retain(|handle| !handle.is_finished());
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -327,11 +333,13 @@ async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        if connections.len() >= TCP_CONNECTIONS {
-            // The oldest finish or time out soon; this one waits its turn.
-            let _ = connections.join_next().await;
+        order.retain(|handle| !handle.is_finished());
+        while order.len() >= TCP_CONNECTIONS {
+            if let Some(oldest) = order.pop_front() {
+                oldest.abort();
+            }
         }
-        connections.spawn(serve_connection(stream, shared.clone()));
+        order.push_back(connections.spawn(serve_connection(stream, shared.clone())));
     }
 }
 
