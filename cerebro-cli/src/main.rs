@@ -147,6 +147,29 @@ impl Api {
     }
 }
 
+/// A job the cluster refused (400) for its fields, each field error at
+/// its place in the job's file: `FILE:LINE:COLUMN: job 'NAME': FIELD:
+/// MESSAGE`, one per line, as a config error at start reads. `None` for
+/// any other error, or when no field could be found in the files.
+fn refused_fields(error: &ClientError, files: &[PathBuf], job: &str) -> Option<String> {
+    let ClientError::Status {
+        status: 400, body, ..
+    } = error
+    else {
+        return None;
+    };
+    let body: cerebro_types::ErrorBody = serde_json::from_str(body).ok()?;
+    let lines: Vec<String> = body
+        .errors
+        .iter()
+        .map(|e| {
+            let at = cerebro_types::job_file::locate_job_field(files, job, &e.field)?;
+            Some(format!("{at}: job '{job}': {}: {}", e.field, e.message))
+        })
+        .collect::<Option<_>>()?;
+    (!lines.is_empty()).then(|| lines.join("\n"))
+}
+
 /// Where the CLI remembers the cluster URL.
 fn config_file() -> Option<PathBuf> {
     let dir = std::env::var_os("XDG_CONFIG_HOME")
@@ -310,7 +333,13 @@ fn run(cli: Cli) -> Result<()> {
             let mut rows = Vec::new();
             let mut replies = Vec::new();
             for job in &jobs {
-                let reply = api.call(|c| c.put_job(job))?;
+                let reply = api
+                    .runtime
+                    .block_on(api.client.put_job(job))
+                    .map_err(|error| match refused_fields(&error, &files, job.name()) {
+                        Some(located) => anyhow!("{located}"),
+                        None => api.explain(error),
+                    })?;
                 let rollout = reply.job.as_ref().and_then(|j| j.rollout.as_ref());
                 rows.push(vec![
                     job.name().to_string(),

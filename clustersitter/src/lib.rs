@@ -324,10 +324,9 @@ pub async fn serve_with_providers(
     for job in &jobs_at_start {
         if let Err(errors) = cluster.check_job_among(job, &jobs_at_start) {
             let name = job.name().to_string();
-            let at = errors
-                .errors
-                .iter()
-                .find_map(|e| locate_job_field(&config.jobs, &name, &e.field));
+            let at = errors.errors.iter().find_map(|e| {
+                cerebro_types::job_file::locate_job_field(&config.jobs, &name, &e.field)
+            });
             return Err(match at {
                 Some(at) => ClusterError::JobAt { at, name, errors },
                 None => ClusterError::Job { name, errors },
@@ -425,54 +424,6 @@ pub async fn serve_with_providers(
     }
     let _ = server.await;
     Ok(())
-}
-
-/// `FILE:LINE:COLUMN` of `field` (as `JobSpec::validate` names it) in the
-/// job named `job`, in the first of the job files `paths` that has it;
-/// `None` when no file does (or it cannot be read again).
-pub fn locate_job_field(paths: &[std::path::PathBuf], job: &str, field: &str) -> Option<String> {
-    use cerebro_types::lenient;
-    for path in paths {
-        let Ok(text) = std::fs::read_to_string(path) else {
-            continue;
-        };
-        let Ok(document) = lenient::parse(&text) else {
-            continue;
-        };
-        let single = document.values.len() == 1;
-        let mut candidates: Vec<(String, &serde_json::Value)> = Vec::new();
-        for (index, value) in document.values.iter().enumerate() {
-            let at = if single {
-                String::new()
-            } else {
-                lenient::child_index_path("", index)
-            };
-            match value {
-                serde_json::Value::Array(items) => candidates.extend(
-                    items
-                        .iter()
-                        .enumerate()
-                        .map(|(i, item)| (lenient::child_index_path(&at, i), item)),
-                ),
-                other => candidates.push((at, other)),
-            }
-        }
-        for (at, value) in candidates {
-            let name = value
-                .get("task_configuration")
-                .and_then(|t| t.get("name"))
-                .and_then(|n| n.as_str());
-            if name != Some(job) {
-                continue;
-            }
-            let position = document
-                .positions
-                .value(&lenient::join_paths(&at, field))
-                .or_else(|| document.positions.value(&at))?;
-            return Some(format!("{}:{position}", path.display()));
-        }
-    }
-    None
 }
 
 /// The whole HTTP surface: the JSON API (bearer token) and the pages
@@ -676,37 +627,5 @@ mod tests {
         .unwrap_err();
         assert!(matches!(error, super::ClusterError::Dns(_)), "{error}");
         assert!(error.to_string().contains(&listen.to_string()), "{error}");
-    }
-
-    #[test]
-    fn a_job_field_is_located_in_its_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let one = dir.path().join("one.json");
-        let many = dir.path().join("many.json");
-        std::fs::write(
-            &one,
-            "{\n  \"task_configuration\": {\"name\": \"a\"},\n  \"dns_basename\": \"a.example.org\",\n}\n",
-        )
-        .unwrap();
-        std::fs::write(
-            &many,
-            "[{\"task_configuration\": {\"name\": \"b\"}},\n {\"task_configuration\": {\"name\": \"c\"}, \"dns_basename\": \"c.x\"}]\n",
-        )
-        .unwrap();
-        let paths = vec![one.clone(), many.clone()];
-        assert_eq!(
-            super::locate_job_field(&paths, "a", "dns_basename"),
-            Some(format!("{}:3:19", one.display()))
-        );
-        assert_eq!(
-            super::locate_job_field(&paths, "c", "dns_basename"),
-            Some(format!("{}:2:56", many.display()))
-        );
-        // A field the job does not have: the job itself.
-        assert_eq!(
-            super::locate_job_field(&paths, "b", "dns_basename"),
-            Some(format!("{}:1:2", many.display()))
-        );
-        assert_eq!(super::locate_job_field(&paths, "z", "dns_basename"), None);
     }
 }

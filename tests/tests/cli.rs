@@ -167,6 +167,34 @@ fn a_broken_job_file_reports_file_line_and_column_and_sends_nothing() {
     assert!(cluster.jobs().is_empty());
 }
 
+/// A job the cluster refuses for what only it can judge (here a
+/// `dns_basename` another job already has) is reported at the field's
+/// place in the file, as a local error is.
+#[test]
+fn a_job_the_cluster_refuses_is_reported_at_the_field_in_its_file() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let job = |name: &str| {
+        format!(
+            "{{\n    \"deployment_layout\": {{\"zone-a\": {{\"cpu\": 1}}}},\n    \"dns_basename\": \"web.cerebro.test\",\n    \"task_configuration\": {{\"name\": \"{name}\", \"command\": \"sleep 600\", \"cpu\": 0.1, \"mem\": 16}},\n}}\n"
+        )
+    };
+    let first = write_job(&cluster, "first.conf", &job("first"));
+    stdout(&cluster.cli(&["updatejobcfg", &first]));
+    let second = write_job(&cluster, "second.conf", &job("second"));
+    let output = cluster.cli(&["updatejobcfg", &second]);
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains(&format!("{second}:3:21: job 'second': dns_basename: ")),
+        "file:line:column of the refused field: {error}"
+    );
+    assert!(
+        error.contains("would share names with job 'first'"),
+        "{error}"
+    );
+    assert_eq!(cluster.jobs().len(), 1);
+}
+
 #[test]
 fn an_unreachable_cluster_is_named() {
     let cluster = Cluster::start(ClusterOptions::default());

@@ -216,6 +216,54 @@ pub enum LoadJobsError {
 /// The jobs of every file in `paths`, masters before the jobs linked to
 /// them ([`crate::job::order_masters_first`]). Every file is parsed before
 /// any error is returned, so all problems are reported together.
+/// `FILE:LINE:COLUMN` of `field` (as `JobSpec::validate` names it) in the
+/// job named `job`, in the first of the job files `paths` that has it;
+/// `None` when no file does (or it cannot be read again).
+pub fn locate_job_field(paths: &[std::path::PathBuf], job: &str, field: &str) -> Option<String> {
+    use crate::lenient;
+    for path in paths {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        let Ok(document) = lenient::parse(&text) else {
+            continue;
+        };
+        let single = document.values.len() == 1;
+        let mut candidates: Vec<(String, &serde_json::Value)> = Vec::new();
+        for (index, value) in document.values.iter().enumerate() {
+            let at = if single {
+                String::new()
+            } else {
+                lenient::child_index_path("", index)
+            };
+            match value {
+                serde_json::Value::Array(items) => candidates.extend(
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, item)| (lenient::child_index_path(&at, i), item)),
+                ),
+                other => candidates.push((at, other)),
+            }
+        }
+        for (at, value) in candidates {
+            let name = value
+                .get("task_configuration")
+                .and_then(|t| t.get("name"))
+                .and_then(|n| n.as_str());
+            if name != Some(job) {
+                continue;
+            }
+            let position = document
+                .positions
+                .value(&lenient::join_paths(&at, field))
+                .or_else(|| document.positions.value(&at))?;
+            return Some(format!("{}:{position}", path.display()));
+        }
+    }
+    None
+}
+
 pub fn load_job_files(
     paths: &[impl AsRef<std::path::Path>],
 ) -> Result<Vec<JobSpec>, LoadJobsError> {
@@ -686,5 +734,37 @@ mod tests {
             parse_job_value(Value::from(3)).unwrap_err().errors[0].field,
             "job"
         );
+    }
+
+    #[test]
+    fn a_job_field_is_located_in_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = dir.path().join("one.json");
+        let many = dir.path().join("many.json");
+        std::fs::write(
+            &one,
+            "{\n  \"task_configuration\": {\"name\": \"a\"},\n  \"dns_basename\": \"a.example.org\",\n}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &many,
+            "[{\"task_configuration\": {\"name\": \"b\"}},\n {\"task_configuration\": {\"name\": \"c\"}, \"dns_basename\": \"c.x\"}]\n",
+        )
+        .unwrap();
+        let paths = vec![one.clone(), many.clone()];
+        assert_eq!(
+            super::locate_job_field(&paths, "a", "dns_basename"),
+            Some(format!("{}:3:19", one.display()))
+        );
+        assert_eq!(
+            super::locate_job_field(&paths, "c", "dns_basename"),
+            Some(format!("{}:2:56", many.display()))
+        );
+        // A field the job does not have: the job itself.
+        assert_eq!(
+            super::locate_job_field(&paths, "b", "dns_basename"),
+            Some(format!("{}:1:2", many.display()))
+        );
+        assert_eq!(super::locate_job_field(&paths, "z", "dns_basename"), None);
     }
 }
