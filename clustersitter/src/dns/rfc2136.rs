@@ -177,6 +177,18 @@ impl Rfc2136Provider {
         Ok(TcpStream::connect(self.server).await?)
     }
 
+    /// An I/O error (connection refused, reset) naming the server, as
+    /// the other errors do: the event shows it to whoever is on call.
+    fn at_server(&self, error: DnsError) -> DnsError {
+        match error {
+            DnsError::Io(e) => DnsError::Io(std::io::Error::new(
+                e.kind(),
+                format!("DNS server {}: {e}", self.server),
+            )),
+            other => other,
+        }
+    }
+
     fn timeout_error(&self, operation: &'static str) -> DnsError {
         DnsError::Server {
             operation,
@@ -347,7 +359,7 @@ impl DnsProvider for Rfc2136Provider {
         let basename = normalize_name(basename);
         // Each step of the transfer has its own timeout: a large zone
         // may take many of them.
-        let records = self.transfer().await?;
+        let records = self.transfer().await.map_err(|e| self.at_server(e))?;
         Ok(group(&records, &basename))
     }
 
@@ -358,7 +370,8 @@ impl DnsProvider for Rfc2136Provider {
         for batch in self.batches(changes)? {
             tokio::time::timeout(self.timeout, self.update(batch))
                 .await
-                .map_err(|_| self.timeout_error("UPDATE"))??;
+                .map_err(|_| self.timeout_error("UPDATE"))?
+                .map_err(|e| self.at_server(e))?;
         }
         Ok(())
     }
