@@ -4,12 +4,13 @@
 //! `scripts/install-bind.sh` installs it (Debian's `bind9`); a missing
 //! `named` fails the test with that instruction, never skips it.
 
+use crate::watchdog::Watchdog;
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Mutex, PoisonError};
+use std::process::{Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 /// The zone every [`BindServer`] is primary for.
@@ -25,9 +26,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// also when the test process dies any way at all: it runs under a `sh`
 /// watchdog that ends it once the pipe from this process closes.
 pub struct BindServer {
-    watchdog: Child,
-    /// Closing it tells the watchdog to end `named`.
-    stdin: Mutex<Option<ChildStdin>>,
+    /// Stops `named` when dropped.
+    _watchdog: Watchdog,
     addr: SocketAddr,
     dir: PathBuf,
     secret: Vec<u8>,
@@ -130,35 +130,24 @@ zone "{ZONE}" {{
              ns1 IN A 127.0.0.1\n"
         );
         std::fs::write(dir.join(format!("db.{ZONE}")), zone_file).expect("write the zone file");
-        // The watchdog: named in the background; once stdin reaches EOF
-        // (this process dropped the server or died), named is killed and
-        // the dir removed.
-        let script = r#"named=$1 port=$2 dir=$3
-"$named" -g -c "$dir/named.conf" -p "$port" >"$dir/named.log" 2>&1 </dev/null &
-pid=$!
-while read -r _line; do :; done
-kill -TERM "$pid" 2>/dev/null
-i=0
-while kill -0 "$pid" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
-kill -KILL "$pid" 2>/dev/null
-wait "$pid" 2>/dev/null
-rm -rf "$dir""#;
-        let mut watchdog = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg("bind-watchdog")
-            .arg(named)
-            .arg(port.to_string())
-            .arg(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", named.display()));
-        let stdin = watchdog.stdin.take();
+        let port_text = port.to_string();
+        let conf = dir.join("named.conf");
+        let watchdog = Watchdog::spawn(
+            "named",
+            &[
+                named.as_os_str(),
+                "-g".as_ref(),
+                "-c".as_ref(),
+                conf.as_os_str(),
+                "-p".as_ref(),
+                port_text.as_ref(),
+            ],
+            &dir,
+            &dir.join("named.log"),
+            &[],
+        );
         let server = BindServer {
-            watchdog,
-            stdin: Mutex::new(stdin),
+            _watchdog: watchdog,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             dir,
             secret,
@@ -288,24 +277,6 @@ rm -rf "$dir""#;
                 String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr)
             ))
-        }
-    }
-}
-
-impl Drop for BindServer {
-    fn drop(&mut self) {
-        drop(
-            self.stdin
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
-        let stopped = crate::poll_for(Duration::from_secs(10), || {
-            self.watchdog.try_wait().ok().flatten()
-        });
-        if stopped.is_none() {
-            let _ = self.watchdog.kill();
-            let _ = self.watchdog.wait();
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod dns;
 pub mod dns_scenario;
 pub mod dynect;
 pub mod moto;
+pub mod watchdog;
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 

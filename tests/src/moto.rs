@@ -8,10 +8,10 @@
 //! `/moto-api/` endpoints need no signing): the harness links no AWS SDK
 //! and works from sync and async tests alike.
 
+use crate::watchdog::Watchdog;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -22,9 +22,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// also when the test process dies any way at all: it runs under a `sh`
 /// watchdog that ends it once the pipe from this process closes.
 pub struct MotoServer {
-    watchdog: Child,
-    /// Closing it tells the watchdog to end moto.
-    stdin: Mutex<Option<ChildStdin>>,
+    /// Stops moto when dropped.
+    _watchdog: Watchdog,
     port: u16,
     log: PathBuf,
 }
@@ -63,33 +62,22 @@ impl MotoServer {
             .keep();
         let log = dir.join("moto.log");
         let port = free_port();
-        // The watchdog: moto in the background; once stdin reaches EOF (this
-        // process dropped the server or died), moto is killed and the log
-        // dir removed.
-        let script = r#"bin=$1 port=$2 dir=$3
-"$bin" -H 127.0.0.1 -p "$port" >"$dir/moto.log" 2>&1 </dev/null &
-pid=$!
-while read -r _line; do :; done
-kill -KILL "$pid" 2>/dev/null
-wait "$pid" 2>/dev/null
-rm -rf "$dir""#;
-        let mut watchdog = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg("moto-watchdog")
-            .arg(&bin)
-            .arg(port.to_string())
-            .arg(&dir)
-            .env("MOTO_ENABLE_AMI_VALIDATION", "true")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-        let stdin = watchdog.stdin.take();
+        let port_text = port.to_string();
+        let watchdog = Watchdog::spawn(
+            "moto",
+            &[
+                bin.as_os_str(),
+                "-H".as_ref(),
+                "127.0.0.1".as_ref(),
+                "-p".as_ref(),
+                port_text.as_ref(),
+            ],
+            &dir,
+            &log,
+            &[("MOTO_ENABLE_AMI_VALIDATION", "true")],
+        );
         let server = MotoServer {
-            watchdog,
-            stdin: Mutex::new(stdin),
+            _watchdog: watchdog,
             port,
             log,
         };
@@ -161,24 +149,6 @@ rm -rf "$dir""#;
     /// What moto logged so far, for failure messages.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for MotoServer {
-    fn drop(&mut self) {
-        drop(
-            self.stdin
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
-        let stopped = crate::poll_for(Duration::from_secs(10), || {
-            self.watchdog.try_wait().ok().flatten()
-        });
-        if stopped.is_none() {
-            let _ = self.watchdog.kill();
-            let _ = self.watchdog.wait();
-        }
     }
 }
 

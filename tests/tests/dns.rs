@@ -229,7 +229,7 @@ impl DnsBackend for Bind {
     }
 
     fn list(&mut self, _cluster: &Cluster, basename: &str) -> BTreeSet<RecordSet> {
-        let mut sets: BTreeMap<(String, RecordType), RecordSet> = BTreeMap::new();
+        let mut sets = cerebro_types::dns::RecordSets::default();
         for (name, ttl, rtype, data) in self.transfer() {
             let (rtype, value) = match rtype.as_str() {
                 "A" => (RecordType::A, data),
@@ -237,18 +237,12 @@ impl DnsBackend for Bind {
                 "TXT" => (RecordType::Txt, txt_value(&data)),
                 _ => continue,
             };
-            let set = sets
-                .entry((name.clone(), rtype))
-                .or_insert_with(|| RecordSet {
-                    name,
-                    rtype,
-                    ttl,
-                    values: BTreeSet::new(),
-                });
-            set.ttl = set.ttl.min(ttl);
-            set.values.insert(value);
+            sets.add(&name, rtype, ttl, value);
         }
-        sets.into_values().filter(|s| under(s, basename)).collect()
+        sets.into_sets()
+            .into_iter()
+            .filter(|s| under(s, basename))
+            .collect()
     }
 
     fn seed(&mut self, _cluster: &mut Cluster, set: &RecordSet) {

@@ -23,7 +23,6 @@ use async_trait::async_trait;
 use cerebro_types::dns::{is_in_zone, normalize_name, RecordType};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// The header the session token travels in.
@@ -366,7 +365,7 @@ impl DynectProvider {
             }
             Err(failure) => return Err(failure),
         };
-        let mut sets: BTreeMap<(String, RecordType), RecordSet> = BTreeMap::new();
+        let mut sets = cerebro_types::dns::RecordSets::default();
         for uri in uris.as_array().into_iter().flatten() {
             let Some(uri) = uri.as_str() else { continue };
             let kind = uri.trim_start_matches("/REST/").split('/').next();
@@ -401,19 +400,9 @@ impl DynectProvider {
                     .unwrap_or_default()
                     .to_string(),
             };
-            let ttl = ttl_of(&record["ttl"]);
-            let set = sets
-                .entry((name.clone(), rtype))
-                .or_insert_with(|| RecordSet {
-                    name,
-                    rtype,
-                    ttl,
-                    values: BTreeSet::new(),
-                });
-            set.ttl = set.ttl.min(ttl);
-            set.values.insert(value);
+            sets.add(&name, rtype, ttl_of(&record["ttl"]), value);
         }
-        Ok(sets.into_values().collect())
+        Ok(sets.into_sets())
     }
 
     async fn apply_in(&self, token: &str, changes: &[Change]) -> Result<(), Failure> {

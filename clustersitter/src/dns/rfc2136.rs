@@ -22,7 +22,6 @@ use hickory_proto::op::{Message, OpCode, Query, ResponseCode, UpdateMessage};
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_proto::rr::rdata::{A, AAAA, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, TSigVerifier, TSigner};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -379,7 +378,7 @@ impl DnsProvider for Rfc2136Provider {
 
 /// The A, AAAA and TXT records at or under `basename`, as RRsets.
 fn group(records: &[Record], basename: &str) -> Vec<RecordSet> {
-    let mut sets: BTreeMap<(String, RecordType), RecordSet> = BTreeMap::new();
+    let mut sets = cerebro_types::dns::RecordSets::default();
     for record in records {
         let Some(rtype) = cerebro_type(record.record_type()) else {
             continue;
@@ -391,17 +390,9 @@ fn group(records: &[Record], basename: &str) -> Vec<RecordSet> {
         let Some(value) = presentation(&record.data) else {
             continue;
         };
-        sets.entry((name.clone(), rtype))
-            .or_insert_with(|| RecordSet {
-                name,
-                rtype,
-                ttl: record.ttl,
-                values: Default::default(),
-            })
-            .values
-            .insert(value);
+        sets.add(&name, rtype, record.ttl, value);
     }
-    sets.into_values().collect()
+    sets.into_sets()
 }
 
 fn fqdn(name: &str) -> Result<Name, DnsError> {

@@ -63,6 +63,35 @@ pub struct RecordSet {
     pub values: BTreeSet<String>,
 }
 
+/// Records gathered into RRsets, as listings (a zone transfer, a REST
+/// API, Route 53's pages) give them one at a time.
+#[derive(Debug, Clone, Default)]
+pub struct RecordSets(std::collections::BTreeMap<(String, RecordType), RecordSet>);
+
+impl RecordSets {
+    /// Adds one record; `name` is normalized. An RRset keeps the lowest
+    /// TTL among its records (RFC 2181 §5.2 wants them all equal).
+    pub fn add(&mut self, name: &str, rtype: RecordType, ttl: u32, value: String) {
+        let name = normalize_name(name);
+        let set = self
+            .0
+            .entry((name.clone(), rtype))
+            .or_insert_with(|| RecordSet {
+                name,
+                rtype,
+                ttl,
+                values: BTreeSet::new(),
+            });
+        set.ttl = set.ttl.min(ttl);
+        set.values.insert(value);
+    }
+
+    /// The RRsets, sorted by name and type.
+    pub fn into_sets(self) -> Vec<RecordSet> {
+        self.0.into_values().collect()
+    }
+}
+
 /// The text of the ownership TXT record Cerebro puts beside every name it
 /// owns, as external-dns writes its registry records:
 /// `heritage=cerebro,cerebro/owner=<cluster name>`.
@@ -194,6 +223,19 @@ mod tests {
         assert!(is_in_zone("a.cerebro.test", "cerebro.test."));
         assert!(is_in_zone("cerebro.test", "cerebro.test"));
         assert!(!is_in_zone("xcerebro.test", "cerebro.test"));
+    }
+
+    #[test]
+    fn records_gather_into_sets_with_the_lowest_ttl() {
+        let mut sets = RecordSets::default();
+        sets.add("A.b.", RecordType::A, 60, "10.0.0.1".into());
+        sets.add("a.b", RecordType::A, 30, "10.0.0.2".into());
+        sets.add("a.b", RecordType::Txt, 60, "x".into());
+        let sets = sets.into_sets();
+        assert_eq!(sets.len(), 2);
+        assert_eq!(sets[0].name, "a.b");
+        assert_eq!(sets[0].ttl, 30);
+        assert_eq!(sets[0].values.len(), 2);
     }
 
     #[test]

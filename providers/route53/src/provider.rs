@@ -11,10 +11,10 @@ use aws_sdk_route53::types::{
     Change as AwsChange, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
 };
 use aws_sdk_route53::Client;
-use cerebro_types::dns::{is_in_zone, normalize_name};
+use cerebro_types::dns::{is_in_zone, normalize_name, RecordSets};
 use clustersitter::config::dns::Route53Settings;
 use clustersitter::dns::{Change, DnsError, DnsProvider, RecordSet, RecordType};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// The error codes of a batch refused as a whole because a DELETE does not
@@ -357,7 +357,7 @@ fn group<'a>(
     sets: impl Iterator<Item = &'a ResourceRecordSet>,
     keep: impl Fn(&str) -> bool,
 ) -> Vec<RecordSet> {
-    let mut grouped: BTreeMap<(String, RecordType), RecordSet> = BTreeMap::new();
+    let mut grouped = RecordSets::default();
     for set in sets {
         let Some(rtype) = record_type(set.r#type()) else {
             continue;
@@ -378,18 +378,11 @@ fn group<'a>(
         if let Some(alias) = set.alias_target() {
             values.insert(format!("ALIAS {}", decode_name(alias.dns_name())));
         }
-        let entry = grouped
-            .entry((name.clone(), rtype))
-            .or_insert_with(|| RecordSet {
-                name,
-                rtype,
-                ttl,
-                values: BTreeSet::new(),
-            });
-        entry.ttl = entry.ttl.min(ttl);
-        entry.values.extend(values);
+        for value in values {
+            grouped.add(&name, rtype, ttl, value);
+        }
     }
-    grouped.into_values().collect()
+    grouped.into_sets()
 }
 
 /// A value as [`RecordSet`] holds it: an address as `IpAddr` prints it, a
