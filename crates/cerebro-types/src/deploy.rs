@@ -286,7 +286,8 @@ impl Recipe {
             problems: vec![LocatedProblem {
                 path: file.to_string(),
                 line_column: error.span().map(|span| line_column(text, span.start)),
-                message: error.message().trim().to_string(),
+                // serde's wording ("expected u32", every field listed) in plain words.
+                message: crate::wording::plain_serde_message(error.message().trim()),
             }],
         })?;
         let mut problems = Problems {
@@ -1439,7 +1440,7 @@ timeout = 20
             .unwrap_err()
             .to_string();
         assert!(
-            error.starts_with("r.toml:3:1: unknown field `comand`"),
+            error.starts_with("r.toml:3:1: unknown field `comand`, did you mean `command`?"),
             "{error}"
         );
         let error = Recipe::parse(

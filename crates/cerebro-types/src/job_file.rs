@@ -196,9 +196,6 @@ pub fn parse_jobs(text: &str, source: &str) -> Result<Vec<JobSpec>, JobFileError
     }
 }
 
-/// Reads one job from a JSON value that has no text behind it: deserialized
-/// naming the offending field, then validated. The tests use it to check
-/// how fields are named without writing job text for each case.
 /// Why [`load_job_files`] could not load the jobs.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadJobsError {
@@ -213,9 +210,6 @@ pub enum LoadJobsError {
     Parse(Vec<JobFileError>),
 }
 
-/// The jobs of every file in `paths`, masters before the jobs linked to
-/// them ([`crate::job::order_masters_first`]). Every file is parsed before
-/// any error is returned, so all problems are reported together.
 /// `FILE:LINE:COLUMN` of `field` (as `JobSpec::validate` names it) in the
 /// job named `job`, in the first of the job files `paths` that has it;
 /// `None` when no file does (or it cannot be read again).
@@ -264,6 +258,9 @@ pub fn locate_job_field(paths: &[std::path::PathBuf], job: &str, field: &str) ->
     None
 }
 
+/// The jobs of every file in `paths`, masters before the jobs linked to
+/// them ([`crate::job::order_masters_first`]). Every file is parsed before
+/// any error is returned, so all problems are reported together.
 pub fn load_job_files(
     paths: &[impl AsRef<std::path::Path>],
 ) -> Result<Vec<JobSpec>, LoadJobsError> {
@@ -287,6 +284,9 @@ pub fn load_job_files(
     Ok(jobs)
 }
 
+/// Reads one job from a JSON value that has no text behind it: deserialized
+/// naming the offending field, then validated. The tests use it to check
+/// how fields are named without writing job text for each case.
 #[cfg(test)]
 fn parse_job_value(value: Value) -> Result<JobSpec, ValidationErrors> {
     let job = serde_path_to_error::deserialize::<_, JobSpec>(value).map_err(|error| {
@@ -310,6 +310,15 @@ struct SerdeProblem {
 
 impl SerdeProblem {
     fn new(error: &serde_path_to_error::Error<serde_json::Error>) -> Self {
+        let problem = Self::in_serde_words(error);
+        // Located by serde's own wording above; shown in plain words.
+        Self {
+            message: crate::wording::plain_serde_message(&problem.message),
+            ..problem
+        }
+    }
+
+    fn in_serde_words(error: &serde_path_to_error::Error<serde_json::Error>) -> Self {
         let message = error.inner().to_string();
         let path = if error.path().iter().len() == 0 {
             // An empty path displays as "."; ours is "".
@@ -533,17 +542,44 @@ mod tests {
             places(&errors),
             vec![problem(8, 5, "task_configuration.colour")]
         );
+        // Near no field of the task: no suggestion, the fields instead.
         assert!(
             errors[0]
                 .message
-                .starts_with("unknown field `colour`, expected one of"),
+                .starts_with("unknown field `colour`; the known ones are `name`, `command`"),
             "{}",
             errors[0].message
+        );
+        let errors = errors_of(&job_text("x", "\"comand\": \"true\","));
+        assert_eq!(
+            places(&errors),
+            vec![problem(8, 5, "task_configuration.comand")]
+        );
+        assert_eq!(
+            errors[0].message,
+            "unknown field `comand`, did you mean `command`?"
         );
         let errors = errors_of("{\"deployment_layout\": {\"z\": {\"cpu\": 1, \"disk\": 5}}}");
         assert_eq!(
             places(&errors),
             vec![problem(1, 40, "deployment_layout.z.disk")]
+        );
+    }
+
+    #[test]
+    fn type_errors_are_in_plain_words_at_the_value() {
+        let text = "{\n  \"deployment_layout\": {\"zone-a\": {\"cpu\": 1.5}},\n  \"task_configuration\": {\"name\": \"x\", \"command\": \"true\", \"cpu\": \"lots\", \"restart\": \"yes\"},\n}";
+        let error = parse_jobs(text, "words.conf").unwrap_err();
+        // One deserialization error per job: serde stops at the first.
+        assert_eq!(
+            error.to_string(),
+            "words.conf:2:43: deployment_layout.zone-a.cpu: expected a whole number (0 or more), found 1.5"
+        );
+        let text = "{\n  \"deployment_layout\": {\"zone-a\": {\"cpu\": 1}},\n  \"task_configuration\": {\"name\": \"x\", \"command\": \"true\", \"cpu\": \"lots\"},\n}";
+        let error = parse_jobs(text, "words.conf").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "words.conf:3:65: task_configuration.cpu: expected a number, found the text \"lots\""
         );
     }
 
@@ -691,11 +727,7 @@ mod tests {
         assert_eq!(places(&errors_of("[]")), vec![problem(1, 1, "job")]);
         let errors = errors_of("42");
         assert_eq!(places(&errors), vec![problem(1, 1, "job")]);
-        assert!(
-            errors[0].message.contains("expected struct JobSpec"),
-            "{}",
-            errors[0].message
-        );
+        assert_eq!(errors[0].message, "expected an object {...}, found 42");
         assert_eq!(places(&errors_of("")), vec![problem(1, 1, "syntax")]);
     }
 

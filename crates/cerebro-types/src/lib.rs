@@ -14,6 +14,7 @@ pub mod task;
 pub mod task_api;
 pub mod time;
 pub mod url;
+pub mod wording;
 
 pub use error::{ErrorBody, FieldError, ValidationErrors};
 pub use task::*;
