@@ -21,12 +21,13 @@ const DEFAULT_CLUSTER: &str = "http://127.0.0.1:30000";
     about = "Drive a Cerebro cluster: jobs, machines, logs"
 )]
 struct Cli {
-    /// The clustersitter's URL (also env CEREBRO_CLUSTER; remembered once a command with it succeeds).
-    #[arg(long, global = true)]
+    /// The clustersitter's URL (else env CEREBRO_CLUSTER, else the last --cluster the cluster
+    /// answered at, saved in ~/.config/cerebro/cli.toml, else http://127.0.0.1:30000).
+    #[arg(long, global = true, value_name = "URL")]
     cluster: Option<String>,
     /// File holding the cluster's bearer token (else env CEREBRO_TOKEN, else the token a
     /// clustersitter on this host recorded for this URL in ~/.config/cerebro/tokens).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_name = "FILE")]
     token_file: Option<PathBuf>,
     /// Machine-readable JSON instead of tables.
     #[arg(long, global = true)]
@@ -39,7 +40,9 @@ struct Cli {
 enum Command {
     /// Create or update the jobs in these files (validated locally first).
     Updatejobcfg {
-        #[arg(required = true)]
+        /// Job files (lenient JSON: comments and trailing commas allowed); each
+        /// holds one job, a list of jobs, or several separated by commas.
+        #[arg(required = true, value_name = "FILES")]
         files: Vec<PathBuf>,
         /// Print where every instance would go, changing nothing.
         #[arg(long)]
@@ -47,37 +50,74 @@ enum Command {
     },
     /// Rolling restart of a job, one machine at a time.
     Updatejob {
+        /// The job's name (its task_configuration.name).
+        #[arg(value_name = "JOB")]
         name: String,
         /// Version label the instances see as CEREBRO_JOB_VERSION.
         #[arg(long)]
         version: Option<String>,
         /// Seconds each machine's instances must run before the next machine.
-        #[arg(long)]
+        #[arg(long, value_name = "SECONDS")]
         min_healthy: Option<f64>,
         /// Machines restarted at a time.
-        #[arg(long)]
+        #[arg(long, value_name = "N")]
         max_parallel: Option<usize>,
     },
+    /// Restart instances of a job now, with the same config: one
+    /// (--instance N), a few (--instance N repeated) or every one at once
+    /// (--all). For one machine at a time, use updatejob.
+    #[command(after_help = "Instance numbers are the # column of `cerebro status JOB`.")]
+    Restart {
+        /// The job's name (its task_configuration.name).
+        job: String,
+        /// The instance to restart: its number in `cerebro status JOB`
+        /// (counted job-wide from 0); repeat for several.
+        #[arg(long, short = 'i', value_name = "N")]
+        instance: Vec<usize>,
+        /// Restart every instance of the job at once.
+        #[arg(long, conflicts_with = "instance")]
+        all: bool,
+    },
     /// Remove a job; its instances stop.
-    Removejob { name: String },
+    Removejob {
+        /// The job's name (its task_configuration.name).
+        #[arg(value_name = "JOB")]
+        name: String,
+    },
     /// Start every instance of a job (also those placed later), whatever its auto_start says.
-    Startjob { name: String },
+    Startjob {
+        /// The job's name (its task_configuration.name).
+        #[arg(value_name = "JOB")]
+        name: String,
+    },
     /// Stop every instance of a job (also those placed later); the job stays.
-    Stopjob { name: String },
+    Stopjob {
+        /// The job's name (its task_configuration.name).
+        #[arg(value_name = "JOB")]
+        name: String,
+    },
     /// Jobs with their running and desired instances.
     Listjobs,
     /// Machines with their zone, state, reservations and instances.
     Listmachines,
     /// The cluster at a glance, or one job's instances.
-    Status { job: Option<String> },
+    Status {
+        /// A job's name: its instances (numbered as --instance takes them),
+        /// machines, states and DNS names. Without it, the whole cluster.
+        job: Option<String>,
+    },
     /// An instance's output.
     Logs {
+        /// The job's name (its task_configuration.name).
         job: String,
-        #[arg(long, short = 'i', default_value_t = 0)]
+        /// Which instance: its number in `cerebro status JOB` (counted job-wide from 0).
+        #[arg(long, short = 'i', default_value_t = 0, value_name = "N")]
         instance: usize,
+        /// Show standard error instead of standard output.
         #[arg(long)]
         stderr: bool,
-        #[arg(long, short = 'n', default_value_t = 100)]
+        /// How many of the last lines to show.
+        #[arg(long, short = 'n', default_value_t = 100, value_name = "LINES")]
         tail: u64,
         /// Keep printing new output until interrupted.
         #[arg(long, short = 'f')]
@@ -85,16 +125,21 @@ enum Command {
     },
     /// Idle machines kept per zone (all zones, or one with --zone).
     Updateidlelimit {
+        /// Machines without instances kept ready in each zone (more are
+        /// decommissioned, fewer are not provisioned ahead).
+        #[arg(value_name = "N")]
         limit: u32,
+        /// Only this zone (as named in the cluster config and `cerebro status`); else every zone.
         #[arg(long)]
         zone: Option<String>,
     },
     /// Each instance's deployment attempts: release, outcome, and every
     /// step with its outcome, duration, exit code and output tail.
     Deploylog {
+        /// The job's name (its task_configuration.name).
         job: String,
         /// Only this instance (its number in `cerebro status JOB`).
-        #[arg(long, short = 'i')]
+        #[arg(long, short = 'i', value_name = "N")]
         instance: Option<usize>,
     },
     /// The DNS provider and every record Cerebro wants it to hold
@@ -102,7 +147,8 @@ enum Command {
     Dns,
     /// Recent events, newest first.
     Events {
-        #[arg(long, default_value_t = 50)]
+        /// How many events to show at most.
+        #[arg(long, default_value_t = 50, value_name = "N")]
         limit: usize,
     },
 }
@@ -112,6 +158,10 @@ enum Command {
 struct Api {
     client: ClusterClient,
     runtime: tokio::runtime::Runtime,
+    /// Where the URL came from, named when the cluster cannot be reached.
+    source: UrlSource,
+    /// Whether the cluster has answered (any HTTP status) in this run.
+    answered: std::cell::Cell<bool>,
 }
 
 impl Api {
@@ -124,16 +174,32 @@ impl Api {
                     .unwrap_or_else(|_| body.clone());
                 anyhow!("the cluster answered {status}: {detail}")
             }
-            ClientError::Transport { .. } => {
-                anyhow!(
-                    "cannot reach the cluster at {}: {error}",
-                    self.client.base()
-                )
-            }
-            ClientError::Decode { .. } => {
-                anyhow!("unexpected answer from {}: {error}", self.client.base())
-            }
+            ClientError::Transport { .. } => anyhow!(
+                "cannot reach the cluster at {}: {error}{}",
+                self.client.base(),
+                self.source.hint()
+            ),
+            ClientError::Decode { .. } => anyhow!(
+                "unexpected answer from {}: {error}{}",
+                self.client.base(),
+                self.source.hint()
+            ),
         }
+    }
+
+    /// Notes whether the cluster answered; the first answer to a URL given
+    /// with --cluster remembers it. Only an answer does: a mistyped URL must
+    /// not become where every later command goes, while a URL that answered
+    /// (even a refusal, such as 401 or an unknown job) is the right one.
+    fn settle<T>(&self, result: Result<T, ClientError>) -> Result<T, ClientError> {
+        let answered = match &result {
+            Ok(_) | Err(ClientError::Status { .. }) => true,
+            Err(ClientError::Transport { .. } | ClientError::Decode { .. }) => false,
+        };
+        if answered && !self.answered.replace(true) && self.source == UrlSource::Flag {
+            remember_cluster(self.client.base());
+        }
+        result
     }
 
     /// Runs one call of the client to its answer.
@@ -141,8 +207,7 @@ impl Api {
     where
         F: Future<Output = std::result::Result<T, ClientError>> + 'a,
     {
-        self.runtime
-            .block_on(call(&self.client))
+        self.settle(self.runtime.block_on(call(&self.client)))
             .map_err(|e| self.explain(e))
     }
 }
@@ -183,9 +248,12 @@ struct CliConfig {
     cluster: Option<String>,
 }
 
-fn remembered_cluster() -> Option<String> {
-    let text = std::fs::read_to_string(config_file()?).ok()?;
-    toml::from_str::<CliConfig>(&text).ok()?.cluster
+/// The URL saved by an earlier command, and the file it is saved in.
+fn remembered_cluster() -> Option<(String, PathBuf)> {
+    let path = config_file()?;
+    let text = std::fs::read_to_string(&path).ok()?;
+    let url = toml::from_str::<CliConfig>(&text).ok()?.cluster?;
+    Some((url, path))
 }
 
 fn remember_cluster(url: &str) {
@@ -202,19 +270,75 @@ fn remember_cluster(url: &str) {
     let _ = cerebro_host::fs::atomic_write(&path, text.as_bytes());
 }
 
-fn cluster_url(flag: Option<&str>) -> Result<String> {
-    let url = match flag {
-        Some(url) => url.to_string(),
-        None => std::env::var("CEREBRO_CLUSTER")
-            .ok()
-            .filter(|u| !u.is_empty())
-            .or_else(remembered_cluster)
-            .unwrap_or_else(|| DEFAULT_CLUSTER.to_string()),
+/// Where the cluster URL came from. A URL saved on an earlier day is easy
+/// to forget, so errors about reaching it say where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum UrlSource {
+    /// `--cluster`, typed with this command.
+    Flag,
+    /// Env `CEREBRO_CLUSTER`.
+    Env,
+    /// The config file (its path) an earlier `--cluster` was saved in.
+    Saved(PathBuf),
+    /// None given: the local cluster's default.
+    Default,
+}
+
+impl UrlSource {
+    /// What to add to an error about reaching the URL: where it came from
+    /// and how to use another (nothing for a URL typed with the command).
+    fn hint(&self) -> String {
+        match self {
+            UrlSource::Flag => String::new(),
+            UrlSource::Env => {
+                " (the URL in env CEREBRO_CLUSTER; pass --cluster to use another)".into()
+            }
+            UrlSource::Saved(path) => format!(
+                " (the URL saved in {}; pass --cluster to use another)",
+                home_relative(path)
+            ),
+            UrlSource::Default => {
+                " (the default URL; pass --cluster or set CEREBRO_CLUSTER to use another)".into()
+            }
+        }
+    }
+}
+
+/// `path` with the home directory written `~`, as people know it.
+fn home_relative(path: &std::path::Path) -> String {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    match home
+        .as_deref()
+        .and_then(|home| path.strip_prefix(home).ok())
+    {
+        Some(rest) if !rest.as_os_str().is_empty() => format!("~/{}", rest.display()),
+        _ => path.display().to_string(),
+    }
+}
+
+/// The cluster URL and where it came from: `--cluster`, else env
+/// `CEREBRO_CLUSTER`, else the saved one, else the default.
+fn choose_cluster(
+    flag: Option<&str>,
+    env: Option<String>,
+    saved: Option<(String, PathBuf)>,
+) -> Result<(String, UrlSource)> {
+    let (url, source) = match (flag, env.filter(|u| !u.is_empty()), saved) {
+        (Some(url), _, _) => (url.to_string(), UrlSource::Flag),
+        (None, Some(url), _) => (url, UrlSource::Env),
+        (None, None, Some((url, path))) => (url, UrlSource::Saved(path)),
+        (None, None, None) => (DEFAULT_CLUSTER.to_string(), UrlSource::Default),
     };
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        bail!("--cluster '{url}' is not an http:// or https:// URL");
+        let from = match &source {
+            UrlSource::Flag => "--cluster".to_string(),
+            UrlSource::Env => "env CEREBRO_CLUSTER".to_string(),
+            UrlSource::Saved(path) => format!("the URL saved in {}", home_relative(path)),
+            UrlSource::Default => "the default URL".to_string(),
+        };
+        bail!("{from} '{url}' is not an http:// or https:// URL");
     }
-    Ok(url.trim_end_matches('/').to_string())
+    Ok((url.trim_end_matches('/').to_string(), source))
 }
 
 /// Aligned columns, the header first.
@@ -281,8 +405,69 @@ fn run_job(api: &Api, json: bool, name: &str, run: bool) -> Result<()> {
     Ok(())
 }
 
+/// Why `cerebro restart JOB` alone does nothing, and what to type instead.
+fn restart_which(job: &str) -> String {
+    format!(
+        "say which instances of {job} to restart: --instance N (the # column of \
+         `cerebro status {job}`; repeat for several) or --all (every instance at once); \
+         for a rolling restart, one machine at a time: cerebro updatejob {job}"
+    )
+}
+
+/// `cerebro restart`: asks the cluster to restart each instance in
+/// `indices` (job-wide numbers), going on past a refusal so one stuck
+/// instance does not keep the others from restarting; fails if any was
+/// refused.
+fn restart_instances(api: &Api, json: bool, job: &str, indices: &[usize]) -> Result<()> {
+    if indices.is_empty() {
+        bail!("{job} has no instances to restart");
+    }
+    let mut results = Vec::new();
+    let mut refused = Vec::new();
+    for &index in indices {
+        match api.call(|c| c.restart_instance(job, index)) {
+            Ok(_) => {
+                if !json {
+                    println!("{job}: instance {index} restarting");
+                }
+                results.push(serde_json::json!({"instance": index, "result": "restarting"}));
+            }
+            Err(error) => {
+                results.push(serde_json::json!({"instance": index, "error": format!("{error:#}")}));
+                refused.push((index, error));
+            }
+        }
+    }
+    if json {
+        print_json(&results)?;
+    }
+    match refused.len() {
+        0 => Ok(()),
+        1 if indices.len() == 1 => Err(refused.remove(0).1),
+        count => {
+            for (index, error) in &refused {
+                eprintln!("cerebro: instance {index} of {job}: {error:#}");
+            }
+            bail!(
+                "{count} of {} instances of {job} not restarted",
+                indices.len()
+            )
+        }
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
-    let url = cluster_url(cli.cluster.as_deref())?;
+    // The saved URL is read only when neither the flag nor env gives one.
+    let saved = if cli.cluster.is_none() && std::env::var("CEREBRO_CLUSTER").is_err() {
+        remembered_cluster()
+    } else {
+        None
+    };
+    let (url, source) = choose_cluster(
+        cli.cluster.as_deref(),
+        std::env::var("CEREBRO_CLUSTER").ok(),
+        saved,
+    )?;
     let token = match cerebro_web::load_token(cli.token_file.as_deref(), "CEREBRO_TOKEN") {
         Ok(token) => token.map(|t| t.expose().to_string()),
         Err(error) => bail!("{error}"),
@@ -297,6 +482,8 @@ fn run(cli: Cli) -> Result<()> {
         runtime: tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?,
+        source,
+        answered: std::cell::Cell::new(false),
     };
     match cli.command {
         Command::Updatejobcfg { files, dry_run } => {
@@ -334,8 +521,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut replies = Vec::new();
             for job in &jobs {
                 let reply = api
-                    .runtime
-                    .block_on(api.client.put_job(job))
+                    .settle(api.runtime.block_on(api.client.put_job(job)))
                     .map_err(|error| match refused_fields(&error, &files, job.name()) {
                         Some(located) => anyhow!("{located}"),
                         None => api.explain(error),
@@ -381,6 +567,19 @@ fn run(cli: Cli) -> Result<()> {
                 "{name}: rolling update to generation {} started",
                 reply.job.map_or("-".into(), |j| j.generation.to_string())
             );
+        }
+        Command::Restart { job, instance, all } => {
+            let indices: Vec<usize> = if all {
+                let view = api.call(|c| c.job(&job))?;
+                view.instances.iter().map(|i| i.index).collect()
+            } else if instance.is_empty() {
+                // Restarting every instance at once is never a default: a
+                // supervisorctl user writes `restart all`, here `--all`.
+                bail!("{}", restart_which(&job));
+            } else {
+                instance
+            };
+            restart_instances(&api, cli.json, &job, &indices)?;
         }
         Command::Startjob { name } => run_job(&api, cli.json, &name, true)?,
         Command::Stopjob { name } => run_job(&api, cli.json, &name, false)?,
@@ -593,16 +792,10 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    let given = cli.cluster.clone();
+    // A URL given with --cluster is remembered once the cluster answers
+    // (`Api::settle`), whatever then becomes of the command.
     match run(cli) {
-        Ok(()) => {
-            // Remembered only once it worked: a mistyped URL must not
-            // become where every later command goes.
-            if let Some(url) = given {
-                remember_cluster(url.trim_end_matches('/'));
-            }
-            ExitCode::SUCCESS
-        }
+        Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("cerebro: error: {error:#}");
             ExitCode::FAILURE
@@ -1011,6 +1204,137 @@ mod tests {
     const TICKER: &str = r#"{"dns_basename": "ticker.cerebro.test",
         "deployment_layout": {"local-a": {"cpu": 1}, "local-b": {"cpu": 1}},
         "task_configuration": {"name": "ticker", "command": "sleep 1000"}}"#;
+
+    /// Every argument of every command (positional or flag, global ones
+    /// included) explains itself in `cerebro help COMMAND`, and so does every
+    /// command: an argument added without a doc comment fails here.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        use clap::CommandFactory;
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let blank = arg
+                    .get_help()
+                    .is_none_or(|h| h.to_string().trim().is_empty());
+                if blank {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} (the command itself)"));
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        let mut command = Cli::command();
+        // Built as clap builds it for `--help`, so its own help and version
+        // flags and the `help` command are walked too.
+        command.build();
+        let mut missing = Vec::new();
+        walk(&command, "cerebro", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:?}");
+    }
+
+    #[test]
+    fn help_of_a_command_explains_its_positionals_and_flags() {
+        use clap::CommandFactory;
+        let help = |name: &str| {
+            Cli::command()
+                .find_subcommand_mut(name)
+                .unwrap()
+                .render_long_help()
+                .to_string()
+        };
+        let logs = help("logs");
+        for text in [
+            "<JOB>",
+            "The job's name",
+            "--instance <N>",
+            "its number in `cerebro status JOB`",
+            "--stderr",
+            "standard error",
+            "--tail <LINES>",
+        ] {
+            assert!(logs.contains(text), "{text:?} in\n{logs}");
+        }
+        let restart = help("restart");
+        for text in [
+            "--instance <N>",
+            "--all",
+            "Restart every instance",
+            "updatejob",
+        ] {
+            assert!(restart.contains(text), "{text:?} in\n{restart}");
+        }
+        assert!(help("updatejobcfg").contains("<FILES>..."));
+        assert!(help("updateidlelimit").contains("Only this zone"));
+        assert!(help("events").contains("How many events"));
+    }
+
+    #[test]
+    fn restart_takes_instances_or_all_but_not_both() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["cerebro", "restart"], args].concat());
+        let Command::Restart { job, instance, all } = parse(&["web", "-i", "2", "--instance", "0"])
+            .unwrap()
+            .command
+        else {
+            panic!("not restart");
+        };
+        assert_eq!((job.as_str(), instance, all), ("web", vec![2, 0], false));
+        assert!(parse(&["web", "--all", "-i", "1"]).is_err());
+        // Neither: parsed, then refused in words naming both and updatejob.
+        assert!(parse(&["web"]).is_ok());
+        let which = restart_which("web");
+        for text in [
+            "--instance N",
+            "--all",
+            "cerebro status web",
+            "cerebro updatejob web",
+        ] {
+            assert!(which.contains(text), "{text:?} in {which}");
+        }
+    }
+
+    #[test]
+    fn the_cluster_url_says_where_it_came_from() {
+        let saved = || {
+            Some((
+                "http://saved:30000/".to_string(),
+                PathBuf::from("/cfg/cli.toml"),
+            ))
+        };
+        let (url, source) =
+            choose_cluster(Some("http://flag:1"), Some("http://env:2".into()), saved()).unwrap();
+        assert_eq!((url.as_str(), &source), ("http://flag:1", &UrlSource::Flag));
+        assert_eq!(source.hint(), "");
+        let (url, source) = choose_cluster(None, Some("http://env:2".into()), saved()).unwrap();
+        assert_eq!((url.as_str(), &source), ("http://env:2", &UrlSource::Env));
+        // An empty env var is as good as none.
+        let (url, source) = choose_cluster(None, Some(String::new()), saved()).unwrap();
+        assert_eq!(url, "http://saved:30000");
+        assert_eq!(
+            source.hint(),
+            " (the URL saved in /cfg/cli.toml; pass --cluster to use another)"
+        );
+        let (url, source) = choose_cluster(None, None, None).unwrap();
+        assert_eq!(
+            (url.as_str(), source),
+            (DEFAULT_CLUSTER, UrlSource::Default)
+        );
+        let error = choose_cluster(
+            None,
+            None,
+            Some(("ftp://x".into(), PathBuf::from("/cfg/cli.toml"))),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            error,
+            "the URL saved in /cfg/cli.toml 'ftp://x' is not an http:// or https:// URL"
+        );
+    }
 
     #[test]
     fn listmachines_shows_each_machines_names_or_a_dash() {
