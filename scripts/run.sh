@@ -6,7 +6,12 @@
 # this demo, its machines (--on-exit stop); state lives under ./run/cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p tasksitter -p machinesitter -p cerebrod -p cerebro-cli
+# Exactly the README's build command (same package set, profile and
+# features): cargo unifies dependency features over the packages it is
+# asked for, so building a subset here would recompile the crates whose
+# features differ (about 19 of them) after `cargo build --release
+# --workspace --bins`, and that build would recompile them back.
+cargo build --release --workspace --bins
 export PATH="$PWD/target/release:$PATH"
 echo "Cerebro: http://127.0.0.1:30000/overview   (CLI: target/release/cerebro listjobs; the token for the UI's login: run/cluster/cluster-token)"
 exec target/release/clustersitter --config examples/clusters/local.toml --on-exit stop
