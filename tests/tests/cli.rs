@@ -92,6 +92,69 @@ fn every_command_works_against_a_live_cluster() {
     let errors = stdout(&cluster.cli(&["logs", "echo-server", "--stderr"]));
     assert!(errors.contains("oops"), "{errors}");
 
+    // `restart --instance 1` restarts instance 1 (the number `status` and
+    // `logs` use) and no other.
+    let pids = || -> Vec<Value> {
+        cluster.job("echo-server")["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["pid"].clone())
+            .collect()
+    };
+    let before = pids();
+    assert!(before.iter().all(Value::is_u64), "{before:?}");
+    let restarted = stdout(&cluster.cli(&["restart", "echo-server", "--instance", "1"]));
+    assert!(
+        restarted.contains("echo-server: instance 1 restarting"),
+        "{restarted}"
+    );
+    wait_for(TIMEOUT, "instance 1 to run with a new pid", || {
+        let now = pids();
+        (now[1].is_u64() && now[1] != before[1]).then_some(now)
+    });
+    let now = pids();
+    assert_eq!(
+        (&now[0], &now[2]),
+        (&before[0], &before[2]),
+        "the others keep running"
+    );
+    let events = stdout(&cluster.cli(&["events", "--limit", "50"]));
+    assert!(
+        events.contains("instance 1 restarted by request"),
+        "{events}"
+    );
+    // Which instance is never guessed: neither flag is an error naming both.
+    let output = cluster.cli(&["restart", "echo-server"]);
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("--instance N") && error.contains("--all"),
+        "{error}"
+    );
+    assert_eq!(pids()[0], before[0], "nothing restarted");
+    // A number past the last instance is refused with the range.
+    let output = cluster.cli(&["restart", "echo-server", "-i", "7"]);
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("0 to 2"), "{error}");
+    // `--all` restarts every instance.
+    let before = pids();
+    let all = stdout(&cluster.cli(&["restart", "echo-server", "--all"]));
+    assert_eq!(
+        all.lines().filter(|l| l.ends_with("restarting")).count(),
+        3,
+        "{all}"
+    );
+    wait_for(TIMEOUT, "every instance to run with a new pid", || {
+        let now = pids();
+        now.iter()
+            .zip(&before)
+            .all(|(now, before)| now.is_u64() && now != before)
+            .then_some(())
+    });
+    cluster.wait_job_running("echo-server", 3);
+
     let update = stdout(&cluster.cli(&[
         "updatejob",
         "echo-server",
@@ -165,6 +228,52 @@ fn a_broken_job_file_reports_file_line_and_column_and_sends_nothing() {
     assert!(error.contains("task_configuration.mem"), "{error}");
     assert_eq!(error.trim().lines().count(), 1, "one clear line: {error}");
     assert!(cluster.jobs().is_empty());
+}
+
+/// Mistakes in a job file are told in plain words at their place: a
+/// misspelt field suggests the right one, a wrong type says what is wanted.
+#[test]
+fn job_file_mistakes_are_told_in_plain_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("typo.conf");
+    std::fs::write(
+        &file,
+        "{\n    \"deployment_layout\": {\"zone-a\": {\"cpu\": 1}},\n    \"task_configuration\": {\n        \"name\": \"x\",\n        \"comand\": \"true\",\n    },\n}\n",
+    )
+    .unwrap();
+    let run = |file: &std::path::Path| {
+        // Refused before any request: no cluster needed.
+        let output = std::process::Command::new(bin("cerebro"))
+            .args(["--cluster", "http://127.0.0.1:9", "updatejobcfg"])
+            .arg(file)
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let error = run(&file);
+    assert!(
+        error.contains(&format!(
+            "{}:5:9: task_configuration.comand: unknown field `comand`, did you mean `command`?",
+            file.display()
+        )),
+        "{error}"
+    );
+    std::fs::write(
+        &file,
+        "{\n    \"deployment_layout\": {\"zone-a\": {\"cpu\": 1.5}},\n    \"task_configuration\": {\"name\": \"x\", \"command\": \"true\"},\n}\n",
+    )
+    .unwrap();
+    let error = run(&file);
+    assert!(
+        error.contains(&format!(
+            "{}:2:45: deployment_layout.zone-a.cpu: expected a whole number (0 or more), found 1.5",
+            file.display()
+        )),
+        "{error}"
+    );
+    assert!(!error.contains("u32"), "{error}");
 }
 
 /// A job the cluster refuses for what only it can judge (here a
@@ -249,6 +358,52 @@ fn mutations_need_the_token() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Only a URL the cluster answered at is remembered (a refusal is an
+/// answer), and a saved URL that does not answer says it came from the
+/// saved config and how to use another.
+#[test]
+fn only_an_answering_url_is_remembered_and_a_saved_one_says_so() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let config = cluster.path().join("elsewhere-config");
+    let saved = config.join("cerebro").join("cli.toml");
+    let cerebro = |args: &[&str]| {
+        std::process::Command::new(bin("cerebro"))
+            .args(args)
+            .env("XDG_CONFIG_HOME", &config)
+            .env_remove("CEREBRO_CLUSTER")
+            .output()
+            .unwrap()
+    };
+    // Nothing answers at port 9: nothing saved.
+    assert!(!cerebro(&["--cluster", "http://127.0.0.1:9", "listjobs"])
+        .status
+        .success());
+    assert!(!saved.exists(), "a URL that never answered was saved");
+    // The cluster answers 404 for an unknown job: a failed command, but the right URL.
+    let output = cerebro(&["--cluster", &cluster.base_url, "status", "no-such-job"]);
+    assert!(!output.status.success());
+    let text = std::fs::read_to_string(&saved).unwrap();
+    assert!(text.contains(&cluster.base_url), "{text}");
+
+    std::fs::write(&saved, "cluster = \"http://127.0.0.1:9\"\n").unwrap();
+    let output = cerebro(&["listjobs"]);
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("cannot reach the cluster at http://127.0.0.1:9"),
+        "{error}"
+    );
+    // The path as given, or `~/...` should the test's dir be under $HOME.
+    assert!(
+        error.contains("(the URL saved in ")
+            && error.contains("cerebro/cli.toml; pass --cluster to use another)"),
+        "{error}"
+    );
+    // Typed with the command, the URL needs no such note.
+    let output = cerebro(&["--cluster", "http://127.0.0.1:9", "listjobs"]);
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("saved in"));
 }
 
 /// The README walkthrough: a cluster started without a token generates
