@@ -311,7 +311,7 @@ fn read_file(path: &std::path::Path) -> Result<(FileConfig, String), ConfigError
             path: path.display().to_string(),
             line,
             column,
-            message: error.message().to_string(),
+            message: cerebro_types::wording::plain_serde_message(error.message()),
         }
     })?;
     Ok((file, text))
@@ -742,7 +742,10 @@ mod tests {
             parse_file("cluster_name = \"x\"\n\n[provider]\nkind = \"local\"\nzonez = [\"a\"]\n")
                 .unwrap_err()
                 .to_string();
-        assert!(error.contains(":5:1: unknown field `zonez`"), "{error}");
+        assert!(
+            error.contains(":5:1: unknown field `zonez`, did you mean `zones`?"),
+            "{error}"
+        );
     }
 
     #[test]
