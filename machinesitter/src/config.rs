@@ -108,6 +108,7 @@ pub struct MachineConfig {
 }
 
 /// Parses `FIRST-LAST` (both 1..=65535, FIRST <= LAST) into a port range.
+/// Errors: anything else, with an example of the form.
 pub fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
     let bad = || format!("'{text}' is not FIRST-LAST with ports 1 to 65535 (e.g. 20000-20999)");
     let (first, last) = text.trim().split_once('-').ok_or_else(bad)?;

@@ -190,11 +190,13 @@ pub fn work_dir(state_dir: &std::path::Path, dir_name: &str) -> String {
      held by this machine's tasks ({held}) or bound by another process (see --port-range)"
 )]
 pub struct NoFreePort {
+    /// The task asking.
     pub task: String,
     /// The port name that found none.
     pub name: String,
-    /// The machinesitter's `--port-range`.
+    /// The first port of the machinesitter's `--port-range`.
     pub first: u16,
+    /// Its last port (inclusive).
     pub last: u16,
     /// How many ports of the range this machine's tasks hold.
     pub held: usize,

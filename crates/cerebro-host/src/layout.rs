@@ -199,6 +199,7 @@ impl TaskDir {
     /// Creates the workload's working directory ([`TaskDir::work`]) if it
     /// is missing, owned by `owner` (uid, gid) when given, so a workload
     /// run as another user can write in it. What is in it is kept.
+    /// Errors: the directory cannot be created, or given to `owner`.
     pub fn create_work(&self, owner: Option<(u32, u32)>) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.work)?;
         if let Some((uid, gid)) = owner {
