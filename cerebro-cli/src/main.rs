@@ -987,6 +987,7 @@ fn render_job_status(job: &cerebro_types::cluster::JobView) -> String {
         let _ = writeln!(out, "rolling update stopped: {stop}");
     }
     let with_deploy = job.recipe.is_some() || job.instances.iter().any(|i| i.deploy.is_some());
+    let with_ports = job.instances.iter().any(|i| !i.ports.is_empty());
     let rows: Vec<Vec<String>> = job
         .instances
         .iter()
@@ -1007,6 +1008,9 @@ fn render_job_status(job: &cerebro_types::cluster::JobView) -> String {
             if with_dns {
                 row.push(i.dns_name.clone().unwrap_or_else(|| "-".into()));
             }
+            if with_ports {
+                row.push(ports_cell(i));
+            }
             row
         })
         .collect();
@@ -1019,8 +1023,25 @@ fn render_job_status(job: &cerebro_types::cluster::JobView) -> String {
     if with_dns {
         headers.push("DNS");
     }
+    if with_ports {
+        headers.push("PORTS");
+    }
     out.push_str(&format_table(&headers, &rows));
     out
+}
+
+/// An instance's allocated ports for `status JOB`: `name=address:port`,
+/// comma-separated; `-` for none.
+fn ports_cell(instance: &cerebro_types::cluster::InstanceView) -> String {
+    let endpoints = instance.endpoints();
+    if endpoints.is_empty() {
+        return "-".into();
+    }
+    endpoints
+        .iter()
+        .map(|(name, address)| format!("{name}={address}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `cerebro dns`: the provider, when it last matched, its failure streak
@@ -1150,6 +1171,8 @@ mod tests {
             generation: 1,
             deploy: None,
             dns_name: dns.map(str::to_string),
+            ports: Default::default(),
+            host: None,
         }
     }
 
@@ -1405,6 +1428,23 @@ mod tests {
         let text = render_job_status(&plain);
         assert!(!text.contains("dns"), "{text}");
         assert!(!text.contains("DNS"), "{text}");
+    }
+
+    #[test]
+    fn status_of_a_job_shows_each_instances_ports_at_its_machine() {
+        let mut web = instance(0, "local-a", "local-a-1", None);
+        web.ports = [("http".to_string(), 20017u16)].into();
+        web.host = Some("127.0.0.1".into());
+        let pending = instance(1, "local-b", "local-b-2", None);
+        let text = render_job_status(&job(TICKER, vec![web, pending], &[]));
+        let lines: Vec<&str> = text.lines().collect();
+        let header = lines.iter().position(|l| l.starts_with('#')).unwrap();
+        assert!(lines[header].ends_with(" PORTS"), "{text}");
+        assert!(
+            lines[header + 1].ends_with(" http=127.0.0.1:20017"),
+            "{text}"
+        );
+        assert!(lines[header + 2].ends_with(" -"), "{text}");
     }
 
     #[test]

@@ -162,12 +162,22 @@ async fn put_task(
         machine
             .check_fits(&spec)
             .map_err(|e| ApiError::conflict(e.to_string()))?;
+        // Allocated (or kept) before anything changes, so a range with no
+        // room refuses the PUT rather than leaving a task without its ports.
+        let ports = machine
+            .allocate_ports(&name, &spec.ports)
+            .map_err(|e| ApiError::conflict(e.to_string()))?;
         let (code, result) = match machine.tasks.get_mut(&name) {
-            Some(entry) if entry.record.spec == spec && entry.record.deployment == deployment => {
+            Some(entry)
+                if entry.record.spec == spec
+                    && entry.record.deployment == deployment
+                    && entry.record.ports == ports =>
+            {
                 (StatusCode::OK, PutResult::Unchanged)
             }
             Some(entry) => {
                 entry.replace_spec(spec, deployment);
+                entry.record.ports = ports;
                 (StatusCode::OK, PutResult::Updated)
             }
             None => {
@@ -181,6 +191,7 @@ async fn put_task(
                     deployment: None,
                     deployed: None,
                     deploy: None,
+                    ports,
                 };
                 set_deployment(&mut record, deployment);
                 machine.tasks.insert(name.clone(), TaskEntry::new(record));
@@ -562,6 +573,18 @@ async fn task_page(
             view.tasksitter
                 .as_ref()
                 .map_or("—".into(), |t| format!("pid {}", t.pid)),
+        ),
+        (
+            "Ports",
+            if view.ports.is_empty() {
+                "—".into()
+            } else {
+                view.ports
+                    .iter()
+                    .map(|(name, port)| format!("{}={port}", escape(name)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
         ),
         ("Logs", log_links(&name)),
     ];

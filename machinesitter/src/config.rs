@@ -72,6 +72,12 @@ pub struct Cli {
     /// Write the bound address (ip:port) here once listening.
     #[arg(long)]
     pub address_file: Option<PathBuf>,
+    /// TCP ports handed to the tasks' named `ports`, as FIRST-LAST. The
+    /// default lies below Linux's ephemeral range (32768-60999), so no
+    /// outgoing connection or OS-picked port takes one while its task
+    /// restarts.
+    #[arg(long, value_name = "FIRST-LAST", default_value = "20000-20999")]
+    pub port_range: String,
     /// The first wait, in ms, before a failed deploy is tried again; it
     /// doubles per failure up to 5 minutes. For tests.
     #[arg(long, default_value_t = 5000, hide = true)]
@@ -97,6 +103,23 @@ pub struct MachineConfig {
     pub advertise_address: Option<String>,
     /// The first wait before a failed deploy is tried again (doubling).
     pub deploy_retry_base: std::time::Duration,
+    /// The TCP ports the tasks' named `ports` are allocated from.
+    pub port_range: std::ops::RangeInclusive<u16>,
+}
+
+/// Parses `FIRST-LAST` (both 1..=65535, FIRST <= LAST) into a port range.
+/// Errors: anything else, with an example of the form.
+pub fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let bad = || format!("'{text}' is not FIRST-LAST with ports 1 to 65535 (e.g. 20000-20999)");
+    let (first, last) = text.trim().split_once('-').ok_or_else(bad)?;
+    let (first, last) = (
+        first.trim().parse::<u16>().map_err(|_| bad())?,
+        last.trim().parse::<u16>().map_err(|_| bad())?,
+    );
+    if first == 0 || first > last {
+        return Err(bad());
+    }
+    Ok(first..=last)
 }
 
 fn default_tasksitter() -> Option<PathBuf> {
@@ -174,7 +197,12 @@ impl Cli {
                 );
             }
         }
+        let port_range = parse_port_range(&self.port_range).unwrap_or_else(|message| {
+            errors.push("--port-range", message);
+            1..=1
+        });
         errors.into_result(MachineConfig {
+            port_range,
             cluster_url: self
                 .cluster_url
                 .map(|u| u.trim_end_matches('/').to_string()),
@@ -194,5 +222,20 @@ impl Cli {
             address_file: self.address_file,
             deploy_retry_base: std::time::Duration::from_millis(self.deploy_retry_base_ms),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges_parse_or_say_why_not() {
+        assert_eq!(parse_port_range("20000-20999"), Ok(20000..=20999));
+        assert_eq!(parse_port_range("8080-8080"), Ok(8080..=8080));
+        for bad in ["", "20000", "0-10", "10-9", "1-65536", "a-b", "-5"] {
+            let error = parse_port_range(bad).unwrap_err();
+            assert!(error.contains("FIRST-LAST"), "{bad}: {error}");
+        }
     }
 }

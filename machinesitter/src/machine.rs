@@ -81,22 +81,45 @@ impl TaskEntry {
     /// `None` while no release is. While a newer release installs (or
     /// after it failed) the old release runs on the spec it ran with, so
     /// nothing of the new spec (its version, its environment) reaches it.
+    ///
+    /// Either way the workload gets its allocated ports in its environment
+    /// ([`cerebro_types::port_env`]), and a task without a deployment or a
+    /// `cwd` runs in its own working directory ([`work_dir`]), never in the
+    /// machinesitter's.
     pub fn wanted_spec(&self, state_dir: &std::path::Path) -> Option<TaskSpec> {
-        let Some(deployment) = &self.record.deployment else {
-            return Some(self.record.spec.clone());
+        let mut wanted = match &self.record.deployment {
+            None => {
+                let mut spec = self.record.spec.clone();
+                if spec.cwd.is_none() {
+                    spec.cwd = Some(work_dir(state_dir, &self.record.dir_name));
+                }
+                spec
+            }
+            Some(deployment) => {
+                let deployed = self.record.deployed.as_ref()?;
+                let spec = if deployment.release_id() == deployed.release {
+                    &self.record.spec
+                } else {
+                    deployed.spec.as_ref().unwrap_or(&self.record.spec)
+                };
+                let dirs = crate::deploy::DeployDir::new(state_dir, &self.record.dir_name);
+                crate::deploy::effective_spec(spec, &dirs, &deployed.release)
+            }
         };
-        let deployed = self.record.deployed.as_ref()?;
-        let spec = if deployment.release_id() == deployed.release {
-            &self.record.spec
-        } else {
-            deployed.spec.as_ref().unwrap_or(&self.record.spec)
-        };
-        let dirs = crate::deploy::DeployDir::new(state_dir, &self.record.dir_name);
-        Some(crate::deploy::effective_spec(
-            spec,
-            &dirs,
-            &deployed.release,
-        ))
+        // Only the ports the spec it runs declares: an older release's
+        // spec may declare fewer than the one asked for.
+        let ports: BTreeMap<String, u16> = self
+            .record
+            .ports
+            .iter()
+            .filter(|(name, _)| wanted.ports.contains(name))
+            .map(|(name, port)| (name.clone(), *port))
+            .collect();
+        wanted.env.extend(cerebro_types::port_env(&ports));
+        // The tasksitter gets them as environment: it allocates nothing,
+        // and its check refuses a spec whose env sets what `ports` fills.
+        wanted.ports.clear();
+        Some(wanted)
     }
 
     /// Takes a new spec and deployment (a PUT that changed something).
@@ -121,6 +144,7 @@ impl TaskEntry {
             spec: self.record.spec.clone(),
             run_requested: self.record.run_requested,
             deleting: self.record.deleting,
+            ports: self.record.ports.clone(),
         }
     }
 
@@ -143,8 +167,53 @@ impl TaskEntry {
                 status.running_release = self.record.deployed.as_ref().map(|d| d.release.clone());
                 status
             }),
+            ports: self.record.ports.clone(),
         }
     }
+}
+
+/// The working directory of a task whose spec sets no `cwd`:
+/// `<state-dir>/work/<task dir name>/`, absolute (the tasksitter wants an
+/// absolute `cwd`; a relative `--state-dir` is not).
+pub fn work_dir(state_dir: &std::path::Path, dir_name: &str) -> String {
+    let work = TaskDir::new(state_dir, dir_name).work;
+    std::path::absolute(&work)
+        .unwrap_or(work)
+        .display()
+        .to_string()
+}
+
+/// No port of the machinesitter's range is free for one of a task's named ports.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "no free TCP port for ports '{name}' of task '{task}': every port of {first}-{last} is \
+     held by this machine's tasks ({held}) or bound by another process (see --port-range)"
+)]
+pub struct NoFreePort {
+    /// The task asking.
+    pub task: String,
+    /// The port name that found none.
+    pub name: String,
+    /// The first port of the machinesitter's `--port-range`.
+    pub first: u16,
+    /// Its last port (inclusive).
+    pub last: u16,
+    /// How many ports of the range this machine's tasks hold.
+    pub held: usize,
+}
+
+/// Whether nothing listens on TCP `port` of any local address: binding the
+/// wildcard addresses fails when any socket holds the port (IPv6's
+/// wildcard, dual-stack, also sees IPv4 sockets; a host without IPv6 is
+/// judged by the IPv4 one alone).
+pub fn port_is_free(port: u16) -> bool {
+    use std::net::{Ipv4Addr, Ipv6Addr, TcpListener};
+    let v4 = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok();
+    let v6 = match TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)) {
+        Ok(_) => true,
+        Err(error) => error.kind() != std::io::ErrorKind::AddrInUse,
+    };
+    v4 && v6
 }
 
 /// A task that does not fit beside the others on this machine. Cores and MB.
@@ -226,6 +295,67 @@ impl Machine {
                     mem_mb: sum.mem_mb + entry.record.spec.reserved_mem_mb(),
                 },
             )
+    }
+
+    /// The ports task `task` gets for its named `names`: the port it holds
+    /// already for a name it keeps, else a free one of `--port-range`
+    /// that no other task of this machine holds, found by binding it.
+    /// The search starts at a place that depends on the machine and the
+    /// task, so machinesitters sharing a host (the local provider) rarely
+    /// try the same port at once. Names it no longer declares lose theirs.
+    /// Errors: the range has no free port left for a name.
+    pub fn allocate_ports(
+        &self,
+        task: &str,
+        names: &[String],
+    ) -> Result<BTreeMap<String, u16>, NoFreePort> {
+        let range = self.config.port_range.clone();
+        let held_by_others: HashSet<u16> = self
+            .tasks
+            .iter()
+            .filter(|(name, _)| name.as_str() != task)
+            .flat_map(|(_, entry)| entry.record.ports.values().copied())
+            .collect();
+        let current = self.tasks.get(task).map(|e| &e.record.ports);
+        let mut ports = BTreeMap::new();
+        for name in names {
+            if let Some(port) = current.and_then(|c| c.get(name)) {
+                ports.insert(name.clone(), *port);
+            }
+        }
+        let (first, last) = (*range.start(), *range.end());
+        let size = u32::from(last) - u32::from(first) + 1;
+        let mut hash: u32 = 0x811c_9dc5;
+        for byte in self.config.machine_id.bytes().chain(task.bytes()) {
+            hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+        }
+        let mut next = hash % size;
+        for name in names {
+            if ports.contains_key(name) {
+                continue;
+            }
+            let mut found = None;
+            for _ in 0..size {
+                let port = (u32::from(first) + next) as u16;
+                next = (next + 1) % size;
+                let taken = held_by_others.contains(&port) || ports.values().any(|p| *p == port);
+                if !taken && port_is_free(port) {
+                    found = Some(port);
+                    break;
+                }
+            }
+            let Some(port) = found else {
+                return Err(NoFreePort {
+                    task: task.to_string(),
+                    name: name.clone(),
+                    first,
+                    last,
+                    held: held_by_others.iter().filter(|p| range.contains(p)).count(),
+                });
+            };
+            ports.insert(name.clone(), port);
+        }
+        Ok(ports)
     }
 
     pub fn capacity(&self) -> Resources {
@@ -350,9 +480,44 @@ pub fn load(config: Arc<MachineConfig>) -> std::io::Result<Machine> {
         }
     }
     recover_task_dirs(&mut machine, found);
+    allocate_missing_ports(&mut machine);
     clean_up_deploys(&mut machine, &config.state_dir);
     machine.persist()?;
     Ok(machine)
+}
+
+/// Gives every loaded task the ports its spec declares and it does not
+/// hold yet (a task recovered from a directory written before it held
+/// any); one the range has no room for says so in its `last_error`.
+fn allocate_missing_ports(machine: &mut Machine) {
+    let wanting: Vec<(String, Vec<String>)> = machine
+        .tasks
+        .iter()
+        .filter(|(_, e)| {
+            !e.record.deleting
+                && e.record
+                    .spec
+                    .ports
+                    .iter()
+                    .any(|p| !e.record.ports.contains_key(p))
+        })
+        .map(|(name, e)| (name.clone(), e.record.spec.ports.clone()))
+        .collect();
+    for (name, names) in wanting {
+        match machine.allocate_ports(&name, &names) {
+            Ok(ports) => {
+                if let Some(entry) = machine.tasks.get_mut(&name) {
+                    entry.record.ports = ports;
+                }
+            }
+            Err(error) => {
+                machine.event(&name, error.to_string());
+                if let Some(entry) = machine.tasks.get_mut(&name) {
+                    entry.last_error = Some(error.to_string());
+                }
+            }
+        }
+    }
 }
 
 /// Why an attempt a machinesitter did not finish failed.
@@ -574,6 +739,7 @@ fn recover_task_dirs(machine: &mut Machine, mut running: HashMap<String, sitter:
             deployment,
             deployed,
             deploy: None,
+            ports: desired.ports,
         };
         let mut entry = TaskEntry::new(record);
         entry.deploy_log = deploy_dir.load_log();

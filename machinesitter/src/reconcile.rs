@@ -185,11 +185,12 @@ impl Reconciler {
                 Ok(None) => {}
                 Err(at_ms) => due_at(now + Duration::from_millis(at_ms.saturating_sub(now_ms()))),
             }
+            let work_dir = crate::machine::work_dir(&config.state_dir, &entry.record.dir_name);
             let retire = entry.record.deleting
                 || entry.record.runtime.as_ref().is_some_and(|rt| {
                     wanted
                         .as_ref()
-                        .is_some_and(|wanted| !rt.spec.same_task(wanted))
+                        .is_some_and(|wanted| !runs_wanted(&rt.spec, wanted, &work_dir))
                 });
             if let (true, Some(runtime)) = (retire, entry.record.runtime.as_mut()) {
                 match runtime.stop_sent_ms {
@@ -229,6 +230,16 @@ impl Reconciler {
             let Some(wanted) = wanted else {
                 continue;
             };
+            if wanted.cwd.as_deref() == Some(work_dir.as_str()) {
+                if let Err(error) = sitter::prepare_work_dir(&paths, &wanted) {
+                    entry.last_error = Some(format!(
+                        "cannot create its working directory {work_dir}: {error}"
+                    ));
+                    entry.next_spawn_at = Some(now + Duration::from_secs(1));
+                    due_at(now + Duration::from_secs(1));
+                    continue;
+                }
+            }
             match sitter::spawn(
                 &config.tasksitter_bin,
                 &wanted,
@@ -333,6 +344,25 @@ impl Reconciler {
     }
 }
 
+/// Whether a tasksitter running `running` serves `wanted` (only
+/// `auto_start` may differ). One started by a machinesitter from before
+/// tasks had their own working directory runs without a `cwd` where
+/// `work_dir` is now wanted: it is kept, because an upgrade of the
+/// machinesitter must not restart every task; the task moves to its
+/// directory when its tasksitter is next replaced.
+fn runs_wanted(
+    running: &cerebro_types::TaskSpec,
+    wanted: &cerebro_types::TaskSpec,
+    work_dir: &str,
+) -> bool {
+    if running.cwd.is_none() && wanted.cwd.as_deref() == Some(work_dir) {
+        let mut moved = running.clone();
+        moved.cwd = wanted.cwd.clone();
+        return moved.same_task(wanted);
+    }
+    running.same_task(wanted)
+}
+
 /// The last non-empty line of a tasksitter's own log: usually why it exited.
 fn last_line(path: &std::path::Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
@@ -340,4 +370,21 @@ fn last_line(path: &std::path::Path) -> Option<String> {
         .rev()
         .find(|l| !l.trim().is_empty())
         .map(|l| l.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cerebro_types::TaskSpec;
+
+    #[test]
+    fn a_tasksitter_from_before_work_dirs_is_kept_and_any_other_change_replaces_it() {
+        let running = TaskSpec::new("t", "sleep 9");
+        let mut wanted = running.clone();
+        wanted.cwd = Some("/state/work/t-0".into());
+        assert!(runs_wanted(&running, &wanted, "/state/work/t-0"));
+        assert!(!runs_wanted(&running, &wanted, "/state/work/other"));
+        wanted.env.insert("PORT".into(), "20000".into());
+        assert!(!runs_wanted(&running, &wanted, "/state/work/t-0"));
+    }
 }

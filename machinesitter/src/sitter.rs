@@ -61,6 +61,17 @@ pub fn write_spec(paths: &TaskDir, spec: &TaskSpec) -> std::io::Result<()> {
     cerebro_host::fs::atomic_write_private(&paths.spec(), &contents)
 }
 
+/// Creates the task's own working directory ([`TaskDir::work`]) for a
+/// spec that runs in it, owned by the spec's user (and group) when it runs
+/// as another, so the workload may write there. Errors: the user or group
+/// does not resolve, or the directory cannot be created or given away.
+pub fn prepare_work_dir(paths: &TaskDir, spec: &TaskSpec) -> std::io::Result<()> {
+    let owner = cerebro_host::resolve_run_as(spec.uid.as_ref(), spec.gid.as_ref())
+        .map_err(std::io::Error::other)?
+        .map(|run_as| (run_as.uid, run_as.gid));
+    paths.create_work(owner)
+}
+
 /// The secret in the task's token file, if it has one.
 pub fn read_secret(paths: &TaskDir) -> Option<String> {
     std::fs::read_to_string(paths.token())

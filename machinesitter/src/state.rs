@@ -42,6 +42,11 @@ pub struct TaskRecord {
     /// Where the desired release stands (attempts, failures, retries).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deploy: Option<DeployStatus>,
+    /// The TCP port allocated for each of the spec's named `ports`: kept
+    /// for the task's life here, so its restarts (and the machinesitter's)
+    /// find it on the same ports. Absent from older state files.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, u16>,
 }
 
 /// The release a task's `current` link points at.
@@ -151,6 +156,7 @@ mod tests {
                 deployment: None,
                 deployed: None,
                 deploy: None,
+                ports: BTreeMap::from([("http".to_string(), 20000)]),
             },
         );
         save(dir.path(), &state).unwrap();

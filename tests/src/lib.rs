@@ -92,8 +92,23 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
+/// The workspace binary `name` (see [`bin_dir`]); only that one must have
+/// been built, so a test that runs no clustersitter binary (the
+/// machinesitter's, an in-process cluster's) does not need the AWS-linked
+/// build of `cerebrod`.
 pub fn bin(name: &str) -> PathBuf {
-    bin_dir().join(name)
+    let exe = std::env::current_exe().expect("test binary path");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join(name);
+    assert!(
+        path.is_file(),
+        "{name} missing from {}: run `cargo build --workspace --bins` before the tests (scripts/test.sh does)",
+        path.parent().unwrap().display()
+    );
+    path
 }
 
 pub use cerebro_host::process::cmdline;

@@ -245,3 +245,118 @@ async fn an_in_process_cluster_with_local_machines_runs_a_job_and_stops_on_reque
     let cluster = tokio::spawn(clustersitter::serve(config, listener, shutdown));
     run_a_job_then_stop(&address, "901", stop, cluster).await;
 }
+
+/// What `PUT /api/v1/jobs/{name}` answers for the JSON job `body`.
+async fn put_raw_job(address: &str, name: &str, body: &serde_json::Value) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .put(format!("http://{address}/api/v1/jobs/{name}"))
+        .bearer_auth(TOKEN)
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("the PUT is answered");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// `GET http://127.0.0.1:{port}/` once something there answers it.
+async fn get_root(port: u16) -> String {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    wait_for_async(&format!("an answer on port {port}"), || {
+        let http = http.clone();
+        async move {
+            let response = http
+                .get(format!("http://127.0.0.1:{port}/"))
+                .send()
+                .await
+                .ok()?;
+            response.text().await.ok()
+        }
+    })
+    .await
+}
+
+/// Named ports end to end: two instances of a job on one local machine
+/// each get a port of their own, bind it, find it in `PORT` and
+/// `CEREBRO_PORT_HTTP`, serve their own working directory (not the
+/// daemons'), and `cerebro status` shows `address:port` for each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_on_one_machine_get_ports_of_their_own_shown_by_cerebro_status() {
+    let dir = Cleanup(tempfile::tempdir().unwrap());
+    let config = cluster_config(dir.0.path());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (stop, shutdown) = shutdown_channel();
+    let cluster = tokio::spawn(clustersitter::serve(config, listener, shutdown));
+    let job = |ports: serde_json::Value| {
+        serde_json::json!({
+            "persistent": true,
+            "deployment_layout": {"zone-a": {"cpu": 2}},
+            "task_configuration": {"name": "web",
+                "command": "touch served-here; exec python3 -m http.server $PORT --bind 127.0.0.1",
+                "ports": ports, "cpu": 0.5, "mem": 100, "ensure_alive": true, "stop_timeout": 2},
+        })
+    };
+    let (code, body) = put_raw_job(&address, "web", &job(serde_json::json!(["Web"]))).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("task_configuration.ports"), "{body}");
+    let (code, body) = put_raw_job(&address, "web", &job(serde_json::json!(["http"]))).await;
+    assert_eq!(code, 201, "{body}");
+
+    let client = ClusterClient::new(
+        HttpClient::new(Duration::from_secs(10), 3),
+        &address,
+        Some(TOKEN.to_string()),
+    );
+    let view = wait_for_async("both instances to run with their ports", || async {
+        let view = client.job("web").await.ok()?;
+        (view.instances.len() == 2
+            && view.instances.iter().all(|i| {
+                i.state == InstanceState::Running && i.pid.is_some() && i.ports.contains_key("http")
+            }))
+        .then_some(view)
+    })
+    .await;
+    let ports: Vec<u16> = view.instances.iter().map(|i| i.ports["http"]).collect();
+    assert_ne!(
+        ports[0], ports[1],
+        "one port is never given to two instances"
+    );
+    for instance in &view.instances {
+        assert_eq!(instance.host.as_deref(), Some("127.0.0.1"), "{instance:?}");
+        let (pid, port) = (instance.pid.unwrap(), instance.ports["http"].to_string());
+        assert_eq!(cerebro_tests::env_of(pid, "PORT"), Some(port.clone()));
+        assert_eq!(cerebro_tests::env_of(pid, "CEREBRO_PORT_HTTP"), Some(port));
+    }
+    for port in &ports {
+        let listing = get_root(*port).await;
+        assert!(listing.contains("served-here"), "{listing}");
+        // The tests' own directory, where the daemons run, has one.
+        assert!(!listing.contains("Cargo.toml"), "{listing}");
+    }
+
+    let mut cli = std::process::Command::new(bin("cerebro"));
+    cli.args(["--cluster", &format!("http://{address}"), "status", "web"])
+        .env("CEREBRO_TOKEN", TOKEN)
+        .env("XDG_CONFIG_HOME", dir.0.path().join("config"))
+        .env_remove("CEREBRO_CLUSTER");
+    let output = tokio::task::spawn_blocking(move || cli.output().expect("run cerebro"))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}{output:?}");
+    assert!(text.contains("PORTS"), "{text}");
+    for port in &ports {
+        assert!(text.contains(&format!("http=127.0.0.1:{port}")), "{text}");
+    }
+
+    stop.request();
+    tokio::time::timeout(TIMEOUT, cluster)
+        .await
+        .expect("the clustersitter stops in time")
+        .expect("the clustersitter's task")
+        .expect("the clustersitter stops without an error");
+}

@@ -900,3 +900,51 @@ fn a_stored_job_outside_the_zone_is_told_once_and_gets_no_names() {
     assert!(cluster.dns_snapshot().desired.sets.is_empty());
     assert!(cluster.view_of_job("master").unwrap().dns_names.is_empty());
 }
+
+/// The ports a machine allocated for an instance's task show in the
+/// instance's view at the machine's address; an instance whose task
+/// reports none shows none (and no host).
+#[test]
+fn an_instance_shows_the_ports_its_machine_allocated_at_the_machines_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = fixture_cluster(dir.path());
+    let before = cluster.view_of_job("master").unwrap();
+    let placed: Vec<_> = before
+        .instances
+        .iter()
+        .filter(|i| i.machine.as_deref() == Some("local-a-1"))
+        .cloned()
+        .collect();
+    assert_eq!(placed.len(), 2, "{placed:?}");
+    assert!(placed
+        .iter()
+        .all(|i| i.ports.is_empty() && i.host.is_none()));
+    let mut with_ports = reported_task(&placed[0].task_name, 0.1, 10.0);
+    with_ports.ports = [("http".to_string(), 20007u16)].into();
+    let without = reported_task(&placed[1].task_name, 0.1, 10.0);
+    cluster.reports.insert(
+        "local-a-1".into(),
+        MachineReport {
+            tasks: [with_ports, without]
+                .into_iter()
+                .map(|t| (t.name.clone(), t))
+                .collect(),
+            status: None,
+        },
+    );
+    let view = cluster.view_of_job("master").unwrap();
+    let shown = &view.instances[placed[0].index];
+    assert_eq!(shown.host.as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        shown.endpoints(),
+        vec![("http".to_string(), "127.0.0.1:20007".to_string())]
+    );
+    let other = &view.instances[placed[1].index];
+    assert!(other.ports.is_empty() && other.host.is_none(), "{other:?}");
+    // Absent from the JSON of an instance without ports, as in older answers.
+    let json = serde_json::to_value(other).unwrap();
+    assert!(
+        json.get("ports").is_none() && json.get("host").is_none(),
+        "{json}"
+    );
+}

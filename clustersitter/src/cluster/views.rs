@@ -113,6 +113,11 @@ impl Cluster {
             .and_then(|m| self.reports.get(m))
             .and_then(|r| r.tasks.get(&task_name));
         let report = task.and_then(|t| t.status.as_ref());
+        let ports = task.map(|t| t.ports.clone()).unwrap_or_default();
+        let host = machine
+            .as_deref()
+            .filter(|_| !ports.is_empty())
+            .and_then(|m| self.machine_host(m));
         let generation = self.state.jobs.get(&key.job).map_or(0, |j| {
             machine
                 .as_ref()
@@ -140,7 +145,28 @@ impl Cluster {
                 .machine_of
                 .get(key)
                 .and_then(|m| self.dns_machine_name(&key.job, m)),
+            host,
+            ports,
         }
+    }
+
+    /// The host a machine's tasks are reached at: its IP as its names
+    /// point at it ([`crate::dns::names::machine_ip`]), else the host part
+    /// of the address it registered (a host name).
+    fn machine_host(&self, machine: &str) -> Option<String> {
+        let record = self.state.machines.get(machine)?;
+        let address = record.address.as_deref();
+        crate::dns::names::machine_ip(record.details.private_address.as_deref(), address)
+            .map(|ip| ip.to_string())
+            .or_else(|| {
+                let address = address?;
+                Some(
+                    address
+                        .rsplit_once(':')
+                        .map_or(address, |(host, _)| host)
+                        .to_string(),
+                )
+            })
     }
 
     /// Every instance of `job`, placed or not, numbered in a stable order.

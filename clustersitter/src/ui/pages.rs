@@ -94,8 +94,23 @@ fn names_html(names: &[String]) -> String {
     }
 }
 
+/// An instance's allocated ports as `name address:port`, one per line
+/// (escaped); a dash for none.
+fn ports_cell(instance: &InstanceView) -> String {
+    let endpoints = instance.endpoints();
+    if endpoints.is_empty() {
+        return "—".into();
+    }
+    endpoints
+        .iter()
+        .map(|(name, address)| format!("{} <code>{}</code>", escape(name), escape(address)))
+        .collect::<Vec<_>>()
+        .join("<br>")
+}
+
 /// The instance columns shared by the job and machine pages; with
-/// `with_dns`, each instance's `N.ZONE.basename` too.
+/// `with_dns`, each instance's `N.ZONE.basename` too; a Ports column when
+/// any instance has allocated ports.
 fn instance_rows(
     viewer: &Viewer,
     instances: &[InstanceView],
@@ -110,6 +125,10 @@ fn instance_rows(
     if with_dns {
         out.push_str("<th>DNS name</th>");
     }
+    let with_ports = instances.iter().any(|i| !i.ports.is_empty());
+    if with_ports {
+        out.push_str("<th>Ports</th>");
+    }
     out.push_str("<th>State</th><th>PID</th><th>Uptime</th><th>Restarts</th><th>Violations</th><th>CPU</th><th>RSS</th><th>Logs</th><th></th></tr>");
     for i in instances {
         out.push_str("<tr>");
@@ -120,6 +139,11 @@ fn instance_rows(
             format!("<td>{}</td>", escape(i.dns_name.as_deref().unwrap_or("—")))
         } else {
             String::new()
+        };
+        let dns = if with_ports {
+            format!("{dns}<td>{}</td>", ports_cell(i))
+        } else {
+            dns
         };
         let restart = viewer.button(
             &format!(
@@ -921,7 +945,30 @@ mod tests {
             generation: 1,
             deploy,
             dns_name: None,
+            ports: Default::default(),
+            host: None,
         }
+    }
+
+    #[test]
+    fn instances_show_their_ports_at_their_machines_address() {
+        let mut web = instance(None);
+        web.ports = [("http".to_string(), 20017u16), ("admin".to_string(), 20018)].into();
+        web.host = Some("10.0.0.5".into());
+        let other = InstanceView {
+            index: 1,
+            ..instance(None)
+        };
+        let html = instance_rows(&viewer(), &[web, other], false, false);
+        assert!(html.contains("<th>Ports</th>"), "{html}");
+        assert!(
+            html.contains(
+                "<td>admin <code>10.0.0.5:20018</code><br>http <code>10.0.0.5:20017</code></td>"
+            ),
+            "{html}"
+        );
+        let plain = instance_rows(&viewer(), &[instance(None)], false, false);
+        assert!(!plain.contains("Ports"), "no column without ports: {plain}");
     }
 
     fn viewer() -> Viewer {

@@ -90,6 +90,11 @@ pub struct DesiredState {
     pub run_requested: bool,
     /// A delete was asked for: stop it and remove it.
     pub deleting: bool,
+    /// The TCP port allocated for each of the spec's named `ports`, kept
+    /// here too so a task recovered from its directory keeps its ports.
+    /// Absent from older files.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub ports: std::collections::BTreeMap<String, u16>,
 }
 
 /// Where one task's files live under a machinesitter's state directory:
@@ -101,6 +106,10 @@ pub struct TaskDir {
     pub dir: PathBuf,
     /// The directory of the workload's stdout and stderr logs.
     pub logs: PathBuf,
+    /// The workload's working directory when its spec sets no `cwd`
+    /// (`<state>/work/<dir_name>/`): its own, kept across its restarts,
+    /// removed with the task.
+    pub work: PathBuf,
 }
 
 impl TaskDir {
@@ -109,6 +118,7 @@ impl TaskDir {
         Self {
             dir: tasks_root(state_dir).join(dir_name),
             logs: state_dir.join("logs").join(dir_name),
+            work: state_dir.join("work").join(dir_name),
         }
     }
 
@@ -179,19 +189,32 @@ impl TaskDir {
                     run_requested: spec.auto_start,
                     spec,
                     deleting: false,
+                    ports: Default::default(),
                 })
             }
             Err(source) => Err(SpecFileError::Read { path, source }),
         }
     }
 
-    /// Removes the task's private directory and its workload's logs, for a
-    /// deleted task whose tasksitter is gone: nothing of a deleted task is
-    /// kept. Missing directories are fine; the first other error is returned
-    /// after both removals were tried.
+    /// Creates the workload's working directory ([`TaskDir::work`]) if it
+    /// is missing, owned by `owner` (uid, gid) when given, so a workload
+    /// run as another user can write in it. What is in it is kept.
+    /// Errors: the directory cannot be created, or given to `owner`.
+    pub fn create_work(&self, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.work)?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&self.work, Some(uid), Some(gid))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the task's private directory, its workload's logs and its
+    /// working directory, for a deleted task whose tasksitter is gone:
+    /// nothing of a deleted task is kept. Missing directories are fine; the
+    /// first other error is returned after every removal was tried.
     pub fn remove(&self) -> std::io::Result<()> {
         let mut result = Ok(());
-        for dir in [&self.dir, &self.logs] {
+        for dir in [&self.dir, &self.logs, &self.work] {
             match std::fs::remove_dir_all(dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound && result.is_ok() => {
                     result = Err(e)

@@ -6,6 +6,7 @@ use crate::machine::{Resources, Vitals};
 use crate::task::StateKind;
 use crate::ValidationErrors;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Where one instance of a job lives: the key is (job, zone, slot).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -244,6 +245,32 @@ pub struct InstanceView {
     /// `dns_basename`. Absent from older answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_name: Option<String>,
+    /// The TCP port its machine allocated for each of the job's named
+    /// `task_configuration.ports` (name -> port). Empty until its machine
+    /// reported them, and in answers of older clustersitters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, u16>,
+    /// The address of its machine those ports are reached at (an IP or
+    /// host name, without a port); absent while unplaced or unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+impl InstanceView {
+    /// Each allocated port as `(name, "host:port")`, by name; an IPv6 host
+    /// is bracketed (`[::1]:8080`), and without a known host the address
+    /// is `:port`.
+    pub fn endpoints(&self) -> Vec<(String, String)> {
+        let host = match self.host.as_deref() {
+            Some(h) if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
+            Some(h) => h.to_string(),
+            None => String::new(),
+        };
+        self.ports
+            .iter()
+            .map(|(name, port)| (name.clone(), format!("{host}:{port}")))
+            .collect()
+    }
 }
 
 /// An instance's state as the API shows it: its task's state, or
@@ -1399,5 +1426,32 @@ mod tests {
             serde_json::to_string(&RegisterResult::Joined).unwrap(),
             "\"joined\""
         );
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_join_the_host_and_each_port_and_older_answers_decode() {
+        let json = serde_json::json!({
+            "index": 0, "job": "web", "zone": "a", "slot": 0, "task_name": "web#0",
+            "machine": "m", "state": "running", "pid": 7, "restarts": 0, "violations": 0,
+            "cpu_cores": 0.0, "rss_bytes": 0, "started_at_ms": null, "generation": 1
+        });
+        let mut view: InstanceView = serde_json::from_value(json).expect("an older answer");
+        assert!(view.ports.is_empty() && view.endpoints().is_empty());
+        view.ports = [("http".to_string(), 8080u16), ("admin".to_string(), 8081)].into();
+        view.host = Some("fd00::5".into());
+        assert_eq!(
+            view.endpoints(),
+            vec![
+                ("admin".to_string(), "[fd00::5]:8081".to_string()),
+                ("http".to_string(), "[fd00::5]:8080".to_string()),
+            ]
+        );
+        view.host = Some("10.0.0.5".into());
+        assert_eq!(view.endpoints()[1].1, "10.0.0.5:8080");
     }
 }

@@ -5,6 +5,7 @@
 use crate::task::{StateKind, TaskSpec, TaskStatus};
 use crate::task_api::{ControlResult, TaskAction};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// One task as the machinesitter sees it: the spec, whether it should run,
 /// the live status from its tasksitter, and the tasksitter itself.
@@ -26,6 +27,11 @@ pub struct TaskView {
     /// Where that deployment stands on this machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deploy: Option<crate::deploy::DeployStatus>,
+    /// The TCP port allocated for each of the spec's named `ports`
+    /// (name -> port on this machine); empty for a task without ports and
+    /// in answers of older machinesitters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

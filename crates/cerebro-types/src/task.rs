@@ -45,6 +45,52 @@ pub const MIN_LOG_FILE_BYTES: u64 = 1024;
 pub const MAX_LOG_FILE_BYTES: u64 = 1 << 40;
 /// Most `log_rotation.backups` kept per stream.
 pub const MAX_LOG_BACKUPS: u32 = 1000;
+/// Most named ports one task may declare in `ports`.
+pub const MAX_PORTS: usize = 16;
+/// Longest port name in `ports`, in bytes.
+pub const MAX_PORT_NAME_BYTES: usize = 32;
+
+/// Checks a port name: 1..=32 lowercase ASCII letters, digits and `_`, so
+/// that `CEREBRO_PORT_<NAME>` (upper-cased) is a portable variable name.
+pub fn validate_port_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a port name must not be empty".into());
+    }
+    if name.len() > MAX_PORT_NAME_BYTES {
+        return Err(format!(
+            "port name '{name}' is longer than {MAX_PORT_NAME_BYTES} bytes"
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(format!(
+            "port name '{name}' may hold only lowercase letters, digits and _"
+        ));
+    }
+    Ok(())
+}
+
+/// The variable that carries the port allocated for port `name`:
+/// `CEREBRO_PORT_<NAME>`, upper-cased (`http` -> `CEREBRO_PORT_HTTP`).
+pub fn port_env_name(name: &str) -> String {
+    format!("CEREBRO_PORT_{}", name.to_ascii_uppercase())
+}
+
+/// The environment a task gets for its allocated `ports` (name -> TCP
+/// port): `CEREBRO_PORT_<NAME>` for each, and `PORT` as well when it has
+/// exactly one, the convention most servers read.
+pub fn port_env(ports: &BTreeMap<String, u16>) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = ports
+        .iter()
+        .map(|(name, port)| (port_env_name(name), port.to_string()))
+        .collect();
+    if let (1, Some(port)) = (ports.len(), ports.values().next()) {
+        env.insert("PORT".into(), port.to_string());
+    }
+    env
+}
 
 /// Checks a task name: free text of 1..=128 characters without `/` or
 /// control characters (the seed's example task is called "Portal Server").
@@ -225,6 +271,13 @@ pub struct TaskSpec {
     pub backoff: Backoff,
     #[serde(default)]
     pub log_rotation: LogRotation,
+    /// Named TCP ports the task needs (`["http", "admin"]`): the
+    /// machinesitter allocates a free port for each from its port range,
+    /// keeps it for the task's life on that machine, and passes it as
+    /// `CEREBRO_PORT_<NAME>` (and `PORT` for a single port). A tasksitter
+    /// run on its own allocates nothing. Absent from older specs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
 }
 
 fn default_true() -> bool {
@@ -280,6 +333,7 @@ impl TaskSpec {
             cpu_window: default_cpu_window(),
             backoff: Backoff::default(),
             log_rotation: LogRotation::default(),
+            ports: Vec::new(),
         }
     }
 
@@ -405,6 +459,16 @@ impl TaskSpec {
             }
             check_exec_string(cwd, MAX_CWD_BYTES, &mut |m| errors.push(field("cwd"), m));
         }
+        let (mut port_problems, mut env_problems) = (Vec::new(), Vec::new());
+        self.validate_ports(&mut |m| port_problems.push(m), &mut |m| {
+            env_problems.push(m)
+        });
+        for message in port_problems {
+            errors.push(field("ports"), message);
+        }
+        for message in env_problems {
+            errors.push(field("env"), message);
+        }
         for (name, principal) in [("uid", &self.uid), ("gid", &self.gid)] {
             if let Some(Principal::Name(text)) = principal {
                 if text.is_empty() {
@@ -416,6 +480,37 @@ impl TaskSpec {
             }
         }
         errors.into_result(())
+    }
+
+    /// Checks `ports` (at most [`MAX_PORTS`] names, each valid, none twice),
+    /// reporting through `ports`, and that `env` sets none of the variables
+    /// the allocated ports fill, reporting through `env`.
+    fn validate_ports(&self, ports: &mut dyn FnMut(String), env: &mut dyn FnMut(String)) {
+        if self.ports.len() > MAX_PORTS {
+            ports(format!(
+                "declares {} ports, at most {MAX_PORTS} are allowed",
+                self.ports.len()
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for name in &self.ports {
+            if let Err(message) = validate_port_name(name) {
+                ports(message);
+            } else if !seen.insert(name.as_str()) {
+                ports(format!("port '{name}' is declared twice"));
+            }
+        }
+        let mut filled: Vec<String> = self.ports.iter().map(|n| port_env_name(n)).collect();
+        if self.ports.len() == 1 {
+            filled.push("PORT".into());
+        }
+        for key in filled {
+            if self.env.contains_key(&key) {
+                env(format!(
+                    "{key:?} is set from the allocated port of `ports`; remove it from env"
+                ));
+            }
+        }
     }
 
     /// Cores this task reserves on a machine: its CPU limit, or one core.
@@ -1043,6 +1138,32 @@ mod cannot_start_tests {
                 "log_rotation.backups",
                 with(&|s| s.log_rotation.backups = u32::MAX),
             ),
+            ("ports", with(&|s| s.ports = vec!["HTTP".into()])),
+            ("ports", with(&|s| s.ports = vec!["web-ui".into()])),
+            ("ports", with(&|s| s.ports = vec![String::new()])),
+            ("ports", with(&|s| s.ports = vec!["p".repeat(33)])),
+            (
+                "ports",
+                with(&|s| s.ports = vec!["http".into(), "http".into()]),
+            ),
+            (
+                "ports",
+                with(&|s| s.ports = (0..17).map(|i| format!("p{i}")).collect()),
+            ),
+            (
+                "env",
+                with(&|s| {
+                    s.ports = vec!["http".into()];
+                    s.env.insert("PORT".into(), "80".into());
+                }),
+            ),
+            (
+                "env",
+                with(&|s| {
+                    s.ports = vec!["http".into(), "admin".into()];
+                    s.env.insert("CEREBRO_PORT_ADMIN".into(), "81".into());
+                }),
+            ),
         ]
     }
 
@@ -1057,6 +1178,33 @@ mod cannot_start_tests {
                 "{field}: {errors}"
             );
         }
+    }
+
+    #[test]
+    fn ports_fill_their_variables_and_port_for_a_single_one() {
+        let mut spec = TaskSpec::new("t", "true");
+        spec.ports = (0..MAX_PORTS).map(|i| format!("p_{i}")).collect();
+        spec.env.insert("PORT".into(), "8080".into());
+        spec.validate()
+            .expect("16 ports, and PORT is free with more than one");
+        let one = BTreeMap::from([("http".to_string(), 40100u16)]);
+        assert_eq!(
+            port_env(&one),
+            BTreeMap::from([
+                ("CEREBRO_PORT_HTTP".to_string(), "40100".to_string()),
+                ("PORT".to_string(), "40100".to_string()),
+            ])
+        );
+        let two = BTreeMap::from([("http".to_string(), 1u16), ("admin_2".to_string(), 2)]);
+        let env = port_env(&two);
+        assert_eq!(
+            env.get("CEREBRO_PORT_ADMIN_2").map(String::as_str),
+            Some("2")
+        );
+        assert!(!env.contains_key("PORT"), "{env:?}");
+        // A spec without ports serializes as before, so older readers take it.
+        let json = serde_json::to_value(TaskSpec::new("t", "true")).unwrap();
+        assert!(json.get("ports").is_none(), "{json}");
     }
 
     #[test]

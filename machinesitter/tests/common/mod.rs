@@ -23,7 +23,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(30);
 /// machinesitter` does not build it, so it must have been built before (the
 /// harness says how when it is missing).
 pub fn tasksitter_bin() -> PathBuf {
-    cerebro_tests::bin_dir().join("tasksitter")
+    cerebro_tests::bin("tasksitter")
 }
 
 pub struct MachineSitter {
