@@ -186,6 +186,25 @@ pub struct LocalProvider {
 }
 
 /// `pid/start-ticks`: a pid alone could be reused by an unrelated process.
+/// In a local machine's dir: the index of its slice of the task ports.
+const PORT_SLICE_FILE: &str = "port-slice";
+
+/// The task ports local machines share (the machinesitter's default
+/// `--port-range`), cut in `max_machines` slices.
+const LOCAL_TASK_PORTS: (u16, u16) = (20000, 20999);
+
+/// Slice `index` of [`LOCAL_TASK_PORTS`] when cut for `max_machines`
+/// machines: (first, last) port, inclusive. Slices never overlap for
+/// indexes below `max_machines` (the provider's limit).
+fn local_port_slice(index: usize, max_machines: usize) -> (u16, u16) {
+    let (low, high) = LOCAL_TASK_PORTS;
+    let total = usize::from(high - low) + 1;
+    let size = (total / max_machines.max(1)).max(1);
+    let first = low as usize + (index * size) % total;
+    let last = (first + size - 1).min(high as usize);
+    (first as u16, last as u16)
+}
+
 fn local_provider_id(pid: i32, ticks: u64) -> String {
     format!("{pid}/{ticks}")
 }
@@ -274,6 +293,23 @@ impl MachineProvider for LocalProvider {
         let dir = self.machine_dir(&machine.id)?;
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("zone"), &machine.zone)?;
+        // Local machines share one host: each gets a slice of the task
+        // port range of its own, so two of them never hand one port to
+        // two tasks (each machinesitter only knows its own tasks).
+        let taken: Vec<usize> = running
+            .iter()
+            .filter_map(|(_, id)| {
+                let dir = self.machine_dir(id).ok()?;
+                std::fs::read_to_string(dir.join(PORT_SLICE_FILE))
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        let slice = (0..).find(|i| !taken.contains(i)).unwrap_or(0);
+        std::fs::write(dir.join(PORT_SLICE_FILE), slice.to_string())?;
+        let (first, last) = local_port_slice(slice, self.config.max_machines);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -292,6 +328,7 @@ impl MachineProvider for LocalProvider {
                 &(machine.size.mem_mb.ceil() as u64).to_string(),
             ])
             .args(["--cluster-url", &machine.cluster_url])
+            .args(["--port-range", &format!("{first}-{last}")])
             // Terminating a local machine means stopping its tasks too.
             .args(["--on-exit", "stop"])
             .stdin(std::process::Stdio::null())
@@ -473,5 +510,25 @@ impl Doomed {
 
     fn all_gone(&self) -> bool {
         self.0.iter().all(|(&pid, &ticks)| !is_alive(pid, ticks))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_port_slice;
+
+    #[test]
+    fn local_machines_get_port_slices_that_never_overlap() {
+        for max in [1, 3, 16, 1000] {
+            let slices: Vec<(u16, u16)> = (0..max).map(|i| local_port_slice(i, max)).collect();
+            for (i, &(first, last)) in slices.iter().enumerate() {
+                assert!((20000..=20999).contains(&first) && first <= last && last <= 20999);
+                for &(other_first, other_last) in &slices[i + 1..] {
+                    assert!(last < other_first || other_last < first, "{max}: overlap");
+                }
+            }
+        }
+        assert_eq!(local_port_slice(0, 16), (20000, 20061));
+        assert_eq!(local_port_slice(15, 16), (20930, 20991));
     }
 }
