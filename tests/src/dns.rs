@@ -197,3 +197,21 @@ pub fn rcode_name(code: ResponseCode) -> String {
     };
     name.to_string()
 }
+
+/// TXT data in presentation form (`"a" "b"`, with `\"` and `\\`
+/// escapes), as dig prints it and Route 53 holds it, unquoted and joined
+/// into one string (how `RecordSet` keeps TXT values).
+pub fn unquote_txt(data: &str) -> String {
+    let mut out = String::new();
+    let mut quoted = false;
+    let mut chars = data.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => quoted = !quoted,
+            '\\' => out.extend(chars.next()),
+            c if quoted => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}

@@ -171,22 +171,6 @@ fn dig_line(line: &str) -> Option<(String, u32, String, String)> {
     Some((cerebro_types::dns::normalize_name(name), ttl, rtype, data))
 }
 
-/// A TXT record's data as dig prints it (`"a" "b"`), unquoted and joined.
-fn txt_value(data: &str) -> String {
-    let mut out = String::new();
-    let mut quoted = false;
-    let mut chars = data.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => quoted = !quoted,
-            '\\' => out.extend(chars.next()),
-            c if quoted => out.push(c),
-            _ => {}
-        }
-    }
-    out
-}
-
 impl Bind {
     /// The zone by AXFR: every record line.
     fn transfer(&self) -> Vec<(String, u32, String, String)> {
@@ -240,7 +224,7 @@ impl DnsBackend for Bind {
             let (rtype, value) = match rtype.as_str() {
                 "A" => (RecordType::A, data),
                 "AAAA" => (RecordType::Aaaa, data),
-                "TXT" => (RecordType::Txt, txt_value(&data)),
+                "TXT" => (RecordType::Txt, cerebro_tests::dns::unquote_txt(&data)),
                 _ => continue,
             };
             sets.add(&name, rtype, ttl, value);

@@ -43,23 +43,6 @@ fn decode_name(name: &str) -> String {
     normalize_name(&out)
 }
 
-/// A TXT value as Route 53 holds it (`"a" "b"`, with `\"` and `\\`) as one
-/// unquoted string.
-fn unquote(value: &str) -> String {
-    let mut out = String::new();
-    let mut quoted = false;
-    let mut chars = value.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => quoted = !quoted,
-            '\\' => out.extend(chars.next()),
-            c if quoted => out.push(c),
-            _ => {}
-        }
-    }
-    out
-}
-
 impl Route53 {
     fn start() -> Self {
         let moto = MotoServer::start();
@@ -167,7 +150,7 @@ impl DnsBackend for Route53 {
                 .resource_records()
                 .iter()
                 .map(|r| match rtype {
-                    RecordType::Txt => unquote(r.value()),
+                    RecordType::Txt => cerebro_tests::dns::unquote_txt(r.value()),
                     _ => r.value().to_string(),
                 })
                 .collect();
