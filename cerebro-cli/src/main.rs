@@ -1173,6 +1173,11 @@ mod tests {
             dns_name: dns.map(str::to_string),
             ports: Default::default(),
             host: None,
+            health: cerebro_types::health::InstanceHealth::Running,
+            wanted_running: true,
+            pending: None,
+            last_exit: None,
+            recent_restarts: 0,
         }
     }
 
@@ -1197,6 +1202,7 @@ mod tests {
             last_seen_ms: None,
             missed_polls: 0,
             instances: Vec::new(),
+            used: Resources::default(),
             vitals: None,
             orphans: Vec::new(),
             dns_names: dns_names.iter().map(|n| n.to_string()).collect(),
@@ -1217,6 +1223,8 @@ mod tests {
             desired_instances: instances.len(),
             running_instances: instances.len(),
             instances,
+            health: cerebro_types::health::JobHealth::Healthy,
+            health_counts: Default::default(),
             rollout: None,
             run_requested: None,
             recipe: None,

@@ -13,6 +13,7 @@ use cerebro_types::cluster::{
     BinaryInfo, ClusterEvent, ClusterStatus, IdleLimitRequest, JobReply, JobResult, JobView,
     MachineState, MachineView, PlanReply, RegisterReply, RegisterRequest, UpdateRequest,
 };
+use cerebro_types::history::HistoryView;
 use cerebro_types::job::JobSpec;
 use cerebro_types::job_file::parse_jobs;
 use cerebro_types::task_api::LogQuery;
@@ -67,6 +68,8 @@ pub fn router(ops: Ops, token: Option<Token>) -> Router {
         .route("/api/v1/machines", get(list_machines))
         .route("/api/v1/machines/register", post(register))
         .route("/api/v1/machines/{id}", get(get_machine))
+        .route("/api/v1/machines/{id}/history", get(machine_history))
+        .route("/api/v1/jobs/{name}/history", get(job_history))
         .route("/api/v1/idle-limit", put(set_idle_limit))
         .merge(binaries)
         .layer(middleware::from_fn_with_state(token, require_token))
@@ -297,6 +300,22 @@ async fn get_machine(
     Path(id): Path<String>,
 ) -> Result<Json<MachineView>, ApiError> {
     Ok(Json(ops.machine(&id)?))
+}
+
+/// The last hour of CPU and RSS of machine `id` and its tasks.
+async fn machine_history(
+    State(ops): State<Ops>,
+    Path(id): Path<String>,
+) -> Result<Json<HistoryView>, ApiError> {
+    Ok(Json(ops.machine_history(&id)?))
+}
+
+/// The last hour of CPU and RSS of job `name`'s instances.
+async fn job_history(
+    State(ops): State<Ops>,
+    Path(name): Path<String>,
+) -> Result<Json<HistoryView>, ApiError> {
+    Ok(Json(ops.job_history(&name)?))
 }
 
 /// A machinesitter announces itself (see [`Ops::register`]).

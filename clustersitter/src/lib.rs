@@ -8,6 +8,7 @@ pub mod binaries;
 pub mod cluster;
 pub mod config;
 pub mod dns;
+pub mod history;
 mod http_error;
 pub mod ops;
 pub mod placement;

@@ -12,7 +12,8 @@ use cerebro_types::cluster::{
     RegisterRequest, RegisterResult, UpdateRequest,
 };
 use cerebro_types::deploy::InstanceDeployLog;
-use cerebro_types::job::{instance_task_name, JobSpec};
+use cerebro_types::history::HistoryView;
+use cerebro_types::job::JobSpec;
 use cerebro_types::task_api::{LogQuery, TaskAction};
 use cerebro_types::{LogChunk, LogStream, ValidationErrors};
 use std::sync::Arc;
@@ -285,6 +286,20 @@ impl Ops {
             .ok_or_else(|| OpError::NoSuchMachine(id.to_string()))
     }
 
+    /// The last hour of job `name`'s instances (`GET /api/v1/jobs/{name}/history`).
+    pub fn job_history(&self, name: &str) -> Result<HistoryView, OpError> {
+        lock(&self.cluster)
+            .job_history(name)
+            .ok_or_else(|| OpError::NoSuchJob(name.to_string()))
+    }
+
+    /// The last hour of machine `id` and its tasks.
+    pub fn machine_history(&self, id: &str) -> Result<HistoryView, OpError> {
+        lock(&self.cluster)
+            .machine_history(id)
+            .ok_or_else(|| OpError::NoSuchMachine(id.to_string()))
+    }
+
     /// Creates or replaces a job after the checks that need the cluster.
     pub fn put_job(&self, job: JobSpec) -> Result<PutJob, OpError> {
         let name = job.name().to_string();
@@ -404,7 +419,7 @@ impl Ops {
             .machine(&machine)
             .and_then(|m| m.address.clone())
             .ok_or_else(|| OpError::NoAddress(machine.clone()))?;
-        let task = instance_task_name(&instance.job, instance.slot);
+        let task = instance.task_name.clone();
         Ok((machine, address, task))
     }
 

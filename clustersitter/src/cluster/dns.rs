@@ -223,9 +223,7 @@ impl Cluster {
             .filter(|a| a.key.job == job)
         {
             any = true;
-            let task = report
-                .tasks
-                .get(&instance_task_name(job, assignment.key.slot));
+            let task = report.tasks.get(&self.task_name_of(&assignment.key));
             let runs = task
                 .and_then(|t| t.status.as_ref())
                 .is_some_and(|s| s.state.kind() == cerebro_types::StateKind::Running);

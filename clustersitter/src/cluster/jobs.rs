@@ -69,7 +69,7 @@ impl Cluster {
         let previous: Vec<Assignment> = self
             .assignments()
             .iter()
-            .filter(|a| !self.was_refused(&a.machine, &instance_task_name(&a.key.job, a.key.slot)))
+            .filter(|a| !self.was_refused(&a.machine, &self.task_name_of(&a.key)))
             .cloned()
             .collect();
         let mut plan = crate::placement::place(&crate::placement::PlacementInput {
@@ -200,7 +200,7 @@ impl Cluster {
         let mut health = MachineHealth::Healthy;
         let mut keys: Option<Vec<InstanceKey>> = None;
         for assignment in self.assignments_on(machine).filter(|a| a.key.job == job) {
-            let task_name = instance_task_name(&assignment.key.job, assignment.key.slot);
+            let task_name = self.task_name_of(&assignment.key);
             let task = report.tasks.get(&task_name);
             let runs = task.and_then(|t| t.status.as_ref()).is_some_and(|s| {
                 s.state.kind() == cerebro_types::StateKind::Running

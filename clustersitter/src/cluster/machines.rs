@@ -87,6 +87,7 @@ impl Cluster {
                     if let Some(previous) = self.reports.get(&id) {
                         events.extend(task_changes(&id, previous, &report));
                     }
+                    self.history.record(&id, &report, now);
                     self.reports.insert(id.clone(), report);
                     answered.push(id);
                 }
@@ -243,7 +244,7 @@ impl Cluster {
         let for_whom: Vec<String> = request
             .for_instances
             .iter()
-            .map(|k| instance_task_name(&k.job, k.slot))
+            .map(|k| self.task_name_of(k))
             .collect();
         // The machines its instances were on and that are gone or going:
         // this machine replaces them.

@@ -96,6 +96,8 @@ pub struct Cluster {
     provision_streaks: BTreeMap<String, machines::ProvisionStreak>,
     /// How long a zone waits after failed attempts.
     provision_backoff: ProvisionBackoff,
+    /// The last hour of CPU and RSS per task and machine (not persisted).
+    history: crate::history::History,
 }
 
 /// What a machine refused, and what it ran when it did.
@@ -160,8 +162,27 @@ impl Cluster {
             refused: BTreeMap::new(),
             provision_streaks: BTreeMap::new(),
             provision_backoff: ProvisionBackoff::default(),
+            history: crate::history::History::default(),
             config,
         }
+    }
+
+    /// The last hour of CPU and RSS per task and machine.
+    pub fn history(&self) -> &crate::history::History {
+        &self.history
+    }
+
+    /// The number of instance `key`: job-wide, unique among the job's
+    /// instances and stable for the instance's life (see
+    /// [`InstanceView::index`](cerebro_types::cluster::InstanceView)).
+    pub fn instance_number(&self, key: &InstanceKey) -> u32 {
+        key.slot
+    }
+
+    /// The task name instance `key` runs under on its machine: `JOB#N`
+    /// with N its [`Cluster::instance_number`].
+    pub fn task_name_of(&self, key: &InstanceKey) -> String {
+        instance_task_name(&key.job, self.instance_number(key))
     }
 
     /// Learns from `provider` the largest machine of each served zone; a
@@ -190,6 +211,29 @@ impl Cluster {
             kind,
             subject,
             message,
+            machine: None,
+        });
+    }
+
+    /// Records (and journals) an event about job `job` that happened on
+    /// `machine` (an instance's start, exit or violation): shown on the
+    /// job's page and on the machine's.
+    pub fn event_on(
+        &mut self,
+        kind: ClusterEventKind,
+        job: &str,
+        machine: &str,
+        message: impl Into<String>,
+    ) {
+        let message = message.into();
+        tracing::info!(kind = kind.name(), job, machine, "{message}");
+        let subject = kind.subject_kind().with(job.to_string());
+        self.events.push(ClusterEvent {
+            at_ms: now_ms(),
+            kind,
+            subject,
+            message,
+            machine: Some(machine.to_string()),
         });
     }
 
@@ -216,13 +260,16 @@ impl Cluster {
     pub fn instance_spec(&self, key: &InstanceKey, machine: &str) -> Option<TaskSpec> {
         let job = self.state.jobs.get(&key.job)?;
         let mut spec = job.task_configuration_on(machine).clone();
-        spec.name = instance_task_name(&key.job, key.slot);
+        spec.name = self.task_name_of(key);
         if let Some(run) = job.run_requested {
             spec.auto_start = run;
         }
         let env = &mut spec.env;
         env.insert("CEREBRO_JOB".into(), key.job.clone());
-        env.insert("CEREBRO_INSTANCE".into(), key.slot.to_string());
+        env.insert(
+            "CEREBRO_INSTANCE".into(),
+            self.instance_number(key).to_string(),
+        );
         env.insert("CEREBRO_ZONE".into(), key.zone.clone());
         env.insert("CEREBRO_MACHINE".into(), machine.to_string());
         env.insert("CEREBRO_CLUSTER".into(), self.config.cluster_name.clone());
@@ -876,7 +923,7 @@ impl Cluster {
             },
         };
         for assignment in self.assignments_on(&machine.id) {
-            let task = instance_task_name(&assignment.key.job, assignment.key.slot);
+            let task = self.task_name_of(&assignment.key);
             let runs = report.is_some_and(|r| r.tasks.contains_key(&task));
             if !runs || refusal.tasks.contains(&task) {
                 continue;

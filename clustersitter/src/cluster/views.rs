@@ -3,6 +3,10 @@
 
 use super::*;
 use cerebro_types::cluster::RecipeView;
+use cerebro_types::deploy::DeployState;
+use cerebro_types::health::{
+    recent_restarts, ExitReason, HealthCounts, HealthInput, InstanceHealth, JobHealth, Pending,
+};
 
 /// Nothing reserved, nothing free: the start of a sum.
 /// (`Resources` has no `Default`, and it is not this crate's type.)
@@ -107,7 +111,7 @@ impl Cluster {
         key: &InstanceKey,
     ) -> InstanceView {
         let machine = assigned.machine_of.get(key).map(|m| m.to_string());
-        let task_name = instance_task_name(&key.job, key.slot);
+        let task_name = self.task_name_of(key);
         let task = machine
             .as_ref()
             .and_then(|m| self.reports.get(m))
@@ -118,11 +122,36 @@ impl Cluster {
             .as_deref()
             .filter(|_| !ports.is_empty())
             .and_then(|m| self.machine_host(m));
-        let generation = self.state.jobs.get(&key.job).map_or(0, |j| {
+        let record = self.state.jobs.get(&key.job);
+        let generation = record.map_or(0, |j| {
             machine
                 .as_ref()
                 .map_or(j.generation, |m| j.generation_on(m))
         });
+        let wanted_running = record.is_none_or(|j| {
+            j.run_requested
+                .unwrap_or(j.spec.task_configuration.auto_start)
+        });
+        let deploy = task.and_then(|t| t.deploy.as_ref());
+        // Nothing installed yet: its process cannot run the release.
+        let deploying = deploy.is_some_and(|d| {
+            d.running_release.is_none()
+                && !matches!(d.state, DeployState::Ready | DeployState::Checking)
+        });
+        let now = now_ms();
+        let health = InstanceHealth::judge(
+            &HealthInput {
+                wanted_running,
+                status: report,
+                deploying,
+                healthy_after_secs: record.map_or(10.0, |j| {
+                    j.spec.task_configuration.backoff.healthy_after_secs
+                }),
+            },
+            now,
+        );
+        let pending = (health == InstanceHealth::Pending)
+            .then(|| self.pending_reason(key, machine.as_deref(), deploy));
         InstanceView {
             index,
             job: key.job.clone(),
@@ -147,6 +176,65 @@ impl Cluster {
                 .and_then(|m| self.dns_machine_name(&key.job, m)),
             host,
             ports,
+            health,
+            wanted_running,
+            pending,
+            last_exit: report.and_then(ExitReason::last_of),
+            recent_restarts: report.map_or(0, |s| recent_restarts(s, now)),
+        }
+    }
+
+    /// Why instance `key` (on `machine`, if placed) has no process yet.
+    fn pending_reason(
+        &self,
+        key: &InstanceKey,
+        machine: Option<&str>,
+        deploy: Option<&cerebro_types::deploy::DeployStatus>,
+    ) -> Pending {
+        if let Some(deploy) = deploy {
+            return match deploy.state {
+                DeployState::Failed => Pending::new(
+                    "deploy_failed",
+                    format!(
+                        "deploy of release {} failed{}: {}",
+                        deploy.release,
+                        deploy
+                            .step
+                            .as_deref()
+                            .map(|s| format!(" at {s}"))
+                            .unwrap_or_default(),
+                        deploy.error.as_deref().unwrap_or("no reason given")
+                    ),
+                ),
+                _ => Pending::new(
+                    "deploying",
+                    format!(
+                        "deploying release {} ({})",
+                        deploy.release,
+                        deploy.state.as_str()
+                    ),
+                ),
+            };
+        }
+        let Some(machine) = machine else {
+            return match self.plan.unplaced.iter().find(|u| u.key == *key) {
+                Some(unplaced) => Pending::new("unplaceable", unplaced.reason.clone()),
+                None => Pending::new("waiting_for_machine", "not placed yet"),
+            };
+        };
+        match self.state.machines.get(machine).map(|m| m.state()) {
+            Some(MachineState::Provisioning) => Pending::new(
+                "waiting_for_machine",
+                format!("waiting for machine {machine} to come up"),
+            ),
+            Some(MachineState::Unreachable) => Pending::new(
+                "machine_unreachable",
+                format!("its machine {machine} does not answer"),
+            ),
+            _ => Pending::new(
+                "not_reported",
+                format!("sent to machine {machine}; not reported yet"),
+            ),
         }
     }
 
@@ -233,6 +321,17 @@ impl Cluster {
         });
         let zones: std::collections::BTreeSet<String> =
             instances.iter().map(|i| i.zone.clone()).collect();
+        let mut health_counts = HealthCounts::default();
+        for instance in &instances {
+            health_counts.add(instance.health);
+        }
+        let health = JobHealth::of(instances.iter().map(|i| {
+            (
+                i.health,
+                i.wanted_running,
+                i.pending.as_ref().is_some_and(Pending::blocked),
+            )
+        }));
         let dns_names = self.dns_names_of_job(name, &zones);
         JobView {
             name: name.to_string(),
@@ -242,11 +341,10 @@ impl Cluster {
             created_ms: record.created_ms,
             updated_ms: record.updated_ms,
             desired_instances: instances.len(),
-            running_instances: instances
-                .iter()
-                .filter(|i| i.state == InstanceState::Running)
-                .count(),
+            running_instances: health_counts.running,
             instances,
+            health,
+            health_counts,
             rollout,
             run_requested: record.run_requested,
             recipe: record.recipe.as_ref().map(|r| RecipeView {
@@ -283,7 +381,7 @@ impl Cluster {
     fn machine_view_with(&self, assigned: &AssignmentIndex, record: &MachineRecord) -> MachineView {
         // Instance numbers are positions in each job's list, computed once per job.
         let mut keys_of_job: BTreeMap<&str, Vec<InstanceKey>> = BTreeMap::new();
-        let mut instances = Vec::new();
+        let mut instances: Vec<InstanceView> = Vec::new();
         for assignment in self.assignments_on(&record.id) {
             let keys = keys_of_job
                 .entry(assignment.key.job.as_str())
@@ -304,6 +402,13 @@ impl Cluster {
             created_ms: record.created_ms,
             last_seen_ms: record.last_seen_ms,
             missed_polls: record.missed_polls,
+            used: Resources {
+                cpu: instances.iter().map(|i| i.cpu_cores).sum(),
+                mem_mb: instances
+                    .iter()
+                    .map(|i| i.rss_bytes as f64 / (1024.0 * 1024.0))
+                    .sum(),
+            },
             instances,
             orphans: self.orphans_on(&record.id),
             dns_names: self.dns_names_of_machine(&record.id),
@@ -365,6 +470,20 @@ impl Cluster {
             machines: self.state.machines.len(),
             desired_instances: jobs.iter().map(|j| j.desired_instances).sum(),
             running_instances: jobs.iter().map(|j| j.running_instances).sum(),
+            instances: {
+                let mut counts = HealthCounts::default();
+                for instance in jobs.iter().flat_map(|j| &j.instances) {
+                    counts.add(instance.health);
+                }
+                counts
+            },
+            jobs_by_health: {
+                let mut by = BTreeMap::new();
+                for job in jobs {
+                    *by.entry(job.health).or_insert(0) += 1;
+                }
+                by
+            },
             unplaced: self.plan.unplaced.clone(),
             uptime_secs: self.started.elapsed().as_secs(),
         }

@@ -4,6 +4,7 @@
 //! session's CSRF token. Every value from jobs, tasks and logs is escaped.
 
 mod actions;
+mod graphs;
 mod pages;
 
 use crate::ops::Ops;

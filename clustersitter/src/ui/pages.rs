@@ -242,7 +242,7 @@ fn events_table(cluster: &Cluster, subject: Option<&EventSubject>, limit: usize)
         .events()
         .iter()
         .rev()
-        .filter(|e| subject.is_none_or(|s| e.subject == *s))
+        .filter(|e| subject.is_none_or(|s| e.concerns(s)))
         .take(limit)
     {
         let _ = write!(
@@ -530,6 +530,7 @@ pub(super) async fn job_page(
         );
         let with_dns =
             view.spec.dns_basename.is_some() || view.instances.iter().any(|i| i.dns_name.is_some());
+        let graphs = super::graphs::job_graphs(&cluster, &name);
         let task = serde_json::to_string_pretty(&view.spec.task_configuration).unwrap_or_default();
         let options = serde_json::to_string_pretty(&view.spec.recipe_options).unwrap_or_default();
         let deployments =
@@ -539,7 +540,7 @@ pub(super) async fn job_page(
                 String::new()
             };
         format!(
-            r#"<div id="live" data-refresh="{REFRESH_MS}"><h1>{}</h1><p>{actions}</p><div class="card">{}</div><h2>Instances</h2>{}{deployments}<h2>Layout</h2>{layout}<h2>Task configuration</h2><pre class="log">{}</pre><h2>Recipe options</h2><pre class="log">{}</pre><h2>Events</h2>{}</div>"#,
+            r#"<div id="live" data-refresh="{REFRESH_MS}"><h1>{}</h1><p>{actions}</p><div class="card">{}</div><h2>Instances</h2>{}{graphs}{deployments}<h2>Layout</h2>{layout}<h2>Task configuration</h2><pre class="log">{}</pre><h2>Recipe options</h2><pre class="log">{}</pre><h2>Events</h2>{}</div>"#,
             escape(&name),
             key_values(&rows),
             instance_rows(&viewer, &view.instances, false, with_dns),
@@ -638,7 +639,7 @@ pub(super) async fn machine_page(
             rows.push(("Uptime", format!("{} s", v.uptime_secs)));
         }
         format!(
-            r#"<div id="live" data-refresh="{REFRESH_MS}"><h1>Machine {}</h1><div class="card">{}</div><h2>Tasks</h2>{}<h2>Events</h2>{}</div>"#,
+            r#"<div id="live" data-refresh="{REFRESH_MS}"><h1>Machine {}</h1><div class="card">{}</div><h2>Tasks</h2>{}{}<h2>Events</h2>{}</div>"#,
             escape(&id),
             key_values(&rows),
             instance_rows(
@@ -647,6 +648,7 @@ pub(super) async fn machine_page(
                 true,
                 view.instances.iter().any(|i| i.dns_name.is_some())
             ),
+            super::graphs::machine_graphs(&cluster, &id),
             events_table(&cluster, Some(&EventSubject::Machine(id.clone())), 20)
         )
     };
@@ -947,6 +949,11 @@ mod tests {
             dns_name: None,
             ports: Default::default(),
             host: None,
+            health: cerebro_types::health::InstanceHealth::Running,
+            wanted_running: true,
+            pending: None,
+            last_exit: None,
+            recent_restarts: 0,
         }
     }
 

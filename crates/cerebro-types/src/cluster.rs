@@ -206,6 +206,14 @@ pub struct MachineView {
     pub last_seen_ms: Option<u64>,
     pub missed_polls: u32,
     pub instances: Vec<InstanceView>,
+    /// What its instances use, measured (the sum of their CPU cores and
+    /// RSS in MB at the last poll), beside `reserved` (what placement
+    /// set aside for them) and `capacity`. Absent from older answers.
+    #[serde(default)]
+    pub used: Resources,
+    /// The figures of the host its machinesitter runs on (a shared host
+    /// for the local provider: every local machine reports the same
+    /// one). Not the machine's capacity.
     pub vitals: Option<Vitals>,
     /// Task names the machine runs for jobs this cluster does not know
     /// (its state was lost): kept running, never removed by the cluster.
@@ -220,7 +228,10 @@ pub struct MachineView {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceView {
-    /// Position in the job's instance list (sorted by zone, then slot).
+    /// The instance's number: job-wide and stable for its life (a zone
+    /// growing or shrinking renumbers no other instance). It names the
+    /// task (`JOB#N`), is its `CEREBRO_INSTANCE`, and is what `--instance`,
+    /// `?instance=` and `/instances/N/` take. The zone is shown beside it.
     pub index: usize,
     pub job: String,
     pub zone: String,
@@ -254,6 +265,34 @@ pub struct InstanceView {
     /// host name, without a port); absent while unplaced or unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// Its health ([`crate::health::InstanceHealth::judge`]): what every
+    /// count of running instances counts. Answers of older
+    /// clustersitters lack it: then `unknown`.
+    #[serde(default = "unknown_health")]
+    pub health: crate::health::InstanceHealth,
+    /// Whether the job wants it running now (its run request, else
+    /// `auto_start`). Absent from older answers: then true.
+    #[serde(default = "yes")]
+    pub wanted_running: bool,
+    /// Why it is pending, for a pending instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<crate::health::Pending>,
+    /// How its process last ended and why (exit code or signal, the
+    /// violation that ended it), while its machine's history holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<crate::health::ExitReason>,
+    /// Restarts by its own policy within
+    /// [`crate::health::CRASH_LOOP_WINDOW_MS`].
+    #[serde(default)]
+    pub recent_restarts: u32,
+}
+
+fn unknown_health() -> crate::health::InstanceHealth {
+    crate::health::InstanceHealth::Unknown
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl InstanceView {
@@ -402,8 +441,16 @@ pub struct JobView {
     pub created_ms: u64,
     pub updated_ms: u64,
     pub desired_instances: usize,
+    /// Instances whose health is `running`.
     pub running_instances: usize,
     pub instances: Vec<InstanceView>,
+    /// Its instances rolled up ([`crate::health::JobHealth::of`]).
+    /// Absent from older answers: then `unknown`.
+    #[serde(default = "unknown_job_health")]
+    pub health: crate::health::JobHealth,
+    /// Its instances counted by health.
+    #[serde(default)]
+    pub health_counts: crate::health::HealthCounts,
     pub rollout: Option<RolloutView>,
     /// Set by a start (true) or stop (false) request; overrides `auto_start`.
     #[serde(default)]
@@ -416,6 +463,10 @@ pub struct JobView {
     /// a `dns_basename`, sorted. Absent from older answers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_names: Vec<String>,
+}
+
+fn unknown_job_health() -> crate::health::JobHealth {
+    crate::health::JobHealth::Unknown
 }
 
 /// Whether a job's instances run, and why.
@@ -610,6 +661,19 @@ pub struct ClusterEvent {
     pub kind: ClusterEventKind,
     pub subject: EventSubject,
     pub message: String,
+    /// The machine a job event happened on (an instance's exit,
+    /// violation or start), so the machine's page lists it too. Absent
+    /// from older lines.
+    pub machine: Option<String>,
+}
+
+impl ClusterEvent {
+    /// Whether the event belongs on the page of `subject`: it is the
+    /// subject, or (for a machine) the event happened on it.
+    pub fn concerns(&self, subject: &EventSubject) -> bool {
+        self.subject == *subject
+            || matches!(subject, EventSubject::Machine(id) if self.machine.as_deref() == Some(id))
+    }
 }
 
 /// How much an event matters to whoever watches the cluster.
@@ -722,6 +786,21 @@ pub enum ClusterEventKind {
     InstanceMoved,
     /// An instance was restarted by request.
     InstanceRestarted,
+    /// An instance's process is up on its machine (first seen running
+    /// after not running): the only event that says an instance runs.
+    InstanceStarted,
+    /// An instance's process ended and its policy restarts it: names the
+    /// instance, its zone and machine, the exit code or signal, the
+    /// violation that ended it, and its restart count.
+    InstanceExited,
+    /// An instance went past a limit: kind, measured value, limit, and
+    /// whether the kernel killed it.
+    InstanceViolation,
+    /// An instance began crash-looping
+    /// ([`crate::health::CRASH_LOOP_RESTARTS`] restarts within the window).
+    InstanceCrashLooping,
+    /// An instance failed: its tasksitter gave up, or it exited for good.
+    InstanceFailed,
     /// The clustersitter asked the provider for a machine.
     MachineProvisioning,
     /// The provider started the machine.
@@ -855,6 +934,11 @@ known_event_kinds! {
     InstancePlaced => "instance_placed",
     InstanceMoved => "instance_moved",
     InstanceRestarted => "instance_restarted",
+    InstanceStarted => "instance_started",
+    InstanceExited => "instance_exited",
+    InstanceViolation => "instance_violation",
+    InstanceCrashLooping => "instance_crash_looping",
+    InstanceFailed => "instance_failed",
     MachineProvisioning => "machine_provisioning",
     MachineStarted => "machine_started",
     MachineReady => "machine_ready",
@@ -902,7 +986,8 @@ impl ClusterEventKind {
         match self {
             JobCreated | JobUpdated | JobDropped | JobRemoved | JobRunRequested
             | RolloutStarted | RolloutStep | RolloutComplete | InstancePlaced | InstanceMoved
-            | InstanceRestarted | RolloutStopped | RecipeUnresolved => "job",
+            | InstanceRestarted | RolloutStopped | RecipeUnresolved | InstanceStarted
+            | InstanceExited | InstanceViolation | InstanceCrashLooping | InstanceFailed => "job",
             MachineProvisioning
             | MachineStarted
             | MachineReady
@@ -939,7 +1024,8 @@ impl ClusterEventKind {
         match self {
             MachineUnreachable | MachineLost | MachineVanished | TaskCallFailed | TaskViolation
             | ProviderListFailed | ProvisionFailed | TerminateFailed | StateFileUnreadable
-            | FenceUnconfirmed | RolloutStopped | DeployFailed | DnsFailed => Severity::Failure,
+            | FenceUnconfirmed | RolloutStopped | DeployFailed | DnsFailed | InstanceViolation
+            | InstanceCrashLooping | InstanceFailed => Severity::Failure,
             MachineNeverCameUp
             | MachineStaleRegistered
             | TaskRestarted
@@ -947,7 +1033,8 @@ impl ClusterEventKind {
             | TaskOrphaned
             | MachineUnmanaged
             | RecipeUnresolved
-            | DnsConflict => Severity::Warning,
+            | DnsConflict
+            | InstanceExited => Severity::Warning,
             Unknown { severity, .. } => *severity,
             _ => Severity::Info,
         }
@@ -1002,6 +1089,8 @@ struct WireEvent {
     severity: Option<String>,
     subject: String,
     message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    machine: Option<String>,
 }
 
 /// The severity of a line journaled before kinds were typed: such a line
@@ -1042,6 +1131,7 @@ impl From<WireEvent> for ClusterEvent {
             kind,
             subject,
             message: wire.message,
+            machine: wire.machine,
         }
     }
 }
@@ -1055,6 +1145,7 @@ impl From<ClusterEvent> for WireEvent {
             severity: Some(event.kind.severity().as_str().to_string()),
             subject: event.subject.name().to_string(),
             message: event.message,
+            machine: event.machine,
         }
     }
 }
@@ -1098,7 +1189,15 @@ pub struct ClusterStatus {
     pub jobs: usize,
     pub machines: usize,
     pub desired_instances: usize,
+    /// Instances whose health is `running` (`instances.running`).
     pub running_instances: usize,
+    /// Every instance counted by health. Absent from older answers.
+    #[serde(default)]
+    pub instances: crate::health::HealthCounts,
+    /// Jobs by health: `healthy`, `degraded`, `failing` → count.
+    /// Absent from older answers.
+    #[serde(default)]
+    pub jobs_by_health: BTreeMap<crate::health::JobHealth, usize>,
     pub unplaced: Vec<Unplaced>,
     pub uptime_secs: u64,
 }
@@ -1320,6 +1419,7 @@ mod tests {
                 kind: kind.clone(),
                 subject: kind.subject_kind().with("x".into()),
                 message: "m".into(),
+                machine: Some("m-1".into()),
             };
             let line = serde_json::to_string(&event).unwrap();
             let back: ClusterEvent = serde_json::from_str(&line).unwrap();

@@ -5,6 +5,8 @@ pub mod cluster;
 pub mod deploy;
 pub mod dns;
 pub mod error;
+pub mod health;
+pub mod history;
 pub mod human;
 pub mod job;
 pub mod job_file;

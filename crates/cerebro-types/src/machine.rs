@@ -42,7 +42,7 @@ pub struct SitterView {
     pub retiring: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Resources {
     pub cpu: f64,
     pub mem_mb: f64,
