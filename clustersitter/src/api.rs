@@ -758,7 +758,7 @@ mod tests {
         assert_eq!(one.len(), 1);
         assert_eq!(
             (one[0].instance, one[0].zone.as_str(), one[0].task.as_str()),
-            (2, "local-b", "master#0")
+            (2, "local-b", "master#2")
         );
         assert_eq!(one[0].machine.as_deref(), Some("local-b-3"));
     }

@@ -46,10 +46,10 @@ mod tests {
             (
                 OpError::NoSuchInstance {
                     job: "web".into(),
-                    count: 2,
+                    numbers: vec![0, 1],
                 },
                 404,
-                "job 'web' has 2 instances (0 to 1)",
+                "job 'web' has no instance with that number; its instances are 0 to 1",
             ),
             (
                 OpError::NotPlaced {

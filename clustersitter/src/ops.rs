@@ -32,9 +32,12 @@ pub enum OpError {
     /// No machine by this id.
     #[error("no machine '{0}'")]
     NoSuchMachine(String),
-    /// `count` instances exist, numbered from 0.
-    #[error("job '{job}' has {count} instances (0 to {})", count.saturating_sub(1))]
-    NoSuchInstance { job: String, count: usize },
+    /// No instance has that number; `numbers` are the job's, sorted.
+    #[error(
+        "job '{job}' has no instance with that number; its instances are {}",
+        describe_numbers(numbers)
+    )]
+    NoSuchInstance { job: String, numbers: Vec<usize> },
     /// The instance has no machine yet.
     #[error("instance {index} of '{job}' is not placed yet")]
     NotPlaced { job: String, index: usize },
@@ -104,6 +107,20 @@ impl OpError {
 impl From<ValidationErrors> for OpError {
     fn from(errors: ValidationErrors) -> Self {
         OpError::Invalid(errors)
+    }
+}
+
+/// A job's instance numbers as people read them: `0 to 5` when they run
+/// without a gap, else listed (`0, 1, 3`); `none` for none.
+fn describe_numbers(numbers: &[usize]) -> String {
+    match numbers {
+        [] => "none".to_string(),
+        [first, .., last] if last - first + 1 == numbers.len() => format!("{first} to {last}"),
+        _ => numbers
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
     }
 }
 
@@ -405,12 +422,14 @@ impl Ops {
             return Err(OpError::NoSuchJob(name.to_string()));
         }
         let instances = cluster.instances_of(name);
-        let instance = instances
-            .get(index)
-            .ok_or_else(|| OpError::NoSuchInstance {
-                job: name.to_string(),
-                count: instances.len(),
-            })?;
+        let instance =
+            instances
+                .iter()
+                .find(|i| i.index == index)
+                .ok_or_else(|| OpError::NoSuchInstance {
+                    job: name.to_string(),
+                    numbers: instances.iter().map(|i| i.index).collect(),
+                })?;
         let machine = instance.machine.clone().ok_or_else(|| OpError::NotPlaced {
             job: name.to_string(),
             index,
@@ -496,13 +515,13 @@ impl Ops {
             }
             let instances = cluster.instances_of(name);
             if let Some(index) = instance {
-                if index >= instances.len() {
+                if !instances.iter().any(|i| i.index == index) {
+                    let numbers: Vec<usize> = instances.iter().map(|i| i.index).collect();
                     return Err(OpError::field(
                         "instance",
                         format!(
-                            "job '{name}' has {} instances (0 to {})",
-                            instances.len(),
-                            instances.len().saturating_sub(1)
+                            "job '{name}' has no instance {index}; its instances are {}",
+                            describe_numbers(&numbers)
                         ),
                     ));
                 }

@@ -8,12 +8,12 @@
 
 use crate::recipes::ResolvedRecipe;
 use cerebro_host::fs::{atomic_write, read_state_file, StateFile};
-use cerebro_types::cluster::{Assignment, MachineState, ProviderDetails, RolloutStop};
+use cerebro_types::cluster::{Assignment, InstanceKey, MachineState, ProviderDetails, RolloutStop};
 use cerebro_types::job::JobSpec;
 use cerebro_types::machine::Resources;
 use cerebro_types::task::TaskSpec;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 
 pub const STATE_VERSION: u32 = 1;
@@ -62,6 +62,15 @@ pub struct JobRecord {
     pub run_requested: Option<bool>,
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// Each instance's job-wide number, per zone and zone-local slot
+    /// (zone → slot → number): what names its task (`JOB#N`) and its
+    /// `CEREBRO_INSTANCE`. Given once, lowest free first, kept for the
+    /// instance's life, freed when the instance goes (see
+    /// [`JobRecord::number_instances`]). Absent from files written before
+    /// job-wide numbers: numbered at load, zone by zone in name order, so a
+    /// job in one zone keeps the names it had.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub instance_numbers: BTreeMap<String, BTreeMap<u32, u32>>,
 }
 
 impl JobRecord {
@@ -79,7 +88,52 @@ impl JobRecord {
             run_requested: None,
             created_ms: now,
             updated_ms: now,
+            instance_numbers: BTreeMap::new(),
         }
+    }
+
+    /// The number of the instance in `zone` at `slot`, once given.
+    pub fn instance_number(&self, zone: &str, slot: u32) -> Option<u32> {
+        self.instance_numbers.get(zone)?.get(&slot).copied()
+    }
+
+    /// Numbers the instances `keys` (the job's, sorted): an instance
+    /// that has a number keeps it, one that is not in `keys` any more
+    /// frees its number, and each new one, in the order of `keys`, takes
+    /// its slot's number when no other instance has it, else the lowest
+    /// free one. Taking the slot first keeps every task name state written
+    /// before numbers had (`JOB#SLOT`) wherever it was unique: a job in
+    /// one zone, and the first zone of any job, keep theirs across the
+    /// upgrade. Answers whether any number changed.
+    pub fn number_instances(&mut self, keys: &[InstanceKey]) -> bool {
+        let before = self.instance_numbers.clone();
+        let wanted: BTreeSet<(&str, u32)> =
+            keys.iter().map(|k| (k.zone.as_str(), k.slot)).collect();
+        for (zone, slots) in self.instance_numbers.iter_mut() {
+            slots.retain(|slot, _| wanted.contains(&(zone.as_str(), *slot)));
+        }
+        self.instance_numbers.retain(|_, slots| !slots.is_empty());
+        let mut used: BTreeSet<u32> = self
+            .instance_numbers
+            .values()
+            .flat_map(|slots| slots.values().copied())
+            .collect();
+        for key in keys {
+            if self.instance_number(&key.zone, key.slot).is_some() {
+                continue;
+            }
+            let number = if used.contains(&key.slot) {
+                (0..).find(|n| !used.contains(n)).unwrap_or(u32::MAX)
+            } else {
+                key.slot
+            };
+            used.insert(number);
+            self.instance_numbers
+                .entry(key.zone.clone())
+                .or_default()
+                .insert(key.slot, number);
+        }
+        self.instance_numbers != before
     }
 
     /// What instances on `machine` run; a machine new to the job starts at the current generation.

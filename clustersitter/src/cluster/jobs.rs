@@ -31,34 +31,31 @@ impl Cluster {
             .iter()
             .map(|a| (a.key.clone(), a.machine.clone()))
             .collect();
+        let changed = assignments != self.state.assignments.as_slice();
+        self.state.assignments = assignments.to_vec();
+        // Numbered before the events, which name instances by number.
+        let renumbered = self.number_instances();
         let mut events: Vec<(String, ClusterEventKind, String)> = Vec::new();
         for assignment in assignments {
+            let label = self.instance_label(&assignment.key);
             match before.get(&assignment.key) {
                 Some(machine) if *machine == assignment.machine => {}
                 Some(machine) => events.push((
                     assignment.key.job.clone(),
                     ClusterEventKind::InstanceMoved,
-                    format!(
-                        "instance {} moves from {machine} to {}",
-                        assignment.key.slot, assignment.machine
-                    ),
+                    format!("{label} moves from {machine} to {}", assignment.machine),
                 )),
                 None => events.push((
                     assignment.key.job.clone(),
                     ClusterEventKind::InstancePlaced,
-                    format!(
-                        "instance {} in {} placed on {}",
-                        assignment.key.slot, assignment.key.zone, assignment.machine
-                    ),
+                    format!("{label} placed on {}", assignment.machine),
                 )),
             }
         }
-        let changed = assignments != self.state.assignments.as_slice();
-        self.state.assignments = assignments.to_vec();
         for (job, kind, message) in events {
             self.event(kind, &job, message);
         }
-        changed
+        changed || renumbered
     }
 
     /// Placement of `jobs` over the cluster's machines and current
@@ -179,6 +176,8 @@ impl Cluster {
     /// Keeps the last placement, for what it could not place.
     pub fn set_plan(&mut self, plan: Plan) {
         self.plan = plan;
+        // Unplaced instances are numbered too: they are shown by number.
+        self.number_instances();
     }
 
     /// How machine `machine`'s instances of `job` stand in a rollout that
@@ -198,7 +197,6 @@ impl Cluster {
             return MachineHealth::Waiting;
         };
         let mut health = MachineHealth::Healthy;
-        let mut keys: Option<Vec<InstanceKey>> = None;
         for assignment in self.assignments_on(machine).filter(|a| a.key.job == job) {
             let task_name = self.task_name_of(&assignment.key);
             let task = report.tasks.get(&task_name);
@@ -219,13 +217,9 @@ impl Cluster {
                         Some(DeployState::Ready) => true,
                         Some(DeployState::Failed) => {
                             let status = status.cloned();
-                            let keys = keys.get_or_insert_with(|| self.instance_keys(job));
                             return MachineHealth::Failed(RolloutStop {
                                 machine: machine.to_string(),
-                                instance: keys
-                                    .iter()
-                                    .position(|k| *k == assignment.key)
-                                    .unwrap_or(0),
+                                instance: self.instance_number(&assignment.key) as usize,
                                 zone: assignment.key.zone.clone(),
                                 task: task_name,
                                 release,

@@ -53,6 +53,8 @@ fn link_cycle<'a>(
 }
 
 #[cfg(test)]
+mod numbering_tests;
+#[cfg(test)]
 mod tests;
 mod views;
 
@@ -150,7 +152,7 @@ impl Cluster {
         provider_kind: &'static str,
     ) -> Self {
         let events = EventLog::journaled(config.state_dir.join("events.jsonl"), MAX_EVENTS);
-        Self {
+        let mut cluster = Self {
             state,
             reports: BTreeMap::new(),
             events,
@@ -164,7 +166,10 @@ impl Cluster {
             provision_backoff: ProvisionBackoff::default(),
             history: crate::history::History::default(),
             config,
-        }
+        };
+        // State written before job-wide numbers has none.
+        cluster.number_instances();
+        cluster
     }
 
     /// The last hour of CPU and RSS per task and machine.
@@ -176,7 +181,46 @@ impl Cluster {
     /// instances and stable for the instance's life (see
     /// [`InstanceView::index`](cerebro_types::cluster::InstanceView)).
     pub fn instance_number(&self, key: &InstanceKey) -> u32 {
-        key.slot
+        let Some(record) = self.state.jobs.get(&key.job) else {
+            return key.slot;
+        };
+        if let Some(number) = record.instance_number(&key.zone, key.slot) {
+            return number;
+        }
+        // Not numbered yet (every change that brings an instance numbers
+        // it, so only between two of those): the number it will get, as
+        // [`JobRecord::number_instances`] would give it.
+        let mut record = record.clone();
+        let mut keys = self.instance_keys(&key.job);
+        if !keys.contains(key) {
+            keys.push(key.clone());
+            keys.sort();
+        }
+        record.number_instances(&keys);
+        record
+            .instance_number(&key.zone, key.slot)
+            .unwrap_or(key.slot)
+    }
+
+    /// Numbers the instances of every job ([`JobRecord::number_instances`]):
+    /// run by every change that brings or drops instances (a job put, a
+    /// placement taken, a plan kept) and at start, for state written before
+    /// numbers. Answers whether any number changed.
+    pub(crate) fn number_instances(&mut self) -> bool {
+        let names: Vec<String> = self.state.jobs.keys().cloned().collect();
+        let mut changed = false;
+        for name in names {
+            let keys = self.instance_keys(&name);
+            if let Some(record) = self.state.jobs.get_mut(&name) {
+                changed |= record.number_instances(&keys);
+            }
+        }
+        changed
+    }
+
+    /// `JOB #N (ZONE)`: how people read an instance (task names stay `JOB#N`).
+    pub fn instance_label(&self, key: &InstanceKey) -> String {
+        format!("{} #{} ({})", key.job, self.instance_number(key), key.zone)
     }
 
     /// The task name instance `key` runs under on its machine: `JOB#N`
@@ -312,7 +356,7 @@ impl Cluster {
             options: options.clone(),
             job: key.job.clone(),
             version: job.version_on(machine).map(str::to_string),
-            instance: key.slot,
+            instance: self.instance_number(key),
             zone: key.zone.clone(),
             machine: machine.to_string(),
             cluster: self.config.cluster_name.clone(),
@@ -612,6 +656,7 @@ impl Cluster {
             }
             None => {}
         }
+        self.number_instances();
         result
     }
 
@@ -745,12 +790,19 @@ impl Cluster {
         Some(())
     }
 
-    /// Notes that instance `index` of `name` was restarted by request.
+    /// Notes that instance number `index` of `name` was restarted by request.
     pub fn instance_restarted(&mut self, name: &str, index: usize) {
+        let label = self
+            .instances_of(name)
+            .into_iter()
+            .find(|i| i.index == index)
+            .map_or(format!("{name} #{index}"), |i| {
+                format!("{name} #{index} ({})", i.zone)
+            });
         self.event(
             ClusterEventKind::InstanceRestarted,
             name,
-            format!("instance {index} restarted by request"),
+            format!("{label} restarted by request"),
         );
     }
 

@@ -7,7 +7,7 @@ use clap::Parser;
 
 /// The v1 fixture's cluster: `master` on local-a-1 (slots 0, 1) and
 /// local-b-3 (slot 0), `follower` beside it, `transient job` on local-b-3.
-fn fixture_cluster(dir: &std::path::Path) -> Cluster {
+pub(super) fn fixture_cluster(dir: &std::path::Path) -> Cluster {
     let fixture = cerebro_tests::fixture_dir("v1/clustersitter");
     let config = Cli::try_parse_from(["clustersitter", "--state-dir", dir.to_str().unwrap()])
         .unwrap()
@@ -620,7 +620,7 @@ fn a_rollout_waits_for_each_machine_to_deploy_and_stops_at_a_failed_one() {
         &mut cluster,
         "local-b-3",
         vec![deployed_task(
-            "master#0",
+            "master#2",
             t1 + 1,
             Some(deploy_status("v-old", Ready)),
         )],
@@ -631,7 +631,7 @@ fn a_rollout_waits_for_each_machine_to_deploy_and_stops_at_a_failed_one() {
         &mut cluster,
         "local-b-3",
         vec![deployed_task(
-            "master#0",
+            "master#2",
             t1 + 1,
             Some(deploy_status(&rb, Ready)),
         )],

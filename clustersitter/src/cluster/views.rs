@@ -104,12 +104,8 @@ impl Cluster {
         index
     }
 
-    fn instance_view(
-        &self,
-        assigned: &AssignmentIndex,
-        index: usize,
-        key: &InstanceKey,
-    ) -> InstanceView {
+    fn instance_view(&self, assigned: &AssignmentIndex, key: &InstanceKey) -> InstanceView {
+        let index = self.instance_number(key) as usize;
         let machine = assigned.machine_of.get(key).map(|m| m.to_string());
         let task_name = self.task_name_of(key);
         let task = machine
@@ -262,12 +258,15 @@ impl Cluster {
         self.instances_with(&self.assignment_index(), job)
     }
 
+    /// A job's instances, by number.
     fn instances_with(&self, assigned: &AssignmentIndex, job: &str) -> Vec<InstanceView> {
-        self.instance_keys(job)
+        let mut instances: Vec<InstanceView> = self
+            .instance_keys(job)
             .iter()
-            .enumerate()
-            .map(|(i, key)| self.instance_view(assigned, i, key))
-            .collect()
+            .map(|key| self.instance_view(assigned, key))
+            .collect();
+        instances.sort_by_key(|i| i.index);
+        instances
     }
 
     /// The view of job `name`, if it exists.
@@ -379,16 +378,10 @@ impl Cluster {
     }
 
     fn machine_view_with(&self, assigned: &AssignmentIndex, record: &MachineRecord) -> MachineView {
-        // Instance numbers are positions in each job's list, computed once per job.
-        let mut keys_of_job: BTreeMap<&str, Vec<InstanceKey>> = BTreeMap::new();
-        let mut instances: Vec<InstanceView> = Vec::new();
-        for assignment in self.assignments_on(&record.id) {
-            let keys = keys_of_job
-                .entry(assignment.key.job.as_str())
-                .or_insert_with(|| self.instance_keys(&assignment.key.job));
-            let index = keys.iter().position(|k| *k == assignment.key).unwrap_or(0);
-            instances.push(self.instance_view(assigned, index, &assignment.key));
-        }
+        let instances: Vec<InstanceView> = self
+            .assignments_on(&record.id)
+            .map(|assignment| self.instance_view(assigned, &assignment.key))
+            .collect();
         MachineView {
             id: record.id.clone(),
             zone: record.zone.clone(),

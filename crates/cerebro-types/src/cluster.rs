@@ -385,7 +385,7 @@ pub struct RolloutView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RolloutStop {
     pub machine: String,
-    /// The instance's position in the job's instance list.
+    /// The instance's number ([`InstanceView::index`]).
     pub instance: usize,
     pub zone: String,
     /// The task name on the machine (`JOB#SLOT`).
