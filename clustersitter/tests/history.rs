@@ -1,7 +1,8 @@
 //! The last hour of CPU and RSS over the API, from a clustersitter served
 //! in this process with the local provider (real machinesitter and
 //! tasksitter processes): a running job's instance gets samples, a
-//! restart by request shows as a restart marker, unknown names are 404s.
+//! restart by request shows as a restart marker, unknown names are 404s,
+//! and the job and machine pages draw it.
 
 use cerebro_tests::{bin, kill_processes_under, wait_for_async};
 use cerebro_types::history::{HistoryView, HISTORY_WINDOW_MS, MAX_SAMPLES};
@@ -67,6 +68,21 @@ impl Api {
             .ok()?;
         let status = response.status().as_u16();
         Some((status, response.json().await.unwrap_or_default()))
+    }
+
+    /// The page at `path` (no login: the pages are readable without one
+    /// by default), if it answered 200.
+    async fn page(&self, path: &str) -> Option<String> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .ok()?;
+        if response.status() != reqwest::StatusCode::OK {
+            return None;
+        }
+        response.text().await.ok()
     }
 
     /// The history at `path`, if it answered 200 with one.
@@ -185,6 +201,30 @@ async fn a_running_job_has_a_history_and_a_restart_by_request_is_marked() {
     })
     .await;
     assert!(marked <= now_ms());
+
+    // The pages draw it: both figures, the instance's line, the marker.
+    let page = api.page("/jobs/hist").await.expect("the job page");
+    let graphs = &page[page.find(r#"<section class="graphs">"#).expect(&page)..];
+    for drawn in [
+        "<h2>Last hour</h2>",
+        r#"<svg class="graph" data-metric="cpu""#,
+        r#"<svg class="graph" data-metric="rss""#,
+        r##"<polyline data-series="#0 (zone-a)""##,
+        r#"<line class="restart""#,
+    ] {
+        assert!(graphs.contains(drawn), "{drawn}: {graphs}");
+    }
+    let page = api
+        .page(&format!("/machines/{machine}"))
+        .await
+        .expect("the machine page");
+    for drawn in [
+        r#"<section class="graphs">"#,
+        r#"<polyline data-series="machine (sum)""#,
+        r#"<polyline data-series="hist #0 (zone-a)""#,
+    ] {
+        assert!(page.contains(drawn), "{drawn}: {page}");
+    }
 
     stop.request();
     tokio::time::timeout(cerebro_tests::TIMEOUT, cluster)

@@ -11,22 +11,32 @@ use cerebro_types::health::trim;
 use cerebro_types::history::{Series, HISTORY_WINDOW_MS};
 use cerebro_types::time::now_ms;
 use cerebro_web::html::escape;
+use std::collections::HashMap;
 use std::fmt::Write;
 
 /// The graphs section of job `job`'s page (a heading and one SVG per
-/// figure, one line per instance labelled `#N`), or nothing while there
-/// is no sample yet (or no such job).
+/// figure, one line per instance labelled `#N (ZONE)`), or nothing while
+/// there is no sample yet (or no such job).
 pub(super) fn job_graphs(cluster: &Cluster, job: &str) -> String {
     let Some(view) = cluster.job_history(job) else {
         return String::new();
     };
-    let mut series: Vec<(u64, String, &Series)> = view
+    let zones: HashMap<usize, String> = cluster
+        .instances_of(job)
+        .into_iter()
+        .map(|i| (i.index, i.zone))
+        .collect();
+    let mut series: Vec<(usize, String, &Series)> = view
         .series
         .iter()
         .map(|(number, s)| {
             // Numerically, so #10 comes after #9.
-            let order = number.parse().unwrap_or(u64::MAX);
-            (order, format!("#{number}"), s)
+            let index = number.parse().unwrap_or(usize::MAX);
+            let label = match zones.get(&index) {
+                Some(zone) => format!("#{number} ({zone})"),
+                None => format!("#{number}"),
+            };
+            (index, label, s)
         })
         .collect();
     series.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
@@ -35,21 +45,36 @@ pub(super) fn job_graphs(cluster: &Cluster, job: &str) -> String {
 }
 
 /// The graphs section of machine `id`'s page: the machine's sum first,
-/// then each task it runs by name; nothing while there is no sample.
+/// then each task it runs, labelled `JOB #N (ZONE)` (its task name when
+/// the cluster no longer places it there); nothing while there is no
+/// sample.
 pub(super) fn machine_graphs(cluster: &Cluster, id: &str) -> String {
     let Some(view) = cluster.machine_history(id) else {
         return String::new();
     };
-    let mut series: Vec<(String, &Series)> = Vec::new();
+    let labels: HashMap<String, String> = cluster
+        .machine(id)
+        .map(|record| {
+            cluster
+                .machine_view(record)
+                .instances
+                .into_iter()
+                .map(|i| (i.task_name, format!("{} #{} ({})", i.job, i.index, i.zone)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut tasks: Vec<(String, &Series)> = view
+        .series
+        .iter()
+        .filter(|(name, _)| name.as_str() != MACHINE_SERIES)
+        .map(|(name, s)| (labels.get(name).unwrap_or(name).clone(), s))
+        .collect();
+    tasks.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut series: Vec<(String, &Series)> = Vec::with_capacity(tasks.len() + 1);
     if let Some(own) = view.series.get(MACHINE_SERIES) {
         series.push(("machine (sum)".to_string(), own));
     }
-    series.extend(
-        view.series
-            .iter()
-            .filter(|(name, _)| name.as_str() != MACHINE_SERIES)
-            .map(|(name, s)| (name.clone(), s)),
-    );
+    series.extend(tasks);
     graphs(&series, view.window_ms, now_ms())
 }
 
@@ -241,7 +266,7 @@ fn draw(
 }
 
 /// One colored label per series along the bottom, as many as fit, then
-/// how many more there are.
+/// how many more there are, and what a restart marker looks like.
 fn legend(out: &mut String, series: &[(String, &Series)]) {
     const CHAR_WIDTH: f64 = 6.5;
     let y = HEIGHT - 6.0;
@@ -276,6 +301,15 @@ fn legend(out: &mut String, series: &[(String, &Series)]) {
             text = escape(&text),
         );
         x += width;
+    }
+    // What the dashed red lines are, when there are any and room is left.
+    if series.iter().any(|(_, s)| !s.restarts_ms.is_empty()) && x + 70.0 <= RIGHT {
+        let _ = write!(
+            out,
+            r#"<line x1="{x:.1}" y1="{y1}" x2="{x:.1}" y2="{y}" stroke="{RESTART}" stroke-dasharray="4 3"/><text x="{tx:.1}" y="{y}" fill="{RESTART}">restart</text>"#,
+            y1 = y - 10.0,
+            tx = x + 6.0,
+        );
     }
 }
 
@@ -384,7 +418,7 @@ mod tests {
             assert!(svg.contains("><title>"), "{svg}");
             assert_eq!(svg.matches("<polyline ").count(), 3);
             assert_eq!(svg.matches(r#"<line class="restart""#).count(), 2);
-            for label in ["1 h ago", "now", ">#0<", ">#1<", ">#2<"] {
+            for label in ["1 h ago", "now", ">#0<", ">#1<", ">#2<", ">restart</text>"] {
                 assert!(svg.contains(label), "{label}");
             }
         }
@@ -443,6 +477,7 @@ mod tests {
         assert_within_view_box(&html);
         assert!(html.contains(&format!(",{BOTTOM:.1}")), "{html}");
         assert!(html.contains(">0.10 cores</text>"), "{html}");
+        assert!(!html.contains("restart"), "{html}");
 
         let single = series(&[(NOW, 0.0, 0.0)], &[]);
         let html = render(&[("#0", &single)]);
