@@ -18,8 +18,8 @@ use std::collections::{HashMap, VecDeque};
 
 /// The most task series kept: a flood of task names (thousands of tasks
 /// started and removed within the hour) stops adding series there rather
-/// than growing without bound. About 10 000 × 360 samples of 24 bytes,
-/// some 86 MB at worst.
+/// than growing without bound. At worst about 10 000 × 360 samples of
+/// 24 bytes (86 MB) and as many restart times of 8 bytes (29 MB).
 pub const MAX_TASK_SERIES: usize = 10_000;
 
 /// The most machine series kept (machines come from the provider, far
@@ -88,11 +88,15 @@ impl Starts {
 
     /// Whether the process started anew since `before`. A new start time
     /// counts too: a tasksitter started again begins its counters at 0.
-    /// A start time gone (the process stopped) is not a start.
+    /// A start time gone (the process stopped) is not a start, and neither
+    /// is the first start of a task that never ran (a job just deployed
+    /// would otherwise show a "restart" at its birth).
     fn restarted_since(self, before: Starts) -> bool {
-        self.restarts > before.restarts
-            || self.starts > before.starts
-            || (self.started_at_ms.is_some() && self.started_at_ms != before.started_at_ms)
+        let ran_before = before.starts > 0 || before.started_at_ms.is_some();
+        ran_before
+            && (self.restarts > before.restarts
+                || self.starts > before.starts
+                || (self.started_at_ms.is_some() && self.started_at_ms != before.started_at_ms))
     }
 }
 
@@ -230,7 +234,12 @@ impl History {
                 }
             };
             if track.machine != machine {
+                // Counters of another machine's tasksitter say nothing of
+                // this one's: no marker from comparing them (two machines
+                // reporting one task during a move would otherwise mark a
+                // restart at every poll).
                 track.machine = machine.to_string();
+                track.seen = None;
             }
             track.track.add(now_ms, cpu, rss);
             let starts = Starts::of(status);
@@ -567,6 +576,39 @@ mod tests {
         // An hour later the markers are gone with the samples.
         let later = T0 + 120 * SECOND + HISTORY_WINDOW_MS + 1;
         assert_eq!(one(&history, "web#0", later), Series::default());
+    }
+
+    #[test]
+    fn neither_a_first_start_nor_another_machine_counts_as_a_restart() {
+        let mut history = History::default();
+        let never_ran = Poll {
+            starts: 0,
+            started_at_ms: None,
+            ..Poll::default()
+        };
+        history.record("m1", &report(&[("web#0", never_ran)]), T0);
+        history.record("m1", &report(&[("web#0", Poll::default())]), T0 + BUCKET_MS);
+        assert!(one(&history, "web#0", T0 + BUCKET_MS)
+            .restarts_ms
+            .is_empty());
+
+        // Two machines report it for a while (a move): nothing is marked.
+        for i in 2..6 {
+            let elsewhere = Poll {
+                starts: 1,
+                started_at_ms: Some(T0 + BUCKET_MS + 1),
+                ..Poll::default()
+            };
+            let (machine, poll) = if i % 2 == 0 {
+                ("m2", elsewhere)
+            } else {
+                ("m1", Poll::default())
+            };
+            history.record(machine, &report(&[("web#0", poll)]), T0 + i * BUCKET_MS);
+        }
+        let series = one(&history, "web#0", T0 + 6 * BUCKET_MS);
+        assert!(series.restarts_ms.is_empty(), "{series:?}");
+        assert_eq!(series.samples.len(), 6);
     }
 
     #[test]
