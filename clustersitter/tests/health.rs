@@ -38,12 +38,17 @@ struct InProcess {
 
 impl InProcess {
     async fn start(dir: &Path) -> InProcess {
+        Self::start_with(dir, "").await
+    }
+
+    /// [`InProcess::start`] with `extra` top-level config lines.
+    async fn start_with(dir: &Path, extra: &str) -> InProcess {
         let config_path = dir.join("cluster.toml");
         std::fs::write(dir.join("token"), TOKEN).unwrap();
         std::fs::write(
             &config_path,
             format!(
-                "cluster_name = \"health\"\nstate_dir = \"{}\"\npoll_interval = \"200ms\"\ntoken_file = \"token\"\n\
+                "cluster_name = \"health\"\nstate_dir = \"{}\"\npoll_interval = \"200ms\"\ntoken_file = \"token\"\n{extra}\n\
                  on_exit = \"stop\"\n[provider]\nkind = \"local\"\nzones = [\"zone-a\"]\n\
                  machine_cpu = 2.0\nmachine_mem = 512.0\nmachinesitter_bin = \"{}\"\n",
                 dir.join("state").display(),
@@ -296,4 +301,62 @@ async fn a_crash_looping_job_is_crash_looping_with_its_reasons() {
         "the old machine events are gone"
     );
     cluster.shut_down().await;
+}
+
+/// A machine that stops answering: its instance stops counting as running
+/// at the first missed poll, pending with its machine named, long before
+/// the machine is called unreachable (here never: the threshold is high).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_machines_instances_stop_counting_at_once() {
+    let dir = Cleanup(tempfile::tempdir().unwrap());
+    let cluster = InProcess::start_with(dir.0.path(), "failure_threshold = 1000").await;
+    cluster
+        .put(serde_json::json!({
+            "persistent": true, "deployment_layout": {"zone-a": {"cpu": 1}},
+            "task_configuration": {"name": "ticker", "command": "sleep 905", "cpu": 0.5,
+                "mem": 20, "ensure_alive": true, "stop_timeout": 1},
+        }))
+        .await;
+    let view = cluster
+        .job_when("the instance to run", "ticker", |v| {
+            v.running_instances == 1
+        })
+        .await;
+    let machine = view.instances[0].machine.clone().unwrap();
+    let provider_id = cluster
+        .client
+        .machine(&machine)
+        .await
+        .unwrap()
+        .provider_id
+        .unwrap();
+    let pid: i32 = provider_id.split('/').next().unwrap().parse().unwrap();
+    cerebro_tests::kill(pid, libc::SIGKILL);
+    let view = cluster
+        .job_when("the instance to stop counting", "ticker", |v| {
+            v.running_instances == 0
+        })
+        .await;
+    let instance = &view.instances[0];
+    assert_eq!(instance.health, InstanceHealth::Pending, "{instance:?}");
+    let pending = instance.pending.as_ref().unwrap();
+    assert_eq!(pending.code, "machine_unreachable", "{pending:?}");
+    assert!(
+        pending
+            .message
+            .starts_with(&format!("its machine {machine} missed ")),
+        "{pending:?}"
+    );
+    let status = cluster.client.status().await.unwrap();
+    assert_eq!(status.running_instances, 0);
+    assert_eq!(status.instances.pending, 1);
+    let seen = cluster.client.machine(&machine).await.unwrap();
+    assert_eq!(
+        seen.state,
+        cerebro_types::cluster::MachineState::Ready,
+        "not yet called unreachable"
+    );
+    assert!(seen.missed_polls >= 1);
+    cluster.stop.request();
+    let _ = tokio::time::timeout(TIMEOUT, cluster.task).await;
 }
