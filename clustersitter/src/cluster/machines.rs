@@ -29,7 +29,9 @@ pub struct PollAnswer {
 
 impl Cluster {
     /// Records what the machines answered to one round of polls at `now`
-    /// (ms): answering machines are ready and their reports kept; silent
+    /// (ms): answering machines are ready and their reports kept (what
+    /// their instances did since the previous report becomes job events,
+    /// see `instance_changes`); silent
     /// ones count missed polls up to unreachable; a machine still not seen
     /// `provision_timeout` after being provisioned is unreachable too.
     /// Answers whether anything persisted changed.
@@ -741,15 +743,15 @@ impl InstanceChange {
                     ViolationKind::Cpu => ("CPU", limit.map(|l| format!(" of {} cores", cores(l)))),
                     ViolationKind::Time => ("time", limit.map(|l| format!(" of {l:.0} s"))),
                 };
-                let times = if *count == 1 {
-                    "once".to_string()
+                let violations = if *count == 1 {
+                    "violation"
                 } else {
-                    format!("{count} times")
+                    "violations"
                 };
                 (
                     ClusterEventKind::InstanceViolation,
                     format!(
-                        "{label} on {machine}: over its {word} limit{} {times} more since the last poll",
+                        "{label} on {machine}: {count} more {violations} of its {word} limit{} since the last poll",
                         limit.unwrap_or_default()
                     ),
                 )

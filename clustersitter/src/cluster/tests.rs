@@ -1206,7 +1206,7 @@ mod instance_events {
             messages(Some(&before), &after),
             vec![(
                 "instance_violation".to_string(),
-                "ticker #2 (local-b) on local-b-1: over its memory limit of 128.0 MB 2 times more since the last poll".to_string()
+                "ticker #2 (local-b) on local-b-1: 2 more violations of its memory limit of 128.0 MB since the last poll".to_string()
             )]
         );
     }
