@@ -13,6 +13,7 @@ use cerebro_types::cluster::{
     BinaryInfo, ClusterEvent, ClusterStatus, IdleLimitRequest, JobReply, JobResult, JobView,
     MachineState, MachineView, PlanReply, RegisterReply, RegisterRequest, UpdateRequest,
 };
+use cerebro_types::health::{InstanceHealth, JobHealth};
 use cerebro_types::history::HistoryView;
 use cerebro_types::job::JobSpec;
 use cerebro_types::job_file::parse_jobs;
@@ -285,9 +286,11 @@ async fn plan(State(ops): State<Ops>, body: Bytes) -> Result<Json<PlanReply>, Ap
     let jobs =
         parse_jobs(text, "request body").map_err(|e| ApiError::from(e.to_validation_errors()))?;
     let plan = ops.plan(&jobs)?;
+    let warnings = ops.read().plan_warnings(&jobs);
     Ok(Json(PlanReply {
         jobs: jobs.iter().map(|j| j.name().to_string()).collect(),
         plan,
+        warnings,
     }))
 }
 
@@ -377,6 +380,40 @@ async fn metrics(State(ops): State<Ops>) -> Exposition {
             &[("cluster", name), ("job", &view.name)],
             view.running_instances as f64,
         );
+    }
+    // Counted by the one health definition (the running gauges above too).
+    let instances = "cerebro_instances";
+    out.family(instances, MetricKind::Gauge, "instances by health");
+    for health in InstanceHealth::ALL {
+        out.sample(
+            instances,
+            &[("cluster", name), ("health", health.wire())],
+            status.instances.get(health) as f64,
+        );
+    }
+    let jobs = "cerebro_jobs";
+    out.family(jobs, MetricKind::Gauge, "jobs by health");
+    for health in JobHealth::ALL {
+        out.sample(
+            jobs,
+            &[("cluster", name), ("health", health.as_str())],
+            status.jobs_by_health.get(&health).copied().unwrap_or(0) as f64,
+        );
+    }
+    let by_job = "cerebro_job_instances";
+    out.family(by_job, MetricKind::Gauge, "instances of the job by health");
+    for view in &views {
+        for health in InstanceHealth::ALL {
+            out.sample(
+                by_job,
+                &[
+                    ("cluster", name),
+                    ("job", &view.name),
+                    ("health", health.wire()),
+                ],
+                view.health_counts.get(health) as f64,
+            );
+        }
     }
     let up = "cerebro_machine_up";
     out.family(up, MetricKind::Gauge, "1 while the machine is ready");
@@ -510,6 +547,41 @@ mod tests {
             "cerebro_job_instances_running{cluster=\"test \\\"quoted\\\"\",job=\"follower\"} 0\n",
             "cerebro_job_instances_running{cluster=\"test \\\"quoted\\\"\",job=\"master\"} 0\n",
             "cerebro_job_instances_running{cluster=\"test \\\"quoted\\\"\",job=\"transient job\"} 0\n",
+            "# HELP cerebro_instances instances by health\n# TYPE cerebro_instances gauge\n",
+            "cerebro_instances{cluster=\"test \\\"quoted\\\"\",health=\"running\"} 0\n",
+            "cerebro_instances{cluster=\"test \\\"quoted\\\"\",health=\"starting\"} 0\n",
+            "cerebro_instances{cluster=\"test \\\"quoted\\\"\",health=\"pending\"} 5\n",
+            "cerebro_instances{cluster=\"test \\\"quoted\\\"\",health=\"crash_looping\"} 0\n",
+            "cerebro_instances{cluster=\"test \\\"quoted\\\"\",health=\"failed\"} 0\n",
+            "cerebro_instances{cluster=\"test \\\"quoted\\\"\",health=\"stopping\"} 0\n",
+            "cerebro_instances{cluster=\"test \\\"quoted\\\"\",health=\"stopped\"} 1\n",
+            "# HELP cerebro_jobs jobs by health\n# TYPE cerebro_jobs gauge\n",
+            "cerebro_jobs{cluster=\"test \\\"quoted\\\"\",health=\"healthy\"} 1\n",
+            "cerebro_jobs{cluster=\"test \\\"quoted\\\"\",health=\"degraded\"} 2\n",
+            "cerebro_jobs{cluster=\"test \\\"quoted\\\"\",health=\"failing\"} 0\n",
+            "# HELP cerebro_job_instances instances of the job by health\n",
+            "# TYPE cerebro_job_instances gauge\n",
+            "cerebro_job_instances{cluster=\"test \\\"quoted\\\"\",job=\"follower\",health=\"running\"} 0\n",
+            "cerebro_job_instances{cluster=\"test \\\"quoted\\\"\",job=\"follower\",health=\"starting\"} 0\n",
+            "cerebro_job_instances{cluster=\"test \\\"quoted\\\"\",job=\"follower\",health=\"pending\"} 2\n",
+            "cerebro_job_instances{cluster=\"test \\\"quoted\\\"\",job=\"follower\",health=\"crash_looping\"} 0\n",
+            "cerebro_job_instances{cluster=\"test \\\"quoted\\\"\",job=\"follower\",health=\"failed\"} 0\n",
+            "cerebro_job_instances{cluster=\"test \\\"quoted\\\"\",job=\"follower\",health=\"stopping\"} 0\n",
+            "cerebro_job_instances{cluster=\"test \\\"quoted\\\"\",job=\"follower\",health=\"stopped\"} 0\n",
+            "cerebro_job_instances{cluster=\"test \\\"quoted\\\"\",job=\"master\",health=\"running\"} 0\n",
+            "cerebro_job_instances{cluster=\"test \\\"quoted\\\"\",job=\"master\",health=\"starting\"} 0\n",
+            "cerebro_job_instances{cluster=\"test \\\"quoted\\\"\",job=\"master\",health=\"pending\"} 3\n",
+            "cerebro_job_instances{cluster=\"test \\\"quoted\\\"\",job=\"master\",health=\"crash_looping\"} 0\n",
+            "cerebro_job_instances{cluster=\"test \\\"quoted\\\"\",job=\"master\",health=\"failed\"} 0\n",
+            "cerebro_job_instances{cluster=\"test \\\"quoted\\\"\",job=\"master\",health=\"stopping\"} 0\n",
+            "cerebro_job_instances{cluster=\"test \\\"quoted\\\"\",job=\"master\",health=\"stopped\"} 0\n",
+            "cerebro_job_instances{cluster=\"test \\\"quoted\\\"\",job=\"transient job\",health=\"running\"} 0\n",
+            "cerebro_job_instances{cluster=\"test \\\"quoted\\\"\",job=\"transient job\",health=\"starting\"} 0\n",
+            "cerebro_job_instances{cluster=\"test \\\"quoted\\\"\",job=\"transient job\",health=\"pending\"} 0\n",
+            "cerebro_job_instances{cluster=\"test \\\"quoted\\\"\",job=\"transient job\",health=\"crash_looping\"} 0\n",
+            "cerebro_job_instances{cluster=\"test \\\"quoted\\\"\",job=\"transient job\",health=\"failed\"} 0\n",
+            "cerebro_job_instances{cluster=\"test \\\"quoted\\\"\",job=\"transient job\",health=\"stopping\"} 0\n",
+            "cerebro_job_instances{cluster=\"test \\\"quoted\\\"\",job=\"transient job\",health=\"stopped\"} 1\n",
             "# HELP cerebro_machine_up 1 while the machine is ready\n",
             "# TYPE cerebro_machine_up gauge\n",
             "cerebro_machine_up{cluster=\"test \\\"quoted\\\"\",machine=\"local-a-1\",zone=\"local-a\"} 1\n",
@@ -553,6 +625,37 @@ mod tests {
             })
             .to_string(),
         )
+    }
+
+    /// A dry run that needs more machines than `max_machines` (16 by
+    /// default; the fixture has 2) says so in `warnings`; one that fits
+    /// has none, and none in its JSON.
+    #[tokio::test]
+    async fn a_dry_run_beyond_max_machines_warns() {
+        let dir = tempfile::tempdir().unwrap();
+        let ops = fixture_ops(dir.path(), Vec::new());
+        let batch = |instances: u32| {
+            Bytes::from(
+                serde_json::json!({
+                    "deployment_layout": {"local-a": {"cpu": instances}},
+                    "task_configuration": {"name": "big", "command": "sleep 1", "cpu": 2, "mem": 10},
+                })
+                .to_string(),
+            )
+        };
+        let Json(reply) = plan(State(ops.clone()), batch(17)).await.unwrap();
+        assert_eq!(
+            reply.warnings[0],
+            "the plan needs 17 new machines in zone local-a but max_machines allows 16 (2 in use)"
+        );
+        assert_eq!(
+            reply.plan.provision.len(),
+            14,
+            "the plan itself keeps to the limit"
+        );
+        let Json(reply) = plan(State(ops.clone()), batch(3)).await.unwrap();
+        assert!(reply.warnings.is_empty(), "{:?}", reply.warnings);
+        assert!(!serde_json::to_string(&reply).unwrap().contains("warnings"));
     }
 
     fn fields(error: &ApiError) -> Vec<String> {

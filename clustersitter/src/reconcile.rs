@@ -47,8 +47,9 @@ enum ProvisionOutcome {
 struct SyncWork {
     machine: String,
     address: String,
-    /// Each task to PUT, with its deployment for a job with a recipe.
-    put: Vec<(TaskSpec, Option<Deployment>)>,
+    /// Each task to PUT, with its deployment for a job with a recipe and
+    /// why it will not start (`None` when it starts).
+    put: Vec<(TaskSpec, Option<Deployment>, Option<&'static str>)>,
     delete: Vec<String>,
 }
 
@@ -344,15 +345,25 @@ impl Reconciler {
                     })
                     .map(|(spec, deployment)| (spec.name.clone(), (spec, deployment)))
                     .collect();
-                let put: Vec<(TaskSpec, Option<Deployment>)> = desired
-                    .values()
-                    .filter(|(spec, deployment)| {
+                let put: Vec<(TaskSpec, Option<Deployment>, Option<&'static str>)> = desired
+                    .iter()
+                    .filter(|(_, (spec, deployment))| {
                         report
                             .tasks
                             .get(&spec.name)
                             .is_none_or(|t| t.spec != *spec || t.deployment != *deployment)
                     })
-                    .cloned()
+                    .map(|(_, (spec, deployment))| {
+                        let held = (!spec.auto_start).then(|| {
+                            let job = spec.env.get("CEREBRO_JOB").and_then(|j| cluster.job(j));
+                            if job.is_some_and(|j| j.run_requested == Some(false)) {
+                                "stopped by request"
+                            } else {
+                                "auto_start false"
+                            }
+                        });
+                        (spec.clone(), deployment.clone(), held)
+                    })
                     .collect();
                 let delete: Vec<String> = report
                     .tasks
@@ -389,12 +400,20 @@ impl Reconciler {
                 let mut outcomes: Vec<(String, ClusterEventKind, String, bool)> = Vec::new();
                 // PUTs the machine refused as not fitting: (task, its reason).
                 let mut refused: Vec<(String, String)> = Vec::new();
-                for (spec, deployment) in &item.put {
+                for (spec, deployment, held) in &item.put {
                     let (kind, message, failed) =
                         match machine.put_task(spec, deployment.as_ref()).await {
+                            // Sent, not running: the instance_started event
+                            // says when it runs.
                             Ok(_) => (
                                 ClusterEventKind::TaskPut,
-                                format!("runs {}", spec.name),
+                                match held {
+                                    Some(why) => format!(
+                                        "sent {} to its machine, stays stopped ({why})",
+                                        spec.name
+                                    ),
+                                    None => format!("sent {} to its machine", spec.name),
+                                },
                                 false,
                             ),
                             // A 409 that is not a task being deleted: it does not fit.

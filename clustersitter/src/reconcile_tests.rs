@@ -27,6 +27,11 @@ struct Scripted {
     /// When set, each provision waits for a permit of it first (a silent
     /// cloud API).
     gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+    /// The provider's own limit of machines: a provision past this many
+    /// started ones answers [`ProviderError::Limit`].
+    limit: Mutex<Option<usize>>,
+    /// Machines started so far.
+    started: Mutex<usize>,
 }
 
 #[async_trait::async_trait]
@@ -52,6 +57,13 @@ impl MachineProvider for Scripted {
                 region: "us-west-2".into(),
                 message: "the answer was lost and no lookup answered".into(),
             });
+        }
+        if let Some(limit) = *lock(&self.limit) {
+            let mut started = lock(&self.started);
+            if *started >= limit {
+                return Err(ProviderError::Limit(limit));
+            }
+            *started += 1;
         }
         if let Some(code) = *lock(&self.fail_with) {
             return Err(ProviderError::Api {
@@ -399,6 +411,116 @@ async fn no_machine_is_asked_for_beyond_max_machines() {
             .message
             .starts_with("provisioning in local-a for 2 cores and 20 MB: big#0"),
         "{provisioning:?}"
+    );
+}
+
+/// The pending reasons of `job`'s instances that have one, as (code, message).
+fn pending_of(cluster: &SharedCluster, job: &str) -> Vec<(String, String)> {
+    lock(cluster)
+        .instances_of(job)
+        .into_iter()
+        .filter_map(|i| i.pending)
+        .map(|p| (p.code, p.message))
+        .collect()
+}
+
+/// The issue's scenario with the cluster's own cap: eleven instances that
+/// each need a machine, `max_machines` 8. Eight machines are asked for,
+/// once each; the other three instances say the limit holds them, every
+/// round the same, with no event per round; the dry run says so first.
+#[tokio::test]
+async fn more_instances_than_max_machines_wait_on_the_limit_quietly() {
+    let mut s = setup(&job("ticker", 2.0, r#"{"local-a": {"cpu": 11}}"#), 8);
+    assert_eq!(
+        lock(&s.cluster).plan_warnings(&[]),
+        vec![
+            "the plan needs 11 new machines in zone local-a but max_machines allows 8 (0 in use)"
+                .to_string(),
+            "3 instances would wait for a machine that max_machines does not allow".to_string(),
+        ]
+    );
+    let mut counts = Vec::new();
+    for _ in 0..6 {
+        round(&mut s.reconciler).await;
+        counts.push(lock(&s.cluster).events().iter().count());
+    }
+    assert_eq!(lock(&s.provider.provisions).len(), 8);
+    assert_eq!(events_of(&s.cluster, "machine_provisioning").len(), 8);
+    assert!(events_of(&s.cluster, "provision_failed").is_empty());
+    assert!(
+        counts.windows(2).skip(1).all(|w| w[0] == w[1]),
+        "rounds at the limit add no events: {counts:?}"
+    );
+    let limited: Vec<(String, String)> = pending_of(&s.cluster, "ticker")
+        .into_iter()
+        .filter(|(code, _)| code == "provider_limit")
+        .collect();
+    assert_eq!(limited.len(), 3, "{limited:?}");
+    assert!(
+        limited[0].1.contains("limit of 8 machines is reached"),
+        "{limited:?}"
+    );
+    let warnings = lock(&s.cluster).plan_warnings(&[]);
+    assert_eq!(
+        warnings[0],
+        "the plan needs 3 new machines in zone local-a but max_machines allows 8 (8 in use)"
+    );
+    let job = lock(&s.cluster).view_of_job("ticker").unwrap();
+    assert_eq!(job.health, cerebro_types::health::JobHealth::Failing);
+    assert_eq!(job.health_counts.pending, 11);
+}
+
+/// The issue's scenario as the provider saw it: the provider's own limit
+/// (8) is below the cluster's. The failure is one provision_failed event
+/// however many attempts follow, each attempt waits longer, the zone's
+/// status counts the attempts, and the waiting instances name the limit.
+#[tokio::test]
+async fn the_providers_limit_is_one_event_with_a_count_and_a_slowing_retry() {
+    let mut s = setup(&job("ticker", 2.0, r#"{"local-a": {"cpu": 11}}"#), 20);
+    lock(&s.cluster).set_provision_backoff(ProvisionBackoff {
+        first: Duration::from_millis(50),
+        max: Duration::from_millis(400),
+    });
+    *lock(&s.provider.limit) = Some(8);
+    // Eight start, then attempts 9.. fail: five failed attempts.
+    wait_for_provisions(&mut s, 8 + 5).await;
+    let provisioning_then = events_of(&s.cluster, "machine_provisioning").len();
+    wait_for_provisions(&mut s, 8 + 7).await;
+    let failed = events_of(&s.cluster, "provision_failed");
+    assert_eq!(failed.len(), 1, "one event for seven failures: {failed:?}");
+    assert!(
+        failed[0]
+            .message
+            .contains("the provider's limit of 8 machines is reached"),
+        "{failed:?}"
+    );
+    assert_eq!(
+        events_of(&s.cluster, "machine_provisioning").len(),
+        provisioning_then,
+        "retries make no machine_provisioning events"
+    );
+    let calls = lock(&s.provider.calls).clone();
+    let waits: Vec<Duration> = calls[8..].windows(2).map(|w| w[1] - w[0]).collect();
+    for (wait, least) in waits.iter().zip([50, 100, 200, 400, 400]) {
+        assert!(
+            *wait >= Duration::from_millis(least),
+            "waits grow: {waits:?}"
+        );
+    }
+    let status = lock(&s.cluster).status();
+    let zone = status.zones.iter().find(|z| z.zone == "local-a").unwrap();
+    let error = zone.provisioning_error.as_ref().expect("the zone shows it");
+    assert_eq!((error.code.as_str(), error.failures), ("limit", 7));
+    let limited: Vec<(String, String)> = pending_of(&s.cluster, "ticker")
+        .into_iter()
+        .filter(|(code, _)| code == "provider_limit")
+        .collect();
+    assert_eq!(limited.len(), 3, "{limited:?}");
+    assert!(
+        limited[0]
+            .1
+            .starts_with("the provider's limit of 8 machines is reached (in local-a; 7 attempts failed, next at "),
+        "{limited:?}"
     );
 }
 

@@ -5,6 +5,13 @@
 use super::*;
 use crate::provider::{FoundMachine, ProviderError, Provisioned};
 use cerebro_types::cluster::{ProviderDetails, ProvisionRequest, ProvisioningError};
+use cerebro_types::health::{
+    cores, describe_violation, recent_restarts, trim, ExitReason, CRASH_LOOP_RESTARTS,
+    CRASH_LOOP_WINDOW_MS,
+};
+use cerebro_types::task::{
+    EventKind, StateKind, TaskEvent, TaskState, TaskStatus, Violation, ViolationKind,
+};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -22,7 +29,9 @@ pub struct PollAnswer {
 
 impl Cluster {
     /// Records what the machines answered to one round of polls at `now`
-    /// (ms): answering machines are ready and their reports kept; silent
+    /// (ms): answering machines are ready and their reports kept (what
+    /// their instances did since the previous report becomes job events,
+    /// see `instance_changes`); silent
     /// ones count missed polls up to unreachable; a machine still not seen
     /// `provision_timeout` after being provisioned is unreachable too.
     /// Answers whether anything persisted changed.
@@ -36,6 +45,9 @@ impl Cluster {
         let mut events = Vec::new();
         let mut changed = false;
         let mut answered = Vec::new();
+        // Per machine that answered before: its previous report and when
+        // that was (ms), to tell what its instances did since.
+        let mut compared: Vec<(String, MachineReport, u64)> = Vec::new();
         for PollAnswer {
             machine: id,
             address,
@@ -62,7 +74,6 @@ impl Cluster {
                         changed = true;
                     }
                     machine.missed_polls = 0;
-                    machine.last_seen_ms = Some(now);
                     let mut sane = ValidationErrors::default();
                     if let Some(status) = &status {
                         cerebro_types::cluster::validate_capacity(
@@ -80,15 +91,18 @@ impl Cluster {
                             changed = true;
                         }
                     }
+                    let before_ms = machine.last_seen_ms.replace(now);
                     let report = MachineReport {
                         tasks: tasks.into_iter().map(|t| (t.name.clone(), t)).collect(),
                         status,
                     };
                     if let Some(previous) = self.reports.get(&id) {
-                        events.extend(task_changes(&id, previous, &report));
+                        events.extend(deploy_changes(&id, previous, &report));
                     }
                     self.history.record(&id, &report, now);
-                    self.reports.insert(id.clone(), report);
+                    if let Some(previous) = self.reports.insert(id.clone(), report) {
+                        compared.push((id.clone(), previous, before_ms.unwrap_or(now)));
+                    }
                     answered.push(id);
                 }
                 Err(error) => {
@@ -114,6 +128,10 @@ impl Cluster {
             events.extend(self.note_orphans(&id));
             self.forget_refusals_if_freed(&id);
         }
+        let mut instance_events = Vec::new();
+        for (id, previous, before_ms) in &compared {
+            instance_events.extend(self.instance_events(id, previous, *before_ms, now));
+        }
         // A machine that never came up is as good as unreachable.
         for machine in self.state.machines.values_mut() {
             let waited = Duration::from_millis(now.saturating_sub(machine.created_ms));
@@ -133,7 +151,45 @@ impl Cluster {
         for (machine, kind, message) in events {
             self.event(kind, &machine, message);
         }
+        for (job, machine, kind, message) in instance_events {
+            self.event_on(kind, &job, &machine, message);
+        }
         changed
+    }
+
+    /// What the instances on machine `id` did between its `previous`
+    /// report (polled at `before_ms`) and its current one (at `now`), as
+    /// job events: (job, machine, kind, message). A task that is no
+    /// instance placed on the machine (an orphan, one being removed) says
+    /// nothing here.
+    fn instance_events(
+        &self,
+        id: &str,
+        previous: &MachineReport,
+        before_ms: u64,
+        now: u64,
+    ) -> Vec<(String, String, ClusterEventKind, String)> {
+        let Some(report) = self.reports.get(id) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for assignment in self.assignments_on(id) {
+            let key = &assignment.key;
+            let task_name = self.task_name_of(key);
+            let Some(after) = report.tasks.get(&task_name).and_then(|t| t.status.as_ref()) else {
+                continue;
+            };
+            let before = previous
+                .tasks
+                .get(&task_name)
+                .and_then(|t| t.status.as_ref());
+            let label = format!("{} #{} ({})", key.job, self.instance_number(key), key.zone);
+            for change in instance_changes(before, before_ms, after, now) {
+                let (kind, message) = change.describe(&label, id);
+                out.push((key.job.clone(), id.to_string(), kind, message));
+            }
+        }
+        out
     }
 
     /// Notes the tasks machine `id` reported for jobs the cluster does
@@ -613,46 +669,271 @@ fn describe_delay(delay: Duration) -> String {
     }
 }
 
-/// What happened to a machine's tasks between two polls that a person
-/// should see: restarts and limit violations.
-fn task_changes(
+/// The deployments of a machine's tasks that moved between two polls
+/// and deserve an event (see [`deploy_change`]).
+fn deploy_changes(
     machine: &str,
     before: &MachineReport,
     after: &MachineReport,
 ) -> Vec<(String, ClusterEventKind, String)> {
-    let mut changes = Vec::new();
-    for (name, task) in &after.tasks {
-        if let Some(change) = deploy_change(machine, name, before.tasks.get(name), task) {
-            changes.push(change);
-        }
-        let (Some(now), Some(then)) = (
-            task.status.as_ref(),
-            before.tasks.get(name).and_then(|t| t.status.as_ref()),
-        ) else {
-            continue;
-        };
-        for (kind, was, is) in [
-            ("memory", then.violations.memory, now.violations.memory),
-            ("CPU", then.violations.cpu, now.violations.cpu),
-            ("time", then.violations.time, now.violations.time),
-        ] {
-            if is > was {
-                changes.push((
-                    machine.to_string(),
-                    ClusterEventKind::TaskViolation,
-                    format!("{name} violated its {kind} limit"),
-                ));
+    after
+        .tasks
+        .iter()
+        .filter_map(|(name, task)| deploy_change(machine, name, before.tasks.get(name), task))
+        .collect()
+}
+
+/// At most this many violations of one kind are told one by one per poll;
+/// more are one event with their count (a limit hit many times a second
+/// must not flood the log).
+const MAX_VIOLATIONS_TOLD: usize = 3;
+
+/// What one instance's process did between two polls that a person should
+/// see, as [`instance_changes`] finds it.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum InstanceChange {
+    /// Its process is up, after not running (or a new process replaced it
+    /// other than by a restart of its own policy).
+    Started { pid: Option<u32> },
+    /// It went past a limit, with the values its machine recorded.
+    Violation(Violation),
+    /// `count` violations of `kind` its history no longer details (or
+    /// beyond [`MAX_VIOLATIONS_TOLD`]); `limit` in the limit's unit
+    /// (bytes, cores, seconds) when the task has one.
+    ViolationsUntold {
+        kind: ViolationKind,
+        count: u64,
+        limit: Option<f64>,
+    },
+    /// Its process ended and its policy restarted it; `restarts` is its
+    /// restart count now.
+    Exited { reason: ExitReason, restarts: u64 },
+    /// It began crash-looping: `restarts` within the window.
+    CrashLooping {
+        restarts: u32,
+        reason: Option<ExitReason>,
+    },
+    /// It failed for good (its tasksitter gave up, or it exited with a
+    /// failure and is not restarted).
+    Failed { reason: Option<ExitReason> },
+}
+
+impl InstanceChange {
+    /// The event kind and message for the instance labelled `label`
+    /// (`JOB #N (ZONE)`) on `machine`, in the agreed formats.
+    pub(super) fn describe(&self, label: &str, machine: &str) -> (ClusterEventKind, String) {
+        match self {
+            InstanceChange::Started { pid } => (
+                ClusterEventKind::InstanceStarted,
+                match pid {
+                    Some(pid) => format!("{label} running on {machine}, pid {pid}"),
+                    None => format!("{label} running on {machine}"),
+                },
+            ),
+            InstanceChange::Violation(v) => (
+                ClusterEventKind::InstanceViolation,
+                format!("{label} on {machine}: {}", describe_violation(v)),
+            ),
+            InstanceChange::ViolationsUntold { kind, count, limit } => {
+                let (word, limit) = match kind {
+                    ViolationKind::Memory => (
+                        "memory",
+                        limit.map(|l| format!(" of {} MB", trim(l / (1024.0 * 1024.0), 1))),
+                    ),
+                    ViolationKind::Cpu => ("CPU", limit.map(|l| format!(" of {} cores", cores(l)))),
+                    ViolationKind::Time => ("time", limit.map(|l| format!(" of {l:.0} s"))),
+                };
+                let violations = if *count == 1 {
+                    "violation"
+                } else {
+                    "violations"
+                };
+                (
+                    ClusterEventKind::InstanceViolation,
+                    format!(
+                        "{label} on {machine}: {count} more {violations} of its {word} limit{} since the last poll",
+                        limit.unwrap_or_default()
+                    ),
+                )
             }
+            InstanceChange::Exited { reason, restarts } => (
+                ClusterEventKind::InstanceExited,
+                format!("{label} on {machine} ended: {reason}; restart {restarts}"),
+            ),
+            InstanceChange::CrashLooping { restarts, reason } => (
+                ClusterEventKind::InstanceCrashLooping,
+                format!(
+                    "{label} on {machine} is crash-looping: {restarts} restarts in {} min; last: {}",
+                    CRASH_LOOP_WINDOW_MS / 60_000,
+                    reason
+                        .as_ref()
+                        .map_or_else(|| "not known".to_string(), ToString::to_string)
+                ),
+            ),
+            InstanceChange::Failed { reason } => (
+                ClusterEventKind::InstanceFailed,
+                format!(
+                    "{label} on {machine} failed: {}",
+                    reason
+                        .as_ref()
+                        .map_or_else(|| "not known".to_string(), ToString::to_string)
+                ),
+            ),
         }
-        if now.restarts > then.restarts {
-            changes.push((
-                machine.to_string(),
-                ClusterEventKind::TaskRestarted,
-                format!("{name} restarted (restart {})", now.restarts),
-            ));
+    }
+}
+
+/// What an instance's process did between its status `before` (as of
+/// `before_ms`; `None` for a task new in this report) and `after` (as of
+/// `now_ms`), in the order it happened: violations, the end of a process,
+/// crash-looping or failure, a start. Only what changed: the same two
+/// reports give nothing twice, and a crash loop is told once as it begins
+/// (once more only after it stopped looping for the window).
+pub(super) fn instance_changes(
+    before: Option<&TaskStatus>,
+    before_ms: u64,
+    after: &TaskStatus,
+    now_ms: u64,
+) -> Vec<InstanceChange> {
+    let mut changes = Vec::new();
+    let fresh = new_events(before, after);
+    let before_counts = before.map(|b| b.violations.clone()).unwrap_or_default();
+    for (kind, was, is, limit) in [
+        (
+            ViolationKind::Memory,
+            before_counts.memory,
+            after.violations.memory,
+            after.limits.mem_bytes.map(|b| b as f64),
+        ),
+        (
+            ViolationKind::Cpu,
+            before_counts.cpu,
+            after.violations.cpu,
+            after.limits.cpu_cores,
+        ),
+        (
+            ViolationKind::Time,
+            before_counts.time,
+            after.violations.time,
+            after.limits.time_limit_secs,
+        ),
+    ] {
+        let seen: Vec<&Violation> = fresh
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Violation(v) if v.kind == kind => Some(v),
+                _ => None,
+            })
+            .collect();
+        // The counters say how many there were when the history lost some.
+        let total = is.saturating_sub(was).max(seen.len() as u64);
+        let told = seen.len().min(MAX_VIOLATIONS_TOLD);
+        changes.extend(
+            seen[seen.len() - told..]
+                .iter()
+                .map(|v| InstanceChange::Violation((*v).clone())),
+        );
+        let untold = total - told as u64;
+        if untold > 0 {
+            changes.push(InstanceChange::ViolationsUntold {
+                kind,
+                count: untold,
+                limit,
+            });
+        }
+    }
+    let reason = last_exit_reason(after).or_else(|| {
+        after.last_exit.map(|status| ExitReason {
+            at_ms: now_ms,
+            status: Some(status),
+            violation: None,
+        })
+    });
+    let restarts_before = before.map_or(0, |b| b.restarts);
+    if after.restarts > restarts_before {
+        if let Some(reason) = &reason {
+            changes.push(InstanceChange::Exited {
+                reason: reason.clone(),
+                restarts: after.restarts,
+            });
+        }
+    }
+    let failed = |s: &TaskStatus| match s.state {
+        TaskState::Fatal { .. } => true,
+        TaskState::Exited { status } => !status.success(),
+        _ => false,
+    };
+    let looping_before = before.map_or(0, |b| recent_restarts(b, before_ms));
+    let looping = recent_restarts(after, now_ms);
+    if failed(after) {
+        if !before.is_some_and(failed) {
+            changes.push(InstanceChange::Failed { reason });
+        }
+    } else if looping >= CRASH_LOOP_RESTARTS {
+        if looping_before < CRASH_LOOP_RESTARTS {
+            changes.push(InstanceChange::CrashLooping {
+                restarts: looping,
+                reason,
+            });
+        }
+    } else if after.state.kind() == StateKind::Running {
+        // Up after not running, or a new process that is no restart of
+        // its own (a replaced task): it runs now. A process of a crash
+        // loop is not told: its exits are.
+        let started = match before {
+            None => true,
+            Some(b) => {
+                b.state.kind() != StateKind::Running
+                    || (b.pid != after.pid && after.restarts <= b.restarts)
+            }
+        };
+        if started {
+            changes.push(InstanceChange::Started { pid: after.pid });
         }
     }
     changes
+}
+
+/// How `status`'s process last ended ([`ExitReason::last_of`]), with the
+/// violation recorded just after that exit too: the tasksitter learns of
+/// a kernel OOM kill only once the process is gone, so its violation
+/// follows the exit it caused in the history.
+pub(super) fn last_exit_reason(status: &TaskStatus) -> Option<ExitReason> {
+    let mut reason = ExitReason::last_of(status)?;
+    if reason.violation.is_none() {
+        let last_exit = status
+            .events
+            .iter()
+            .rposition(|e| matches!(e.kind, EventKind::Exited { .. }))?;
+        reason.violation = status.events[last_exit + 1..]
+            .iter()
+            .take_while(|e| !matches!(e.kind, EventKind::Started { .. }))
+            .find_map(|e| match &e.kind {
+                EventKind::Violation(v) => Some(v.clone()),
+                _ => None,
+            });
+    }
+    Some(reason)
+}
+
+/// The events of `after`'s bounded history that `before`'s did not have:
+/// those after `before`'s newest (or, once the history has moved past it,
+/// those newer than it); all of them for a task new in this report.
+fn new_events<'a>(before: Option<&TaskStatus>, after: &'a TaskStatus) -> &'a [TaskEvent] {
+    let Some(last) = before.and_then(|b| b.events.last()) else {
+        return &after.events;
+    };
+    match after.events.iter().rposition(|e| e == last) {
+        Some(at) => &after.events[at + 1..],
+        None => {
+            let first_newer = after
+                .events
+                .iter()
+                .position(|e| e.at_ms > last.at_ms)
+                .unwrap_or(after.events.len());
+            &after.events[first_newer..]
+        }
+    }
 }
 
 /// The event a task's deployment moving between two polls deserves: the

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::Cli;
+use cerebro_types::health::InstanceHealth;
 use cerebro_types::job::Reschedule;
 use clap::Parser;
 
@@ -947,4 +948,394 @@ fn an_instance_shows_the_ports_its_machine_allocated_at_the_machines_address() {
         json.get("ports").is_none() && json.get("host").is_none(),
         "{json}"
     );
+}
+
+/// An instance on a machine whose last poll failed no longer counts as
+/// running: it is pending, its machine named, from the first missed poll.
+#[test]
+fn an_instance_of_a_machine_that_missed_a_poll_is_not_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = fixture_cluster(dir.path());
+    let mut task = deployed_task("master#0", now_ms(), None);
+    task.spec.cpu = Some(0.25);
+    let answer = |tasks| PollAnswer {
+        machine: "local-a-1".into(),
+        address: "127.0.0.1:44247".into(),
+        tasks,
+        status: None,
+    };
+    let timeout = std::time::Duration::from_secs(60);
+    cluster.record_polls(vec![answer(Ok(vec![task]))], now_ms(), timeout);
+    let on_a = |cluster: &Cluster| {
+        cluster
+            .instances_of("master")
+            .into_iter()
+            .find(|i| i.machine.as_deref() == Some("local-a-1") && i.slot == 0)
+            .unwrap()
+    };
+    assert_eq!(on_a(&cluster).health, InstanceHealth::Running);
+    let refused = cerebro_client::ClientError::Status {
+        url: "http://127.0.0.1:44247/api/v1/tasks".into(),
+        status: 503,
+        body: String::new(),
+    };
+    cluster.record_polls(vec![answer(Err(refused))], now_ms(), timeout);
+    let instance = on_a(&cluster);
+    assert_eq!(instance.health, InstanceHealth::Pending);
+    let pending = instance.pending.unwrap();
+    assert_eq!(
+        (pending.code.as_str(), pending.message.as_str()),
+        (
+            "machine_unreachable",
+            "its machine local-a-1 missed 1 polls"
+        )
+    );
+    let job = cluster.view_of_job("master").unwrap();
+    assert_eq!(job.running_instances, 0);
+    assert_eq!(cluster.status().instances.running, 0);
+}
+
+mod instance_events {
+    use super::super::machines::{instance_changes, InstanceChange};
+    use super::*;
+    use cerebro_types::health::CRASH_LOOP_WINDOW_MS;
+    use cerebro_types::task::{
+        CpuAction, EventKind, ExitStatus, Limits, LimitsBackendKind, TaskEvent, TaskState,
+        TaskStatus, Violation, ViolationCounts, ViolationKind,
+    };
+
+    const NOW: u64 = 50_000_000;
+    const MB: f64 = 1024.0 * 1024.0;
+
+    fn status(state: TaskState, restarts: u64, events: Vec<TaskEvent>) -> TaskStatus {
+        let mut violations = ViolationCounts::default();
+        for event in &events {
+            if let EventKind::Violation(v) = &event.kind {
+                violations.record(v.kind);
+            }
+        }
+        let last_exit = events.iter().rev().find_map(|e| match e.kind {
+            EventKind::Exited { status, .. } => Some(status),
+            _ => None,
+        });
+        TaskStatus {
+            name: "ticker#2".into(),
+            command: "hog".into(),
+            pid: state.pid(),
+            started_at_ms: state.started_at_ms(),
+            state,
+            uptime_secs: None,
+            starts: restarts + 1,
+            restarts,
+            cpu_cores: 0.0,
+            rss_bytes: 0,
+            processes: 1,
+            limits: Limits {
+                cpu_cores: None,
+                mem_bytes: Some(128 * 1024 * 1024),
+                time_limit_secs: None,
+                cpu_action: CpuAction::Restart,
+            },
+            backend: LimitsBackendKind::Poll,
+            violations,
+            last_exit,
+            events,
+            tasksitter_pid: 1,
+            cgroup_paths: Vec::new(),
+        }
+    }
+
+    fn running(pid: u32, at: u64) -> TaskState {
+        TaskState::Running {
+            pid,
+            started_at_ms: at,
+        }
+    }
+
+    fn event(at_ms: u64, kind: EventKind) -> TaskEvent {
+        TaskEvent { at_ms, kind }
+    }
+
+    fn oom() -> Violation {
+        Violation {
+            kind: ViolationKind::Memory,
+            measured: 210.0 * MB,
+            limit: 128.0 * MB,
+            by_kernel: true,
+        }
+    }
+
+    /// One run of the process started as `pid` at `at`: started, went past
+    /// its memory limit, was killed, and is restarted by its policy.
+    fn oom_run(pid: u32, at: u64) -> Vec<TaskEvent> {
+        vec![
+            event(
+                at,
+                EventKind::Started {
+                    pid,
+                    start_number: u64::from(pid),
+                },
+            ),
+            event(at + 100, EventKind::Violation(oom())),
+            event(
+                at + 110,
+                EventKind::Exited {
+                    pid,
+                    status: ExitStatus::Signal(9),
+                },
+            ),
+            event(at + 120, EventKind::Restarting { attempt: pid }),
+        ]
+    }
+
+    fn messages(before: Option<&TaskStatus>, after: &TaskStatus) -> Vec<(String, String)> {
+        instance_changes(before, NOW - 1_000, after, NOW)
+            .iter()
+            .map(|c| {
+                let (kind, message) = c.describe("ticker #2 (local-b)", "local-b-1");
+                (kind.name().to_string(), message)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_first_start_is_the_one_runs_event_and_a_stopped_task_says_nothing() {
+        let up = status(
+            running(4242, NOW - 500),
+            0,
+            vec![event(
+                NOW - 500,
+                EventKind::Started {
+                    pid: 4242,
+                    start_number: 1,
+                },
+            )],
+        );
+        assert_eq!(
+            messages(None, &up),
+            vec![(
+                "instance_started".to_string(),
+                "ticker #2 (local-b) running on local-b-1, pid 4242".to_string()
+            )]
+        );
+        let stopped = status(TaskState::Stopped, 0, vec![]);
+        assert!(messages(None, &stopped).is_empty(), "auto_start false");
+        assert_eq!(messages(Some(&stopped), &up).len(), 1);
+        assert!(messages(Some(&up), &up).is_empty(), "told once");
+        // Stopped by request: nothing ran, nothing ended badly.
+        assert!(messages(Some(&up), &stopped).is_empty());
+    }
+
+    #[test]
+    fn an_oom_kill_is_a_violation_with_its_values_and_an_exit_with_its_reason() {
+        let first = oom_run(1, NOW - 900);
+        let before = status(running(1, NOW - 900), 0, first[..1].to_vec());
+        let mut events = first.clone();
+        events.push(event(
+            NOW - 600,
+            EventKind::Started {
+                pid: 2,
+                start_number: 2,
+            },
+        ));
+        let after = status(running(2, NOW - 600), 1, events);
+        assert_eq!(
+            messages(Some(&before), &after),
+            vec![
+                (
+                    "instance_violation".to_string(),
+                    "ticker #2 (local-b) on local-b-1: killed by the kernel for memory: 210.0 MB used, limit 128.0 MB".to_string()
+                ),
+                (
+                    "instance_exited".to_string(),
+                    "ticker #2 (local-b) on local-b-1 ended: killed by the kernel for memory: 210.0 MB used, limit 128.0 MB (killed by signal 9); restart 1".to_string()
+                ),
+            ],
+            "a restart by its own policy is no new start"
+        );
+        assert!(messages(Some(&after), &after).is_empty());
+    }
+
+    /// The tasksitter learns of a kernel OOM kill after the exit: the
+    /// violation that follows an exit is still that exit's reason.
+    #[test]
+    fn a_kernel_oom_told_after_the_exit_is_its_reason() {
+        let before = status(
+            running(1, NOW - 900),
+            0,
+            oom_run(1, NOW - 900)[..1].to_vec(),
+        );
+        let mut events = before.events.clone();
+        events.push(event(
+            NOW - 800,
+            EventKind::Exited {
+                pid: 1,
+                status: ExitStatus::Code(137),
+            },
+        ));
+        events.push(event(NOW - 790, EventKind::Violation(oom())));
+        events.push(event(NOW - 780, EventKind::Restarting { attempt: 1 }));
+        let after = status(
+            TaskState::Backoff {
+                restart_at_ms: NOW,
+                attempt: 1,
+            },
+            1,
+            events,
+        );
+        let told = messages(Some(&before), &after);
+        assert_eq!(told.len(), 2, "{told:?}");
+        assert_eq!(
+            told[1].1,
+            "ticker #2 (local-b) on local-b-1 ended: killed by the kernel for memory: 210.0 MB used, limit 128.0 MB (exit code 137); restart 1"
+        );
+        assert_eq!(
+            super::super::machines::last_exit_reason(&after)
+                .and_then(|r| r.violation)
+                .map(|v| v.by_kernel),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn violations_the_history_lost_are_counted_from_the_counters() {
+        let before = status(running(1, NOW - 5_000), 0, vec![]);
+        let mut after = before.clone();
+        after.violations.memory = 2;
+        assert_eq!(
+            messages(Some(&before), &after),
+            vec![(
+                "instance_violation".to_string(),
+                "ticker #2 (local-b) on local-b-1: 2 more violations of its memory limit of 128.0 MB since the last poll".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn crash_looping_is_told_once_as_it_begins() {
+        let mut events = Vec::new();
+        let mut statuses = Vec::new();
+        for pid in 1..=5u32 {
+            let at = NOW - 5_000 + u64::from(pid) * 500;
+            events.extend(oom_run(pid, at));
+            statuses.push(status(
+                TaskState::Backoff {
+                    restart_at_ms: at + 400,
+                    attempt: pid,
+                },
+                u64::from(pid),
+                events.clone(),
+            ));
+        }
+        let told: Vec<Vec<String>> = statuses
+            .windows(2)
+            .map(|w| {
+                messages(Some(&w[0]), &w[1])
+                    .into_iter()
+                    .map(|(kind, _)| kind)
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            told,
+            vec![
+                vec!["instance_violation", "instance_exited"],
+                vec![
+                    "instance_violation",
+                    "instance_exited",
+                    "instance_crash_looping"
+                ],
+                vec!["instance_violation", "instance_exited"],
+                vec!["instance_violation", "instance_exited"],
+            ]
+        );
+        let (_, message) = messages(Some(&statuses[1]), &statuses[2]).remove(2);
+        assert_eq!(
+            message,
+            "ticker #2 (local-b) on local-b-1 is crash-looping: 3 restarts in 5 min; last: killed by the kernel for memory: 210.0 MB used, limit 128.0 MB (killed by signal 9)"
+        );
+        // Its restarts aged out of the window: a new loop is told again.
+        let calm = instance_changes(
+            Some(&statuses[2]),
+            NOW + CRASH_LOOP_WINDOW_MS,
+            &statuses[3],
+            NOW,
+        );
+        assert!(calm
+            .iter()
+            .any(|c| matches!(c, InstanceChange::CrashLooping { .. })));
+    }
+
+    #[test]
+    fn a_fatal_end_is_one_failure() {
+        let before = status(
+            running(1, NOW - 900),
+            2,
+            oom_run(1, NOW - 900)[..1].to_vec(),
+        );
+        let mut events = before.events.clone();
+        events.push(event(
+            NOW - 100,
+            EventKind::Exited {
+                pid: 1,
+                status: ExitStatus::Code(3),
+            },
+        ));
+        let fatal = status(
+            TaskState::Fatal {
+                status: ExitStatus::Code(3),
+                restarts: 2,
+            },
+            2,
+            events,
+        );
+        assert_eq!(
+            messages(Some(&before), &fatal),
+            vec![(
+                "instance_failed".to_string(),
+                "ticker #2 (local-b) on local-b-1 failed: exit code 3".to_string()
+            )]
+        );
+        assert!(messages(Some(&fatal), &fatal).is_empty());
+    }
+
+    /// Through the polls: events name the job, its instance by the
+    /// cluster's number and zone, and the machine; no machine-subject
+    /// task events any more.
+    #[test]
+    fn polls_make_job_events_on_the_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cluster = fixture_cluster(dir.path());
+        let with_status = |status: TaskStatus| {
+            let mut task = reported_task("master#1", 0.25, 64.0);
+            task.status = Some(status);
+            task
+        };
+        let answer = |task: TaskView| PollAnswer {
+            machine: "local-a-1".into(),
+            address: "127.0.0.1:44247".into(),
+            tasks: Ok(vec![task]),
+            status: None,
+        };
+        let start = now_ms();
+        let up = status(running(77, start), 0, vec![]);
+        let mut stopped = up.clone();
+        stopped.state = TaskState::Stopped;
+        stopped.pid = None;
+        let timeout = std::time::Duration::from_secs(60);
+        cluster.record_polls(vec![answer(with_status(stopped))], start, timeout);
+        cluster.record_polls(vec![answer(with_status(up))], start + 1_000, timeout);
+        let told: Vec<&ClusterEvent> = cluster
+            .events()
+            .iter()
+            .filter(|e| e.kind == ClusterEventKind::InstanceStarted)
+            .collect();
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert_eq!(
+            told[0].message,
+            "master #1 (local-a) running on local-a-1, pid 77"
+        );
+        assert_eq!(told[0].machine.as_deref(), Some("local-a-1"));
+        assert!(told[0].concerns(&cerebro_types::cluster::EventSubject::Job("master".into())));
+    }
 }

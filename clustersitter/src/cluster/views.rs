@@ -5,7 +5,7 @@ use super::*;
 use cerebro_types::cluster::RecipeView;
 use cerebro_types::deploy::DeployState;
 use cerebro_types::health::{
-    recent_restarts, ExitReason, HealthCounts, HealthInput, InstanceHealth, JobHealth, Pending,
+    recent_restarts, HealthCounts, HealthInput, InstanceHealth, JobHealth, Pending,
 };
 
 /// Nothing reserved, nothing free: the start of a sum.
@@ -135,10 +135,22 @@ impl Cluster {
                 && !matches!(d.state, DeployState::Ready | DeployState::Checking)
         });
         let now = now_ms();
+        // A machine that missed its last poll may be gone: what it said
+        // before is no proof its instances still run.
+        let unreachable = machine
+            .as_deref()
+            .and_then(|m| self.state.machines.get(m))
+            .is_some_and(|m| {
+                m.missed_polls >= 1
+                    || matches!(
+                        m.state(),
+                        MachineState::Unreachable | MachineState::Decommissioning
+                    )
+            });
         let health = InstanceHealth::judge(
             &HealthInput {
                 wanted_running,
-                status: report,
+                status: report.filter(|_| !unreachable),
                 deploying,
                 healthy_after_secs: record.map_or(10.0, |j| {
                     j.spec.task_configuration.backoff.healthy_after_secs
@@ -175,7 +187,7 @@ impl Cluster {
             health,
             wanted_running,
             pending,
-            last_exit: report.and_then(ExitReason::last_of),
+            last_exit: report.and_then(super::machines::last_exit_reason),
             recent_restarts: report.map_or(0, |s| recent_restarts(s, now)),
         }
     }
@@ -187,6 +199,31 @@ impl Cluster {
         machine: Option<&str>,
         deploy: Option<&cerebro_types::deploy::DeployStatus>,
     ) -> Pending {
+        if let Some(record) = machine.and_then(|m| self.state.machines.get(m)) {
+            let id = &record.id;
+            let missed = record.missed_polls;
+            match record.state() {
+                MachineState::Decommissioning => {
+                    return Pending::new(
+                        "machine_unreachable",
+                        format!("its machine {id} was lost (missed {missed} polls): it moves once the provider confirms the machine gone"),
+                    )
+                }
+                MachineState::Unreachable => {
+                    return Pending::new(
+                        "machine_unreachable",
+                        format!("its machine {id} missed {missed} polls and is unreachable"),
+                    )
+                }
+                _ if missed >= 1 => {
+                    return Pending::new(
+                        "machine_unreachable",
+                        format!("its machine {id} missed {missed} polls"),
+                    )
+                }
+                _ => {}
+            }
+        }
         if let Some(deploy) = deploy {
             return match deploy.state {
                 DeployState::Failed => Pending::new(
@@ -213,25 +250,64 @@ impl Cluster {
             };
         }
         let Some(machine) = machine else {
-            return match self.plan.unplaced.iter().find(|u| u.key == *key) {
-                Some(unplaced) => Pending::new("unplaceable", unplaced.reason.clone()),
-                None => Pending::new("waiting_for_machine", "not placed yet"),
-            };
+            return self.unplaced_reason(key);
         };
         match self.state.machines.get(machine).map(|m| m.state()) {
             Some(MachineState::Provisioning) => Pending::new(
                 "waiting_for_machine",
                 format!("waiting for machine {machine} to come up"),
             ),
-            Some(MachineState::Unreachable) => Pending::new(
-                "machine_unreachable",
-                format!("its machine {machine} does not answer"),
-            ),
             _ => Pending::new(
                 "not_reported",
                 format!("sent to machine {machine}; not reported yet"),
             ),
         }
+    }
+
+    /// Why instance `key`, on no machine, waits: a machine asked for it
+    /// (and how asking goes in its zone), the machine cap, or no machine
+    /// of its zone being big enough.
+    fn unplaced_reason(&self, key: &InstanceKey) -> Pending {
+        let requested = self
+            .plan
+            .provision
+            .iter()
+            .any(|r| r.for_instances.contains(key));
+        let unplaced = self.plan.unplaced.iter().find(|u| u.key == *key);
+        if requested {
+            return match self.provisioning_error(&key.zone) {
+                Some(error) => provisioning_pending(&key.zone, error),
+                None => Pending::new(
+                    "waiting_for_machine",
+                    format!("waiting for a new machine in {}", key.zone),
+                ),
+            };
+        }
+        let Some(unplaced) = unplaced else {
+            return Pending::new("waiting_for_machine", "not placed yet");
+        };
+        // Placement asked for no machine for it: either none could hold
+        // it, or the cap dropped the request (placement's requests and the
+        // machines recorded reach max_machines, and a machine would hold it).
+        let max = self.config.provider.max_machines;
+        let recorded = self.state.machines.len();
+        let fits = self.largest_machine.get(&key.zone).is_some_and(|largest| {
+            unplaced.need.cpu <= largest.cpu + 1e-9 && unplaced.need.mem_mb <= largest.mem_mb + 1e-9
+        });
+        if fits && recorded + self.plan.provision.len() >= max {
+            return Pending::new(
+                "provider_limit",
+                format!(
+                    "the provider's limit of {max} machines is reached (max_machines; {recorded} in use)"
+                ),
+            );
+        }
+        if fits {
+            if let Some(error) = self.provisioning_error(&key.zone) {
+                return provisioning_pending(&key.zone, error);
+            }
+        }
+        Pending::new("unplaceable", unplaced.reason.clone())
     }
 
     /// The host a machine's tasks are reached at: its IP as its names
@@ -413,6 +489,44 @@ impl Cluster {
         }
     }
 
+    /// What a dry run of `batch` (jobs added to or replacing the
+    /// current ones) should warn of: each zone whose new machines the
+    /// cluster's `max_machines` would not allow, e.g. `the plan needs 11
+    /// new machines in zone local-a but max_machines allows 8 (3 in use)`.
+    /// Empty when the plan fits.
+    pub fn plan_warnings(&self, batch: &[JobSpec]) -> Vec<String> {
+        let mut all: BTreeMap<&str, &JobSpec> = self
+            .state
+            .jobs
+            .iter()
+            .map(|(name, record)| (name.as_str(), &record.spec))
+            .collect();
+        for job in batch {
+            all.insert(job.name(), job);
+        }
+        let specs: Vec<JobSpec> = all.into_values().cloned().collect();
+        // The plan before the cap (`plan_for` drops what goes past it).
+        let previous: Vec<Assignment> = self
+            .assignments()
+            .iter()
+            .filter(|a| !self.was_refused(&a.machine, &self.task_name_of(&a.key)))
+            .cloned()
+            .collect();
+        let mut plan = crate::placement::place(&crate::placement::PlacementInput {
+            jobs: &specs,
+            machines: &self.placement_machines(),
+            previous: &previous,
+            zone_machine_size: &self.config.zones(),
+            largest_machine: self.largest_machines(),
+        });
+        self.hold_unfenced(&mut plan);
+        crate::placement::machine_cap_warnings(
+            &plan,
+            self.config.provider.max_machines,
+            self.state.machines.len(),
+        )
+    }
+
     /// The cluster's status now.
     pub fn status(&self) -> ClusterStatus {
         self.status_with(&self.job_views())
@@ -480,5 +594,34 @@ impl Cluster {
             unplaced: self.plan.unplaced.clone(),
             uptime_secs: self.started.elapsed().as_secs(),
         }
+    }
+}
+
+/// The reason of an instance waiting for a machine in `zone`, whose
+/// provisioning keeps failing with `error`: `provider_limit` when the
+/// provider says its limit is reached, else `provisioning_failed`; both
+/// with the number of failed attempts and the next one.
+fn provisioning_pending(zone: &str, error: &cerebro_types::cluster::ProvisioningError) -> Pending {
+    let next = cerebro_types::time::format_rfc3339_ms(error.next_attempt_ms);
+    let attempts = match error.failures {
+        1 => "1 attempt".to_string(),
+        n => format!("{n} attempts"),
+    };
+    if error.code == "limit" {
+        Pending::new(
+            "provider_limit",
+            format!(
+                "{} (in {zone}; {attempts} failed, next at {next})",
+                error.message
+            ),
+        )
+    } else {
+        Pending::new(
+            "provisioning_failed",
+            format!(
+                "provisioning in {zone} failed: {} ({}); {attempts} failed, next at {next}",
+                error.message, error.code
+            ),
+        )
     }
 }

@@ -99,3 +99,42 @@ fn fits_within(reserved: Need, extra: Need, capacity: Resources) -> bool {
     reserved.cpu + extra.cpu <= capacity.cpu + EPSILON
         && reserved.mem_mb + extra.mem_mb <= capacity.mem_mb + EPSILON
 }
+
+/// The warnings a dry run gives when `plan` (before the cluster's cap)
+/// asks for more machines than `max_machines` leaves room for beside the
+/// `in_use` machines recorded: one per zone asking for new machines,
+/// `the plan needs 11 new machines in zone local-a but max_machines
+/// allows 8 (3 in use)`. Empty when every request fits.
+pub fn machine_cap_warnings(plan: &Plan, max_machines: usize, in_use: usize) -> Vec<String> {
+    let room = max_machines.saturating_sub(in_use);
+    if plan.provision.len() <= room {
+        return Vec::new();
+    }
+    let mut per_zone: BTreeMap<&str, usize> = BTreeMap::new();
+    for request in &plan.provision {
+        *per_zone.entry(request.zone.as_str()).or_default() += 1;
+    }
+    let mut warnings: Vec<String> = per_zone
+        .iter()
+        .map(|(zone, needed)| {
+            format!(
+                "the plan needs {needed} new machines in zone {zone} but max_machines allows {max_machines} ({in_use} in use)"
+            )
+        })
+        .collect();
+    if per_zone.len() > 1 {
+        warnings.push(format!(
+            "in all the plan needs {} new machines and only {room} may be added",
+            plan.provision.len()
+        ));
+    }
+    warnings.push(format!(
+        "{} instances would wait for a machine that max_machines does not allow",
+        plan.provision
+            .iter()
+            .skip(room)
+            .map(|r| r.for_instances.len())
+            .sum::<usize>()
+    ));
+    warnings
+}

@@ -1256,6 +1256,11 @@ pub struct PlanReply {
     /// The names of the jobs in the request body, in its order.
     pub jobs: Vec<String>,
     pub plan: Plan,
+    /// What the plan cannot do as asked, in sentences for people: e.g.
+    /// `the plan needs 11 new machines in zone local-a but max_machines
+    /// allows 8 (3 in use)`. Absent when empty (and from older clusters).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// What a machine's registration did.
