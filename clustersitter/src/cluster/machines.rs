@@ -842,7 +842,7 @@ pub(super) fn instance_changes(
             });
         }
     }
-    let reason = last_exit_reason(after).or_else(|| {
+    let reason = ExitReason::last_of(after).or_else(|| {
         after.last_exit.map(|status| ExitReason {
             at_ms: now_ms,
             status: Some(status),
@@ -892,28 +892,6 @@ pub(super) fn instance_changes(
         }
     }
     changes
-}
-
-/// How `status`'s process last ended ([`ExitReason::last_of`]), with the
-/// violation recorded just after that exit too: the tasksitter learns of
-/// a kernel OOM kill only once the process is gone, so its violation
-/// follows the exit it caused in the history.
-pub(super) fn last_exit_reason(status: &TaskStatus) -> Option<ExitReason> {
-    let mut reason = ExitReason::last_of(status)?;
-    if reason.violation.is_none() {
-        let last_exit = status
-            .events
-            .iter()
-            .rposition(|e| matches!(e.kind, EventKind::Exited { .. }))?;
-        reason.violation = status.events[last_exit + 1..]
-            .iter()
-            .take_while(|e| !matches!(e.kind, EventKind::Started { .. }))
-            .find_map(|e| match &e.kind {
-                EventKind::Violation(v) => Some(v.clone()),
-                _ => None,
-            });
-    }
-    Some(reason)
 }
 
 /// The events of `after`'s bounded history that `before`'s did not have:

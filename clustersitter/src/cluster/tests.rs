@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::config::Cli;
-use cerebro_types::health::InstanceHealth;
+use cerebro_types::health::{ExitReason, InstanceHealth};
 use cerebro_types::job::Reschedule;
 use clap::Parser;
 
@@ -1190,7 +1190,7 @@ mod instance_events {
             "ticker #2 (local-b) on local-b-1 ended: killed by the kernel for memory: 210.0 MB used, limit 128.0 MB (exit code 137); restart 1"
         );
         assert_eq!(
-            super::super::machines::last_exit_reason(&after)
+            ExitReason::last_of(&after)
                 .and_then(|r| r.violation)
                 .map(|v| v.by_kernel),
             Some(true)

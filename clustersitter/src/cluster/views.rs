@@ -5,7 +5,7 @@ use super::*;
 use cerebro_types::cluster::RecipeView;
 use cerebro_types::deploy::DeployState;
 use cerebro_types::health::{
-    recent_restarts, HealthCounts, HealthInput, InstanceHealth, JobHealth, Pending,
+    recent_restarts, ExitReason, HealthCounts, HealthInput, InstanceHealth, JobHealth, Pending,
 };
 
 /// Nothing reserved, nothing free: the start of a sum.
@@ -187,7 +187,7 @@ impl Cluster {
             health,
             wanted_running,
             pending,
-            last_exit: report.and_then(super::machines::last_exit_reason),
+            last_exit: report.and_then(ExitReason::last_of),
             recent_restarts: report.map_or(0, |s| recent_restarts(s, now)),
         }
     }

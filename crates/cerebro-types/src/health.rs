@@ -357,20 +357,34 @@ pub struct ExitReason {
 
 impl ExitReason {
     /// The newest end of a process in `status`'s event history, with the
-    /// violation recorded since that process started.
+    /// violation of that process's run: recorded before the exit (the
+    /// tasksitter killed it) or after it and before the next start (the
+    /// kernel's OOM kill is learnt only once the process is gone).
     pub fn last_of(status: &TaskStatus) -> Option<ExitReason> {
+        // The violation of the run going on, and whether the last event
+        // of a run was its exit (no start since).
         let mut violation = None;
-        let mut reason = None;
+        let mut ended = false;
+        let mut reason: Option<ExitReason> = None;
         for event in &status.events {
             match &event.kind {
-                EventKind::Started { .. } => violation = None,
-                EventKind::Violation(v) => violation = Some(v.clone()),
+                EventKind::Started { .. } => {
+                    violation = None;
+                    ended = false;
+                }
+                EventKind::Violation(v) => match reason.as_mut() {
+                    Some(last) if ended => {
+                        last.violation.get_or_insert_with(|| v.clone());
+                    }
+                    _ => violation = Some(v.clone()),
+                },
                 EventKind::Exited { status, .. } => {
                     reason = Some(ExitReason {
                         at_ms: event.at_ms,
                         status: Some(*status),
-                        violation: violation.clone(),
-                    })
+                        violation: violation.take(),
+                    });
+                    ended = true;
                 }
                 _ => {}
             }
@@ -688,6 +702,12 @@ mod tests {
             reason.to_string(),
             "killed by the kernel for memory: 210.0 MB used, limit 128.0 MB (killed by signal 9)"
         );
+        // The kernel's kill is told after the exit it caused.
+        let mut told_late = events.clone();
+        told_late.swap(3, 4);
+        let late = ExitReason::last_of(&status(TaskState::Stopped, 1, told_late)).unwrap();
+        assert_eq!(late.violation.as_ref().map(|v| v.by_kernel), Some(true));
+        assert_eq!(late.status, Some(ExitStatus::Signal(9)));
         let first =
             ExitReason::last_of(&status(TaskState::Stopped, 0, events[..2].to_vec())).unwrap();
         assert_eq!(first.to_string(), "exit code 3");
