@@ -62,6 +62,15 @@ impl Cluster {
     /// assignments, lost machines' instances held until fenced
     /// ([`Cluster::hold_unfenced`]). Applies nothing.
     pub fn plan_for(&self, jobs: &[JobSpec]) -> Plan {
+        let mut plan = self.uncapped_plan(jobs);
+        self.cap_new_machines(&mut plan);
+        self.explain_waiting_zones(&mut plan);
+        plan
+    }
+
+    /// [`Cluster::plan_for`] before `max_machines` drops requests: what
+    /// the jobs would need (the dry run's warnings compare it with the cap).
+    pub(super) fn uncapped_plan(&self, jobs: &[JobSpec]) -> Plan {
         // An instance its machine refused is placed anew.
         let previous: Vec<Assignment> = self
             .assignments()
@@ -77,8 +86,6 @@ impl Cluster {
             largest_machine: self.largest_machines(),
         });
         self.hold_unfenced(&mut plan);
-        self.cap_new_machines(&mut plan);
-        self.explain_waiting_zones(&mut plan);
         plan
     }
 

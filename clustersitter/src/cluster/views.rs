@@ -505,21 +505,7 @@ impl Cluster {
             all.insert(job.name(), job);
         }
         let specs: Vec<JobSpec> = all.into_values().cloned().collect();
-        // The plan before the cap (`plan_for` drops what goes past it).
-        let previous: Vec<Assignment> = self
-            .assignments()
-            .iter()
-            .filter(|a| !self.was_refused(&a.machine, &self.task_name_of(&a.key)))
-            .cloned()
-            .collect();
-        let mut plan = crate::placement::place(&crate::placement::PlacementInput {
-            jobs: &specs,
-            machines: &self.placement_machines(),
-            previous: &previous,
-            zone_machine_size: &self.config.zones(),
-            largest_machine: self.largest_machines(),
-        });
-        self.hold_unfenced(&mut plan);
+        let plan = self.uncapped_plan(&specs);
         crate::placement::machine_cap_warnings(
             &plan,
             self.config.provider.max_machines,
