@@ -289,7 +289,7 @@ fn instance_rows(
     if with_ports {
         out.push_str("<th>Ports</th>");
     }
-    out.push_str("<th>Health</th><th>Why</th><th>PID</th><th>Uptime</th><th>Restarts</th><th>Recent restarts</th><th>Violations</th><th>CPU</th><th>RSS</th><th>Logs</th><th></th></tr>");
+    out.push_str("<th>Health</th><th>Why</th><th>PID</th><th>Uptime</th><th>Restarts</th><th>Restarts in 5 min</th><th>Violations</th><th>CPU</th><th>RSS</th><th>Logs</th><th></th></tr>");
     for i in instances {
         out.push_str("<tr>");
         if with_job {
@@ -1209,7 +1209,7 @@ mod tests {
         let html = instance_rows(&viewer(), &[looping, waiting], false, false);
         assert!(
             html.contains("<th>Health</th><th>Why</th>")
-                && html.contains("<th>Recent restarts</th>"),
+                && html.contains("<th>Restarts in 5 min</th>"),
             "{html}"
         );
         assert!(
