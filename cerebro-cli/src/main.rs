@@ -2,7 +2,10 @@
 
 use anyhow::{anyhow, bail, Result};
 use cerebro_client::{ClientError, ClusterClient, HttpClient};
-use cerebro_types::cluster::{IdleLimitRequest, JobResult, RunMode, UpdateRequest};
+use cerebro_types::cluster::{
+    ClusterStatus, IdleLimitRequest, InstanceView, JobResult, JobView, RunMode, UpdateRequest,
+};
+use cerebro_types::health::{cores, trim, HealthCounts, InstanceHealth, JobHealth};
 use cerebro_types::job::JobSpec;
 use cerebro_types::task_api::LogQuery;
 use cerebro_types::LogStream;
@@ -96,14 +99,15 @@ enum Command {
         #[arg(value_name = "JOB")]
         name: String,
     },
-    /// Jobs with their running and desired instances.
+    /// Jobs with their health, running (by health) and desired instances, and ports.
     Listjobs,
-    /// Machines with their zone, state, reservations and instances.
+    /// Machines with their zone, state, reserved and used resources, and instances.
     Listmachines,
     /// The cluster at a glance, or one job's instances.
     Status {
         /// A job's name: its instances (numbered as --instance takes them),
-        /// machines, states and DNS names. Without it, the whole cluster.
+        /// machines, health and why, restarts, violations, DNS names and
+        /// ports. Without it, the whole cluster.
         job: Option<String>,
     },
     /// An instance's output.
@@ -595,46 +599,7 @@ fn run(cli: Cli) -> Result<()> {
             if cli.json {
                 return print_json(&jobs);
             }
-            let rows: Vec<Vec<String>> = jobs
-                .iter()
-                .map(|j| {
-                    let zones: Vec<String> = j
-                        .spec
-                        .deployment_layout
-                        .iter()
-                        .map(|(zone, layout)| format!("{zone}:{}", layout.cpu))
-                        .collect();
-                    vec![
-                        j.name.clone(),
-                        format!("{}/{}", j.running_instances, j.desired_instances),
-                        if let Some(master) = &j.spec.linked_job {
-                            format!("linked to {master}")
-                        } else {
-                            zones.join(" ")
-                        },
-                        j.version.clone().unwrap_or_else(|| "-".into()),
-                        j.generation.to_string(),
-                        match &j.rollout {
-                            Some(r) if r.stopped.is_some() => "stopped".into(),
-                            Some(_) => "rolling".into(),
-                            None => "-".into(),
-                        },
-                        match j.run_mode() {
-                            RunMode::Started => "started",
-                            RunMode::Stopped => "stopped",
-                            RunMode::Auto => "auto",
-                            RunMode::OnStart => "on startjob",
-                        }
-                        .into(),
-                    ]
-                })
-                .collect();
-            print_table(
-                &[
-                    "JOB", "RUNNING", "LAYOUT", "VERSION", "GEN", "UPDATE", "RUNS",
-                ],
-                &rows,
-            );
+            print!("{}", render_jobs(&jobs));
         }
         Command::Listmachines => {
             let machines = api.call(|c| c.machines())?;
@@ -648,46 +613,14 @@ fn run(cli: Cli) -> Result<()> {
             if cli.json {
                 return print_json(&status);
             }
-            println!(
-                "cluster {} ({} provider): {} jobs, {} machines, {}/{} instances running",
-                status.cluster,
-                status.provider,
-                status.jobs,
-                status.machines,
-                status.running_instances,
-                status.desired_instances
-            );
-            let rows: Vec<Vec<String>> = status
-                .zones
-                .iter()
-                .map(|z| {
-                    vec![
-                        z.zone.clone(),
-                        z.machines.to_string(),
-                        format!("{}/{}", z.idle_machines, z.idle_limit),
-                        format!("{:.2}/{}", z.reserved.cpu, z.capacity.cpu),
-                        format!("{:.0}/{:.0}", z.reserved.mem_mb, z.capacity.mem_mb),
-                    ]
-                })
-                .collect();
-            print_table(&["ZONE", "MACHINES", "IDLE/LIMIT", "CPU", "MEM MB"], &rows);
-            for zone in &status.zones {
-                if let Some(error) = &zone.provisioning_error {
-                    println!(
-                        "provisioning in {} fails: {} ({} failures in a row; next attempt at {})",
-                        zone.zone,
-                        error.message,
-                        error.failures,
-                        cerebro_types::time::format_rfc3339_ms(error.next_attempt_ms)
-                    );
-                }
-            }
-            for unplaced in &status.unplaced {
-                println!(
-                    "unplaced: {} #{} in {}: {}",
-                    unplaced.key.job, unplaced.key.slot, unplaced.key.zone, unplaced.reason
-                );
-            }
+            // The plan names an unplaced instance by its zone-local slot;
+            // its number is in its job's view.
+            let jobs = if status.unplaced.is_empty() {
+                Vec::new()
+            } else {
+                api.call(|c| c.jobs())?
+            };
+            print!("{}", render_status(&status, &jobs));
         }
         Command::Status { job: Some(name) } => {
             let job = api.call(|c| c.job(&name))?;
@@ -905,6 +838,230 @@ fn render_deploy_logs(logs: &[cerebro_types::deploy::InstanceDeployLog]) -> Stri
     out
 }
 
+/// Instances counted by health as people read them: running,
+/// crash-looping and pending always, the others when there are any, then
+/// the total: `5 running · 1 crash-looping · 0 pending of 6 instances`
+/// (the overview's headline says the same).
+fn instance_counts_text(counts: &HealthCounts) -> String {
+    let shown = [
+        (InstanceHealth::Running, true),
+        (InstanceHealth::Starting, false),
+        (InstanceHealth::CrashLooping, true),
+        (InstanceHealth::Failed, false),
+        (InstanceHealth::Pending, true),
+        (InstanceHealth::Stopping, false),
+        (InstanceHealth::Stopped, false),
+    ];
+    let parts: Vec<String> = shown
+        .iter()
+        .filter(|(health, always)| *always || counts.get(*health) > 0)
+        .map(|(health, _)| format!("{} {}", counts.get(*health), health.as_str()))
+        .collect();
+    format!("{} of {} instances", parts.join(" · "), counts.total())
+}
+
+/// Jobs counted by health, those with any: `3 healthy · 1 degraded`.
+fn job_counts_text(by_health: &std::collections::BTreeMap<JobHealth, usize>) -> String {
+    let parts: Vec<String> = by_health
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(health, n)| format!("{n} {}", health.as_str()))
+        .collect();
+    if parts.is_empty() {
+        "no jobs".into()
+    } else {
+        parts.join(" · ")
+    }
+}
+
+/// A capacity as written in the config: whole cores as `2`, else two
+/// decimals.
+fn capacity_cores(value: f64) -> String {
+    if value.fract() == 0.0 {
+        trim(value, 0)
+    } else {
+        cores(value)
+    }
+}
+
+/// `figure/capacity` in cores (`0.40/2`), never `-0.00`: the numbers the
+/// overview and the machine page show as `0.40 of 2 cores`.
+fn cores_of(figure: f64, capacity: f64) -> String {
+    format!("{}/{}", cores(figure), capacity_cores(capacity))
+}
+
+/// `figure/capacity` in MB (`128/1200`), as [`cores_of`].
+fn mb_of(figure: f64, capacity: f64) -> String {
+    format!("{}/{}", trim(figure, 0), trim(capacity, 0))
+}
+
+/// Why an instance has no process (its pending reason), else how its
+/// process last ended; `-` when there is nothing to say.
+fn reason_cell(instance: &InstanceView) -> String {
+    match (&instance.pending, &instance.last_exit) {
+        (Some(pending), _) => pending.message.clone(),
+        (None, Some(exit)) => exit.to_string(),
+        (None, None) => "-".into(),
+    }
+}
+
+/// `cerebro listjobs`: each job's health, its running (by health) of
+/// desired instances, layout, version, update, run mode, and every
+/// instance's ports (`#N address:port`).
+fn render_jobs(jobs: &[JobView]) -> String {
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|j| {
+            let zones: Vec<String> = j
+                .spec
+                .deployment_layout
+                .iter()
+                .map(|(zone, layout)| format!("{zone}:{}", layout.cpu))
+                .collect();
+            let ports: Vec<String> = j
+                .instances
+                .iter()
+                .filter(|i| !i.ports.is_empty())
+                .map(|i| format!("#{} {}", i.index, endpoints_text(i)))
+                .collect();
+            vec![
+                j.name.clone(),
+                j.health.to_string(),
+                format!("{}/{}", j.running_instances, j.desired_instances),
+                if let Some(master) = &j.spec.linked_job {
+                    format!("linked to {master}")
+                } else {
+                    zones.join(" ")
+                },
+                j.version.clone().unwrap_or_else(|| "-".into()),
+                j.generation.to_string(),
+                match &j.rollout {
+                    Some(r) if r.stopped.is_some() => "stopped".into(),
+                    Some(_) => "rolling".into(),
+                    None => "-".into(),
+                },
+                match j.run_mode() {
+                    RunMode::Started => "started",
+                    RunMode::Stopped => "stopped",
+                    RunMode::Auto => "auto",
+                    RunMode::OnStart => "on startjob",
+                }
+                .into(),
+                if ports.is_empty() {
+                    "-".into()
+                } else {
+                    ports.join(" ")
+                },
+            ]
+        })
+        .collect();
+    format_table(
+        &[
+            "JOB", "HEALTH", "RUNNING", "LAYOUT", "VERSION", "GEN", "UPDATE", "RUNS", "PORTS",
+        ],
+        &rows,
+    )
+}
+
+/// An instance's endpoints compactly: the address alone for a single
+/// port, else `name=address` comma-separated.
+fn endpoints_text(instance: &InstanceView) -> String {
+    let endpoints = instance.endpoints();
+    match endpoints.as_slice() {
+        [(_, address)] => address.clone(),
+        _ => endpoints
+            .iter()
+            .map(|(name, address)| format!("{name}={address}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
+/// `cerebro status`: the headline, instances and jobs by health, the
+/// zones' reservations, provisioning trouble, and each unplaced instance
+/// by its job-wide number (looked up by zone and slot in `jobs`).
+fn render_status(status: &ClusterStatus, jobs: &[JobView]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "cluster {} ({} provider): {} jobs, {} machines, {}/{} instances running",
+        status.cluster,
+        status.provider,
+        status.jobs,
+        status.machines,
+        status.instances.running,
+        status.instances.total()
+    );
+    let _ = writeln!(
+        out,
+        "instances: {}",
+        instance_counts_text(&status.instances)
+    );
+    let _ = writeln!(out, "jobs: {}", job_counts_text(&status.jobs_by_health));
+    let rows: Vec<Vec<String>> = status
+        .zones
+        .iter()
+        .map(|z| {
+            vec![
+                z.zone.clone(),
+                z.machines.to_string(),
+                format!("{}/{}", z.idle_machines, z.idle_limit),
+                cores_of(z.reserved.cpu, z.capacity.cpu),
+                mb_of(z.reserved.mem_mb, z.capacity.mem_mb),
+            ]
+        })
+        .collect();
+    out.push_str(&format_table(
+        &[
+            "ZONE",
+            "MACHINES",
+            "IDLE/LIMIT",
+            "RESERVED CORES",
+            "RESERVED MB",
+        ],
+        &rows,
+    ));
+    for zone in &status.zones {
+        if let Some(error) = &zone.provisioning_error {
+            let _ = writeln!(
+                out,
+                "provisioning in {} fails: {} ({} failures in a row; next attempt at {})",
+                zone.zone,
+                error.message,
+                error.failures,
+                cerebro_types::time::format_rfc3339_ms(error.next_attempt_ms)
+            );
+        }
+    }
+    for unplaced in &status.unplaced {
+        let key = &unplaced.key;
+        let number = jobs
+            .iter()
+            .find(|j| j.name == key.job)
+            .and_then(|j| {
+                j.instances
+                    .iter()
+                    .find(|i| i.zone == key.zone && i.slot == key.slot)
+            })
+            .map(|i| i.index);
+        let _ = match number {
+            Some(n) => writeln!(
+                out,
+                "unplaced: {} #{n} ({}): {}",
+                key.job, key.zone, unplaced.reason
+            ),
+            // Never the slot as if it were the number.
+            None => writeln!(
+                out,
+                "unplaced: {} (an instance in {}): {}",
+                key.job, key.zone, unplaced.reason
+            ),
+        };
+    }
+    out
+}
+
 /// A list of names in one cell: comma-separated, or `-` for none.
 fn names_cell(names: &[String]) -> String {
     if names.is_empty() {
@@ -914,8 +1071,10 @@ fn names_cell(names: &[String]) -> String {
     }
 }
 
-/// `cerebro listmachines`: one row per machine, its DNS names last (the
-/// widest column).
+/// `cerebro listmachines`: one row per machine: what placement reserved
+/// on it and what its instances use (measured), each of its capacity, in
+/// cores and MB (the overview's and machine page's numbers), its DNS
+/// names last (the widest column).
 fn render_machines(machines: &[cerebro_types::cluster::MachineView]) -> String {
     let mut rows: Vec<Vec<String>> = machines
         .iter()
@@ -925,8 +1084,10 @@ fn render_machines(machines: &[cerebro_types::cluster::MachineView]) -> String {
                 m.zone.clone(),
                 m.state.as_str().to_string(),
                 m.address.clone().unwrap_or_else(|| "-".into()),
-                format!("{:.2}/{}", m.reserved.cpu, m.capacity.cpu),
-                format!("{:.0}/{:.0}", m.reserved.mem_mb, m.capacity.mem_mb),
+                cores_of(m.reserved.cpu, m.capacity.cpu),
+                mb_of(m.reserved.mem_mb, m.capacity.mem_mb),
+                cores_of(m.used.cpu, m.capacity.cpu),
+                mb_of(m.used.mem_mb, m.capacity.mem_mb),
                 m.instances.len().to_string(),
             ]
         })
@@ -936,8 +1097,10 @@ fn render_machines(machines: &[cerebro_types::cluster::MachineView]) -> String {
         "ZONE",
         "STATE",
         "ADDRESS",
-        "CPU",
-        "MEM MB",
+        "RESERVED CORES",
+        "RESERVED MB",
+        "USED CORES",
+        "USED MB",
         "INSTANCES",
     ];
     add_provider_columns(machines, &mut headers, &mut rows);
@@ -948,18 +1111,23 @@ fn render_machines(machines: &[cerebro_types::cluster::MachineView]) -> String {
     format_table(&headers, &rows)
 }
 
-/// `cerebro status JOB`: the job's headline, its `ZONE.basename` names,
-/// recipe and rollout, then its instances (with each one's
-/// `N.ZONE.basename` for a job with a `dns_basename`).
+/// `cerebro status JOB`: the job's headline (its health and instances by
+/// health), its `ZONE.basename` names, recipe and rollout, then its
+/// instances: number, zone, machine, health, restarts (all, and within
+/// the crash-loop window), violations, `N.ZONE.basename` for a job with
+/// a `dns_basename`, ports, and why it is not running or how it last
+/// ended.
 fn render_job_status(job: &cerebro_types::cluster::JobView) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}: {}/{} running, generation {}{}",
+        "{}: {}, {}/{} running ({}), generation {}{}",
         job.name,
+        job.health,
         job.running_instances,
         job.desired_instances,
+        instance_counts_text(&job.health_counts),
         job.generation,
         job.version
             .as_ref()
@@ -996,11 +1164,13 @@ fn render_job_status(job: &cerebro_types::cluster::JobView) -> String {
                 i.index.to_string(),
                 i.zone.clone(),
                 i.machine.clone().unwrap_or_else(|| "-".into()),
-                i.state.to_string(),
+                i.health.to_string(),
                 i.pid.map_or("-".into(), |p| p.to_string()),
-                format!("{:.2}", i.cpu_cores),
-                format!("{:.1}", i.rss_bytes as f64 / (1024.0 * 1024.0)),
+                cores(i.cpu_cores),
+                trim(i.rss_bytes as f64 / (1024.0 * 1024.0), 1),
                 i.restarts.to_string(),
+                i.recent_restarts.to_string(),
+                i.violations.to_string(),
             ];
             if with_deploy {
                 row.push(deploy_cell(i.deploy.as_ref()));
@@ -1011,11 +1181,22 @@ fn render_job_status(job: &cerebro_types::cluster::JobView) -> String {
             if with_ports {
                 row.push(ports_cell(i));
             }
+            // Last: the widest column.
+            row.push(reason_cell(i));
             row
         })
         .collect();
     let mut headers = vec![
-        "#", "ZONE", "MACHINE", "STATE", "PID", "CPU", "RSS MB", "RESTARTS",
+        "#",
+        "ZONE",
+        "MACHINE",
+        "HEALTH",
+        "PID",
+        "CPU",
+        "RSS MB",
+        "RESTARTS",
+        "IN 5 MIN",
+        "VIOLATIONS",
     ];
     if with_deploy {
         headers.push("DEPLOY");
@@ -1026,6 +1207,7 @@ fn render_job_status(job: &cerebro_types::cluster::JobView) -> String {
     if with_ports {
         headers.push("PORTS");
     }
+    headers.push("WHY");
     out.push_str(&format_table(&headers, &rows));
     out
 }
@@ -1147,7 +1329,7 @@ fn add_provider_columns(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cerebro_types::cluster::{InstanceState, InstanceView, JobView, MachineState, MachineView};
+    use cerebro_types::cluster::{InstanceState, MachineState, MachineView};
     use cerebro_types::deploy::{
         AttemptOutcome, DeployAttempt, InstanceDeployLog, StepOutcome, StepRecord,
     };
@@ -1222,9 +1404,14 @@ mod tests {
             updated_ms: 0,
             desired_instances: instances.len(),
             running_instances: instances.len(),
+            health_counts: instances
+                .iter()
+                .fold(HealthCounts::default(), |mut counts, i| {
+                    counts.add(i.health);
+                    counts
+                }),
             instances,
             health: cerebro_types::health::JobHealth::Healthy,
-            health_counts: Default::default(),
             rollout: None,
             run_requested: None,
             recipe: None,
@@ -1413,12 +1600,10 @@ mod tests {
         );
         let lines: Vec<&str> = text.lines().collect();
         let header = lines.iter().position(|l| l.starts_with('#')).unwrap();
-        assert!(lines[header].ends_with("RESTARTS  DNS"), "{text}");
-        assert!(
-            lines[header + 1].ends_with("0.local-a.ticker.cerebro.test"),
-            "{text}"
-        );
-        assert!(lines[header + 2].ends_with(" -"), "{text}");
+        let table = lines[header..].join("\n");
+        assert!(lines[header].contains("  DNS  "), "{text}");
+        assert_eq!(cell(&table, "0", "DNS"), "0.local-a.ticker.cerebro.test");
+        assert_eq!(cell(&table, "1", "DNS"), "-");
 
         // A basename whose names are not there yet says so.
         let waiting = render_job_status(&job(TICKER, Vec::new(), &[]));
@@ -1447,12 +1632,238 @@ mod tests {
         let text = render_job_status(&job(TICKER, vec![web, pending], &[]));
         let lines: Vec<&str> = text.lines().collect();
         let header = lines.iter().position(|l| l.starts_with('#')).unwrap();
-        assert!(lines[header].ends_with(" PORTS"), "{text}");
+        let table = lines[header..].join("\n");
+        assert_eq!(cell(&table, "0", "PORTS"), "http=127.0.0.1:20017");
+        assert_eq!(cell(&table, "1", "PORTS"), "-");
+    }
+
+    /// A cell of `table` (as `format_table` prints it) by its header, in
+    /// the row whose first cell is `first`: columns are found by the
+    /// header's position, so a test reads what a person reads.
+    fn cell(table: &str, first: &str, header: &str) -> String {
+        let lines: Vec<&str> = table.lines().collect();
+        let head = lines
+            .iter()
+            .find(|l| l.starts_with(table.split_whitespace().next().unwrap()))
+            .unwrap();
+        let start = head
+            .find(header)
+            .unwrap_or_else(|| panic!("{header} in {table}"));
+        let row = lines
+            .iter()
+            .find(|l| l.split("  ").next() == Some(first))
+            .unwrap_or_else(|| panic!("row {first} in {table}"));
+        let rest: String = row.chars().skip(start).collect();
+        // Up to the next column: two blanks (cells hold single blanks).
+        rest.split("  ").next().unwrap_or("").trim().to_string()
+    }
+
+    #[test]
+    fn listjobs_shows_health_running_by_health_and_ports() {
+        let mut web = instance(0, "local-a", "local-a-1", None);
+        web.ports = [("http".to_string(), 20017u16)].into();
+        web.host = Some("127.0.0.1".into());
+        let mut looping = instance(1, "local-b", "local-b-2", None);
+        looping.health = InstanceHealth::CrashLooping;
+        let mut view = job(TICKER, vec![web, looping], &[]);
+        view.health = JobHealth::Degraded;
+        view.running_instances = 1;
+        let mut quiet = job(
+            r#"{"deployment_layout": {"local-a": {"cpu": 1}},
+                "task_configuration": {"name": "quiet", "command": "sleep 1000"}}"#,
+            vec![instance(0, "local-a", "local-a-1", None)],
+            &[],
+        );
+        quiet.name = "quiet".into();
+        let text = render_jobs(&[view, quiet]);
         assert!(
-            lines[header + 1].ends_with(" http=127.0.0.1:20017"),
+            text.lines()
+                .next()
+                .unwrap()
+                .starts_with("JOB     HEALTH    RUNNING"),
             "{text}"
         );
-        assert!(lines[header + 2].ends_with(" -"), "{text}");
+        assert_eq!(cell(&text, "ticker", "HEALTH"), "degraded");
+        assert_eq!(cell(&text, "ticker", "RUNNING"), "1/2");
+        assert_eq!(cell(&text, "ticker", "PORTS"), "#0 127.0.0.1:20017");
+        assert_eq!(cell(&text, "quiet", "HEALTH"), "healthy");
+        assert_eq!(cell(&text, "quiet", "PORTS"), "-");
+    }
+
+    #[test]
+    fn status_of_a_job_shows_health_why_restarts_and_violations() {
+        use cerebro_types::health::{ExitReason, Pending};
+        use cerebro_types::task::{ExitStatus, Violation, ViolationKind};
+        let mut oom = instance(0, "local-a", "local-a-1", None);
+        oom.health = InstanceHealth::CrashLooping;
+        oom.restarts = 12;
+        oom.recent_restarts = 4;
+        oom.violations = 12;
+        oom.last_exit = Some(ExitReason {
+            at_ms: 1,
+            status: Some(ExitStatus::Signal(9)),
+            violation: Some(Violation {
+                kind: ViolationKind::Memory,
+                measured: 210.0 * 1024.0 * 1024.0,
+                limit: 128.0 * 1024.0 * 1024.0,
+                by_kernel: true,
+            }),
+        });
+        let mut waiting = instance(1, "local-b", "-", None);
+        waiting.machine = None;
+        waiting.health = InstanceHealth::Pending;
+        waiting.pending = Some(Pending::new(
+            "waiting_for_machine",
+            "waiting for a new machine in local-b",
+        ));
+        let mut view = job(TICKER, vec![oom, waiting], &[]);
+        view.health = JobHealth::Failing;
+        view.running_instances = 0;
+        let text = render_job_status(&view);
+        assert!(
+            text.starts_with(
+                "ticker: failing, 0/2 running (0 running · 1 crash-looping · 1 pending of 2 instances)"
+            ),
+            "{text}"
+        );
+        let table = &text[text.find("\n#").unwrap() + 1..];
+        assert_eq!(cell(table, "0", "HEALTH"), "crash-looping");
+        assert_eq!(cell(table, "0", "RESTARTS"), "12");
+        assert_eq!(cell(table, "0", "IN 5 MIN"), "4");
+        assert_eq!(cell(table, "0", "VIOLATIONS"), "12");
+        assert!(table.lines().nth(1).unwrap().ends_with(
+            "killed by the kernel for memory: 210.0 MB used, limit 128.0 MB (killed by signal 9)"
+        ), "{text}");
+        assert_eq!(cell(table, "1", "HEALTH"), "pending");
+        assert_eq!(cell(table, "1", "MACHINE"), "-");
+        assert!(
+            table
+                .lines()
+                .nth(2)
+                .unwrap()
+                .ends_with("waiting for a new machine in local-b"),
+            "{text}"
+        );
+    }
+
+    fn status_with(unplaced: Vec<cerebro_types::cluster::Unplaced>) -> ClusterStatus {
+        let mut instances = HealthCounts::default();
+        for health in [
+            InstanceHealth::Running,
+            InstanceHealth::Running,
+            InstanceHealth::CrashLooping,
+            InstanceHealth::Pending,
+        ] {
+            instances.add(health);
+        }
+        ClusterStatus {
+            cluster: "test".into(),
+            provider: "local".into(),
+            zones: vec![cerebro_types::cluster::ZoneStatus {
+                zone: "local-a".into(),
+                machines: 1,
+                idle_machines: 0,
+                idle_limit: 1,
+                capacity: Resources {
+                    cpu: 2.0,
+                    mem_mb: 1200.0,
+                },
+                // A sum of floats a hair below zero.
+                reserved: Resources {
+                    cpu: 0.3 - 0.1 - 0.2,
+                    mem_mb: -1e-9,
+                },
+                provisioning_error: None,
+            }],
+            jobs: 2,
+            machines: 1,
+            desired_instances: 4,
+            running_instances: 2,
+            instances,
+            jobs_by_health: [(JobHealth::Healthy, 1), (JobHealth::Failing, 1)].into(),
+            unplaced,
+            uptime_secs: 5,
+        }
+    }
+
+    #[test]
+    fn cluster_status_counts_by_health_and_names_unplaced_by_number() {
+        use cerebro_types::cluster::{InstanceKey, Unplaced};
+        // local-b's slot 1 is the job's instance 2: never "#1".
+        let mut third = instance(2, "local-b", "-", None);
+        third.slot = 1;
+        let mut second = instance(1, "local-b", "local-b-1", None);
+        second.slot = 0;
+        let jobs = [job(
+            TICKER,
+            vec![instance(0, "local-a", "local-a-1", None), second, third],
+            &[],
+        )];
+        let unplaced = |zone: &str, slot: u32| Unplaced {
+            key: InstanceKey {
+                job: "ticker".into(),
+                zone: zone.into(),
+                slot,
+            },
+            need: cerebro_types::job::Need {
+                cpu: 0.5,
+                mem_mb: 64.0,
+            },
+            reason: "no machine of local-b has room".into(),
+        };
+        let text = render_status(
+            &status_with(vec![unplaced("local-b", 1), unplaced("local-c", 0)]),
+            &jobs,
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "cluster test (local provider): 2 jobs, 1 machines, 2/4 instances running"
+        );
+        assert_eq!(
+            lines[1],
+            "instances: 2 running · 1 crash-looping · 1 pending of 4 instances"
+        );
+        assert_eq!(lines[2], "jobs: 1 healthy · 1 failing");
+        assert!(lines[3].contains("RESERVED CORES  RESERVED MB"), "{text}");
+        assert!(lines[4].ends_with("0.00/2          0/1200"), "{text}");
+        assert!(!text.contains("-0"), "{text}");
+        assert!(
+            text.contains("unplaced: ticker #2 (local-b): no machine of local-b has room"),
+            "{text}"
+        );
+        assert!(
+            text.contains("unplaced: ticker (an instance in local-c): "),
+            "{text}"
+        );
+        assert!(!text.contains("#1"), "{text}");
+    }
+
+    #[test]
+    fn listmachines_labels_reserved_and_used_and_never_prints_negative_zero() {
+        let mut busy = machine("local-a-1", "local-a", &[]);
+        busy.reserved = Resources {
+            cpu: 0.4,
+            mem_mb: 128.0,
+        };
+        busy.used = Resources {
+            cpu: 1.314,
+            mem_mb: 11.4,
+        };
+        let mut emptied = machine("local-b-1", "local-b", &[]);
+        // What is left of a sum once its instances went: a hair below zero.
+        emptied.reserved = Resources {
+            cpu: 0.3 - 0.1 - 0.2,
+            mem_mb: -0.0001,
+        };
+        let text = render_machines(&[busy, emptied]);
+        assert_eq!(cell(&text, "local-a-1", "RESERVED CORES"), "0.40/2");
+        assert_eq!(cell(&text, "local-a-1", "RESERVED MB"), "128/1024");
+        assert_eq!(cell(&text, "local-a-1", "USED CORES"), "1.31/2");
+        assert_eq!(cell(&text, "local-a-1", "USED MB"), "11/1024");
+        assert_eq!(cell(&text, "local-b-1", "RESERVED CORES"), "0.00/2");
+        assert_eq!(cell(&text, "local-b-1", "RESERVED MB"), "0/1024");
+        assert!(!text.contains("-0"), "{text}");
     }
 
     #[test]

@@ -58,11 +58,17 @@ fn every_command_works_against_a_live_cluster() {
 
     let jobs = stdout(&cluster.cli(&["listjobs"]));
     let header = jobs.lines().next().unwrap();
-    assert!(
-        header.starts_with("JOB") && header.contains("RUNNING"),
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        ["JOB", "HEALTH", "RUNNING", "LAYOUT", "VERSION", "GEN", "UPDATE", "RUNS", "PORTS"],
         "{jobs}"
     );
-    assert!(jobs.contains("3/3"), "{jobs}");
+    let row: Vec<&str> = jobs.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        (row[0], row[1], row[2], *row.last().unwrap()),
+        ("echo-server", "healthy", "3/3", "-"),
+        "{jobs}"
+    );
     let json: Value = serde_json::from_str(&stdout(&cluster.cli(&["listjobs", "--json"]))).unwrap();
     assert_eq!(json[0]["name"], "echo-server");
 
@@ -71,10 +77,32 @@ fn every_command_works_against_a_live_cluster() {
         machines.contains("zone-a") && machines.contains("zone-b") && machines.contains("ready"),
         "{machines}"
     );
+    assert!(
+        machines.contains("RESERVED CORES  RESERVED MB  USED CORES  USED MB"),
+        "{machines}"
+    );
+    assert!(!machines.contains("-0"), "{machines}");
 
     let status = stdout(&cluster.cli(&["status"]));
-    assert!(status.contains("3/3 instances running"), "{status}");
+    for line in [
+        "3/3 instances running",
+        "instances: 3 running · 0 crash-looping · 0 pending of 3 instances",
+        "jobs: 1 healthy",
+        "RESERVED CORES",
+    ] {
+        assert!(status.contains(line), "{line} in {status}");
+    }
     let job_status = stdout(&cluster.cli(&["status", "echo-server"]));
+    assert!(
+        job_status.starts_with("echo-server: healthy, 3/3 running (3 running · "),
+        "{job_status}"
+    );
+    assert!(
+        job_status.contains("#  ZONE    MACHINE   HEALTH   PID")
+            && job_status.contains("RESTARTS  IN 5 MIN  VIOLATIONS")
+            && job_status.contains(" WHY"),
+        "{job_status}"
+    );
     assert_eq!(
         job_status
             .lines()
@@ -208,6 +236,138 @@ fn every_command_works_against_a_live_cluster() {
     wait_for(TIMEOUT, "the instances to stop", || {
         workloads("601").is_empty().then_some(())
     });
+}
+
+/// What `cerebro` tells of trouble: a crash-looping job is `failing`
+/// with no instance running in `listjobs`, its instance `crash-looping`
+/// with the exit reason in `status JOB`, and counted as crash-looping
+/// (not running) by `status`; an instance that cannot be placed is named
+/// by its job-wide number; allocated ports show as `address:port`.
+#[test]
+fn trouble_and_ports_are_told_by_listjobs_and_status() {
+    // Two machines at most: one per zone, for the first two jobs.
+    let cluster = Cluster::start(ClusterOptions {
+        provider: Some(format!(
+            "[provider]\nkind = \"local\"\nzones = [\"zone-a\", \"zone-b\"]\nmachine_cpu = 2.0\nmachine_mem = 512.0\nmax_machines = 2\nmachinesitter_bin = \"{}\"\n",
+            bin("machinesitter").display()
+        )),
+        ..Default::default()
+    });
+    let mut crashy = job(
+        "crashy",
+        "721",
+        0.25,
+        serde_json::json!({"zone-a": {"cpu": 1}}),
+    );
+    crashy["task_configuration"]["command"] =
+        serde_json::json!("sh -c 'echo up; sleep 0.3; exit 3'");
+    crashy["task_configuration"]["restart"] = serde_json::json!(true);
+    let (code, reply) = cluster.put_job(&crashy);
+    assert_eq!(code, 201, "{reply}");
+    let mut ported = job(
+        "ported",
+        "722",
+        0.25,
+        serde_json::json!({"zone-b": {"cpu": 1}}),
+    );
+    ported["task_configuration"]["ports"] = serde_json::json!(["http"]);
+    let (code, reply) = cluster.put_job(&ported);
+    assert_eq!(code, 201, "{reply}");
+    cluster.wait_job_running("ported", 1);
+    wait_for(TIMEOUT, "crashy to be placed", || {
+        cluster
+            .job_view("crashy")
+            .instances
+            .first()?
+            .machine
+            .clone()
+    });
+    // zone-b's machine holds one more of these, not two, and no machine
+    // may be added: one stays unplaced. Its number counts zone-a's
+    // instance first, so it is never its slot in zone-b.
+    let big = job(
+        "big",
+        "723",
+        1.5,
+        serde_json::json!({"zone-a": {"cpu": 1}, "zone-b": {"cpu": 2}}),
+    );
+    let (code, reply) = cluster.put_job(&big);
+    assert_eq!(code, 201, "{reply}");
+    let waiting = wait_for(TIMEOUT, "one instance of big to wait", || {
+        let view = cluster.job_view("big");
+        let placed = view
+            .instances
+            .iter()
+            .filter(|i| i.machine.is_some())
+            .count();
+        let waiting: Vec<_> = view
+            .instances
+            .iter()
+            .filter(|i| i.machine.is_none())
+            .collect();
+        (placed == 2 && waiting.len() == 1).then(|| (waiting[0].index, waiting[0].slot))
+    });
+    assert_eq!(waiting.0, waiting.1 as usize + 1, "zone-a's instance is #0");
+
+    let port = wait_for(TIMEOUT, "crashy to crash-loop and ported to run", || {
+        let crashy = cluster.job_view("crashy");
+        let ported = cluster.job_view("ported");
+        let looping =
+            crashy.instances.first()?.health == cerebro_types::health::InstanceHealth::CrashLooping;
+        let port = ported.instances.first()?.ports.get("http").copied();
+        (looping && ported.running_instances == 1)
+            .then_some(port)
+            .flatten()
+    });
+
+    let jobs = stdout(&cluster.cli(&["listjobs"]));
+    let row = |name: &str| {
+        jobs.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} in {jobs}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row("crashy")[1..3], ["failing", "0/1"], "{jobs}");
+    assert_eq!(row("ported")[1..3], ["healthy", "1/1"], "{jobs}");
+    assert!(
+        jobs.lines()
+            .any(|l| l.starts_with("ported ") && l.ends_with(&format!(" #0 127.0.0.1:{port}"))),
+        "{jobs}"
+    );
+    assert_eq!(*row("crashy").last().unwrap(), "-", "{jobs}");
+
+    let status = stdout(&cluster.cli(&["status", "crashy"]));
+    assert!(
+        status.starts_with("crashy: failing, 0/1 running"),
+        "{status}"
+    );
+    let instance = status
+        .lines()
+        .find(|l| l.starts_with("0 "))
+        .unwrap_or_else(|| panic!("instance 0 in {status}"));
+    assert!(
+        instance.contains(" crash-looping ") && instance.ends_with(" exit code 3"),
+        "{status}"
+    );
+    let status = stdout(&cluster.cli(&["status", "ported"]));
+    assert!(
+        status.contains(&format!(" http=127.0.0.1:{port} ")),
+        "{status}"
+    );
+
+    let status = stdout(&cluster.cli(&["status"]));
+    assert!(
+        status.contains(" 1 crash-looping ")
+            && status.contains("jobs: 1 healthy · 1 degraded · 1 failing"),
+        "{status}"
+    );
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with(&format!("unplaced: big #{} (zone-b): ", waiting.0))),
+        "{status}"
+    );
 }
 
 #[test]

@@ -331,6 +331,209 @@ async fn the_overview_logs_login_and_update_in_a_real_browser() {
         .unwrap();
 }
 
+/// Whether the page's log viewer is scrolled to its newest line.
+async fn log_at_bottom(browser: &Client) -> bool {
+    let at_bottom: Value = browser
+        .execute(
+            "var log = document.getElementById('log'); \
+             return log !== null && log.scrollHeight > log.clientHeight \
+               && log.scrollTop + log.clientHeight >= log.scrollHeight - 2",
+            vec![],
+        )
+        .await
+        .unwrap();
+    at_bottom == json!(true)
+}
+
+/// What the on-call person sees of a crash-looping job, in a real
+/// browser: its instance's `crash-looping` badge, the job's own badge, the
+/// exit reason and its restarts on the job page (screenshot
+/// `crash-looping-job.png` beside `overview.png`); the overview counting
+/// it as crash-looping, not running; a log page that opens at its newest
+/// line, keeps following, and names the instance's zone and machine; the
+/// machine page's labelled reserved and used figures apart from the
+/// host's; and the last hour drawn on the job and machine pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_looping_job_shows_its_health_reason_and_restarts_in_a_real_browser() {
+    let cluster = tokio::task::spawn_blocking(move || {
+        let cluster = Cluster::start(ClusterOptions::default());
+        let mut crashy = job("crashy", "704", 0.25, json!({"zone-a": {"cpu": 1}}));
+        crashy["task_configuration"]["command"] = json!("sh -c 'echo up; sleep 0.3; exit 3'");
+        crashy["task_configuration"]["restart"] = json!(true);
+        let (code, reply) = cluster.put_job(&crashy);
+        assert_eq!(code, 201, "{reply}");
+        wait_for(TIMEOUT, "the instance to crash-loop", || {
+            let view = cluster.job_view("crashy");
+            let instance = view.instances.first()?;
+            (instance.health == cerebro_types::health::InstanceHealth::CrashLooping
+                && instance.last_exit.is_some())
+            .then_some(())
+        });
+        cluster
+    })
+    .await
+    .unwrap();
+    let base = cluster.base_url.clone();
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+
+    browser.goto(&format!("{base}/jobs/crashy")).await.unwrap();
+    let text = eventually(
+        "the crash-looping badge on the job page",
+        &browser,
+        |b| async move {
+            let text = page_text(&b).await;
+            text.contains("crash-looping").then_some(text)
+        },
+    )
+    .await;
+    assert!(text.contains("exit code 3"), "the exit reason: {text}");
+    let badges: Value = browser
+        .execute(
+            "return [document.querySelector('td .health.health-crash_looping') !== null, \
+             document.querySelector('h1 .health.health-failing, h1 .health.health-degraded') !== null]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        badges,
+        json!([true, true]),
+        "the instance's and the job's badges: {text}"
+    );
+    assert!(text.contains("Restarts and violations"), "{text}");
+    let shots = blocking(bin_dir).parent().unwrap().join("ui");
+    std::fs::create_dir_all(&shots).unwrap();
+    std::fs::write(
+        shots.join("crash-looping-job.png"),
+        browser.screenshot().await.unwrap(),
+    )
+    .unwrap();
+
+    // The overview counts it as crash-looping, not running.
+    browser.goto(&format!("{base}/overview")).await.unwrap();
+    let headline = browser
+        .find(Locator::Id("instances-health"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        headline.contains("0 / 1")
+            && headline.contains("0 running · 1 crash-looping · 0 pending of 1 instances"),
+        "{headline}"
+    );
+    let jobs = page_text(&browser).await;
+    assert!(jobs.contains("1 failing"), "the jobs by health: {jobs}");
+
+    // A job that keeps printing: its log page opens at the newest line,
+    // follows what it prints next, and names its zone and machine.
+    let machine = blocking(|| {
+        let mut chatty = job("chatty", "705", 0.25, json!({"zone-a": {"cpu": 1}}));
+        chatty["task_configuration"]["command"] = json!(
+            "i=0; while [ $i -lt 3000 ]; do echo line-$i; i=$((i+1)); \
+             if [ $i -gt 400 ]; then sleep 0.1; fi; done; exec sleep 705"
+        );
+        let (code, reply) = cluster.put_job(&chatty);
+        assert_eq!(code, 201, "{reply}");
+        let running = cluster.wait_job_running("chatty", 1);
+        running[0]["machine"].as_str().unwrap().to_string()
+    });
+    blocking(|| {
+        wait_for(TIMEOUT, "400 lines of output", || {
+            let output = cluster.cli(&["logs", "chatty", "--tail", "1"]);
+            let last = String::from_utf8_lossy(&output.stdout).into_owned();
+            last.trim()
+                .strip_prefix("line-")
+                .and_then(|n| n.parse::<u32>().ok())
+                .filter(|n| *n >= 400)
+                .map(|_| ())
+        })
+    });
+    browser
+        .goto(&format!("{base}/logs/chatty/0/stdout"))
+        .await
+        .unwrap();
+    let heading = browser
+        .find(Locator::Css("h1"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(heading, format!("chatty #0 (zone-a) on {machine} — stdout"));
+    eventually(
+        "the log to open at its newest line",
+        &browser,
+        |b| async move { log_at_bottom(&b).await.then_some(()) },
+    )
+    .await;
+    let length = |b: Client| async move {
+        let log = b.find(Locator::Id("log")).await.ok()?.text().await.ok()?;
+        Some(log.len())
+    };
+    let before = length(browser.clone()).await.unwrap();
+    eventually("new output to be followed", &browser, |b| async move {
+        let now = length(b.clone()).await?;
+        (now > before && log_at_bottom(&b).await).then_some(())
+    })
+    .await;
+
+    // The machine page: reserved and used of its capacity, labelled, and
+    // the host's figures apart.
+    let reserved = blocking(|| {
+        let view = cluster
+            .machine_views()
+            .into_iter()
+            .find(|m| m.id == machine)
+            .unwrap();
+        format!(
+            "{} of 2 cores",
+            cerebro_types::health::cores(view.reserved.cpu)
+        )
+    });
+    browser
+        .goto(&format!("{base}/machines/{machine}"))
+        .await
+        .unwrap();
+    let text = page_text(&browser).await;
+    for part in [
+        "Reserved (by placement)",
+        reserved.as_str(),
+        "Used (measured)",
+        "Host",
+        "shared by every machine of the local provider",
+    ] {
+        assert!(text.contains(part), "{part} on the machine page: {text}");
+    }
+    assert!(!text.contains("-0.00"), "{text}");
+
+    // Only after the merge: the events of the job's restarts (emitted by
+    // the cluster) and the graphs of the last hour (drawn from its
+    // history).
+    browser.goto(&format!("{base}/jobs/crashy")).await.unwrap();
+    let restarts = eventually("the job's restarts listed", &browser, |b| async move {
+        let table = b.find(Locator::Css("table#restarts")).await.ok()?;
+        let text = table.text().await.ok()?;
+        (text.contains("crashy #0 (zone-a)") && text.contains("exit code 3")).then_some(text)
+    })
+    .await;
+    assert!(restarts.contains("restart"), "{restarts}");
+    for page in ["/jobs/chatty".to_string(), format!("/machines/{machine}")] {
+        browser.goto(&format!("{base}{page}")).await.unwrap();
+        eventually(&format!("the graphs on {page}"), &browser, |b| async move {
+            let source = b.source().await.ok()?;
+            source.contains(r#"<svg class="graph""#).then_some(())
+        })
+        .await;
+    }
+    browser.close().await.unwrap();
+    tokio::task::spawn_blocking(move || drop(cluster))
+        .await
+        .unwrap();
+}
+
 #[test]
 fn login_can_be_required_and_task_violations_reach_the_overview() {
     let mut cluster = Cluster::start(ClusterOptions {
@@ -343,12 +546,16 @@ fn login_can_be_required_and_task_violations_reach_the_overview() {
     hog["task_configuration"]["restart"] = json!(true);
     let (code, reply) = cluster.put_job(&hog);
     assert_eq!(code, 201, "{reply}");
-    wait_for(TIMEOUT, "the memory violation event", || {
-        cluster
-            .get("/api/v1/events?limit=500")
-            .to_string()
-            .contains("hog#0 violated its memory limit")
-            .then_some(())
+    // `hog #0 (zone-a) on MACHINE: killed by the kernel for memory: ...`
+    // or `...: over its memory limit: ...`: the instance, the kind, the
+    // measured value and the limit.
+    let violation = wait_for(TIMEOUT, "the memory violation event", || {
+        let events = cluster.get("/api/v1/events?limit=500");
+        events.as_array()?.iter().find_map(|event| {
+            let message = event["message"].as_str()?;
+            (message.contains("hog #0") && message.contains("memory") && message.contains("limit"))
+                .then(|| message.to_string())
+        })
     });
     let anonymous = reqwest::blocking::Client::new();
     let response = anonymous
@@ -378,8 +585,8 @@ fn login_can_be_required_and_task_violations_reach_the_overview() {
     assert_eq!(response.status(), 200);
     let overview = response.text().unwrap();
     assert!(
-        overview.contains("violated its memory limit") && overview.contains("Log out"),
-        "{overview}"
+        overview.contains(&violation) && overview.contains("Log out"),
+        "{violation} in {overview}"
     );
 
     // A restart of the clustersitter logs nobody out (cookies ignore the

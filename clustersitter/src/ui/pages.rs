@@ -7,15 +7,18 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use cerebro_types::cluster::{
-    EventSubject, InstanceState, InstanceView, MachineState, RunMode, Severity,
+    ClusterEventKind, EventSubject, InstanceView, JobView, MachineState, MachineView, RunMode,
+    Severity, Unplaced,
 };
 use cerebro_types::deploy::DeployState;
 use cerebro_types::dns::{DnsStatus, RecordType};
+use cerebro_types::health::{cores, trim, HealthCounts, InstanceHealth, JobHealth};
+use cerebro_types::machine::Resources;
 use cerebro_types::time::{format_rfc3339_ms, now_ms};
 use cerebro_types::url::encode_path_segment;
-use cerebro_web::html::{bar, escape, format_bytes, key_values, state_pill};
+use cerebro_web::html::{bar, escape, format_bytes, health_badge, key_values, state_pill};
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
 fn not_found(viewer: &Viewer, message: &str) -> Response {
@@ -108,6 +111,163 @@ fn ports_cell(instance: &InstanceView) -> String {
         .join("<br>")
 }
 
+/// An instance's health as a badge (`health-crash_looping`, text
+/// `crash-looping`).
+fn instance_badge(health: InstanceHealth) -> String {
+    health_badge(health.wire(), health.as_str())
+}
+
+/// A job's health as a badge (`health-failing`).
+fn job_badge(health: JobHealth) -> String {
+    health_badge(health.as_str(), health.as_str())
+}
+
+/// Instances counted by health as people read them: running,
+/// crash-looping and pending always, the others when there are any, then
+/// the total: `5 running · 1 crash-looping · 0 pending of 6 instances`.
+fn instance_counts_text(counts: &HealthCounts) -> String {
+    let shown = [
+        (InstanceHealth::Running, true),
+        (InstanceHealth::Starting, false),
+        (InstanceHealth::CrashLooping, true),
+        (InstanceHealth::Failed, false),
+        (InstanceHealth::Pending, true),
+        (InstanceHealth::Stopping, false),
+        (InstanceHealth::Stopped, false),
+    ];
+    let parts: Vec<String> = shown
+        .iter()
+        .filter(|(health, always)| *always || counts.get(*health) > 0)
+        .map(|(health, _)| format!("{} {}", counts.get(*health), health.as_str()))
+        .collect();
+    format!("{} of {} instances", parts.join(" · "), counts.total())
+}
+
+/// Jobs counted by health, those with any: `3 healthy · 1 degraded`.
+fn job_counts_text(by_health: &BTreeMap<JobHealth, usize>) -> String {
+    let parts: Vec<String> = by_health
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(health, n)| format!("{n} {}", health.as_str()))
+        .collect();
+    if parts.is_empty() {
+        "no jobs".into()
+    } else {
+        parts.join(" · ")
+    }
+}
+
+/// Why an instance has no process (its pending reason), else how its
+/// process last ended; `None` when there is nothing to say.
+fn reason_text(instance: &InstanceView) -> Option<String> {
+    match (&instance.pending, &instance.last_exit) {
+        (Some(pending), _) => Some(pending.message.clone()),
+        (None, Some(exit)) => Some(exit.to_string()),
+        (None, None) => None,
+    }
+}
+
+/// How people name an instance: `ticker #2 (local-b)`.
+fn instance_label(job: &str, index: usize, zone: &str) -> String {
+    format!("{job} #{index} ({zone})")
+}
+
+/// An unplaced instance named by its job-wide number, found in its job's
+/// view by zone and slot (the plan only knows the slot, which is not the
+/// number people use).
+fn unplaced_label(views: &[JobView], unplaced: &Unplaced) -> String {
+    let key = &unplaced.key;
+    views
+        .iter()
+        .find(|view| view.name == key.job)
+        .and_then(|view| {
+            view.instances
+                .iter()
+                .find(|i| i.zone == key.zone && i.slot == key.slot)
+        })
+        .map_or_else(
+            || format!("{} (an instance in {})", key.job, key.zone),
+            |i| instance_label(&key.job, i.index, &key.zone),
+        )
+}
+
+/// A capacity as written in the config: whole cores as `2`, else two
+/// decimals.
+fn capacity_cores(value: f64) -> String {
+    if value.fract() == 0.0 {
+        trim(value, 0)
+    } else {
+        cores(value)
+    }
+}
+
+/// `figure` of `capacity` as two bars, cores then MB (`0.40 of 2 cores`,
+/// `128 of 1200 MB`): the machine's reserved or used figures, the same
+/// numbers `cerebro listmachines` prints.
+fn resource_bars(figure: Resources, capacity: Resources) -> String {
+    format!(
+        "{} {}",
+        bar(
+            figure.cpu,
+            capacity.cpu,
+            &format!(
+                "{} of {} cores",
+                cores(figure.cpu),
+                capacity_cores(capacity.cpu)
+            )
+        ),
+        bar(
+            figure.mem_mb,
+            capacity.mem_mb,
+            &format!(
+                "{} of {} MB",
+                trim(figure.mem_mb, 0),
+                trim(capacity.mem_mb, 0)
+            )
+        )
+    )
+}
+
+/// The job's own restarts and violations, newest first (at most
+/// `limit`): its instances' exits, violations, crash loops and failures.
+fn restarts_and_violations(cluster: &Cluster, job: &str, limit: usize) -> String {
+    let subject = EventSubject::Job(job.to_string());
+    let events: Vec<_> = cluster
+        .events()
+        .iter()
+        .rev()
+        .filter(|e| {
+            e.subject == subject
+                && matches!(
+                    e.kind,
+                    ClusterEventKind::InstanceExited
+                        | ClusterEventKind::InstanceViolation
+                        | ClusterEventKind::InstanceCrashLooping
+                        | ClusterEventKind::InstanceFailed
+                )
+        })
+        .take(limit)
+        .collect();
+    if events.is_empty() {
+        return r#"<p class="muted" id="restarts">No restarts or violations recorded.</p>"#.into();
+    }
+    let mut out = String::from(
+        r#"<table id="restarts"><tr><th>When</th><th>Event</th><th>Machine</th><th>What</th></tr>"#,
+    );
+    for event in events {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            format_rfc3339_ms(event.at_ms),
+            escape(&event.kind.name().replace('_', " ")),
+            event.machine.as_deref().map_or("—".into(), machine_link),
+            escape(&event.message)
+        );
+    }
+    out.push_str("</table>");
+    out
+}
+
 /// The instance columns shared by the job and machine pages; with
 /// `with_dns`, each instance's `N.ZONE.basename` too; a Ports column when
 /// any instance has allocated ports.
@@ -129,7 +289,7 @@ fn instance_rows(
     if with_ports {
         out.push_str("<th>Ports</th>");
     }
-    out.push_str("<th>State</th><th>PID</th><th>Uptime</th><th>Restarts</th><th>Violations</th><th>CPU</th><th>RSS</th><th>Logs</th><th></th></tr>");
+    out.push_str("<th>Health</th><th>Why</th><th>PID</th><th>Uptime</th><th>Restarts</th><th>Restarts in 5 min</th><th>Violations</th><th>CPU</th><th>RSS</th><th>Logs</th><th></th></tr>");
     for i in instances {
         out.push_str("<tr>");
         if with_job {
@@ -156,16 +316,18 @@ fn instance_rows(
         );
         let _ = write!(
             out,
-            "<td>{}</td><td>{}</td><td>{}</td>{dns}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<td>{}</td><td>{}</td><td>{}</td>{dns}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             i.index,
             escape(&i.zone),
             i.machine.as_deref().map_or("—".into(), machine_link),
-            state_pill(i.state.as_str()),
+            instance_badge(i.health),
+            reason_text(i).map_or("—".into(), |reason| escape(&reason)),
             i.pid.map_or("—".into(), |p| p.to_string()),
             uptime(i.started_at_ms),
             i.restarts,
+            i.recent_restarts,
             i.violations,
-            i.cpu_cores,
+            cores(i.cpu_cores),
             format_bytes(i.rss_bytes),
             log_links(&i.job, i.index),
             restart
@@ -283,16 +445,26 @@ pub(super) async fn overview(State(app): State<UiState>, headers: HeaderMap) -> 
             .filter_map(|s| by_state.get(s).map(|n| format!("{n} {}", s.as_str())))
             .collect::<Vec<_>>()
             .join(", ");
+        let trouble = status.instances.crash_looping + status.instances.failed;
+        let failing_jobs = status
+            .jobs_by_health
+            .get(&JobHealth::Failing)
+            .copied()
+            .unwrap_or(0);
         let mut body = format!(
             r#"<h1>Cluster {}</h1><div class="stats">
-<div class="stat"><b>{}</b>jobs</div>
-<div class="stat"><b>{} / {}</b>instances running</div>
+<div class="stat{}" id="jobs-health"><b>{}</b>jobs<br><span class="muted">{}</span></div>
+<div class="stat{}" id="instances-health"><b>{} / {}</b>instances running<br><span class="muted">{}</span></div>
 <div class="stat"><b>{}</b>machines{}</div>
 <div class="stat{}"><b>{}</b>failures in the last hour</div></div>"#,
             escape(&status.cluster),
+            if failing_jobs > 0 { " bad" } else { "" },
             status.jobs,
-            status.running_instances,
-            status.desired_instances,
+            escape(&job_counts_text(&status.jobs_by_health)),
+            if trouble > 0 { " bad" } else { "" },
+            status.instances.running,
+            status.instances.total(),
+            escape(&instance_counts_text(&status.instances)),
             status.machines,
             if machines_line.is_empty() {
                 String::new()
@@ -307,37 +479,44 @@ pub(super) async fn overview(State(app): State<UiState>, headers: HeaderMap) -> 
             for unplaced in &status.unplaced {
                 let _ = write!(
                     body,
-                    "{} #{} in {}: {}<br>",
-                    escape(&unplaced.key.job),
-                    unplaced.key.slot,
-                    escape(&unplaced.key.zone),
+                    "unplaced: {}: {}<br>",
+                    escape(&unplaced_label(&views, unplaced)),
                     escape(&unplaced.reason)
                 );
             }
             body.push_str("</div>");
         }
         body.push_str(&dns_trouble(&dns));
-        body.push_str("<h2>Jobs</h2><table><tr><th>Job</th><th>Zones (desired / running / pending)</th><th>Version</th><th>Linked to</th><th>Last update</th><th></th></tr>");
+        body.push_str("<h2>Jobs</h2><table><tr><th>Job</th><th>Health</th><th>Zones (instances / running / pending)</th><th>Version</th><th>Linked to</th><th>Last update</th><th></th></tr>");
         for view in &views {
             let name = &view.name;
             let mut zones: Vec<String> = Vec::new();
             let mut zone_names: Vec<&String> = view.instances.iter().map(|i| &i.zone).collect();
+            zone_names.sort();
             zone_names.dedup();
             for zone in zone_names {
-                let in_zone: Vec<&InstanceView> =
-                    view.instances.iter().filter(|i| &i.zone == zone).collect();
-                let running = in_zone
-                    .iter()
-                    .filter(|i| i.state == InstanceState::Running)
-                    .count();
-                let pending = in_zone
-                    .iter()
-                    .filter(|i| i.state == InstanceState::Pending)
-                    .count();
+                let mut counts = HealthCounts::default();
+                for i in view.instances.iter().filter(|i| &i.zone == zone) {
+                    counts.add(i.health);
+                }
+                // Trouble is named beside the three numbers, never hidden
+                // in "not running".
+                let trouble: Vec<String> = [InstanceHealth::CrashLooping, InstanceHealth::Failed]
+                    .into_iter()
+                    .filter(|h| counts.get(*h) > 0)
+                    .map(|h| format!("{} {}", counts.get(h), h.as_str()))
+                    .collect();
                 zones.push(format!(
-                    "{} {} / {running} / {pending}",
+                    "{} {} / {} / {}{}",
                     escape(zone),
-                    in_zone.len()
+                    counts.total(),
+                    counts.running,
+                    counts.pending,
+                    if trouble.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", trouble.join(", "))
+                    }
                 ));
             }
             let update = viewer.button(
@@ -348,8 +527,9 @@ pub(super) async fn overview(State(app): State<UiState>, headers: HeaderMap) -> 
             let _ =
                 write!(
                 body,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{update}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{update}</td></tr>",
                 job_link(name),
+                job_badge(view.health),
                 if zones.is_empty() { "—".into() } else { zones.join("<br>") },
                 escape(view.version.as_deref().unwrap_or("—")),
                 view.spec.linked_job.as_deref().map_or("—".into(), job_link),
@@ -362,13 +542,10 @@ pub(super) async fn overview(State(app): State<UiState>, headers: HeaderMap) -> 
         let with_details = machine_views.iter().any(|m| !m.details.is_empty());
         let _ = write!(
             body,
-            "</table><h2>Machines</h2><table><tr><th>Machine</th><th>Zone</th><th>Address</th>{}<th>DNS names</th><th>State</th><th>CPU used</th><th>Memory used</th><th>Load</th><th>Tasks</th></tr>",
+            "</table><h2>Machines</h2><table><tr><th>Machine</th><th>Zone</th><th>Address</th>{}<th>DNS names</th><th>State</th><th>Reserved (by placement)</th><th>Used (measured)</th><th>Host load</th><th>Tasks</th></tr>",
             if with_details { "<th>Instance</th>" } else { "" }
         );
         for view in machine_views {
-            let cpu_used: f64 = view.instances.iter().map(|i| i.cpu_cores).sum();
-            let mem_used: u64 = view.instances.iter().map(|i| i.rss_bytes).sum();
-            let mem_used_mb = mem_used as f64 / (1024.0 * 1024.0);
             let tasks: Vec<String> = view
                 .instances
                 .iter()
@@ -393,9 +570,9 @@ pub(super) async fn overview(State(app): State<UiState>, headers: HeaderMap) -> 
                 escape(view.address.as_deref().unwrap_or("—")),
                 names_html(&view.dns_names),
                 state_pill(view.state.as_str()),
-                bar(cpu_used, view.capacity.cpu, &format!("{cpu_used:.2} of {} cores", view.capacity.cpu)),
-                bar(mem_used_mb, view.capacity.mem_mb, &format!("{mem_used_mb:.0} of {:.0} MB", view.capacity.mem_mb)),
-                view.vitals.as_ref().map_or("—".into(), |v| format!("{:.2}", v.load_average[0])),
+                resource_bars(view.reserved, view.capacity),
+                resource_bars(view.used, view.capacity),
+                view.vitals.as_ref().map_or("—".into(), |v| trim(v.load_average[0], 2)),
                 if tasks.is_empty() { "—".into() } else { tasks.join(" ") },
             );
         }
@@ -444,6 +621,14 @@ pub(super) async fn job_page(
         }
         layout.push_str("</table>");
         let rows = [
+            (
+                "Health",
+                format!(
+                    "{} {}",
+                    job_badge(view.health),
+                    escape(&instance_counts_text(&view.health_counts))
+                ),
+            ),
             (
                 "Instances",
                 format!(
@@ -540,16 +725,66 @@ pub(super) async fn job_page(
                 String::new()
             };
         format!(
-            r#"<div id="live" data-refresh="{REFRESH_MS}"><h1>{}</h1><p>{actions}</p><div class="card">{}</div><h2>Instances</h2>{}{graphs}{deployments}<h2>Layout</h2>{layout}<h2>Task configuration</h2><pre class="log">{}</pre><h2>Recipe options</h2><pre class="log">{}</pre><h2>Events</h2>{}</div>"#,
+            r#"<div id="live" data-refresh="{REFRESH_MS}"><h1>{} {}</h1><p>{actions}</p><div class="card">{}</div><h2>Instances</h2>{}{graphs}<h2>Restarts and violations</h2>{}{deployments}<h2>Layout</h2>{layout}<h2>Task configuration</h2><pre class="log">{}</pre><h2>Recipe options</h2><pre class="log">{}</pre><h2>Events</h2>{}</div>"#,
             escape(&name),
+            job_badge(view.health),
             key_values(&rows),
             instance_rows(&viewer, &view.instances, false, with_dns),
+            restarts_and_violations(&cluster, &name, 50),
             escape(&task),
             escape(&options),
             events_table(&cluster, Some(&EventSubject::Job(name.clone())), 20)
         )
     };
     render(&viewer, &name, body)
+}
+
+/// The figures of the host a machine's machinesitter runs on, apart from
+/// the machine's own capacity: for the local provider every machine
+/// shares one host, and says so. Nothing before the first report.
+fn host_block(view: &MachineView) -> String {
+    let Some(v) = &view.vitals else {
+        return String::new();
+    };
+    let rows = [
+        (
+            "CPU busy",
+            bar(
+                v.cpu_cores_used,
+                v.cpu_cores as f64,
+                &format!("{} of {} cores", cores(v.cpu_cores_used), v.cpu_cores),
+            ),
+        ),
+        (
+            "Memory in use",
+            bar(
+                v.mem_used_mb as f64,
+                v.mem_total_mb as f64,
+                &format!("{} of {} MB", v.mem_used_mb, v.mem_total_mb),
+            ),
+        ),
+        (
+            "Load",
+            format!(
+                "{} {} {}",
+                trim(v.load_average[0], 2),
+                trim(v.load_average[1], 2),
+                trim(v.load_average[2], 2)
+            ),
+        ),
+        ("Disk free", format_bytes(v.disk_free_bytes)),
+        ("Uptime", format!("{} s", v.uptime_secs)),
+    ];
+    let whose = if view.provider == "local" {
+        "shared by every machine of the local provider, not this machine's capacity"
+    } else {
+        "the host this machine's machinesitter runs on"
+    };
+    format!(
+        r#"<h2>Host</h2><p class="muted">{}</p><div class="card host">{}</div>"#,
+        escape(whose),
+        key_values(&rows)
+    )
 }
 
 pub(super) async fn machine_page(
@@ -588,58 +823,18 @@ pub(super) async fn machine_page(
         );
         rows.extend([
             (
-                "Reserved",
-                format!(
-                    "{} {}",
-                    bar(
-                        view.reserved.cpu,
-                        view.capacity.cpu,
-                        &format!("{:.2} of {} cores", view.reserved.cpu, view.capacity.cpu)
-                    ),
-                    bar(
-                        view.reserved.mem_mb,
-                        view.capacity.mem_mb,
-                        &format!(
-                            "{:.0} of {:.0} MB",
-                            view.reserved.mem_mb, view.capacity.mem_mb
-                        )
-                    )
-                ),
+                "Reserved (by placement)",
+                resource_bars(view.reserved, view.capacity),
             ),
+            ("Used (measured)", resource_bars(view.used, view.capacity)),
             (
                 "Last seen",
                 view.last_seen_ms.map_or("never".into(), format_rfc3339_ms),
             ),
         ]);
-        if let Some(v) = &view.vitals {
-            rows.push((
-                "CPU",
-                bar(
-                    v.cpu_cores_used,
-                    v.cpu_cores as f64,
-                    &format!("{:.2} of {} cores busy", v.cpu_cores_used, v.cpu_cores),
-                ),
-            ));
-            rows.push((
-                "Memory",
-                bar(
-                    v.mem_used_mb as f64,
-                    v.mem_total_mb as f64,
-                    &format!("{} of {} MB used", v.mem_used_mb, v.mem_total_mb),
-                ),
-            ));
-            rows.push((
-                "Load",
-                format!(
-                    "{:.2} {:.2} {:.2}",
-                    v.load_average[0], v.load_average[1], v.load_average[2]
-                ),
-            ));
-            rows.push(("Disk free", format_bytes(v.disk_free_bytes)));
-            rows.push(("Uptime", format!("{} s", v.uptime_secs)));
-        }
+        let host = host_block(&view);
         format!(
-            r#"<div id="live" data-refresh="{REFRESH_MS}"><h1>Machine {}</h1><div class="card">{}</div><h2>Tasks</h2>{}{}<h2>Events</h2>{}</div>"#,
+            r#"<div id="live" data-refresh="{REFRESH_MS}"><h1>Machine {}</h1><div class="card">{}</div>{host}<h2>Tasks</h2>{}{}<h2>Events</h2>{}</div>"#,
             escape(&id),
             key_values(&rows),
             instance_rows(
@@ -752,6 +947,26 @@ pub(super) async fn dns_page(State(app): State<UiState>, headers: HeaderMap) -> 
     render(&viewer, "DNS", body)
 }
 
+/// The log page's heading: the instance as people name it, the machine
+/// it runs on and the stream: `ticker #2 (local-b) on local-b-1 — stdout`
+/// (job and machine linked). An instance the job does not have (any
+/// more) is named by its number alone.
+fn log_heading(job: &str, index: usize, instance: Option<&InstanceView>, stream: &str) -> String {
+    let Some(instance) = instance else {
+        return format!("<h1>{} #{index} — {}</h1>", job_link(job), escape(stream));
+    };
+    let place = instance
+        .machine
+        .as_deref()
+        .map_or("not placed".into(), |m| format!("on {}", machine_link(m)));
+    format!(
+        "<h1>{} #{index} ({}) {place} — {}</h1>",
+        job_link(job),
+        escape(&instance.zone),
+        escape(stream)
+    )
+}
+
 #[derive(Deserialize)]
 pub(super) struct LogQuery {
     lines: Option<u64>,
@@ -770,6 +985,18 @@ pub(super) async fn log_page(
         return (StatusCode::BAD_REQUEST, "stream must be stdout or stderr").into_response();
     }
     let lines = query.lines.unwrap_or(200).clamp(1, 10_000);
+    // Read before the log is: the lock is not held across the await.
+    let heading = {
+        let cluster = app.ops.read();
+        let instance = cluster.job(&name).and_then(|record| {
+            cluster
+                .job_view(&name, record)
+                .instances
+                .into_iter()
+                .find(|i| i.index == index)
+        });
+        log_heading(&name, index, instance.as_ref(), &stream)
+    };
     let chunk = app
         .ops
         .read_instance_log(
@@ -801,16 +1028,14 @@ pub(super) async fn log_page(
     };
     let body = match chunk {
         Ok(chunk) => format!(
-            r#"<h1>{} #{index} — {stream}</h1><form method="get">Show the last <select name="lines" data-autosubmit>{choices}</select> · <a href="/logs/{}/{index}/{other}">{other}</a> · following new output</form><pre class="log" id="log" data-url="{}" data-offset="{}">{}</pre>"#,
-            job_link(&name),
+            r#"{heading}<form method="get">Show the last <select name="lines" data-autosubmit>{choices}</select> · <a href="/logs/{}/{index}/{other}">{other}</a> · following new output</form><pre class="log" id="log" data-url="{}" data-offset="{}">{}</pre>"#,
             encode_path_segment(&name),
             escape(&api_url),
             chunk.next_offset,
             escape(&chunk.data)
         ),
         Err(error) => format!(
-            r#"<h1>{} #{index} — {stream}</h1><div class="notice">{}</div>"#,
-            job_link(&name),
+            r#"{heading}<div class="notice">{}</div>"#,
             escape(&error.to_string())
         ),
     };
@@ -927,7 +1152,10 @@ fn render_deploy_log(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cerebro_types::cluster::InstanceState;
     use cerebro_types::deploy::DeployStatus;
+    use cerebro_types::health::{ExitReason, Pending};
+    use cerebro_types::task::ExitStatus;
 
     fn instance(deploy: Option<DeployStatus>) -> InstanceView {
         InstanceView {
@@ -955,6 +1183,251 @@ mod tests {
             last_exit: None,
             recent_restarts: 0,
         }
+    }
+
+    #[test]
+    fn instances_show_their_health_why_and_recent_restarts() {
+        let mut looping = instance(None);
+        looping.health = InstanceHealth::CrashLooping;
+        looping.restarts = 12;
+        looping.recent_restarts = 4;
+        looping.last_exit = Some(ExitReason {
+            at_ms: 1,
+            status: Some(ExitStatus::Code(3)),
+            violation: None,
+        });
+        let mut waiting = InstanceView {
+            index: 1,
+            machine: None,
+            ..instance(None)
+        };
+        waiting.health = InstanceHealth::Pending;
+        waiting.pending = Some(Pending::new(
+            "provider_limit",
+            "the provider's limit of <8> machines is reached",
+        ));
+        let html = instance_rows(&viewer(), &[looping, waiting], false, false);
+        assert!(
+            html.contains("<th>Health</th><th>Why</th>")
+                && html.contains("<th>Restarts in 5 min</th>"),
+            "{html}"
+        );
+        assert!(
+            html.contains(
+                r#"<td><span class="health health-crash_looping">crash-looping</span></td><td>exit code 3</td>"#
+            ),
+            "{html}"
+        );
+        assert!(html.contains("<td>12</td><td>4</td>"), "{html}");
+        assert!(
+            html.contains(
+                r#"<span class="health health-pending">pending</span></td><td>the provider&#39;s limit of &lt;8&gt; machines is reached</td>"#
+            ),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn counts_read_as_sentences() {
+        let mut counts = HealthCounts::default();
+        for health in [
+            InstanceHealth::Running,
+            InstanceHealth::Running,
+            InstanceHealth::CrashLooping,
+            InstanceHealth::Stopped,
+        ] {
+            counts.add(health);
+        }
+        assert_eq!(
+            instance_counts_text(&counts),
+            "2 running · 1 crash-looping · 0 pending · 1 stopped of 4 instances"
+        );
+        let jobs: BTreeMap<JobHealth, usize> = [
+            (JobHealth::Healthy, 3),
+            (JobHealth::Degraded, 1),
+            (JobHealth::Failing, 0),
+        ]
+        .into();
+        assert_eq!(job_counts_text(&jobs), "3 healthy · 1 degraded");
+        assert_eq!(job_counts_text(&BTreeMap::new()), "no jobs");
+    }
+
+    fn job_view(instances: Vec<InstanceView>) -> JobView {
+        let spec = cerebro_types::job_file::parse_jobs(
+            r#"{"deployment_layout": {"local-a": {"cpu": 1}, "local-b": {"cpu": 2}},
+                "task_configuration": {"name": "web", "command": "sleep 1000"}}"#,
+            "test.conf",
+        )
+        .unwrap()
+        .remove(0);
+        JobView {
+            name: "web".into(),
+            spec,
+            version: None,
+            generation: 1,
+            created_ms: 0,
+            updated_ms: 0,
+            desired_instances: instances.len(),
+            running_instances: 0,
+            instances,
+            health: JobHealth::Degraded,
+            health_counts: HealthCounts::default(),
+            rollout: None,
+            run_requested: None,
+            recipe: None,
+            dns_names: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_unplaced_instance_is_named_by_its_job_wide_number() {
+        // local-b's slot 1 is the job's instance 2.
+        let instances = vec![
+            instance(None),
+            InstanceView {
+                index: 1,
+                zone: "local-b".into(),
+                slot: 0,
+                ..instance(None)
+            },
+            InstanceView {
+                index: 2,
+                zone: "local-b".into(),
+                slot: 1,
+                machine: None,
+                ..instance(None)
+            },
+        ];
+        let unplaced = |zone: &str, slot: u32| Unplaced {
+            key: cerebro_types::cluster::InstanceKey {
+                job: "web".into(),
+                zone: zone.into(),
+                slot,
+            },
+            need: cerebro_types::job::Need {
+                cpu: 0.5,
+                mem_mb: 64.0,
+            },
+            reason: "no room".into(),
+        };
+        let views = [job_view(instances)];
+        assert_eq!(
+            unplaced_label(&views, &unplaced("local-b", 1)),
+            "web #2 (local-b)"
+        );
+        // Not in the view (yet): no number rather than the slot.
+        assert_eq!(
+            unplaced_label(&views, &unplaced("local-c", 0)),
+            "web (an instance in local-c)"
+        );
+    }
+
+    #[test]
+    fn reserved_and_used_are_labelled_and_never_negative_zero() {
+        let capacity = Resources {
+            cpu: 2.0,
+            mem_mb: 1200.0,
+        };
+        // What a sum of floats leaves after instances came and went.
+        let reserved = Resources {
+            cpu: 0.3 - 0.1 - 0.2,
+            mem_mb: -0.0001,
+        };
+        let html = resource_bars(reserved, capacity);
+        assert!(html.contains("0.00 of 2 cores"), "{html}");
+        assert!(html.contains("0 of 1200 MB"), "{html}");
+        assert!(!html.contains("-0"), "{html}");
+        let html = resource_bars(
+            Resources {
+                cpu: 0.4,
+                mem_mb: 128.0,
+            },
+            Resources {
+                cpu: 1.5,
+                mem_mb: 1200.0,
+            },
+        );
+        assert!(
+            html.contains("0.40 of 1.50 cores") && html.contains("128 of 1200 MB"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn the_host_block_says_whose_figures_they_are() {
+        let mut machine = MachineView {
+            id: "local-a-1".into(),
+            zone: "local-a".into(),
+            provider: "local".into(),
+            provider_id: None,
+            details: Default::default(),
+            address: None,
+            state: MachineState::Ready,
+            capacity: Resources {
+                cpu: 2.0,
+                mem_mb: 1200.0,
+            },
+            reserved: Resources {
+                cpu: 0.0,
+                mem_mb: 0.0,
+            },
+            created_ms: 0,
+            last_seen_ms: None,
+            missed_polls: 0,
+            instances: Vec::new(),
+            used: Resources {
+                cpu: 0.0,
+                mem_mb: 0.0,
+            },
+            vitals: None,
+            orphans: Vec::new(),
+            dns_names: Vec::new(),
+        };
+        assert_eq!(host_block(&machine), "");
+        machine.vitals = Some(cerebro_types::machine::Vitals {
+            cpu_cores_used: 1.314,
+            cpu_cores: 8,
+            mem_used_mb: 744,
+            mem_total_mb: 24105,
+            load_average: [0.5, 0.25, 0.125],
+            disk_free_bytes: 1 << 30,
+            uptime_secs: 60,
+        });
+        let html = host_block(&machine);
+        for part in [
+            "<h2>Host</h2>",
+            "shared by every machine of the local provider",
+            "1.31 of 8 cores",
+            "744 of 24105 MB",
+        ] {
+            assert!(html.contains(part), "{part} in {html}");
+        }
+        machine.provider = "ec2".into();
+        assert!(!host_block(&machine).contains("shared"));
+    }
+
+    #[test]
+    fn the_log_heading_names_the_instance_its_zone_and_machine() {
+        let on_b = InstanceView {
+            index: 2,
+            zone: "local-b".into(),
+            machine: Some("local-b-1".into()),
+            ..instance(None)
+        };
+        assert_eq!(
+            log_heading("web", 2, Some(&on_b), "stdout"),
+            r#"<h1><a href="/jobs/web">web</a> #2 (local-b) on <a href="/machines/local-b-1">local-b-1</a> — stdout</h1>"#
+        );
+        let unplaced = InstanceView {
+            machine: None,
+            ..on_b
+        };
+        assert!(log_heading("web", 2, Some(&unplaced), "stderr")
+            .contains("(local-b) not placed — stderr"));
+        assert_eq!(
+            log_heading("web", 9, None, "stdout"),
+            r#"<h1><a href="/jobs/web">web</a> #9 — stdout</h1>"#
+        );
     }
 
     #[test]

@@ -42,6 +42,13 @@ pre.log { background:#0f1419; color:#d7dde5; padding:12px; border-radius:8px; ov
 .pill.running { background:var(--ok); } .pill.backoff, .pill.stopping { background:var(--warn); }
 .pill.fatal, .pill.exited, .pill.unreachable { background:var(--bad); }
 .pill.ready { background:var(--ok); } .pill.pending, .pill.provisioning, .pill.decommissioning { background:var(--warn); }
+.health { display:inline-block; padding:1px 8px; border-radius:999px; font-size:12px; font-weight:600; color:#fff; background:var(--muted); white-space:nowrap; }
+.health-running, .health-healthy { background:var(--ok); }
+.health-starting, .health-pending, .health-stopping, .health-degraded { background:var(--warn); }
+.health-crash_looping, .health-failed, .health-failing { background:var(--bad); }
+.health-stopped, .health-unknown { background:var(--muted); }
+h1 .health { vertical-align:middle; font-size:13px; margin-left:6px; }
+.host { border-style:dashed; }
 .muted { color:var(--muted); }
 .kv { display:grid; grid-template-columns: max-content 1fr; gap:4px 16px; }
 .bar { position:relative; width:140px; height:14px; background:#e9edf2; border-radius:4px; overflow:hidden; display:inline-block; vertical-align:middle; }
@@ -114,8 +121,10 @@ pub fn assets() -> axum::Router {
 /// - keeps `<div id="live" data-refresh="MS">` current: every few seconds
 ///   the page is fetched again and only that element is swapped, so
 ///   nothing reloads and scroll position and open forms elsewhere stay;
-/// - follows a log: `<pre id="log" data-url="..." data-offset="N">` gets
-///   what the log's JSON API returns from that offset on, every second;
+/// - follows a log: `<pre id="log" data-url="..." data-offset="N">` opens
+///   scrolled to its newest line, then gets what the log's JSON API
+///   returns from that offset on, every second, and stays at the newest
+///   line unless the reader scrolled up;
 /// - submits the form of a `<select data-autosubmit>` when it changes.
 const SCRIPT: &str = r#"
 (function () {
@@ -133,6 +142,8 @@ const SCRIPT: &str = r#"
   var pre = document.getElementById('log');
   if (pre && pre.dataset.url) {
     var url = pre.dataset.url, offset = Number(pre.dataset.offset);
+    // A log is read from its end: open at the newest line.
+    pre.scrollTop = pre.scrollHeight;
     var poll = function () {
       fetch(url + '?offset=' + offset, {credentials: 'same-origin'}).then(function (r) { return r.ok ? r.json() : null; })
         .then(function (chunk) {
@@ -208,6 +219,18 @@ pub fn state_pill(state: &str) -> String {
     format!(r#"<span class="pill {state}">{state}</span>"#)
 }
 
+/// A health badge: `wire` is the state's JSON word (the class
+/// `health-{wire}` colours it: green for running and healthy, amber on the
+/// way, red in trouble, grey for stopped), `label` the word people read.
+/// Both are escaped.
+pub fn health_badge(wire: &str, label: &str) -> String {
+    format!(
+        r#"<span class="health health-{}">{}</span>"#,
+        escape(wire),
+        escape(label)
+    )
+}
+
 /// A two-column list of already-escaped values.
 pub fn key_values(rows: &[(&str, String)]) -> String {
     let mut out = String::from(r#"<div class="kv">"#);
@@ -261,6 +284,31 @@ mod tests {
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains(r#"class="w33""#), "{html}");
         assert!(stylesheet().contains(".bar > span.w33 { width:33%; }"));
+    }
+
+    #[test]
+    fn health_badges_have_a_colour_for_every_word() {
+        assert_eq!(
+            health_badge("crash_looping", "crash-looping"),
+            r#"<span class="health health-crash_looping">crash-looping</span>"#
+        );
+        for word in [
+            "running",
+            "healthy",
+            "starting",
+            "pending",
+            "stopping",
+            "degraded",
+            "crash_looping",
+            "failed",
+            "failing",
+            "stopped",
+        ] {
+            assert!(
+                stylesheet().contains(&format!(".health-{word}")),
+                "{word} has no colour"
+            );
+        }
     }
 
     #[test]
