@@ -3,9 +3,10 @@
 use anyhow::{anyhow, bail, Result};
 use cerebro_client::{ClientError, ClusterClient, HttpClient};
 use cerebro_types::cluster::{
-    ClusterStatus, IdleLimitRequest, InstanceView, JobResult, JobView, RunMode, UpdateRequest,
+    ClusterStatus, IdleLimitRequest, InstanceKey, InstanceView, JobResult, JobView, PlanReply,
+    RunMode, UpdateRequest,
 };
-use cerebro_types::health::{cores, trim, HealthCounts, InstanceHealth, JobHealth};
+use cerebro_types::health::{cores, instances_text, jobs_text, trim};
 use cerebro_types::job::JobSpec;
 use cerebro_types::task_api::LogQuery;
 use cerebro_types::LogStream;
@@ -497,28 +498,7 @@ fn run(cli: Cli) -> Result<()> {
                 if cli.json {
                     return print_json(&reply);
                 }
-                let mut rows = Vec::new();
-                for a in &reply.plan.assignments {
-                    rows.push(vec![
-                        a.key.job.clone(),
-                        a.key.zone.clone(),
-                        a.key.slot.to_string(),
-                        a.machine.clone(),
-                    ]);
-                }
-                for u in &reply.plan.unplaced {
-                    rows.push(vec![
-                        u.key.job.clone(),
-                        u.key.zone.clone(),
-                        u.key.slot.to_string(),
-                        format!("({})", u.reason),
-                    ]);
-                }
-                print_table(&["JOB", "ZONE", "SLOT", "MACHINE"], &rows);
-                let new_machines = reply.plan.provision.len();
-                println!(
-                    "dry run: nothing applied; {new_machines} new machine(s) would be provisioned"
-                );
+                print!("{}", dry_run_text(&reply));
                 return Ok(());
             }
             let mut rows = Vec::new();
@@ -838,40 +818,44 @@ fn render_deploy_logs(logs: &[cerebro_types::deploy::InstanceDeployLog]) -> Stri
     out
 }
 
-/// Instances counted by health as people read them: running,
-/// crash-looping and pending always, the others when there are any, then
-/// the total: `5 running · 1 crash-looping · 0 pending of 6 instances`
-/// (the overview's headline says the same).
-fn instance_counts_text(counts: &HealthCounts) -> String {
-    let shown = [
-        (InstanceHealth::Running, true),
-        (InstanceHealth::Starting, false),
-        (InstanceHealth::CrashLooping, true),
-        (InstanceHealth::Failed, false),
-        (InstanceHealth::Pending, true),
-        (InstanceHealth::Stopping, false),
-        (InstanceHealth::Stopped, false),
-    ];
-    let parts: Vec<String> = shown
-        .iter()
-        .filter(|(health, always)| *always || counts.get(*health) > 0)
-        .map(|(health, _)| format!("{} {}", counts.get(*health), health.as_str()))
-        .collect();
-    format!("{} of {} instances", parts.join(" · "), counts.total())
-}
-
-/// Jobs counted by health, those with any: `3 healthy · 1 degraded`.
-fn job_counts_text(by_health: &std::collections::BTreeMap<JobHealth, usize>) -> String {
-    let parts: Vec<String> = by_health
-        .iter()
-        .filter(|(_, n)| **n > 0)
-        .map(|(health, n)| format!("{n} {}", health.as_str()))
-        .collect();
-    if parts.is_empty() {
-        "no jobs".into()
-    } else {
-        parts.join(" · ")
+/// What `updatejobcfg --dry-run` prints: each planned instance by its
+/// job-wide number (`?` from a cluster too old to tell it) with its zone
+/// and machine (or why it has none), the machines to provision, and the
+/// cluster's warnings (a plan past `max_machines`).
+fn dry_run_text(reply: &PlanReply) -> String {
+    use std::fmt::Write;
+    let number = |key: &InstanceKey| {
+        reply
+            .number_of(key)
+            .map_or("?".to_string(), |n| n.to_string())
+    };
+    let mut rows = Vec::new();
+    for a in &reply.plan.assignments {
+        rows.push(vec![
+            a.key.job.clone(),
+            number(&a.key),
+            a.key.zone.clone(),
+            a.machine.clone(),
+        ]);
     }
+    for u in &reply.plan.unplaced {
+        rows.push(vec![
+            u.key.job.clone(),
+            number(&u.key),
+            u.key.zone.clone(),
+            format!("({})", u.reason),
+        ]);
+    }
+    let mut out = format_table(&["JOB", "#", "ZONE", "MACHINE"], &rows);
+    let _ = writeln!(
+        out,
+        "dry run: nothing applied; {} new machine(s) would be provisioned",
+        reply.plan.provision.len()
+    );
+    for warning in &reply.warnings {
+        let _ = writeln!(out, "warning: {warning}");
+    }
+    out
 }
 
 /// A capacity as written in the config: whole cores as `2`, else two
@@ -993,12 +977,8 @@ fn render_status(status: &ClusterStatus, jobs: &[JobView]) -> String {
         status.instances.running,
         status.instances.total()
     );
-    let _ = writeln!(
-        out,
-        "instances: {}",
-        instance_counts_text(&status.instances)
-    );
-    let _ = writeln!(out, "jobs: {}", job_counts_text(&status.jobs_by_health));
+    let _ = writeln!(out, "instances: {}", instances_text(&status.instances));
+    let _ = writeln!(out, "jobs: {}", jobs_text(&status.jobs_by_health));
     let rows: Vec<Vec<String>> = status
         .zones
         .iter()
@@ -1127,7 +1107,7 @@ fn render_job_status(job: &cerebro_types::cluster::JobView) -> String {
         job.health,
         job.running_instances,
         job.desired_instances,
-        instance_counts_text(&job.health_counts),
+        instances_text(&job.health_counts),
         job.generation,
         job.version
             .as_ref()
@@ -1333,6 +1313,7 @@ mod tests {
     use cerebro_types::deploy::{
         AttemptOutcome, DeployAttempt, InstanceDeployLog, StepOutcome, StepRecord,
     };
+    use cerebro_types::health::{HealthCounts, InstanceHealth, JobHealth};
     use cerebro_types::machine::Resources;
 
     fn instance(index: usize, zone: &str, machine: &str, dns: Option<&str>) -> InstanceView {
@@ -1784,6 +1765,65 @@ mod tests {
             unplaced,
             uptime_secs: 5,
         }
+    }
+
+    #[test]
+    fn the_dry_run_names_instances_by_number_and_warns_of_the_machine_limit() {
+        use cerebro_types::cluster::{Assignment, Plan, PlannedInstance, Unplaced};
+        let key = |zone: &str, slot| InstanceKey {
+            job: "web".into(),
+            zone: zone.into(),
+            slot,
+        };
+        let reply = PlanReply {
+            jobs: vec!["web".into()],
+            plan: Plan {
+                assignments: vec![Assignment {
+                    key: key("local-a", 0),
+                    machine: "local-a-1".into(),
+                }],
+                provision: Vec::new(),
+                unplaced: vec![Unplaced {
+                    key: key("local-b", 0),
+                    need: cerebro_types::job::Need {
+                        cpu: 0.1,
+                        mem_mb: 64.0,
+                    },
+                    reason: "the cluster's limit of 8 machines (max_machines) is reached".into(),
+                }],
+            },
+            warnings: vec![
+                "the plan needs 11 new machines in zone local-b but max_machines allows 8 (3 in use)"
+                    .into(),
+            ],
+            numbers: vec![
+                PlannedInstance {
+                    key: key("local-a", 0),
+                    number: 0,
+                },
+                PlannedInstance {
+                    key: key("local-b", 0),
+                    number: 1,
+                },
+            ],
+        };
+        let text = dry_run_text(&reply);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["JOB", "#", "ZONE", "MACHINE"]
+        );
+        assert!(lines[1].starts_with("web  0  local-a  local-a-1"), "{text}");
+        assert!(
+            lines[2].starts_with("web  1  local-b  (the cluster's limit"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "warning: the plan needs 11 new machines in zone local-b but max_machines allows 8"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -285,13 +285,7 @@ async fn plan(State(ops): State<Ops>, body: Bytes) -> Result<Json<PlanReply>, Ap
         .map_err(|_| ApiError::bad_field("body", "must be UTF-8 text"))?;
     let jobs =
         parse_jobs(text, "request body").map_err(|e| ApiError::from(e.to_validation_errors()))?;
-    let plan = ops.plan(&jobs)?;
-    let warnings = ops.read().plan_warnings(&jobs);
-    Ok(Json(PlanReply {
-        jobs: jobs.iter().map(|j| j.name().to_string()).collect(),
-        plan,
-        warnings,
-    }))
+    Ok(Json(ops.plan(&jobs)?))
 }
 
 async fn list_machines(State(ops): State<Ops>) -> Json<Vec<MachineView>> {
@@ -437,6 +431,7 @@ mod tests {
     use crate::cluster::Cluster;
     use crate::config::Cli;
     use axum::response::IntoResponse;
+    use cerebro_types::cluster::InstanceKey;
     use clap::Parser;
     use std::sync::{Arc, Mutex};
 
@@ -656,6 +651,39 @@ mod tests {
         let Json(reply) = plan(State(ops.clone()), batch(3)).await.unwrap();
         assert!(reply.warnings.is_empty(), "{:?}", reply.warnings);
         assert!(!serde_json::to_string(&reply).unwrap().contains("warnings"));
+    }
+
+    /// A dry run tells each planned instance's job-wide number: those of
+    /// a job the cluster runs as they are (`master`'s instance in local-b
+    /// is #2), a new job's as they would be given.
+    #[tokio::test]
+    async fn a_dry_run_numbers_instances_as_the_cluster_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let ops = fixture_ops(dir.path(), Vec::new());
+        let body = serde_json::json!({
+            "deployment_layout": {"local-a": {"cpu": 1}, "local-b": {"cpu": 2}},
+            "task_configuration": {"name": "fresh", "command": "sleep 1", "mem": 10},
+        });
+        let Json(reply) = plan(State(ops), Bytes::from(body.to_string()))
+            .await
+            .unwrap();
+        let number = |job: &str, zone: &str, slot: u32| {
+            reply.number_of(&InstanceKey {
+                job: job.into(),
+                zone: zone.into(),
+                slot,
+            })
+        };
+        assert_eq!(number("master", "local-b", 0), Some(2));
+        assert_eq!(number("master", "local-a", 1), Some(1));
+        assert_eq!(
+            [
+                number("fresh", "local-a", 0),
+                number("fresh", "local-b", 0),
+                number("fresh", "local-b", 1)
+            ],
+            [Some(0), Some(1), Some(2)]
+        );
     }
 
     fn fields(error: &ApiError) -> Vec<String> {

@@ -8,7 +8,7 @@ use crate::cluster::{lock, SharedCluster, UpsertOutcome};
 use crate::store::MachineRecord;
 use cerebro_client::{ClientError, HttpClient, MachineClient};
 use cerebro_types::cluster::{
-    BinaryInfo, ClusterEvent, ClusterStatus, IdleLimitRequest, JobView, MachineView, Plan,
+    BinaryInfo, ClusterEvent, ClusterStatus, IdleLimitRequest, JobView, MachineView, PlanReply,
     RegisterRequest, RegisterResult, UpdateRequest,
 };
 use cerebro_types::deploy::InstanceDeployLog;
@@ -586,18 +586,12 @@ impl Ops {
 
     /// Dry run: the placement these jobs would get with the current ones,
     /// applying nothing. A linked master may be in the same batch.
-    pub fn plan(&self, jobs: &[JobSpec]) -> Result<Plan, OpError> {
+    pub fn plan(&self, jobs: &[JobSpec]) -> Result<PlanReply, OpError> {
         let cluster = lock(&self.cluster);
-        let mut all: std::collections::BTreeMap<String, JobSpec> = cluster
-            .jobs()
-            .map(|(name, record)| (name.clone(), record.spec.clone()))
-            .collect();
         for job in jobs {
             cluster.check_job_among(job, jobs)?;
-            all.insert(job.name().to_string(), job.clone());
         }
-        let specs: Vec<JobSpec> = all.into_values().collect();
-        Ok(cluster.plan_for(&specs))
+        Ok(cluster.dry_run(jobs))
     }
 
     /// Fails unless `request.address` answers `GET /api/v1/status` as

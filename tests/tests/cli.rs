@@ -112,7 +112,7 @@ fn every_command_works_against_a_live_cluster() {
         "{job_status}"
     );
 
-    // Instances are listed by zone, then slot: instance 1 is zone-a's slot 1.
+    // Instance 1 is the one whose CEREBRO_INSTANCE is 1.
     wait_for(TIMEOUT, "instance 1's own output", || {
         let out = stdout(&cluster.cli(&["logs", "echo-server", "--instance", "1", "--tail", "5"]));
         out.contains("started 1").then_some(())
@@ -149,7 +149,7 @@ fn every_command_works_against_a_live_cluster() {
     );
     let events = stdout(&cluster.cli(&["events", "--limit", "50"]));
     assert!(
-        events.contains("instance 1 restarted by request"),
+        events.contains("echo-server #1 (") && events.contains(") restarted by request"),
         "{events}"
     );
     // Which instance is never guessed: neither flag is an error naming both.

@@ -2,7 +2,7 @@
 //! views and the status, computed from the state under the lock.
 
 use super::*;
-use cerebro_types::cluster::RecipeView;
+use cerebro_types::cluster::{PlanReply, PlannedInstance, RecipeView};
 use cerebro_types::deploy::DeployState;
 use cerebro_types::health::{
     recent_restarts, ExitReason, HealthCounts, HealthInput, InstanceHealth, JobHealth, Pending,
@@ -495,6 +495,17 @@ impl Cluster {
     /// new machines in zone local-a but max_machines allows 8 (3 in use)`.
     /// Empty when the plan fits.
     pub fn plan_warnings(&self, batch: &[JobSpec]) -> Vec<String> {
+        let plan = self.uncapped_plan(&self.with_batch(batch));
+        crate::placement::machine_cap_warnings(
+            &plan,
+            self.config.provider.max_machines,
+            self.state.machines.len(),
+        )
+    }
+
+    /// Every job's spec, those of `batch` added or in place of the
+    /// current ones: what a dry run plans.
+    fn with_batch(&self, batch: &[JobSpec]) -> Vec<JobSpec> {
         let mut all: BTreeMap<&str, &JobSpec> = self
             .state
             .jobs
@@ -504,13 +515,46 @@ impl Cluster {
         for job in batch {
             all.insert(job.name(), job);
         }
-        let specs: Vec<JobSpec> = all.into_values().cloned().collect();
-        let plan = self.uncapped_plan(&specs);
-        crate::placement::machine_cap_warnings(
-            &plan,
-            self.config.provider.max_machines,
-            self.state.machines.len(),
-        )
+        all.into_values().cloned().collect()
+    }
+
+    /// The dry run of `batch` (checked by the caller): the placement the
+    /// jobs would get, the number each planned instance would have
+    /// (numbers it has are kept, a new one gets what
+    /// [`JobRecord::number_instances`] would give), and the warnings.
+    pub fn dry_run(&self, batch: &[JobSpec]) -> PlanReply {
+        let specs = self.with_batch(batch);
+        let plan = self.plan_for(&specs);
+        let mut numbers = Vec::new();
+        for spec in &specs {
+            let mut keys: Vec<InstanceKey> = plan
+                .assignments
+                .iter()
+                .map(|a| &a.key)
+                .chain(plan.unplaced.iter().map(|u| &u.key))
+                .filter(|k| k.job == spec.name())
+                .cloned()
+                .collect();
+            keys.sort();
+            keys.dedup();
+            let mut record = self
+                .state
+                .jobs
+                .get(spec.name())
+                .cloned()
+                .unwrap_or_else(|| JobRecord::new(spec.clone(), 0));
+            record.number_instances(&keys);
+            numbers.extend(keys.into_iter().filter_map(|key| {
+                let number = record.instance_number(&key.zone, key.slot)?;
+                Some(PlannedInstance { key, number })
+            }));
+        }
+        PlanReply {
+            jobs: batch.iter().map(|j| j.name().to_string()).collect(),
+            warnings: self.plan_warnings(batch),
+            plan,
+            numbers,
+        }
     }
 
     /// The cluster's status now.

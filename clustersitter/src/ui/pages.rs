@@ -18,7 +18,7 @@ use cerebro_types::time::{format_rfc3339_ms, now_ms};
 use cerebro_types::url::encode_path_segment;
 use cerebro_web::html::{bar, escape, format_bytes, health_badge, key_values, state_pill};
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt::Write;
 
 fn not_found(viewer: &Viewer, message: &str) -> Response {
@@ -120,41 +120,6 @@ fn instance_badge(health: InstanceHealth) -> String {
 /// A job's health as a badge (`health-failing`).
 fn job_badge(health: JobHealth) -> String {
     health_badge(health.as_str(), health.as_str())
-}
-
-/// Instances counted by health as people read them: running,
-/// crash-looping and pending always, the others when there are any, then
-/// the total: `5 running · 1 crash-looping · 0 pending of 6 instances`.
-fn instance_counts_text(counts: &HealthCounts) -> String {
-    let shown = [
-        (InstanceHealth::Running, true),
-        (InstanceHealth::Starting, false),
-        (InstanceHealth::CrashLooping, true),
-        (InstanceHealth::Failed, false),
-        (InstanceHealth::Pending, true),
-        (InstanceHealth::Stopping, false),
-        (InstanceHealth::Stopped, false),
-    ];
-    let parts: Vec<String> = shown
-        .iter()
-        .filter(|(health, always)| *always || counts.get(*health) > 0)
-        .map(|(health, _)| format!("{} {}", counts.get(*health), health.as_str()))
-        .collect();
-    format!("{} of {} instances", parts.join(" · "), counts.total())
-}
-
-/// Jobs counted by health, those with any: `3 healthy · 1 degraded`.
-fn job_counts_text(by_health: &BTreeMap<JobHealth, usize>) -> String {
-    let parts: Vec<String> = by_health
-        .iter()
-        .filter(|(_, n)| **n > 0)
-        .map(|(health, n)| format!("{n} {}", health.as_str()))
-        .collect();
-    if parts.is_empty() {
-        "no jobs".into()
-    } else {
-        parts.join(" · ")
-    }
 }
 
 /// Why an instance has no process (its pending reason), else how its
@@ -460,11 +425,11 @@ pub(super) async fn overview(State(app): State<UiState>, headers: HeaderMap) -> 
             escape(&status.cluster),
             if failing_jobs > 0 { " bad" } else { "" },
             status.jobs,
-            escape(&job_counts_text(&status.jobs_by_health)),
+            escape(&cerebro_types::health::jobs_text(&status.jobs_by_health)),
             if trouble > 0 { " bad" } else { "" },
             status.instances.running,
             status.instances.total(),
-            escape(&instance_counts_text(&status.instances)),
+            escape(&cerebro_types::health::instances_text(&status.instances)),
             status.machines,
             if machines_line.is_empty() {
                 String::new()
@@ -626,7 +591,7 @@ pub(super) async fn job_page(
                 format!(
                     "{} {}",
                     job_badge(view.health),
-                    escape(&instance_counts_text(&view.health_counts))
+                    escape(&cerebro_types::health::instances_text(&view.health_counts))
                 ),
             ),
             (
@@ -1225,31 +1190,6 @@ mod tests {
             ),
             "{html}"
         );
-    }
-
-    #[test]
-    fn counts_read_as_sentences() {
-        let mut counts = HealthCounts::default();
-        for health in [
-            InstanceHealth::Running,
-            InstanceHealth::Running,
-            InstanceHealth::CrashLooping,
-            InstanceHealth::Stopped,
-        ] {
-            counts.add(health);
-        }
-        assert_eq!(
-            instance_counts_text(&counts),
-            "2 running · 1 crash-looping · 0 pending · 1 stopped of 4 instances"
-        );
-        let jobs: BTreeMap<JobHealth, usize> = [
-            (JobHealth::Healthy, 3),
-            (JobHealth::Degraded, 1),
-            (JobHealth::Failing, 0),
-        ]
-        .into();
-        assert_eq!(job_counts_text(&jobs), "3 healthy · 1 degraded");
-        assert_eq!(job_counts_text(&BTreeMap::new()), "no jobs");
     }
 
     fn job_view(instances: Vec<InstanceView>) -> JobView {

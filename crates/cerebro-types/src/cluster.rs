@@ -1261,6 +1261,27 @@ pub struct PlanReply {
     /// allows 8 (3 in use)`. Absent when empty (and from older clusters).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The number each planned instance has or would get
+    /// ([`InstanceView::index`]). Absent from older clusters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub numbers: Vec<PlannedInstance>,
+}
+
+/// A planned instance's job-wide number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedInstance {
+    pub key: InstanceKey,
+    pub number: u32,
+}
+
+impl PlanReply {
+    /// The number of the planned instance `key`, if the cluster told it.
+    pub fn number_of(&self, key: &InstanceKey) -> Option<u32> {
+        self.numbers
+            .iter()
+            .find(|p| p.key == *key)
+            .map(|p| p.number)
+    }
 }
 
 /// What a machine's registration did.

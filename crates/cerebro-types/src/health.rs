@@ -307,6 +307,43 @@ impl HealthCounts {
     }
 }
 
+/// Instances counted by health as people read them, in the CLI's
+/// `cerebro status` and the overview's headline alike: running,
+/// crash-looping and pending always, the others when there are any, then
+/// the total: `5 running · 1 crash-looping · 0 pending of 6 instances`.
+pub fn instances_text(counts: &HealthCounts) -> String {
+    let shown = [
+        (InstanceHealth::Running, true),
+        (InstanceHealth::Starting, false),
+        (InstanceHealth::CrashLooping, true),
+        (InstanceHealth::Failed, false),
+        (InstanceHealth::Pending, true),
+        (InstanceHealth::Stopping, false),
+        (InstanceHealth::Stopped, false),
+    ];
+    let parts: Vec<String> = shown
+        .iter()
+        .filter(|(health, always)| *always || counts.get(*health) > 0)
+        .map(|(health, _)| format!("{} {}", counts.get(*health), health.as_str()))
+        .collect();
+    format!("{} of {} instances", parts.join(" · "), counts.total())
+}
+
+/// Jobs counted by health, those with any: `3 healthy · 1 degraded`;
+/// `no jobs` for none.
+pub fn jobs_text(by_health: &std::collections::BTreeMap<JobHealth, usize>) -> String {
+    let parts: Vec<String> = by_health
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(health, n)| format!("{n} {}", health.as_str()))
+        .collect();
+    if parts.is_empty() {
+        "no jobs".into()
+    } else {
+        parts.join(" · ")
+    }
+}
+
 /// Why a pending instance has no process yet, in a word a script can
 /// match (`code`) and a sentence a person reads (`message`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -711,6 +748,32 @@ mod tests {
         let first =
             ExitReason::last_of(&status(TaskState::Stopped, 0, events[..2].to_vec())).unwrap();
         assert_eq!(first.to_string(), "exit code 3");
+    }
+
+    #[test]
+    fn counts_read_as_sentences() {
+        use std::collections::BTreeMap;
+        let mut counts = HealthCounts::default();
+        for health in [
+            InstanceHealth::Running,
+            InstanceHealth::Running,
+            InstanceHealth::CrashLooping,
+            InstanceHealth::Stopped,
+        ] {
+            counts.add(health);
+        }
+        assert_eq!(
+            instances_text(&counts),
+            "2 running · 1 crash-looping · 0 pending · 1 stopped of 4 instances"
+        );
+        let jobs: BTreeMap<JobHealth, usize> = [
+            (JobHealth::Healthy, 3),
+            (JobHealth::Degraded, 1),
+            (JobHealth::Failing, 0),
+        ]
+        .into();
+        assert_eq!(jobs_text(&jobs), "3 healthy · 1 degraded");
+        assert_eq!(jobs_text(&BTreeMap::new()), "no jobs");
     }
 
     #[test]
