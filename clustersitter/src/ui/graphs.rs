@@ -213,12 +213,15 @@ fn draw(
     // The frame, the figure's name, its scale and the time axis.
     let _ = write!(
         out,
-        r##"<rect x="{LEFT}" y="{TOP}" width="{w}" height="{h}" fill="none" stroke="#e3e6ea"/><text x="{LEFT}" y="14" fill="#1d232b" font-weight="600">{title}</text><text x="{lx}" y="{ty}" fill="{MUTED}" text-anchor="end">{top} {unit}</text><text x="{lx}" y="{BOTTOM}" fill="{MUTED}" text-anchor="end">0</text><text x="{LEFT}" y="{tx}" fill="{MUTED}">1 h ago</text><text x="{RIGHT}" y="{tx}" fill="{MUTED}" text-anchor="end">now</text>"##,
+        r##"<rect x="{LEFT}" y="{TOP}" width="{w}" height="{h}" fill="none" stroke="#e3e6ea"/><text x="{LEFT}" y="14" fill="#1d232b" font-weight="600">{title}</text><text x="{ix}" y="{iy}" fill="{MUTED}">{top} {unit}</text><text x="{lx}" y="{BOTTOM}" fill="{MUTED}" text-anchor="end">0</text><text x="{LEFT}" y="{tx}" fill="{MUTED}">1 h ago</text><text x="{RIGHT}" y="{tx}" fill="{MUTED}" text-anchor="end">now</text>"##,
         w = RIGHT - LEFT,
         h = BOTTOM - TOP,
         title = escape(metric.title),
         lx = LEFT - 4.0,
-        ty = TOP + 8.0,
+        // Inside the frame's top-left corner: beside the axis, a scale
+        // with its unit (`0.10 cores`) would run off the picture.
+        ix = LEFT + 4.0,
+        iy = TOP + 12.0,
         top = escape(&figure(top)),
         unit = escape(metric.unit),
         tx = BOTTOM + 14.0,
