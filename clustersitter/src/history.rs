@@ -356,7 +356,7 @@ impl Cluster {
 mod tests {
     use super::*;
     use cerebro_types::machine::TaskView;
-    use cerebro_types::task::{CpuAction, Limits, LimitsBackendKind, TaskState, ViolationCounts};
+    use cerebro_types::task::{CpuAction, Limits, LimitsBackendKind};
     use cerebro_types::TaskSpec;
     use std::collections::BTreeMap;
 
@@ -392,29 +392,25 @@ mod tests {
             run_requested: true,
             deleting: false,
             status: Some(TaskStatus {
-                name: name.into(),
-                command: "sleep 1".into(),
-                state: TaskState::Stopped,
                 pid: Some(42),
                 started_at_ms: poll.started_at_ms,
-                uptime_secs: None,
                 starts: poll.starts,
                 restarts: poll.restarts,
                 cpu_cores: poll.cpu,
                 rss_bytes: poll.rss_mb * 1024 * 1024,
                 processes: 1,
-                limits: Limits {
-                    cpu_cores: None,
-                    mem_bytes: None,
-                    time_limit_secs: None,
-                    cpu_action: CpuAction::Restart,
-                },
-                backend: LimitsBackendKind::Poll,
-                violations: ViolationCounts::default(),
-                last_exit: None,
-                events: Vec::new(),
-                tasksitter_pid: 1,
-                cgroup_paths: Vec::new(),
+                ..TaskStatus::not_started(
+                    name,
+                    "sleep 1",
+                    Limits {
+                        cpu_cores: None,
+                        mem_bytes: None,
+                        time_limit_secs: None,
+                        cpu_action: CpuAction::Restart,
+                    },
+                    LimitsBackendKind::Poll,
+                    1,
+                )
             }),
             tasksitter: None,
             sitter_starts: 1,

@@ -6,25 +6,14 @@
 //! its exits and violations told as events of the job.
 
 use cerebro_client::{ClusterClient, HttpClient};
-use cerebro_tests::{bin, kill_processes_under, wait_for_async, TIMEOUT};
+use cerebro_tests::{wait_for_async, Cluster, ClusterOptions, TIMEOUT};
 use cerebro_types::cluster::{ClusterEvent, JobView};
 use cerebro_types::health::{InstanceHealth, JobHealth};
 use cerebro_types::task::ViolationKind;
 use cerebro_web::daemon::{shutdown_channel, ShutdownHandle};
 use clustersitter::ClusterError;
-use std::path::Path;
 use std::time::Duration;
 use tokio::task::JoinHandle;
-
-/// Kills what the test's machines started under its dir, even when the
-/// test fails half-way.
-struct Cleanup(tempfile::TempDir);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        kill_processes_under(self.0.path());
-    }
-}
 
 const TOKEN: &str = "health-token";
 
@@ -37,29 +26,12 @@ struct InProcess {
 }
 
 impl InProcess {
-    async fn start(dir: &Path) -> InProcess {
-        Self::start_with(dir, "").await
-    }
-
-    /// [`InProcess::start`] with `extra` top-level config lines.
-    async fn start_with(dir: &Path, extra: &str) -> InProcess {
-        let config_path = dir.join("cluster.toml");
-        std::fs::write(dir.join("token"), TOKEN).unwrap();
-        std::fs::write(
-            &config_path,
-            format!(
-                "cluster_name = \"health\"\nstate_dir = \"{}\"\npoll_interval = \"200ms\"\ntoken_file = \"token\"\n{extra}\n\
-                 on_exit = \"stop\"\n[provider]\nkind = \"local\"\nzones = [\"zone-a\"]\n\
-                 machine_cpu = 2.0\nmachine_mem = 512.0\nmachinesitter_bin = \"{}\"\n",
-                dir.join("state").display(),
-                bin("machinesitter").display()
-            ),
-        )
-        .unwrap();
+    /// Serves the clustersitter on `files` (see [`Cluster::in_process`]).
+    async fn start(files: &Cluster) -> InProcess {
         let config = <clustersitter::config::Cli as clap::Parser>::try_parse_from([
             "clustersitter",
             "--config",
-            config_path.to_str().unwrap(),
+            files.config_path().to_str().unwrap(),
         ])
         .unwrap()
         .into_config()
@@ -129,8 +101,8 @@ fn healths(view: &JobView) -> Vec<InstanceHealth> {
 /// only a process seen up is told as running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_and_a_start_show_at_once() {
-    let dir = Cleanup(tempfile::tempdir().unwrap());
-    let cluster = InProcess::start(dir.0.path()).await;
+    let files = Cluster::in_process("health", TOKEN, ClusterOptions::default());
+    let cluster = InProcess::start(&files).await;
     cluster
         .put(serde_json::json!({
             "persistent": true, "deployment_layout": {"zone-a": {"cpu": 2}},
@@ -208,8 +180,8 @@ async fn a_stop_and_a_start_show_at_once() {
 /// and restart count, and the crash loop once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_looping_job_is_crash_looping_with_its_reasons() {
-    let dir = Cleanup(tempfile::tempdir().unwrap());
-    let cluster = InProcess::start(dir.0.path()).await;
+    let files = Cluster::in_process("health", TOKEN, ClusterOptions::default());
+    let cluster = InProcess::start(&files).await;
     let backoff =
         serde_json::json!({"initial_secs": 0.1, "max_secs": 0.5, "healthy_after_secs": 10});
     cluster
@@ -308,8 +280,15 @@ async fn a_crash_looping_job_is_crash_looping_with_its_reasons() {
 /// the machine is called unreachable (here never: the threshold is high).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_machines_instances_stop_counting_at_once() {
-    let dir = Cleanup(tempfile::tempdir().unwrap());
-    let cluster = InProcess::start_with(dir.0.path(), "failure_threshold = 1000").await;
+    let files = Cluster::in_process(
+        "health",
+        TOKEN,
+        ClusterOptions {
+            failure_threshold: 1000,
+            ..ClusterOptions::default()
+        },
+    );
+    let cluster = InProcess::start(&files).await;
     cluster
         .put(serde_json::json!({
             "persistent": true, "deployment_layout": {"zone-a": {"cpu": 1}},

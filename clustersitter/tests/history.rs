@@ -4,46 +4,21 @@
 //! restart by request shows as a restart marker, unknown names are 404s,
 //! and the job and machine pages draw it.
 
-use cerebro_tests::{bin, kill_processes_under, wait_for_async};
+use cerebro_tests::{wait_for_async, Cluster, ClusterOptions};
 use cerebro_types::history::{HistoryView, HISTORY_WINDOW_MS, MAX_SAMPLES};
 use cerebro_types::time::now_ms;
 use cerebro_web::daemon::shutdown_channel;
 use clap::Parser;
-use std::path::Path;
 use std::time::Duration;
-
-/// Kills what the test's machines started under its dir, even when the
-/// test fails half-way.
-struct Cleanup(tempfile::TempDir);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        kill_processes_under(self.0.path());
-    }
-}
 
 const TOKEN: &str = "history-token";
 
-/// A one-zone local cluster polling every 200 ms, state under `dir`, the
-/// token [`TOKEN`], no DNS; machines stop with the cluster.
-fn cluster_config(dir: &Path) -> clustersitter::config::ClusterConfig {
-    let config_path = dir.join("cluster.toml");
-    std::fs::write(dir.join("token"), TOKEN).unwrap();
-    std::fs::write(
-        &config_path,
-        format!(
-            "cluster_name = \"history\"\nstate_dir = \"{}\"\npoll_interval = \"200ms\"\ntoken_file = \"token\"\n\
-             on_exit = \"stop\"\n[dns]\nkind = \"none\"\n[provider]\nkind = \"local\"\nzones = [\"zone-a\"]\n\
-             machine_cpu = 2.0\nmachine_mem = 512.0\nmachinesitter_bin = \"{}\"\n",
-            dir.join("state").display(),
-            bin("machinesitter").display()
-        ),
-    )
-    .unwrap();
+/// The clustersitter config of [`Cluster::in_process`]'s files.
+fn cluster_config(files: &Cluster) -> clustersitter::config::ClusterConfig {
     clustersitter::config::Cli::try_parse_from([
         "clustersitter",
         "--config",
-        config_path.to_str().unwrap(),
+        files.config_path().to_str().unwrap(),
     ])
     .unwrap()
     .into_config()
@@ -96,8 +71,8 @@ impl Api {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_job_has_a_history_and_a_restart_by_request_is_marked() {
-    let dir = Cleanup(tempfile::tempdir().unwrap());
-    let config = cluster_config(dir.0.path());
+    let files = Cluster::in_process("history", TOKEN, ClusterOptions::default());
+    let config = cluster_config(&files);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, shutdown) = shutdown_channel();

@@ -185,23 +185,6 @@ impl Supervisor {
         let stdout_log = open_log(&config.stdout_dir, LogStream::Stdout)?;
         let stderr_log = open_log(&config.stderr_dir, LogStream::Stderr)?;
         let status = Arc::new(Mutex::new(TaskStatus {
-            name: spec.name.clone(),
-            command: spec.command.clone(),
-            state: TaskState::Stopped,
-            pid: None,
-            started_at_ms: None,
-            uptime_secs: None,
-            starts: 0,
-            restarts: 0,
-            cpu_cores: 0.0,
-            rss_bytes: 0,
-            processes: 0,
-            limits: limits.clone(),
-            backend: backend_kind,
-            violations: ViolationCounts::default(),
-            last_exit: None,
-            events: Vec::new(),
-            tasksitter_pid: my_pid as u32,
             cgroup_paths: match &backend {
                 Backend::Cgroup { group, .. } => group
                     .paths()
@@ -210,6 +193,13 @@ impl Supervisor {
                     .collect(),
                 Backend::Poll => Vec::new(),
             },
+            ..TaskStatus::not_started(
+                &spec.name,
+                &spec.command,
+                limits.clone(),
+                backend_kind,
+                my_pid as u32,
+            )
         }));
         Ok(Self {
             config,

@@ -278,6 +278,8 @@ pub struct ClusterOptions {
     pub machine_cpu: f64,
     pub machine_mem: f64,
     pub idle_limit: u32,
+    /// Missed polls before a machine is unreachable (3).
+    pub failure_threshold: u32,
     /// The cluster's token; `None`: the one it generates at first start
     /// (read from its state dir), or none at all with `insecure`.
     pub token: Option<&'static str>,
@@ -314,6 +316,7 @@ impl Default for ClusterOptions {
             machine_cpu: 2.0,
             machine_mem: 512.0,
             idle_limit: 1,
+            failure_threshold: 3,
             token: None,
             insecure: false,
             toml_extra: String::new(),
@@ -340,9 +343,13 @@ impl Cluster {
         let config_path = dir.path().join("cluster.toml");
         let zones: Vec<String> = options.zones.iter().map(|z| format!("\"{z}\"")).collect();
         let mut config = format!(
-            "cluster_name = \"{}\"\nport = {}\nstate_dir = \"state\"\npoll_interval = \"200ms\"\nfailure_threshold = 3\n\
+            "cluster_name = \"{}\"\nport = {}\nstate_dir = \"state\"\npoll_interval = \"200ms\"\nfailure_threshold = {}\n\
              idle_limit = {}\nmin_healthy = \"1s\"\n{}\n",
-            options.cluster_name, options.port, options.idle_limit, options.toml_extra
+            options.cluster_name,
+            options.port,
+            options.failure_threshold,
+            options.idle_limit,
+            options.toml_extra
         );
         if let Some(token) = options.token {
             std::fs::write(dir.path().join("token"), token).unwrap();
@@ -393,6 +400,27 @@ impl Cluster {
             config_path,
             env: options.env,
         }
+    }
+
+    /// The files of a one-zone local cluster (`zone-a`, machines of 2
+    /// cores and 512 MB, the token `token`, machines stopped with the
+    /// cluster) for a test that serves the clustersitter in its own
+    /// process (`clustersitter::serve` on `clustersitter::config::Cli`
+    /// `--config` [`Cluster::config_path`]); dropping it kills what its
+    /// machines started.
+    pub fn in_process(name: &'static str, token: &'static str, options: ClusterOptions) -> Self {
+        let options = ClusterOptions {
+            cluster_name: name,
+            zones: vec!["zone-a"],
+            token: Some(token),
+            toml_extra: format!("on_exit = \"stop\"\n{}", options.toml_extra),
+            ..options
+        };
+        // On a thread of its own: an async test may call this, and the
+        // blocking HTTP client cannot be built inside a runtime.
+        std::thread::spawn(move || Self::new(options))
+            .join()
+            .expect("the cluster's files are written")
     }
 
     /// The config file the clustersitter reads.

@@ -1019,29 +1019,27 @@ mod instance_events {
             _ => None,
         });
         TaskStatus {
-            name: "ticker#2".into(),
-            command: "hog".into(),
             pid: state.pid(),
             started_at_ms: state.started_at_ms(),
             state,
-            uptime_secs: None,
             starts: restarts + 1,
             restarts,
-            cpu_cores: 0.0,
-            rss_bytes: 0,
             processes: 1,
-            limits: Limits {
-                cpu_cores: None,
-                mem_bytes: Some(128 * 1024 * 1024),
-                time_limit_secs: None,
-                cpu_action: CpuAction::Restart,
-            },
-            backend: LimitsBackendKind::Poll,
             violations,
             last_exit,
             events,
-            tasksitter_pid: 1,
-            cgroup_paths: Vec::new(),
+            ..TaskStatus::not_started(
+                "ticker#2",
+                "hog",
+                Limits {
+                    cpu_cores: None,
+                    mem_bytes: Some(128 * 1024 * 1024),
+                    time_limit_secs: None,
+                    cpu_action: CpuAction::Restart,
+                },
+                LimitsBackendKind::Poll,
+                1,
+            )
         }
     }
 

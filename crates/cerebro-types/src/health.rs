@@ -498,37 +498,30 @@ pub fn trim(value: f64, decimals: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::task::{
-        CpuAction, Limits, LimitsBackendKind, TaskEvent, TaskState, ViolationCounts,
-    };
+    use crate::task::{CpuAction, Limits, LimitsBackendKind, TaskEvent, TaskState};
 
     const NOW: u64 = 10_000_000;
 
     fn status(state: TaskState, restarts: u64, events: Vec<TaskEvent>) -> TaskStatus {
         TaskStatus {
-            name: "web#0".into(),
-            command: "true".into(),
             pid: state.pid(),
             started_at_ms: state.started_at_ms(),
             state,
-            uptime_secs: None,
             starts: restarts + 1,
             restarts,
-            cpu_cores: 0.0,
-            rss_bytes: 0,
-            processes: 1,
-            limits: Limits {
-                cpu_cores: None,
-                mem_bytes: None,
-                time_limit_secs: None,
-                cpu_action: CpuAction::Restart,
-            },
-            backend: LimitsBackendKind::Poll,
-            violations: ViolationCounts::default(),
-            last_exit: None,
             events,
-            tasksitter_pid: 1,
-            cgroup_paths: Vec::new(),
+            ..TaskStatus::not_started(
+                "web#0",
+                "true",
+                Limits {
+                    cpu_cores: None,
+                    mem_bytes: None,
+                    time_limit_secs: None,
+                    cpu_action: CpuAction::Restart,
+                },
+                LimitsBackendKind::Poll,
+                1,
+            )
         }
     }
 

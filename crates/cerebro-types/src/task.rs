@@ -837,6 +837,39 @@ pub struct TaskStatus {
     pub cgroup_paths: Vec<String>,
 }
 
+impl TaskStatus {
+    /// What a tasksitter publishes before its task first starts: stopped,
+    /// nothing measured, no events, no cgroup.
+    pub fn not_started(
+        name: &str,
+        command: &str,
+        limits: Limits,
+        backend: LimitsBackendKind,
+        tasksitter_pid: u32,
+    ) -> Self {
+        TaskStatus {
+            name: name.to_string(),
+            command: command.to_string(),
+            state: TaskState::Stopped,
+            pid: None,
+            started_at_ms: None,
+            uptime_secs: None,
+            starts: 0,
+            restarts: 0,
+            cpu_cores: 0.0,
+            rss_bytes: 0,
+            processes: 0,
+            limits,
+            backend,
+            violations: ViolationCounts::default(),
+            last_exit: None,
+            events: Vec::new(),
+            tasksitter_pid,
+            cgroup_paths: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogStream {
