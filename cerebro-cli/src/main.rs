@@ -173,11 +173,20 @@ impl Api {
     fn explain(&self, error: ClientError) -> anyhow::Error {
         match &error {
             ClientError::Status { status, body, .. } => {
-                // The server's message already lists every field at fault.
-                let detail = serde_json::from_str::<cerebro_types::ErrorBody>(body)
-                    .map(|b| b.error)
-                    .unwrap_or_else(|_| body.clone());
-                anyhow!("the cluster answered {status}: {detail}")
+                match serde_json::from_str::<cerebro_types::ErrorBody>(body) {
+                    // The server's message already lists every field at fault.
+                    Ok(refusal) if !is_not_an_api(*status, &refusal) => {
+                        anyhow!("the cluster answered {status}: {}", refusal.error)
+                    }
+                    // A URL that is not a cluster's API: say which URL, and
+                    // where it came from, not the whole page it answered.
+                    _ => anyhow!(
+                        "{} is not a Cerebro cluster's API: it answered {status}: {}{}",
+                        self.client.base(),
+                        first_line(body),
+                        self.source.hint()
+                    ),
+                }
             }
             ClientError::Transport { .. } => anyhow!(
                 "cannot reach the cluster at {}: {error}{}",
@@ -198,7 +207,12 @@ impl Api {
     /// (even a refusal, such as 401 or an unknown job) is the right one.
     fn settle<T>(&self, result: Result<T, ClientError>) -> Result<T, ClientError> {
         let answered = match &result {
-            Ok(_) | Err(ClientError::Status { .. }) => true,
+            Ok(_) => true,
+            // Only a refusal in the cluster's own words: any web server
+            // answers something.
+            Err(error @ ClientError::Status { status, .. }) => error
+                .error_body()
+                .is_some_and(|refusal| !is_not_an_api(*status, &refusal)),
             Err(ClientError::Transport { .. } | ClientError::Decode { .. }) => false,
         };
         if answered && !self.answered.replace(true) && self.source == UrlSource::Flag {
@@ -215,6 +229,25 @@ impl Api {
         self.settle(self.runtime.block_on(call(&self.client)))
             .map_err(|e| self.explain(e))
     }
+}
+
+/// Whether a JSON refusal says the URL is not the API's: the 404 a
+/// cluster gives for a path it does not serve (`nothing at /api/api/v1/jobs`:
+/// a `--cluster` URL with a path of its own), or any answer without the
+/// error body Cerebro's daemons give.
+fn is_not_an_api(status: u16, refusal: &cerebro_types::ErrorBody) -> bool {
+    status == 404 && refusal.error.starts_with("nothing at ")
+}
+
+/// The first line of `text`, at most 200 characters: enough of another
+/// server's page to recognise it.
+fn first_line(text: &str) -> String {
+    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let mut short: String = line.trim().chars().take(200).collect();
+    if short.len() < line.trim().len() {
+        short.push('…');
+    }
+    short
 }
 
 /// A job the cluster refused (400) for its fields, each field error at
@@ -1689,6 +1722,7 @@ mod tests {
                 limit: 128.0 * 1024.0 * 1024.0,
                 by_kernel: true,
             }),
+            by_request: false,
         });
         let mut waiting = instance(1, "local-b", "-", None);
         waiting.machine = None;
@@ -1793,7 +1827,7 @@ mod tests {
                 }],
             },
             warnings: vec![
-                "the plan needs 11 new machines in zone local-b but max_machines allows 8 (3 in use)"
+                "the plan needs 11 new machines in zone local-b but max_machines (8, with 3 machines already) lets only 5 be added"
                     .into(),
             ],
             numbers: vec![
@@ -1820,7 +1854,7 @@ mod tests {
         );
         assert!(
             text.contains(
-                "warning: the plan needs 11 new machines in zone local-b but max_machines allows 8"
+                "warning: the plan needs 11 new machines in zone local-b but max_machines (8, with 3 machines already) lets only 5 be added"
             ),
             "{text}"
         );

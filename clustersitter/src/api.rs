@@ -641,7 +641,7 @@ mod tests {
         let Json(reply) = plan(State(ops.clone()), batch(17)).await.unwrap();
         assert_eq!(
             reply.warnings[0],
-            "the plan needs 17 new machines in zone local-a but max_machines allows 16 (2 in use)"
+            "the plan needs 17 new machines in zone local-a but max_machines (16, with 2 machines already) lets only 14 be added"
         );
         assert_eq!(
             reply.plan.provision.len(),

@@ -15,9 +15,10 @@ impl From<OpError> for ApiError {
             | OpError::NotOnMachineYet { .. }
             | OpError::TaskNotOnMachine(_)
             | OpError::NoSuchBinary { .. } => StatusCode::NOT_FOUND,
-            OpError::NotPlaced { .. } | OpError::NoAddress(_) | OpError::HasFollowers { .. } => {
-                StatusCode::CONFLICT
-            }
+            OpError::NotPlaced { .. }
+            | OpError::NotRunning { .. }
+            | OpError::NoAddress(_)
+            | OpError::HasFollowers { .. } => StatusCode::CONFLICT,
             OpError::Decommissioned(_) => StatusCode::GONE,
             OpError::MachineRefused { status, body } => {
                 return ApiError {
@@ -58,6 +59,14 @@ mod tests {
                 },
                 409,
                 "instance 1 of 'web' is not placed yet",
+            ),
+            (
+                OpError::NotRunning {
+                    job: "web".into(),
+                    index: 0,
+                },
+                409,
+                "instance 0 of 'web' is stopped (the job is stopped, or auto_start is false and it was never started): start the job first",
             ),
             (
                 OpError::HasFollowers {

@@ -41,6 +41,11 @@ pub enum OpError {
     /// The instance has no machine yet.
     #[error("instance {index} of '{job}' is not placed yet")]
     NotPlaced { job: String, index: usize },
+    /// The job does not want its instances running (stopped by request,
+    /// or `auto_start: false` and never started): a restart would start
+    /// one the cluster then counts as stopping.
+    #[error("instance {index} of '{job}' is stopped (the job is stopped, or auto_start is false and it was never started): start the job first")]
+    NotRunning { job: String, index: usize },
     /// The instance's machine (by id) has not registered an address yet.
     #[error("machine {0} has no address yet")]
     NoAddress(String),
@@ -455,6 +460,16 @@ impl Ops {
     /// Restarts one instance through its machine (its spec is unchanged).
     pub async fn restart_instance(&self, name: &str, index: usize) -> Result<(), OpError> {
         let (machine, address, task) = self.locate_instance(name, index)?;
+        let wanted = lock(&self.cluster)
+            .instances_of(name)
+            .iter()
+            .any(|i| i.index == index && i.wanted_running);
+        if !wanted {
+            return Err(OpError::NotRunning {
+                job: name.to_string(),
+                index,
+            });
+        }
         self.machine_client(&address)
             .control(&task, TaskAction::Restart)
             .await

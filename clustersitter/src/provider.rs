@@ -25,6 +25,10 @@ pub enum ProviderError {
         "no machinesitter beside the clustersitter or on PATH (set provider.machinesitter_bin)"
     )]
     NoMachinesitter,
+    /// `provider.machinesitter_bin` names no executable file: refused at
+    /// start, rather than failing every machine it would start.
+    #[error("provider.machinesitter_bin {} is not an executable file", .0.display())]
+    MachinesitterNotExecutable(PathBuf),
     /// A machine id that would not be one directory under the machines dir.
     #[error("machine id '{0}' is not a plain name")]
     BadMachineId(String),
@@ -86,7 +90,9 @@ impl ProviderError {
             ProviderError::UnknownZone(_) => "unknown_zone",
             ProviderError::Limit(_) => "limit",
             ProviderError::Io(_) => "io",
-            ProviderError::NoMachinesitter => "no_machinesitter",
+            ProviderError::NoMachinesitter | ProviderError::MachinesitterNotExecutable(_) => {
+                "no_machinesitter"
+            }
             ProviderError::BadMachineId(_) => "bad_machine_id",
             ProviderError::AlreadyRunning(_) => "already_running",
             ProviderError::Survivors(_) => "survivors",
@@ -221,7 +227,8 @@ impl LocalProvider {
         token_file: Option<PathBuf>,
     ) -> Result<Self, ProviderError> {
         let machinesitter_bin = match &config.machinesitter_bin {
-            Some(bin) => bin.clone(),
+            Some(bin) if is_executable_file(bin) => bin.clone(),
+            Some(bin) => return Err(ProviderError::MachinesitterNotExecutable(bin.clone())),
             None => crate::binaries::find_program("machinesitter")
                 .ok_or(ProviderError::NoMachinesitter)?,
         };
@@ -513,9 +520,38 @@ impl Doomed {
     }
 }
 
+/// Whether `path` is a regular file someone may execute.
+fn is_executable_file(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::local_port_slice;
+    use super::*;
+
+    #[test]
+    fn a_machinesitter_bin_that_is_no_executable_is_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "not a program").unwrap();
+        for bin in [dir.path().join("missing"), plain] {
+            let config = crate::config::ProviderConfig {
+                machinesitter_bin: Some(bin.clone()),
+                ..Default::default()
+            };
+            let error = LocalProvider::new(config, dir.path(), None)
+                .err()
+                .expect("refused");
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "provider.machinesitter_bin {} is not an executable file",
+                    bin.display()
+                )
+            );
+        }
+    }
 
     #[test]
     fn local_machines_get_port_slices_that_never_overlap() {

@@ -434,7 +434,7 @@ async fn more_instances_than_max_machines_wait_on_the_limit_quietly() {
     assert_eq!(
         lock(&s.cluster).plan_warnings(&[]),
         vec![
-            "the plan needs 11 new machines in zone local-a but max_machines allows 8 (0 in use)"
+            "the plan needs 11 new machines in zone local-a but max_machines (8, with 0 machines already) lets only 8 be added"
                 .to_string(),
             "3 instances would wait for a machine that max_machines does not allow".to_string(),
         ]
@@ -463,7 +463,7 @@ async fn more_instances_than_max_machines_wait_on_the_limit_quietly() {
     let warnings = lock(&s.cluster).plan_warnings(&[]);
     assert_eq!(
         warnings[0],
-        "the plan needs 3 new machines in zone local-a but max_machines allows 8 (8 in use)"
+        "the plan needs 3 new machines in zone local-a but max_machines (8, with 8 machines already) lets only 0 be added"
     );
     let job = lock(&s.cluster).view_of_job("ticker").unwrap();
     assert_eq!(job.health, cerebro_types::health::JobHealth::Failing);

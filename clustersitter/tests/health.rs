@@ -153,6 +153,24 @@ async fn a_stop_and_a_start_show_at_once() {
             .all(|e| !(e.kind.name() == "task_put" && e.message.starts_with("runs "))),
         "no put says a task runs"
     );
+    // A stopped instance is not restarted behind the job's back: the
+    // cluster would count as stopping a process that runs.
+    let refused = cluster
+        .client
+        .restart_instance("ticker", 0)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), Some(409), "{refused}");
+    assert!(
+        refused.to_string().contains("start the job first"),
+        "{refused}"
+    );
+    let view = cluster.client.job("ticker").await.unwrap();
+    assert!(
+        view.instances.iter().all(|i| i.pid.is_none()),
+        "{:?}",
+        healths(&view)
+    );
 
     cluster.client.start_job("ticker").await.unwrap();
     let view = cluster.client.job("ticker").await.unwrap();

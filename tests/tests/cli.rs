@@ -541,6 +541,27 @@ fn only_an_answering_url_is_remembered_and_a_saved_one_says_so() {
         .status
         .success());
     assert!(!saved.exists(), "a URL that never answered was saved");
+    // Another web server answers, but not as a cluster: not saved, and
+    // said so in one line rather than with its whole page.
+    let other = cerebro_tests::artifacts::ArtifactServer::start();
+    let output = cerebro(&["--cluster", &other.base_url(), "listjobs"]);
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("is not a Cerebro cluster's API: it answered 404"),
+        "{error}"
+    );
+    assert!(!saved.exists(), "another server's URL was saved");
+    // The cluster's URL with a path of its own reaches the cluster, which
+    // has nothing there: not the API's URL either.
+    let with_path = format!("{}/api", cluster.base_url);
+    let output = cerebro(&["--cluster", &with_path, "listjobs"]);
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains(&format!("{with_path} is not a Cerebro cluster's API")),
+        "{error}"
+    );
+    assert!(!saved.exists(), "a URL with a wrong path was saved");
     // The cluster answers 404 for an unknown job: a failed command, but the right URL.
     let output = cerebro(&["--cluster", &cluster.base_url, "status", "no-such-job"]);
     assert!(!output.status.success());

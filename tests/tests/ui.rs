@@ -463,6 +463,15 @@ async fn a_crash_looping_job_shows_its_health_reason_and_restarts_in_a_real_brow
         .await
         .unwrap();
     assert_eq!(heading, format!("chatty #0 (zone-a) on {machine} — stdout"));
+    // The log page of an instance or job that does not exist does not exist.
+    for missing in ["/logs/chatty/9/stdout", "/logs/nope/0/stdout"] {
+        let status = blocking(|| {
+            reqwest::blocking::get(format!("{base}{missing}"))
+                .unwrap()
+                .status()
+        });
+        assert_eq!(status, 404, "{missing}");
+    }
     eventually(
         "the log to open at its newest line",
         &browser,

@@ -207,9 +207,11 @@ impl Cluster {
         names::update_numbers(&mut self.state.dns_numbers, &hosting)
     }
 
-    /// Whether machine `machine`'s instances of `job` serve: it is ready,
-    /// and every one of them runs (and, for a job with a recipe, reports
-    /// the release it was sent ready).
+    /// Whether machine `machine` serves `job`: it is ready, and at least
+    /// one of its instances of the job runs (and, for a job with a recipe,
+    /// reports the release it was sent ready). One is enough: a machine
+    /// whose zone grew by an instance still starting, or with one instance
+    /// crash-looping beside others that run, still answers.
     fn serves(&self, job: &str, machine: &MachineRecord) -> bool {
         if machine.state() != MachineState::Ready {
             return false;
@@ -217,27 +219,21 @@ impl Cluster {
         let Some(report) = self.reports.get(&machine.id) else {
             return false;
         };
-        let mut any = false;
-        for assignment in self
-            .assignments_on(&machine.id)
+        self.assignments_on(&machine.id)
             .filter(|a| a.key.job == job)
-        {
-            any = true;
-            let task = report.tasks.get(&self.task_name_of(&assignment.key));
-            let runs = task
-                .and_then(|t| t.status.as_ref())
-                .is_some_and(|s| s.state.kind() == cerebro_types::StateKind::Running);
-            let deployed = match self.instance_deployment(&assignment.key, &machine.id) {
-                None => true,
-                Some(deployment) => task.and_then(|t| t.deploy.as_ref()).is_some_and(|d| {
-                    d.release == deployment.release_id() && d.state == DeployState::Ready
-                }),
-            };
-            if !(runs && deployed) {
-                return false;
-            }
-        }
-        any
+            .any(|assignment| {
+                let task = report.tasks.get(&self.task_name_of(&assignment.key));
+                let runs = task
+                    .and_then(|t| t.status.as_ref())
+                    .is_some_and(|s| s.state.kind() == cerebro_types::StateKind::Running);
+                let deployed = match self.instance_deployment(&assignment.key, &machine.id) {
+                    None => true,
+                    Some(deployment) => task.and_then(|t| t.deploy.as_ref()).is_some_and(|d| {
+                        d.release == deployment.release_id() && d.state == DeployState::Ready
+                    }),
+                };
+                runs && deployed
+            })
     }
 
     /// The hosts of every named job, from the numbers as they are.

@@ -176,6 +176,25 @@ impl Cluster {
         for assignment in self.assignments_on(id) {
             let key = &assignment.key;
             let task_name = self.task_name_of(key);
+            let label = self.instance_label(key);
+            // A tasksitter that died is started again by its machine, and
+            // starts the process anew with counts of its own from zero: its
+            // restarts say nothing of it, the machine's count does.
+            if let (Some(was), Some(is)) = (
+                previous.tasks.get(&task_name).map(|t| t.sitter_starts),
+                report.tasks.get(&task_name).map(|t| t.sitter_starts),
+            ) {
+                if is > was {
+                    out.push((
+                        key.job.clone(),
+                        id.to_string(),
+                        ClusterEventKind::InstanceExited,
+                        format!(
+                            "{label} on {id}: its tasksitter ended and was started again by the machine (start {is}); the process started anew"
+                        ),
+                    ));
+                }
+            }
             let Some(after) = report.tasks.get(&task_name).and_then(|t| t.status.as_ref()) else {
                 continue;
             };
@@ -183,7 +202,6 @@ impl Cluster {
                 .tasks
                 .get(&task_name)
                 .and_then(|t| t.status.as_ref());
-            let label = format!("{} #{} ({})", key.job, self.instance_number(key), key.zone);
             for change in instance_changes(before, before_ms, after, now) {
                 let (kind, message) = change.describe(&label, id);
                 out.push((key.job.clone(), id.to_string(), kind, message));
@@ -847,6 +865,7 @@ pub(super) fn instance_changes(
             at_ms: now_ms,
             status: Some(status),
             violation: None,
+            by_request: false,
         })
     });
     let restarts_before = before.map_or(0, |b| b.restarts);

@@ -800,7 +800,7 @@ fn named_fixture(dir: &std::path::Path) -> Cluster {
 }
 
 #[test]
-fn a_zone_name_has_the_machines_whose_instances_all_run() {
+fn a_zone_name_has_the_machines_where_an_instance_runs() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = named_fixture(dir.path());
     let running = |slot| deployed_task(&instance_task_name("master", slot), now_ms(), None);
@@ -810,9 +810,9 @@ fn a_zone_name_has_the_machines_whose_instances_all_run() {
         tasks: Ok(tasks),
         status: None,
     };
-    // One of its two instances runs: not yet in local-a.master....
+    // None of its two instances runs: not in local-a.master....
     cluster.record_polls(
-        vec![answer(vec![running(0)])],
+        vec![answer(Vec::new())],
         now_ms(),
         std::time::Duration::from_secs(60),
     );
@@ -825,9 +825,9 @@ fn a_zone_name_has_the_machines_whose_instances_all_run() {
             "0.local-b.master.cerebro.test"
         ]
     );
-    // Both run: it serves.
+    // One runs (the other still starting, as when its zone grew): it serves.
     cluster.record_polls(
-        vec![answer(vec![running(0), running(1)])],
+        vec![answer(vec![running(0)])],
         now_ms(),
         std::time::Duration::from_secs(60),
     );
@@ -1335,5 +1335,24 @@ mod instance_events {
         );
         assert_eq!(told[0].machine.as_deref(), Some("local-a-1"));
         assert!(told[0].concerns(&cerebro_types::cluster::EventSubject::Job("master".into())));
+
+        // Its tasksitter dies and the machine starts another, which starts
+        // the process anew with counts from zero: told all the same.
+        let mut anew = with_status(status(running(78, start + 2_000), 0, vec![]));
+        anew.sitter_starts += 1;
+        cluster.record_polls(vec![answer(anew)], start + 3_000, timeout);
+        let exited: Vec<&ClusterEvent> = cluster
+            .events()
+            .iter()
+            .filter(|e| e.kind == ClusterEventKind::InstanceExited)
+            .collect();
+        assert_eq!(exited.len(), 1, "{exited:?}");
+        assert!(
+            exited[0]
+                .message
+                .starts_with("master #1 (local-a) on local-a-1: its tasksitter ended"),
+            "{}",
+            exited[0].message
+        );
     }
 }

@@ -492,7 +492,8 @@ impl Cluster {
     /// What a dry run of `batch` (jobs added to or replacing the
     /// current ones) should warn of: each zone whose new machines the
     /// cluster's `max_machines` would not allow, e.g. `the plan needs 11
-    /// new machines in zone local-a but max_machines allows 8 (3 in use)`.
+    /// new machines in zone local-a but max_machines (8, with 3 machines
+    /// already) lets only 5 be added`.
     /// Empty when the plan fits.
     pub fn plan_warnings(&self, batch: &[JobSpec]) -> Vec<String> {
         let plan = self.uncapped_plan(&self.with_batch(batch));

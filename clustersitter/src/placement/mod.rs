@@ -118,7 +118,7 @@ pub fn machine_cap_warnings(plan: &Plan, max_machines: usize, in_use: usize) -> 
         .iter()
         .map(|(zone, needed)| {
             format!(
-                "the plan needs {needed} new machines in zone {zone} but max_machines allows {max_machines} ({in_use} in use)"
+                "the plan needs {needed} new machines in zone {zone} but max_machines ({max_machines}, with {in_use} machines already) lets only {room} be added"
             )
         })
         .collect();

@@ -464,13 +464,19 @@ pub(super) async fn overview(State(app): State<UiState>, headers: HeaderMap) -> 
                 for i in view.instances.iter().filter(|i| &i.zone == zone) {
                     counts.add(i.health);
                 }
-                // Trouble is named beside the three numbers, never hidden
-                // in "not running".
-                let trouble: Vec<String> = [InstanceHealth::CrashLooping, InstanceHealth::Failed]
-                    .into_iter()
-                    .filter(|h| counts.get(*h) > 0)
-                    .map(|h| format!("{} {}", counts.get(h), h.as_str()))
-                    .collect();
+                // What is neither running nor pending is named beside the
+                // three numbers, never hidden in "not running".
+                let trouble: Vec<String> = [
+                    InstanceHealth::CrashLooping,
+                    InstanceHealth::Failed,
+                    InstanceHealth::Starting,
+                    InstanceHealth::Stopping,
+                    InstanceHealth::Stopped,
+                ]
+                .into_iter()
+                .filter(|h| counts.get(*h) > 0)
+                .map(|h| format!("{} {}", counts.get(h), h.as_str()))
+                .collect();
                 zones.push(format!(
                     "{} {} / {} / {}{}",
                     escape(zone),
@@ -999,6 +1005,11 @@ pub(super) async fn log_page(
             chunk.next_offset,
             escape(&chunk.data)
         ),
+        // No such job or instance: the page does not exist.
+        Err(
+            error
+            @ (crate::ops::OpError::NoSuchJob(_) | crate::ops::OpError::NoSuchInstance { .. }),
+        ) => return not_found(&viewer, &error.to_string()),
         Err(error) => format!(
             r#"{heading}<div class="notice">{}</div>"#,
             escape(&error.to_string())
@@ -1160,6 +1171,7 @@ mod tests {
             at_ms: 1,
             status: Some(ExitStatus::Code(3)),
             violation: None,
+            by_request: false,
         });
         let mut waiting = InstanceView {
             index: 1,

@@ -94,13 +94,14 @@ impl InstanceHealth {
         }
     }
 
-    /// Whether this is where an instance should be: running when wanted,
-    /// stopped when not.
+    /// Whether this is where an instance should be: running when wanted
+    /// (or stopped after a clean exit its policy allows: `judge` gives a
+    /// wanted instance `stopped` for nothing else), stopped when not.
     pub fn is_settled(self, wanted_running: bool) -> bool {
-        if wanted_running {
-            self == InstanceHealth::Running
-        } else {
-            self == InstanceHealth::Stopped
+        match self {
+            InstanceHealth::Stopped => true,
+            InstanceHealth::Running => wanted_running,
+            _ => false,
         }
     }
 
@@ -199,8 +200,9 @@ pub fn recent_restarts(status: &TaskStatus, now_ms: u64) -> u32 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobHealth {
-    /// Every instance is where it is wanted: running, or stopped for a
-    /// stopped job. A job without instances is healthy.
+    /// Every instance is where it is wanted: running, stopped for a
+    /// stopped job, or stopped after a clean exit its policy allows (a
+    /// one-shot job that did its work). A job without instances is healthy.
     Healthy,
     /// Some instances are not where they are wanted (pending, starting,
     /// stopping, or in trouble while others run).
@@ -390,6 +392,10 @@ pub struct ExitReason {
     /// limit, whether the kernel killed it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub violation: Option<Violation>,
+    /// It ended because it was asked to stop (a stop, a restart or an
+    /// update by request), not by itself nor for a limit. Absent: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_request: bool,
 }
 
 impl ExitReason {
@@ -398,17 +404,21 @@ impl ExitReason {
     /// tasksitter killed it) or after it and before the next start (the
     /// kernel's OOM kill is learnt only once the process is gone).
     pub fn last_of(status: &TaskStatus) -> Option<ExitReason> {
-        // The violation of the run going on, and whether the last event
-        // of a run was its exit (no start since).
+        // The violation of the run going on, whether it was asked to stop,
+        // and whether the last event of a run was its exit (no start since).
         let mut violation = None;
+        let mut asked = false;
         let mut ended = false;
         let mut reason: Option<ExitReason> = None;
         for event in &status.events {
             match &event.kind {
                 EventKind::Started { .. } => {
                     violation = None;
+                    asked = false;
                     ended = false;
                 }
+                // Also sent for a CPU or time violation, which comes first.
+                EventKind::StopRequested { .. } => asked = true,
                 EventKind::Violation(v) => match reason.as_mut() {
                     Some(last) if ended => {
                         last.violation.get_or_insert_with(|| v.clone());
@@ -419,6 +429,7 @@ impl ExitReason {
                     reason = Some(ExitReason {
                         at_ms: event.at_ms,
                         status: Some(*status),
+                        by_request: asked && violation.is_none(),
                         violation: violation.take(),
                     });
                     ended = true;
@@ -434,6 +445,13 @@ impl fmt::Display for ExitReason {
     /// e.g. `killed by the kernel for memory: 210.4 MB used, limit 128 MB
     /// (killed by signal 9)`, or `exit code 3`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.by_request {
+            f.write_str("stopped by request")?;
+            return match &self.status {
+                Some(status) => write!(f, " ({status})"),
+                None => Ok(()),
+            };
+        }
         match (&self.violation, &self.status) {
             (Some(v), Some(status)) => write!(f, "{} ({status})", describe_violation(v)),
             (Some(v), None) => f.write_str(&describe_violation(v)),
@@ -641,6 +659,8 @@ mod tests {
             JobHealth::Healthy
         );
         assert_eq!(JobHealth::of([(Stopped, false, false)]), JobHealth::Healthy);
+        // A one-shot job whose run ended well (allow_exit, exit 0).
+        assert_eq!(JobHealth::of([(Stopped, true, false)]), JobHealth::Healthy);
         assert_eq!(JobHealth::of([]), JobHealth::Healthy);
         assert_eq!(
             JobHealth::of([(Running, true, false), (CrashLooping, true, false)]),
@@ -741,6 +761,35 @@ mod tests {
         let first =
             ExitReason::last_of(&status(TaskState::Stopped, 0, events[..2].to_vec())).unwrap();
         assert_eq!(first.to_string(), "exit code 3");
+        // A stop by request is told as one, whatever signal ended it.
+        let stopped = vec![
+            TaskEvent {
+                at_ms: 1,
+                kind: EventKind::Started {
+                    pid: 1,
+                    start_number: 1,
+                },
+            },
+            TaskEvent {
+                at_ms: 2,
+                kind: EventKind::StopRequested {
+                    signal: "TERM".into(),
+                },
+            },
+            TaskEvent {
+                at_ms: 3,
+                kind: EventKind::Exited {
+                    pid: 1,
+                    status: ExitStatus::Signal(15),
+                },
+            },
+        ];
+        let asked = ExitReason::last_of(&status(TaskState::Stopped, 0, stopped)).unwrap();
+        assert!(asked.by_request);
+        assert_eq!(
+            asked.to_string(),
+            "stopped by request (killed by signal 15)"
+        );
     }
 
     #[test]
