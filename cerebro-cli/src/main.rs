@@ -61,10 +61,10 @@ enum Command {
         #[arg(long)]
         version: Option<String>,
         /// Seconds each machine's instances must run before the next machine.
-        #[arg(long, value_name = "SECONDS")]
+        #[arg(long, value_name = "SECONDS", value_parser = seconds)]
         min_healthy: Option<f64>,
         /// Machines restarted at a time.
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = whole_number::<usize>)]
         max_parallel: Option<usize>,
     },
     /// Restart instances of a job now, with the same config: one
@@ -76,7 +76,7 @@ enum Command {
         job: String,
         /// The instance to restart: its number in `cerebro status JOB`
         /// (counted job-wide from 0); repeat for several.
-        #[arg(long, short = 'i', value_name = "N")]
+        #[arg(long, short = 'i', value_name = "N", value_parser = whole_number::<usize>)]
         instance: Vec<usize>,
         /// Restart every instance of the job at once.
         #[arg(long, conflicts_with = "instance")]
@@ -116,13 +116,13 @@ enum Command {
         /// The job's name (its task_configuration.name).
         job: String,
         /// Which instance: its number in `cerebro status JOB` (counted job-wide from 0).
-        #[arg(long, short = 'i', default_value_t = 0, value_name = "N")]
+        #[arg(long, short = 'i', default_value_t = 0, value_name = "N", value_parser = whole_number::<usize>)]
         instance: usize,
         /// Show standard error instead of standard output.
         #[arg(long)]
         stderr: bool,
         /// How many of the last lines to show.
-        #[arg(long, short = 'n', default_value_t = 100, value_name = "LINES")]
+        #[arg(long, short = 'n', default_value_t = 100, value_name = "LINES", value_parser = whole_number::<u64>)]
         tail: u64,
         /// Keep printing new output until interrupted.
         #[arg(long, short = 'f')]
@@ -132,7 +132,7 @@ enum Command {
     Updateidlelimit {
         /// Machines without instances kept ready in each zone (more are
         /// decommissioned, fewer are not provisioned ahead).
-        #[arg(value_name = "N")]
+        #[arg(value_name = "N", value_parser = whole_number::<u32>)]
         limit: u32,
         /// Only this zone (as named in the cluster config and `cerebro status`); else every zone.
         #[arg(long)]
@@ -144,7 +144,7 @@ enum Command {
         /// The job's name (its task_configuration.name).
         job: String,
         /// Only this instance (its number in `cerebro status JOB`).
-        #[arg(long, short = 'i', value_name = "N")]
+        #[arg(long, short = 'i', value_name = "N", value_parser = whole_number::<usize>)]
         instance: Option<usize>,
     },
     /// The DNS provider and every record Cerebro wants it to hold
@@ -153,7 +153,7 @@ enum Command {
     /// Recent events, newest first.
     Events {
         /// How many events to show at most.
-        #[arg(long, default_value_t = 50, value_name = "N")]
+        #[arg(long, default_value_t = 50, value_name = "N", value_parser = whole_number::<usize>)]
         limit: usize,
     },
 }
@@ -594,6 +594,10 @@ fn run(cli: Cli) -> Result<()> {
                 // supervisorctl user writes `restart all`, here `--all`.
                 bail!("{}", restart_which(&job));
             } else {
+                // An instance named twice is restarted once.
+                let mut instance = instance;
+                instance.sort_unstable();
+                instance.dedup();
                 instance
             };
             restart_instances(&api, cli.json, &job, &indices)?;
@@ -849,6 +853,22 @@ fn render_deploy_logs(logs: &[cerebro_types::deploy::InstanceDeployLog]) -> Stri
         }
     }
     out
+}
+
+/// A flag's whole number, refused in plain words rather than clap's
+/// own (`invalid digit found in string`).
+fn whole_number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| "must be a whole number, 0 or more (such as 0, 1 or 50)".to_string())
+}
+
+/// A flag's number of seconds (`30`, `1.5`), refused in plain words.
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(value) if value.is_finite() && value >= 0.0 => Ok(value),
+        _ => Err("must be a number of seconds, 0 or more (such as 30 or 1.5)".to_string()),
+    }
 }
 
 /// What `updatejobcfg --dry-run` prints: each planned instance by its
@@ -1440,6 +1460,29 @@ mod tests {
     /// Every argument of every command (positional or flag, global ones
     /// included) explains itself in `cerebro help COMMAND`, and so does every
     /// command: an argument added without a doc comment fails here.
+    /// A number flag given something else is refused in plain words, and
+    /// an instance named twice is one.
+    #[test]
+    fn number_flags_are_refused_in_plain_words() {
+        use clap::Parser;
+        for args in [
+            &["cerebro", "logs", "web", "--instance", "abc"][..],
+            &["cerebro", "events", "--limit", "-"],
+            &["cerebro", "restart", "web", "-i", "1.5"],
+            &["cerebro", "updateidlelimit", "x"],
+        ] {
+            let error = Cli::try_parse_from(args).unwrap_err().to_string();
+            assert!(
+                error.contains("must be a whole number, 0 or more") && !error.contains("digit"),
+                "{args:?}: {error}"
+            );
+        }
+        let error = Cli::try_parse_from(["cerebro", "updatejob", "web", "--min-healthy", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("must be a number of seconds"), "{error}");
+    }
+
     #[test]
     fn every_command_and_argument_has_help() {
         use clap::CommandFactory;

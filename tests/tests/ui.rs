@@ -464,7 +464,12 @@ async fn a_crash_looping_job_shows_its_health_reason_and_restarts_in_a_real_brow
         .unwrap();
     assert_eq!(heading, format!("chatty #0 (zone-a) on {machine} — stdout"));
     // The log page of an instance or job that does not exist does not exist.
-    for missing in ["/logs/chatty/9/stdout", "/logs/nope/0/stdout"] {
+    for missing in [
+        "/logs/chatty/9/stdout",
+        "/logs/nope/0/stdout",
+        "/logs/chatty/-1/stdout",
+        "/logs/chatty/0/stdin",
+    ] {
         let status = blocking(|| {
             reqwest::blocking::get(format!("{base}{missing}"))
                 .unwrap()
@@ -472,6 +477,12 @@ async fn a_crash_looping_job_shows_its_health_reason_and_restarts_in_a_real_brow
         });
         assert_eq!(status, 404, "{missing}");
     }
+    let wrong = blocking(|| {
+        reqwest::blocking::get(format!("{base}/logs/chatty/0/stdout?lines=abc")).unwrap()
+    });
+    assert_eq!(wrong.status(), 400);
+    let page = blocking(|| wrong.text().unwrap());
+    assert!(page.contains("lines must be a whole number"), "{page}");
     eventually(
         "the log to open at its newest line",
         &browser,

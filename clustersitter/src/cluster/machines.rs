@@ -725,7 +725,14 @@ pub(super) enum InstanceChange {
     },
     /// Its process ended and its policy restarted it; `restarts` is its
     /// restart count now.
-    Exited { reason: ExitReason, restarts: u64 },
+    Exited {
+        reason: ExitReason,
+        /// Its restart count now.
+        restarts: u64,
+        /// Restarts since the previous poll: more than one when it ended
+        /// twice between two polls (the reason is the last one's).
+        since: u64,
+    },
     /// It began crash-looping: `restarts` within the window.
     CrashLooping {
         restarts: u32,
@@ -774,9 +781,20 @@ impl InstanceChange {
                     ),
                 )
             }
-            InstanceChange::Exited { reason, restarts } => (
+            InstanceChange::Exited {
+                reason,
+                restarts,
+                since,
+            } => (
                 ClusterEventKind::InstanceExited,
-                format!("{label} on {machine} ended: {reason}; restart {restarts}"),
+                if *since > 1 {
+                    format!(
+                        "{label} on {machine} ended {since} times since the last poll, the last: {reason}; restarts {} to {restarts}",
+                        restarts + 1 - since
+                    )
+                } else {
+                    format!("{label} on {machine} ended: {reason}; restart {restarts}")
+                },
             ),
             InstanceChange::CrashLooping { restarts, reason } => (
                 ClusterEventKind::InstanceCrashLooping,
@@ -874,6 +892,7 @@ pub(super) fn instance_changes(
             changes.push(InstanceChange::Exited {
                 reason: reason.clone(),
                 restarts: after.restarts,
+                since: after.restarts - restarts_before,
             });
         }
     }

@@ -1096,6 +1096,40 @@ mod instance_events {
             .collect()
     }
 
+    /// Two ends between two polls are one event that says two, so the
+    /// events add up to the restart count.
+    #[test]
+    fn two_ends_between_polls_are_told_as_two() {
+        let before = status(running(1, NOW - 5_000), 1, vec![]);
+        let after = status(
+            running(3, NOW - 100),
+            3,
+            vec![
+                event(
+                    NOW - 900,
+                    EventKind::Exited {
+                        pid: 1,
+                        status: ExitStatus::Code(3),
+                    },
+                ),
+                event(
+                    NOW - 300,
+                    EventKind::Exited {
+                        pid: 2,
+                        status: ExitStatus::Code(4),
+                    },
+                ),
+            ],
+        );
+        let told = messages(Some(&before), &after);
+        assert!(
+            told.iter().any(|(kind, message)| kind == "instance_exited"
+                && message
+                    == "ticker #2 (local-b) on local-b-1 ended 2 times since the last poll, the last: exit code 4; restarts 2 to 3"),
+            "{told:?}"
+        );
+    }
+
     #[test]
     fn a_first_start_is_the_one_runs_event_and_a_stopped_task_says_nothing() {
         let up = status(

@@ -22,13 +22,24 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 fn not_found(viewer: &Viewer, message: &str) -> Response {
+    error_page(viewer, StatusCode::NOT_FOUND, "Not found", message)
+}
+
+/// A page that says what is wrong with the request, with its status.
+fn error_page(viewer: &Viewer, status: StatusCode, heading: &str, message: &str) -> Response {
     let body = format!(
-        r#"<h1>Not found</h1><div class="notice">{}</div><p><a href="/overview">Overview</a></p>"#,
+        r#"<h1>{}</h1><div class="notice">{}</div><p><a href="/overview">Overview</a></p>"#,
+        escape(heading),
         escape(message)
     );
     (
-        StatusCode::NOT_FOUND,
-        super::shell(viewer.open, "not found", &viewer.header(), &body),
+        status,
+        super::shell(
+            viewer.open,
+            &heading.to_lowercase(),
+            &viewer.header(),
+            &body,
+        ),
     )
         .into_response()
 }
@@ -946,14 +957,26 @@ pub(super) struct LogQuery {
 pub(super) async fn log_page(
     State(app): State<UiState>,
     headers: HeaderMap,
-    Path((name, index, stream)): Path<(String, usize, String)>,
-    Query(query): Query<LogQuery>,
+    Path((name, index, stream)): Path<(String, String, String)>,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Some(viewer) = Viewer::of_page(&app, &headers) else {
         return Redirect::to("/login").into_response();
     };
+    // Parsed here rather than by the extractors, whose refusals are not pages.
+    let Ok(index) = index.parse::<usize>() else {
+        return not_found(&viewer, &format!("'{index}' is not an instance number"));
+    };
+    let Ok(Query(query)) = query else {
+        return error_page(
+            &viewer,
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "lines must be a whole number of lines, such as 200",
+        );
+    };
     if stream != "stdout" && stream != "stderr" {
-        return (StatusCode::BAD_REQUEST, "stream must be stdout or stderr").into_response();
+        return not_found(&viewer, "the log is stdout or stderr");
     }
     let lines = query.lines.unwrap_or(200).clamp(1, 10_000);
     // Read before the log is: the lock is not held across the await.
