@@ -144,3 +144,19 @@ fn a_scaled_zone_gets_a_new_number_and_events_name_instances_by_it() {
         "{placed:?}"
     );
 }
+
+/// Right after a zone shrinks, the job asks for fewer instances even while
+/// the one leaving is still listed (until the next placement), and the
+/// others keep their numbers.
+#[test]
+fn a_shrunk_zone_asks_for_fewer_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = fixture_cluster(dir.path());
+    let mut spec = cluster.job("master").unwrap().spec.clone();
+    spec.deployment_layout.get_mut("local-a").unwrap().cpu = 1;
+    cluster.upsert_job(spec, None);
+    let view = cluster.view_of_job("master").unwrap();
+    assert_eq!(view.desired_instances, 2);
+    assert_eq!(view.instances.len(), 3, "the leaving one is still listed");
+    assert_eq!(cluster.instance_number(&key("master", "local-b", 0)), 2);
+}

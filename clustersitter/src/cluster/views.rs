@@ -415,7 +415,18 @@ impl Cluster {
             generation: record.generation,
             created_ms: record.created_ms,
             updated_ms: record.updated_ms,
-            desired_instances: instances.len(),
+            // What the job asks for: a zone that shrank may still list an
+            // instance on its way out until the next placement.
+            desired_instances: if record.spec.linked_job.is_some() {
+                instances.len()
+            } else {
+                record
+                    .spec
+                    .deployment_layout
+                    .values()
+                    .map(|layout| layout.cpu as usize)
+                    .sum()
+            },
             running_instances: health_counts.running,
             instances,
             health,

@@ -440,6 +440,9 @@ pub struct JobView {
     pub generation: u64,
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// The instances the job asks for (its layout's count; a linked
+    /// job's, those placement gave it). `instances` may list one more for
+    /// a moment: one of a shrunk zone on its way out.
     pub desired_instances: usize,
     /// Instances whose health is `running`.
     pub running_instances: usize,
