@@ -932,16 +932,6 @@ fn mb_of(figure: f64, capacity: f64) -> String {
     format!("{}/{}", trim(figure, 0), trim(capacity, 0))
 }
 
-/// Why an instance has no process (its pending reason), else how its
-/// process last ended; `-` when there is nothing to say.
-fn reason_cell(instance: &InstanceView) -> String {
-    match (&instance.pending, &instance.last_exit) {
-        (Some(pending), _) => pending.message.clone(),
-        (None, Some(exit)) => exit.to_string(),
-        (None, None) => "-".into(),
-    }
-}
-
 /// `cerebro listjobs`: each job's health, its running (by health) of
 /// desired instances, layout, version, update, run mode, and every
 /// instance's ports (`#N address:port`).
@@ -1215,7 +1205,7 @@ fn render_job_status(job: &cerebro_types::cluster::JobView) -> String {
                 row.push(ports_cell(i));
             }
             // Last: the widest column.
-            row.push(reason_cell(i));
+            row.push(i.why().unwrap_or_else(|| "-".into()));
             row
         })
         .collect();

@@ -47,10 +47,11 @@ mod tests {
             (
                 OpError::NoSuchInstance {
                     job: "web".into(),
+                    index: 9,
                     numbers: vec![0, 1],
                 },
                 404,
-                "job 'web' has no instance with that number; its instances are 0 to 1",
+                "job 'web' has no instance 9; its instances are 0 to 1",
             ),
             (
                 OpError::NotPlaced {

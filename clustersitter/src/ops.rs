@@ -32,12 +32,16 @@ pub enum OpError {
     /// No machine by this id.
     #[error("no machine '{0}'")]
     NoSuchMachine(String),
-    /// No instance has that number; `numbers` are the job's, sorted.
+    /// No instance has number `index`; `numbers` are the job's, sorted.
     #[error(
-        "job '{job}' has no instance with that number; its instances are {}",
+        "job '{job}' has no instance {index}; its instances are {}",
         describe_numbers(numbers)
     )]
-    NoSuchInstance { job: String, numbers: Vec<usize> },
+    NoSuchInstance {
+        job: String,
+        index: usize,
+        numbers: Vec<usize>,
+    },
     /// The instance has no machine yet.
     #[error("instance {index} of '{job}' is not placed yet")]
     NotPlaced { job: String, index: usize },
@@ -433,6 +437,7 @@ impl Ops {
                 .find(|i| i.index == index)
                 .ok_or_else(|| OpError::NoSuchInstance {
                     job: name.to_string(),
+                    index,
                     numbers: instances.iter().map(|i| i.index).collect(),
                 })?;
         let machine = instance.machine.clone().ok_or_else(|| OpError::NotPlaced {

@@ -272,7 +272,7 @@ async fn a_crash_looping_job_is_crash_looping_with_its_reasons() {
     assert!(
         exited
             .iter()
-            .any(|e| e.message.contains(" ended: exit code 3; restart ")),
+            .any(|e| e.message.contains("exit code 3") && e.message.contains("; restart")),
         "{exited:?}"
     );
     let violations = cluster.events("hog", "instance_violation").await;

@@ -179,12 +179,17 @@ impl Cluster {
             let label = self.instance_label(key);
             // A tasksitter that died is started again by its machine, and
             // starts the process anew with counts of its own from zero: its
-            // restarts say nothing of it, the machine's count does.
-            if let (Some(was), Some(is)) = (
-                previous.tasks.get(&task_name).map(|t| t.sitter_starts),
-                report.tasks.get(&task_name).map(|t| t.sitter_starts),
-            ) {
-                if is > was {
+            // restarts say nothing of it, the machine's count does. A new
+            // spec or deployment (an update rolling out) also starts a new
+            // tasksitter, on purpose: not told as an end.
+            if let (Some(was), Some(is)) =
+                (previous.tasks.get(&task_name), report.tasks.get(&task_name))
+            {
+                if is.sitter_starts > was.sitter_starts
+                    && is.spec == was.spec
+                    && is.deployment == was.deployment
+                {
+                    let is = is.sitter_starts;
                     out.push((
                         key.job.clone(),
                         id.to_string(),

@@ -642,8 +642,8 @@ impl Cluster {
                 ClusterEventKind::JobUpdated,
                 &name,
                 format!(
-                    "config updated: rolling update to generation {generation} over {} machines",
-                    hosting.len()
+                    "config updated: rolling update to generation {generation} over {}",
+                    cerebro_types::wording::count_of(hosting.len(), "machine")
                 ),
             ),
             None if result != UpsertOutcome::Unchanged => {
@@ -777,14 +777,14 @@ impl Cluster {
             now_ms(),
         );
         let message = format!(
-            "rolling update to generation {}{} over {} machines",
+            "rolling update to generation {}{} over {}",
             job.generation,
             request
                 .version
                 .as_ref()
                 .map(|v| format!(" (version {v})"))
                 .unwrap_or_default(),
-            hosting.len()
+            cerebro_types::wording::count_of(hosting.len(), "machine")
         );
         self.event(ClusterEventKind::RolloutStarted, name, message);
         Some(())

@@ -1374,7 +1374,16 @@ mod instance_events {
         // the process anew with counts from zero: told all the same.
         let mut anew = with_status(status(running(78, start + 2_000), 0, vec![]));
         anew.sitter_starts += 1;
-        cluster.record_polls(vec![answer(anew)], start + 3_000, timeout);
+        cluster.record_polls(vec![answer(anew.clone())], start + 3_000, timeout);
+        // An update gives it a new spec, and so a new tasksitter: on purpose,
+        // not an end.
+        let mut updated = anew;
+        updated.sitter_starts += 1;
+        updated
+            .spec
+            .env
+            .insert("CEREBRO_JOB_GENERATION".into(), "3".into());
+        cluster.record_polls(vec![answer(updated)], start + 4_000, timeout);
         let exited: Vec<&ClusterEvent> = cluster
             .events()
             .iter()

@@ -25,6 +25,7 @@ use cerebro_types::cluster::{
 };
 use cerebro_types::job::{JobSpec, Need};
 use cerebro_types::machine::Resources;
+use cerebro_types::wording::count_of;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 mod planner;
@@ -118,23 +119,28 @@ pub fn machine_cap_warnings(plan: &Plan, max_machines: usize, in_use: usize) -> 
         .iter()
         .map(|(zone, needed)| {
             format!(
-                "the plan needs {needed} new machines in zone {zone} but max_machines ({max_machines}, with {in_use} machines already) lets only {room} be added"
+                "the plan needs {} in zone {zone} but max_machines ({max_machines}, with {} already) lets only {room} be added",
+                count_of(*needed, "new machine"),
+                count_of(in_use, "machine")
             )
         })
         .collect();
     if per_zone.len() > 1 {
         warnings.push(format!(
-            "in all the plan needs {} new machines and only {room} may be added",
-            plan.provision.len()
+            "in all the plan needs {} and only {room} may be added",
+            count_of(plan.provision.len(), "new machine")
         ));
     }
     warnings.push(format!(
-        "{} instances would wait for a machine that max_machines does not allow",
-        plan.provision
-            .iter()
-            .skip(room)
-            .map(|r| r.for_instances.len())
-            .sum::<usize>()
+        "{} would wait for a machine that max_machines does not allow",
+        count_of(
+            plan.provision
+                .iter()
+                .skip(room)
+                .map(|r| r.for_instances.len())
+                .sum::<usize>(),
+            "instance"
+        )
     ));
     warnings
 }

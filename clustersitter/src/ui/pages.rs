@@ -133,16 +133,6 @@ fn job_badge(health: JobHealth) -> String {
     health_badge(health.as_str(), health.as_str())
 }
 
-/// Why an instance has no process (its pending reason), else how its
-/// process last ended; `None` when there is nothing to say.
-fn reason_text(instance: &InstanceView) -> Option<String> {
-    match (&instance.pending, &instance.last_exit) {
-        (Some(pending), _) => Some(pending.message.clone()),
-        (None, Some(exit)) => Some(exit.to_string()),
-        (None, None) => None,
-    }
-}
-
 /// How people name an instance: `ticker #2 (local-b)`.
 fn instance_label(job: &str, index: usize, zone: &str) -> String {
     format!("{job} #{index} ({zone})")
@@ -297,7 +287,7 @@ fn instance_rows(
             escape(&i.zone),
             i.machine.as_deref().map_or("—".into(), machine_link),
             instance_badge(i.health),
-            reason_text(i).map_or("—".into(), |reason| escape(&reason)),
+            i.why().map_or("—".into(), |reason| escape(&reason)),
             i.pid.map_or("—".into(), |p| p.to_string()),
             uptime(i.started_at_ms),
             i.restarts,

@@ -296,6 +296,19 @@ fn yes() -> bool {
 }
 
 impl InstanceView {
+    /// Why it is not simply running, in words: its pending reason, or how
+    /// its process last ended while it is not `running` (crash-looping,
+    /// failed, starting again, stopped). Nothing for a running instance:
+    /// an old end is history there, not a reason.
+    pub fn why(&self) -> Option<String> {
+        match (&self.pending, &self.last_exit) {
+            (Some(pending), _) => Some(pending.message.clone()),
+            _ if self.health == crate::health::InstanceHealth::Running => None,
+            (None, Some(exit)) => Some(exit.to_string()),
+            (None, None) => None,
+        }
+    }
+
     /// Each allocated port as `(name, "host:port")`, by name; an IPv6 host
     /// is bracketed (`[::1]:8080`), and without a known host the address
     /// is `:port`.

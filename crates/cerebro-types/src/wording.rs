@@ -53,6 +53,16 @@ pub fn plain_serde_message(message: &str) -> String {
     message.to_string()
 }
 
+/// `count` `thing`s in words: `1 machine`, `0 machines`, `3 machines`
+/// (`thing` is the singular; English `s` plurals only).
+pub fn count_of(count: usize, thing: &str) -> String {
+    if count == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{count} {thing}s")
+    }
+}
+
 /// The name closest to `word` among `candidates`, when one is close enough
 /// to be a likely typo of it (or `word` differs from it only in case, or
 /// one is a prefix of the other of at least 3 characters: `mem` for
