@@ -6,7 +6,7 @@ use cerebro_types::cluster::{
     ClusterStatus, IdleLimitRequest, InstanceKey, InstanceView, JobResult, JobView, PlanReply,
     RunMode, UpdateRequest,
 };
-use cerebro_types::health::{cores, instances_text, jobs_text, trim};
+use cerebro_types::health::{capacity_cores, cores, instances_text, jobs_text, trim};
 use cerebro_types::job::JobSpec;
 use cerebro_types::task_api::LogQuery;
 use cerebro_types::LogStream;
@@ -909,16 +909,6 @@ fn dry_run_text(reply: &PlanReply) -> String {
         let _ = writeln!(out, "warning: {warning}");
     }
     out
-}
-
-/// A capacity as written in the config: whole cores as `2`, else two
-/// decimals.
-fn capacity_cores(value: f64) -> String {
-    if value.fract() == 0.0 {
-        trim(value, 0)
-    } else {
-        cores(value)
-    }
 }
 
 /// `figure/capacity` in cores (`0.40/2`), never `-0.00`: the numbers the

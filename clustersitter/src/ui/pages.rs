@@ -12,7 +12,7 @@ use cerebro_types::cluster::{
 };
 use cerebro_types::deploy::DeployState;
 use cerebro_types::dns::{DnsStatus, RecordType};
-use cerebro_types::health::{cores, trim, HealthCounts, InstanceHealth, JobHealth};
+use cerebro_types::health::{capacity_cores, cores, trim, HealthCounts, InstanceHealth, JobHealth};
 use cerebro_types::machine::Resources;
 use cerebro_types::time::{format_rfc3339_ms, now_ms};
 use cerebro_types::url::encode_path_segment;
@@ -155,16 +155,6 @@ fn unplaced_label(views: &[JobView], unplaced: &Unplaced) -> String {
             || format!("{} (an instance in {})", key.job, key.zone),
             |i| instance_label(&key.job, i.index, &key.zone),
         )
-}
-
-/// A capacity as written in the config: whole cores as `2`, else two
-/// decimals.
-fn capacity_cores(value: f64) -> String {
-    if value.fract() == 0.0 {
-        trim(value, 0)
-    } else {
-        cores(value)
-    }
 }
 
 /// `figure` of `capacity` as two bars, cores then MB (`0.40 of 2 cores`,

@@ -502,6 +502,16 @@ pub fn cores(value: f64) -> String {
     trim(value, 2)
 }
 
+/// A machine's capacity in cores as written in the config: whole cores as
+/// `2`, else two decimals (`1.50`).
+pub fn capacity_cores(value: f64) -> String {
+    if value.fract() == 0.0 {
+        trim(value, 0)
+    } else {
+        cores(value)
+    }
+}
+
 /// `value` with `decimals` decimals, never `-0`: a negative value that
 /// rounds to zero (a sum of floats a hair below it) prints as `0`.
 pub fn trim(value: f64, decimals: usize) -> String {
