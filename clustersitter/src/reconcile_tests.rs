@@ -457,7 +457,9 @@ async fn more_instances_than_max_machines_wait_on_the_limit_quietly() {
         .collect();
     assert_eq!(limited.len(), 3, "{limited:?}");
     assert!(
-        limited[0].1.contains("limit of 8 machines is reached"),
+        limited[0]
+            .1
+            .starts_with("the cluster's limit of 8 machines (max_machines) is reached"),
         "{limited:?}"
     );
     let warnings = lock(&s.cluster).plan_warnings(&[]);

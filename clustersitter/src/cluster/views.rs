@@ -295,12 +295,9 @@ impl Cluster {
             unplaced.need.cpu <= largest.cpu + 1e-9 && unplaced.need.mem_mb <= largest.mem_mb + 1e-9
         });
         if fits && recorded + self.plan.provision.len() >= max {
-            return Pending::new(
-                "provider_limit",
-                format!(
-                    "the provider's limit of {max} machines is reached (max_machines; {recorded} in use)"
-                ),
-            );
+            // In placement's words (`Cluster::cap_new_machines`), as the
+            // cluster's status says it.
+            return Pending::new("provider_limit", unplaced.reason.clone());
         }
         if fits {
             if let Some(error) = self.provisioning_error(&key.zone) {
