@@ -247,16 +247,7 @@ impl Cluster {
     /// Records (and journals) an event about `subject`, a job name,
     /// machine id or zone as `kind` says ([`ClusterEventKind::subject_kind`]).
     pub fn event(&mut self, kind: ClusterEventKind, subject: &str, message: impl Into<String>) {
-        let message = message.into();
-        tracing::info!(kind = kind.name(), subject, "{message}");
-        let subject = kind.subject_kind().with(subject.to_string());
-        self.events.push(ClusterEvent {
-            at_ms: now_ms(),
-            kind,
-            subject,
-            message,
-            machine: None,
-        });
+        self.record_event(kind, subject, None, message.into());
     }
 
     /// Records (and journals) an event about job `job` that happened on
@@ -269,15 +260,24 @@ impl Cluster {
         machine: &str,
         message: impl Into<String>,
     ) {
-        let message = message.into();
-        tracing::info!(kind = kind.name(), job, machine, "{message}");
-        let subject = kind.subject_kind().with(job.to_string());
+        self.record_event(kind, job, Some(machine), message.into());
+    }
+
+    fn record_event(
+        &mut self,
+        kind: ClusterEventKind,
+        subject: &str,
+        machine: Option<&str>,
+        message: String,
+    ) {
+        tracing::info!(kind = kind.name(), subject, machine, "{message}");
+        let subject = kind.subject_kind().with(subject.to_string());
         self.events.push(ClusterEvent {
             at_ms: now_ms(),
             kind,
             subject,
             message,
-            machine: Some(machine.to_string()),
+            machine: machine.map(str::to_string),
         });
     }
 
