@@ -985,10 +985,7 @@ fn an_instance_of_a_machine_that_missed_a_poll_is_not_running() {
     let pending = instance.pending.unwrap();
     assert_eq!(
         (pending.code.as_str(), pending.message.as_str()),
-        (
-            "machine_unreachable",
-            "its machine local-a-1 missed 1 polls"
-        )
+        ("machine_unreachable", "its machine local-a-1 missed 1 poll")
     );
     let job = cluster.view_of_job("master").unwrap();
     assert_eq!(job.running_instances, 0);

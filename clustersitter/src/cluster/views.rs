@@ -201,24 +201,24 @@ impl Cluster {
     ) -> Pending {
         if let Some(record) = machine.and_then(|m| self.state.machines.get(m)) {
             let id = &record.id;
-            let missed = record.missed_polls;
+            let missed = cerebro_types::wording::count_of(record.missed_polls as usize, "poll");
             match record.state() {
                 MachineState::Decommissioning => {
                     return Pending::new(
                         "machine_unreachable",
-                        format!("its machine {id} was lost (missed {missed} polls): it moves once the provider confirms the machine gone"),
+                        format!("its machine {id} was lost (missed {missed}): it moves once the provider confirms the machine gone"),
                     )
                 }
                 MachineState::Unreachable => {
                     return Pending::new(
                         "machine_unreachable",
-                        format!("its machine {id} missed {missed} polls and is unreachable"),
+                        format!("its machine {id} missed {missed} and is unreachable"),
                     )
                 }
-                _ if missed >= 1 => {
+                _ if record.missed_polls >= 1 => {
                     return Pending::new(
                         "machine_unreachable",
-                        format!("its machine {id} missed {missed} polls"),
+                        format!("its machine {id} missed {missed}"),
                     )
                 }
                 _ => {}
